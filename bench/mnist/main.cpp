@@ -1,0 +1,207 @@
+// synk-mnist — trains the Lasagne MNIST example models (mlp, cnn) on an
+// MNIST-format data set (Fashion-MNIST by default) and reports throughput
+// and accuracy; the headline benchmark of synk.
+//
+//   synk-mnist --model mlp --epochs 10 --json mlp.json
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <random>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <synk/synk.hpp>
+
+#include "models.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Copies rows idx[begin, end) of src into dst (dst has end-begin rows).
+void gather_rows(const synk::Array& src, const std::vector<int64_t>& idx, size_t begin, size_t end,
+                 synk::Array& dst) {
+  const size_t row_bytes = src.nbytes() / static_cast<size_t>(std::max<int64_t>(src.rows(), 1));
+  auto* out = static_cast<char*>(dst.raw());
+  const auto* in = static_cast<const char*>(src.raw());
+  for (size_t i = begin; i < end; ++i)
+    std::memcpy(out + (i - begin) * row_bytes, in + static_cast<size_t>(idx[i]) * row_bytes, row_bytes);
+}
+
+synk::Shape with_rows(synk::Shape s, int64_t rows) {
+  s[0] = rows;
+  return s;
+}
+
+// A one-line progress bar on a terminal, redrawn at most ~10 times a second.
+class Progress {
+ public:
+  Progress(bool tty, int epoch, int epochs, size_t total) : tty_(tty), epoch_(epoch), epochs_(epochs), total_(total) {}
+  void update(size_t done, double loss, double rate) {
+    if (!tty_) return;
+    auto now = Clock::now();
+    if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const int width = 30;
+    int fill = total_ ? static_cast<int>(width * done / total_) : width;
+    std::fprintf(stderr, "\repoch %d/%d [%.*s%*s] %3zu%%  loss %.4f  %.0f samples/s ", epoch_, epochs_, fill,
+                 "##############################", width - fill, "", total_ ? 100 * done / total_ : 100, loss, rate);
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\r\033[K");
+  }
+
+ private:
+  bool tty_;
+  int epoch_, epochs_;
+  size_t total_;
+  Clock::time_point last_{};
+};
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+};
+
+EvalResult evaluate(const synk::Function& fn, const synk::Array& X, const synk::Array& Y, int64_t batch) {
+  const int64_t n = X.rows();
+  double loss_sum = 0, correct = 0;
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  for (int64_t b = 0; b < n; b += batch) {
+    int64_t rows = std::min(batch, n - b);
+    synk::Array xb(X.dtype(), with_rows(X.shape(), rows)), yb(Y.dtype(), with_rows(Y.shape(), rows));
+    gather_rows(X, idx, static_cast<size_t>(b), static_cast<size_t>(b + rows), xb);
+    gather_rows(Y, idx, static_cast<size_t>(b), static_cast<size_t>(b + rows), yb);
+    auto out = fn({xb, yb});
+    loss_sum += out[0].scalar() * static_cast<double>(rows);
+    correct += out[1].scalar();
+  }
+  return {n ? loss_sum / static_cast<double>(n) : NAN, n ? correct / static_cast<double>(n) : NAN};
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"synk-mnist: train the Lasagne MNIST example models with synk"};
+  std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path;
+  int epochs = 10, workers = 1, threads = 1;
+  int64_t batch = 500, train_limit = 0;
+  uint64_t seed = 1;
+  float lr = 0.01f, momentum = 0.9f;
+  app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
+  app.add_option("--epochs", epochs, "training epochs")->check(CLI::Range(1, 100000));
+  app.add_option("--batch", batch, "minibatch size")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  app.add_option("--workers", workers, "ranks in total (this build: 1)");
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--data", data, "directory with MNIST-format IDX files");
+  app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout");
+  app.add_option("--json", json_path, "write results as JSON to this file");
+  app.add_option("--lr", lr, "learning rate");
+  app.add_option("--momentum", momentum, "Nesterov momentum");
+  app.add_option("--threads", threads, "BLAS threads per process")->check(CLI::Range(1, 256));
+  app.add_option("--train-limit", train_limit, "use only the first N training images (smoke tests)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (workers != 1)
+    throw synk::ArgumentError("--workers " + std::to_string(workers) +
+                              ": this build runs a single process only (--workers 1)");
+  if (device != "cpu")
+    throw synk::ArgumentError("--device " + device + ": the CUDA executor is not available yet (use --device cpu)");
+
+  synk::MnistSet ds = synk::load_mnist(data);
+  if (train_limit > 0 && train_limit < ds.train_images.rows()) {
+    std::vector<int64_t> first(static_cast<size_t>(train_limit));
+    std::iota(first.begin(), first.end(), 0);
+    synk::Array xi(ds.train_images.dtype(), with_rows(ds.train_images.shape(), train_limit));
+    synk::Array yi(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), train_limit));
+    gather_rows(ds.train_images, first, 0, first.size(), xi);
+    gather_rows(ds.train_labels, first, 0, first.size(), yi);
+    ds.train_images = std::move(xi);
+    ds.train_labels = std::move(yi);
+  }
+  const int64_t n_train = ds.train_images.rows();
+  if (n_train < batch)
+    throw synk::ArgumentError("--batch " + std::to_string(batch) + " is larger than the training set (" +
+                              std::to_string(n_train) + " rows)");
+
+  synk::Graph g;
+  mnist::Model m = mnist::build(g, model);
+  auto grads = synk::grad(m.train_loss, m.params);
+  auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
+  synk::Session session(g, {.seed = seed, .blas_threads = threads});
+  auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
+  auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> order(static_cast<size_t>(n_train));
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
+  synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
+  synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
+
+  std::vector<double> epoch_seconds, train_losses;
+  double train_time = 0;
+  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs\n",
+              model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
+              static_cast<long long>(n_train), epochs);
+  for (int e = 1; e <= epochs; ++e) {
+    std::shuffle(order.begin(), order.end(), rng);
+    Progress bar(tty, e, epochs, static_cast<size_t>(steps));
+    double loss_sum = 0;
+    auto t0 = Clock::now();
+    for (int64_t s = 0; s < steps; ++s) {
+      gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
+      gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
+      loss_sum += train({xb, yb})[0].scalar();
+      double el = seconds_since(t0);
+      bar.update(static_cast<size_t>(s + 1), loss_sum / static_cast<double>(s + 1),
+                 el > 0 ? static_cast<double>((s + 1) * batch) / el : 0);
+    }
+    double secs = seconds_since(t0);
+    bar.finish();
+    train_time += secs;
+    epoch_seconds.push_back(secs);
+    train_losses.push_back(loss_sum / static_cast<double>(steps));
+    EvalResult val = evaluate(eval, ds.test_images, ds.test_labels, batch);
+    std::printf("epoch %d/%d  %.2fs  train loss %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n", e, epochs,
+                secs, train_losses.back(), val.loss, val.accuracy, static_cast<double>(steps * batch) / secs);
+    std::fflush(stdout);
+  }
+  EvalResult test = evaluate(eval, ds.test_images, ds.test_labels, batch);
+  const double sps = static_cast<double>(steps * batch) * epochs / train_time;
+  std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
+
+  if (!json_path.empty()) {
+    nlohmann::json j = {{"model", model},          {"device", device},        {"workers", workers},
+                        {"epochs", epochs},        {"batch", batch},          {"samples_per_sec", sps},
+                        {"epoch_seconds", epoch_seconds}, {"train_loss", train_losses},
+                        {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
+                        {"threads", threads},      {"seed", seed}};
+    std::ofstream f(json_path);
+    if (!f) throw synk::IoError("cannot write --json file '" + json_path + "'");
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "synk-mnist: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,85 @@
+// synk/ops.hpp — the ops that build graphs.
+//
+// Each op checks its operands' shapes and dtypes and throws ShapeError /
+// TypeError naming the op and the shapes. Binary elementwise ops broadcast
+// like numpy; floats mix with tensors as scalar constants.
+//
+//   auto h = synk::relu(synk::matmul(x, W) + b);        // dense + ReLU
+//   auto p = synk::softmax(h);                          // rows sum to 1
+//   auto loss = synk::mean(synk::softmax_cross_entropy(h, labels));
+//   auto acc = synk::mean(synk::cast(synk::equal(synk::argmax(h, 1), labels), synk::f32));
+#pragma once
+
+#include <vector>
+
+#include "synk/graph.hpp"
+
+namespace synk {
+
+// Elementwise, numpy broadcasting; operands of one dtype.
+Tensor add(Tensor a, Tensor b);
+Tensor sub(Tensor a, Tensor b);
+Tensor mul(Tensor a, Tensor b);
+Tensor div(Tensor a, Tensor b);
+Tensor equal(Tensor a, Tensor b);  // -> i32 0/1
+
+Tensor operator+(Tensor a, Tensor b);
+Tensor operator-(Tensor a, Tensor b);
+Tensor operator*(Tensor a, Tensor b);
+Tensor operator/(Tensor a, Tensor b);
+Tensor operator-(Tensor a);
+Tensor operator+(Tensor a, float b);
+Tensor operator-(Tensor a, float b);
+Tensor operator*(Tensor a, float b);
+Tensor operator/(Tensor a, float b);
+Tensor operator+(float a, Tensor b);
+Tensor operator-(float a, Tensor b);
+Tensor operator*(float a, Tensor b);
+Tensor operator/(float a, Tensor b);
+
+// Elementwise unary (f32).
+Tensor neg(Tensor x);
+Tensor relu(Tensor x);
+Tensor tanh(Tensor x);
+Tensor sigmoid(Tensor x);
+Tensor exp(Tensor x);
+Tensor log(Tensor x);
+Tensor sqrt(Tensor x);
+Tensor square(Tensor x);
+Tensor pow(Tensor x, float p);
+Tensor cast(Tensor x, DType to);
+
+// Reductions. Empty `axes` means all axes; negative axes count from the end.
+Tensor sum(Tensor x, std::vector<int> axes = {}, bool keepdims = false);
+Tensor mean(Tensor x, std::vector<int> axes = {}, bool keepdims = false);
+Tensor max(Tensor x, std::vector<int> axes = {}, bool keepdims = false);
+Tensor argmax(Tensor x, int axis = -1);  // -> i32
+
+// Layout.
+Tensor reshape(Tensor x, Shape shape);  // may keep `batch` where x has it
+Tensor flatten(Tensor x, int start_axis = 1);  // [N, a, b, c] -> [N, a*b*c]
+Tensor transpose(Tensor x, std::vector<int> perm = {});  // default: reverse
+Tensor broadcast_to(Tensor x, Shape shape);
+
+// 2-D matrix product, optionally of transposed operands.
+Tensor matmul(Tensor a, Tensor b, bool trans_a = false, bool trans_b = false);
+
+// Neural-network ops.
+Tensor softmax(Tensor x, int axis = -1);
+Tensor log_softmax(Tensor x, int axis = -1);
+// Per-row cross-entropy of softmax(logits [N, C]) against labels [N] (i32).
+Tensor softmax_cross_entropy(Tensor logits, Tensor labels);
+
+struct Conv2dOptions {
+  int stride = 1;
+  int padding = 0;
+};
+// x [N, C, H, W], w [O, C, KH, KW] -> [N, O, OH, OW] (cross-correlation).
+Tensor conv2d(Tensor x, Tensor w, Conv2dOptions opt = {});
+// Max over k x k windows; stride defaults to k.
+Tensor max_pool2d(Tensor x, int k, int stride = 0, int padding = 0);
+// Zeroes each element with probability p and scales the rest by 1/(1-p);
+// with deterministic = true it is the identity (evaluation).
+Tensor dropout(Tensor x, float p, bool deterministic = false);
+
+}  // namespace synk

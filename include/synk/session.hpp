@@ -1,0 +1,82 @@
+// synk/session.hpp — one process, one device: compile functions of a graph
+// and call them. (synk::Runtime, later, runs one Session per worker.)
+//
+// A Session holds the values of the graph's shared variables (initialised
+// from `seed`) and the compiled functions. Compilation is lazy per batch
+// size: the first call with a new row count plans buffers for it; later
+// calls with that size allocate nothing.
+//
+//   synk::Session s(g, {.seed = 1});
+//   auto train = s.function({.inputs = {x, y}, .outputs = {{loss}},
+//                            .updates = opt_updates});
+//   float l = train({X, Y})[0].scalar();
+//   synk::Array W = s.get("W");
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "synk/array.hpp"
+#include "synk/graph.hpp"
+
+namespace synk {
+
+struct SessionOptions {
+  uint64_t seed = 0;        // variable initialisation and dropout streams
+  int blas_threads = 1;     // OpenBLAS threads (CPU device)
+  int rank = 0;             // mixed into dropout streams (distinct per worker)
+};
+
+class Session;
+
+// A compiled function; callable while its Session lives.
+class Function {
+ public:
+  Function() = default;
+  // Runs the function. Inputs in the order of FunctionSpec::inputs; their
+  // shapes must match the symbolic shapes (batch resolved consistently).
+  // Returns the outputs in order; updates are applied after all outputs
+  // are computed.
+  std::vector<Array> operator()(const std::vector<ArrayView>& inputs) const;
+  const FunctionDef& def() const;
+  int index() const { return index_; }
+
+ private:
+  friend class Session;
+  Function(Session* s, int index) : s_(s), index_(index) {}
+  Session* s_ = nullptr;
+  int index_ = -1;
+};
+
+class Session {
+ public:
+  Session(const Graph& g, SessionOptions opts = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Checks the spec and makes a function (compiled on first call).
+  Function function(const FunctionSpec& spec);
+  // Same from the index form (deserialised functions).
+  Function function(const FunctionDef& def);
+
+  // Shared-variable values.
+  Array get(const std::string& name) const;
+  void set(const std::string& name, const ArrayView& value);
+  // Raw storage of a variable (numel(shape) elements), for collectives.
+  void* variable_data(int32_t node_id);
+
+  const Graph& graph() const;
+
+  // Bytes of planned scratch memory over all compiled functions (tests).
+  size_t scratch_bytes() const;
+
+  struct Impl;
+ private:
+  friend class Function;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace synk

@@ -1,0 +1,30 @@
+// synk/synk.hpp — everything in one include.
+//
+// synk builds compute graphs with gradients, compiles them into functions
+// and runs them: today in one process on the CPU (synk::Session), and
+// data-parallel over worker processes and GPUs as the runtime grows.
+//
+//   #include <synk/synk.hpp>
+//   synk::Graph g;
+//   auto x = g.input("x", synk::f32, {synk::batch, 784});
+//   auto y = g.input("y", synk::i32, {synk::batch});
+//   auto l1 = synk::nn::dense(g, "l1", 784, 10);
+//   auto loss = synk::mean(synk::softmax_cross_entropy(l1(x), y));
+//   auto ups = synk::optim::sgd(l1.params(), synk::grad(loss, l1.params()));
+//   synk::Session s(g, {.seed = 1});
+//   auto train = s.function({"train", {x, y}, {{loss}}, ups});
+//   float l = train({X, Y})[0].scalar();
+#pragma once
+
+#include "synk/config.hpp"
+#include "synk/array.hpp"
+#include "synk/autodiff.hpp"
+#include "synk/dtype.hpp"
+#include "synk/error.hpp"
+#include "synk/graph.hpp"
+#include "synk/idx.hpp"
+#include "synk/nn.hpp"
+#include "synk/ops.hpp"
+#include "synk/optim.hpp"
+#include "synk/serialize.hpp"
+#include "synk/session.hpp"

@@ -1,0 +1,326 @@
+// Op constructors: each checks operand dtypes and shapes, infers the result
+// shape (symbolic batch included) and appends one node. Errors name the op
+// and the shapes involved, so mistakes surface where the graph is built.
+#include "synk/ops.hpp"
+
+#include <algorithm>
+
+#include "synk/error.hpp"
+#include "graph/internal.hpp"
+
+namespace synk {
+
+namespace {
+
+std::string shp(const Tensor& t) { return to_string(t.shape()); }
+
+Graph& same_graph(const char* op, const Tensor& a, const Tensor& b) {
+  if (!a.valid() || !b.valid()) throw ArgumentError(std::string(op) + ": empty tensor operand");
+  if (&a.graph() != &b.graph()) throw ArgumentError(std::string(op) + ": operands belong to different graphs");
+  return a.graph();
+}
+
+void need_f32(const char* op, const Tensor& t) {
+  if (t.dtype() != DType::f32)
+    throw TypeError(std::string(op) + ": expects f32, got " + dtype_name(t.dtype()) + " tensor of shape " + shp(t));
+}
+
+void need_ndim(const char* op, const Tensor& t, int n, const char* what) {
+  if (t.ndim() != n)
+    throw ShapeError(std::string(op) + ": " + what + " must have " + std::to_string(n) + " dims, got " + shp(t));
+}
+
+// Dims that must agree (batch agrees only with batch).
+bool dims_match(Dim a, Dim b) { return a == b; }
+
+int norm_axis(const char* op, int axis, int ndim) {
+  int a = axis < 0 ? axis + ndim : axis;
+  if (a < 0 || a >= ndim)
+    throw ShapeError(std::string(op) + ": axis " + std::to_string(axis) + " out of range for " +
+                     std::to_string(ndim) + "-d tensor");
+  return a;
+}
+
+}  // namespace
+
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+  const size_t n = std::max(a.size(), b.size());
+  Shape r(n);
+  for (size_t i = 0; i < n; ++i) {
+    Dim da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    Dim db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da == db) r[i] = da;
+    else if (da == 1) r[i] = db;
+    else if (db == 1) r[i] = da;
+    else
+      throw ShapeError(std::string(op) + ": cannot broadcast " + to_string(a) + " with " + to_string(b));
+  }
+  return r;
+}
+
+Tensor make_node(Graph& g, Op op, DType dt, Shape shape, std::vector<int32_t> inputs,
+                 std::vector<int64_t> ints, std::vector<float> floats, bool flag) {
+  Node n;
+  n.op = op;
+  n.dtype = dt;
+  n.shape = std::move(shape);
+  n.inputs = std::move(inputs);
+  n.ints = std::move(ints);
+  n.floats = std::move(floats);
+  n.flag = flag;
+  return g.add_node(std::move(n));
+}
+
+// ---- elementwise -------------------------------------------------------------
+
+static Tensor binary(Op op, Tensor a, Tensor b) {
+  const char* name = op_name(op);
+  Graph& g = same_graph(name, a, b);
+  if (a.dtype() != b.dtype())
+    throw TypeError(std::string(name) + ": dtypes differ: " + dtype_name(a.dtype()) + " " + shp(a) +
+                    " and " + dtype_name(b.dtype()) + " " + shp(b));
+  Shape s = broadcast_shapes(name, a.shape(), b.shape());
+  DType dt = op == Op::Equal ? DType::i32 : a.dtype();
+  return make_node(g, op, dt, std::move(s), {a.id(), b.id()});
+}
+
+Tensor add(Tensor a, Tensor b) { return binary(Op::Add, a, b); }
+Tensor sub(Tensor a, Tensor b) { return binary(Op::Sub, a, b); }
+Tensor mul(Tensor a, Tensor b) { return binary(Op::Mul, a, b); }
+Tensor div(Tensor a, Tensor b) { return binary(Op::Div, a, b); }
+Tensor equal(Tensor a, Tensor b) { return binary(Op::Equal, a, b); }
+
+static Tensor scalar_like(const Tensor& t, float v) { return t.graph().constant(v, t.dtype()); }
+
+Tensor operator+(Tensor a, Tensor b) { return add(a, b); }
+Tensor operator-(Tensor a, Tensor b) { return sub(a, b); }
+Tensor operator*(Tensor a, Tensor b) { return mul(a, b); }
+Tensor operator/(Tensor a, Tensor b) { return div(a, b); }
+Tensor operator-(Tensor a) { return neg(a); }
+Tensor operator+(Tensor a, float b) { return add(a, scalar_like(a, b)); }
+Tensor operator-(Tensor a, float b) { return sub(a, scalar_like(a, b)); }
+Tensor operator*(Tensor a, float b) { return mul(a, scalar_like(a, b)); }
+Tensor operator/(Tensor a, float b) { return div(a, scalar_like(a, b)); }
+Tensor operator+(float a, Tensor b) { return add(scalar_like(b, a), b); }
+Tensor operator-(float a, Tensor b) { return sub(scalar_like(b, a), b); }
+Tensor operator*(float a, Tensor b) { return mul(scalar_like(b, a), b); }
+Tensor operator/(float a, Tensor b) { return div(scalar_like(b, a), b); }
+
+static Tensor unary(Op op, Tensor x, bool any_dtype = false, std::vector<float> floats = {}) {
+  if (!x.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
+  if (!any_dtype) need_f32(op_name(op), x);
+  return make_node(x.graph(), op, x.dtype(), x.shape(), {x.id()}, {}, std::move(floats));
+}
+
+Tensor neg(Tensor x) { return unary(Op::Neg, x, true); }
+Tensor relu(Tensor x) { return unary(Op::Relu, x, true); }
+Tensor tanh(Tensor x) { return unary(Op::Tanh, x); }
+Tensor sigmoid(Tensor x) { return unary(Op::Sigmoid, x); }
+Tensor exp(Tensor x) { return unary(Op::Exp, x); }
+Tensor log(Tensor x) { return unary(Op::Log, x); }
+Tensor sqrt(Tensor x) { return unary(Op::Sqrt, x); }
+Tensor square(Tensor x) { return unary(Op::Square, x, true); }
+Tensor pow(Tensor x, float p) { return unary(Op::PowScalar, x, false, {p}); }
+
+Tensor cast(Tensor x, DType to) {
+  if (!x.valid()) throw ArgumentError("cast: empty tensor operand");
+  if (x.dtype() == to) return x;
+  return make_node(x.graph(), Op::Cast, to, x.shape(), {x.id()});
+}
+
+Tensor relu_grad(Tensor y, Tensor g) {
+  Graph& gr = same_graph("relu_grad", y, g);
+  if (y.shape() != g.shape()) throw ShapeError("relu_grad: shapes differ: " + shp(y) + " vs " + shp(g));
+  return make_node(gr, Op::ReluGrad, g.dtype(), g.shape(), {y.id(), g.id()});
+}
+
+// ---- reductions ----------------------------------------------------------------
+
+static Tensor reduce(Op op, Tensor x, std::vector<int> axes, bool keepdims) {
+  const char* name = op_name(op);
+  if (!x.valid()) throw ArgumentError(std::string(name) + ": empty tensor operand");
+  if (op == Op::Mean) need_f32(name, x);
+  const int nd = x.ndim();
+  std::vector<int64_t> ax;
+  if (axes.empty())
+    for (int i = 0; i < nd; ++i) ax.push_back(i);
+  for (int a : axes) ax.push_back(norm_axis(name, a, nd));
+  std::sort(ax.begin(), ax.end());
+  if (std::adjacent_find(ax.begin(), ax.end()) != ax.end())
+    throw ShapeError(std::string(name) + ": repeated axis for tensor of shape " + shp(x));
+  Shape s;
+  for (int i = 0; i < nd; ++i) {
+    bool r = std::binary_search(ax.begin(), ax.end(), i);
+    if (!r) s.push_back(x.shape()[i]);
+    else if (keepdims) s.push_back(1);
+  }
+  return make_node(x.graph(), op, x.dtype(), std::move(s), {x.id()}, std::move(ax), {}, keepdims);
+}
+
+Tensor sum(Tensor x, std::vector<int> axes, bool keepdims) { return reduce(Op::Sum, x, std::move(axes), keepdims); }
+Tensor mean(Tensor x, std::vector<int> axes, bool keepdims) { return reduce(Op::Mean, x, std::move(axes), keepdims); }
+Tensor max(Tensor x, std::vector<int> axes, bool keepdims) { return reduce(Op::Max, x, std::move(axes), keepdims); }
+
+Tensor argmax(Tensor x, int axis) {
+  if (!x.valid()) throw ArgumentError("argmax: empty tensor operand");
+  int a = norm_axis("argmax", axis, x.ndim());
+  Shape s = x.shape();
+  s.erase(s.begin() + a);
+  return make_node(x.graph(), Op::Argmax, DType::i32, std::move(s), {x.id()}, {a});
+}
+
+// ---- layout ----------------------------------------------------------------------
+
+Tensor reshape(Tensor x, Shape shape) {
+  if (!x.valid()) throw ArgumentError("reshape: empty tensor operand");
+  int nb = 0;
+  for (Dim d : shape) {
+    if (d == batch) ++nb;
+    else if (d < 0) throw ShapeError("reshape: invalid target shape " + to_string(shape));
+  }
+  int xb = static_cast<int>(std::count(x.shape().begin(), x.shape().end(), batch));
+  if (nb != xb || static_numel(shape) != static_numel(x.shape()))
+    throw ShapeError("reshape: cannot reshape " + shp(x) + " to " + to_string(shape));
+  if (shape == x.shape()) return x;
+  return make_node(x.graph(), Op::Reshape, x.dtype(), std::move(shape), {x.id()});
+}
+
+Tensor flatten(Tensor x, int start_axis) {
+  if (!x.valid()) throw ArgumentError("flatten: empty tensor operand");
+  int s = start_axis < 0 ? start_axis + x.ndim() : start_axis;
+  if (s < 0 || s > x.ndim())
+    throw ShapeError("flatten: start axis " + std::to_string(start_axis) + " out of range for " + shp(x));
+  Shape r(x.shape().begin(), x.shape().begin() + s);
+  Dim tail = 1;
+  for (int i = s; i < x.ndim(); ++i) {
+    if (x.shape()[i] == batch)
+      throw ShapeError("flatten: cannot merge the batch dim of " + shp(x) + " with other dims");
+    tail *= x.shape()[i];
+  }
+  r.push_back(tail);
+  return reshape(x, std::move(r));
+}
+
+Tensor transpose(Tensor x, std::vector<int> perm) {
+  if (!x.valid()) throw ArgumentError("transpose: empty tensor operand");
+  const int nd = x.ndim();
+  if (perm.empty())
+    for (int i = nd - 1; i >= 0; --i) perm.push_back(i);
+  if (static_cast<int>(perm.size()) != nd)
+    throw ShapeError("transpose: permutation of " + std::to_string(perm.size()) + " axes for " + shp(x));
+  std::vector<char> seen(nd, 0);
+  Shape s;
+  std::vector<int64_t> p;
+  for (int a : perm) {
+    int n = norm_axis("transpose", a, nd);
+    if (seen[n]++) throw ShapeError("transpose: axis " + std::to_string(a) + " repeated in permutation");
+    s.push_back(x.shape()[n]);
+    p.push_back(n);
+  }
+  bool identity = true;
+  for (int i = 0; i < nd; ++i) identity &= p[i] == i;
+  if (identity) return x;
+  return make_node(x.graph(), Op::Transpose, x.dtype(), std::move(s), {x.id()}, std::move(p));
+}
+
+Tensor broadcast_to(Tensor x, Shape shape) {
+  if (!x.valid()) throw ArgumentError("broadcast_to: empty tensor operand");
+  if (shape.size() < x.shape().size() || broadcast_shapes("broadcast_to", x.shape(), shape) != shape)
+    throw ShapeError("broadcast_to: cannot broadcast " + shp(x) + " to " + to_string(shape));
+  if (shape == x.shape()) return x;
+  return make_node(x.graph(), Op::BroadcastTo, x.dtype(), std::move(shape), {x.id()});
+}
+
+// ---- linear algebra --------------------------------------------------------------
+
+Tensor matmul(Tensor a, Tensor b, bool trans_a, bool trans_b) {
+  Graph& g = same_graph("matmul", a, b);
+  need_f32("matmul", a);
+  need_f32("matmul", b);
+  need_ndim("matmul", a, 2, "left operand");
+  need_ndim("matmul", b, 2, "right operand");
+  Dim m = a.shape()[trans_a ? 1 : 0], ka = a.shape()[trans_a ? 0 : 1];
+  Dim kb = b.shape()[trans_b ? 1 : 0], n = b.shape()[trans_b ? 0 : 1];
+  if (!dims_match(ka, kb))
+    throw ShapeError("matmul: inner dims differ: " + shp(a) + (trans_a ? "^T" : "") + " x " + shp(b) +
+                     (trans_b ? "^T" : ""));
+  return make_node(g, Op::MatMul, DType::f32, {m, n}, {a.id(), b.id()}, {trans_a, trans_b});
+}
+
+// ---- neural-network ops ------------------------------------------------------------
+
+static Tensor softmax_like(Op op, Tensor x, int axis) {
+  if (!x.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
+  need_f32(op_name(op), x);
+  int a = norm_axis(op_name(op), axis, x.ndim());
+  return make_node(x.graph(), op, DType::f32, x.shape(), {x.id()}, {a});
+}
+
+Tensor softmax(Tensor x, int axis) { return softmax_like(Op::Softmax, x, axis); }
+Tensor log_softmax(Tensor x, int axis) { return softmax_like(Op::LogSoftmax, x, axis); }
+
+Tensor softmax_cross_entropy(Tensor logits, Tensor labels) {
+  Graph& g = same_graph("softmax_cross_entropy", logits, labels);
+  need_f32("softmax_cross_entropy", logits);
+  need_ndim("softmax_cross_entropy", logits, 2, "logits");
+  need_ndim("softmax_cross_entropy", labels, 1, "labels");
+  if (labels.dtype() != DType::i32)
+    throw TypeError("softmax_cross_entropy: labels must be i32, got " + std::string(dtype_name(labels.dtype())));
+  if (!dims_match(logits.shape()[0], labels.shape()[0]))
+    throw ShapeError("softmax_cross_entropy: logits " + shp(logits) + " and labels " + shp(labels) +
+                     " have different row counts");
+  return make_node(g, Op::SoftmaxCrossEntropy, DType::f32, {logits.shape()[0]}, {logits.id(), labels.id()});
+}
+
+static Dim window_out(const char* op, const Tensor& x, Dim in, Dim k, Dim s, Dim p) {
+  if (in == batch)
+    throw ShapeError(std::string(op) + ": spatial dims must be concrete, got " + shp(x));
+  if (in + 2 * p < k)
+    throw ShapeError(std::string(op) + ": window " + std::to_string(k) + " (padding " + std::to_string(p) +
+                     ") larger than input " + shp(x));
+  return (in + 2 * p - k) / s + 1;
+}
+
+Tensor conv2d(Tensor x, Tensor w, Conv2dOptions opt) {
+  Graph& g = same_graph("conv2d", x, w);
+  need_f32("conv2d", x);
+  need_f32("conv2d", w);
+  need_ndim("conv2d", x, 4, "input [N, C, H, W]");
+  need_ndim("conv2d", w, 4, "weight [O, C, KH, KW]");
+  if (opt.stride < 1 || opt.padding < 0)
+    throw ShapeError("conv2d: stride must be >= 1 and padding >= 0");
+  const Shape &xs = x.shape(), &ws = w.shape();
+  if (xs[1] != ws[1])
+    throw ShapeError("conv2d: input " + shp(x) + " has " + std::to_string(xs[1]) + " channels, weight " +
+                     shp(w) + " expects " + std::to_string(ws[1]));
+  Dim oh = window_out("conv2d", x, xs[2], ws[2], opt.stride, opt.padding);
+  Dim ow = window_out("conv2d", x, xs[3], ws[3], opt.stride, opt.padding);
+  return make_node(g, Op::Conv2d, DType::f32, {xs[0], ws[0], oh, ow}, {x.id(), w.id()},
+                   {opt.stride, opt.stride, opt.padding, opt.padding});
+}
+
+Tensor max_pool2d(Tensor x, int k, int stride, int padding) {
+  if (!x.valid()) throw ArgumentError("max_pool2d: empty tensor operand");
+  need_f32("max_pool2d", x);
+  need_ndim("max_pool2d", x, 4, "input [N, C, H, W]");
+  if (stride == 0) stride = k;
+  if (k < 1 || stride < 1 || padding < 0 || padding >= k)
+    throw ShapeError("max_pool2d: need k >= 1, stride >= 1 and 0 <= padding < k");
+  const Shape& xs = x.shape();
+  Dim oh = window_out("max_pool2d", x, xs[2], k, stride, padding);
+  Dim ow = window_out("max_pool2d", x, xs[3], k, stride, padding);
+  return make_node(x.graph(), Op::MaxPool2d, DType::f32, {xs[0], xs[1], oh, ow}, {x.id()},
+                   {k, k, stride, stride, padding, padding});
+}
+
+Tensor dropout(Tensor x, float p, bool deterministic) {
+  if (!x.valid()) throw ArgumentError("dropout: empty tensor operand");
+  need_f32("dropout", x);
+  if (!(p >= 0.f && p < 1.f)) throw ArgumentError("dropout: p must be in [0, 1), got " + std::to_string(p));
+  if (deterministic || p == 0.f) return x;
+  Graph& g = x.graph();
+  Tensor mask = make_node(g, Op::DropoutMask, DType::f32, x.shape(), {x.id()}, {g.next_stream()}, {p});
+  return mul(x, mask);
+}
+
+}  // namespace synk

@@ -1,0 +1,207 @@
+// Graph construction: shape inference (symbolic batch included), the errors
+// a bad graph gives at build time, function specs and initialisation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "synk/synk.hpp"
+
+using namespace synk;
+
+namespace {
+
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected exception was not thrown";
+  return {};
+}
+
+}  // namespace
+
+TEST(GraphShapes, BroadcastingRules) {
+  Graph g;
+  auto a = g.input("a", f32, {batch, 1, 4});
+  auto b = g.input("b", f32, {3, 1});
+  auto c = g.input("c", f32, {4});
+  EXPECT_EQ((a + b).shape(), (Shape{batch, 3, 4}));
+  EXPECT_EQ((a * c).shape(), (Shape{batch, 1, 4}));
+  EXPECT_EQ((b - c).shape(), (Shape{3, 4}));
+  EXPECT_EQ((a + 1.f).shape(), a.shape());
+  EXPECT_EQ((2.f / c).shape(), c.shape());
+  auto one = g.input("one", f32, {1});
+  EXPECT_EQ((one + a).shape(), (Shape{batch, 1, 4}));
+  auto z = g.input("z", f32, {0, 4});
+  EXPECT_EQ((z + c).shape(), (Shape{0, 4}));
+  auto zb = g.input("zb", f32, {1, 4});
+  EXPECT_EQ((z * zb).shape(), (Shape{0, 4}));
+}
+
+TEST(GraphShapes, BroadcastErrorsNameOpAndShapes) {
+  Graph g;
+  auto a = g.input("a", f32, {batch, 784});
+  auto b = g.input("b", f32, {10});
+  std::string msg = error_of<ShapeError>([&] { add(a, b); });
+  EXPECT_NE(msg.find("add"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[batch, 784]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[10]"), std::string::npos) << msg;
+  // batch never silently matches a concrete size other than 1
+  auto c = g.input("c", f32, {5, 784});
+  EXPECT_THROW(a + c, ShapeError);
+}
+
+TEST(GraphShapes, DtypeMismatch) {
+  Graph g;
+  auto a = g.input("a", f32, {3});
+  auto b = g.input("b", i32, {3});
+  std::string msg = error_of<TypeError>([&] { mul(a, b); });
+  EXPECT_NE(msg.find("mul"), std::string::npos) << msg;
+  EXPECT_THROW(synk::exp(b), TypeError);
+  EXPECT_EQ(equal(b, b).dtype(), i32);
+  EXPECT_EQ(cast(b, f32).dtype(), f32);
+  EXPECT_EQ(argmax(a).dtype(), i32);
+}
+
+TEST(GraphShapes, MatmulChecksInnerDims) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 784});
+  auto w = g.variable("w", {784, 800});
+  auto v = g.variable("v", {800, 10});
+  EXPECT_EQ(matmul(x, w).shape(), (Shape{batch, 800}));
+  EXPECT_EQ(matmul(w, v, false, false).shape(), (Shape{784, 10}));
+  EXPECT_EQ(matmul(x, x, true, false).shape(), (Shape{784, 784}));  // contraction over batch
+  EXPECT_EQ(matmul(v, w, true, true).shape(), (Shape{10, 784}));
+  std::string msg = error_of<ShapeError>([&] { matmul(x, v); });
+  EXPECT_NE(msg.find("matmul"), std::string::npos);
+  EXPECT_NE(msg.find("[800, 10]"), std::string::npos) << msg;
+  auto t = g.input("t", f32, {2, 3, 4});
+  EXPECT_THROW(matmul(t, w), ShapeError);
+}
+
+TEST(GraphShapes, Reductions) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 3, 4});
+  EXPECT_EQ(sum(x).shape(), Shape{});
+  EXPECT_EQ(mean(x, {0}).shape(), (Shape{3, 4}));
+  EXPECT_EQ(max(x, {-1}, true).shape(), (Shape{batch, 3, 1}));
+  EXPECT_EQ(sum(x, {2, 0}).shape(), (Shape{3}));
+  EXPECT_EQ(argmax(x, 1).shape(), (Shape{batch, 4}));
+  EXPECT_THROW(sum(x, {3}), ShapeError);
+  EXPECT_THROW(sum(x, {1, 1}), ShapeError);
+  EXPECT_THROW(argmax(x, -4), ShapeError);
+}
+
+TEST(GraphShapes, LayoutOps) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 2, 3, 4});
+  EXPECT_EQ(flatten(x).shape(), (Shape{batch, 24}));
+  EXPECT_EQ(reshape(x, {batch, 6, 4}).shape(), (Shape{batch, 6, 4}));
+  EXPECT_THROW(reshape(x, {batch, 5, 4}), ShapeError);
+  EXPECT_THROW(reshape(x, {2, 3, 4}), ShapeError);  // drops the batch dim
+  EXPECT_THROW(flatten(x, 0), ShapeError);         // would merge batch
+  EXPECT_EQ(transpose(x, {0, 3, 1, 2}).shape(), (Shape{batch, 4, 2, 3}));
+  EXPECT_EQ(transpose(g.input("m", f32, {2, 5})).shape(), (Shape{5, 2}));
+  EXPECT_THROW(transpose(x, {0, 1, 1, 2}), ShapeError);
+  auto b = g.input("b", f32, {3, 1});
+  EXPECT_EQ(broadcast_to(b, {2, 3, 5}).shape(), (Shape{2, 3, 5}));
+  EXPECT_THROW(broadcast_to(b, {3, 5, 2}), ShapeError);
+}
+
+TEST(GraphShapes, NeuralNetOps) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 1, 28, 28});
+  auto w = g.variable("w", {32, 1, 5, 5});
+  auto c = conv2d(x, w);
+  EXPECT_EQ(c.shape(), (Shape{batch, 32, 24, 24}));
+  EXPECT_EQ(conv2d(x, w, {.stride = 2, .padding = 2}).shape(), (Shape{batch, 32, 14, 14}));
+  EXPECT_EQ(max_pool2d(c, 2).shape(), (Shape{batch, 32, 12, 12}));
+  EXPECT_EQ(max_pool2d(c, 3, 2, 1).shape(), (Shape{batch, 32, 12, 12}));
+  auto w2 = g.variable("w2", {32, 3, 5, 5});
+  std::string msg = error_of<ShapeError>([&] { conv2d(x, w2); });
+  EXPECT_NE(msg.find("conv2d"), std::string::npos);
+  EXPECT_NE(msg.find("channels"), std::string::npos) << msg;
+  auto logits = g.input("logits", f32, {batch, 10});
+  auto y = g.input("y", i32, {batch});
+  EXPECT_EQ(softmax_cross_entropy(logits, y).shape(), (Shape{batch}));
+  EXPECT_THROW(softmax_cross_entropy(logits, logits), ShapeError);
+  EXPECT_THROW(softmax_cross_entropy(logits, g.input("yf", f32, {batch})), TypeError);
+  EXPECT_EQ(softmax(logits).shape(), logits.shape());
+  EXPECT_EQ(dropout(logits, 0.5f, true), logits);   // identity when deterministic
+  EXPECT_NE(dropout(logits, 0.5f), logits);
+  EXPECT_THROW(dropout(logits, 1.0f), ArgumentError);
+}
+
+TEST(GraphNames, UniqueAndFindable) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 3});
+  g.variable("W", {3, 3});
+  EXPECT_THROW(g.input("x", f32, {1}), ArgumentError);
+  EXPECT_THROW(g.variable("W", {3}), ArgumentError);
+  EXPECT_EQ(g.find("x"), x);
+  EXPECT_THROW(g.find("nope"), ArgumentError);
+  EXPECT_THROW(g.variable("bad", {batch, 3}), ShapeError);
+  EXPECT_EQ(g.variables().size(), 1u);
+}
+
+TEST(GraphFunctions, SpecValidation) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 3});
+  auto y = g.input("y", f32, {batch, 3});
+  auto W = g.variable("W", {3, 3});
+  auto out = sum(matmul(x, W) + y);
+  EXPECT_THROW(make_function_def({"f", {x}, {{out}}, {}}), ArgumentError);  // y missing
+  EXPECT_THROW(make_function_def({"f", {x, out}, {{out}}, {}}), ArgumentError);  // not an input
+  EXPECT_THROW(make_function_def({"f", {x, y, x}, {{out}}, {}}), ArgumentError);  // duplicate
+  EXPECT_THROW(make_function_def({"f", {x, y}, {{out}}, {{W, out}}}), ArgumentError);  // shape
+  EXPECT_THROW(make_function_def({"f", {x, y}, {{out}}, {{x, x}}}), ArgumentError);  // not a variable
+  FunctionDef d = make_function_def({"f", {x, y}, {{out, Collect::sum}}, {{W, W * 2.f}}});
+  EXPECT_EQ(d.inputs, (std::vector<int32_t>{x.id(), y.id()}));
+  EXPECT_EQ(d.collects.at(0), Collect::sum);
+  EXPECT_EQ(d.updates.size(), 1u);
+  Graph other;
+  auto z = other.input("z", f32, {1});
+  EXPECT_THROW(make_function_def({"f", {x, y, z}, {{out}}, {}}), ArgumentError);
+}
+
+TEST(GraphInit, DeterministicAndInRange) {
+  Graph g;
+  auto w = g.variable("w", {100, 50}, Init::glorot_uniform());
+  auto c = g.variable("c", {8, 4, 3, 3}, Init::glorot_uniform());
+  auto k = g.variable("k", {7}, Init::constant(2.5f));
+  std::vector<float> a(5000), b(5000), d(5000);
+  initial_value(w.node(), w.id(), 42, a.data());
+  initial_value(w.node(), w.id(), 42, b.data());
+  initial_value(w.node(), w.id(), 43, d.data());
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, d);
+  const float lim = std::sqrt(6.f / 150.f);
+  float lo = 1, hi = -1;
+  for (float v : a) { lo = std::min(lo, v); hi = std::max(hi, v); }
+  EXPECT_GE(lo, -lim);
+  EXPECT_LE(hi, lim);
+  EXPECT_LT(lo, -0.9f * lim);  // actually spans the range
+  EXPECT_GT(hi, 0.9f * lim);
+  std::vector<float> cv(8 * 4 * 9);
+  initial_value(c.node(), c.id(), 1, cv.data());
+  const float climit = std::sqrt(6.f / (4 * 9 + 8 * 9));
+  for (float v : cv) EXPECT_LE(std::fabs(v), climit);
+  std::vector<float> kv(7);
+  initial_value(k.node(), k.id(), 1, kv.data());
+  for (float v : kv) EXPECT_EQ(v, 2.5f);
+  EXPECT_THROW(g.variable("iv", {2}, Init::uniform(0, 1), i32), TypeError);
+}
+
+TEST(GraphGrad, RejectsNonScalarLoss) {
+  Graph g;
+  auto x = g.input("x", f32, {batch, 3});
+  auto W = g.variable("W", {3, 3});
+  EXPECT_THROW(grad(matmul(x, W), {W}), ShapeError);
+  EXPECT_THROW(grad(sum(matmul(x, W)), {g.input("i", i32, {3})}), TypeError);
+  auto gs = grad(sum(matmul(x, W)), {W, g.variable("unused", {2})});
+  EXPECT_EQ(gs[0].shape(), W.shape());
+  EXPECT_EQ(gs[1].shape(), (Shape{2}));
+}
