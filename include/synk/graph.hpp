@@ -104,10 +104,12 @@ class Tensor {
   Graph& graph() const;
   int32_t id() const { return id_; }
   const Node& node() const;
-  const Shape& shape() const { return node().shape; }
+  // By value: building more ops may move the graph's node storage, so a
+  // reference would dangle in expressions like `f(a + b, a.shape())`.
+  Shape shape() const { return node().shape; }
   DType dtype() const { return node().dtype; }
-  int ndim() const { return static_cast<int>(shape().size()); }
-  const std::string& name() const { return node().name; }
+  int ndim() const { return static_cast<int>(node().shape.size()); }
+  std::string name() const { return node().name; }
   bool operator==(const Tensor& o) const { return g_ == o.g_ && id_ == o.id_; }
 
  private:

@@ -16,8 +16,9 @@ namespace synk {
 namespace {
 
 // Sums (or averages) g down to `shape`, undoing numpy broadcasting.
-Tensor unbroadcast(Tensor g, const Shape& shape, bool average = false) {
-  const Shape& gs = g.shape();
+// Shapes are taken by value: appending nodes may move the graph's storage.
+Tensor unbroadcast(Tensor g, const Shape shape, bool average = false) {
+  const Shape gs = g.shape();
   if (gs == shape) return g;
   const size_t lead = gs.size() - shape.size();
   std::vector<int> axes;
@@ -28,7 +29,7 @@ Tensor unbroadcast(Tensor g, const Shape& shape, bool average = false) {
 }
 
 // g of a reduction's output, brought back to the input's shape.
-Tensor expand_reduced(Tensor g, const Node& red, const Shape& in_shape, bool average) {
+Tensor expand_reduced(Tensor g, const Node& red, const Shape in_shape, bool average) {
   Shape keep = in_shape;
   for (int64_t a : red.ints) keep[static_cast<size_t>(a)] = 1;
   Tensor k = reshape(g, keep);

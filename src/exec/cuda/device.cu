@@ -1,0 +1,76 @@
+// exec/cuda/device.cu — implementation of the CUDA device layer
+// (device.hpp): error reporting, device discovery and device memory.
+//
+// Compiled only when the CUDA toolkit is found (SYNK_HAVE_CUDA); it must
+// also load and behave on machines without a GPU or driver, where
+// device_count() is 0 and nothing else is called.
+#include "exec/cuda/device.hpp"
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+namespace synk::cuda {
+
+int device_count() noexcept {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    // No driver / no device / driver too old: not an error for the caller,
+    // and the runtime's "last error" must not leak into a later check.
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int current_device() noexcept {
+  int d = -1;
+  if (cudaGetDevice(&d) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return -1;
+  }
+  return d;
+}
+
+void throw_error(int code, const char* call, const char* file, int line) {
+  const auto err = static_cast<cudaError_t>(code);
+  const int dev = current_device();
+  std::string msg = "CUDA call failed: ";
+  msg += call;
+  msg += " at ";
+  msg += file;
+  msg += ":" + std::to_string(line);
+  msg += " on device " + (dev >= 0 ? std::to_string(dev) : std::string("?"));
+  msg += ": ";
+  msg += cudaGetErrorName(err);
+  msg += " (";
+  msg += cudaGetErrorString(err);
+  msg += ")";
+  throw BackendError(msg);
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  SYNK_CUDA_CHECK(cudaGetDevice(&device_));
+  if (bytes_ != 0) SYNK_CUDA_CHECK(cudaMalloc(&ptr_, bytes_));
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_ == nullptr) return;
+  // Free on the owning device, then restore the caller's current device.
+  int prev = -1;
+  const bool have_prev = cudaGetDevice(&prev) == cudaSuccess;
+  if (have_prev && prev != device_) (void)cudaSetDevice(device_);
+  (void)cudaFree(ptr_);
+  if (have_prev && prev != device_) (void)cudaSetDevice(prev);
+  (void)cudaGetLastError();
+}
+
+void DeviceBuffer::upload(const void* host) {
+  if (bytes_ != 0) SYNK_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice));
+}
+
+void DeviceBuffer::download(void* host) const {
+  if (bytes_ != 0) SYNK_CUDA_CHECK(cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost));
+}
+
+}  // namespace synk::cuda

@@ -1,0 +1,112 @@
+// exec/cuda/device.hpp — the CUDA device layer every GPU part builds on:
+// error checking, device discovery and move-only device memory.
+//
+// This header includes no CUDA header on purpose, so plain C++ code (the
+// session, the runtime, the tests) can use it when compiled by the host
+// compiler. It exists only where SYNK_HAVE_CUDA is 1; callers guard with
+// `#if SYNK_HAVE_CUDA` (synk/config.hpp).
+//
+//   if (synk::cuda::device_count() > 0) {
+//     synk::cuda::DeviceArray<float> x(1024);     // on the current device
+//     x.upload(host);                              // sizes must match
+//     SYNK_CUDA_CHECK(cudaDeviceSynchronize());   // throws BackendError
+//   }
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "synk/error.hpp"
+
+namespace synk::cuda {
+
+// Number of usable CUDA devices; 0 when there is no driver, no GPU, or the
+// driver is older than the runtime. Never throws: callers use it to decide
+// whether to go on the CPU.
+int device_count() noexcept;
+
+// The device current for this thread, or -1 if none can be queried.
+int current_device() noexcept;
+
+// Throws BackendError for a failed CUDA runtime call: the message names the
+// call text, file:line, the device and the CUDA error name and text.
+[[noreturn]] void throw_error(int code, const char* call, const char* file, int line);
+
+// Runs a CUDA runtime call and throws synk::BackendError if it failed.
+#define SYNK_CUDA_CHECK(call)                                                  \
+  do {                                                                         \
+    const int synk_cuda_status_ = static_cast<int>(call);                      \
+    if (synk_cuda_status_ != 0)                                                \
+      ::synk::cuda::throw_error(synk_cuda_status_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+// Raw device memory, owned; move-only. Allocated on the device current at
+// construction and freed on that device.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();  // never throws: a failed free is ignored
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { swap(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    DeviceBuffer(std::move(o)).swap(*this);
+    return *this;
+  }
+
+  void* data() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  int device() const { return device_; }
+
+  // Synchronous copies of exactly bytes() bytes.
+  void upload(const void* host);
+  void download(void* host) const;
+
+  void swap(DeviceBuffer& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+    std::swap(device_, o.device_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+  int device_ = -1;
+};
+
+// A typed device array: its element count travels with it, so kernels and
+// copies never take a count by hand.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  explicit DeviceArray(size_t n) : buf_(n * sizeof(T)), size_(n) {}
+
+  T* data() const { return static_cast<T*>(buf_.data()); }
+  size_t size() const { return size_; }
+  int device() const { return buf_.device(); }
+
+  void upload(std::span<const T> host) {
+    check_size(host.size(), "upload");
+    if (size_ != 0) buf_.upload(host.data());
+  }
+  void download(std::span<T> host) const {
+    check_size(host.size(), "download");
+    if (size_ != 0) buf_.download(host.data());
+  }
+
+ private:
+  void check_size(size_t n, const char* what) const {
+    if (n != size_)
+      throw ArgumentError("DeviceArray::" + std::string(what) + ": host span has " +
+                          std::to_string(n) + " elements, device array " +
+                          std::to_string(size_));
+  }
+  DeviceBuffer buf_;
+  size_t size_ = 0;
+};
+
+}  // namespace synk::cuda

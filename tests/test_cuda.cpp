@@ -1,0 +1,142 @@
+// test_cuda.cpp — the CUDA device layer (src/exec/cuda) and its first
+// kernels (kernels/elementwise.cu).
+//
+// Tests named Gpu* need a GPU: CMake labels them `gpu` and they skip, saying
+// why, where there is none. The others check what works on any machine with
+// the toolkit (error reporting, device discovery without a driver), so CI
+// exercises the CUDA build on every run. Without CUDA all of them skip.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "synk/config.hpp"
+#include "synk/error.hpp"
+
+#if SYNK_HAVE_CUDA
+#include "exec/cuda/device.hpp"
+#include "exec/cuda/elementwise.hpp"
+#endif
+
+namespace {
+
+#if !SYNK_HAVE_CUDA
+constexpr const char* kNoCuda =
+    "synk was built without CUDA (SYNK_WITH_CUDA=OFF or no toolkit found)";
+#endif
+
+// Skips the current test unless a CUDA device is usable.
+#define SYNK_REQUIRE_GPU()                                                   \
+  do {                                                                       \
+    if (!gpu_available())                                                    \
+      GTEST_SKIP() << "no CUDA device (synk::cuda::device_count() == 0)";   \
+  } while (0)
+
+#if SYNK_HAVE_CUDA
+bool gpu_available() { return synk::cuda::device_count() > 0; }
+
+// Stands in for a CUDA runtime call that fails with cudaErrorInvalidValue
+// (= 1), so error reporting is tested without needing a device.
+int failing_cuda_call() { return 1; }
+#endif
+
+TEST(Cuda, CheckThrowsBackendErrorNamingCallFileAndDevice) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  try {
+    SYNK_CUDA_CHECK(failing_cuda_call());
+    FAIL() << "SYNK_CUDA_CHECK did not throw";
+  } catch (const synk::BackendError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("failing_cuda_call()"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("test_cuda.cpp:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("device"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("cudaErrorInvalidValue"), std::string::npos) << msg;
+  }
+  EXPECT_NO_THROW(SYNK_CUDA_CHECK(0));  // cudaSuccess
+#endif
+}
+
+TEST(Cuda, DeviceCountNeverThrows) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  int n = -1;
+  EXPECT_NO_THROW(n = synk::cuda::device_count());
+  EXPECT_GE(n, 0);
+  // Asking twice gives the same answer (no sticky error state).
+  EXPECT_EQ(synk::cuda::device_count(), n);
+#endif
+}
+
+TEST(GpuElementwise, FillThenAxpy) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  SYNK_REQUIRE_GPU();
+  // Odd size, more than one block of 256 threads.
+  const size_t n = 1001;
+  std::vector<float> hx(n);
+  for (size_t i = 0; i < n; ++i) hx[i] = static_cast<float>(i);
+  synk::cuda::DeviceArray<float> x(n), y(n);
+  x.upload(hx);
+  synk::cuda::fill(y, 1.f);
+  synk::cuda::axpy(2.f, x, y);  // y = 2 i + 1, exact in float
+  std::vector<float> hy(n, -1.f);
+  y.download(hy);
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(hy[i], 2.f * static_cast<float>(i) + 1.f) << i;
+#endif
+}
+
+TEST(GpuElementwise, EmptyAndSingleElement) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  SYNK_REQUIRE_GPU();
+  synk::cuda::DeviceArray<float> e0(0), e1(0);
+  EXPECT_NO_THROW(synk::cuda::fill(e0, 3.f));
+  EXPECT_NO_THROW(synk::cuda::axpy(2.f, e0, e1));
+  synk::cuda::DeviceArray<float> x(1), y(1);
+  std::vector<float> hx{4.f}, hy{-1.f};
+  x.upload(hx);
+  y.upload(hy);
+  synk::cuda::axpy(0.5f, x, y);  // 0.5 * 4 - 1 = 1
+  std::vector<float> out(1);
+  y.download(out);
+  EXPECT_EQ(out[0], 1.f);
+#endif
+}
+
+TEST(GpuElementwise, AxpyRejectsSizeMismatch) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  SYNK_REQUIRE_GPU();
+  synk::cuda::DeviceArray<float> x(3), y(4);
+  EXPECT_THROW(synk::cuda::axpy(1.f, x, y), synk::ArgumentError);
+  std::vector<float> wrong(5);
+  EXPECT_THROW(y.upload(wrong), synk::ArgumentError);
+#endif
+}
+
+TEST(GpuDeviceBuffer, MoveTransfersOwnership) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  SYNK_REQUIRE_GPU();
+  synk::cuda::DeviceBuffer a(64);
+  void* p = a.data();
+  ASSERT_NE(p, nullptr);
+  synk::cuda::DeviceBuffer b(std::move(a));
+  EXPECT_EQ(b.data(), p);
+  EXPECT_EQ(b.bytes(), 64u);
+  EXPECT_EQ(a.data(), nullptr);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  synk::cuda::DeviceBuffer c(16);
+  c = std::move(b);              // c's old memory is freed, b's is taken
+  EXPECT_EQ(c.data(), p);
+  EXPECT_EQ(b.data(), nullptr);  // NOLINT(bugprone-use-after-move)
+#endif
+}
+
+}  // namespace
