@@ -1,0 +1,363 @@
+// bench/collectives/main.cpp — synk-collectives: bandwidth of the CPU
+// shared-memory collectives, printed like nccl-tests.
+//
+//   synk-collectives --op all_reduce --workers 2 --min-bytes 65536 --max-bytes 67108864
+//
+// The benchmark forks its own worker processes (ranks 1..N-1; this process is
+// rank 0) around one synk::comm::CpuGroup. For each size (doubling from
+// --min-bytes to --max-bytes) every rank first runs one checked call
+// (#wrong = elements that differ from the exact expected value, summed over
+// ranks), then --warmup untimed calls, then --iters timed calls, each after a
+// barrier; an iteration's time is the slowest rank's, and the row shows the
+// median over iterations.
+//
+// Sizes and bandwidths follow nccl-tests: size is the per-rank buffer for
+// all_reduce/broadcast/reduce and the whole (N x per-rank) buffer for
+// all_gather/gather/scatter; algbw = size / time; busbw = algbw x factor,
+// factor 2(n-1)/n for all_reduce, (n-1)/n for all_gather/gather/scatter, 1
+// for broadcast/reduce.
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "comm/cpu_group.hpp"
+#include "comm/shm.hpp"
+#include "synk/error.hpp"
+
+using synk::comm::CpuGroup;
+using synk::comm::ElemType;
+using synk::comm::RedOp;
+
+namespace {
+
+struct Config {
+  std::string op = "all_reduce";
+  int workers = 2;
+  std::string device = "cpu";
+  size_t min_bytes = 1024;
+  size_t max_bytes = size_t(64) << 20;
+  int iters = 20;
+  int warmup = 5;
+  std::string type = "float";
+  std::string redop = "sum";
+  int root = 0;
+  std::string json;
+  bool pin = true;
+  size_t slot_bytes = 256 * 1024;
+  double spin_us = 20;
+  int timeout_ms = 30000;
+  size_t stream_min_bytes = size_t(32) << 20;
+};
+
+struct Row {
+  size_t bytes = 0, count = 0;
+  double time_us = 0, algbw = 0, busbw = 0;
+  uint64_t wrong = 0;
+};
+
+// What rank 0 reads back from the others after each size.
+struct Shared {
+  double* times;     // [rank][iter] seconds
+  uint64_t* wrong;   // [rank]
+};
+
+enum class Op { all_reduce, broadcast, reduce, all_gather, gather, scatter };
+
+Op parse_op(const std::string& s) {
+  if (s == "all_reduce") return Op::all_reduce;
+  if (s == "broadcast") return Op::broadcast;
+  if (s == "reduce") return Op::reduce;
+  if (s == "all_gather") return Op::all_gather;
+  if (s == "gather") return Op::gather;
+  if (s == "scatter") return Op::scatter;
+  throw synk::ArgumentError("--op " + s + ": expected all_reduce|broadcast|reduce|all_gather|gather|scatter");
+}
+RedOp parse_redop(const std::string& s) {
+  if (s == "sum") return RedOp::sum;
+  if (s == "avg") return RedOp::avg;
+  if (s == "max") return RedOp::max;
+  if (s == "min") return RedOp::min;
+  if (s == "prod") return RedOp::prod;
+  throw synk::ArgumentError("--redop " + s + ": expected sum|avg|max|min|prod");
+}
+
+double bus_factor(Op op, int n) {
+  switch (op) {
+    case Op::all_reduce: return 2.0 * (n - 1) / n;
+    case Op::all_gather:
+    case Op::gather:
+    case Op::scatter: return double(n - 1) / n;
+    case Op::broadcast:
+    case Op::reduce: return 1.0;
+  }
+  return 1.0;
+}
+
+// The total buffer is split over ranks for these.
+bool split_op(Op op) { return op == Op::all_gather || op == Op::gather || op == Op::scatter; }
+
+// Exactly representable test values; prod keeps magnitudes at 1 or 2.
+template <class T> T value(int rank, size_t i, RedOp op) {
+  if (op == RedOp::prod) return static_cast<T>(((i + rank) % 5 == 0) ? 2 : ((i + rank) % 7 == 0 ? -1 : 1));
+  return static_cast<T>(static_cast<long>((i * 7 + rank * 3) % 61) - 30);
+}
+template <class T> T combine(T a, T b, RedOp op) {
+  switch (op) {
+    case RedOp::sum:
+    case RedOp::avg: return a + b;
+    case RedOp::prod: return a * b;
+    case RedOp::max: return std::max(a, b);
+    case RedOp::min: return std::min(a, b);
+  }
+  return a;
+}
+template <class T> T reduced(int n, size_t i, RedOp op) {
+  T acc = value<T>(0, i, op);
+  for (int r = 1; r < n; ++r) acc = combine(acc, value<T>(r, i, op), op);
+  return op == RedOp::avg ? static_cast<T>(acc / static_cast<T>(n)) : acc;
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Everything one rank does; rank 0 also prints. Returns the rows (rank 0).
+template <class T>
+std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
+  const int n = g.size();
+  const Op op = parse_op(cfg.op);
+  const RedOp rop = parse_redop(cfg.redop);
+  const ElemType et = synk::comm::elem_type_of<T>();
+  const int root = cfg.root;
+  const size_t max_total = cfg.max_bytes / sizeof(T);
+  // Buffers sized for the largest call; first touch happens here, in the
+  // process that uses them.
+  std::vector<T> in(std::max<size_t>(max_total, 1)), out(std::max<size_t>(max_total, 1));
+  std::vector<Row> rows;
+
+  for (size_t bytes = cfg.min_bytes; bytes <= cfg.max_bytes; bytes *= 2) {
+    const size_t total = bytes / sizeof(T);                 // the count column
+    const size_t per_rank = split_op(op) ? total / n : total;
+    auto call = [&] {
+      switch (op) {
+        case Op::all_reduce: g.all_reduce(in.data(), out.data(), per_rank, et, rop); break;
+        case Op::reduce: g.reduce(in.data(), out.data(), per_rank, et, rop, root); break;
+        case Op::broadcast: g.broadcast(out.data(), per_rank, et, root); break;
+        case Op::all_gather: g.all_gather(in.data(), out.data(), per_rank, et); break;
+        case Op::gather: g.gather(in.data(), out.data(), per_rank, et, root); break;
+        case Op::scatter: g.scatter(in.data(), out.data(), per_rank, et, root); break;
+      }
+    };
+    // ---- checked call ----
+    const size_t in_len = (op == Op::scatter && rank == root) ? per_rank * n : per_rank;
+    for (size_t i = 0; i < in_len; ++i) in[i] = value<T>(op == Op::scatter ? 0 : rank, i, rop);
+    if (op == Op::broadcast)
+      for (size_t i = 0; i < per_rank; ++i) out[i] = rank == root ? value<T>(root, i, rop) : T(-99);
+    call();
+    uint64_t wrong = 0;
+    switch (op) {
+      case Op::all_reduce:
+        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != reduced<T>(n, i, rop);
+        break;
+      case Op::reduce:
+        if (rank == root)
+          for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != reduced<T>(n, i, rop);
+        break;
+      case Op::broadcast:
+        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(root, i, rop);
+        break;
+      case Op::all_gather:
+      case Op::gather:
+        if (op == Op::all_gather || rank == root)
+          for (int r = 0; r < n; ++r)
+            for (size_t i = 0; i < per_rank; ++i) wrong += out[r * per_rank + i] != value<T>(r, i, rop);
+        break;
+      case Op::scatter:
+        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(0, rank * per_rank + i, rop);
+        break;
+    }
+    sh.wrong[rank] = wrong;
+    // ---- timed calls ----
+    for (int w = 0; w < cfg.warmup; ++w) call();
+    for (int it = 0; it < cfg.iters; ++it) {
+      g.barrier();
+      const double t0 = now_s();
+      call();
+      sh.times[rank * cfg.iters + it] = now_s() - t0;
+    }
+    g.barrier();
+    if (rank == 0) {
+      std::vector<double> per_iter(cfg.iters, 0.0);
+      uint64_t wrong_all = 0;
+      for (int r = 0; r < n; ++r) {
+        wrong_all += sh.wrong[r];
+        for (int it = 0; it < cfg.iters; ++it)
+          per_iter[it] = std::max(per_iter[it], sh.times[r * cfg.iters + it]);
+      }
+      std::sort(per_iter.begin(), per_iter.end());
+      const double t = cfg.iters % 2 ? per_iter[cfg.iters / 2]
+                                     : 0.5 * (per_iter[cfg.iters / 2 - 1] + per_iter[cfg.iters / 2]);
+      Row row;
+      row.bytes = bytes;
+      row.count = total;
+      row.time_us = t * 1e6;
+      row.algbw = t > 0 ? bytes / t / 1e9 : 0;
+      row.busbw = row.algbw * bus_factor(op, n);
+      row.wrong = wrong_all;
+      std::printf("%12zu %12zu %8s %6s %10.2f %12.2f %12.2f %8llu\n", row.bytes, row.count,
+                  cfg.type.c_str(), op == Op::all_reduce || op == Op::reduce ? cfg.redop.c_str() : "none",
+                  row.time_us, row.algbw, row.busbw, static_cast<unsigned long long>(row.wrong));
+      std::fflush(stdout);
+      rows.push_back(row);
+    }
+    g.barrier();  // rank 0 has read this size's results before anyone overwrites them
+    if (bytes > cfg.max_bytes / 2) break;  // (avoid overflow on the doubling)
+  }
+  return rows;
+}
+
+void pin_to_cpu(int rank) {
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus <= 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(rank % cpus, &set);
+  ::sched_setaffinity(0, sizeof set, &set);  // best effort
+}
+
+template <class T> int run(const Config& cfg) {
+  const int n = cfg.workers;
+  CpuGroup g({.ranks = n,
+              .slot_bytes = cfg.slot_bytes,
+              .spin = std::chrono::nanoseconds(static_cast<int64_t>(cfg.spin_us * 1000)),
+              .timeout = std::chrono::milliseconds(cfg.timeout_ms),
+              .stream_min_bytes = cfg.stream_min_bytes});
+  auto seg = synk::comm::SharedSegment::create(sizeof(double) * n * cfg.iters + sizeof(uint64_t) * n,
+                                               "synk-bench");
+  Shared sh{static_cast<double*>(seg.data()),
+            reinterpret_cast<uint64_t*>(static_cast<double*>(seg.data()) + n * cfg.iters)};
+
+  std::printf("# synk-collectives: op %s, %d ranks (rank 0 + %d forked workers), device cpu, type %s, "
+              "redop %s, root %d\n# iters %d, warmup %d, staging slot %zu B, spin %.1f us, streaming stores from %zu B, pinned %s; "
+              "time = median over iters of the slowest rank\n",
+              cfg.op.c_str(), n, n - 1, cfg.type.c_str(), cfg.redop.c_str(), cfg.root, cfg.iters, cfg.warmup,
+              g.options().slot_bytes, cfg.spin_us, cfg.stream_min_bytes, cfg.pin ? "yes" : "no");
+  std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
+              "algbw(GB/s)", "busbw(GB/s)", "#wrong");
+  std::fflush(nullptr);
+
+  std::vector<pid_t> pids;
+  for (int r = 1; r < n; ++r) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      g.abort("fork failed");
+      break;
+    }
+    if (pid == 0) {
+      int rc = 0;
+      try {
+        g.bind(r);
+        if (cfg.pin) pin_to_cpu(r);
+        run_rank<T>(cfg, g, sh, r);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "rank %d: %s\n", r, e.what());
+        rc = 1;
+      }
+      std::fflush(nullptr);
+      ::_exit(rc);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<Row> rows;
+  int rc = 0;
+  try {
+    g.bind(0);
+    if (cfg.pin) pin_to_cpu(0);
+    rows = run_rank<T>(cfg, g, sh, 0);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank 0: %s\n", e.what());
+    g.abort(std::string("rank 0 failed: ") + e.what());
+    rc = 1;
+  }
+  for (pid_t pid : pids) {
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) rc = 1;
+  }
+  uint64_t wrong = 0;
+  double busbw_sum = 0;
+  for (const Row& r : rows) wrong += r.wrong, busbw_sum += r.busbw;
+  std::printf("# wrong: %llu\n# avg busbw: %.2f GB/s\n", static_cast<unsigned long long>(wrong),
+              rows.empty() ? 0.0 : busbw_sum / rows.size());
+  if (!cfg.json.empty()) {
+    nlohmann::json j{{"op", cfg.op}, {"workers", n}, {"device", cfg.device}, {"type", cfg.type},
+                     {"redop", cfg.redop}, {"iters", cfg.iters}, {"rows", nlohmann::json::array()}};
+    for (const Row& r : rows)
+      j["rows"].push_back({{"bytes", r.bytes}, {"count", r.count}, {"time_us", r.time_us},
+                           {"algbw_gbs", r.algbw}, {"busbw_gbs", r.busbw}, {"wrong", r.wrong}});
+    std::ofstream f(cfg.json);
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", cfg.json.c_str());
+      return 1;
+    }
+    f << j.dump(2) << "\n";
+  }
+  return rc != 0 ? 1 : (wrong ? 2 : 0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"synk-collectives: bandwidth of synk's collectives (nccl-tests style)"};
+  Config cfg;
+  app.add_option("--op", cfg.op, "all_reduce|broadcast|reduce|all_gather|gather|scatter")
+      ->check(CLI::IsMember({"all_reduce", "broadcast", "reduce", "all_gather", "gather", "scatter"}));
+  app.add_option("--workers", cfg.workers, "ranks in total (rank 0 included)")->check(CLI::Range(1, CpuGroup::kMaxRanks));
+  app.add_option("--device", cfg.device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--min-bytes", cfg.min_bytes, "smallest size")->check(CLI::PositiveNumber);
+  app.add_option("--max-bytes", cfg.max_bytes, "largest size (sizes double from min)")->check(CLI::PositiveNumber);
+  app.add_option("--iters", cfg.iters, "timed calls per size")->check(CLI::Range(1, 100000));
+  app.add_option("--warmup", cfg.warmup, "untimed calls per size")->check(CLI::Range(0, 100000));
+  app.add_option("--type", cfg.type, "float|int32|double|int64")
+      ->check(CLI::IsMember({"float", "int32", "double", "int64"}));
+  app.add_option("--redop", cfg.redop, "sum|avg|max|min|prod")->check(CLI::IsMember({"sum", "avg", "max", "min", "prod"}));
+  app.add_option("--root", cfg.root, "root rank of broadcast/reduce/gather/scatter");
+  app.add_option("--json", cfg.json, "write the results as JSON");
+  app.add_flag("--pin,!--no-pin", cfg.pin, "pin rank r to CPU r mod #cpus (default on)");
+  app.add_option("--slot-bytes", cfg.slot_bytes, "staging per rank per buffer set");
+  app.add_option("--spin-us", cfg.spin_us, "spin before sleeping on a futex");
+  app.add_option("--timeout-ms", cfg.timeout_ms, "timeout of every wait");
+  app.add_option("--stream-min-bytes", cfg.stream_min_bytes, "write results this large with non-temporal stores");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (cfg.device == "cuda")
+      throw synk::BackendError("--device cuda: not available yet (the NCCL backend comes with the GPU runtime)");
+    if (cfg.root < 0 || cfg.root >= cfg.workers)
+      throw synk::ArgumentError("--root " + std::to_string(cfg.root) + " out of range for " +
+                                std::to_string(cfg.workers) + " ranks");
+    if (cfg.min_bytes > cfg.max_bytes)
+      throw synk::ArgumentError("--min-bytes is larger than --max-bytes");
+    if (cfg.type == "float") return run<float>(cfg);
+    if (cfg.type == "int32") return run<int32_t>(cfg);
+    if (cfg.type == "double") return run<double>(cfg);
+    return run<int64_t>(cfg);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "synk-collectives: %s\n", e.what());
+    return 1;
+  }
+}
