@@ -22,7 +22,7 @@ Array::Array(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape))
 }
 
 Array::Array(const Array& o) : Array(o.dtype_, o.shape_) {
-  std::memcpy(raw(), o.raw(), nbytes());
+  if (nbytes()) std::memcpy(raw(), o.raw(), nbytes());
 }
 
 Array& Array::operator=(const Array& o) {
@@ -34,7 +34,7 @@ Array Array::from(const std::vector<float>& v, Shape shape) {
   Array a(DType::f32, std::move(shape));
   if (static_cast<int64_t>(v.size()) != a.numel())
     throw ShapeError("Array::from: " + std::to_string(v.size()) + " values for shape " + to_string(a.shape()));
-  std::memcpy(a.raw(), v.data(), a.nbytes());
+  if (a.nbytes()) std::memcpy(a.raw(), v.data(), a.nbytes());
   return a;
 }
 
@@ -42,7 +42,7 @@ Array Array::from(const std::vector<int32_t>& v, Shape shape) {
   Array a(DType::i32, std::move(shape));
   if (static_cast<int64_t>(v.size()) != a.numel())
     throw ShapeError("Array::from: " + std::to_string(v.size()) + " values for shape " + to_string(a.shape()));
-  std::memcpy(a.raw(), v.data(), a.nbytes());
+  if (a.nbytes()) std::memcpy(a.raw(), v.data(), a.nbytes());
   return a;
 }
 

@@ -178,7 +178,8 @@ Tensor reshape(Tensor x, Shape shape) {
     if (d == batch) ++nb;
     else if (d < 0) throw ShapeError("reshape: invalid target shape " + to_string(shape));
   }
-  int xb = static_cast<int>(std::count(x.shape().begin(), x.shape().end(), batch));
+  const Shape xs = x.shape();
+  int xb = static_cast<int>(std::count(xs.begin(), xs.end(), batch));
   if (nb != xb || static_numel(shape) != static_numel(x.shape()))
     throw ShapeError("reshape: cannot reshape " + shp(x) + " to " + to_string(shape));
   if (shape == x.shape()) return x;
@@ -190,7 +191,8 @@ Tensor flatten(Tensor x, int start_axis) {
   int s = start_axis < 0 ? start_axis + x.ndim() : start_axis;
   if (s < 0 || s > x.ndim())
     throw ShapeError("flatten: start axis " + std::to_string(start_axis) + " out of range for " + shp(x));
-  Shape r(x.shape().begin(), x.shape().begin() + s);
+  const Shape xs = x.shape();
+  Shape r(xs.begin(), xs.begin() + s);
   Dim tail = 1;
   for (int i = s; i < x.ndim(); ++i) {
     if (x.shape()[i] == batch)

@@ -1,0 +1,185 @@
+// exec/cpu/executor.cpp — runs a compiled Plan: binds the pointers of this
+// call (arena, caller inputs, variables) and dispatches each step to its
+// kernel. Everything shape-dependent was decided in plan.cpp.
+//
+// Errors raised while a step runs are rethrown with the function name, op
+// and node id prepended, keeping their exception type.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "exec/cpu/plan.hpp"
+#include "synk/error.hpp"
+
+namespace synk::cpu {
+
+namespace {
+
+template <class T> T* P(void* p) { return static_cast<T*>(p); }
+
+// SYNK_CPU_PROFILE=1: time per op kind, printed to stderr at exit. A
+// developer aid for finding overheads; off by default (one branch a step).
+struct OpProfile {
+  bool on = [] {
+    const char* e = std::getenv("SYNK_CPU_PROFILE");
+    return e && e[0] == '1';
+  }();
+  double ms[static_cast<size_t>(Op::kCount)] = {};
+  int64_t count[static_cast<size_t>(Op::kCount)] = {};
+  ~OpProfile() {
+    if (!on) return;
+    double total = 0;
+    for (double t : ms) total += t;
+    std::fprintf(stderr, "synk CPU executor profile (%.1f ms in steps)\n", total);
+    for (size_t i = 0; i < static_cast<size_t>(Op::kCount); ++i)
+      if (count[i] > 0)
+        std::fprintf(stderr, "  %-28s %9.1f ms %5.1f%% %8lld steps\n", op_name(static_cast<Op>(i)), ms[i],
+                     100.0 * ms[i] / (total > 0 ? total : 1), static_cast<long long>(count[i]));
+  }
+};
+OpProfile g_profile;
+
+void run_step(const Step& s, Plan& p, const RunContext& ctx) {
+  void* out = p.ptr[static_cast<size_t>(s.node)];
+  void* a = s.in[0] >= 0 ? p.ptr[static_cast<size_t>(s.in[0])] : nullptr;
+  void* b = s.in[1] >= 0 ? p.ptr[static_cast<size_t>(s.in[1])] : nullptr;
+  void* c = s.in[2] >= 0 ? p.ptr[static_cast<size_t>(s.in[2])] : nullptr;
+  switch (s.op) {
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::ReluGrad:
+      if (s.dtype == DType::f32) binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out));
+      else binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out));
+      break;
+    case Op::Equal:
+      if (s.in_dtype == DType::f32) equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out));
+      else binary_i32(BinOp::Equal, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out));
+      break;
+    case Op::Neg:
+      if (s.dtype == DType::i32) {
+        neg_i32(s.n, P<int32_t>(a), P<int32_t>(out));
+        break;
+      }
+      [[fallthrough]];
+    case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt:
+    case Op::Square: case Op::PowScalar:
+      if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
+      unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f);
+      break;
+    case Op::Cast:
+      if (s.in_dtype == s.dtype) {
+        if (out != a) std::memmove(out, a, static_cast<size_t>(s.n) * 4);
+      } else if (s.dtype == DType::i32) {
+        cast_f32_i32(s.n, P<float>(a), P<int32_t>(out));
+      } else {
+        cast_i32_f32(s.n, P<int32_t>(a), P<float>(out));
+      }
+      break;
+    case Op::Sum: case Op::Mean: case Op::Max:
+      if (s.dtype == DType::f32) reduce_f32(s.rop, s.red, P<float>(a), P<float>(out));
+      else reduce_i32(s.rop, s.red, P<int32_t>(a), P<int32_t>(out));
+      break;
+    case Op::Argmax:
+      if (s.in_dtype == DType::f32) argmax(s.ax, P<float>(a), P<int32_t>(out));
+      else argmax(s.ax, P<int32_t>(a), P<int32_t>(out));
+      break;
+    case Op::Transpose:
+      strided_copy(s.st, P<uint32_t>(a), P<uint32_t>(out));
+      break;
+    case Op::BroadcastTo:
+      strided_copy(s.st, P<uint32_t>(a), P<uint32_t>(out));
+      if (s.f != 1.f) {
+        float* o = P<float>(out);
+        for (int64_t i = 0; i < s.n; ++i) o[i] *= s.f;
+      }
+      break;
+    case Op::MatMul:
+      matmul(s.ta, s.tb, s.mm_m, s.mm_n, s.mm_k, P<float>(a), P<float>(b), P<float>(out));
+      if (c) bias_relu_cols(s.mm_m, s.mm_n, P<float>(c), s.relu, P<float>(out));
+      break;
+    case Op::Softmax: case Op::LogSoftmax:
+      softmax(s.ax, P<float>(a), P<float>(out), s.op == Op::LogSoftmax);
+      break;
+    case Op::SoftmaxCrossEntropy: case Op::SoftmaxCrossEntropyGrad: {
+      const int32_t* labels = P<int32_t>(b);
+      const int64_t bad = s.op == Op::SoftmaxCrossEntropy
+          ? softmax_xent(s.mm_m, s.mm_n, P<float>(a), labels, P<float>(out))
+          : softmax_xent_grad(s.mm_m, s.mm_n, P<float>(a), labels, P<float>(c), P<float>(out));
+      if (bad >= 0)
+        throw ArgumentError("label " + std::to_string(labels[bad]) + " at row " + std::to_string(bad) +
+                            " is outside [0, " + std::to_string(s.mm_n) + ")");
+      break;
+    }
+    case Op::MaxPool2d:
+      max_pool2d(s.pool, P<float>(a), P<float>(out));
+      break;
+    case Op::MaxPool2dGrad:
+      max_pool2d_grad(s.pool, P<float>(a), P<float>(b), P<float>(out));
+      break;
+    case Op::DropoutMask:
+      dropout_mask(s.n, s.f, dropout_key(ctx.seed, ctx.rank, s.stream, ctx.call), P<float>(out));
+      break;
+    default:
+      throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");
+  }
+}
+
+}  // namespace
+
+void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
+             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx) {
+  for (int32_t id : p.bound) {
+    const ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    void* ptr = nullptr;
+    switch (l.kind) {
+      case Loc::Arena: ptr = arena + l.offset; break;
+      case Loc::Input: ptr = const_cast<void*>(inputs[static_cast<size_t>(l.index)].data); break;
+      case Loc::Variable: ptr = var_ptr[l.index]; break;
+      case Loc::Const: ptr = p.consts.data() + l.index; break;
+      case Loc::None: break;
+    }
+    p.ptr[static_cast<size_t>(id)] = ptr;
+  }
+  float* work = reinterpret_cast<float*>(arena + p.work_offset);
+  for (const Step& s : p.steps) {
+    const auto t0 = g_profile.on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    try {
+      switch (s.op) {
+        case Op::Conv2d:
+          conv2d(s.conv, static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[0])]),
+                 static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[1])]),
+                 static_cast<float*>(p.ptr[static_cast<size_t>(s.node)]), work,
+                 s.in[2] >= 0 ? static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[2])]) : nullptr, s.relu);
+          break;
+        case Op::Conv2dGradInput:
+          conv2d_grad_input(s.conv, static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[0])]),
+                            static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[1])]),
+                            static_cast<float*>(p.ptr[static_cast<size_t>(s.node)]), work);
+          break;
+        case Op::Conv2dGradWeight:
+          conv2d_grad_weight(s.conv, static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[0])]),
+                             static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[1])]),
+                             static_cast<float*>(p.ptr[static_cast<size_t>(s.node)]), work);
+          break;
+        default:
+          run_step(s, p, ctx);
+      }
+    } catch (const Error& e) {
+      const std::string where = "function '" + (ctx.function ? *ctx.function : std::string()) +
+                                "': " + op_name(s.op) + " (node " + std::to_string(s.node) + "): ";
+      const std::string msg = where + e.what();
+      if (dynamic_cast<const ArgumentError*>(&e)) throw ArgumentError(msg);
+      if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
+      if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
+      if (dynamic_cast<const BackendError*>(&e)) throw BackendError(msg);
+      throw Error(msg);
+    }
+    if (g_profile.on) {
+      const size_t k = static_cast<size_t>(s.op);
+      g_profile.ms[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      g_profile.count[k]++;
+    }
+  }
+  (void)nodes;
+}
+
+}  // namespace synk::cpu

@@ -1,0 +1,369 @@
+// exec/cpu/kernels_elementwise.cpp — elementwise CPU kernels: broadcasting
+// binary ops, unary math, casts, strided copies and the dropout mask.
+//
+// Broadcasting is planned once (make_broadcast collapses dims so the common
+// cases — same shape, [N,C]+[C], tensor+scalar, [N,C,H,W]+[C,1,1] — become
+// one or two loops whose innermost loop is a plain vectorisable one).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "exec/cpu/kernels.hpp"
+#include "synk/error.hpp"
+
+namespace synk::cpu {
+
+namespace {
+
+int64_t dim_at(const Shape& s, int64_t i, int64_t nd) {
+  int64_t j = i - (nd - static_cast<int64_t>(s.size()));
+  return j < 0 ? 1 : s[static_cast<size_t>(j)];
+}
+
+std::vector<int64_t> contiguous_strides(const Shape& s) {
+  std::vector<int64_t> st(s.size(), 1);
+  for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i)
+    st[static_cast<size_t>(i)] = st[static_cast<size_t>(i + 1)] * s[static_cast<size_t>(i + 1)];
+  return st;
+}
+
+void finish_output_strides(Strided& s) {
+  int64_t st = 1;
+  for (int i = s.nd - 1; i >= 0; --i) {
+    s.so[i] = st;
+    st *= s.dim[i];
+  }
+}
+
+}  // namespace
+
+Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
+  const int64_t nd = static_cast<int64_t>(out.size());
+  // Per-dim strides of each operand in its own contiguous layout, 0 where
+  // the operand broadcasts.
+  std::vector<int64_t> dims, sa, sb;
+  {
+    std::vector<int64_t> sta(static_cast<size_t>(nd), 0), stb(static_cast<size_t>(nd), 0);
+    int64_t acc_a = 1, acc_b = 1;
+    for (int64_t i = nd - 1; i >= 0; --i) {
+      int64_t da = dim_at(a, i, nd);
+      sta[static_cast<size_t>(i)] = da == 1 ? 0 : acc_a;
+      acc_a *= da;
+      if (b) {
+        int64_t db = dim_at(*b, i, nd);
+        stb[static_cast<size_t>(i)] = db == 1 ? 0 : acc_b;
+        acc_b *= db;
+      }
+    }
+    for (int64_t i = 0; i < nd; ++i) {
+      if (out[static_cast<size_t>(i)] == 1) continue;
+      dims.push_back(out[static_cast<size_t>(i)]);
+      sa.push_back(sta[static_cast<size_t>(i)]);
+      sb.push_back(stb[static_cast<size_t>(i)]);
+    }
+  }
+  // Merge from the inside out: dim i folds into the run inside it when both
+  // operands step through them as one contiguous (or broadcast) run.
+  std::vector<int64_t> cd, ca, cb;
+  for (int64_t i = static_cast<int64_t>(dims.size()) - 1; i >= 0; --i) {
+    size_t k = static_cast<size_t>(i);
+    if (!cd.empty() && sa[k] == ca.back() * cd.back() && sb[k] == cb.back() * cd.back()) {
+      cd.back() *= dims[k];
+    } else {
+      cd.push_back(dims[k]);
+      ca.push_back(sa[k]);
+      cb.push_back(sb[k]);
+    }
+  }
+  Strided s;
+  s.numel = numel(out);
+  if (cd.empty()) {
+    s.nd = 1;
+    s.dim[0] = 1;
+  } else {
+    if (cd.size() > static_cast<size_t>(kMaxDims))
+      throw ShapeError("CPU executor: broadcast of " + to_string(a) + " to " + to_string(out) +
+                       " needs more than 8 dims after collapsing");
+    s.nd = static_cast<int>(cd.size());
+    for (int i = 0; i < s.nd; ++i) {
+      size_t k = cd.size() - 1 - static_cast<size_t>(i);
+      s.dim[i] = cd[k];
+      s.sa[i] = ca[k];
+      s.sb[i] = cb[k];
+    }
+  }
+  finish_output_strides(s);
+  return s;
+}
+
+Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> st = contiguous_strides(in);
+  std::vector<int64_t> dims, sa;
+  for (int64_t p : perm) {
+    size_t k = static_cast<size_t>(p);
+    if (in[k] == 1) continue;
+    dims.push_back(in[k]);
+    sa.push_back(st[k]);
+  }
+  std::vector<int64_t> cd, ca;
+  for (int64_t i = static_cast<int64_t>(dims.size()) - 1; i >= 0; --i) {
+    size_t k = static_cast<size_t>(i);
+    if (!cd.empty() && sa[k] == ca.back() * cd.back()) {
+      cd.back() *= dims[k];
+    } else {
+      cd.push_back(dims[k]);
+      ca.push_back(sa[k]);
+    }
+  }
+  Strided s;
+  s.numel = numel(in);
+  if (cd.empty()) {
+    s.nd = 1;
+    s.dim[0] = 1;
+    s.sa[0] = 1;
+  } else {
+    if (cd.size() > static_cast<size_t>(kMaxDims))
+      throw ShapeError("CPU executor: transpose of " + to_string(in) +
+                       " needs more than 8 dims after collapsing");
+    s.nd = static_cast<int>(cd.size());
+    for (int i = 0; i < s.nd; ++i) {
+      size_t k = cd.size() - 1 - static_cast<size_t>(i);
+      s.dim[i] = cd[k];
+      s.sa[i] = ca[k];
+    }
+  }
+  finish_output_strides(s);
+  return s;
+}
+
+// ---- binary -------------------------------------------------------------------------
+
+namespace {
+
+template <class T, class O, class F>
+inline void bin_inner(int64_t n, int64_t sa, int64_t sb, const T* __restrict a,
+                      const T* __restrict b, O* __restrict o, F f) {
+  if (sa == 1 && sb == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
+  } else if (sa == 1 && sb == 0) {
+    const T bv = *b;
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], bv);
+  } else if (sa == 0 && sb == 1) {
+    const T av = *a;
+    for (int64_t i = 0; i < n; ++i) o[i] = f(av, b[i]);
+  } else if (sa == 0 && sb == 0) {
+    const O v = f(*a, *b);
+    for (int64_t i = 0; i < n; ++i) o[i] = v;
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = f(a[i * sa], b[i * sb]);
+  }
+}
+
+template <class T, class O, class F>
+void bin_rec(const Strided& s, int d, const T* a, const T* b, O* o, F f) {
+  const int64_t n = s.dim[d];
+  if (d == s.nd - 1) {
+    bin_inner(n, s.sa[d], s.sb[d], a, b, o, f);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) bin_rec(s, d + 1, a + i * s.sa[d], b + i * s.sb[d], o + i * s.so[d], f);
+}
+
+template <class T, class O, class F>
+void bin_loop(const Strided& s, const T* a, const T* b, O* o, F f) {
+  if (s.numel == 0) return;
+  bin_rec(s, 0, a, b, o, f);
+}
+
+}  // namespace
+
+void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, float* o) {
+  switch (op) {
+    case BinOp::Add: bin_loop(s, a, b, o, [](float x, float y) { return x + y; }); break;
+    case BinOp::Sub: bin_loop(s, a, b, o, [](float x, float y) { return x - y; }); break;
+    case BinOp::Mul: bin_loop(s, a, b, o, [](float x, float y) { return x * y; }); break;
+    case BinOp::Div: bin_loop(s, a, b, o, [](float x, float y) { return x / y; }); break;
+    case BinOp::Equal: bin_loop(s, a, b, o, [](float x, float y) { return x == y ? 1.f : 0.f; }); break;
+    case BinOp::ReluGrad: bin_loop(s, a, b, o, [](float y, float g) { return y > 0.f ? g : 0.f; }); break;
+  }
+}
+
+void binary_i32(BinOp op, const Strided& s, const int32_t* a, const int32_t* b, int32_t* o) {
+  // Wrapping arithmetic (through uint32) keeps overflow defined.
+  switch (op) {
+    case BinOp::Add:
+      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y)); });
+      break;
+    case BinOp::Sub:
+      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) - static_cast<uint32_t>(y)); });
+      break;
+    case BinOp::Mul:
+      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) * static_cast<uint32_t>(y)); });
+      break;
+    case BinOp::Div:
+      // Integer division truncates; x/0 and INT_MIN/-1 are defined as 0 and
+      // INT_MIN rather than trapping.
+      bin_loop(s, a, b, o, [](int32_t x, int32_t y) -> int32_t {
+        if (y == 0) return 0;
+        if (y == -1) return static_cast<int32_t>(0u - static_cast<uint32_t>(x));
+        return x / y;
+      });
+      break;
+    case BinOp::Equal: bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return x == y ? 1 : 0; }); break;
+    case BinOp::ReluGrad: bin_loop(s, a, b, o, [](int32_t y, int32_t g) { return y > 0 ? g : 0; }); break;
+  }
+}
+
+void equal_f32(const Strided& s, const float* a, const float* b, int32_t* o) {
+  bin_loop(s, a, b, o, [](float x, float y) -> int32_t { return x == y ? 1 : 0; });
+}
+
+// ---- unary -------------------------------------------------------------------
+
+void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p) {
+  switch (op) {
+    case UnOp::Neg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
+    case UnOp::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
+    case UnOp::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+    case UnOp::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i])); break;
+    case UnOp::Exp: for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]); break;
+    case UnOp::Log: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
+    case UnOp::Sqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
+    case UnOp::Square: for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i]; break;
+    case UnOp::Pow:
+      if (p == 2.f) {
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
+      } else if (p == 1.f) {
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i];
+      } else if (p == 0.5f) {
+        for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
+      } else if (p == -1.f) {
+        for (int64_t i = 0; i < n; ++i) y[i] = 1.f / x[i];
+      } else {
+        for (int64_t i = 0; i < n; ++i) y[i] = std::pow(x[i], p);
+      }
+      break;
+  }
+}
+
+void neg_i32(int64_t n, const int32_t* __restrict x, int32_t* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>(0u - static_cast<uint32_t>(x[i]));
+}
+
+void cast_f32_i32(int64_t n, const float* __restrict x, int32_t* __restrict y) {
+  // Truncation toward zero; NaN becomes 0 and out-of-range values saturate,
+  // where a plain conversion would be undefined.
+  constexpr float lo = -2147483648.f, hi = 2147483520.f;  // largest float below 2^31
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i];
+    v = v != v ? 0.f : v;
+    v = v < lo ? lo : (v > hi ? hi : v);
+    y[i] = static_cast<int32_t>(v);
+  }
+}
+
+void cast_i32_f32(int64_t n, const int32_t* __restrict x, float* __restrict y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(x[i]);
+}
+
+// ---- strided copy -------------------------------------------------------------------
+
+namespace {
+
+void copy_rec(const Strided& s, int d, const uint32_t* x, uint32_t* y) {
+  const int64_t n = s.dim[d];
+  const int64_t st = s.sa[d];
+  if (d == s.nd - 1) {
+    if (st == 1) {
+      std::memcpy(y, x, static_cast<size_t>(n) * 4);
+    } else if (st == 0) {
+      std::fill(y, y + n, *x);
+    } else {
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i * st];
+    }
+    return;
+  }
+  // A 2-D transpose-like inner block: tile it so both sides stay in cache.
+  if (d == s.nd - 2 && s.sa[d + 1] != 1 && s.sa[d + 1] != 0 && st == 1) {
+    const int64_t m = s.dim[d + 1], sm = s.sa[d + 1], so = s.so[d];
+    constexpr int64_t T = 32;
+    for (int64_t i0 = 0; i0 < n; i0 += T) {
+      const int64_t i1 = std::min(n, i0 + T);
+      for (int64_t j0 = 0; j0 < m; j0 += T) {
+        const int64_t j1 = std::min(m, j0 + T);
+        for (int64_t i = i0; i < i1; ++i)
+          for (int64_t j = j0; j < j1; ++j) y[i * so + j] = x[i + j * sm];
+      }
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) copy_rec(s, d + 1, x + i * st, y + i * s.so[d]);
+}
+
+}  // namespace
+
+void strided_copy(const Strided& s, const uint32_t* x, uint32_t* y) {
+  if (s.numel == 0) return;
+  copy_rec(s, 0, x, y);
+}
+
+// ---- dropout ----------------------------------------------------------------------
+
+namespace {
+
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// 32-bit finaliser (murmur3): cheap, and vectorisable unlike 64-bit mixes.
+inline uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+}  // namespace
+
+uint64_t dropout_key(uint64_t seed, int rank, int64_t stream, uint64_t call) {
+  uint64_t k = splitmix64(seed ^ 0x5d1c0e7f00d5eedull);
+  k = splitmix64(k ^ static_cast<uint64_t>(static_cast<uint32_t>(rank)));
+  k = splitmix64(k ^ static_cast<uint64_t>(stream));
+  return splitmix64(k ^ call);
+}
+
+void dropout_mask(int64_t n, float p, uint64_t key, float* __restrict y) {
+  if (!(p > 0.f)) {
+    std::fill(y, y + n, 1.f);
+    return;
+  }
+  if (p >= 1.f) {
+    std::fill(y, y + n, 0.f);
+    return;
+  }
+  const float scale = 1.f / (1.f - p);
+  // Keep when the 32-bit hash is >= p * 2^32.
+  const double t = static_cast<double>(p) * 4294967296.0;
+  const uint32_t thr = t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t);
+  // Two keyed rounds so that masks of different keys are not shifted copies
+  // of each other. The element index is split over 2^32 blocks.
+  for (int64_t base = 0; base < n; base += (int64_t{1} << 32)) {
+    const uint64_t kb = splitmix64(key + static_cast<uint64_t>(base));
+    const uint32_t k1 = static_cast<uint32_t>(kb), k2 = static_cast<uint32_t>(kb >> 32);
+    const int64_t m = std::min<int64_t>(n - base, int64_t{1} << 32);
+    float* yb = y + base;
+    for (int64_t i = 0; i < m; ++i) {
+      uint32_t h = fmix32((static_cast<uint32_t>(i) * 0x9e3779b9u) ^ k1);
+      h = fmix32(h + k2);
+      yb[i] = h >= thr ? scale : 0.f;
+    }
+  }
+}
+
+}  // namespace synk::cpu

@@ -1,0 +1,523 @@
+// exec/cpu/plan.cpp — compiles a FunctionDef for one batch size into a Plan:
+// schedule, resolved shapes, kernel geometry and arena offsets.
+//
+// Nodes are stored in topological order (an op's inputs are earlier nodes),
+// so the schedule is the needed nodes in id order; liveness is then one pass
+// over it, and a best-fit free list places each value in the arena.
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <cstring>
+#include <map>
+
+#include "exec/cpu/plan.hpp"
+#include "synk/error.hpp"
+
+namespace synk::cpu {
+
+CompileOptions& default_compile_options() {
+  static CompileOptions opts = [] {
+    CompileOptions o;
+    const char* env = std::getenv("SYNK_CPU_NO_REUSE");
+    if (env && env[0] == '1') {
+      o.reuse = false;
+      o.inplace_updates = false;
+      o.fuse = false;
+    }
+    return o;
+  }();
+  return opts;
+}
+
+namespace {
+
+constexpr int64_t kAlign = 64;
+constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
+
+int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// Best-fit allocator over byte offsets; the high-water mark is the arena size.
+class BlockAllocator {
+ public:
+  int64_t alloc(int64_t bytes) {
+    bytes = align_up(bytes);
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it)
+      if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+    if (best != free_.end()) {
+      const int64_t off = best->first, size = best->second;
+      free_.erase(best);
+      if (size > bytes) free_[off + bytes] = size - bytes;
+      return off;
+    }
+    // Grow the arena, starting inside a free block that touches its end.
+    if (!free_.empty()) {
+      auto last = std::prev(free_.end());
+      if (last->first + last->second == top_) {
+        const int64_t off = last->first;
+        free_.erase(last);
+        top_ = off + bytes;
+        return off;
+      }
+    }
+    const int64_t off = top_;
+    top_ += bytes;
+    return off;
+  }
+  void release(int64_t off, int64_t bytes) {
+    bytes = align_up(bytes);
+    auto it = free_.emplace(off, bytes).first;
+    auto next = std::next(it);
+    if (next != free_.end() && it->first + it->second == next->first) {
+      it->second += next->second;
+      free_.erase(next);
+    }
+    if (it != free_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->first + prev->second == it->first) {
+        prev->second += it->second;
+        free_.erase(it);
+      }
+    }
+  }
+  int64_t top() const { return top_; }
+
+ private:
+  std::map<int64_t, int64_t> free_;
+  int64_t top_ = 0;
+};
+
+bool is_binary(Op op) {
+  return op == Op::Add || op == Op::Sub || op == Op::Mul || op == Op::Div || op == Op::Equal ||
+         op == Op::ReluGrad;
+}
+
+bool is_unary(Op op) {
+  switch (op) {
+    case Op::Neg: case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log:
+    case Op::Sqrt: case Op::Square: case Op::PowScalar:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Ops whose output element i depends only on input elements i (for operands
+// of the output's size), so the output may overwrite such an operand.
+bool elementwise_inplace_ok(Op op) {
+  return is_unary(op) || (is_binary(op) && op != Op::Equal);
+}
+
+int expected_inputs(Op op) {
+  if (is_binary(op)) return 2;
+  switch (op) {
+    case Op::Input: case Op::Variable: case Op::Constant: return 0;
+    case Op::MatMul: case Op::SoftmaxCrossEntropy: case Op::Conv2d: case Op::Conv2dGradInput:
+    case Op::Conv2dGradWeight: case Op::MaxPool2dGrad:
+      return 2;
+    case Op::SoftmaxCrossEntropyGrad: return 3;
+    default: return 1;
+  }
+}
+
+size_t ints_needed(Op op) {
+  switch (op) {
+    case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: case Op::DropoutMask: return 1;
+    case Op::MatMul: return 2;
+    case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: return 4;
+    case Op::MaxPool2d: case Op::MaxPool2dGrad: return 6;
+    default: return 0;
+  }
+}
+
+[[noreturn]] void fail_node(const FunctionDef& def, int32_t id, const Node& n, const std::string& what) {
+  throw ShapeError("function '" + def.name + "': cannot compile " + op_name(n.op) + " (node " +
+                   std::to_string(id) + "): " + what);
+}
+
+ConvGeom conv_geom(const Shape& x, const Shape& w, const Shape& y, const std::vector<int64_t>& ints) {
+  ConvGeom g{};
+  g.n = x[0]; g.c = x[1]; g.h = x[2]; g.w = x[3];
+  g.o = w[0]; g.kh = w[2]; g.kw = w[3];
+  g.sh = ints[0]; g.sw = ints[1]; g.ph = ints[2]; g.pw = ints[3];
+  g.oh = y[2]; g.ow = y[3];
+  return g;
+}
+
+PoolGeom pool_geom(const Shape& x, const Shape& y, const std::vector<int64_t>& ints) {
+  PoolGeom g{};
+  g.n = x[0]; g.c = x[1]; g.h = x[2]; g.w = x[3];
+  g.kh = ints[0]; g.kw = ints[1]; g.sh = ints[2]; g.sw = ints[3]; g.ph = ints[4]; g.pw = ints[5];
+  g.oh = y[2]; g.ow = y[3];
+  return g;
+}
+
+}  // namespace
+
+Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
+             const CompileOptions& opts) {
+  const int32_t count = static_cast<int32_t>(nodes.size());
+  auto check_id = [&](int32_t id) {
+    if (id < 0 || id >= count)
+      throw ArgumentError("function '" + def.name + "': node id " + std::to_string(id) + " out of range");
+  };
+  Plan p;
+  p.batch = batch;
+  p.shapes.assign(nodes.size(), Shape{});
+  p.loc.assign(nodes.size(), ValueLoc{});
+  p.ptr.assign(nodes.size(), nullptr);
+
+  // ---- what is needed -----------------------------------------------------------
+  std::vector<char> needed(nodes.size(), 0);
+  for (int32_t o : def.outputs) { check_id(o); needed[static_cast<size_t>(o)] = 1; }
+  for (auto [var, val] : def.updates) {
+    check_id(var);
+    check_id(val);
+    needed[static_cast<size_t>(val)] = 1;
+    needed[static_cast<size_t>(var)] = 1;
+  }
+  for (int32_t id = count - 1; id >= 0; --id) {
+    if (!needed[static_cast<size_t>(id)]) continue;
+    const Node& n = nodes[static_cast<size_t>(id)];
+    if (static_cast<int>(n.inputs.size()) < expected_inputs(n.op) || n.ints.size() < ints_needed(n.op))
+      fail_node(def, id, n, "malformed node (missing inputs or attributes)");
+    for (int32_t in : n.inputs) {
+      if (in < 0 || in >= id) fail_node(def, id, n, "input id " + std::to_string(in) + " is not an earlier node");
+      needed[static_cast<size_t>(in)] = 1;
+    }
+  }
+  std::vector<int32_t> input_pos(nodes.size(), -1);
+  for (size_t i = 0; i < def.inputs.size(); ++i) {
+    check_id(def.inputs[i]);
+    input_pos[static_cast<size_t>(def.inputs[i])] = static_cast<int32_t>(i);
+  }
+
+  // ---- fusion candidates -----------------------------------------------------------
+  // Readers of each needed node (outputs and updates count as readers).
+  std::vector<int> uses(nodes.size(), 0);
+  std::vector<int32_t> reader(nodes.size(), -1);
+  for (int32_t id = 0; id < count; ++id) {
+    if (!needed[static_cast<size_t>(id)]) continue;
+    for (int32_t in : nodes[static_cast<size_t>(id)].inputs) {
+      uses[static_cast<size_t>(in)]++;
+      reader[static_cast<size_t>(in)] = id;
+    }
+  }
+  for (int32_t o : def.outputs) uses[static_cast<size_t>(o)]++;
+  for (auto [var, val] : def.updates) uses[static_cast<size_t>(val)]++;
+  // producer node -> bias node folded into it; folded nodes alias the producer.
+  std::vector<int32_t> fused_bias(nodes.size(), -1), alias_of(nodes.size(), -1);
+  std::vector<char> fused_relu(nodes.size(), 0);
+  if (opts.fuse) {
+    for (int32_t id = 0; id < count; ++id) {
+      const Node& a = nodes[static_cast<size_t>(id)];
+      if (!needed[static_cast<size_t>(id)] || a.op != Op::Add || a.dtype != DType::f32 || a.inputs.size() != 2) continue;
+      for (int k = 0; k < 2; ++k) {
+        const int32_t c = a.inputs[static_cast<size_t>(k)], r = a.inputs[static_cast<size_t>(1 - k)];
+        const Node& cn = nodes[static_cast<size_t>(c)];
+        if ((cn.op != Op::Conv2d && cn.op != Op::MatMul) || uses[static_cast<size_t>(c)] != 1 ||
+            fused_bias[static_cast<size_t>(c)] >= 0 || c == r)
+          continue;
+        const Node& rn = nodes[static_cast<size_t>(r)];
+        if (rn.dtype != DType::f32 || has_batch(rn.shape) || cn.shape != a.shape) continue;
+        // The bias must vary along dim 1 only: channels of [N,O,H,W] (conv),
+        // columns of [M,N] (matmul).
+        const size_t axis = 1;
+        const size_t nd = cn.shape.size();
+        if (rn.shape.size() > nd || cn.shape.size() < 2) continue;
+        bool ok = true;
+        for (size_t i = 0; i < rn.shape.size(); ++i) {
+          const size_t oi = nd - rn.shape.size() + i;
+          if (oi == axis ? rn.shape[i] != cn.shape[oi] : rn.shape[i] != 1) ok = false;
+        }
+        if (!ok || static_numel(rn.shape) != cn.shape[axis]) continue;
+        fused_bias[static_cast<size_t>(c)] = r;
+        alias_of[static_cast<size_t>(id)] = c;
+        const int32_t u = reader[static_cast<size_t>(id)];
+        if (uses[static_cast<size_t>(id)] == 1 && u >= 0 && nodes[static_cast<size_t>(u)].op == Op::Relu) {
+          fused_relu[static_cast<size_t>(c)] = 1;
+          alias_of[static_cast<size_t>(u)] = c;
+        }
+        break;
+      }
+    }
+  }
+
+  // ---- shapes, leaves and aliases ----------------------------------------------------
+  std::vector<int32_t> root(nodes.size(), -1);
+  for (int32_t id = 0; id < count; ++id) {
+    if (!needed[static_cast<size_t>(id)]) continue;
+    const Node& n = nodes[static_cast<size_t>(id)];
+    if (has_batch(n.shape) && batch < 0)
+      fail_node(def, id, n, "shape " + to_string(n.shape) + " has a batch dim but no input sets it");
+    p.shapes[static_cast<size_t>(id)] = resolve(n.shape, batch < 0 ? 0 : batch);
+    root[static_cast<size_t>(id)] = id;
+    if (alias_of[static_cast<size_t>(id)] >= 0) root[static_cast<size_t>(id)] = alias_of[static_cast<size_t>(id)];
+    ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    switch (n.op) {
+      case Op::Input:
+        if (input_pos[static_cast<size_t>(id)] < 0)
+          throw ArgumentError("function '" + def.name + "' needs input '" + n.name +
+                              "', which is not among its inputs");
+        l.kind = Loc::Input;
+        l.index = input_pos[static_cast<size_t>(id)];
+        break;
+      case Op::Variable:
+        l.kind = Loc::Variable;
+        l.index = id;
+        break;
+      case Op::Constant: {
+        l.kind = Loc::Const;
+        l.index = static_cast<int32_t>(p.consts.size());
+        const float v = n.floats.empty() ? 0.f : n.floats[0];
+        uint32_t bits;
+        if (n.dtype == DType::i32) {
+          int32_t iv = static_cast<int32_t>(v);
+          std::memcpy(&bits, &iv, 4);
+        } else {
+          std::memcpy(&bits, &v, 4);
+        }
+        const int64_t m = std::max<int64_t>(numel(p.shapes[static_cast<size_t>(id)]), 1);
+        p.consts.insert(p.consts.end(), static_cast<size_t>(m), bits);
+        break;
+      }
+      case Op::Reshape:
+        if (numel(p.shapes[static_cast<size_t>(id)]) != numel(p.shapes[static_cast<size_t>(n.inputs[0])]))
+          fail_node(def, id, n, "reshape of " + to_string(p.shapes[static_cast<size_t>(n.inputs[0])]) +
+                                    " to " + to_string(p.shapes[static_cast<size_t>(id)]));
+        root[static_cast<size_t>(id)] = root[static_cast<size_t>(n.inputs[0])];
+        break;
+      default:
+        break;
+    }
+  }
+  auto shape_of = [&](int32_t id) -> const Shape& { return p.shapes[static_cast<size_t>(id)]; };
+  auto bytes_of = [&](int32_t id) { return numel(shape_of(id)) * static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(id)].dtype)); };
+
+  // ---- steps ------------------------------------------------------------------
+  std::vector<int64_t> step_of(nodes.size(), -1);
+  int64_t work_floats = 0;
+  for (int32_t id = 0; id < count; ++id) {
+    if (!needed[static_cast<size_t>(id)]) continue;
+    const Node& n = nodes[static_cast<size_t>(id)];
+    if (n.op == Op::Input || n.op == Op::Variable || n.op == Op::Constant || n.op == Op::Reshape) continue;
+    if (alias_of[static_cast<size_t>(id)] >= 0) continue;  // folded into its producer
+    if (n.op >= Op::kCount) fail_node(def, id, n, "unknown op");
+    Step s;
+    s.op = n.op;
+    s.node = id;
+    for (size_t i = 0; i < n.inputs.size() && i < 3; ++i) s.in[i] = n.inputs[i];
+    s.dtype = n.dtype;
+    s.in_dtype = nodes[static_cast<size_t>(n.inputs[0])].dtype;
+    const Shape& out = shape_of(id);
+    s.n = numel(out);
+    const Shape& x = shape_of(n.inputs[0]);
+    try {
+      switch (n.op) {
+        case Op::Add: s.bop = BinOp::Add; break;
+        case Op::Sub: s.bop = BinOp::Sub; break;
+        case Op::Mul: s.bop = BinOp::Mul; break;
+        case Op::Div: s.bop = BinOp::Div; break;
+        case Op::Equal: s.bop = BinOp::Equal; break;
+        case Op::ReluGrad: s.bop = BinOp::ReluGrad; break;
+        case Op::Neg: s.uop = UnOp::Neg; break;
+        case Op::Relu: s.uop = UnOp::Relu; break;
+        case Op::Tanh: s.uop = UnOp::Tanh; break;
+        case Op::Sigmoid: s.uop = UnOp::Sigmoid; break;
+        case Op::Exp: s.uop = UnOp::Exp; break;
+        case Op::Log: s.uop = UnOp::Log; break;
+        case Op::Sqrt: s.uop = UnOp::Sqrt; break;
+        case Op::Square: s.uop = UnOp::Square; break;
+        case Op::PowScalar:
+          s.uop = UnOp::Pow;
+          s.f = n.floats.empty() ? 1.f : n.floats[0];
+          break;
+        case Op::Sum: case Op::Mean: case Op::Max:
+          s.rop = n.op == Op::Sum ? RedOp::Sum : n.op == Op::Mean ? RedOp::Mean : RedOp::Max;
+          for (int64_t a : n.ints)
+            if (a < 0 || a >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis " + std::to_string(a) + " out of range");
+          s.red = make_reduce(x, n.ints);
+          if (s.red.out_numel != s.n) fail_node(def, id, n, "output shape " + to_string(out) + " does not match the reduction of " + to_string(x));
+          break;
+        case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: {
+          int64_t axis = n.ints[0];
+          if (axis < 0) axis += static_cast<int64_t>(x.size());
+          if (axis < 0 || axis >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis out of range for " + to_string(x));
+          s.ax = make_axis(x, axis);
+          break;
+        }
+        case Op::Transpose:
+          if (n.ints.size() != x.size()) fail_node(def, id, n, "permutation does not match " + to_string(x));
+          s.st = make_transpose(x, n.ints);
+          break;
+        case Op::BroadcastTo:
+          s.st = make_broadcast(out, x, nullptr);
+          // flag: the gradient of mean, divided by the broadcast factor.
+          s.f = n.flag && s.n > 0 ? static_cast<float>(static_cast<double>(numel(x)) / static_cast<double>(s.n)) : 1.f;
+          if (n.flag && n.dtype != DType::f32) fail_node(def, id, n, "averaging broadcast needs f32");
+          break;
+        case Op::MatMul: {
+          const Shape& b = shape_of(n.inputs[1]);
+          if (x.size() != 2 || b.size() != 2 || out.size() != 2) fail_node(def, id, n, "operands must be 2-D");
+          s.ta = n.ints[0] != 0;
+          s.tb = n.ints[1] != 0;
+          s.mm_m = s.ta ? x[1] : x[0];
+          s.mm_k = s.ta ? x[0] : x[1];
+          s.mm_n = s.tb ? b[0] : b[1];
+          if ((s.tb ? b[1] : b[0]) != s.mm_k || out[0] != s.mm_m || out[1] != s.mm_n)
+            fail_node(def, id, n, "shapes " + to_string(x) + " x " + to_string(b) + " -> " + to_string(out));
+          break;
+        }
+        case Op::SoftmaxCrossEntropy: case Op::SoftmaxCrossEntropyGrad:
+          if (x.size() != 2) fail_node(def, id, n, "logits must be [N, C], got " + to_string(x));
+          s.mm_m = x[0];
+          s.mm_n = x[1];
+          break;
+        case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: {
+          const Shape& b = shape_of(n.inputs[1]);
+          const Shape& xs = n.op == Op::Conv2dGradInput ? out : x;
+          const Shape& ws = n.op == Op::Conv2d ? b : n.op == Op::Conv2dGradInput ? b : out;
+          const Shape& ys = n.op == Op::Conv2d ? out : n.op == Op::Conv2dGradInput ? x : b;
+          if (xs.size() != 4 || ws.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
+          s.conv = conv_geom(xs, ws, ys, n.ints);
+          if (s.conv.sh <= 0 || s.conv.sw <= 0) fail_node(def, id, n, "stride must be positive");
+          work_floats = std::max(work_floats, s.conv.workspace());
+          break;
+        }
+        case Op::MaxPool2d: case Op::MaxPool2dGrad: {
+          const Shape& ys = n.op == Op::MaxPool2d ? out : shape_of(n.inputs[1]);
+          if (x.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
+          s.pool = pool_geom(x, ys, n.ints);
+          if (s.pool.sh <= 0 || s.pool.sw <= 0) fail_node(def, id, n, "stride must be positive");
+          break;
+        }
+        case Op::DropoutMask:
+          s.f = n.floats.empty() ? 0.f : n.floats[0];
+          s.stream = n.ints[0];
+          break;
+        case Op::Cast:
+          break;
+        default:
+          fail_node(def, id, n, "op not supported by the CPU executor");
+      }
+      if (is_binary(n.op)) s.st = make_broadcast(out, x, &shape_of(n.inputs[1]));
+      if ((is_binary(n.op) || is_unary(n.op) || n.op == Op::Cast) && n.op != Op::Equal &&
+          s.in_dtype != s.dtype && n.op != Op::Cast)
+        fail_node(def, id, n, "operand dtype differs from the result dtype");
+      if (n.op == Op::MatMul && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
+        fail_node(def, id, n, "matmul supports f32 only");
+    } catch (const ShapeError& e) {
+      if (std::string(e.what()).rfind("function '", 0) == 0) throw;
+      fail_node(def, id, n, e.what());
+    }
+    if (fused_bias[static_cast<size_t>(id)] >= 0) {
+      s.in[2] = fused_bias[static_cast<size_t>(id)];
+      s.relu = fused_relu[static_cast<size_t>(id)] != 0;
+    }
+    step_of[static_cast<size_t>(id)] = static_cast<int64_t>(p.steps.size());
+    p.steps.push_back(s);
+  }
+
+  // ---- liveness ------------------------------------------------------------------
+  const int64_t nsteps = static_cast<int64_t>(p.steps.size());
+  std::vector<int64_t> last_use(nodes.size(), -1);
+  auto use = [&](int32_t id, int64_t when) {
+    int32_t r = root[static_cast<size_t>(id)];
+    last_use[static_cast<size_t>(r)] = std::max(last_use[static_cast<size_t>(r)], when);
+  };
+  for (int64_t si = 0; si < nsteps; ++si)
+    for (int32_t in : p.steps[static_cast<size_t>(si)].in)
+      if (in >= 0) use(in, si);
+  for (int32_t o : def.outputs) use(o, kForever);
+  for (auto [var, val] : def.updates) use(val, kForever);
+
+  // ---- updates written in place ------------------------------------------------------
+  // value node -> variable it is written into
+  std::vector<int32_t> direct(nodes.size(), -1);
+  if (opts.inplace_updates) {
+    std::vector<int> value_uses(nodes.size(), 0);
+    for (auto [var, val] : def.updates) value_uses[static_cast<size_t>(val)]++;
+    std::vector<int> var_updates(nodes.size(), 0);
+    for (auto [var, val] : def.updates) var_updates[static_cast<size_t>(var)]++;
+    for (auto [var, val] : def.updates) {
+      const int64_t si = step_of[static_cast<size_t>(val)];
+      if (si < 0 || value_uses[static_cast<size_t>(val)] != 1 || var_updates[static_cast<size_t>(var)] != 1) continue;
+      if (root[static_cast<size_t>(val)] != val) continue;
+      const int64_t var_last = last_use[static_cast<size_t>(var)];
+      if (var_last == kForever) continue;
+      bool ok = var_last < si;
+      if (var_last == si) {
+        // The step that makes the new value is the old value's last reader:
+        // fine for elementwise ops reading the variable at full size.
+        const Step& s = p.steps[static_cast<size_t>(si)];
+        ok = elementwise_inplace_ok(s.op);
+        for (int32_t in : s.in)
+          if (in >= 0 && root[static_cast<size_t>(in)] == var && numel(shape_of(in)) != s.n) ok = false;
+      }
+      if (!ok) continue;
+      direct[static_cast<size_t>(val)] = var;
+    }
+  }
+  for (auto [var, val] : def.updates) {
+    if (direct[static_cast<size_t>(val)] == var || val == var) continue;
+    p.copies.push_back({var, val});
+  }
+
+  // ---- arena placement ------------------------------------------------------------
+  BlockAllocator arena;
+  std::vector<char> owns(nodes.size(), 0);  // holds an arena block of its own
+  for (int64_t si = 0; si < nsteps; ++si) {
+    const Step& s = p.steps[static_cast<size_t>(si)];
+    const int32_t id = s.node;
+    ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    if (direct[static_cast<size_t>(id)] >= 0) {
+      l.kind = Loc::Variable;
+      l.index = direct[static_cast<size_t>(id)];
+    } else {
+      l.kind = Loc::Arena;
+      const int64_t bytes = bytes_of(id);
+      bool placed = false;
+      if (opts.reuse && elementwise_inplace_ok(s.op)) {
+        // Take over the block of an operand that dies here.
+        for (int32_t in : s.in) {
+          if (in < 0 || in != root[static_cast<size_t>(in)]) continue;
+          if (!owns[static_cast<size_t>(in)] || last_use[static_cast<size_t>(in)] != si) continue;
+          if (bytes_of(in) != bytes) continue;
+          l.offset = p.loc[static_cast<size_t>(in)].offset;
+          owns[static_cast<size_t>(in)] = 0;
+          owns[static_cast<size_t>(id)] = 1;
+          placed = true;
+          break;
+        }
+      }
+      if (!placed && bytes > 0) {
+        l.offset = arena.alloc(bytes);
+        owns[static_cast<size_t>(id)] = 1;
+      }
+    }
+    if (!opts.reuse) continue;
+    auto maybe_free = [&](int32_t r) {
+      if (r < 0 || !owns[static_cast<size_t>(r)]) return;
+      if (std::max(last_use[static_cast<size_t>(r)], step_of[static_cast<size_t>(r)]) != si) return;
+      arena.release(p.loc[static_cast<size_t>(r)].offset, bytes_of(r));
+      owns[static_cast<size_t>(r)] = 0;
+    };
+    for (int32_t in : s.in)
+      if (in >= 0) maybe_free(root[static_cast<size_t>(in)]);
+    maybe_free(id);  // computed but never read
+  }
+  p.work_offset = align_up(arena.top());
+  p.arena_bytes = p.work_offset + align_up(work_floats * static_cast<int64_t>(sizeof(float)));
+
+  // Aliases take their root's place.
+  for (int32_t id = 0; id < count; ++id) {
+    if (!needed[static_cast<size_t>(id)]) continue;
+    const int32_t r = root[static_cast<size_t>(id)];
+    if (r != id) p.loc[static_cast<size_t>(id)] = p.loc[static_cast<size_t>(r)];
+    p.bound.push_back(id);
+  }
+  p.outputs = def.outputs;
+  return p;
+}
+
+}  // namespace synk::cpu

@@ -1,0 +1,256 @@
+// session.cpp — synk::Session and synk::Function on the CPU executor.
+//
+// A Session owns the variables' storage (allocated and initialised once) and
+// one scratch arena shared by all its compiled plans: calls are sequential,
+// so every plan can use the same memory, sized to the largest. Plans are
+// compiled lazily per (function, batch size) and cached.
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+#include <cblas.h>
+
+#include "exec/cpu/plan.hpp"
+#include "synk/error.hpp"
+#include "synk/session.hpp"
+
+namespace synk {
+
+namespace {
+
+struct FunctionState {
+  FunctionDef def;
+  std::map<int64_t, cpu::Plan> plans;  // by batch size (-1: no batch dim)
+  // Updates whose value lives in a variable that another update overwrites:
+  // staged through the arena before any variable is written.
+  std::map<int64_t, std::vector<int64_t>> staging;  // batch -> arena offset per copy (-1: none)
+};
+
+struct FreeBytes {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
+
+}  // namespace
+
+struct Session::Impl {
+  const Graph* g = nullptr;
+  SessionOptions opts;
+  std::vector<Array> vars;     // by node id; empty for non-variables
+  std::vector<void*> var_ptr;  // by node id
+  std::unordered_map<std::string, int32_t> var_names;
+  size_t scanned = 0;
+  std::vector<FunctionState> fns;
+  std::unique_ptr<uint8_t, FreeBytes> arena;
+  int64_t arena_bytes = 0;
+  uint64_t calls = 0;
+
+  // Allocates and initialises variables added to the graph since last time.
+  void ensure_variables() {
+    const auto& nodes = g->nodes();
+    if (scanned == nodes.size()) return;
+    vars.resize(nodes.size());
+    var_ptr.assign(nodes.size(), nullptr);
+    for (size_t id = scanned; id < nodes.size(); ++id) {
+      const Node& n = nodes[id];
+      if (n.op != Op::Variable) continue;
+      if (has_batch(n.shape))
+        throw ShapeError("variable '" + n.name + "' has a batch dim in its shape " + to_string(n.shape));
+      Array a(n.dtype, n.shape);
+      if (a.numel() > 0) initial_value(n, static_cast<int32_t>(id), opts.seed, a.raw());
+      vars[id] = std::move(a);
+      var_names[n.name] = static_cast<int32_t>(id);
+    }
+    for (size_t id = 0; id < nodes.size(); ++id) var_ptr[id] = vars[id].raw();
+    scanned = nodes.size();
+  }
+
+  int32_t find_variable(const std::string& name, const char* who) {
+    ensure_variables();
+    auto it = var_names.find(name);
+    if (it == var_names.end()) throw ArgumentError(std::string(who) + ": no variable named '" + name + "'");
+    return it->second;
+  }
+
+  void reserve_arena(int64_t bytes) {
+    if (bytes <= arena_bytes) return;
+    const size_t size = static_cast<size_t>((bytes + 63) / 64 * 64);
+    void* p = std::aligned_alloc(64, size);
+    if (!p) throw BackendError("Session: cannot allocate " + std::to_string(size) + " bytes of scratch memory");
+    arena.reset(static_cast<uint8_t*>(p));
+    arena_bytes = static_cast<int64_t>(size);
+  }
+
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs);
+};
+
+std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs) {
+  FunctionState& f = fns.at(static_cast<size_t>(index));
+  const FunctionDef& def = f.def;
+  const auto& nodes = g->nodes();
+
+  // ---- check the inputs and find the batch size ----------------------------------
+  if (inputs.size() != def.inputs.size())
+    throw ArgumentError(fn_label(def) + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
+                        std::to_string(inputs.size()));
+  int64_t b = -1;
+  std::string b_from;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Node& n = nodes[static_cast<size_t>(def.inputs[i])];
+    const ArrayView& v = inputs[i];
+    if (v.dtype != n.dtype)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has dtype " + dtype_name(v.dtype) +
+                          ", expected " + dtype_name(n.dtype));
+    bool ok = v.shape.size() == n.shape.size();
+    for (size_t d = 0; ok && d < v.shape.size(); ++d) {
+      if (v.shape[d] < 0) ok = false;
+      else if (n.shape[d] != batch && n.shape[d] != v.shape[d]) ok = false;
+    }
+    if (!ok)
+      throw ShapeError(fn_label(def) + ": input '" + n.name + "' has shape " + to_string(v.shape) +
+                       ", expected " + to_string(n.shape));
+    for (size_t d = 0; d < v.shape.size(); ++d) {
+      if (n.shape[d] != batch) continue;
+      if (b < 0) {
+        b = v.shape[d];
+        b_from = n.name;
+      } else if (v.shape[d] != b) {
+        throw ShapeError(fn_label(def) + ": input '" + n.name + "' has batch size " + std::to_string(v.shape[d]) +
+                         " but input '" + b_from + "' has " + std::to_string(b));
+      }
+    }
+    if (v.data == nullptr && v.numel() > 0)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has no data");
+  }
+
+  // ---- plan for this batch size ------------------------------------------------------
+  auto it = f.plans.find(b);
+  if (it == f.plans.end()) {
+    cpu::Plan plan = cpu::compile(nodes, def, b, cpu::default_compile_options());
+    std::vector<char> target(nodes.size(), 0);
+    for (const auto& c : plan.copies) target[static_cast<size_t>(c.var)] = 1;
+    std::vector<int64_t> stage(plan.copies.size(), -1);
+    int64_t top = plan.arena_bytes;
+    for (size_t i = 0; i < plan.copies.size(); ++i) {
+      const cpu::ValueLoc& l = plan.loc[static_cast<size_t>(plan.copies[i].value)];
+      if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+        stage[i] = top;
+        top += (vars[static_cast<size_t>(l.index)].nbytes() + 63) / 64 * 64;
+      }
+    }
+    plan.arena_bytes = top;
+    reserve_arena(plan.arena_bytes);
+    f.staging[b] = std::move(stage);
+    it = f.plans.emplace(b, std::move(plan)).first;
+  }
+  cpu::Plan& plan = it->second;
+
+  // ---- run ------------------------------------------------------------------------
+  cpu::RunContext ctx;
+  ctx.function = &def.name;
+  ctx.seed = opts.seed;
+  ctx.rank = opts.rank;
+  ctx.call = calls++;
+  cpu::execute(plan, nodes, arena.get(), inputs, var_ptr.data(), ctx);
+
+  std::vector<Array> outs;
+  outs.reserve(plan.outputs.size());
+  for (int32_t id : plan.outputs) {
+    Array a(nodes[static_cast<size_t>(id)].dtype, plan.shapes[static_cast<size_t>(id)]);
+    if (a.nbytes() > 0) std::memcpy(a.raw(), plan.ptr[static_cast<size_t>(id)], a.nbytes());
+    outs.push_back(std::move(a));
+  }
+
+  // Updates last: stage values that live in overwritten variables, then copy.
+  const std::vector<int64_t>& stage = f.staging[b];
+  for (size_t i = 0; i < plan.copies.size(); ++i) {
+    if (stage[i] < 0) continue;
+    const auto& c = plan.copies[i];
+    std::memcpy(arena.get() + stage[i], plan.ptr[static_cast<size_t>(c.value)], vars[static_cast<size_t>(c.var)].nbytes());
+  }
+  for (size_t i = 0; i < plan.copies.size(); ++i) {
+    const auto& c = plan.copies[i];
+    const void* src = stage[i] >= 0 ? arena.get() + stage[i] : plan.ptr[static_cast<size_t>(c.value)];
+    const size_t bytes = vars[static_cast<size_t>(c.var)].nbytes();
+    if (bytes > 0 && src != var_ptr[static_cast<size_t>(c.var)]) std::memcpy(var_ptr[static_cast<size_t>(c.var)], src, bytes);
+  }
+  return outs;
+}
+
+// ---- Function ----------------------------------------------------------------------
+
+std::vector<Array> Function::operator()(const std::vector<ArrayView>& inputs) const {
+  if (!s_) throw ArgumentError("call of an empty synk::Function");
+  return s_->impl_->call(index_, inputs);
+}
+
+const FunctionDef& Function::def() const {
+  if (!s_) throw ArgumentError("def() of an empty synk::Function");
+  return s_->impl_->fns.at(static_cast<size_t>(index_)).def;
+}
+
+// ---- Session ------------------------------------------------------------------------
+
+Session::Session(const Graph& g, SessionOptions opts) : impl_(std::make_unique<Impl>()) {
+  if (opts.blas_threads < 1) throw ArgumentError("SessionOptions::blas_threads must be >= 1");
+  impl_->g = &g;
+  impl_->opts = opts;
+  openblas_set_num_threads(opts.blas_threads);
+  impl_->ensure_variables();
+}
+
+Session::~Session() = default;
+
+Function Session::function(const FunctionSpec& spec) {
+  auto same_graph = [&](const Tensor& t) { return t.valid() && &t.graph() == impl_->g; };
+  for (const Tensor& t : spec.inputs)
+    if (!same_graph(t)) throw ArgumentError("function '" + spec.name + "': an input is not a tensor of this session's graph");
+  for (const OutputSpec& o : spec.outputs)
+    if (!same_graph(o.value)) throw ArgumentError("function '" + spec.name + "': an output is not a tensor of this session's graph");
+  for (const Update& u : spec.updates)
+    if (!same_graph(u.variable) || !same_graph(u.value))
+      throw ArgumentError("function '" + spec.name + "': an update is not of this session's graph");
+  return function(make_function_def(spec));
+}
+
+Function Session::function(const FunctionDef& def) {
+  validate_function_def(impl_->g->nodes(), def);
+  impl_->ensure_variables();
+  impl_->fns.push_back(FunctionState{def, {}, {}});
+  return Function(this, static_cast<int>(impl_->fns.size() - 1));
+}
+
+Array Session::get(const std::string& name) const {
+  const int32_t id = impl_->find_variable(name, "Session::get");
+  return impl_->vars[static_cast<size_t>(id)];
+}
+
+void Session::set(const std::string& name, const ArrayView& value) {
+  const int32_t id = impl_->find_variable(name, "Session::set");
+  Array& v = impl_->vars[static_cast<size_t>(id)];
+  if (value.dtype != v.dtype())
+    throw ArgumentError("Session::set: variable '" + name + "' has dtype " + dtype_name(v.dtype()) + ", got " +
+                        dtype_name(value.dtype));
+  if (value.shape != v.shape())
+    throw ShapeError("Session::set: variable '" + name + "' has shape " + to_string(v.shape()) + ", got " +
+                     to_string(value.shape));
+  if (v.nbytes() == 0) return;
+  if (!value.data) throw ArgumentError("Session::set: value for '" + name + "' has no data");
+  std::memmove(v.raw(), value.data, v.nbytes());
+}
+
+void* Session::variable_data(int32_t node_id) {
+  impl_->ensure_variables();
+  if (node_id < 0 || static_cast<size_t>(node_id) >= impl_->vars.size() ||
+      impl_->g->node(node_id).op != Op::Variable)
+    throw ArgumentError("Session::variable_data: node " + std::to_string(node_id) + " is not a variable");
+  return impl_->vars[static_cast<size_t>(node_id)].raw();
+}
+
+const Graph& Session::graph() const { return *impl_->g; }
+
+size_t Session::scratch_bytes() const { return static_cast<size_t>(impl_->arena_bytes); }
+
+}  // namespace synk
