@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <synk/synk.hpp>
 
+#include "blas_core.hpp"
 #include "models.hpp"
 
 namespace {
@@ -152,9 +153,10 @@ int run(int argc, char** argv) {
 
   std::vector<double> epoch_seconds, train_losses;
   double train_time = 0;
-  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs\n",
+  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs, "
+              "OpenBLAS core %s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
-              static_cast<long long>(n_train), epochs);
+              static_cast<long long>(n_train), epochs, mnist::blas_core_name());
   for (int e = 1; e <= epochs; ++e) {
     std::shuffle(order.begin(), order.end(), rng);
     Progress bar(tty, e, epochs, static_cast<size_t>(steps));
@@ -187,7 +189,8 @@ int run(int argc, char** argv) {
                         {"epochs", epochs},        {"batch", batch},          {"samples_per_sec", sps},
                         {"epoch_seconds", epoch_seconds}, {"train_loss", train_losses},
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
-                        {"threads", threads},      {"seed", seed}};
+                        {"threads", threads},      {"seed", seed},
+                        {"blas_core", mnist::blas_core_name()}};
     std::ofstream f(json_path);
     if (!f) throw synk::IoError("cannot write --json file '" + json_path + "'");
     f << j.dump(2) << "\n";
@@ -198,6 +201,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mnist::maybe_reexec_for_blas_core(argv);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
