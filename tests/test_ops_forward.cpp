@@ -3,6 +3,8 @@
 // int32 ops, and the nn ops (conv/pool also against a direct reference loop).
 #include <gtest/gtest.h>
 
+#include "graph/internal.hpp"
+
 #include <cmath>
 #include <limits>
 #include <string>
@@ -31,15 +33,7 @@ Array eval(Graph& g, const std::vector<Tensor>& ins, const std::vector<ArrayView
 // Appends a raw IR node (for ops without a public builder, e.g. gradients).
 Tensor raw(Graph& g, Op op, synk::DType dt, synk::Shape shape, std::vector<int32_t> ins,
            std::vector<int64_t> ints = {}, std::vector<float> floats = {}, bool flag = false) {
-  synk::Node n;
-  n.op = op;
-  n.dtype = dt;
-  n.shape = std::move(shape);
-  n.inputs = std::move(ins);
-  n.ints = std::move(ints);
-  n.floats = std::move(floats);
-  n.flag = flag;
-  return g.add_node(std::move(n));
+  return synk::make_node(g, op, dt, std::move(shape), std::move(ins), std::move(ints), std::move(floats), flag);
 }
 
 void expect_vec(const std::vector<float>& got, const std::vector<float>& want, float tol = 1e-5f) {

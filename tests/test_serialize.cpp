@@ -3,6 +3,8 @@
 // FormatError, never a crash or a huge allocation.
 #include <gtest/gtest.h>
 
+#include "graph/internal.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -26,15 +28,8 @@ constexpr size_t kHeader = 24;  // magic 8, version 4, payload size 8, crc 4
 
 int32_t add(Graph& g, Op op, DType dt, synk::Shape shape, std::vector<int32_t> inputs,
             std::vector<int64_t> ints = {}, std::vector<float> floats = {}, bool flag = false) {
-  Node n;
-  n.op = op;
-  n.dtype = dt;
-  n.shape = std::move(shape);
-  n.inputs = std::move(inputs);
-  n.ints = std::move(ints);
-  n.floats = std::move(floats);
-  n.flag = flag;
-  return g.add_node(std::move(n)).id();
+  return synk::make_node(g, op, dt, std::move(shape), std::move(inputs), std::move(ints), std::move(floats), flag)
+      .id();
 }
 
 // A small training-style graph touching every Node field, odd floats
