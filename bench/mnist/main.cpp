@@ -14,6 +14,7 @@
 #include <iostream>
 #include <numeric>
 #include <random>
+#include <span>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -75,6 +76,19 @@ struct EvalResult {
   double loss = 0, accuracy = 0;
 };
 
+// The same over the runtime: rows of the shared test set by range.
+EvalResult evaluate(const synk::ParallelFunction& fn, const synk::Data& X, const synk::Data& Y, int64_t batch) {
+  const int64_t n = X.rows();
+  double loss_sum = 0, correct = 0;
+  for (int64_t b = 0; b < n; b += batch) {
+    int64_t rows = std::min(batch, n - b);
+    auto out = fn({X, Y}, {.batch = synk::Range{b, b + rows}});
+    loss_sum += out[0].scalar() * static_cast<double>(rows);
+    correct += out[1].scalar();
+  }
+  return {n ? loss_sum / static_cast<double>(n) : NAN, n ? correct / static_cast<double>(n) : NAN};
+}
+
 EvalResult evaluate(const synk::Function& fn, const synk::Array& X, const synk::Array& Y, int64_t batch) {
   const int64_t n = X.rows();
   double loss_sum = 0, correct = 0;
@@ -102,7 +116,7 @@ int run(int argc, char** argv) {
   app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::Range(1, 100000));
   app.add_option("--batch", batch, "minibatch size")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--workers", workers, "ranks in total (this build: 1)");
+  app.add_option("--workers", workers, "ranks in total (1: a single process, no runtime)");
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--data", data, "directory with MNIST-format IDX files");
   app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout");
@@ -113,11 +127,14 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit, "use only the first N training images (smoke tests)");
   CLI11_PARSE(app, argc, argv);
 
-  if (workers != 1)
-    throw synk::ArgumentError("--workers " + std::to_string(workers) +
-                              ": this build runs a single process only (--workers 1)");
+  if (workers < 1)
+    throw synk::ArgumentError("--workers " + std::to_string(workers) + ": must be at least 1");
   if (device != "cpu")
     throw synk::ArgumentError("--device " + device + ": the CUDA executor is not available yet (use --device cpu)");
+  // Fork first: the workers start small and share everything else through
+  // the runtime's shared memory.
+  synk::Runtime rt;
+  if (workers > 1) rt = synk::fork({.workers = workers, .seed = seed});
 
   synk::MnistSet ds = synk::load_mnist(data);
   if (train_limit > 0 && train_limit < ds.train_images.rows()) {
@@ -137,50 +154,77 @@ int run(int argc, char** argv) {
 
   synk::Graph g;
   mnist::Model m = mnist::build(g, model);
-  auto grads = synk::grad(m.train_loss, m.params);
-  auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
-  synk::Session session(g, {.seed = seed, .blas_threads = threads});
-  auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
-  auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
-
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
-  synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
-  synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
-
   std::vector<double> epoch_seconds, train_losses;
   double train_time = 0;
-  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs, "
-              "OpenBLAS core %s\n",
+  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
-              static_cast<long long>(n_train), epochs, mnist::blas_core_name());
-  for (int e = 1; e <= epochs; ++e) {
-    std::shuffle(order.begin(), order.end(), rng);
-    Progress bar(tty, e, epochs, static_cast<size_t>(steps));
-    double loss_sum = 0;
-    auto t0 = Clock::now();
-    for (int64_t s = 0; s < steps; ++s) {
-      gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
-      gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
-      loss_sum += train({xb, yb})[0].scalar();
-      double el = seconds_since(t0);
-      bar.update(static_cast<size_t>(s + 1), loss_sum / static_cast<double>(s + 1),
-                 el > 0 ? static_cast<double>((s + 1) * batch) / el : 0);
+              static_cast<long long>(n_train), epochs);
+  // One epoch of training through `step(s)`, then a test evaluation.
+  auto run_epochs = [&](auto&& step, auto&& eval_test) {
+    for (int e = 1; e <= epochs; ++e) {
+      std::shuffle(order.begin(), order.end(), rng);
+      Progress bar(tty, e, epochs, static_cast<size_t>(steps));
+      double loss_sum = 0;
+      auto t0 = Clock::now();
+      for (int64_t s = 0; s < steps; ++s) {
+        loss_sum += step(s);
+        double el = seconds_since(t0);
+        bar.update(static_cast<size_t>(s + 1), loss_sum / static_cast<double>(s + 1),
+                   el > 0 ? static_cast<double>((s + 1) * batch) / el : 0);
+      }
+      double secs = seconds_since(t0);
+      bar.finish();
+      train_time += secs;
+      epoch_seconds.push_back(secs);
+      train_losses.push_back(loss_sum / static_cast<double>(steps));
+      EvalResult val = eval_test();
+      std::printf("epoch %d/%d  %.2fs  train loss %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n", e, epochs,
+                  secs, train_losses.back(), val.loss, val.accuracy, static_cast<double>(steps * batch) / secs);
+      std::fflush(stdout);
     }
-    double secs = seconds_since(t0);
-    bar.finish();
-    train_time += secs;
-    epoch_seconds.push_back(secs);
-    train_losses.push_back(loss_sum / static_cast<double>(steps));
-    EvalResult val = evaluate(eval, ds.test_images, ds.test_labels, batch);
-    std::printf("epoch %d/%d  %.2fs  train loss %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n", e, epochs,
-                secs, train_losses.back(), val.loss, val.accuracy, static_cast<double>(steps * batch) / secs);
-    std::fflush(stdout);
+    return eval_test();
+  };
+  EvalResult test;
+  if (workers == 1) {
+    auto grads = synk::grad(m.train_loss, m.params);
+    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
+    synk::Session session(g, {.seed = seed, .blas_threads = threads});
+    auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
+    auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+    synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
+    synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
+    test = run_epochs(
+        [&](int64_t s) {
+          gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
+          gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
+          return static_cast<double>(train({xb, yb})[0].scalar());
+        },
+        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+  } else {
+    // Each rank computes the gradient of its share of the batch; one
+    // all-reduce of the flat gradient buffer, then the same Nesterov update
+    // on every rank.
+    auto train = rt.train_step({.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.train_loss}},
+                                .loss = m.train_loss, .params = m.params,
+                                .optimizer = [&](const std::vector<synk::Tensor>& p, const std::vector<synk::Tensor>& gr) {
+                                  return synk::optim::nesterov(p, gr, {.lr = lr, .momentum = momentum});
+                                }});
+    auto eval = rt.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+    rt.distribute();
+    synk::Data X = rt.data(ds.train_images), Y = rt.data(ds.train_labels);
+    synk::Data TX = rt.data(ds.test_images), TY = rt.data(ds.test_labels);
+    test = run_epochs(
+        [&](int64_t s) {
+          std::span<const int64_t> idx(order.data() + s * batch, static_cast<size_t>(batch));
+          return static_cast<double>(train({X, Y}, {.batch = idx})[0].scalar());
+        },
+        [&] { return evaluate(eval, TX, TY, batch); });
   }
-  EvalResult test = evaluate(eval, ds.test_images, ds.test_labels, batch);
   const double sps = static_cast<double>(steps * batch) * epochs / train_time;
   std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
 

@@ -1,0 +1,241 @@
+// synk/runtime.hpp — data parallelism over forked worker processes.
+//
+// synk::fork() starts N ranks: the calling process becomes the master
+// (rank 0, which computes too) and N-1 worker processes are forked from it;
+// only the master returns. Build graphs and functions in the master, call
+// distribute() to ship them to the workers (each builds its own Session with
+// the same seed, so shared variables start equal; dropout differs per rank),
+// put data into shared memory with data(), then call functions: scattered
+// inputs are split along dim 0 over the ranks, each rank computes its share,
+// and the outputs are combined by their Collect mode.
+//
+//   synk::Runtime rt = synk::fork({.workers = 2});
+//   synk::Graph g;
+//   auto x = g.input("x", synk::f32, {synk::batch, 784});
+//   ...
+//   auto train = rt.train_step({.name = "train", .inputs = {x, y},
+//                               .outputs = {{loss}}, .loss = loss, .params = params,
+//                               .optimizer = [](auto& p, auto& g) { return synk::optim::sgd(p, g); }});
+//   rt.distribute();
+//   synk::Data X = rt.data(images), Y = rt.data(labels);
+//   float l = train({X, Y}, {.batch = idx}).at(0).scalar();
+//   rt.all_reduce({"l1/W"}, synk::ReduceOp::avg);
+//   rt.close();
+//
+// Processes. Workers are forked copies of the master: they never return
+// from fork(); they run the worker loop and end with _exit() (the worker
+// process's own end, never the master's). They die with the master
+// (PR_SET_PDEATHSIG), ignore SIGINT (a Ctrl-C is the master's to handle),
+// and are pinned to CPUs round-robin. Fork before any other threads you
+// start and keep the thread that called fork() alive while the runtime is
+// open (PDEATHSIG follows the forking thread).
+//
+// Failures. A worker that dies makes the pending or next master call throw
+// WorkerError naming the rank and its signal or exit code (within
+// ~RuntimeOptions::poll); the other workers are then killed and the runtime
+// stays failed (every call throws the same error) until close(). An
+// exception inside a worker is rethrown in the master as WorkerError with
+// the worker's message; the runtime stays usable unless the failing command
+// involved a collective. Bad arguments are refused in the master before any
+// worker is touched (ArgumentError/ShapeError/TypeError) and the next call
+// works.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "synk/array.hpp"
+#include "synk/data.hpp"
+#include "synk/error.hpp"
+#include "synk/graph.hpp"
+
+namespace synk {
+
+// A worker died, timed out or failed; rank() says which (-1: unknown).
+class WorkerError : public Error {
+ public:
+  WorkerError(const std::string& what, int rank) : Error(what), rank_(rank) {}
+  int rank() const { return rank_; }
+
+ private:
+  int rank_;
+};
+
+struct RuntimeOptions {
+  int workers = 0;            // ranks in total, master included; 0: one per usable CPU
+  const char* device = "cpu"; // "cpu" (CUDA workers come with the GPU runtime)
+  uint64_t seed = 0;          // every rank's Session seed
+  bool pin = true;            // pin rank r to the r-th usable CPU (mod count)
+  // Waiting workers (and the master waiting for them) spin this long before
+  // sleeping on a futex. Ignored (2 us) when ranks outnumber CPUs.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(100);
+  // The master gives up on a command a worker has not finished after this.
+  std::chrono::milliseconds timeout = std::chrono::minutes(10);
+  // Every wait inside a collective.
+  std::chrono::milliseconds collective_timeout = std::chrono::seconds(60);
+  // How long close() lets workers leave before killing them.
+  std::chrono::milliseconds close_timeout = std::chrono::seconds(2);
+};
+
+enum class ReduceOp : uint8_t { sum = 0, avg, max, min, prod };
+
+// Per-call options.
+struct CallOptions {
+  Batch batch;         // rows of the scattered inputs (default: all)
+  int num_slices = 1;  // each rank runs its share in this many sequential slices
+};
+
+// One input of a call: a Data (shared memory, no copy) or a host array
+// (copied into shared memory for this call).
+class Arg {
+ public:
+  Arg(const Data& d) : data_(&d), view_() {}
+  Arg(const Array& a) : view_(a.view()) {}
+  Arg(const ArrayView& v) : view_(v) {}
+  const Data* data() const { return data_; }
+  const ArrayView& view() const { return view_; }
+
+ private:
+  const Data* data_ = nullptr;
+  ArrayView view_;
+};
+
+// A shared variable by handle or by name.
+class VarRef {
+ public:
+  VarRef(Tensor t) : t_(t) {}
+  VarRef(std::string name) : name_(std::move(name)) {}
+  VarRef(const char* name) : name_(name) {}
+  const Tensor& tensor() const { return t_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  Tensor t_;
+  std::string name_;
+};
+
+// A training step: gradients of `loss` w.r.t. `params` on every rank's
+// share, averaged over all rows (weighted by rows, so uneven splits give
+// the exact mean) in ONE all-reduce over a flat buffer, then `optimizer`'s
+// updates applied on every rank (so parameters stay equal).
+struct TrainSpec {
+  std::string name;
+  std::vector<Tensor> inputs;
+  std::vector<OutputSpec> outputs;  // reported values, e.g. {{loss}}
+  Tensor loss;                      // scalar f32, a mean over rows
+  std::vector<Tensor> params;       // f32 variables
+  std::function<std::vector<Update>(const std::vector<Tensor>& params,
+                                    const std::vector<Tensor>& grads)> optimizer;
+  std::vector<Tensor> broadcast;    // inputs given whole to every rank
+};
+
+class Runtime;
+namespace detail { struct RuntimeCore; }
+
+// A function made by a Runtime: callable from the master once distributed.
+class ParallelFunction {
+ public:
+  ParallelFunction() = default;
+  // Inputs in the order of the spec's inputs. Returns the combined outputs.
+  std::vector<Array> operator()(const std::vector<Arg>& inputs, const CallOptions& opts = {}) const;
+  const std::string& name() const;
+  int index() const { return index_; }
+
+  ParallelFunction(std::shared_ptr<detail::RuntimeCore> o, int index)
+      : owner_(std::move(o)), index_(index) {}
+
+ private:
+  std::shared_ptr<detail::RuntimeCore> owner_;
+  int index_ = -1;
+};
+
+Runtime fork(const RuntimeOptions& opts = {});
+
+class Runtime {
+ public:
+  Runtime();  // closed
+  Runtime(Runtime&&) noexcept;
+  Runtime& operator=(Runtime&&) noexcept;
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+  ~Runtime();  // close(), never throws
+
+  bool is_open() const;
+  int size() const;  // ranks in total (0 when closed)
+
+  // ---- functions ------------------------------------------------------------
+  // `broadcast` lists inputs given whole to every rank; the others are
+  // scattered along dim 0 (they must have a batch dim). All functions of a
+  // runtime belong to one Graph.
+  ParallelFunction function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast = {});
+  ParallelFunction train_step(const TrainSpec& spec);
+  // Ships the graph and every function made so far to the workers. Call it
+  // again after making more functions; variable values are kept.
+  void distribute();
+
+  // ---- data -----------------------------------------------------------------
+  Data data(const ArrayView& value);
+  Data data(DType dtype, Shape shape);  // zero-filled
+
+  // ---- collectives on shared variables (every rank's copy) ---------------------
+  void broadcast(const std::vector<VarRef>& vars, int root = 0);
+  void all_reduce(const std::vector<VarRef>& vars, ReduceOp op = ReduceOp::avg);
+  // Only root's copy receives the reduction.
+  void reduce(const std::vector<VarRef>& vars, ReduceOp op = ReduceOp::avg, int root = 0);
+  // Every rank's value stacked in rank order: shape [size(), ...var shape].
+  Array gather(const VarRef& var);
+  Array all_gather(const VarRef& var);  // same result; every rank receives it
+  // values has shape [size(), ...var shape]; rank r gets values[r].
+  void scatter(const VarRef& var, const ArrayView& values);
+  Array get(const VarRef& var, int rank = 0);
+  void set(const VarRef& var, const ArrayView& value, int rank);  // one rank
+  void set(const VarRef& var, const ArrayView& value);            // every rank
+
+  // ---- plain jobs --------------------------------------------------------------
+  // Runs fn(jobs[i]) for every i on all ranks (dynamically balanced) and
+  // returns the results in job order. J and R are trivially copyable; fn is a
+  // plain function (the workers run their forked copy of it).
+  template <class R, class J>
+  std::vector<R> map(R (*fn)(const J&), const std::vector<J>& jobs) {
+    static_assert(std::is_trivially_copyable_v<J> && std::is_trivially_copyable_v<R>,
+                  "Runtime::map: jobs and results must be trivially copyable");
+    std::vector<R> out(jobs.size());
+    map_raw(reinterpret_cast<void (*)()>(fn), &Runtime::map_thunk<R, J>, jobs.data(), sizeof(J),
+            jobs.size(), out.data(), sizeof(R));
+    return out;
+  }
+  // map, then fold the results in the master in job order.
+  template <class R, class J, class F>
+  R map_reduce(R (*fn)(const J&), const std::vector<J>& jobs, R init, F reduce) {
+    for (const R& r : map(fn, jobs)) init = reduce(std::move(init), r);
+    return init;
+  }
+  // The untyped core of map: thunk(fn, job, result) on every job.
+  using MapThunk = void (*)(void (*fn)(), const void* job, void* result);
+  void map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count,
+               void* results, size_t result_bytes);
+
+  // Shuts the workers down and frees every shared segment. Idempotent.
+  void close();
+
+  explicit Runtime(std::shared_ptr<detail::RuntimeCore> core);
+
+ private:
+  template <class R, class J>
+  static void map_thunk(void (*fn)(), const void* job, void* result) {
+    J j;
+    std::memcpy(&j, job, sizeof(J));
+    R r = reinterpret_cast<R (*)(const J&)>(fn)(j);
+    std::memcpy(result, &r, sizeof(R));
+  }
+  detail::RuntimeCore& checked(const char* what) const;
+  std::shared_ptr<detail::RuntimeCore> impl_;
+};
+
+}  // namespace synk

@@ -1,0 +1,288 @@
+// src/runtime/call.cpp — making functions and training steps, distribute(),
+// and calling functions from the master. Every argument is checked here,
+// before any worker is touched, so a bad call leaves the workers idle and
+// the next call works.
+#include <algorithm>
+#include <set>
+
+#include "runtime/core.hpp"
+#include "synk/autodiff.hpp"
+#include "synk/serialize.hpp"
+
+namespace synk {
+
+using detail::CallDesc;
+using detail::CallInput;
+using detail::Cmd;
+using detail::Entry;
+using detail::RuntimeCore;
+
+namespace {
+
+Graph* graph_of(const FunctionSpec& s) {
+  for (const Tensor& t : s.inputs) if (t.valid()) return &t.graph();
+  for (const OutputSpec& o : s.outputs) if (o.value.valid()) return &o.value.graph();
+  for (const Update& u : s.updates) if (u.variable.valid()) return &u.variable.graph();
+  return nullptr;
+}
+
+}  // namespace
+
+ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast) {
+  RuntimeCore& c = checked("function");
+  Graph* g = graph_of(spec);
+  if (!g) g = c.graph;  // an empty function belongs to the runtime's graph
+  if (!g) throw ArgumentError("Runtime::function '" + spec.name + "': the spec has no tensors and no graph is known yet");
+  c.attach_graph(g, "function");
+  FunctionDef def = make_function_def(spec);
+  Entry e;
+  e.name = spec.name;
+  e.collects = def.collects;
+  e.n_outputs = static_cast<uint32_t>(def.outputs.size());
+  for (const Tensor& b : broadcast)
+    if (std::find(spec.inputs.begin(), spec.inputs.end(), b) == spec.inputs.end())
+      throw ArgumentError("Runtime::function '" + spec.name + "': broadcast tensor '" + b.name() +
+                          "' is not one of its inputs");
+  for (const Tensor& in : spec.inputs) {
+    const bool bc = std::find(broadcast.begin(), broadcast.end(), in) != broadcast.end();
+    if (!bc && (in.shape().empty() || in.shape()[0] != synk::batch))
+      throw ArgumentError("Runtime::function '" + spec.name + "': input '" + in.name() + "' of shape " +
+                          to_string(in.shape()) +
+                          " has no batch dim first, so it cannot be scattered: list it as broadcast");
+    e.broadcast.push_back(bc);
+  }
+  e.fn = c.add_def(def);
+  c.entries.push_back(std::move(e));
+  return ParallelFunction(impl_, static_cast<int>(c.entries.size() - 1));
+}
+
+ParallelFunction Runtime::train_step(const TrainSpec& spec) {
+  RuntimeCore& c = checked("train_step");
+  const std::string who = "Runtime::train_step '" + spec.name + "'";
+  if (!spec.loss.valid()) throw ArgumentError(who + ": no loss");
+  if (spec.loss.dtype() != DType::f32 || numel(spec.loss.shape()) != 1 || has_batch(spec.loss.shape()))
+    throw ArgumentError(who + ": the loss must be a scalar f32, got " + to_string(spec.loss.shape()));
+  if (spec.params.empty()) throw ArgumentError(who + ": no params");
+  if (!spec.optimizer) throw ArgumentError(who + ": no optimizer");
+  Graph& g = spec.loss.graph();
+  c.attach_graph(&g, "train_step");
+  for (const Tensor& p : spec.params) {
+    if (!p.valid() || &p.graph() != &g || p.node().op != Op::Variable || p.dtype() != DType::f32)
+      throw ArgumentError(who + ": params must be f32 variables of the loss's graph");
+  }
+  std::vector<Tensor> grads = synk::grad(spec.loss, spec.params);
+  std::vector<Tensor> gin;
+  const std::string tag = "#" + std::to_string(c.entries.size());
+  for (const Tensor& p : spec.params) gin.push_back(g.input("__synk_grad/" + p.name() + tag, DType::f32, p.shape()));
+  std::vector<Update> ups = spec.optimizer(spec.params, gin);
+
+  FunctionSpec gs{spec.name, spec.inputs, spec.outputs, {}};
+  for (const Tensor& t : grads) gs.outputs.push_back({t, Collect::avg});
+  // Reuse function()'s checks (graph, broadcast, batch dims) for the gradient part.
+  ParallelFunction gf = function(gs, spec.broadcast);
+  Entry& e = c.entries[static_cast<size_t>(gf.index())];
+  e.n_outputs = static_cast<uint32_t>(spec.outputs.size());
+  e.collects.resize(spec.outputs.size());
+  e.update_fn = c.add_def(make_function_def({spec.name + "/update", gin, {}, ups}));
+  for (const Tensor& p : spec.params) e.flat_size += static_cast<size_t>(numel(p.shape()));
+  return gf;
+}
+
+void Runtime::distribute() {
+  RuntimeCore& c = checked("distribute");
+  if (!c.graph) throw ArgumentError("Runtime::distribute: no function was made yet");
+  std::vector<uint8_t> bytes = serialize(*c.graph, c.defs);
+  if (c.n > 1) {
+    c.set_args(bytes);
+    c.signal(Cmd::distribute, false);
+  }
+  std::string err;
+  try {
+    c.local.add_defs(c.defs);
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  if (c.n > 1) c.wait_workers("distribute");
+  if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0: " + err);
+  c.distributed_defs = c.defs.size();
+  c.distributed_nodes = c.graph->size();
+}
+
+const std::string& ParallelFunction::name() const {
+  if (!owner_) throw ArgumentError("name() of an empty synk::ParallelFunction");
+  return owner_->entries.at(static_cast<size_t>(index_)).name;
+}
+
+std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, const CallOptions& opts) const {
+  if (!owner_) throw ArgumentError("call of an empty synk::ParallelFunction");
+  RuntimeCore& c = *owner_;
+  const Entry& e = c.entries.at(static_cast<size_t>(index_));
+  const std::string label = "function '" + e.name + "' call #" + std::to_string(c.calls + 1);
+  c.check_usable(("call of " + label).c_str());
+  if (static_cast<size_t>(std::max(e.fn, e.update_fn)) >= c.distributed_defs)
+    throw ArgumentError(label + ": the function was made after the last distribute(); call distribute() first");
+  const FunctionDef& def = c.defs[static_cast<size_t>(e.fn)];
+  const Graph& g = *c.graph;
+
+  // ---- check every argument -----------------------------------------------------
+  if (args.size() != def.inputs.size())
+    throw ArgumentError(label + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
+                        std::to_string(args.size()));
+  if (opts.num_slices < 1) throw ArgumentError(label + ": num_slices must be >= 1, got " + std::to_string(opts.num_slices));
+  std::vector<CallInput> ins(args.size());
+  int64_t src_rows = -1;
+  std::string rows_from;
+  int64_t bcast_batch = -1;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const Node& node = g.node(def.inputs[i]);
+    CallInput& ci = ins[i];
+    ci.scattered = !e.broadcast[i];
+    if (const Data* d = args[i].data()) {
+      if (!d->valid()) throw ArgumentError(label + ": input '" + node.name + "' is an empty Data");
+      auto& di = *d->impl();
+      if (di.core != &c || !di.seg) throw ArgumentError(label + ": input '" + node.name + "' is a Data of another or a closed runtime");
+      ci.seg = di.id;
+      ci.view = {di.dtype, di.shape, di.seg.data()};
+    } else {
+      ci.view = args[i].view();
+      if (ci.view.data == nullptr && ci.view.numel() > 0)
+        throw ArgumentError(label + ": input '" + node.name + "' has no data");
+    }
+    const ArrayView& v = ci.view;
+    if (v.dtype != node.dtype)
+      throw TypeError(label + ": input '" + node.name + "' has dtype " + dtype_name(v.dtype) + ", expected " +
+                      dtype_name(node.dtype));
+    bool ok = v.shape.size() == node.shape.size();
+    for (size_t k = 0; ok && k < v.shape.size(); ++k)
+      ok = v.shape[k] >= 0 && (node.shape[k] == synk::batch || node.shape[k] == v.shape[k]);
+    if (!ok)
+      throw ShapeError(label + ": input '" + node.name + "' has shape " + to_string(v.shape) + ", expected " +
+                       to_string(node.shape));
+    if (ci.scattered) {
+      if (src_rows >= 0 && v.shape[0] != src_rows)
+        throw ShapeError(label + ": scattered input '" + node.name + "' has " + std::to_string(v.shape[0]) +
+                         " rows but '" + rows_from + "' has " + std::to_string(src_rows));
+      src_rows = v.shape[0];
+      rows_from = node.name;
+    } else {
+      for (size_t k = 0; k < node.shape.size(); ++k)
+        if (node.shape[k] == synk::batch) bcast_batch = v.shape[k];
+    }
+  }
+  int64_t total = -1;
+  std::span<const int64_t> indices;
+  if (src_rows >= 0) {
+    switch (opts.batch.kind()) {
+      case Batch::Kind::all: total = src_rows; break;
+      case Batch::Kind::range: {
+        const Range r = opts.batch.range();
+        if (r.begin < 0 || r.end < r.begin || r.end > src_rows)
+          throw ArgumentError(label + ": batch range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+                              ") is outside the " + std::to_string(src_rows) + " rows of the inputs");
+        total = r.end - r.begin;
+        break;
+      }
+      case Batch::Kind::indices: {
+        indices = opts.batch.indices();
+        for (size_t k = 0; k < indices.size(); ++k)
+          if (indices[k] < 0 || indices[k] >= src_rows)
+            throw ArgumentError(label + ": batch index " + std::to_string(indices[k]) + " (position " +
+                                std::to_string(k) + ") is outside the " + std::to_string(src_rows) +
+                                " rows of the inputs");
+        total = static_cast<int64_t>(indices.size());
+        break;
+      }
+    }
+    if (total == 0) throw ArgumentError(label + ": the call selects no rows");
+  } else if (opts.batch.kind() != Batch::Kind::all) {
+    throw ArgumentError(label + ": a batch was given but no input is scattered");
+  }
+
+  // Row counts of every piece (rank x slice) and the result space per rank.
+  std::set<int64_t> piece_rows;
+  std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1);
+  if (total >= 0) {
+    for (int r = 0; r < c.n; ++r) {
+      int64_t s0, rows;
+      detail::split_rows(total, c.n, r, s0, rows);
+      rank_rows[static_cast<size_t>(r)] = rows;
+      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, rows));
+      for (int64_t s = 0; s < k && rows > 0; ++s) {
+        int64_t a, b;
+        detail::split_rows(rows, static_cast<int>(k), static_cast<int>(s), a, b);
+        piece_rows.insert(b);
+      }
+    }
+  }
+  for (uint32_t i = 0; i < e.n_outputs; ++i) {
+    const Node& o = g.node(def.outputs[i]);
+    if (has_batch(o.shape) && e.collects[i] != Collect::gather && piece_rows.size() > 1)
+      throw ArgumentError(label + ": output " + std::to_string(i) + " has a batch dim (shape " + to_string(o.shape) +
+                          ") and the pieces of this call have different row counts; only Collect::gather "
+                          "combines such outputs (or split the rows evenly, with num_slices 1)");
+  }
+
+  // ---- run -------------------------------------------------------------------------
+  ++c.calls;
+  CallDesc d;
+  d.fn = static_cast<uint32_t>(e.fn);
+  d.update_fn = e.update_fn;
+  d.num_slices = static_cast<uint32_t>(opts.num_slices);
+  d.total = total;
+  d.batch = total >= 0 ? opts.batch.kind() : Batch::Kind::all;
+  d.range_begin = d.batch == Batch::Kind::range ? opts.batch.range().begin : 0;
+  d.collects = e.collects;
+  d.call_no = c.calls;
+  d.name = e.name;
+  std::vector<uint8_t> bytes = detail::encode_call(d, ins, indices);
+  const bool train = e.update_fn >= 0;
+  if (c.n > 1) {
+    for (int r = 1; r < c.n; ++r) {
+      std::vector<std::pair<DType, Shape>> shapes;
+      const int64_t b = total >= 0 ? rank_rows[static_cast<size_t>(r)] : std::max<int64_t>(bcast_batch, 0);
+      for (uint32_t i = 0; i < e.n_outputs; ++i) {
+        const Node& o = g.node(def.outputs[i]);
+        shapes.emplace_back(o.dtype, resolve(o.shape, b));
+      }
+      c.ensure_result(r, detail::result_bytes(shapes));
+    }
+    c.set_args(bytes);
+    c.signal(Cmd::call, train);
+  }
+  auto resolver = [&c](uint64_t id) -> const uint8_t* {
+    auto it = c.seg_ptr.find(id);
+    if (it == c.seg_ptr.end()) throw ArgumentError("runtime: unknown segment id " + std::to_string(id));
+    return it->second;
+  };
+  detail::ShareResult mine;
+  std::string err;
+  try {
+    const uint8_t* p = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : bytes.data();
+    CallDesc dd = detail::decode_call(p, bytes.size(), resolver);
+    dd.n_outputs = e.n_outputs;
+    mine = detail::run_share(c.local, dd);
+  } catch (const std::exception& ex) {
+    if (c.failed.load()) c.throw_failure();
+    err = ex.what();
+    if (train && c.n > 1) {
+      // Either the master failed (then the workers are stuck in the
+      // all-reduce) or a worker aborted the group (its message is in err).
+      const bool theirs = c.group->aborted() && err.find("group aborted") != std::string::npos;
+      c.fail("synk runtime: " + label + (theirs ? " failed: " : " failed on rank 0 (master): ") + err, theirs ? -1 : 0);
+      c.throw_failure();
+    }
+  }
+  if (c.n > 1) c.wait_workers(label);
+  if (!err.empty()) throw Error("synk runtime: " + label + " failed on rank 0 (master): " + err);
+
+  std::vector<detail::ResultView> views(static_cast<size_t>(c.n));
+  views[0].ran = mine.ran;
+  views[0].rows = mine.rows;
+  for (const Array& a : mine.outs) views[0].outs.push_back(a.view());
+  for (int r = 1; r < c.n; ++r)
+    views[static_cast<size_t>(r)] = detail::read_result(static_cast<const uint8_t*>(c.results[static_cast<size_t>(r)].data()),
+                                                        c.results[static_cast<size_t>(r)].size());
+  return detail::combine(views, e.collects, e.name);
+}
+
+}  // namespace synk

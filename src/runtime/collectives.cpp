@@ -1,0 +1,291 @@
+// src/runtime/collectives.cpp — collectives on shared variables (every rank's
+// copy, moved by the CpuGroup in shared memory), get/set of one rank's value,
+// and map() of plain functions over jobs.
+#include <cstring>
+
+#include "comm/futex.hpp"
+#include "runtime/core.hpp"
+
+namespace synk {
+
+using detail::Cmd;
+using detail::RuntimeCore;
+using detail::VarOpKind;
+
+namespace detail {
+
+void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
+  if (!L.session) throw BackendError("collective before distribute");
+  Reader r(args, n);
+  const uint32_t count = r.get<uint32_t>();
+  size_t out_off = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto kind = static_cast<VarOpKind>(r.get<uint8_t>());
+    const auto op = to_comm(static_cast<ReduceOp>(r.get<uint8_t>()));
+    const int32_t root = r.get<int32_t>();
+    const int32_t var = r.get<int32_t>();
+    const uint64_t in_off = r.get<uint64_t>();
+    const Node& node = L.graph->node(var);
+    const size_t cnt = static_cast<size_t>(numel(node.shape));
+    const comm::ElemType t = comm::elem_type(node.dtype);
+    const size_t nb = cnt * dtype_size(node.dtype);
+    void* v = L.session->variable_data(var);
+    comm::CpuGroup& g = *L.group;
+    switch (kind) {
+      case VarOpKind::broadcast: g.broadcast(v, cnt, t, root); break;
+      case VarOpKind::all_reduce: g.all_reduce(v, v, cnt, t, op); break;
+      case VarOpKind::reduce: g.reduce(v, L.rank == root ? v : nullptr, cnt, t, op, root); break;
+      case VarOpKind::all_gather: {
+        std::vector<uint8_t> all(nb * static_cast<size_t>(L.ranks));
+        g.all_gather(v, all.data(), cnt, t);
+        if (out && !all.empty()) std::memcpy(out + out_off, all.data(), all.size());
+        out_off += all.size();
+        break;
+      }
+      case VarOpKind::gather:
+        g.gather(v, out ? out + out_off : nullptr, cnt, t, 0);
+        out_off += nb * static_cast<size_t>(L.ranks);
+        break;
+      case VarOpKind::scatter:
+        g.scatter(L.rank == 0 ? args + in_off : nullptr, v, cnt, t, 0);
+        break;
+    }
+  }
+}
+
+void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
+  Reader r(args, n);
+  auto fn = reinterpret_cast<void (*)()>(r.get<uint64_t>());
+  auto thunk = reinterpret_cast<Runtime::MapThunk>(r.get<uint64_t>());
+  const uint64_t job_bytes = r.get<uint64_t>(), count = r.get<uint64_t>(), res_bytes = r.get<uint64_t>();
+  const uint64_t jobs_off = r.get<uint64_t>(), res_off = r.get<uint64_t>();
+  std::atomic_ref<uint64_t> next(cb->map_next);
+  for (;;) {
+    const uint64_t i = next.fetch_add(1);
+    if (i >= count) return;
+    thunk(fn, args + jobs_off + i * job_bytes, args + res_off + i * res_bytes);
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+struct VarOp {
+  VarOpKind kind;
+  ReduceOp op;
+  int32_t root;
+  int32_t var;
+  uint64_t in_off = 0;
+};
+
+// Runs variable collectives on every rank; returns the master's gather output.
+std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, const std::vector<uint8_t>& extra,
+                             size_t out_bytes, const char* what) {
+  detail::Writer w;
+  w.put<uint32_t>(static_cast<uint32_t>(ops.size()));
+  const size_t head = 4 + ops.size() * (1 + 1 + 4 + 4 + 8);
+  const size_t extra_off = (head + 63) / 64 * 64;
+  for (const VarOp& o : ops) {
+    w.put(static_cast<uint8_t>(o.kind));
+    w.put(static_cast<uint8_t>(o.op));
+    w.put(o.root);
+    w.put(o.var);
+    w.put<uint64_t>(o.kind == VarOpKind::scatter ? extra_off + o.in_off : 0);
+  }
+  w.align(64);
+  w.bytes(extra.data(), extra.size());
+  std::vector<uint8_t> out(out_bytes);
+  ++c.calls;
+  if (c.n > 1) {
+    c.set_args(w.buf);
+    c.signal(Cmd::collective, true);
+  }
+  const uint8_t* args = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : w.buf.data();
+  try {
+    detail::run_var_ops(c.local, args, w.buf.size(), out.data());
+  } catch (const std::exception& e) {
+    if (c.failed.load()) c.throw_failure();
+    c.fail(std::string("synk runtime: ") + what + " failed on rank 0 (master): " + e.what(), 0);
+    c.throw_failure();
+  }
+  if (c.n > 1) c.wait_workers(what);
+  return out;
+}
+
+void check_root(RuntimeCore& c, int root, const char* what) {
+  if (root < 0 || root >= c.n)
+    throw ArgumentError(std::string("Runtime::") + what + ": root " + std::to_string(root) + " out of range [0, " +
+                        std::to_string(c.n) + ")");
+}
+
+void check_distributed(RuntimeCore& c, const char* what) {
+  if (c.distributed_defs == 0)
+    throw ArgumentError(std::string("Runtime::") + what + ": call distribute() first");
+}
+
+size_t var_bytes(RuntimeCore& c, int32_t id) {
+  const Node& n = c.graph->node(id);
+  return static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+}
+
+}  // namespace
+
+void Runtime::broadcast(const std::vector<VarRef>& vars, int root) {
+  RuntimeCore& c = checked("broadcast");
+  check_distributed(c, "broadcast");
+  check_root(c, root, "broadcast");
+  std::vector<VarOp> ops;
+  for (const VarRef& v : vars) ops.push_back({VarOpKind::broadcast, ReduceOp::sum, root, c.var_id(v, "broadcast")});
+  run_ops(c, ops, {}, 0, "broadcast");
+}
+
+void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
+  RuntimeCore& c = checked("all_reduce");
+  check_distributed(c, "all_reduce");
+  std::vector<VarOp> ops;
+  for (const VarRef& v : vars) ops.push_back({VarOpKind::all_reduce, op, 0, c.var_id(v, "all_reduce")});
+  run_ops(c, ops, {}, 0, "all_reduce");
+}
+
+void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
+  RuntimeCore& c = checked("reduce");
+  check_distributed(c, "reduce");
+  check_root(c, root, "reduce");
+  std::vector<VarOp> ops;
+  for (const VarRef& v : vars) ops.push_back({VarOpKind::reduce, op, root, c.var_id(v, "reduce")});
+  run_ops(c, ops, {}, 0, "reduce");
+}
+
+namespace {
+Array gather_impl(RuntimeCore& c, const VarRef& var, VarOpKind kind, const char* what) {
+  check_distributed(c, what);
+  const int32_t id = c.var_id(var, what);
+  const Node& n = c.graph->node(id);
+  Shape s = n.shape;
+  s.insert(s.begin(), c.n);
+  std::vector<uint8_t> out = run_ops(c, {{kind, ReduceOp::sum, 0, id}}, {}, var_bytes(c, id) * static_cast<size_t>(c.n), what);
+  Array a(n.dtype, s);
+  if (a.nbytes()) std::memcpy(a.raw(), out.data(), a.nbytes());
+  return a;
+}
+}  // namespace
+
+Array Runtime::gather(const VarRef& var) { return gather_impl(checked("gather"), var, VarOpKind::gather, "gather"); }
+Array Runtime::all_gather(const VarRef& var) {
+  return gather_impl(checked("all_gather"), var, VarOpKind::all_gather, "all_gather");
+}
+
+void Runtime::scatter(const VarRef& var, const ArrayView& values) {
+  RuntimeCore& c = checked("scatter");
+  check_distributed(c, "scatter");
+  const int32_t id = c.var_id(var, "scatter");
+  const Node& n = c.graph->node(id);
+  Shape want = n.shape;
+  want.insert(want.begin(), c.n);
+  if (values.dtype != n.dtype)
+    throw TypeError("Runtime::scatter: '" + n.name + "' has dtype " + dtype_name(n.dtype) + ", values " +
+                    dtype_name(values.dtype));
+  if (values.shape != want)
+    throw ShapeError("Runtime::scatter: values for '" + n.name + "' must have shape " + to_string(want) + ", got " +
+                     to_string(values.shape));
+  std::vector<uint8_t> extra(var_bytes(c, id) * static_cast<size_t>(c.n));
+  if (!extra.empty()) std::memcpy(extra.data(), values.data, extra.size());
+  run_ops(c, {{VarOpKind::scatter, ReduceOp::sum, 0, id, 0}}, extra, 0, "scatter");
+}
+
+Array Runtime::get(const VarRef& var, int rank) {
+  RuntimeCore& c = checked("get");
+  check_distributed(c, "get");
+  check_root(c, rank, "get");
+  const int32_t id = c.var_id(var, "get");
+  const Node& n = c.graph->node(id);
+  Array a(n.dtype, n.shape);
+  if (rank == 0) {
+    if (a.nbytes()) std::memcpy(a.raw(), c.session->variable_data(id), a.nbytes());
+    return a;
+  }
+  c.ensure_result(rank, a.nbytes() + 64);
+  detail::Writer w;
+  w.put<int32_t>(rank);
+  w.put<int32_t>(id);
+  ++c.calls;
+  c.set_args(w.buf);
+  c.signal(Cmd::var_get, false);
+  c.wait_workers("get");
+  if (a.nbytes()) std::memcpy(a.raw(), c.results[static_cast<size_t>(rank)].data(), a.nbytes());
+  return a;
+}
+
+namespace {
+void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int rank) {
+  check_distributed(c, "set");
+  const int32_t id = c.var_id(var, "set");
+  const Node& n = c.graph->node(id);
+  if (value.dtype != n.dtype)
+    throw TypeError("Runtime::set: '" + n.name + "' has dtype " + dtype_name(n.dtype) + ", value " + dtype_name(value.dtype));
+  if (value.shape != n.shape)
+    throw ShapeError("Runtime::set: '" + n.name + "' has shape " + to_string(n.shape) + ", value " + to_string(value.shape));
+  const size_t nb = var_bytes(c, id);
+  if (nb && !value.data) throw ArgumentError("Runtime::set: the value has no data");
+  if (rank <= 0 && nb) std::memmove(c.session->variable_data(id), value.data, nb);
+  if (rank == 0 || c.n == 1) return;
+  detail::Writer w;
+  w.put<int32_t>(rank);
+  w.put<int32_t>(id);
+  w.put<uint64_t>(64);
+  w.align(64);
+  w.bytes(value.data, nb);
+  ++c.calls;
+  c.set_args(w.buf);
+  c.signal(Cmd::var_set, false);
+  c.wait_workers("set");
+}
+}  // namespace
+
+void Runtime::set(const VarRef& var, const ArrayView& value, int rank) {
+  RuntimeCore& c = checked("set");
+  check_root(c, rank, "set");
+  set_impl(c, var, value, rank);
+}
+
+void Runtime::set(const VarRef& var, const ArrayView& value) { set_impl(checked("set"), var, value, -1); }
+
+void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,
+                      size_t result_bytes) {
+  RuntimeCore& c = checked("map");
+  if (!fn || !thunk) throw ArgumentError("Runtime::map: no function");
+  if (count == 0) return;
+  detail::Writer w;
+  w.put<uint64_t>(reinterpret_cast<uint64_t>(fn));
+  w.put<uint64_t>(reinterpret_cast<uint64_t>(thunk));
+  w.put<uint64_t>(job_bytes);
+  w.put<uint64_t>(count);
+  w.put<uint64_t>(result_bytes);
+  const uint64_t jobs_off = 64;
+  const uint64_t res_off = (jobs_off + job_bytes * count + 63) / 64 * 64;
+  w.put<uint64_t>(jobs_off);
+  w.put<uint64_t>(res_off);
+  w.align(64);
+  w.bytes(jobs, job_bytes * count);
+  w.buf.resize(res_off + result_bytes * count);
+  ++c.calls;
+  std::atomic_ref<uint64_t>(c.cb->map_next).store(0);
+  uint8_t* args = w.buf.data();
+  if (c.n > 1) {
+    c.set_args(w.buf);
+    c.signal(Cmd::map, false);
+    args = static_cast<uint8_t*>(c.args.data());
+  }
+  std::string err;
+  try {
+    detail::run_map(c.cb, args, w.buf.size());
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  if (c.n > 1) c.wait_workers("map");
+  if (!err.empty()) throw Error(std::string("synk runtime: map failed on rank 0 (master): ") + err);
+  std::memcpy(results, args + res_off, result_bytes * count);
+}
+
+}  // namespace synk

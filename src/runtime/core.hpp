@@ -1,0 +1,337 @@
+// src/runtime/core.hpp — the runtime's private pieces shared by the master
+// (runtime.cpp, call.cpp, data.cpp, collectives.cpp) and the worker loop
+// (worker.cpp): the shared control block, the wire format of commands, the
+// per-rank executor that both sides run on their share of a call.
+//
+// Control plane: one memfd segment created before fork holds a ControlBlock.
+// The master writes a command (CommandHeader; variable-size arguments go to
+// the "args" segment) and bumps `seq`; workers spin on `seq` for a while,
+// then sleep on it as a futex. Each worker finishes by storing `seq` into
+// its slot's `done` word (waking the master if it sleeps there) with a
+// status and, on failure, a message.
+//
+// Segments made after fork (Data, the args buffer, per-rank result buffers)
+// reach the workers as memfds sent with SCM_RIGHTS over a socketpair per
+// worker, made before fork. Messages are ordered and queued in the kernel
+// before the command that uses them is published, so a worker drains its
+// socket at the start of every command and then knows every id it can meet.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "comm/cpu_group.hpp"
+#include "comm/shm.hpp"
+#include "synk/data.hpp"
+#include "synk/runtime.hpp"
+#include "synk/session.hpp"
+
+namespace synk::detail {
+
+constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;
+
+enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map };
+const char* cmd_name(Cmd c);
+
+// Commands whose workers enter CpuGroup collectives: a worker that fails in
+// them aborts the group so that no peer waits for it.
+inline bool cmd_collective(Cmd c) { return c == Cmd::collective; }
+
+struct alignas(128) WorkerSlot {
+  uint32_t done;          // atomic futex word: last seq finished
+  uint32_t master_waits;  // atomic: the master sleeps on `done`
+  int32_t status;         // 0 ok, 1 error (message in msg)
+  uint32_t pad[29];
+  char msg[896];
+};
+static_assert(sizeof(WorkerSlot) == 1024);
+
+struct CommandHeader {
+  uint32_t kind;
+  uint32_t collective;  // 1: workers enter collectives (train step, variable collectives)
+  uint64_t call_no;
+  uint64_t args_id;
+  uint64_t args_bytes;
+  uint64_t result_id[kMaxRanks];
+  uint64_t result_cap[kMaxRanks];
+};
+
+struct ControlBlock {
+  alignas(128) uint32_t seq;  // atomic futex word: bumped per command
+  uint32_t sleepers;          // atomic: workers sleeping on seq
+  alignas(128) CommandHeader cmd;
+  alignas(128) uint64_t map_next;  // atomic: next job of a map
+  alignas(128) WorkerSlot slots[kMaxRanks];
+};
+
+// A message on a worker's socket: a new segment (with its fd) or a release.
+struct SegMsg {
+  uint64_t id;
+  uint64_t size;
+  uint32_t op;  // 1 add (fd attached), 2 release
+  uint32_t pad;
+};
+
+// ---- a minimal append/read byte format for command arguments ------------------
+
+class Writer {
+ public:
+  template <class T> void put(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    buf.insert(buf.end(), p, p + sizeof(T));
+  }
+  void bytes(const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    buf.insert(buf.end(), b, b + n);
+  }
+  void str(const std::string& s) {
+    put<uint32_t>(static_cast<uint32_t>(s.size()));
+    bytes(s.data(), s.size());
+  }
+  void align(size_t a) { buf.resize((buf.size() + a - 1) / a * a); }
+  std::vector<uint8_t> buf;
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  template <class T> T get() {
+    T v;
+    need(sizeof(T));
+    std::memcpy(&v, p_ + off_, sizeof(T));
+    off_ += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    uint32_t n = get<uint32_t>();
+    need(n);
+    std::string s(reinterpret_cast<const char*>(p_ + off_), n);
+    off_ += n;
+    return s;
+  }
+  const uint8_t* at(size_t off) const { return p_ + off; }
+  size_t offset() const { return off_; }
+
+ private:
+  void need(size_t k) const {
+    if (off_ + k > n_) throw FormatError("runtime: truncated command arguments");
+  }
+  const uint8_t* p_;
+  size_t n_;
+  size_t off_ = 0;
+};
+
+// Rows [start, start+count) of `total` for `rank` of `ranks`: as even as
+// possible, the remainder to the lowest ranks.
+inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64_t& count) {
+  const int64_t q = total / ranks, rem = total % ranks;
+  count = q + (rank < rem ? 1 : 0);
+  start = rank * q + std::min<int64_t>(rank, rem);
+}
+
+// ---- a call as every rank sees it ------------------------------------------------
+
+struct InputDesc {
+  bool scattered = false;
+  DType dtype = DType::f32;
+  Shape shape;  // of the whole source (Data or host array)
+  const uint8_t* base = nullptr;
+};
+
+struct CallDesc {
+  uint32_t fn = 0;         // def index (train: the gradient def)
+  int32_t update_fn = -1;  // train: the update def; -1 for a plain call
+  uint32_t n_outputs = 0;  // outputs reported (train: the others are gradients)
+  uint32_t num_slices = 1;
+  int64_t total = -1;      // rows over all ranks; -1: nothing scattered
+  Batch::Kind batch = Batch::Kind::all;
+  int64_t range_begin = 0;
+  const int64_t* indices = nullptr;
+  std::vector<InputDesc> inputs;
+  std::vector<Collect> collects;  // per reported output
+  uint64_t call_no = 0;
+  std::string name;
+};
+
+// Encodes a call for the args segment. Data inputs are named by segment id,
+// host arrays are appended inline.
+struct CallInput {
+  bool scattered = false;
+  uint64_t seg = 0;         // Data segment id, 0 for a host array
+  ArrayView view;           // shape/dtype (and data for a host array)
+};
+std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>& in,
+                                 std::span<const int64_t> indices);
+// resolve(id) gives the local mapping of a segment.
+CallDesc decode_call(const uint8_t* p, size_t n,
+                     const std::function<const uint8_t*(uint64_t id)>& resolve);
+
+// One rank's executor: a Session over its copy of the graph plus the
+// compiled functions, and the scratch of calls.
+struct Local {
+  const Graph* graph = nullptr;
+  Session* session = nullptr;
+  std::vector<FunctionDef> defs;
+  std::vector<Function> fns;
+  std::vector<Function> sliced;  // lazily: outputs + update values, no updates
+  std::vector<uint8_t> sliced_made;
+  comm::CpuGroup* group = nullptr;
+  int rank = 0, ranks = 1;
+  std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
+  std::vector<float> flat;                     // train: flat gradients
+
+  void add_defs(const std::vector<FunctionDef>& all);
+};
+
+// What one rank produced: its rows and its outputs already combined over
+// its slices (outputs empty when it had no rows).
+struct ShareResult {
+  bool ran = false;
+  int64_t rows = 0;  // weight for avg (1 per rank when nothing is scattered)
+  std::vector<Array> outs;
+};
+ShareResult run_share(Local& L, const CallDesc& d);
+
+// Result buffer layout written by workers: u32 ran, i64 rows, u32 n, then per
+// output u8 dtype, u32 ndim, i64 dims..., and the data 64-byte aligned.
+size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs);
+size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap);
+struct ResultView {
+  bool ran = false;
+  int64_t rows = 0;
+  std::vector<ArrayView> outs;
+};
+ResultView read_result(const uint8_t* src, size_t cap);
+
+// Combines every rank's share by the outputs' collect modes.
+std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
+                           const std::string& fn_name);
+
+comm::RedOp to_comm(ReduceOp op);
+
+// Variable collectives (Cmd::collective), the same on every rank. Args:
+// u32 count, then per op: u8 kind (VarOpKind), u8 ReduceOp, i32 root,
+// i32 variable id, u64 offset of scatter's input in the args. `out` (master
+// only) receives gather/all_gather results, op after op.
+enum class VarOpKind : uint8_t { broadcast = 0, all_reduce, reduce, all_gather, gather, scatter };
+void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
+
+// Cmd::map on one rank: takes jobs from cb->map_next until none are left.
+// Args: u64 fn, u64 thunk, u64 job_bytes, u64 count, u64 result_bytes,
+// u64 jobs offset, u64 results offset (results are written into the args).
+void run_map(ControlBlock* cb, uint8_t* args, size_t n);
+
+// ---- the master's state ------------------------------------------------------------
+
+struct Entry {
+  std::string name;
+  int fn = -1;          // def index
+  int update_fn = -1;   // train step: update def index
+  uint32_t n_outputs = 0;
+  std::vector<Collect> collects;
+  std::vector<bool> broadcast;  // per input
+  size_t flat_size = 0;         // train: gradient elements
+};
+
+struct RuntimeCore {
+  RuntimeOptions opts;
+  int n = 1;
+  pid_t master_pid = 0;
+  int64_t spin_ns = 0;
+
+  comm::SharedSegment ctl_seg;
+  ControlBlock* cb = nullptr;
+  std::unique_ptr<comm::CpuGroup> group;
+  std::vector<pid_t> pids;      // by rank (0: master)
+  std::vector<int> pidfds;      // by rank
+  std::vector<int> socks;       // master's end, by rank
+  std::vector<int> cpus;        // usable CPUs
+  bool affinity_saved = false;
+  std::vector<uint8_t> old_affinity;
+
+  // lifecycle and failures
+  bool open = false;
+  std::atomic<bool> failed{false};
+  std::atomic<bool> stopping{false};   // exits are expected (close or after a failure)
+  std::atomic<int> reaped{0};
+  std::mutex fail_mu;
+  std::string fail_msg;
+  int fail_rank = -1;
+  std::thread watcher;
+  int stop_efd = -1;
+
+  uint32_t seq = 0;
+  uint64_t calls = 0;
+
+  // segments known to the workers: id -> master mapping
+  uint64_t next_seg = 1;
+  std::unordered_map<uint64_t, const uint8_t*> seg_ptr;
+  comm::SharedSegment args;
+  uint64_t args_id = 0;
+  std::vector<comm::SharedSegment> results;
+  std::vector<uint64_t> result_ids;
+
+  // graph and functions
+  Graph* graph = nullptr;
+  std::unique_ptr<Session> session;
+  std::vector<FunctionDef> defs;
+  std::vector<Entry> entries;
+  size_t distributed_defs = 0;
+  size_t distributed_nodes = 0;
+  Local local;
+
+  ~RuntimeCore();
+  void check_usable(const char* what);
+  [[noreturn]] void throw_failure();
+  void fail(const std::string& msg, int rank) noexcept;  // sticky; kills the workers
+  void close() noexcept;
+  void watch();
+
+  uint64_t publish(const comm::SharedSegment& seg, int rank);  // rank -1: every worker
+  void release(uint64_t id, int rank) noexcept;
+  void ensure_args(size_t bytes);
+  void ensure_result(int rank, size_t bytes);
+  // Puts bytes into the args segment (growing it) and sets the header.
+  void set_args(const std::vector<uint8_t>& bytes);
+
+  void signal(Cmd c, bool collective);
+  // Waits until every worker finished the current command; throws
+  // WorkerError for a death/timeout (sticky) or a worker's exception.
+  void wait_workers(const std::string& what);
+
+  // functions
+  void attach_graph(Graph* g, const char* what);
+  int add_def(const FunctionDef& d);
+  int32_t var_id(const VarRef& v, const char* what);
+};
+
+// Worker entry, in the forked child: never returns.
+[[noreturn]] void worker_main(RuntimeCore& core, int rank) noexcept;
+
+}  // namespace synk::detail
+
+namespace synk {
+
+struct Data::Impl {
+  std::weak_ptr<detail::RuntimeCore> rt;
+  detail::RuntimeCore* core = nullptr;
+  uint64_t id = 0;
+  comm::SharedSegment seg;
+  DType dtype = DType::f32;
+  Shape shape;
+  ~Impl();
+};
+
+}  // namespace synk

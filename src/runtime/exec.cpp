@@ -1,0 +1,481 @@
+// src/runtime/exec.cpp — what every rank does with its share of a call, and
+// how the master combines the shares. Master and workers run the very same
+// code on the same decoded arguments, so a call means the same everywhere.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/core.hpp"
+
+namespace synk::detail {
+
+const char* cmd_name(Cmd c) {
+  switch (c) {
+    case Cmd::none: return "none";
+    case Cmd::stop: return "stop";
+    case Cmd::sync: return "sync";
+    case Cmd::distribute: return "distribute";
+    case Cmd::call: return "call";
+    case Cmd::collective: return "collective";
+    case Cmd::var_get: return "get";
+    case Cmd::var_set: return "set";
+    case Cmd::map: return "map";
+  }
+  return "?";
+}
+
+comm::RedOp to_comm(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return comm::RedOp::sum;
+    case ReduceOp::avg: return comm::RedOp::avg;
+    case ReduceOp::max: return comm::RedOp::max;
+    case ReduceOp::min: return comm::RedOp::min;
+    case ReduceOp::prod: return comm::RedOp::prod;
+  }
+  throw ArgumentError("unknown ReduceOp");
+}
+
+// ---- wire format -------------------------------------------------------------------
+// [u64 header offset][inline blobs, 64-byte aligned][header]
+
+std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>& in,
+                                 std::span<const int64_t> indices) {
+  Writer w;
+  w.put<uint64_t>(0);
+  w.align(64);
+  uint64_t idx_off = 0;
+  if (!indices.empty()) {
+    idx_off = w.buf.size();
+    w.bytes(indices.data(), indices.size_bytes());
+    w.align(64);
+  }
+  std::vector<uint64_t> inline_off(in.size(), 0);
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i].seg != 0) continue;
+    inline_off[i] = w.buf.size();
+    const size_t nb = static_cast<size_t>(in[i].view.numel()) * dtype_size(in[i].view.dtype);
+    if (nb) w.bytes(in[i].view.data, nb);
+    w.align(64);
+  }
+  const uint64_t hdr = w.buf.size();
+  std::memcpy(w.buf.data(), &hdr, sizeof hdr);
+  w.put(d.fn);
+  w.put(d.update_fn);
+  w.put(d.n_outputs);
+  w.put(d.num_slices);
+  w.put(d.total);
+  w.put(static_cast<uint8_t>(d.batch));
+  w.put(d.range_begin);
+  w.put<uint64_t>(indices.size());
+  w.put(idx_off);
+  w.put(d.call_no);
+  w.str(d.name);
+  w.put<uint32_t>(static_cast<uint32_t>(d.collects.size()));
+  for (Collect c : d.collects) w.put(static_cast<uint8_t>(c));
+  w.put<uint32_t>(static_cast<uint32_t>(in.size()));
+  for (size_t i = 0; i < in.size(); ++i) {
+    w.put<uint8_t>(in[i].scattered ? 1 : 0);
+    w.put(static_cast<uint8_t>(in[i].view.dtype));
+    w.put<uint32_t>(static_cast<uint32_t>(in[i].view.shape.size()));
+    for (Dim x : in[i].view.shape) w.put<int64_t>(x);
+    w.put<uint8_t>(in[i].seg != 0 ? 0 : 1);
+    w.put<uint64_t>(in[i].seg != 0 ? in[i].seg : inline_off[i]);
+  }
+  return std::move(w.buf);
+}
+
+CallDesc decode_call(const uint8_t* p, size_t n, const std::function<const uint8_t*(uint64_t)>& resolve) {
+  Reader head(p, n);
+  const uint64_t hdr = head.get<uint64_t>();
+  if (hdr > n) throw FormatError("runtime: bad call header offset");
+  Reader r(p + hdr, n - hdr);
+  CallDesc d;
+  d.fn = r.get<uint32_t>();
+  d.update_fn = r.get<int32_t>();
+  d.n_outputs = r.get<uint32_t>();
+  d.num_slices = r.get<uint32_t>();
+  d.total = r.get<int64_t>();
+  d.batch = static_cast<Batch::Kind>(r.get<uint8_t>());
+  d.range_begin = r.get<int64_t>();
+  const uint64_t nidx = r.get<uint64_t>();
+  const uint64_t idx_off = r.get<uint64_t>();
+  d.indices = nidx ? reinterpret_cast<const int64_t*>(p + idx_off) : nullptr;
+  d.call_no = r.get<uint64_t>();
+  d.name = r.str();
+  const uint32_t nc = r.get<uint32_t>();
+  for (uint32_t i = 0; i < nc; ++i) d.collects.push_back(static_cast<Collect>(r.get<uint8_t>()));
+  const uint32_t ni = r.get<uint32_t>();
+  for (uint32_t i = 0; i < ni; ++i) {
+    InputDesc x;
+    x.scattered = r.get<uint8_t>() != 0;
+    x.dtype = static_cast<DType>(r.get<uint8_t>());
+    const uint32_t nd = r.get<uint32_t>();
+    for (uint32_t k = 0; k < nd; ++k) x.shape.push_back(r.get<int64_t>());
+    const uint8_t src = r.get<uint8_t>();
+    const uint64_t v = r.get<uint64_t>();
+    x.base = src == 0 ? resolve(v) : p + v;
+    d.inputs.push_back(std::move(x));
+  }
+  return d;
+}
+
+// ---- elementwise accumulation -------------------------------------------------------
+
+namespace {
+
+template <class T> void fold(T* acc, const T* v, int64_t n, Collect c) {
+  switch (c) {
+    case Collect::sum: for (int64_t i = 0; i < n; ++i) acc[i] = static_cast<T>(acc[i] + v[i]); break;
+    case Collect::prod: for (int64_t i = 0; i < n; ++i) acc[i] = static_cast<T>(acc[i] * v[i]); break;
+    case Collect::max: for (int64_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], v[i]); break;
+    case Collect::min: for (int64_t i = 0; i < n; ++i) acc[i] = std::min(acc[i], v[i]); break;
+    default: break;
+  }
+}
+
+void fold(Array& acc, const ArrayView& v, Collect c) {
+  if (acc.dtype() == DType::f32)
+    fold(acc.data<float>(), static_cast<const float*>(v.data), acc.numel(), c);
+  else
+    fold(acc.data<int32_t>(), static_cast<const int32_t*>(v.data), acc.numel(), c);
+}
+
+void add_weighted(std::vector<double>& acc, const ArrayView& v, double w) {
+  acc.resize(static_cast<size_t>(v.numel()), 0.0);
+  if (v.dtype == DType::f32) {
+    const float* p = static_cast<const float*>(v.data);
+    for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * p[i];
+  } else {
+    const int32_t* p = static_cast<const int32_t*>(v.data);
+    for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * p[i];
+  }
+}
+
+Array from_doubles(const std::vector<double>& acc, double scale, DType t, const Shape& s) {
+  Array a(t, s);
+  if (t == DType::f32) {
+    float* p = a.data<float>();
+    for (size_t i = 0; i < acc.size(); ++i) p[i] = static_cast<float>(acc[i] * scale);
+  } else {
+    int32_t* p = a.data<int32_t>();
+    for (size_t i = 0; i < acc.size(); ++i) p[i] = static_cast<int32_t>(std::lround(acc[i] * scale));
+  }
+  return a;
+}
+
+Array copy_of(const ArrayView& v) {
+  Array a(v.dtype, v.shape);
+  if (a.nbytes()) std::memcpy(a.raw(), v.data, a.nbytes());
+  return a;
+}
+
+Array concat_rows(const std::vector<ArrayView>& parts, DType t, const Shape& like) {
+  int64_t rows = 0;
+  for (const auto& p : parts) rows += p.shape.empty() ? 1 : p.shape[0];
+  Shape s = like;
+  if (s.empty()) s = {rows};
+  else s[0] = rows;
+  Array a(t, s);
+  auto* out = static_cast<uint8_t*>(a.raw());
+  for (const auto& p : parts) {
+    const size_t nb = static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
+    if (nb) std::memcpy(out, p.data, nb);
+    out += nb;
+  }
+  return a;
+}
+
+// Combines a sequence of (weight, value) pairs by one collect mode.
+class Accum {
+ public:
+  Accum(Collect c, const std::string& what) : c_(c), what_(what) {}
+  void add(const ArrayView& v, double weight) {
+    if (c_ == Collect::gather) {
+      keep_.push_back(copy_of(v));
+      return;
+    }
+    if (seen_ && v.shape != shape_)
+      throw ShapeError(what_ + ": shapes differ between parts (" + to_string(shape_) + " vs " +
+                       to_string(v.shape) + "); only Collect::gather combines outputs with a batch dim");
+    if (!seen_) {
+      shape_ = v.shape;
+      dtype_ = v.dtype;
+    }
+    if (c_ == Collect::avg) {
+      add_weighted(sum_, v, weight);
+      wsum_ += weight;
+    } else if (c_ == Collect::none) {
+      if (!seen_) first_ = copy_of(v);
+    } else if (!seen_) {
+      first_ = copy_of(v);
+    } else {
+      fold(first_, v, c_);
+    }
+    seen_ = true;
+  }
+  // Like add, for views that stay valid until result().
+  void add_view(const ArrayView& v, double weight) {
+    if (c_ == Collect::gather) {
+      views_.push_back(v);
+      dtype_ = v.dtype;
+      shape_ = v.shape;
+      seen_ = true;
+      return;
+    }
+    add(v, weight);
+  }
+  bool empty() const { return !seen_ && keep_.empty(); }
+  Array result(DType t, const Shape& empty_shape) {
+    if (c_ == Collect::gather) {
+      std::vector<ArrayView> parts = views_;
+      for (const Array& a : keep_) parts.push_back(a.view());
+      if (parts.empty()) return Array(t, empty_shape);
+      return concat_rows(parts, parts[0].dtype, parts[0].shape);
+    }
+    if (!seen_) return Array(t, empty_shape);
+    if (c_ == Collect::avg) return from_doubles(sum_, wsum_ > 0 ? 1.0 / wsum_ : 0.0, dtype_, shape_);
+    return std::move(first_);
+  }
+
+ private:
+  Collect c_;
+  std::string what_;
+  bool seen_ = false;
+  DType dtype_ = DType::f32;
+  Shape shape_;
+  std::vector<double> sum_;
+  double wsum_ = 0;
+  Array first_;
+  std::vector<Array> keep_;
+  std::vector<ArrayView> views_;
+};
+
+std::string fn_label(const std::string& name, uint64_t call) {
+  return "function '" + name + "' call #" + std::to_string(call);
+}
+
+}  // namespace
+
+// ---- Local -----------------------------------------------------------------------------
+
+void Local::add_defs(const std::vector<FunctionDef>& all) {
+  for (size_t i = defs.size(); i < all.size(); ++i) {
+    defs.push_back(all[i]);
+    fns.push_back(session->function(all[i]));
+    sliced.emplace_back();
+    sliced_made.push_back(0);
+  }
+}
+
+namespace {
+
+Function& sliced_fn(Local& L, uint32_t fn) {
+  if (!L.sliced_made[fn]) {
+    FunctionDef d = L.defs[fn];
+    for (const auto& [var, val] : d.updates) {
+      d.outputs.push_back(val);
+      d.collects.push_back(Collect::avg);
+    }
+    d.updates.clear();
+    d.name += "/sliced";
+    L.sliced[fn] = L.session->function(d);
+    L.sliced_made[fn] = 1;
+  }
+  return L.sliced[fn];
+}
+
+}  // namespace
+
+ShareResult run_share(Local& L, const CallDesc& d) {
+  if (d.fn >= L.defs.size()) throw ArgumentError("runtime: unknown function index " + std::to_string(d.fn));
+  const FunctionDef& def = L.defs[d.fn];
+  const std::string label = fn_label(d.name, d.call_no) + " on rank " + std::to_string(L.rank);
+  const bool train = d.update_fn >= 0;
+  const bool scattered = d.total >= 0;
+  int64_t start = 0, rows = 0;
+  if (scattered) split_rows(d.total, L.ranks, L.rank, start, rows);
+  const size_t n_out = d.collects.size();
+
+  // Train: gradient element count from the gradient outputs' static shapes.
+  std::vector<size_t> goff;
+  size_t flat_n = 0;
+  if (train) {
+    for (size_t i = n_out; i < def.outputs.size(); ++i) {
+      goff.push_back(flat_n);
+      flat_n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
+    }
+    // Written by the first slice (zeroed only when this rank has no rows).
+    if (L.flat.size() != flat_n) L.flat.assign(flat_n, 0.f);
+  }
+
+  ShareResult R;
+  const bool run = !scattered || rows > 0;
+  if (run) {
+    R.ran = true;
+    R.rows = scattered ? rows : 1;
+    const int64_t k = scattered ? std::max<int64_t>(1, std::min<int64_t>(d.num_slices, rows)) : 1;
+    const bool use_sliced = !train && k > 1 && !def.updates.empty();
+    Function& f = use_sliced ? sliced_fn(L, d.fn) : L.fns[d.fn];
+    std::vector<Accum> acc;
+    for (size_t i = 0; i < n_out; ++i) acc.emplace_back(d.collects[i], label + ": output " + std::to_string(i));
+    std::vector<std::vector<double>> upd(use_sliced ? def.updates.size() : 0);
+    if (L.staging.size() < d.inputs.size()) L.staging.resize(d.inputs.size());
+    std::vector<ArrayView> views(d.inputs.size());
+    for (int64_t s = 0; s < k; ++s) {
+      int64_t s0 = 0, sr = rows;
+      if (scattered) split_rows(rows, static_cast<int>(k), static_cast<int>(s), s0, sr);
+      const int64_t off = start + s0;  // position in the batch
+      for (size_t i = 0; i < d.inputs.size(); ++i) {
+        const InputDesc& in = d.inputs[i];
+        if (!in.scattered) {
+          views[i] = {in.dtype, in.shape, in.base};
+          continue;
+        }
+        Shape sh = in.shape;
+        const size_t row_bytes = static_cast<size_t>(static_numel(Shape(sh.begin() + 1, sh.end()))) *
+                                 dtype_size(in.dtype);
+        sh[0] = sr;
+        if (d.batch == Batch::Kind::indices) {
+          auto& st = L.staging[i];
+          if (st.size() < row_bytes * static_cast<size_t>(sr)) st.resize(row_bytes * static_cast<size_t>(sr));
+          for (int64_t j = 0; j < sr; ++j)
+            std::memcpy(st.data() + static_cast<size_t>(j) * row_bytes,
+                        in.base + static_cast<size_t>(d.indices[off + j]) * row_bytes, row_bytes);
+          views[i] = {in.dtype, sh, st.data()};
+        } else {
+          const int64_t first = (d.batch == Batch::Kind::range ? d.range_begin : 0) + off;
+          views[i] = {in.dtype, sh, in.base + static_cast<size_t>(first) * row_bytes};
+        }
+      }
+      std::vector<Array> outs = f(views);
+      const double w = static_cast<double>(scattered ? sr : 1);
+      for (size_t i = 0; i < n_out; ++i) acc[i].add(outs[i].view(), w);
+      if (use_sliced)
+        for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), w);
+      if (train) {
+        const float gw = scattered ? static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total))
+                                   : 1.f / static_cast<float>(L.ranks);
+        for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
+          const float* g = outs[n_out + gi].data<float>();
+          float* dst = L.flat.data() + goff[gi];
+          const int64_t cnt = outs[n_out + gi].numel();
+          if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = gw * g[e];
+          else for (int64_t e = 0; e < cnt; ++e) dst[e] += gw * g[e];
+        }
+      }
+    }
+    for (size_t i = 0; i < n_out; ++i) {
+      const Node& node = L.graph->node(def.outputs[i]);
+      R.outs.push_back(acc[i].result(node.dtype, resolve(node.shape, 0)));
+    }
+    if (use_sliced) {
+      for (size_t u = 0; u < upd.size(); ++u) {
+        const int32_t var = def.updates[u].first;
+        const Node& vn = L.graph->node(var);
+        Array a = from_doubles(upd[u], 1.0 / static_cast<double>(rows), vn.dtype, vn.shape);
+        if (a.nbytes()) std::memcpy(L.session->variable_data(var), a.raw(), a.nbytes());
+      }
+    }
+  }
+  if (train) {
+    if (!run) std::fill(L.flat.begin(), L.flat.end(), 0.f);
+    if (L.ranks > 1) L.group->all_reduce(L.flat.data(), L.flat.data(), flat_n, comm::ElemType::f32, comm::RedOp::sum);
+    const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
+    std::vector<ArrayView> gv;
+    for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
+      const Node& gn = L.graph->node(ud.inputs[gi]);
+      gv.push_back({DType::f32, gn.shape, L.flat.data() + goff.at(gi)});
+    }
+    L.fns[static_cast<size_t>(d.update_fn)](gv);
+  }
+  return R;
+}
+
+// ---- result buffers --------------------------------------------------------------------
+
+namespace {
+constexpr size_t kResultHead = 64;
+size_t out_head(size_t ndim) { return 8 + 8 * ndim; }
+size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+}  // namespace
+
+size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs) {
+  size_t b = kResultHead;
+  for (const auto& [t, s] : outs) b += align64(out_head(s.size())) + align64(static_cast<size_t>(numel(s)) * dtype_size(t));
+  return b;
+}
+
+size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap) {
+  std::vector<std::pair<DType, Shape>> shapes;
+  for (const Array& a : r.outs) shapes.emplace_back(a.dtype(), a.shape());
+  const size_t need = result_bytes(shapes);
+  if (need > cap)
+    throw BackendError("runtime: the outputs need " + std::to_string(need) + " bytes but the result buffer has " +
+                       std::to_string(cap));
+  uint32_t ran = r.ran ? 1 : 0, n = static_cast<uint32_t>(r.outs.size());
+  std::memcpy(dst, &ran, 4);
+  std::memcpy(dst + 8, &r.rows, 8);
+  std::memcpy(dst + 16, &n, 4);
+  size_t off = kResultHead;
+  for (const Array& a : r.outs) {
+    uint8_t* h = dst + off;
+    uint32_t t = static_cast<uint32_t>(a.dtype()), nd = static_cast<uint32_t>(a.shape().size());
+    std::memcpy(h, &t, 4);
+    std::memcpy(h + 4, &nd, 4);
+    for (uint32_t k = 0; k < nd; ++k) std::memcpy(h + 8 + 8 * k, &a.shape()[k], 8);
+    off += align64(out_head(nd));
+    if (a.nbytes()) std::memcpy(dst + off, a.raw(), a.nbytes());
+    off += align64(a.nbytes());
+  }
+  return off;
+}
+
+ResultView read_result(const uint8_t* src, size_t cap) {
+  ResultView v;
+  uint32_t ran = 0, n = 0;
+  std::memcpy(&ran, src, 4);
+  std::memcpy(&v.rows, src + 8, 8);
+  std::memcpy(&n, src + 16, 4);
+  v.ran = ran != 0;
+  size_t off = kResultHead;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint8_t* h = src + off;
+    uint32_t t = 0, nd = 0;
+    std::memcpy(&t, h, 4);
+    std::memcpy(&nd, h + 4, 4);
+    ArrayView a;
+    a.dtype = static_cast<DType>(t);
+    a.shape.resize(nd);
+    for (uint32_t k = 0; k < nd; ++k) std::memcpy(&a.shape[k], h + 8 + 8 * k, 8);
+    off += align64(out_head(nd));
+    a.data = src + off;
+    off += align64(static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
+    if (off > cap) throw FormatError("runtime: corrupt result buffer");
+    v.outs.push_back(std::move(a));
+  }
+  return v;
+}
+
+std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
+                           const std::string& fn_name) {
+  std::vector<Array> out;
+  for (size_t i = 0; i < collects.size(); ++i) {
+    Accum acc(collects[i], "function '" + fn_name + "': output " + std::to_string(i));
+    DType t = DType::f32;
+    Shape empty_shape;
+    bool any = false;
+    for (const ResultView& r : ranks) {
+      if (!r.ran || i >= r.outs.size()) continue;
+      if (collects[i] == Collect::none && &r != &ranks[0]) continue;
+      t = r.outs[i].dtype;
+      empty_shape = r.outs[i].shape;
+      any = true;
+      acc.add_view(r.outs[i], static_cast<double>(r.rows));
+    }
+    if (!empty_shape.empty()) empty_shape[0] = 0;
+    out.push_back(any ? acc.result(t, empty_shape) : Array());
+  }
+  return out;
+}
+
+}  // namespace synk::detail

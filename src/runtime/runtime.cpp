@@ -1,0 +1,499 @@
+// src/runtime/runtime.cpp — the master side of synk::Runtime: fork, the
+// control plane (signal a command, wait for the workers), worker-death
+// detection, segment publishing, distribute() and close().
+//
+// Death detection: a watcher thread in the master polls one pidfd per worker
+// (plus an eventfd to stop it) and is the only place that reaps workers. An
+// unexpected exit marks the runtime failed (message naming rank and
+// signal/exit code), aborts the CpuGroup (so a master blocked in a collective
+// returns at once), wakes the master's waits and kills the other workers.
+// The master's waits sleep on futexes in slices of kPollNs, so a death is
+// noticed within that even if a wake-up is lost.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "comm/futex.hpp"
+#include "runtime/core.hpp"
+#include "synk/serialize.hpp"
+
+namespace synk {
+namespace detail {
+
+namespace {
+
+constexpr int64_t kPollNs = 50'000'000;  // the master's futex sleep slice
+
+std::atomic<bool> g_open{false};  // one open runtime per process
+
+template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
+
+std::string errno_text(const char* call) { return std::string(call) + ": " + std::strerror(errno); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+std::vector<int> usable_cpus() {
+  std::vector<int> out;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) out.push_back(c);
+  if (out.empty()) out.push_back(0);
+  return out;
+}
+
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(0, sizeof set, &set);  // best effort: a failure only costs speed
+}
+
+std::string describe_exit(const siginfo_t& si) {
+  if (si.si_code == CLD_EXITED) return "exited with code " + std::to_string(si.si_status);
+  const char* name = ::strsignal(si.si_status);
+  return "was killed by signal " + std::to_string(si.si_status) + " (" + (name ? name : "?") + ")";
+}
+
+}  // namespace
+
+// ---- lifecycle ---------------------------------------------------------------------
+
+RuntimeCore::~RuntimeCore() { close(); }
+
+void RuntimeCore::check_usable(const char* what) {
+  if (!open) throw ArgumentError(std::string("Runtime::") + what + ": the runtime is closed");
+  if (failed.load()) throw_failure();
+}
+
+void RuntimeCore::throw_failure() {
+  std::lock_guard<std::mutex> lk(fail_mu);
+  throw WorkerError(fail_msg, fail_rank);
+}
+
+void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
+  {
+    std::lock_guard<std::mutex> lk(fail_mu);
+    if (failed.load()) return;
+    fail_msg = msg;
+    fail_rank = rank;
+    stopping.store(true);
+    failed.store(true);
+  }
+  if (group) group->abort(msg);
+  for (size_t r = 1; r < pids.size(); ++r) {
+    if (pidfds[r] >= 0) ::syscall(SYS_pidfd_send_signal, pidfds[r], SIGKILL, nullptr, 0);
+    comm::futex_wake(&cb->slots[r].done);
+  }
+}
+
+void RuntimeCore::watch() {
+  std::vector<pollfd> fds(static_cast<size_t>(n));
+  fds[0] = {stop_efd, POLLIN, 0};
+  for (int r = 1; r < n; ++r) fds[static_cast<size_t>(r)] = {pidfds[static_cast<size_t>(r)], POLLIN, 0};
+  int live = n - 1;
+  while (live > 0) {
+    int rc = ::poll(fds.data(), fds.size(), -1);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents) break;
+    for (int r = 1; r < n; ++r) {
+      pollfd& p = fds[static_cast<size_t>(r)];
+      if (p.fd < 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      siginfo_t si{};
+      if (::waitid(P_PIDFD, static_cast<id_t>(p.fd), &si, WEXITED) != 0 && errno != ECHILD) continue;
+      p.fd = -1;
+      --live;
+      reaped.fetch_add(1);
+      if (!stopping.load())
+        fail("synk runtime: worker rank " + std::to_string(r) + " (pid " + std::to_string(pids[static_cast<size_t>(r)]) +
+                 ") " + describe_exit(si) + "; the other workers were stopped",
+             r);
+    }
+  }
+}
+
+void RuntimeCore::close() noexcept {
+  if (!open) return;
+  open = false;
+  if (n > 1 && cb) {
+    stopping.store(true);
+    if (!failed.load()) {
+      at(cb->cmd.kind).store(static_cast<uint32_t>(Cmd::stop));
+      at(cb->seq).store(++seq, std::memory_order_seq_cst);
+      comm::futex_wake(&cb->seq);
+    }
+    const int64_t deadline = comm::monotonic_ns() + opts.close_timeout.count() * 1'000'000;
+    while (reaped.load() < n - 1 && comm::monotonic_ns() < deadline) ::usleep(200);
+    if (reaped.load() < n - 1) {
+      for (size_t r = 1; r < pidfds.size(); ++r)
+        if (pidfds[r] >= 0) ::syscall(SYS_pidfd_send_signal, pidfds[r], SIGKILL, nullptr, 0);
+      const int64_t d2 = comm::monotonic_ns() + 5'000'000'000;
+      while (reaped.load() < n - 1 && comm::monotonic_ns() < d2) ::usleep(200);
+    }
+    if (stop_efd >= 0) {
+      uint64_t one = 1;
+      [[maybe_unused]] auto w = ::write(stop_efd, &one, sizeof one);
+    }
+    if (watcher.joinable()) watcher.join();
+    if (stop_efd >= 0) ::close(stop_efd);
+    stop_efd = -1;
+    for (int& fd : pidfds)
+      if (fd >= 0) { ::close(fd); fd = -1; }
+    for (int& fd : socks)
+      if (fd >= 0) { ::close(fd); fd = -1; }
+  }
+  local = Local{};
+  session.reset();
+  results.clear();
+  args.reset();
+  seg_ptr.clear();
+  group.reset();
+  ctl_seg.reset();
+  cb = nullptr;
+  if (affinity_saved) {
+    ::sched_setaffinity(0, old_affinity.size(), reinterpret_cast<cpu_set_t*>(old_affinity.data()));
+    affinity_saved = false;
+  }
+  g_open.store(false);
+}
+
+// ---- segments ------------------------------------------------------------------------
+
+namespace {
+
+bool send_msg(int sock, const SegMsg& m, int fd) {
+  iovec iov{const_cast<SegMsg*>(&m), sizeof m};
+  msghdr h{};
+  h.msg_iov = &iov;
+  h.msg_iovlen = 1;
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+  if (fd >= 0) {
+    std::memset(ctl, 0, sizeof ctl);
+    h.msg_control = ctl;
+    h.msg_controllen = sizeof ctl;
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    if (::sendmsg(sock, &h, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof m)) return true;
+    if (errno == EINTR) continue;
+    return false;
+  }
+}
+
+}  // namespace
+
+uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
+  const uint64_t id = next_seg++;
+  seg_ptr[id] = static_cast<const uint8_t*>(seg.data());
+  SegMsg m{id, seg.size(), 1, 0};
+  for (int r = 1; r < n; ++r) {
+    if (rank >= 0 && r != rank) continue;
+    // The socket buffer holds hundreds of messages; when it is full (many
+    // segments made with no call in between), a sync command lets the
+    // workers drain it.
+    for (int tries = 0; !send_msg(socks[static_cast<size_t>(r)], m, seg.fd()); ++tries) {
+      if (errno != EAGAIN || tries > 1000) {
+        fail("synk runtime: cannot send a shared segment to worker rank " + std::to_string(r) + ": " +
+                 errno_text("sendmsg"), r);
+        throw_failure();
+      }
+      signal(Cmd::sync, false);
+      wait_workers("sync");
+    }
+  }
+  return id;
+}
+
+void RuntimeCore::release(uint64_t id, int rank) noexcept {
+  seg_ptr.erase(id);
+  if (!open || failed.load()) return;
+  SegMsg m{id, 0, 2, 0};
+  for (int r = 1; r < n; ++r) {
+    if (rank >= 0 && r != rank) continue;
+    // Best effort: a lost release only keeps a mapping until close.
+    send_msg(socks[static_cast<size_t>(r)], m, -1);
+  }
+}
+
+void RuntimeCore::ensure_args(size_t bytes) {
+  if (args && args.size() >= bytes) return;
+  size_t cap = std::max<size_t>(bytes, std::max<size_t>(1 << 20, args.size() * 2));
+  comm::SharedSegment seg = comm::SharedSegment::create(cap, "synk-args");
+  const uint64_t id = publish(seg, -1);
+  if (args_id) release(args_id, -1);
+  args = std::move(seg);
+  args_id = id;
+}
+
+void RuntimeCore::ensure_result(int rank, size_t bytes) {
+  auto& seg = results[static_cast<size_t>(rank)];
+  if (seg && seg.size() >= bytes) return;
+  size_t cap = std::max<size_t>(bytes, std::max<size_t>(64 << 10, seg.size() * 2));
+  comm::SharedSegment s = comm::SharedSegment::create(cap, "synk-result");
+  const uint64_t id = publish(s, rank);
+  if (result_ids[static_cast<size_t>(rank)]) release(result_ids[static_cast<size_t>(rank)], rank);
+  seg = std::move(s);
+  result_ids[static_cast<size_t>(rank)] = id;
+  cb->cmd.result_id[rank] = id;
+  cb->cmd.result_cap[rank] = cap;
+}
+
+void RuntimeCore::set_args(const std::vector<uint8_t>& bytes) {
+  ensure_args(bytes.size());
+  if (!bytes.empty()) std::memcpy(args.data(), bytes.data(), bytes.size());
+  cb->cmd.args_id = args_id;
+  cb->cmd.args_bytes = bytes.size();
+}
+
+// ---- control plane ------------------------------------------------------------------------
+
+void RuntimeCore::signal(Cmd c, bool collective) {
+  cb->cmd.kind = static_cast<uint32_t>(c);
+  cb->cmd.collective = collective ? 1 : 0;
+  cb->cmd.call_no = calls;
+  at(cb->seq).store(++seq, std::memory_order_seq_cst);
+  if (at(cb->sleepers).load(std::memory_order_seq_cst) != 0) comm::futex_wake(&cb->seq);
+}
+
+void RuntimeCore::wait_workers(const std::string& what) {
+  const int64_t start = comm::monotonic_ns();
+  const int64_t deadline = start + opts.timeout.count() * 1'000'000;
+  for (int r = 1; r < n; ++r) {
+    WorkerSlot& s = cb->slots[r];
+    auto done = at(s.done);
+    if (done.load(std::memory_order_acquire) == seq) continue;
+    bool ok = false;
+    for (uint32_t i = 1;; ++i) {
+      comm::cpu_relax();
+      if (done.load(std::memory_order_acquire) == seq) { ok = true; break; }
+      if ((i & 255) == 0) {
+        if (failed.load()) throw_failure();
+        if (comm::monotonic_ns() - start >= spin_ns) break;
+      }
+    }
+    while (!ok) {
+      if (failed.load()) throw_failure();
+      at(s.master_waits).fetch_add(1, std::memory_order_seq_cst);
+      uint32_t v = done.load(std::memory_order_seq_cst);
+      if (v == seq) {
+        at(s.master_waits).fetch_sub(1);
+        break;
+      }
+      const int64_t now = comm::monotonic_ns();
+      if (now >= deadline) {
+        at(s.master_waits).fetch_sub(1);
+        fail("synk runtime: worker rank " + std::to_string(r) + " did not finish " + what + " within " +
+                 std::to_string(opts.timeout.count()) + " ms; the workers were stopped",
+             r);
+        throw_failure();
+      }
+      comm::futex_wait(&s.done, v, std::min<int64_t>(kPollNs, deadline - now));
+      at(s.master_waits).fetch_sub(1);
+    }
+  }
+  // Workers' exceptions: all of them, in rank order.
+  std::string msg;
+  int first = -1;
+  for (int r = 1; r < n; ++r) {
+    const WorkerSlot& s = cb->slots[r];
+    if (s.status == 0) continue;
+    if (first < 0) first = r;
+    msg += (msg.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
+           std::string(s.msg, strnlen(s.msg, sizeof s.msg));
+  }
+  if (first >= 0) throw WorkerError("synk runtime: " + what + " failed on a worker: " + msg, first);
+}
+
+// ---- graph and functions --------------------------------------------------------------
+
+void RuntimeCore::attach_graph(Graph* g, const char* what) {
+  if (!graph) {
+    graph = g;
+    session = std::make_unique<Session>(*g, SessionOptions{.seed = opts.seed, .blas_threads = 1, .rank = 0});
+    local.graph = g;
+    local.session = session.get();
+    local.group = group.get();
+    local.rank = 0;
+    local.ranks = n;
+  } else if (graph != g) {
+    throw ArgumentError(std::string("Runtime::") + what +
+                        ": all functions of a runtime must belong to one Graph (this one is another)");
+  }
+}
+
+int RuntimeCore::add_def(const FunctionDef& d) {
+  validate_function_def(graph->nodes(), d);
+  defs.push_back(d);
+  return static_cast<int>(defs.size() - 1);
+}
+
+int32_t RuntimeCore::var_id(const VarRef& v, const char* what) {
+  if (!graph) throw ArgumentError(std::string("Runtime::") + what + ": no function was made yet (no graph)");
+  Tensor t = v.tensor();
+  if (!t.valid()) {
+    if (!graph->contains(v.name()))
+      throw ArgumentError(std::string("Runtime::") + what + ": no variable named '" + v.name() + "'");
+    t = graph->find(v.name());
+  }
+  if (&t.graph() != graph)
+    throw ArgumentError(std::string("Runtime::") + what + ": the tensor is not of the runtime's graph");
+  if (t.node().op != Op::Variable)
+    throw ArgumentError(std::string("Runtime::") + what + ": '" + t.name() + "' is not a shared variable");
+  if (static_cast<size_t>(t.id()) >= distributed_nodes)
+    throw ArgumentError(std::string("Runtime::") + what + ": variable '" + t.name() +
+                        "' was made after the last distribute(); call distribute() again");
+  return t.id();
+}
+
+}  // namespace detail
+
+// ---- public API --------------------------------------------------------------------------
+
+using detail::RuntimeCore;
+
+Runtime::Runtime() = default;
+Runtime::Runtime(std::shared_ptr<RuntimeCore> core) : impl_(std::move(core)) {}
+Runtime::Runtime(Runtime&&) noexcept = default;
+Runtime& Runtime::operator=(Runtime&& o) noexcept {
+  if (this != &o) {
+    close();
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+Runtime::~Runtime() { close(); }
+
+bool Runtime::is_open() const { return impl_ && impl_->open; }
+int Runtime::size() const { return is_open() ? impl_->n : 0; }
+
+RuntimeCore& Runtime::checked(const char* what) const {
+  if (!impl_) throw ArgumentError(std::string("Runtime::") + what + ": the runtime was never started (call synk::fork)");
+  impl_->check_usable(what);
+  return *impl_;
+}
+
+void Runtime::close() {
+  if (impl_) impl_->close();
+}
+
+Runtime fork(const RuntimeOptions& opts) {
+  using namespace detail;
+  const std::vector<int> cpus = usable_cpus();
+  const int n = opts.workers == 0 ? static_cast<int>(cpus.size()) : opts.workers;
+  if (n < 1 || n > kMaxRanks)
+    throw ArgumentError("synk::fork: workers must be in [1, " + std::to_string(kMaxRanks) + "], got " +
+                        std::to_string(opts.workers));
+  if (!opts.device || std::string(opts.device) != "cpu")
+    throw ArgumentError(std::string("synk::fork: device '") + (opts.device ? opts.device : "") +
+                        "' is not supported yet (use \"cpu\")");
+  if (opts.timeout.count() <= 0 || opts.collective_timeout.count() <= 0)
+    throw ArgumentError("synk::fork: timeouts must be positive");
+  // TODO(gpu runtime): refuse when a CUDA context already exists in this process.
+  bool expected = false;
+  if (!g_open.compare_exchange_strong(expected, true))
+    throw ArgumentError("synk::fork: a runtime is already open in this process (close it first)");
+
+  auto core = std::make_shared<RuntimeCore>();
+  RuntimeCore& c = *core;
+  try {
+    c.opts = opts;
+    c.n = n;
+    c.master_pid = ::getpid();
+    c.cpus = cpus;
+    c.spin_ns = n > static_cast<int>(cpus.size()) ? 2000 : std::max<int64_t>(0, opts.spin.count());
+    c.ctl_seg = comm::SharedSegment::create(sizeof(ControlBlock), "synk-control");
+    c.cb = static_cast<ControlBlock*>(c.ctl_seg.data());
+    c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
+        .ranks = n, .spin = std::chrono::nanoseconds(c.spin_ns), .timeout = opts.collective_timeout});
+    c.pids.assign(static_cast<size_t>(n), 0);
+    c.pidfds.assign(static_cast<size_t>(n), -1);
+    c.socks.assign(static_cast<size_t>(n), -1);
+    c.results.resize(static_cast<size_t>(n));
+    c.result_ids.assign(static_cast<size_t>(n), 0);
+    c.pids[0] = c.master_pid;
+    std::vector<int> child_end(static_cast<size_t>(n), -1);
+    for (int r = 1; r < n; ++r) {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        throw BackendError("synk::fork: " + errno_text("socketpair"));
+      c.socks[static_cast<size_t>(r)] = sv[0];
+      child_end[static_cast<size_t>(r)] = sv[1];
+      ::fcntl(sv[0], F_SETFL, ::fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    }
+    c.open = true;
+    std::fflush(nullptr);  // buffered output would be written again by every worker
+    for (int r = 1; r < n; ++r) {
+      pid_t pid = ::fork();
+      if (pid < 0) throw BackendError("synk::fork: " + errno_text("fork") + " for worker rank " + std::to_string(r));
+      if (pid == 0) {
+        // The worker: keep only its own socket end.
+        for (int k = 1; k < n; ++k) {
+          ::close(c.socks[static_cast<size_t>(k)]);
+          c.socks[static_cast<size_t>(k)] = -1;
+          if (k != r && child_end[static_cast<size_t>(k)] >= 0) ::close(child_end[static_cast<size_t>(k)]);
+          if (c.pidfds[static_cast<size_t>(k)] >= 0) ::close(c.pidfds[static_cast<size_t>(k)]);
+        }
+        c.socks[static_cast<size_t>(r)] = child_end[static_cast<size_t>(r)];
+        if (opts.pin) pin_to(cpus[static_cast<size_t>(r) % cpus.size()]);
+        worker_main(c, r);
+      }
+      c.pids[static_cast<size_t>(r)] = pid;
+      c.pidfds[static_cast<size_t>(r)] = pidfd_open(pid);
+      if (c.pidfds[static_cast<size_t>(r)] < 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+        throw BackendError("synk::fork: " + errno_text("pidfd_open"));
+      }
+    }
+    for (int r = 1; r < n; ++r) ::close(child_end[static_cast<size_t>(r)]);
+    c.group->bind(0);
+    if (opts.pin) {
+      c.old_affinity.resize(sizeof(cpu_set_t));
+      if (::sched_getaffinity(0, sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(c.old_affinity.data())) == 0) {
+        c.affinity_saved = true;
+        pin_to(cpus[0]);
+      }
+    }
+    if (n > 1) {
+      c.stop_efd = ::eventfd(0, EFD_CLOEXEC);
+      if (c.stop_efd < 0) throw BackendError("synk::fork: " + errno_text("eventfd"));
+      c.watcher = std::thread([&c] { c.watch(); });
+    }
+  } catch (...) {
+    // Kill what was started; reap synchronously (the watcher is not running).
+    c.stopping.store(true);
+    for (int r = 1; r < n && r < static_cast<int>(c.pids.size()); ++r) {
+      if (c.pids[static_cast<size_t>(r)] > 0) {
+        ::kill(c.pids[static_cast<size_t>(r)], SIGKILL);
+        ::waitpid(c.pids[static_cast<size_t>(r)], nullptr, 0);
+        c.reaped.fetch_add(1);
+      }
+    }
+    c.reaped.store(n);  // nothing left to wait for
+    c.close();
+    g_open.store(false);
+    throw;
+  }
+  return Runtime(std::move(core));
+}
+
+}  // namespace synk

@@ -1,0 +1,236 @@
+// src/runtime/worker.cpp — the loop a forked worker runs until the master
+// says stop (or dies: PR_SET_PDEATHSIG kills the worker with it).
+//
+// A worker never returns into the user's program: it ends with _exit(),
+// which is the worker process's own end (no atexit handlers, no flushing of
+// stdio buffers inherited from the master). Every exception of a command is
+// caught and reported through the worker's slot; in commands that enter
+// collectives the worker also aborts the CpuGroup so no peer waits for it.
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "comm/futex.hpp"
+#include "runtime/core.hpp"
+#include "synk/serialize.hpp"
+
+namespace synk::detail {
+
+namespace {
+
+template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
+
+struct Mapping {
+  uint8_t* p = nullptr;
+  size_t size = 0;
+};
+
+class Worker {
+ public:
+  Worker(RuntimeCore& c, int rank) : c_(c), rank_(rank), cb_(c.cb), sock_(c.socks[static_cast<size_t>(rank)]) {}
+
+  [[noreturn]] void run() {
+    c_.group->bind(rank_);
+    const int64_t spin = c_.spin_ns;
+    uint32_t last = 0;
+    for (;;) {
+      // Wait for the next command: spin, then sleep on the futex.
+      auto seq = at(cb_->seq);
+      uint32_t s = seq.load(std::memory_order_acquire);
+      if (s == last) {
+        const int64_t t0 = comm::monotonic_ns();
+        for (uint32_t i = 1;; ++i) {
+          comm::cpu_relax();
+          s = seq.load(std::memory_order_acquire);
+          if (s != last) break;
+          if ((i & 255) == 0 && comm::monotonic_ns() - t0 >= spin) break;
+        }
+        while (s == last) {
+          at(cb_->sleepers).fetch_add(1, std::memory_order_seq_cst);
+          s = seq.load(std::memory_order_seq_cst);
+          if (s == last) comm::futex_wait(&cb_->seq, last, 1'000'000'000);
+          at(cb_->sleepers).fetch_sub(1, std::memory_order_seq_cst);
+          s = seq.load(std::memory_order_acquire);
+          if (s == last && ::getppid() != c_.master_pid) ::_exit(0);  // orphaned
+        }
+      }
+      last = s;
+      const Cmd cmd = static_cast<Cmd>(cb_->cmd.kind);
+      if (cmd == Cmd::stop) ::_exit(0);
+      WorkerSlot& slot = cb_->slots[rank_];
+      slot.status = 0;
+      try {
+        drain();
+        execute(cmd);
+      } catch (const std::exception& e) {
+        report(slot, cmd, e.what());
+      } catch (...) {
+        report(slot, cmd, "unknown exception");
+      }
+      at(slot.done).store(s, std::memory_order_seq_cst);
+      if (at(slot.master_waits).load(std::memory_order_seq_cst) != 0) comm::futex_wake(&slot.done);
+    }
+  }
+
+ private:
+  void report(WorkerSlot& slot, Cmd cmd, const char* what) {
+    std::string m = std::string(cmd_name(cmd)) + " (pid " + std::to_string(::getpid()) + "): " + what;
+    const size_t n = std::min(m.size(), sizeof slot.msg - 1);
+    std::memcpy(slot.msg, m.data(), n);
+    slot.msg[n] = '\0';
+    slot.status = 1;
+    if (cb_->cmd.collective) c_.group->abort("rank " + std::to_string(rank_) + ": " + m);
+  }
+
+  // Takes every queued segment message (adds carry an fd).
+  void drain() {
+    for (;;) {
+      SegMsg m{};
+      iovec iov{&m, sizeof m};
+      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+      msghdr h{};
+      h.msg_iov = &iov;
+      h.msg_iovlen = 1;
+      h.msg_control = ctl;
+      h.msg_controllen = sizeof ctl;
+      ssize_t got = ::recvmsg(sock_, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        throw BackendError(std::string("recvmsg on the runtime socket: ") + std::strerror(errno));
+      }
+      if (got == 0) ::_exit(0);  // the master closed its end
+      int fd = -1;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      if (m.op == 1) {
+        Mapping mp;
+        mp.size = m.size;
+        if (m.size > 0) {
+          void* p = ::mmap(nullptr, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+          if (p == MAP_FAILED) {
+            int err = errno;
+            if (fd >= 0) ::close(fd);
+            throw BackendError(std::string("mmap of a shared segment: ") + std::strerror(err));
+          }
+          mp.p = static_cast<uint8_t*>(p);
+        }
+        if (fd >= 0) ::close(fd);
+        segs_[m.id] = mp;
+      } else if (m.op == 2) {
+        auto it = segs_.find(m.id);
+        if (it != segs_.end()) {
+          if (it->second.p) ::munmap(it->second.p, it->second.size);
+          segs_.erase(it);
+        }
+      } else if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  }
+
+  Mapping seg(uint64_t id) const {
+    auto it = segs_.find(id);
+    if (it == segs_.end()) throw BackendError("unknown shared segment id " + std::to_string(id));
+    return it->second;
+  }
+
+  const uint8_t* args() const { return seg(cb_->cmd.args_id).p; }
+
+  void execute(Cmd cmd) {
+    switch (cmd) {
+      case Cmd::sync: return;
+      case Cmd::distribute: return distribute();
+      case Cmd::call: return call();
+      case Cmd::collective: return run_var_ops(local_, args(), cb_->cmd.args_bytes, nullptr);
+      case Cmd::var_get: {
+        Reader r(args(), cb_->cmd.args_bytes);
+        const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
+        if (rank != rank_) return;
+        Mapping out = seg(cb_->cmd.result_id[rank_]);
+        const Node& n = local_.graph->node(var);
+        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+        if (nb > out.size) throw BackendError("result buffer too small for variable '" + n.name + "'");
+        if (nb) std::memcpy(out.p, local_.session->variable_data(var), nb);
+        return;
+      }
+      case Cmd::var_set: {
+        Reader r(args(), cb_->cmd.args_bytes);
+        const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
+        const uint64_t off = r.get<uint64_t>();
+        if (rank >= 0 && rank != rank_) return;
+        const Node& n = local_.graph->node(var);
+        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+        if (nb) std::memcpy(local_.session->variable_data(var), args() + off, nb);
+        return;
+      }
+      case Cmd::map: return run_map(cb_, seg(cb_->cmd.args_id).p, cb_->cmd.args_bytes);
+      default: throw BackendError("unknown command " + std::to_string(static_cast<uint32_t>(cmd)));
+    }
+  }
+
+  void distribute() {
+    auto g = std::make_unique<Graph>();
+    std::vector<FunctionDef> defs = deserialize(args(), cb_->cmd.args_bytes, *g);
+    auto s = std::make_unique<Session>(*g, SessionOptions{.seed = c_.opts.seed, .blas_threads = 1, .rank = rank_});
+    // Variables keep their values across distributes (the graph only grows).
+    if (graph_) {
+      for (size_t id = 0; id < graph_->size(); ++id) {
+        const Node& n = graph_->node(static_cast<int32_t>(id));
+        if (n.op != Op::Variable) continue;
+        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+        if (nb) std::memcpy(s->variable_data(static_cast<int32_t>(id)), session_->variable_data(static_cast<int32_t>(id)), nb);
+      }
+    }
+    Local L;
+    L.graph = g.get();
+    L.session = s.get();
+    L.group = c_.group.get();
+    L.rank = rank_;
+    L.ranks = c_.n;
+    L.add_defs(defs);
+    local_ = std::move(L);
+    session_ = std::move(s);
+    graph_ = std::move(g);
+  }
+
+  void call() {
+    if (!session_) throw BackendError("call before distribute");
+    CallDesc d = decode_call(args(), cb_->cmd.args_bytes, [this](uint64_t id) -> const uint8_t* { return seg(id).p; });
+    ShareResult r = run_share(local_, d);
+    Mapping out = seg(cb_->cmd.result_id[rank_]);
+    write_result(r, out.p, out.size);
+  }
+
+  RuntimeCore& c_;
+  int rank_;
+  ControlBlock* cb_;
+  int sock_;
+  std::unordered_map<uint64_t, Mapping> segs_;
+  std::unique_ptr<Graph> graph_;
+  std::unique_ptr<Session> session_;
+  Local local_;
+};
+
+}  // namespace
+
+void worker_main(RuntimeCore& core, int rank) noexcept {
+  // Die with the master; a Ctrl-C is the master's to handle.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != core.master_pid) ::_exit(0);  // the master is already gone
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    Worker w(core, rank);
+    w.run();
+  } catch (...) {
+  }
+  ::_exit(70);
+}
+
+}  // namespace synk::detail
