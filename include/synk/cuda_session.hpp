@@ -1,0 +1,106 @@
+// synk/cuda_session.hpp — one process, one GPU: the same API as
+// synk::Session (synk/session.hpp), with variables in device memory and
+// functions compiled for the GPU.
+//
+// Functions take and return host arrays. Per function and batch size the
+// planner of the CPU executor resolves shapes and places every value in one
+// device arena. The first call runs eagerly (warm-up), the second records
+// all its work (cuBLAS GEMMs, kernels in kernels/, update copies, the
+// dropout call counter) as a CUDA graph and later calls replay it: a call
+// is then the input copies, one graph launch, the output copies and one
+// stream synchronisation.
+//
+//   if (synk::CudaSession::available()) {
+//     synk::CudaSession s(g, {.seed = 1});
+//     auto train = s.function({.inputs = {x, y}, .outputs = {{loss}}, .updates = ups});
+//     float l = train({X, Y})[0].scalar();
+//     synk::Array W = s.get("W");                  // copied from the device
+//   }
+//
+// Dropout masks equal the CPU Session's bit for bit (same seed, rank and
+// call count). Where synk is built without CUDA, or there is no device, the
+// constructor throws BackendError.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "synk/array.hpp"
+#include "synk/graph.hpp"
+
+namespace synk {
+
+struct CudaSessionOptions {
+  uint64_t seed = 0;   // variable initialisation and dropout streams
+  int rank = 0;        // mixed into dropout streams (distinct per worker)
+  int device = 0;      // CUDA device ordinal among the visible ones
+  bool tf32 = false;   // let cuBLAS use TF32 tensor cores (matmul, conv)
+  bool graphs = true;  // capture each function per batch size as a CUDA graph
+  // Debugging: no graphs, and a synchronisation after every step so that an
+  // asynchronous fault is reported naming its op and node.
+  bool sync_each_step = false;
+};
+
+class CudaSession;
+
+// A compiled function; callable while its CudaSession lives.
+class CudaFunction {
+ public:
+  CudaFunction() = default;
+  // As synk::Function: inputs in FunctionSpec order, outputs in order,
+  // updates applied after all outputs are computed. Returns when the
+  // outputs are on the host and the updates are done.
+  std::vector<Array> operator()(const std::vector<ArrayView>& inputs) const;
+  const FunctionDef& def() const;
+  int index() const { return index_; }
+
+ private:
+  friend class CudaSession;
+  CudaFunction(CudaSession* s, int index) : s_(s), index_(index) {}
+  CudaSession* s_ = nullptr;
+  int index_ = -1;
+};
+
+class CudaSession {
+ public:
+  // True when synk was built with CUDA and a device is visible. Creates no
+  // CUDA context beyond what cudaGetDeviceCount does.
+  static bool available() noexcept;
+
+  CudaSession(const Graph& g, CudaSessionOptions opts = {});
+  ~CudaSession();
+  CudaSession(const CudaSession&) = delete;
+  CudaSession& operator=(const CudaSession&) = delete;
+
+  CudaFunction function(const FunctionSpec& spec);
+  CudaFunction function(const FunctionDef& def);
+
+  // Shared-variable values, copied from / to the device.
+  Array get(const std::string& name) const;
+  void set(const std::string& name, const ArrayView& value);
+  // Device pointer to a variable's storage (numel(shape) elements), for
+  // collectives on device-resident variables.
+  void* variable_data(int32_t node_id);
+
+  const Graph& graph() const;
+  int device() const;
+  const CudaSessionOptions& options() const;
+
+  // Bytes of the device arena (values, workspaces, staged inputs) shared by
+  // all compiled functions.
+  size_t scratch_bytes() const;
+  // CUDA graphs captured so far: one per function and batch size called at
+  // least twice, plus a re-capture when the arena had to grow. Tests use it
+  // to see replays.
+  uint64_t graph_captures() const;
+
+  struct Impl;
+
+ private:
+  friend class CudaFunction;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace synk

@@ -1,0 +1,427 @@
+// exec/cuda/executor.cpp — device layout of a compiled plan and the
+// enqueueing of its steps: each step of the CPU planner's schedule becomes
+// cuBLAS calls and/or kernels from kernels/ on one stream, with no host
+// synchronisation (so the whole call can be captured as a CUDA graph).
+//
+// Convolution is im2col + cuBLAS over chunks of images: forward and input
+// gradient as strided-batched GEMMs per image (the output lands in NCHW
+// directly), the weight gradient as one GEMM per chunk over a column matrix
+// laid out [K][images*P] against the output gradient packed [O][images*P].
+#include "synk/config.hpp"
+
+#if SYNK_HAVE_CUDA
+
+#include "exec/cuda/executor.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "elementwise.cuh"
+#include "ops.cuh"
+#include "synk/error.hpp"
+
+namespace synk::cuda {
+
+// The executor casts the CPU planner's op enums to the kernels' ones.
+static_assert(static_cast<int>(cpu::BinOp::ReluGrad) == static_cast<int>(kernels::BinaryOp::ReluGrad) &&
+              static_cast<int>(cpu::BinOp::Equal) == static_cast<int>(kernels::BinaryOp::Equal));
+static_assert(static_cast<int>(cpu::UnOp::Pow) == static_cast<int>(kernels::UnaryOp::Pow) &&
+              static_cast<int>(cpu::UnOp::Sqrt) == static_cast<int>(kernels::UnaryOp::Sqrt));
+static_assert(static_cast<int>(cpu::RedOp::Max) == static_cast<int>(kernels::ReduceOp::Max) &&
+              static_cast<int>(cpu::RedOp::Mean) == static_cast<int>(kernels::ReduceOp::Mean));
+static_assert(cpu::kMaxDims == kernels::kMaxDims);
+
+namespace {
+
+constexpr int64_t kAlign = 256;
+// Upper bound on the im2col workspace of one conv step (floats); the chunk
+// of images shrinks to fit, down to one image.
+constexpr int64_t kConvBudgetFloats = int64_t{64} << 20;
+
+int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// The CPU's dropout_key without the call counter (which lives on the device).
+uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t dropout_key_base(uint64_t seed, int rank, int64_t stream) {
+  uint64_t k = splitmix64(seed ^ 0x5d1c0e7f00d5eedull);
+  k = splitmix64(k ^ static_cast<uint64_t>(static_cast<uint32_t>(rank)));
+  return splitmix64(k ^ static_cast<uint64_t>(stream));
+}
+
+// Floats of workspace per image of a conv step.
+int64_t conv_floats_per_image(const cpu::Step& s) {
+  const cpu::ConvGeom& g = s.conv;
+  const int64_t K = g.k(), P = g.p();
+  switch (s.op) {
+    case Op::Conv2d: case Op::Conv2dGradInput: return g.identity_cols() ? 0 : K * P;
+    case Op::Conv2dGradWeight: return (K + g.o) * P;
+    default: return 0;
+  }
+}
+
+kernels::StridedGeom strided(const cpu::Strided& s) {
+  kernels::StridedGeom g;
+  g.nd = s.nd;
+  for (int i = 0; i < s.nd && i < kernels::kMaxDims; ++i) {
+    g.dim[i] = s.dim[i];
+    g.sa[i] = s.sa[i];
+    g.sb[i] = s.sb[i];
+  }
+  g.numel = s.numel;
+  return g;
+}
+
+kernels::ReduceGeom reduce_geom(const cpu::Reduce& r) {
+  kernels::ReduceGeom g;
+  g.r_count = 1;
+  for (int i = 0; i < r.nd; ++i) {
+    if (r.red[i]) {
+      g.rdim[g.nr] = r.dim[i];
+      g.rstride[g.nr] = r.sx[i];
+      g.nr++;
+      g.r_count *= r.dim[i];
+    } else {
+      g.kdim[g.nk] = r.dim[i];
+      g.kstride[g.nk] = r.sx[i];
+      g.nk++;
+    }
+  }
+  g.out_numel = r.out_numel;  // r_count is 0 exactly when a reduced dim is empty
+  return g;
+}
+
+kernels::AxisGeom axis_geom(const cpu::AxisGeom& a) { return {a.outer, a.n, a.inner}; }
+
+kernels::ConvShape conv_shape(const cpu::ConvGeom& g) {
+  return {g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow};
+}
+
+kernels::PoolShape pool_shape(const cpu::PoolGeom& g) {
+  return {g.n, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow};
+}
+
+template <class T> T* P(void* p) { return static_cast<T*>(p); }
+
+void conv_forward(const cpu::Step& s, int64_t chunk, const float* x, const float* w, float* y, float* work,
+                  const float* bias, const ExecContext& cx) {
+  const cpu::ConvGeom& g = s.conv;
+  const kernels::ConvShape cs = conv_shape(g);
+  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const int64_t cnt = std::min(chunk, g.n - n0);
+    const float* col = x + n0 * img;
+    int64_t col_stride = img;  // identity columns: the image is its column matrix
+    if (!g.identity_cols()) {
+      kernels::im2col(cs, cnt, x + n0 * img, work, K * Pn, Pn, cx.stream);
+      SYNK_CUDA_CHECK(cudaGetLastError());
+      col = work;
+      col_stride = K * Pn;
+    }
+    // y_i[O,P] = W[O,K] col_i[K,P]
+    cx.blas->gemm_batched(false, false, g.o, Pn, K, w, K, 0, col, Pn, col_stride, y + n0 * g.o * Pn, Pn,
+                          g.o * Pn, cnt);
+  }
+  if (bias || s.relu) kernels::bias_relu_rows(g.n * g.o, Pn, bias, g.o, s.relu, y, cx.stream);
+}
+
+void conv_grad_input(const cpu::Step& s, int64_t chunk, const float* dy, const float* w, float* dx, float* work,
+                     const ExecContext& cx) {
+  const cpu::ConvGeom& g = s.conv;
+  const kernels::ConvShape cs = conv_shape(g);
+  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const int64_t cnt = std::min(chunk, g.n - n0);
+    // dcol_i[K,P] = W^T[K,O] dy_i[O,P]
+    if (g.identity_cols()) {
+      cx.blas->gemm_batched(true, false, K, Pn, g.o, w, K, 0, dy + n0 * g.o * Pn, Pn, g.o * Pn, dx + n0 * img, Pn,
+                            img, cnt);
+      continue;
+    }
+    cx.blas->gemm_batched(true, false, K, Pn, g.o, w, K, 0, dy + n0 * g.o * Pn, Pn, g.o * Pn, work, Pn, K * Pn, cnt);
+    kernels::col2im(cs, cnt, work, dx + n0 * img, cx.stream);
+    SYNK_CUDA_CHECK(cudaGetLastError());
+  }
+  if (g.n > 0 && (K == 0 || Pn == 0) && img > 0)
+    SYNK_CUDA_CHECK(cudaMemsetAsync(dx, 0, static_cast<size_t>(g.n * img) * sizeof(float), cx.stream));
+}
+
+void conv_grad_weight(const cpu::Step& s, int64_t chunk, const float* x, const float* dy, float* dw, float* work,
+                      const ExecContext& cx) {
+  const cpu::ConvGeom& g = s.conv;
+  const kernels::ConvShape cs = conv_shape(g);
+  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  if (g.n == 0 || Pn == 0) {
+    if (g.o * K > 0) SYNK_CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(g.o * K) * sizeof(float), cx.stream));
+    return;
+  }
+  float* dyp = work + K * chunk * Pn;  // after the largest column matrix
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const int64_t cnt = std::min(chunk, g.n - n0);
+    const int64_t wide = cnt * Pn;
+    kernels::im2col(cs, cnt, x + n0 * img, work, Pn, wide, cx.stream);  // [K][cnt*P]
+    SYNK_CUDA_CHECK(cudaGetLastError());
+    kernels::pack_channels(cnt, g.o, Pn, dy + n0 * g.o * Pn, dyp, cx.stream);  // [O][cnt*P]
+    SYNK_CUDA_CHECK(cudaGetLastError());
+    // dW[O,K] (+)= dy[O, cnt*P] col[K, cnt*P]^T
+    cx.blas->gemm(false, true, g.o, K, wide, dyp, wide, work, wide, n0 == 0 ? 0.f : 1.f, dw, K);
+  }
+}
+
+void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx) {
+  auto ptr = [&](int32_t id) -> void* { return id >= 0 ? cp.p.ptr[static_cast<size_t>(id)] : nullptr; };
+  void* out = ptr(s.node);
+  void* a = ptr(s.in[0]);
+  void* b = ptr(s.in[1]);
+  void* c = ptr(s.in[2]);
+  cudaStream_t st = cx.stream;
+  float* work = reinterpret_cast<float*>(cx.arena + cp.work_offset);
+  switch (s.op) {
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::ReluGrad: {
+      const auto op = static_cast<kernels::BinaryOp>(static_cast<int>(s.bop));
+      if (s.dtype == DType::f32) kernels::binary_f32(op, strided(s.st), P<float>(a), P<float>(b), P<float>(out), st);
+      else kernels::binary_i32(op, strided(s.st), P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
+      break;
+    }
+    case Op::Equal:
+      if (s.in_dtype == DType::f32) kernels::equal_f32(strided(s.st), P<float>(a), P<float>(b), P<int32_t>(out), st);
+      else kernels::binary_i32(kernels::BinaryOp::Equal, strided(s.st), P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
+      break;
+    case Op::Neg:
+      if (s.dtype == DType::i32) {
+        kernels::neg_i32(s.n, P<int32_t>(a), P<int32_t>(out), st);
+        break;
+      }
+      [[fallthrough]];
+    case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt:
+    case Op::Square: case Op::PowScalar:
+      if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
+      kernels::unary_f32(static_cast<kernels::UnaryOp>(static_cast<int>(s.uop)), s.n, P<float>(a), P<float>(out), s.f, st);
+      break;
+    case Op::Cast:
+      if (s.in_dtype == s.dtype) {
+        if (out != a && s.n > 0)
+          SYNK_CUDA_CHECK(cudaMemcpyAsync(out, a, static_cast<size_t>(s.n) * 4, cudaMemcpyDeviceToDevice, st));
+      } else if (s.dtype == DType::i32) {
+        kernels::cast_f32_i32(s.n, P<float>(a), P<int32_t>(out), st);
+      } else {
+        kernels::cast_i32_f32(s.n, P<int32_t>(a), P<float>(out), st);
+      }
+      break;
+    case Op::Sum: case Op::Mean: case Op::Max: {
+      const auto op = static_cast<kernels::ReduceOp>(static_cast<int>(s.rop));
+      const kernels::ReduceGeom g = reduce_geom(s.red);
+      if (s.dtype == DType::f32) {
+        const float inv = s.red.in_numel > 0
+            ? static_cast<float>(static_cast<double>(s.red.out_numel) / static_cast<double>(s.red.in_numel))
+            : 1.f;
+        kernels::reduce_f32(op, g, inv, P<float>(a), P<float>(out), st);
+      } else {
+        kernels::reduce_i32(op, g, P<int32_t>(a), P<int32_t>(out), st);
+      }
+      break;
+    }
+    case Op::Argmax:
+      if (s.in_dtype == DType::f32) kernels::argmax_f32(axis_geom(s.ax), P<float>(a), P<int32_t>(out), st);
+      else kernels::argmax_i32(axis_geom(s.ax), P<int32_t>(a), P<int32_t>(out), st);
+      break;
+    case Op::Transpose:
+      kernels::strided_copy(strided(s.st), P<uint32_t>(a), P<uint32_t>(out), false, 1.f, st);
+      break;
+    case Op::BroadcastTo:
+      kernels::strided_copy(strided(s.st), P<uint32_t>(a), P<uint32_t>(out), s.f != 1.f, s.f, st);
+      break;
+    case Op::MatMul:
+      cx.blas->gemm(s.ta, s.tb, s.mm_m, s.mm_n, s.mm_k, P<float>(a), s.ta ? s.mm_m : s.mm_k, P<float>(b),
+                    s.tb ? s.mm_k : s.mm_n, 0.f, P<float>(out), s.mm_n);
+      if (c || s.relu) kernels::bias_relu_cols(s.mm_m, s.mm_n, P<float>(c), s.relu, P<float>(out), st);
+      break;
+    case Op::Softmax: case Op::LogSoftmax:
+      kernels::softmax(axis_geom(s.ax), P<float>(a), P<float>(out), s.op == Op::LogSoftmax, st);
+      break;
+    case Op::SoftmaxCrossEntropy:
+      kernels::softmax_xent(s.mm_m, s.mm_n, P<float>(a), P<int32_t>(b), P<float>(out), cx.bad_row, st);
+      break;
+    case Op::SoftmaxCrossEntropyGrad:
+      kernels::softmax_xent_grad(s.mm_m, s.mm_n, P<float>(a), P<int32_t>(b), P<float>(c), P<float>(out), cx.bad_row, st);
+      break;
+    case Op::Conv2d:
+      conv_forward(s, cp.conv_chunk[si], P<float>(a), P<float>(b), P<float>(out), work, P<float>(c), cx);
+      break;
+    case Op::Conv2dGradInput:
+      conv_grad_input(s, cp.conv_chunk[si], P<float>(a), P<float>(b), P<float>(out), work, cx);
+      break;
+    case Op::Conv2dGradWeight:
+      conv_grad_weight(s, cp.conv_chunk[si], P<float>(a), P<float>(b), P<float>(out), work, cx);
+      break;
+    case Op::MaxPool2d:
+      kernels::max_pool2d(pool_shape(s.pool), P<float>(a), P<float>(out), st);
+      break;
+    case Op::MaxPool2dGrad:
+      kernels::max_pool2d_grad(pool_shape(s.pool), P<float>(a), P<float>(b), P<float>(out), st);
+      break;
+    case Op::DropoutMask: {
+      const float p = s.f;
+      if (!(p > 0.f)) {
+        kernels::fill(P<float>(out), s.n, 1.f, st);
+      } else if (p >= 1.f) {
+        kernels::fill(P<float>(out), s.n, 0.f, st);
+      } else {
+        // Threshold and scale exactly as cpu::dropout_mask computes them.
+        const float scale = 1.f / (1.f - p);
+        const double t = static_cast<double>(p) * 4294967296.0;
+        const uint32_t thr = t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t);
+        kernels::dropout_mask(s.n, thr, scale, cp.dropout_key[si], cx.counter, P<float>(out), st);
+      }
+      break;
+    }
+    default:
+      throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CUDA executor");
+  }
+  SYNK_CUDA_CHECK(cudaGetLastError());
+  if (cx.sync_each_step) SYNK_CUDA_CHECK(cudaStreamSynchronize(st));
+}
+
+}  // namespace
+
+CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
+                        int rank) {
+  CudaPlan cp;
+  cp.p = std::move(p);
+  const cpu::Plan& q = cp.p;
+  const size_t nsteps = q.steps.size();
+  cp.conv_chunk.assign(nsteps, 1);
+  cp.dropout_key.assign(nsteps, 0);
+  int64_t work_floats = 0;
+  for (size_t si = 0; si < nsteps; ++si) {
+    const cpu::Step& s = q.steps[si];
+    if (s.op == Op::Conv2d || s.op == Op::Conv2dGradInput || s.op == Op::Conv2dGradWeight) {
+      const int64_t per = conv_floats_per_image(s);
+      int64_t chunk = std::max<int64_t>(s.conv.n, 1);
+      if (per > 0) chunk = std::clamp<int64_t>(kConvBudgetFloats / per, 1, chunk);
+      cp.conv_chunk[si] = chunk;
+      work_floats = std::max(work_floats, chunk * per);
+    }
+    if (s.op == Op::DropoutMask) cp.dropout_key[si] = dropout_key_base(seed, rank, s.stream);
+    if (s.op == Op::SoftmaxCrossEntropy || s.op == Op::SoftmaxCrossEntropyGrad) cp.has_xent = true;
+  }
+
+  // Arena: the planner's values, then the conv workspace, staging for
+  // update values read from overwritten variables, output snapshots, and
+  // the input slots.
+  int64_t top = align_up(q.work_offset);
+  cp.work_offset = top;
+  top = align_up(top + work_floats * static_cast<int64_t>(sizeof(float)));
+  auto var_bytes = [&](int32_t var) {
+    return numel(nodes[static_cast<size_t>(var)].shape) * static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(var)].dtype));
+  };
+  std::vector<char> target(nodes.size(), 0);
+  for (const auto& c : q.copies) target[static_cast<size_t>(c.var)] = 1;
+  cp.stage_offset.assign(q.copies.size(), -1);
+  for (size_t i = 0; i < q.copies.size(); ++i) {
+    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(q.copies[i].value)];
+    if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+      cp.stage_offset[i] = top;
+      top = align_up(top + var_bytes(q.copies[i].var));
+    }
+  }
+  // An output held in a variable that an update copy overwrites must be
+  // read before the copy: snapshot it (the CPU copies outputs out first).
+  cp.snapshot_offset.assign(q.outputs.size(), -1);
+  for (size_t i = 0; i < q.outputs.size(); ++i) {
+    const int32_t id = q.outputs[i];
+    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(id)];
+    if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+      cp.snapshot_offset[i] = top;
+      top = align_up(top + numel(q.shapes[static_cast<size_t>(id)]) * 4);
+    }
+  }
+  cp.input_offset.assign(def.inputs.size(), 0);
+  for (size_t i = 0; i < def.inputs.size(); ++i) {
+    const int32_t id = def.inputs[i];
+    cp.input_offset[i] = top;
+    top = align_up(top + numel(q.shapes[static_cast<size_t>(id)]) * 4);
+  }
+  cp.arena_bytes = std::max<int64_t>(top, kAlign);
+
+  if (!q.consts.empty()) {
+    cp.consts = DeviceBuffer(q.consts.size() * sizeof(uint32_t));
+    SYNK_CUDA_CHECK(cudaMemcpy(cp.consts.data(), q.consts.data(), cp.consts.bytes(), cudaMemcpyHostToDevice));
+  }
+  return cp;
+}
+
+void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
+  cpu::Plan& p = cp.p;
+  for (int32_t id : p.bound) {
+    const cpu::ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    void* ptr = nullptr;
+    switch (l.kind) {
+      case cpu::Loc::Arena: ptr = arena + l.offset; break;
+      case cpu::Loc::Input: ptr = arena + cp.input_offset[static_cast<size_t>(l.index)]; break;
+      case cpu::Loc::Variable: ptr = var_ptr[l.index]; break;
+      case cpu::Loc::Const: ptr = static_cast<uint32_t*>(cp.consts.data()) + l.index; break;
+      case cpu::Loc::None: break;
+    }
+    p.ptr[static_cast<size_t>(id)] = ptr;
+  }
+}
+
+void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
+  cpu::Plan& p = cp.p;
+  for (size_t si = 0; si < p.steps.size(); ++si) {
+    const cpu::Step& s = p.steps[si];
+    try {
+      run_step(s, si, cp, cx);
+    } catch (const Error& e) {
+      const std::string msg = "function '" + (cx.function ? *cx.function : std::string()) + "': " + op_name(s.op) +
+                              " (node " + std::to_string(s.node) + ") on the GPU: " + e.what();
+      if (dynamic_cast<const ArgumentError*>(&e)) throw ArgumentError(msg);
+      if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
+      if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
+      if (dynamic_cast<const BackendError*>(&e)) throw BackendError(msg);
+      throw Error(msg);
+    }
+  }
+  // Outputs the update copies below would overwrite.
+  for (size_t i = 0; i < p.outputs.size(); ++i) {
+    if (cp.snapshot_offset[i] < 0) continue;
+    const int32_t id = p.outputs[i];
+    const size_t bytes = static_cast<size_t>(numel(p.shapes[static_cast<size_t>(id)])) * 4;
+    if (bytes > 0)
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(cx.arena + cp.snapshot_offset[i], p.ptr[static_cast<size_t>(id)], bytes,
+                                      cudaMemcpyDeviceToDevice, cx.stream));
+  }
+  // Updates: stage values held in variables that are overwritten, then copy.
+  auto var_bytes = [&](int32_t var) {
+    return static_cast<size_t>(numel(nodes[static_cast<size_t>(var)].shape)) * dtype_size(nodes[static_cast<size_t>(var)].dtype);
+  };
+  for (size_t i = 0; i < p.copies.size(); ++i) {
+    if (cp.stage_offset[i] < 0) continue;
+    const auto& c = p.copies[i];
+    const size_t bytes = var_bytes(c.var);
+    if (bytes > 0)
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(cx.arena + cp.stage_offset[i], p.ptr[static_cast<size_t>(c.value)], bytes,
+                                      cudaMemcpyDeviceToDevice, cx.stream));
+  }
+  for (size_t i = 0; i < p.copies.size(); ++i) {
+    const auto& c = p.copies[i];
+    const void* src = cp.stage_offset[i] >= 0 ? cx.arena + cp.stage_offset[i] : p.ptr[static_cast<size_t>(c.value)];
+    void* dst = p.ptr[static_cast<size_t>(c.var)];
+    const size_t bytes = var_bytes(c.var);
+    if (bytes > 0 && src != dst)
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx.stream));
+  }
+  // Every call advances the dropout counter, as the CPU Session's does.
+  kernels::increment(cx.counter, cx.stream);
+  SYNK_CUDA_CHECK(cudaGetLastError());
+  if (cx.sync_each_step) SYNK_CUDA_CHECK(cudaStreamSynchronize(cx.stream));
+}
+
+}  // namespace synk::cuda
+
+#endif  // SYNK_HAVE_CUDA

@@ -1,0 +1,63 @@
+// exec/cuda/executor.hpp — a function compiled for one GPU and one batch
+// size, and the code that enqueues its work on a stream.
+//
+// The CPU planner (exec/cpu/plan.hpp) does the device-independent part:
+// resolved shapes, the schedule, kernel geometry, fusion, and the
+// liveness-based placement of every value in one arena. This layer adds
+// what the device needs on top of that plan: a convolution workspace sized
+// for batched im2col, arena slots for the function inputs (copied in before
+// each call, so a captured CUDA graph's pointers stay valid), for update
+// staging and for output snapshots, and the constants in device memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "exec/cpu/plan.hpp"
+#include "exec/cuda/handles.hpp"
+
+namespace synk::cuda {
+
+struct CudaPlan {
+  cpu::Plan p;                          // schedule, shapes, arena offsets
+  int64_t work_offset = 0;              // conv workspace (bytes into the arena)
+  std::vector<int64_t> conv_chunk;      // per step: images per im2col chunk
+  std::vector<int64_t> input_offset;    // per function input
+  std::vector<int64_t> stage_offset;    // per p.copies entry, -1: not staged
+  std::vector<int64_t> snapshot_offset; // per output, -1: read in place
+  std::vector<uint64_t> dropout_key;    // per step: call-independent key part
+  int64_t arena_bytes = 0;
+  DeviceBuffer consts;
+  bool has_xent = false;                // reads the bad-label word after a call
+  bool warm = false;                    // ran once eagerly (before capture)
+  GraphExec exec;                       // captured work (graphs on)
+  uint64_t exec_gen = 0;                // arena generation it was captured for
+};
+
+// What one call's work is enqueued with.
+struct ExecContext {
+  cudaStream_t stream = nullptr;
+  const Blas* blas = nullptr;
+  uint8_t* arena = nullptr;
+  unsigned long long* counter = nullptr;  // dropout call counter (device)
+  unsigned long long* bad_row = nullptr;  // first out-of-range label row (device)
+  const std::string* function = nullptr;  // for error messages
+  bool sync_each_step = false;
+};
+
+// Device layout of a compiled CPU plan. Allocates the constants on the
+// current device.
+CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
+                        int rank);
+
+// Points p.ptr at this call's storage: arena, input slots, variables
+// (var_ptr by node id), constants.
+void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr);
+
+// Enqueues the whole call after the inputs are in place: every step, the
+// output snapshots, the update copies and the dropout counter increment.
+// Errors name the function, op and node.
+void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
+
+}  // namespace synk::cuda

@@ -1,0 +1,395 @@
+// exec/cuda/session.cpp — synk::CudaSession and synk::CudaFunction: the
+// GPU counterpart of session.cpp.
+//
+// Variables live in device memory (one buffer each, so their addresses
+// never change and captured graphs stay valid). One device arena, sized to
+// the largest plan, is shared by every compiled function: calls are
+// sequential on one stream. A call copies its inputs into the plan's input
+// slots, launches the plan's CUDA graph (captured on the first call per
+// batch size, and again if the arena had to grow since), copies the outputs
+// back and synchronises once. Without CUDA the class exists and its
+// constructor throws.
+#include "synk/config.hpp"
+#include "synk/cuda_session.hpp"
+#include "synk/error.hpp"
+
+#if SYNK_HAVE_CUDA
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include "exec/cuda/executor.hpp"
+
+namespace synk {
+
+namespace {
+
+struct FunctionState {
+  FunctionDef def;
+  std::map<int64_t, std::unique_ptr<cuda::CudaPlan>> plans;  // by batch size (-1: none)
+};
+
+std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
+
+constexpr unsigned long long kNoBadRow = ~0ull;
+
+}  // namespace
+
+struct CudaSession::Impl {
+  const Graph* g = nullptr;
+  CudaSessionOptions opts;
+  // Declaration order is destruction order reversed: the stream outlives
+  // the cuBLAS handle and every plan's graph.
+  std::unique_ptr<cuda::Stream> stream;
+  std::unique_ptr<cuda::Blas> blas;
+  std::vector<cuda::DeviceBuffer> vars;  // by node id; empty for non-variables
+  std::vector<void*> var_ptr;            // by node id
+  std::unordered_map<std::string, int32_t> var_names;
+  size_t scanned = 0;
+  cuda::DeviceBuffer arena;
+  uint64_t arena_gen = 0;
+  cuda::DeviceBuffer counter;  // unsigned long long: calls so far (dropout)
+  cuda::DeviceBuffer bad_row;  // unsigned long long: first bad label row
+  uint64_t captures = 0;
+  std::vector<FunctionState> fns;
+
+  cudaStream_t s() const { return stream->get(); }
+
+  void ensure_variables() {
+    const auto& nodes = g->nodes();
+    if (scanned == nodes.size()) return;
+    vars.resize(nodes.size());
+    var_ptr.assign(nodes.size(), nullptr);
+    for (size_t id = scanned; id < nodes.size(); ++id) {
+      const Node& n = nodes[id];
+      if (n.op != Op::Variable) continue;
+      if (has_batch(n.shape))
+        throw ShapeError("variable '" + n.name + "' has a batch dim in its shape " + to_string(n.shape));
+      Array host(n.dtype, n.shape);
+      if (host.numel() > 0) initial_value(n, static_cast<int32_t>(id), opts.seed, host.raw());
+      cuda::DeviceBuffer buf(std::max<size_t>(host.nbytes(), 4));
+      if (host.nbytes() > 0)
+        SYNK_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, s()));
+      stream->synchronize();  // the host array goes out of scope
+      vars[id] = std::move(buf);
+      var_names[n.name] = static_cast<int32_t>(id);
+    }
+    for (size_t id = 0; id < nodes.size(); ++id) var_ptr[id] = vars[id].data();
+    scanned = nodes.size();
+  }
+
+  int32_t find_variable(const std::string& name, const char* who) {
+    ensure_variables();
+    auto it = var_names.find(name);
+    if (it == var_names.end()) throw ArgumentError(std::string(who) + ": no variable named '" + name + "'");
+    return it->second;
+  }
+
+  // Grows the arena; captured graphs of the old arena are re-captured
+  // before their next launch (arena_gen).
+  void reserve_arena(int64_t bytes) {
+    if (static_cast<size_t>(bytes) <= arena.bytes()) return;
+    stream->synchronize();
+    arena = cuda::DeviceBuffer();  // free first: the old and new need not fit together
+    arena = cuda::DeviceBuffer(static_cast<size_t>(bytes));
+    ++arena_gen;
+  }
+
+  int64_t check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
+  void check_labels(const cuda::CudaPlan& cp, const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs);
+};
+
+// Same rules and messages as the CPU Session; returns the batch size (-1
+// when no input has a batch dim).
+int64_t CudaSession::Impl::check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const {
+  const auto& nodes = g->nodes();
+  if (inputs.size() != def.inputs.size())
+    throw ArgumentError(fn_label(def) + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
+                        std::to_string(inputs.size()));
+  int64_t b = -1;
+  std::string b_from;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Node& n = nodes[static_cast<size_t>(def.inputs[i])];
+    const ArrayView& v = inputs[i];
+    if (v.dtype != n.dtype)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has dtype " + dtype_name(v.dtype) +
+                          ", expected " + dtype_name(n.dtype));
+    bool ok = v.shape.size() == n.shape.size();
+    for (size_t d = 0; ok && d < v.shape.size(); ++d) {
+      if (v.shape[d] < 0) ok = false;
+      else if (n.shape[d] != batch && n.shape[d] != v.shape[d]) ok = false;
+    }
+    if (!ok)
+      throw ShapeError(fn_label(def) + ": input '" + n.name + "' has shape " + to_string(v.shape) + ", expected " +
+                       to_string(n.shape));
+    for (size_t d = 0; d < v.shape.size(); ++d) {
+      if (n.shape[d] != batch) continue;
+      if (b < 0) {
+        b = v.shape[d];
+        b_from = n.name;
+      } else if (v.shape[d] != b) {
+        throw ShapeError(fn_label(def) + ": input '" + n.name + "' has batch size " + std::to_string(v.shape[d]) +
+                         " but input '" + b_from + "' has " + std::to_string(b));
+      }
+    }
+    if (v.data == nullptr && v.numel() > 0)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has no data");
+  }
+  return b;
+}
+
+// Labels that come straight from an input are checked on the host before
+// anything runs, so a bad call changes no variable (as on the CPU). Labels
+// computed on the device are checked by the kernels (bad_row).
+void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef& def,
+                                     const std::vector<ArrayView>& inputs) const {
+  for (const cpu::Step& s : cp.p.steps) {
+    if (s.op != Op::SoftmaxCrossEntropy && s.op != Op::SoftmaxCrossEntropyGrad) continue;
+    const cpu::ValueLoc& l = cp.p.loc[static_cast<size_t>(s.in[1])];
+    if (l.kind != cpu::Loc::Input) continue;
+    const ArrayView& v = inputs[static_cast<size_t>(l.index)];
+    const auto* lab = static_cast<const int32_t*>(v.data);
+    for (int64_t i = 0; i < s.mm_m; ++i)
+      if (lab[i] < 0 || lab[i] >= s.mm_n)
+        throw ArgumentError(fn_label(def) + ": " + op_name(s.op) + " (node " + std::to_string(s.node) + "): label " +
+                            std::to_string(lab[i]) + " at row " + std::to_string(i) + " is outside [0, " +
+                            std::to_string(s.mm_n) + ")");
+  }
+}
+
+std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayView>& inputs) {
+  FunctionState& f = fns.at(static_cast<size_t>(index));
+  const FunctionDef& def = f.def;
+  const auto& nodes = g->nodes();
+  const int64_t b = check_inputs(def, inputs);
+  cuda::DeviceScope scope(opts.device);
+  ensure_variables();
+
+  // ---- plan for this batch size ----------------------------------------------------
+  auto it = f.plans.find(b);
+  if (it == f.plans.end()) {
+    cpu::Plan plan = cpu::compile(nodes, def, b, cpu::default_compile_options());
+    auto cp = std::make_unique<cuda::CudaPlan>(cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, opts.rank));
+    it = f.plans.emplace(b, std::move(cp)).first;
+  }
+  cuda::CudaPlan& cp = *it->second;
+  check_labels(cp, def, inputs);
+  reserve_arena(cp.arena_bytes);
+  auto* base = static_cast<uint8_t*>(arena.data());
+  cuda::bind(cp, base, var_ptr.data());
+
+  cuda::ExecContext cx;
+  cx.stream = s();
+  cx.blas = blas.get();
+  cx.arena = base;
+  cx.counter = static_cast<unsigned long long*>(counter.data());
+  cx.bad_row = static_cast<unsigned long long*>(bad_row.data());
+  cx.function = &def.name;
+  cx.sync_each_step = opts.sync_each_step;
+
+  try {
+    // ---- inputs into their slots ---------------------------------------------------
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const size_t bytes = static_cast<size_t>(inputs[i].numel()) * dtype_size(inputs[i].dtype);
+      if (bytes > 0)
+        SYNK_CUDA_CHECK(cudaMemcpyAsync(base + cp.input_offset[i], inputs[i].data, bytes, cudaMemcpyHostToDevice, s()));
+    }
+
+    // ---- the work: replayed graph, or enqueued directly ------------------------------
+    // The first call of a plan runs eagerly: it loads kernels and lets
+    // cuBLAS settle before anything is captured. Later calls capture once
+    // and replay.
+    const bool replay = opts.graphs && !opts.sync_each_step && cp.warm;
+    if (replay) {
+      if (cp.exec.empty() || cp.exec_gen != arena_gen) {
+        cp.exec.reset();
+        cp.exec = cuda::capture(s(), [&] { cuda::enqueue(cp, nodes, cx); });
+        cp.exec_gen = arena_gen;
+        ++captures;
+      }
+      SYNK_CUDA_CHECK(cudaGraphLaunch(cp.exec.get(), s()));
+    } else {
+      cuda::enqueue(cp, nodes, cx);
+      cp.warm = true;
+    }
+
+    // ---- outputs back ----------------------------------------------------------------
+    std::vector<Array> outs;
+    outs.reserve(cp.p.outputs.size());
+    for (size_t i = 0; i < cp.p.outputs.size(); ++i) {
+      const int32_t id = cp.p.outputs[i];
+      Array a(nodes[static_cast<size_t>(id)].dtype, cp.p.shapes[static_cast<size_t>(id)]);
+      const void* src = cp.snapshot_offset[i] >= 0 ? base + cp.snapshot_offset[i] : cp.p.ptr[static_cast<size_t>(id)];
+      if (a.nbytes() > 0) SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), src, a.nbytes(), cudaMemcpyDeviceToHost, s()));
+      outs.push_back(std::move(a));
+    }
+    unsigned long long bad = kNoBadRow;
+    if (cp.has_xent)
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(&bad, bad_row.data(), sizeof(bad), cudaMemcpyDeviceToHost, s()));
+    stream->synchronize();
+    if (bad != kNoBadRow) {
+      const unsigned long long none = kNoBadRow;
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(bad_row.data(), &none, sizeof(none), cudaMemcpyHostToDevice, s()));
+      stream->synchronize();
+      throw ArgumentError(fn_label(def) + ": SoftmaxCrossEntropy on the GPU: a computed label at row " +
+                          std::to_string(bad) + " is out of range (results of this call are invalid)");
+    }
+    return outs;
+  } catch (const ArgumentError&) {
+    throw;
+  } catch (const BackendError& e) {
+    const std::string what = e.what();
+    if (what.rfind("function '", 0) == 0) throw;
+    throw BackendError(fn_label(def) + " on device " + std::to_string(opts.device) + ": " + what);
+  }
+}
+
+// ---- CudaFunction ------------------------------------------------------------------------
+
+std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>& inputs) const {
+  if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
+  return s_->impl_->call(index_, inputs);
+}
+
+const FunctionDef& CudaFunction::def() const {
+  if (!s_) throw ArgumentError("def() of an empty synk::CudaFunction");
+  return s_->impl_->fns.at(static_cast<size_t>(index_)).def;
+}
+
+// ---- CudaSession ----------------------------------------------------------------------------
+
+bool CudaSession::available() noexcept { return cuda::device_count() > 0; }
+
+CudaSession::CudaSession(const Graph& g, CudaSessionOptions opts) : impl_(std::make_unique<Impl>()) {
+  const int count = cuda::device_count();
+  if (count == 0) throw BackendError("CudaSession: no CUDA device is visible (synk::cuda::device_count() == 0)");
+  if (opts.device < 0 || opts.device >= count)
+    throw ArgumentError("CudaSessionOptions::device = " + std::to_string(opts.device) + " but " +
+                        std::to_string(count) + " CUDA device(s) are visible");
+  impl_->g = &g;
+  impl_->opts = opts;
+  cuda::DeviceScope scope(opts.device);
+  impl_->stream = std::make_unique<cuda::Stream>();
+  impl_->blas = std::make_unique<cuda::Blas>(impl_->s(), opts.tf32);
+  impl_->counter = cuda::DeviceBuffer(sizeof(unsigned long long));
+  impl_->bad_row = cuda::DeviceBuffer(sizeof(unsigned long long));
+  SYNK_CUDA_CHECK(cudaMemsetAsync(impl_->counter.data(), 0, sizeof(unsigned long long), impl_->s()));
+  SYNK_CUDA_CHECK(cudaMemsetAsync(impl_->bad_row.data(), 0xff, sizeof(unsigned long long), impl_->s()));
+  impl_->ensure_variables();
+  impl_->stream->synchronize();
+}
+
+CudaSession::~CudaSession() {
+  // Handles and memory are released on the session's device.
+  int prev = -1;
+  const bool have_prev = cudaGetDevice(&prev) == cudaSuccess;
+  if (have_prev && prev != impl_->opts.device) (void)cudaSetDevice(impl_->opts.device);
+  // A call that failed half-way may have left work queued on the stream.
+  if (impl_->stream) (void)cudaStreamSynchronize(impl_->stream->get());
+  impl_.reset();
+  if (have_prev && prev != -1) (void)cudaSetDevice(prev);
+  (void)cudaGetLastError();
+}
+
+CudaFunction CudaSession::function(const FunctionSpec& spec) {
+  auto same_graph = [&](const Tensor& t) { return t.valid() && &t.graph() == impl_->g; };
+  for (const Tensor& t : spec.inputs)
+    if (!same_graph(t)) throw ArgumentError("function '" + spec.name + "': an input is not a tensor of this session's graph");
+  for (const OutputSpec& o : spec.outputs)
+    if (!same_graph(o.value)) throw ArgumentError("function '" + spec.name + "': an output is not a tensor of this session's graph");
+  for (const Update& u : spec.updates)
+    if (!same_graph(u.variable) || !same_graph(u.value))
+      throw ArgumentError("function '" + spec.name + "': an update is not of this session's graph");
+  return function(make_function_def(spec));
+}
+
+CudaFunction CudaSession::function(const FunctionDef& def) {
+  validate_function_def(impl_->g->nodes(), def);
+  cuda::DeviceScope scope(impl_->opts.device);
+  impl_->ensure_variables();
+  impl_->fns.push_back(FunctionState{def, {}});
+  return CudaFunction(this, static_cast<int>(impl_->fns.size() - 1));
+}
+
+Array CudaSession::get(const std::string& name) const {
+  cuda::DeviceScope scope(impl_->opts.device);
+  const int32_t id = impl_->find_variable(name, "CudaSession::get");
+  const Node& n = impl_->g->node(id);
+  Array a(n.dtype, n.shape);
+  impl_->stream->synchronize();
+  if (a.nbytes() > 0)
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), impl_->var_ptr[static_cast<size_t>(id)], a.nbytes(),
+                                    cudaMemcpyDeviceToHost, impl_->s()));
+  impl_->stream->synchronize();
+  return a;
+}
+
+void CudaSession::set(const std::string& name, const ArrayView& value) {
+  cuda::DeviceScope scope(impl_->opts.device);
+  const int32_t id = impl_->find_variable(name, "CudaSession::set");
+  const Node& n = impl_->g->node(id);
+  if (value.dtype != n.dtype)
+    throw ArgumentError("CudaSession::set: variable '" + name + "' has dtype " + dtype_name(n.dtype) + ", got " +
+                        dtype_name(value.dtype));
+  if (value.shape != n.shape)
+    throw ShapeError("CudaSession::set: variable '" + name + "' has shape " + to_string(n.shape) + ", got " +
+                     to_string(value.shape));
+  const size_t bytes = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+  if (bytes == 0) return;
+  if (!value.data) throw ArgumentError("CudaSession::set: value for '" + name + "' has no data");
+  impl_->stream->synchronize();
+  SYNK_CUDA_CHECK(cudaMemcpyAsync(impl_->var_ptr[static_cast<size_t>(id)], value.data, bytes, cudaMemcpyHostToDevice,
+                                  impl_->s()));
+  impl_->stream->synchronize();
+}
+
+void* CudaSession::variable_data(int32_t node_id) {
+  cuda::DeviceScope scope(impl_->opts.device);
+  impl_->ensure_variables();
+  if (node_id < 0 || static_cast<size_t>(node_id) >= impl_->vars.size() || impl_->g->node(node_id).op != Op::Variable)
+    throw ArgumentError("CudaSession::variable_data: node " + std::to_string(node_id) + " is not a variable");
+  return impl_->var_ptr[static_cast<size_t>(node_id)];
+}
+
+const Graph& CudaSession::graph() const { return *impl_->g; }
+int CudaSession::device() const { return impl_->opts.device; }
+const CudaSessionOptions& CudaSession::options() const { return impl_->opts; }
+size_t CudaSession::scratch_bytes() const { return impl_->arena.bytes(); }
+uint64_t CudaSession::graph_captures() const { return impl_->captures; }
+
+}  // namespace synk
+
+#else  // !SYNK_HAVE_CUDA: the API exists, construction says why it cannot work.
+
+namespace synk {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  throw BackendError("CudaSession: synk was built without CUDA (SYNK_WITH_CUDA=OFF or no toolkit found)");
+}
+}  // namespace
+
+struct CudaSession::Impl {};
+
+std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&) const { no_cuda(); }
+const FunctionDef& CudaFunction::def() const { no_cuda(); }
+bool CudaSession::available() noexcept { return false; }
+CudaSession::CudaSession(const Graph&, CudaSessionOptions) { no_cuda(); }
+CudaSession::~CudaSession() = default;
+CudaFunction CudaSession::function(const FunctionSpec&) { no_cuda(); }
+CudaFunction CudaSession::function(const FunctionDef&) { no_cuda(); }
+Array CudaSession::get(const std::string&) const { no_cuda(); }
+void CudaSession::set(const std::string&, const ArrayView&) { no_cuda(); }
+void* CudaSession::variable_data(int32_t) { no_cuda(); }
+const Graph& CudaSession::graph() const { no_cuda(); }
+int CudaSession::device() const { no_cuda(); }
+const CudaSessionOptions& CudaSession::options() const { no_cuda(); }
+size_t CudaSession::scratch_bytes() const { no_cuda(); }
+uint64_t CudaSession::graph_captures() const { no_cuda(); }
+
+}  // namespace synk
+
+#endif  // SYNK_HAVE_CUDA

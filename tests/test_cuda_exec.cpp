@@ -1,0 +1,564 @@
+// test_cuda_exec.cpp — the CUDA graph executor (synk::CudaSession) against
+// the CPU Session, the reference: every op, gradients, CUDA-graph replay,
+// dropout masks (bit for bit), update semantics, bad inputs, and a short
+// training run.
+//
+// Suites named Gpu* need a device: CMake labels them `gpu` and they skip
+// with a reason where there is none (or where synk is built without CUDA).
+// Floats compare with |gpu - cpu| <= atol + rtol * |cpu|; integers exactly.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "synk/cuda_session.hpp"
+#include "synk/synk.hpp"
+
+using namespace synk;
+
+namespace {
+
+#define SYNK_REQUIRE_GPU()                                                                     \
+  do {                                                                                         \
+    if (!CudaSession::available())                                                             \
+      GTEST_SKIP() << "no CUDA device (or synk built without CUDA): CudaSession unavailable"; \
+  } while (0)
+
+Array rnd(Shape shape, float lo, float hi, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(static_cast<size_t>(numel(shape)));
+  for (float& x : v) x = d(gen);
+  return Array::from(v, std::move(shape));
+}
+
+Array rnd_int(Shape shape, int lo, int hi, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> d(lo, hi);
+  std::vector<int32_t> v(static_cast<size_t>(numel(shape)));
+  for (int32_t& x : v) x = d(gen);
+  return Array::from(v, std::move(shape));
+}
+
+// Small integers stored as floats, so that equality comparisons hit.
+Array rnd_int_f32(Shape shape, int lo, int hi, uint32_t seed) {
+  Array a = rnd_int(shape, lo, hi, seed);
+  std::vector<float> v;
+  for (int32_t x : a.to_vector<int32_t>()) v.push_back(static_cast<float>(x));
+  return Array::from(v, std::move(shape));
+}
+
+void expect_close(const Array& ref, const Array& got, float atol, float rtol, const std::string& what) {
+  ASSERT_EQ(ref.dtype(), got.dtype()) << what;
+  ASSERT_EQ(ref.shape(), got.shape()) << what;
+  if (ref.dtype() == i32) {
+    auto r = ref.to_vector<int32_t>(), g = got.to_vector<int32_t>();
+    for (size_t i = 0; i < r.size(); ++i) ASSERT_EQ(r[i], g[i]) << what << " element " << i;
+    return;
+  }
+  auto r = ref.to_vector<float>(), g = got.to_vector<float>();
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (std::isnan(r[i])) {
+      ASSERT_TRUE(std::isnan(g[i])) << what << " element " << i << ": cpu NaN, gpu " << g[i];
+      continue;
+    }
+    if (std::isinf(r[i])) {
+      ASSERT_EQ(r[i], g[i]) << what << " element " << i;
+      continue;
+    }
+    ASSERT_LE(std::fabs(g[i] - r[i]), atol + rtol * std::fabs(r[i]))
+        << what << " element " << i << ": cpu " << r[i] << ", gpu " << g[i];
+  }
+}
+
+// A function of a graph, the values of its inputs and the tolerances.
+struct Built {
+  std::vector<Tensor> inputs;
+  std::vector<Tensor> outputs;
+  std::vector<Array> values;
+};
+
+struct OpCase {
+  std::string name;
+  std::function<void(Graph&, Built&)> build;
+  float atol = 1e-5f, rtol = 1e-4f;
+};
+void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
+
+constexpr int64_t B = 5;  // batch rows: odd, small
+
+Tensor var(Graph& g, const std::string& name, Shape s, float lo = -1.f, float hi = 1.f) {
+  return g.variable(name, std::move(s), Init::uniform(lo, hi));
+}
+
+std::vector<OpCase> op_cases() {
+  std::vector<OpCase> cs;
+  auto add = [&](std::string name, std::function<void(Graph&, Built&)> f, float atol = 1e-5f, float rtol = 1e-4f) {
+    cs.push_back({std::move(name), std::move(f), atol, rtol});
+  };
+  // One f32 input x of shape [B, 3, 4] and its values.
+  auto x34 = [](Graph& g, Built& b, float lo = -2.f, float hi = 2.f) {
+    Tensor x = g.input("x", f32, {batch, 3, 4});
+    b.inputs.push_back(x);
+    b.values.push_back(rnd({B, 3, 4}, lo, hi, 11));
+    return x;
+  };
+
+  // ---- elementwise ----
+  add("AddSubBroadcast", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    b.outputs = {x + var(g, "v", {4}), x - var(g, "w", {3, 1}), var(g, "u", {3, 1}) + var(g, "r", {1, 4})};
+  });
+  add("MulDivScalar", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    b.outputs = {x * 2.5f, x / var(g, "d", {3, 4}, 0.5f, 2.f), 1.f / (x * x + 1.f), x * var(g, "m", {4})};
+  });
+  add("EqualF32AndI32", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 6});
+    Tensor y = g.input("y", f32, {batch, 6});
+    Tensor p = g.input("p", i32, {batch, 6});
+    Tensor q = g.input("q", i32, {6});
+    b.inputs = {x, y, p, q};
+    b.values = {rnd_int_f32({B, 6}, 0, 2, 1), rnd_int_f32({B, 6}, 0, 2, 2), rnd_int({B, 6}, 0, 2, 3),
+                rnd_int({6}, 0, 2, 4)};
+    b.outputs = {equal(x, y), equal(p, q)};
+  });
+  add("UnaryMath", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    b.outputs = {neg(x), relu(x), synk::tanh(x), sigmoid(x), synk::exp(x), square(x),
+                 synk::pow(x, 3.f), synk::pow(x, 2.f), synk::pow(x, 1.f)};
+  });
+  add("UnaryPositive", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b, 0.1f, 3.f);
+    b.outputs = {synk::log(x), synk::sqrt(x), synk::pow(x, 0.5f), synk::pow(x, -1.f), synk::pow(x, 1.7f)};
+  });
+  add("IntArithmetic", [=](Graph& g, Built& b) {
+    Tensor p = g.input("p", i32, {batch, 7});
+    Tensor q = g.input("q", i32, {batch, 7});
+    b.inputs = {p, q};
+    b.values = {rnd_int({B, 7}, -9, 9, 5), rnd_int({B, 7}, -3, 3, 6)};  // q has zeros: x/0 = 0
+    b.outputs = {p + q, p - q, p * q, p / q, -p};
+  });
+  add("Cast", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b, -5.f, 5.f);
+    Tensor p = g.input("p", i32, {batch, 3});
+    b.inputs.push_back(p);
+    b.values.push_back(rnd_int({B, 3}, -100, 100, 7));
+    b.outputs = {cast(x, i32), cast(p, f32), cast(x, f32)};
+  });
+  add("ReluGradAndBroadcastMean", [=](Graph& g, Built& b) {
+    // Backward of relu (ReluGrad) and of mean (BroadcastTo with its flag).
+    Tensor v = var(g, "v", {4, 6});
+    Tensor w = var(g, "w", {6});
+    Tensor l = sum(mean(relu(v) * w, {1})) + mean(v);
+    b.outputs = grad(l, {v, w});
+  });
+  add("BroadcastTo", [=](Graph& g, Built& b) {
+    b.outputs = {broadcast_to(var(g, "v", {3, 1}), {2, 3, 4}), broadcast_to(var(g, "w", {4}), {3, 4})};
+  });
+
+  // ---- reductions ----
+  add("Reductions", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    b.outputs = {sum(x), sum(x, {0}), mean(x, {1}, true), synk::max(x, {0, 2}), synk::max(x),
+                 mean(x, {-1}), sum(x, {0, 1, 2}, true)};
+  });
+  add("LongReductions", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 3001});
+    b.inputs = {x};
+    b.values = {rnd({B, 3001}, -1.f, 1.f, 8)};
+    b.outputs = {sum(x), mean(x, {1}), synk::max(x, {1}), sum(x, {0})};
+  }, 1e-4f, 1e-4f);
+  add("IntReductions", [=](Graph& g, Built& b) {
+    Tensor p = g.input("p", i32, {batch, 3, 4});
+    b.inputs = {p};
+    b.values = {rnd_int({B, 3, 4}, -50, 50, 9)};
+    b.outputs = {sum(p), sum(p, {1}), synk::max(p, {0, 2}), sum(p, {0, 2}, true)};
+  });
+  add("Argmax", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor y = g.input("y", f32, {batch, 7});
+    Tensor p = g.input("p", i32, {batch, 7});
+    b.inputs.push_back(y);
+    b.inputs.push_back(p);
+    b.values.push_back(rnd_int_f32({B, 7}, 0, 3, 12));  // ties: the first maximum wins
+    b.values.push_back(rnd_int({B, 7}, 0, 3, 13));
+    b.outputs = {argmax(x, 1), argmax(x, 0), argmax(x, -1), argmax(y, 1), argmax(p, 1)};
+  });
+
+  // ---- layout ----
+  add("ReshapeTranspose", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    b.outputs = {transpose(x, {2, 0, 1}), transpose(reshape(x, {batch, 12})), flatten(x) * 1.f,
+                 transpose(x, {0, 2, 1}) + 1.f};
+  });
+
+  // ---- linear algebra ----
+  add("MatMul", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 6});
+    b.inputs = {x};
+    b.values = {rnd({B, 6}, -1.f, 1.f, 14)};
+    Tensor W = var(g, "W", {6, 4}), Wt = var(g, "Wt", {4, 6});
+    Tensor A = var(g, "A", {6, 5}), C = var(g, "C", {7, 6});
+    b.outputs = {matmul(x, W), matmul(x, Wt, false, true), matmul(A, C, true, true), matmul(A, x, true, true),
+                 matmul(x, matmul(x, W), true, false)};
+  }, 1e-5f, 1e-4f);
+  add("DenseBiasReluFused", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 6});
+    b.inputs = {x};
+    b.values = {rnd({B, 6}, -1.f, 1.f, 15)};
+    auto d = nn::dense(g, "d", 6, 9, Init::glorot_uniform(), Init::uniform(-0.5f, 0.5f));
+    auto e = nn::dense(g, "e", 9, 3, Init::glorot_uniform(), Init::uniform(-0.5f, 0.5f));
+    b.outputs = {e(relu(d(x)))};
+  });
+
+  // ---- nn ----
+  add("Softmax", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b, -4.f, 4.f);
+    b.outputs = {softmax(x), softmax(x, 1), log_softmax(x), log_softmax(x, 0)};
+  });
+  add("SoftmaxCrossEntropyAndGrad", [=](Graph& g, Built& b) {
+    Tensor y = g.input("y", i32, {B});
+    b.inputs = {y};
+    b.values = {rnd_int({B}, 0, 9, 16)};
+    Tensor logits = var(g, "logits", {B, 10}, -3.f, 3.f);
+    Tensor l = softmax_cross_entropy(logits, y);
+    b.outputs = {l, grad(mean(l), {logits})[0]};
+  });
+  add("Conv2d", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 3, 9, 8});
+    b.inputs = {x};
+    b.values = {rnd({B, 3, 9, 8}, -1.f, 1.f, 17)};
+    Tensor W = var(g, "W", {4, 3, 3, 3}), W1 = var(g, "W1", {2, 3, 1, 1});
+    b.outputs = {conv2d(x, W), conv2d(x, W, {.stride = 2, .padding = 1}), conv2d(x, W1)};
+  }, 1e-4f, 1e-4f);
+  add("Conv2dBiasReluFused", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 2, 8, 8});
+    b.inputs = {x};
+    b.values = {rnd({B, 2, 8, 8}, -1.f, 1.f, 18)};
+    auto c = nn::conv2d(g, "c", 2, 5, 3, {.stride = 1, .padding = 1}, Init::glorot_uniform(),
+                        Init::uniform(-0.5f, 0.5f));
+    b.outputs = {relu(c(x))};
+  }, 1e-4f, 1e-4f);
+  add("Conv2dGrads", [=](Graph& g, Built& b) {
+    Tensor X = var(g, "X", {3, 3, 7, 6}), W = var(g, "W", {4, 3, 3, 3}), W1 = var(g, "W1", {2, 3, 1, 1});
+    Tensor w = var(g, "w", {3, 4, 4, 3}), w1 = var(g, "w1", {3, 2, 7, 6});
+    Tensor l = sum(conv2d(X, W, {.stride = 2, .padding = 1}) * w) + sum(conv2d(X, W1) * w1);
+    b.outputs = grad(l, {X, W, W1});
+  }, 1e-4f, 1e-4f);
+  add("MaxPool", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 2, 6, 7});
+    b.inputs = {x};
+    b.values = {rnd({B, 2, 6, 7}, -1.f, 1.f, 19)};
+    b.outputs = {max_pool2d(x, 2), max_pool2d(x, 3, 2, 1), max_pool2d(x, 2, 1)};
+  });
+  add("MaxPoolGrads", [=](Graph& g, Built& b) {
+    Tensor X = var(g, "X", {2, 3, 7, 6});
+    Tensor w2 = var(g, "w2", {2, 3, 3, 3}), w3 = var(g, "w3", {2, 3, 4, 3}), w4 = var(g, "w4", {2, 3, 6, 5});
+    Tensor l = sum(max_pool2d(X, 2) * w2) + sum(max_pool2d(X, 3, 2, 1) * w3) + sum(max_pool2d(X, 2, 1) * w4);
+    b.outputs = grad(l, {X});
+  });
+  add("DropoutMaskBitIdentical", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 1000});
+    b.inputs = {x};
+    b.values = {Array::from(std::vector<float>(static_cast<size_t>(B) * 1000, 1.f), {B, 1000})};
+    b.outputs = {dropout(x, 0.3f), dropout(x, 0.5f), dropout(x, 0.f), dropout(x, 0.3f, true)};
+  }, 0.f, 0.f);
+  return cs;
+}
+
+// Runs `spec` on the CPU and the GPU with one seed; returns both outputs.
+// `calls` calls on each side; the last outputs are returned.
+std::pair<std::vector<Array>, std::vector<Array>> run_both(Graph& g, const FunctionSpec& spec,
+                                                           const std::vector<Array>& values,
+                                                           CudaSessionOptions gopts = {}, int calls = 1) {
+  std::vector<ArrayView> views(values.begin(), values.end());
+  Session cpu(g, {.seed = 21});
+  gopts.seed = 21;
+  CudaSession gpu(g, gopts);
+  auto fc = cpu.function(spec);
+  auto fg = gpu.function(spec);
+  std::vector<Array> rc, rg;
+  for (int i = 0; i < calls; ++i) {
+    rc = fc(views);
+    rg = fg(views);
+  }
+  return {std::move(rc), std::move(rg)};
+}
+
+class GpuOps : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(GpuOps, MatchesCpu) {
+  SYNK_REQUIRE_GPU();
+  const OpCase& c = GetParam();
+  for (bool graphs : {true, false}) {
+    Graph g;
+    Built b;
+    c.build(g, b);
+    FunctionSpec spec{.name = c.name, .inputs = b.inputs, .outputs = {}, .updates = {}};
+    for (const Tensor& t : b.outputs) spec.outputs.emplace_back(t);
+    // Three calls on each side: eager warm-up, capture, replay (the same
+    // call count keeps dropout masks in step).
+    auto [ref, got] = run_both(g, spec, b.values, {.graphs = graphs}, 3);
+    ASSERT_EQ(ref.size(), got.size());
+    for (size_t i = 0; i < ref.size(); ++i)
+      expect_close(ref[i], got[i], c.atol, c.rtol,
+                   c.name + " output " + std::to_string(i) + (graphs ? " (graph)" : " (eager)"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GpuOps, ::testing::ValuesIn(op_cases()),
+                         [](const ::testing::TestParamInfo<OpCase>& i) { return i.param.name; });
+
+// A small CNN + MLP with dropout: the model of the training tests.
+struct Net {
+  Graph g;
+  Tensor x, y, loss, acc;
+  std::vector<Tensor> params, grads;
+  std::vector<Update> updates;
+  explicit Net(float drop = 0.25f) {
+    x = g.input("x", f32, {batch, 1, 10, 10});
+    y = g.input("y", i32, {batch});
+    auto c1 = nn::conv2d(g, "c1", 1, 4, 3, {.stride = 1, .padding = 1});
+    auto d1 = nn::dense(g, "d1", 4 * 5 * 5, 16);
+    auto d2 = nn::dense(g, "d2", 16, 3);
+    Tensor h = max_pool2d(relu(c1(x)), 2);
+    Tensor logits = d2(dropout(relu(d1(flatten(h))), drop));
+    loss = mean(softmax_cross_entropy(logits, y));
+    acc = mean(cast(equal(argmax(logits, 1), y), f32));
+    params = {c1.W, c1.b, d1.W, d1.b, d2.W, d2.b};
+    grads = grad(loss, params);
+    updates = optim::nesterov(params, grads, {.lr = 0.05f, .momentum = 0.9f});
+  }
+};
+
+Array net_x(int64_t rows, uint32_t seed) { return rnd({rows, 1, 10, 10}, -1.f, 1.f, seed); }
+Array net_y(const Array& x) {
+  // A learnable label: which third of the image has the largest sum.
+  const float* v = x.data<float>();
+  const int64_t rows = x.shape()[0];
+  std::vector<int32_t> out(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    float s[3] = {0, 0, 0};
+    for (int64_t i = 0; i < 100; ++i) s[std::min<int64_t>(i / 34, 2)] += v[r * 100 + i];
+    out[static_cast<size_t>(r)] = s[0] >= s[1] && s[0] >= s[2] ? 0 : (s[1] >= s[2] ? 1 : 2);
+  }
+  return Array::from(out, {rows});
+}
+
+TEST(GpuGrad, NetworkGradientsMatchCpu) {
+  SYNK_REQUIRE_GPU();
+  Net n;
+  FunctionSpec spec{.name = "grads", .inputs = {n.x, n.y}, .outputs = {{n.loss}}, .updates = {}};
+  for (const Tensor& t : n.grads) spec.outputs.emplace_back(t);
+  Array x = net_x(9, 31);
+  auto [ref, got] = run_both(n.g, spec, {x, net_y(x)});
+  ASSERT_EQ(ref.size(), got.size());
+  for (size_t i = 0; i < ref.size(); ++i) expect_close(ref[i], got[i], 1e-4f, 1e-3f, "output " + std::to_string(i));
+}
+
+TEST(GpuGraphReplay, ReplayEqualsFirstCallAndEagerRun) {
+  SYNK_REQUIRE_GPU();
+  Net n(0.f);
+  FunctionSpec spec{.name = "eval", .inputs = {n.x, n.y}, .outputs = {{n.loss}, {n.acc}}, .updates = {}};
+  for (const Tensor& t : n.grads) spec.outputs.emplace_back(t);
+  Array x = net_x(7, 32), y = net_y(x);
+  CudaSession s(n.g, {.seed = 4});
+  auto f = s.function(spec);
+  auto warm = f({x, y});  // eager warm-up
+  EXPECT_EQ(s.graph_captures(), 0u);
+  auto first = f({x, y});  // captured, then launched
+  EXPECT_EQ(s.graph_captures(), 1u);
+  for (size_t k = 0; k < first.size(); ++k) expect_close(warm[k], first[k], 1e-6f, 1e-6f, "warm-up " + std::to_string(k));
+  for (int i = 0; i < 3; ++i) {
+    auto again = f({x, y});
+    ASSERT_EQ(again.size(), first.size());
+    for (size_t k = 0; k < first.size(); ++k) expect_close(first[k], again[k], 0.f, 0.f, "replay output " + std::to_string(k));
+  }
+  EXPECT_EQ(s.graph_captures(), 1u);  // replayed, not re-captured
+  // A new batch size gets its own graph; the old one still replays.
+  Array x3 = net_x(3, 33);
+  f({x3, net_y(x3)});
+  EXPECT_EQ(s.graph_captures(), 1u);
+  f({x3, net_y(x3)});
+  EXPECT_EQ(s.graph_captures(), 2u);
+  auto back = f({x, y});
+  for (size_t k = 0; k < first.size(); ++k) expect_close(first[k], back[k], 0.f, 0.f, "after resize " + std::to_string(k));
+
+  CudaSession eager(n.g, {.seed = 4, .graphs = false});
+  auto fe = eager.function(spec);
+  auto e = fe({x, y});
+  EXPECT_EQ(eager.graph_captures(), 0u);
+  for (size_t k = 0; k < first.size(); ++k) expect_close(first[k], e[k], 1e-6f, 1e-6f, "eager " + std::to_string(k));
+
+  CudaSession debug(n.g, {.seed = 4, .sync_each_step = true});
+  auto fd = debug.function(spec);
+  auto d = fd({x, y});
+  for (size_t k = 0; k < first.size(); ++k) expect_close(first[k], d[k], 1e-6f, 1e-6f, "sync_each_step " + std::to_string(k));
+}
+
+TEST(GpuGraphReplay, DropoutDrawsNewMasksPerCallLikeTheCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 257});
+  Tensor other = g.input("z", f32, {batch});
+  FunctionSpec drop{.name = "drop", .inputs = {x}, .outputs = {{dropout(x, 0.4f)}}, .updates = {}};
+  FunctionSpec plain{.name = "plain", .inputs = {other}, .outputs = {{other * 2.f}}, .updates = {}};
+  Array ones = Array::from(std::vector<float>(3 * 257, 1.f), {3, 257});
+  Array z = rnd({3}, -1.f, 1.f, 1);
+  Session cpu(g, {.seed = 8, .rank = 2});
+  CudaSession gpu(g, {.seed = 8, .rank = 2});
+  auto dc = cpu.function(drop), pc = cpu.function(plain);
+  auto dg = gpu.function(drop), pg = gpu.function(plain);
+  std::vector<float> prev;
+  for (int call = 0; call < 4; ++call) {
+    // Calls of other functions advance the counter too, on both devices.
+    if (call == 2) {
+      pc({z});
+      pg({z});
+    }
+    Array mc = dc({ones})[0], mg = dg({ones})[0];
+    expect_close(mc, mg, 0.f, 0.f, "mask of call " + std::to_string(call));
+    EXPECT_NE(mg.to_vector<float>(), prev) << "call " << call << " repeated the previous mask";
+    prev = mg.to_vector<float>();
+  }
+  EXPECT_EQ(gpu.graph_captures(), 1u);  // "drop" replays; "plain" ran once, eagerly
+}
+
+TEST(GpuTraining, ShortRunMatchesCpu) {
+  SYNK_REQUIRE_GPU();
+  Net n;
+  FunctionSpec spec{.name = "train", .inputs = {n.x, n.y}, .outputs = {{n.loss}, {n.acc}}, .updates = n.updates};
+  Session cpu(n.g, {.seed = 5});
+  CudaSession gpu(n.g, {.seed = 5});
+  auto tc = cpu.function(spec);
+  auto tg = gpu.function(spec);
+  const int64_t sizes[] = {16, 16, 9, 16, 1, 0, 16, 16, 16, 16};
+  float first = 0.f, last = 0.f;
+  for (int step = 0; step < 10; ++step) {
+    Array x = net_x(sizes[step], 100 + static_cast<uint32_t>(step)), y = net_y(x);
+    auto rc = tc({x, y});
+    auto rg = tg({x, y});
+    expect_close(rc[0], rg[0], 1e-4f, 1e-3f, "loss at step " + std::to_string(step));
+    if (step == 0) first = rg[0].scalar();
+    if (sizes[step] > 0) last = rg[0].scalar();
+  }
+  for (const Tensor& p : n.params) expect_close(cpu.get(p.name()), gpu.get(p.name()), 1e-4f, 1e-3f, p.name());
+  // Optimizer state too.
+  for (const Tensor& v : n.g.variables()) expect_close(cpu.get(v.name()), gpu.get(v.name()), 1e-4f, 1e-3f, v.name());
+  EXPECT_TRUE(std::isfinite(first) && std::isfinite(last));
+}
+
+TEST(GpuUpdates, SwapAndOutputsSeeOldValues) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor a = g.variable("a", {3}, Init::uniform(-1.f, 1.f));
+  Tensor b = g.variable("b", {3}, Init::uniform(-1.f, 1.f));
+  Tensor c = g.variable("c", {3}, Init::constant(1.f));
+  FunctionSpec spec{.name = "swap", .inputs = {}, .outputs = {{a}, {b}, {c}},
+                    .updates = {{a, b}, {b, a}, {c, c * 2.f}}};
+  Session cpu(g, {.seed = 1});
+  CudaSession gpu(g, {.seed = 1});
+  auto fc = cpu.function(spec);
+  auto fg = gpu.function(spec);
+  for (int i = 0; i < 3; ++i) {
+    auto rc = fc({}), rg = fg({});
+    for (size_t k = 0; k < rc.size(); ++k) expect_close(rc[k], rg[k], 0.f, 0.f, "call " + std::to_string(i));
+  }
+  for (const char* name : {"a", "b", "c"}) expect_close(cpu.get(name), gpu.get(name), 0.f, 0.f, name);
+}
+
+TEST(GpuSession, GetSetVariables) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor w = g.variable("w", {2, 3}, Init::glorot_uniform());
+  Session cpu(g, {.seed = 3});
+  CudaSession gpu(g, {.seed = 3});
+  expect_close(cpu.get("w"), gpu.get("w"), 0.f, 0.f, "initial value");
+  Array v = Array::from(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+  gpu.set("w", v);
+  expect_close(v, gpu.get("w"), 0.f, 0.f, "after set");
+  auto f = gpu.function({.name = "f", .inputs = {}, .outputs = {{sum(w)}}, .updates = {}});
+  EXPECT_EQ(f({})[0].scalar(), 21.f);
+  EXPECT_NE(gpu.variable_data(w.id()), nullptr);
+  EXPECT_THROW(gpu.get("nope"), ArgumentError);
+  EXPECT_THROW(gpu.set("w", Array::zeros(f32, {3, 2})), ShapeError);
+  EXPECT_THROW(gpu.set("w", Array::zeros(i32, {2, 3})), ArgumentError);
+}
+
+TEST(GpuSession, BadInputsThrowAndNextCallWorks) {
+  SYNK_REQUIRE_GPU();
+  Net n;
+  CudaSession gpu(n.g, {.seed = 2});
+  auto f = gpu.function({.name = "train", .inputs = {n.x, n.y}, .outputs = {{n.loss}}, .updates = n.updates});
+  Array x = net_x(4, 7), y = net_y(x);
+  EXPECT_THROW(f({x}), ArgumentError);
+  EXPECT_THROW(f({net_x(3, 1), y}), ShapeError);
+  Array bad = Array::from(std::vector<int32_t>{0, 1, 3, 2}, {4});
+  const Array before = gpu.get("d2/W");
+  try {
+    f({x, bad});
+    FAIL() << "an out-of-range label did not throw";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("label 3 at row 2"), std::string::npos) << e.what();
+  }
+  expect_close(before, gpu.get("d2/W"), 0.f, 0.f, "variables untouched by the refused call");
+  EXPECT_TRUE(std::isfinite(f({x, y})[0].scalar()));
+}
+
+TEST(GpuSession, Tf32MatmulIsClose) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 64});
+  Tensor W = g.variable("W", {64, 32}, Init::uniform(-1.f, 1.f));
+  FunctionSpec spec{.name = "mm", .inputs = {x}, .outputs = {{matmul(x, W)}}, .updates = {}};
+  auto [ref, got] = run_both(g, spec, {rnd({33, 64}, -1.f, 1.f, 3)}, {.tf32 = true});
+  expect_close(ref[0], got[0], 5e-2f, 1e-2f, "tf32 matmul");
+}
+
+// Keeps the GPU case table honest on machines without a GPU: every case
+// builds its graph and runs on the CPU reference.
+TEST(CudaExecCases, EveryOpCaseRunsOnTheCpu) {
+  for (const OpCase& c : op_cases()) {
+    Graph g;
+    Built b;
+    ASSERT_NO_THROW(c.build(g, b)) << c.name;
+    FunctionSpec spec{.name = c.name, .inputs = b.inputs, .outputs = {}, .updates = {}};
+    for (const Tensor& t : b.outputs) spec.outputs.emplace_back(t);
+    Session cpu(g, {.seed = 21});
+    auto f = cpu.function(spec);
+    std::vector<ArrayView> views(b.values.begin(), b.values.end());
+    std::vector<Array> out;
+    ASSERT_NO_THROW(out = f(views)) << c.name;
+    EXPECT_EQ(out.size(), b.outputs.size()) << c.name;
+  }
+}
+
+TEST(CudaExecCases, NetOfTheGpuTestsTrainsOnTheCpu) {
+  Net n;
+  Session cpu(n.g, {.seed = 5});
+  auto f = cpu.function({.name = "train", .inputs = {n.x, n.y}, .outputs = {{n.loss}, {n.acc}}, .updates = n.updates});
+  for (int64_t rows : {16, 1, 0}) {
+    Array x = net_x(rows, 1), y = net_y(x);
+    auto r = f({x, y});
+    ASSERT_EQ(r.size(), 2u);
+    if (rows > 0) EXPECT_TRUE(std::isfinite(r[0].scalar()));
+  }
+}
+
+TEST(CudaSessionNoDevice, ConstructorThrowsBackendError) {
+  if (CudaSession::available()) GTEST_SKIP() << "a CUDA device is present (the Gpu* suites cover it)";
+  Graph g;
+  g.variable("w", {2}, Init::zeros());
+  try {
+    CudaSession s(g);
+    FAIL() << "CudaSession constructed without a device";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("CudaSession"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
