@@ -205,3 +205,13 @@ TEST(GraphGrad, RejectsNonScalarLoss) {
   EXPECT_EQ(gs[0].shape(), W.shape());
   EXPECT_EQ(gs[1].shape(), (Shape{2}));
 }
+
+TEST(GraphShapes, HugeShapesAreRefusedNotWrapped) {
+  const Dim big = Dim{1} << 32;
+  EXPECT_THROW(numel({big, big}), ShapeError);
+  EXPECT_THROW(static_numel({batch, big, big}), ShapeError);
+  EXPECT_EQ(numel({big, 4}), big * 4);
+  Graph g;
+  EXPECT_THROW(g.variable("v", {big, big}), ShapeError);
+  EXPECT_THROW(g.input("x", f32, {batch, (Dim{1} << 62) + 1, 4}), ShapeError);
+}

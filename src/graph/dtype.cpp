@@ -2,6 +2,8 @@
 // of the library uses to resolve symbolic shapes.
 #include "synk/dtype.hpp"
 
+#include "synk/error.hpp"
+
 namespace synk {
 
 const char* dtype_name(DType t) {
@@ -27,10 +29,21 @@ bool has_batch(const Shape& s) {
   return false;
 }
 
+namespace {
+// Products are checked: a corrupt or hostile shape (e.g. from a serialised
+// graph) must not wrap around to a small element count and under-allocate.
+int64_t checked_mul(int64_t n, Dim d, const Shape& s) {
+  int64_t r;
+  if (d < 0 || __builtin_mul_overflow(n, d, &r))
+    throw ShapeError("shape " + to_string(s) + " has too many elements (or a negative dim)");
+  return r;
+}
+}  // namespace
+
 int64_t static_numel(const Shape& s) {
   int64_t n = 1;
   for (Dim d : s)
-    if (d != batch) n *= d;
+    if (d != batch) n = checked_mul(n, d, s);
   return n;
 }
 
@@ -43,7 +56,7 @@ Shape resolve(const Shape& s, int64_t b) {
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
-  for (Dim d : s) n *= d;
+  for (Dim d : s) n = checked_mul(n, d, s);
   return n;
 }
 

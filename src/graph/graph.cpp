@@ -50,6 +50,7 @@ static void check_shape(const std::string& what, const Shape& s, bool allow_batc
       throw ShapeError(what + ": invalid shape " + to_string(s) +
                        (d == batch ? " (batch is not allowed here)" : ""));
   }
+  (void)static_numel(s);  // throws if the element count overflows
 }
 
 Tensor Graph::input(const std::string& name, DType dtype, Shape shape) {
