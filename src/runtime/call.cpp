@@ -72,8 +72,14 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   }
   std::vector<Tensor> grads = synk::grad(spec.loss, spec.params);
   std::vector<Tensor> gin;
-  const std::string tag = "#" + std::to_string(c.entries.size());
-  for (const Tensor& p : spec.params) gin.push_back(g.input("__synk_grad/" + p.name() + tag, DType::f32, p.shape()));
+  std::string tag = std::to_string(c.entries.size());
+  tag.insert(tag.begin(), '#');
+  for (const Tensor& p : spec.params) {
+    std::string name = "__synk_grad/";
+    name += p.name();
+    name += tag;
+    gin.push_back(g.input(name, DType::f32, p.shape()));
+  }
   std::vector<Update> ups = spec.optimizer(spec.params, gin);
 
   FunctionSpec gs{spec.name, spec.inputs, spec.outputs, {}};

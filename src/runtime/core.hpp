@@ -89,12 +89,13 @@ class Writer {
  public:
   template <class T> void put(const T& v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    buf.insert(buf.end(), p, p + sizeof(T));
+    bytes(&v, sizeof(T));
   }
   void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    buf.insert(buf.end(), b, b + n);
+    if (n == 0) return;
+    const size_t at = buf.size();
+    buf.resize(at + n);
+    std::memcpy(buf.data() + at, p, n);
   }
   void str(const std::string& s) {
     put<uint32_t>(static_cast<uint32_t>(s.size()));
