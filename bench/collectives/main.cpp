@@ -36,7 +36,21 @@
 
 #include "comm/cpu_group.hpp"
 #include "comm/shm.hpp"
+#include "synk/config.hpp"
 #include "synk/error.hpp"
+
+#if SYNK_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <memory>
+
+#include "comm/host_staged.hpp"
+#include "common/gpu_info.hpp"
+#include "exec/cuda/device.hpp"
+#endif
+#if SYNK_HAVE_NCCL
+#include "comm/nccl.hpp"
+#endif
 
 using synk::comm::CpuGroup;
 using synk::comm::ElemType;
@@ -48,6 +62,8 @@ struct Config {
   std::string op = "all_reduce";
   int workers = 2;
   std::string device = "cpu";
+  std::string backend = "auto";  // --device cuda: auto|nccl|host-staged
+  int gpus = 0;                   // visible GPUs (--device cuda), probed before fork
   size_t min_bytes = 1024;
   size_t max_bytes = size_t(64) << 20;
   int iters = 20;
@@ -125,6 +141,14 @@ template <class T> T combine(T a, T b, RedOp op) {
   }
   return a;
 }
+// Exact, except a floating-point avg: NCCL computes it as a sum of
+// pre-scaled values (x * 1/n), which may differ from sum / n in the last bit.
+template <class T> bool differs(T got, T want, RedOp op) {
+  if constexpr (std::is_floating_point_v<T>) {
+    if (op == RedOp::avg) return !(std::fabs(got - want) <= T(1e-6) * std::max(T(1), std::fabs(want)));
+  }
+  return got != want;
+}
 template <class T> T reduced(int n, size_t i, RedOp op) {
   T acc = value<T>(0, i, op);
   for (int r = 1; r < n; ++r) acc = combine(acc, value<T>(r, i, op), op);
@@ -134,6 +158,69 @@ template <class T> T reduced(int n, size_t i, RedOp op) {
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+#if SYNK_HAVE_CUDA
+nlohmann::json g_gpu_json;  // rank 0's GPU, for --json
+
+// Visible GPUs, counted in a child process: CUDA must not be initialised in
+// this process before it forks the ranks.
+int probe_gpus() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(std::min(synk::cuda::device_count(), 250));
+  int st = 0;
+  if (pid < 0 || ::waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) return 0;
+  return WEXITSTATUS(st);
+}
+
+// One rank's device side (--device cuda): GPU rank % gpus, its communicator
+// (NCCL or host-staged) and device buffers the test values go through.
+template <class T> struct GpuRank {
+  std::unique_ptr<synk::comm::DeviceComm> comm;
+  synk::cuda::DeviceBuffer din, dout;
+  bench::GpuInfo info;
+
+  GpuRank(const Config& cfg, CpuGroup& g, int rank, size_t elems) {
+    const int device = rank % cfg.gpus;
+    SYNK_CUDA_CHECK(cudaSetDevice(device));
+    if (cfg.backend == "nccl") {
+#if SYNK_HAVE_NCCL
+      // Rank 0 makes the id after fork; it reaches the others through the CpuGroup.
+      synk::comm::NcclId id;
+      if (rank == 0) id = synk::comm::make_nccl_id();
+      g.broadcast(&id, sizeof id / sizeof(int32_t), ElemType::i32, 0);
+      comm = std::make_unique<synk::comm::NcclComm>(
+          id, synk::comm::NcclCommOptions{.ranks = g.size(), .rank = rank, .device = device,
+                                          .timeout = std::chrono::milliseconds(cfg.timeout_ms)});
+#endif
+    } else {
+      comm = std::make_unique<synk::comm::HostStagedComm>(g, synk::comm::HostStagedOptions{.device = device});
+    }
+    din = synk::cuda::DeviceBuffer(std::max<size_t>(elems, 1) * sizeof(T));
+    dout = synk::cuda::DeviceBuffer(std::max<size_t>(elems, 1) * sizeof(T));
+    info = bench::gpu_info(device);
+  }
+  void upload(const synk::cuda::DeviceBuffer& dst, const T* src, size_t n) {
+    if (n) SYNK_CUDA_CHECK(cudaMemcpy(dst.data(), src, n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  void download(T* dst, const synk::cuda::DeviceBuffer& src, size_t n) {
+    if (n) SYNK_CUDA_CHECK(cudaMemcpy(dst, src.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
+  }
+  // Issues the collective on the legacy default stream and waits for it.
+  void call(Op op, size_t per_rank, ElemType et, RedOp rop, int root) {
+    void* i = din.data();
+    void* o = dout.data();
+    switch (op) {
+      case Op::all_reduce: comm->all_reduce(i, o, per_rank, et, rop, nullptr); break;
+      case Op::reduce: comm->reduce(i, o, per_rank, et, rop, root, nullptr); break;
+      case Op::broadcast: comm->broadcast(o, per_rank, et, root, nullptr); break;
+      case Op::all_gather: comm->all_gather(i, o, per_rank, et, nullptr); break;
+      case Op::gather: comm->gather(i, o, per_rank, et, root, nullptr); break;
+      case Op::scatter: comm->scatter(i, o, per_rank, et, root, nullptr); break;
+    }
+    comm->wait();
+  }
+};
+#endif
 
 // Everything one rank does; rank 0 also prints. Returns the rows (rank 0).
 template <class T>
@@ -148,11 +235,41 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
   // process that uses them.
   std::vector<T> in(std::max<size_t>(max_total, 1)), out(std::max<size_t>(max_total, 1));
   std::vector<Row> rows;
+#if SYNK_HAVE_CUDA
+  std::unique_ptr<GpuRank<T>> gpu;
+  if (cfg.device == "cuda") {
+    gpu = std::make_unique<GpuRank<T>>(cfg, g, rank, max_total);
+    if (rank == 0) {
+      std::string nccl = "";
+#if SYNK_HAVE_NCCL
+      const int v = synk::comm::nccl_version();
+      nccl = cfg.backend == "nccl" ? ", NCCL " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) +
+                                         "." + std::to_string(v % 100)
+                                   : "";
+#endif
+      std::printf("# synk-collectives: op %s, %d ranks (rank 0 + %d forked workers), device cuda, backend %s%s, "
+                  "%d visible GPUs, rank r on GPU r mod %d, type %s, redop %s, root %d\n"
+                  "# GPU 0: %s\n# iters %d, warmup %d; time = median over iters of the slowest rank "
+                  "(host-timed, collective issued and waited for)\n",
+                  cfg.op.c_str(), n, n - 1, cfg.backend.c_str(), nccl.c_str(), cfg.gpus, cfg.gpus,
+                  cfg.type.c_str(), cfg.redop.c_str(), cfg.root, bench::describe(gpu->info).c_str(), cfg.iters,
+                  cfg.warmup);
+      std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
+                  "algbw(GB/s)", "busbw(GB/s)", "#wrong");
+      std::fflush(nullptr);
+      g_gpu_json = bench::to_json(gpu->info);
+      g_gpu_json["backend"] = cfg.backend;
+    }
+  }
+#endif
 
   for (size_t bytes = cfg.min_bytes; bytes <= cfg.max_bytes; bytes *= 2) {
     const size_t total = bytes / sizeof(T);                 // the count column
     const size_t per_rank = split_op(op) ? total / n : total;
     auto call = [&] {
+#if SYNK_HAVE_CUDA
+      if (gpu) return gpu->call(op, per_rank, et, rop, root);
+#endif
       switch (op) {
         case Op::all_reduce: g.all_reduce(in.data(), out.data(), per_rank, et, rop); break;
         case Op::reduce: g.reduce(in.data(), out.data(), per_rank, et, rop, root); break;
@@ -167,15 +284,25 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
     for (size_t i = 0; i < in_len; ++i) in[i] = value<T>(op == Op::scatter ? 0 : rank, i, rop);
     if (op == Op::broadcast)
       for (size_t i = 0; i < per_rank; ++i) out[i] = rank == root ? value<T>(root, i, rop) : T(-99);
+#if SYNK_HAVE_CUDA
+    const size_t out_len = (op == Op::all_gather || op == Op::gather) ? per_rank * n : per_rank;
+    if (gpu) {
+      gpu->upload(gpu->din, in.data(), in_len);
+      if (op == Op::broadcast) gpu->upload(gpu->dout, out.data(), per_rank);
+    }
+#endif
     call();
+#if SYNK_HAVE_CUDA
+    if (gpu) gpu->download(out.data(), gpu->dout, out_len);
+#endif
     uint64_t wrong = 0;
     switch (op) {
       case Op::all_reduce:
-        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != reduced<T>(n, i, rop);
+        for (size_t i = 0; i < per_rank; ++i) wrong += differs(out[i], reduced<T>(n, i, rop), rop);
         break;
       case Op::reduce:
         if (rank == root)
-          for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != reduced<T>(n, i, rop);
+          for (size_t i = 0; i < per_rank; ++i) wrong += differs(out[i], reduced<T>(n, i, rop), rop);
         break;
       case Op::broadcast:
         for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(root, i, rop);
@@ -251,6 +378,7 @@ template <class T> int run(const Config& cfg) {
   Shared sh{static_cast<double*>(seg.data()),
             reinterpret_cast<uint64_t*>(static_cast<double*>(seg.data()) + n * cfg.iters)};
 
+  if (cfg.device == "cpu") {
   std::printf("# synk-collectives: op %s, %d ranks (rank 0 + %d forked workers), device cpu, type %s, "
               "redop %s, root %d\n# iters %d, warmup %d, staging slot %zu B, spin %.1f us, streaming stores from %zu B, pinned %s; "
               "time = median over iters of the slowest rank\n",
@@ -259,6 +387,7 @@ template <class T> int run(const Config& cfg) {
   std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
               "algbw(GB/s)", "busbw(GB/s)", "#wrong");
   std::fflush(nullptr);
+  }
 
   std::vector<pid_t> pids;
   for (int r = 1; r < n; ++r) {
@@ -306,6 +435,9 @@ template <class T> int run(const Config& cfg) {
   if (!cfg.json.empty()) {
     nlohmann::json j{{"op", cfg.op}, {"workers", n}, {"device", cfg.device}, {"type", cfg.type},
                      {"redop", cfg.redop}, {"iters", cfg.iters}, {"rows", nlohmann::json::array()}};
+#if SYNK_HAVE_CUDA
+    if (cfg.device == "cuda") j["gpu"] = g_gpu_json;
+#endif
     for (const Row& r : rows)
       j["rows"].push_back({{"bytes", r.bytes}, {"count", r.count}, {"time_us", r.time_us},
                            {"algbw_gbs", r.algbw}, {"busbw_gbs", r.busbw}, {"wrong", r.wrong}});
@@ -328,6 +460,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"all_reduce", "broadcast", "reduce", "all_gather", "gather", "scatter"}));
   app.add_option("--workers", cfg.workers, "ranks in total (rank 0 included)")->check(CLI::Range(1, CpuGroup::kMaxRanks));
   app.add_option("--device", cfg.device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--backend", cfg.backend,
+                 "with --device cuda: auto (nccl where built with NCCL), nccl (one GPU per rank) or "
+                 "host-staged (device -> shared memory -> device; ranks may share GPUs)")
+      ->check(CLI::IsMember({"auto", "nccl", "host-staged"}));
   app.add_option("--min-bytes", cfg.min_bytes, "smallest size")->check(CLI::PositiveNumber);
   app.add_option("--max-bytes", cfg.max_bytes, "largest size (sizes double from min)")->check(CLI::PositiveNumber);
   app.add_option("--iters", cfg.iters, "timed calls per size")->check(CLI::Range(1, 100000));
@@ -345,8 +481,23 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (cfg.device == "cuda")
-      throw synk::BackendError("--device cuda: not available yet (the NCCL backend comes with the GPU runtime)");
+    if (cfg.device == "cuda") {
+#if !SYNK_HAVE_CUDA
+      throw synk::BackendError("--device cuda: synk was built without CUDA (SYNK_WITH_CUDA=OFF or no toolkit)");
+#else
+      cfg.gpus = probe_gpus();
+      if (cfg.gpus == 0) throw synk::BackendError("--device cuda: no CUDA device is visible");
+      if (cfg.backend == "auto") cfg.backend = SYNK_HAVE_NCCL ? "nccl" : "host-staged";
+      if (cfg.backend == "nccl" && !SYNK_HAVE_NCCL)
+        throw synk::BackendError("--backend nccl: synk was built without NCCL (use --backend host-staged)");
+      if (cfg.backend == "nccl" && cfg.workers > cfg.gpus)
+        throw synk::ArgumentError("--workers " + std::to_string(cfg.workers) + ": NCCL needs one GPU per rank and " +
+                                  std::to_string(cfg.gpus) +
+                                  " are visible; use --backend host-staged to put several ranks on one GPU");
+#endif
+    } else if (cfg.backend != "auto") {
+      throw synk::ArgumentError("--backend " + cfg.backend + " needs --device cuda");
+    }
     if (cfg.root < 0 || cfg.root >= cfg.workers)
       throw synk::ArgumentError("--root " + std::to_string(cfg.root) + " out of range for " +
                                 std::to_string(cfg.workers) + " ranks");

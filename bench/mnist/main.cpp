@@ -18,9 +18,13 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <synk/cuda_session.hpp>
 #include <synk/synk.hpp>
 
 #include "blas_core.hpp"
+#if SYNK_HAVE_CUDA
+#include "common/gpu_info.hpp"
+#endif
 #include "models.hpp"
 
 namespace {
@@ -89,7 +93,9 @@ EvalResult evaluate(const synk::ParallelFunction& fn, const synk::Data& X, const
   return {n ? loss_sum / static_cast<double>(n) : NAN, n ? correct / static_cast<double>(n) : NAN};
 }
 
-EvalResult evaluate(const synk::Function& fn, const synk::Array& X, const synk::Array& Y, int64_t batch) {
+// One process: synk::Function (CPU) or synk::CudaFunction (GPU).
+template <class Fn>
+EvalResult evaluate(const Fn& fn, const synk::Array& X, const synk::Array& Y, int64_t batch) {
   const int64_t n = X.rows();
   double loss_sum = 0, correct = 0;
   std::vector<int64_t> idx(static_cast<size_t>(n));
@@ -125,12 +131,20 @@ int run(int argc, char** argv) {
   app.add_option("--momentum", momentum, "Nesterov momentum");
   app.add_option("--threads", threads, "BLAS threads per process")->check(CLI::Range(1, 256));
   app.add_option("--train-limit", train_limit, "use only the first N training images (smoke tests)");
+  bool tf32 = false, graphs = true;
+  app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
+  app.add_flag("--graphs,!--no-graphs", graphs, "--device cuda: replay each function as a CUDA graph (default on)");
   CLI11_PARSE(app, argc, argv);
 
   if (workers < 1)
     throw synk::ArgumentError("--workers " + std::to_string(workers) + ": must be at least 1");
-  if (device != "cpu")
-    throw synk::ArgumentError("--device " + device + ": the CUDA executor is not available yet (use --device cpu)");
+  const bool cuda = device == "cuda";
+  if (cuda && workers > 1)
+    throw synk::ArgumentError("--device cuda --workers " + std::to_string(workers) +
+                              ": multi-GPU training needs the GPU runtime (not yet); use --workers 1");
+  if (cuda && !synk::CudaSession::available())
+    throw synk::BackendError(SYNK_HAVE_CUDA ? "--device cuda: no CUDA device is visible"
+                                            : "--device cuda: synk was built without CUDA");
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
@@ -161,9 +175,21 @@ int run(int argc, char** argv) {
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
   std::vector<double> epoch_seconds, train_losses;
   double train_time = 0;
-  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs\n",
+  std::string gpu_text;
+  nlohmann::json gpu_json;
+#if SYNK_HAVE_CUDA
+  if (cuda) {
+    const bench::GpuInfo info = bench::gpu_info(0);
+    gpu_text = ", GPU " + bench::describe(info) + (tf32 ? ", TF32" : ", FP32") +
+               (graphs ? ", CUDA graphs" : ", no CUDA graphs");
+    gpu_json = bench::to_json(info);
+    gpu_json["tf32"] = tf32;
+    gpu_json["graphs"] = graphs;
+  }
+#endif
+  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
-              static_cast<long long>(n_train), epochs);
+              static_cast<long long>(n_train), epochs, gpu_text.c_str());
   // One epoch of training through `step(s)`, then a test evaluation.
   auto run_epochs = [&](auto&& step, auto&& eval_test) {
     for (int e = 1; e <= epochs; ++e) {
@@ -190,7 +216,23 @@ int run(int argc, char** argv) {
     return eval_test();
   };
   EvalResult test;
-  if (workers == 1) {
+  if (cuda) {
+    // One process, one GPU: the same functions compiled by the CUDA executor.
+    auto grads = synk::grad(m.train_loss, m.params);
+    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
+    synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
+    auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
+    auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+    synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
+    synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
+    test = run_epochs(
+        [&](int64_t s) {
+          gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
+          gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
+          return static_cast<double>(train({xb, yb})[0].scalar());
+        },
+        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+  } else if (workers == 1) {
     auto grads = synk::grad(m.train_loss, m.params);
     auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
     synk::Session session(g, {.seed = seed, .blas_threads = threads});
@@ -235,6 +277,7 @@ int run(int argc, char** argv) {
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
                         {"threads", threads},      {"seed", seed},
                         {"blas_core", mnist::blas_core_name()}};
+    if (cuda) j["gpu"] = gpu_json;
     std::ofstream f(json_path);
     if (!f) throw synk::IoError("cannot write --json file '" + json_path + "'");
     f << j.dump(2) << "\n";
