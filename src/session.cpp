@@ -21,10 +21,11 @@ namespace {
 
 struct FunctionState {
   FunctionDef def;
-  std::map<int64_t, cpu::Plan> plans;  // by batch size (-1: no batch dim)
+  // By (batch size (-1: no batch dim), outputs into caller buffers).
+  std::map<std::pair<int64_t, bool>, cpu::Plan> plans;
   // Updates whose value lives in a variable that another update overwrites:
   // staged through the arena before any variable is written.
-  std::map<int64_t, std::vector<int64_t>> staging;  // batch -> arena offset per copy (-1: none)
+  std::map<std::pair<int64_t, bool>, std::vector<int64_t>> staging;  // arena offset per copy (-1: none)
 };
 
 struct FreeBytes {
@@ -83,10 +84,11 @@ struct Session::Impl {
     arena_bytes = static_cast<int64_t>(size);
   }
 
-  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs);
+  // into: the caller's output buffers (call_into), or null to return arrays.
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, void* const* into = nullptr);
 };
 
-std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs) {
+std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs, void* const* into) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
@@ -126,9 +128,12 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   }
 
   // ---- plan for this batch size ------------------------------------------------------
-  auto it = f.plans.find(b);
+  const std::pair<int64_t, bool> key{b, into != nullptr};
+  auto it = f.plans.find(key);
   if (it == f.plans.end()) {
-    cpu::Plan plan = cpu::compile(nodes, def, b, cpu::default_compile_options());
+    cpu::CompileOptions copts = cpu::cpu_session_options();
+    copts.outputs_external = into != nullptr;
+    cpu::Plan plan = cpu::compile(nodes, def, b, copts);
     std::vector<char> target(nodes.size(), 0);
     for (const auto& c : plan.copies) target[static_cast<size_t>(c.var)] = 1;
     std::vector<int64_t> stage(plan.copies.size(), -1);
@@ -142,10 +147,14 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
     }
     plan.arena_bytes = top;
     reserve_arena(plan.arena_bytes);
-    f.staging[b] = std::move(stage);
-    it = f.plans.emplace(b, std::move(plan)).first;
+    f.staging[key] = std::move(stage);
+    it = f.plans.emplace(key, std::move(plan)).first;
   }
   cpu::Plan& plan = it->second;
+  if (into)
+    for (size_t k = 0; k < plan.outputs.size(); ++k)
+      if (!into[k] && numel(plan.shapes[static_cast<size_t>(plan.outputs[k])]) > 0)
+        throw ArgumentError(fn_label(def) + ": call_into: output buffer " + std::to_string(k) + " is null");
 
   // ---- run ------------------------------------------------------------------------
   cpu::RunContext ctx;
@@ -153,18 +162,30 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   ctx.seed = opts.seed;
   ctx.rank = opts.rank;
   ctx.call = calls++;
-  cpu::execute(plan, nodes, arena.get(), inputs, var_ptr.data(), ctx);
+  cpu::execute(plan, nodes, arena.get(), inputs, var_ptr.data(), ctx, into);
 
   std::vector<Array> outs;
-  outs.reserve(plan.outputs.size());
-  for (int32_t id : plan.outputs) {
+  if (into) {
+    // Outputs the plan did not compute in place (inputs, variables, values
+    // shared with another output or an update) are copied.
+    for (size_t k = 0; k < plan.outputs.size(); ++k) {
+      const int32_t id = plan.outputs[k];
+      const cpu::ValueLoc& l = plan.loc[static_cast<size_t>(id)];
+      if (l.kind == cpu::Loc::Output && l.index == static_cast<int32_t>(k)) continue;
+      const size_t bytes = static_cast<size_t>(numel(plan.shapes[static_cast<size_t>(id)])) *
+                           dtype_size(nodes[static_cast<size_t>(id)].dtype);
+      if (bytes > 0) std::memmove(into[k], plan.ptr[static_cast<size_t>(id)], bytes);
+    }
+  }
+  if (!into) outs.reserve(plan.outputs.size());
+  for (int32_t id : into ? std::vector<int32_t>{} : plan.outputs) {
     Array a(nodes[static_cast<size_t>(id)].dtype, plan.shapes[static_cast<size_t>(id)]);
     if (a.nbytes() > 0) std::memcpy(a.raw(), plan.ptr[static_cast<size_t>(id)], a.nbytes());
     outs.push_back(std::move(a));
   }
 
   // Updates last: stage values that live in overwritten variables, then copy.
-  const std::vector<int64_t>& stage = f.staging[b];
+  const std::vector<int64_t>& stage = f.staging[key];
   for (size_t i = 0; i < plan.copies.size(); ++i) {
     if (stage[i] < 0) continue;
     const auto& c = plan.copies[i];
@@ -184,6 +205,15 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
 std::vector<Array> Function::operator()(const std::vector<ArrayView>& inputs) const {
   if (!s_) throw ArgumentError("call of an empty synk::Function");
   return s_->impl_->call(index_, inputs);
+}
+
+void Function::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const {
+  if (!s_) throw ArgumentError("call_into of an empty synk::Function");
+  const FunctionDef& d = def();
+  if (outputs.size() != d.outputs.size())
+    throw ArgumentError(fn_label(d) + ": call_into got " + std::to_string(outputs.size()) + " output buffers for " +
+                        std::to_string(d.outputs.size()) + " outputs");
+  s_->impl_->call(index_, inputs, outputs.data());
 }
 
 const FunctionDef& Function::def() const {

@@ -36,7 +36,7 @@ struct Mlp {
   Tensor x, y, loss, acc;
   std::vector<synk::Update> updates;
   std::vector<Tensor> params;
-  Mlp() {
+  explicit Mlp(bool with_updates = true) {
     x = g.input("x", f32, {synk::batch, 6});
     y = g.input("y", i32, {synk::batch});
     auto l1 = synk::nn::dense(g, "l1", 6, 16);
@@ -46,7 +46,7 @@ struct Mlp {
     acc = synk::mean(synk::cast(synk::equal(synk::argmax(logits, 1), y), f32));
     params = {l1.W, l1.b, l2.W, l2.b};
     auto grads = synk::grad(loss, params);
-    updates = synk::optim::nesterov(params, grads, {.lr = 0.1f, .momentum = 0.9f});
+    if (with_updates) updates = synk::optim::nesterov(params, grads, {.lr = 0.1f, .momentum = 0.9f});
   }
 };
 
@@ -370,3 +370,178 @@ TEST(Session, FunctionFromDef) {
 }
 
 }  // namespace
+
+// ---- fused elementwise groups and call_into ------------------------------------------
+
+namespace {
+
+// Switches the CPU-only elementwise fusion for one test.
+struct ElementwiseFusion {
+  bool saved = synk::cpu::cpu_fuse_elementwise();
+  explicit ElementwiseFusion(bool on) { synk::cpu::cpu_fuse_elementwise() = on; }
+  ~ElementwiseFusion() { synk::cpu::cpu_fuse_elementwise() = saved; }
+};
+
+// Training trace of the Mlp under an optimizer, with fusion on or off.
+template <class Opt>
+std::vector<float> optim_trace(bool fuse, Opt opt) {
+  ElementwiseFusion ef(fuse);
+  Mlp m(false);
+  auto ups = opt(m.params, synk::grad(m.loss, m.params));
+  synk::Session s(m.g, {.seed = 5});
+  auto train = s.function({.name = "t", .inputs = {m.x, m.y}, .outputs = {{m.loss}}, .updates = ups});
+  std::vector<float> trace;
+  for (int i = 0; i < 5; ++i) {
+    const int rows = i == 3 ? 3 : 8;
+    trace.push_back(train({batch_x(rows, static_cast<float>(i)), batch_y(rows, static_cast<float>(i))})[0].scalar());
+  }
+  for (const Tensor& p : m.params)
+    for (float v : s.get(p.name()).to_vector<float>()) trace.push_back(v);
+  return trace;
+}
+
+template <class Opt>
+void expect_fusion_bit_identical(Opt opt) {
+  auto a = optim_trace(true, opt);
+  auto b = optim_trace(false, opt);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << i;
+}
+
+}  // namespace
+
+// Fused groups compute every op as its own kernel would, in the same order:
+// the results are bit-identical (Nesterov has its own loop; Adam and RMSprop
+// go through the interpreter, with sqrt, div and scalar operands).
+TEST(ExecutorFusion, NesterovBitIdentical) {
+  expect_fusion_bit_identical([](const std::vector<Tensor>& p, const std::vector<Tensor>& g) {
+    return synk::optim::nesterov(p, g, {.lr = 0.1f, .momentum = 0.9f});
+  });
+}
+TEST(ExecutorFusion, AdamBitIdentical) {
+  expect_fusion_bit_identical([](const std::vector<Tensor>& p, const std::vector<Tensor>& g) {
+    return synk::optim::adam(p, g, {.lr = 0.01f});
+  });
+}
+TEST(ExecutorFusion, RmspropAndMomentumBitIdentical) {
+  expect_fusion_bit_identical([](const std::vector<Tensor>& p, const std::vector<Tensor>& g) {
+    auto u = synk::optim::rmsprop({p[0], p[1]}, {g[0], g[1]}, {.lr = 0.01f});
+    auto w = synk::optim::momentum({p[2], p[3]}, {g[2], g[3]}, {.lr = 0.05f, .momentum = 0.8f});
+    u.insert(u.end(), w.begin(), w.end());
+    return u;
+  });
+}
+
+// The planner makes fused steps only when asked (the CUDA executor compiles
+// with the defaults and must never see one), and a Nesterov update becomes
+// one step per parameter, written in place into both variables.
+TEST(ExecutorFusion, PlanHasFusedStepsOnlyWhenAsked) {
+  Graph g;
+  Tensor w = g.variable("w", {300}, synk::Init::uniform(-1.f, 1.f));
+  Tensor gi = g.input("g", f32, {300});
+  auto ups = synk::optim::nesterov({w}, {gi}, {.lr = 0.5f, .momentum = 0.25f});
+  synk::FunctionDef def = synk::make_function_def({.name = "u", .inputs = {gi}, .updates = ups});
+  synk::cpu::CompileOptions plain;
+  EXPECT_FALSE(plain.fuse_elementwise);
+  synk::cpu::Plan a = synk::cpu::compile(g.nodes(), def, -1, plain);
+  EXPECT_TRUE(a.fused.empty());
+  for (const auto& s : a.steps) EXPECT_LT(s.fused, 0);
+  plain.fuse_elementwise = true;
+  synk::cpu::Plan b = synk::cpu::compile(g.nodes(), def, -1, plain);
+  ASSERT_EQ(b.steps.size(), 1u);
+  ASSERT_EQ(b.fused.size(), 1u);
+  EXPECT_EQ(b.fused[0].pattern, synk::cpu::EwProgram::Nesterov);
+  EXPECT_TRUE(b.copies.empty());  // both updates written in place
+
+  // Hand-computed: w' = w + (v2*mu - g*lr) with v2 = v*mu - g*lr, v = 0 first.
+  ElementwiseFusion ef(true);
+  synk::Session s(g, {.seed = 2});
+  auto upd = s.function(def);
+  std::vector<float> w0 = s.get("w").to_vector<float>(), gv(300);
+  for (size_t i = 0; i < gv.size(); ++i) gv[i] = 0.01f * static_cast<float>(i) - 1.f;
+  upd({Array::from(gv, {300})});
+  upd({Array::from(gv, {300})});
+  std::vector<float> w2 = s.get("w").to_vector<float>(), v2 = s.get("w/velocity").to_vector<float>();
+  for (size_t i = 0; i < gv.size(); ++i) {
+    const float st = gv[i] * 0.5f;
+    float v = 0.f * 0.25f - st, w = w0[i] + (v * 0.25f - st);
+    v = v * 0.25f - st;
+    w = w + (v * 0.25f - st);
+    EXPECT_EQ(v2[i], v) << i;
+    EXPECT_EQ(w2[i], w) << i;
+  }
+}
+
+// A chain whose middle value is also an output and a group whose member is
+// read by a later non-elementwise step: stored members, scheduling.
+TEST(ExecutorFusion, StoredMembersAndLaterReaders) {
+  for (bool fuse : {false, true}) {
+    ElementwiseFusion ef(fuse);
+    Graph g;
+    Tensor x = g.input("x", f32, {synk::batch, 3});
+    Tensor a = synk::exp(x * 0.5f);
+    Tensor b = synk::sqrt(a + 1.f);
+    Tensor c = synk::sum(b, {1});      // reads a member
+    Tensor d = (b - a) * synk::tanh(x) / 2.f;
+    synk::Session s(g);
+    auto f = s.function({.name = "f", .inputs = {x}, .outputs = {{a}, {c}, {d}}});
+    auto r = f({Array::from(std::vector<float>{0.f, 1.f, -2.f, 4.f, 0.5f, -0.25f}, {2, 3})});
+    const float xs[] = {0.f, 1.f, -2.f, 4.f, 0.5f, -0.25f};
+    for (int i = 0; i < 6; ++i) {
+      const float av = std::exp(xs[i] * 0.5f), bv = std::sqrt(av + 1.f);
+      EXPECT_EQ(r[0].data<float>()[i], av) << fuse << " " << i;
+      EXPECT_EQ(r[2].data<float>()[i], (bv - av) * std::tanh(xs[i]) / 2.f) << fuse << " " << i;
+    }
+    for (int row = 0; row < 2; ++row) {
+      float sum = 0.f;
+      for (int k = 0; k < 3; ++k) sum += std::sqrt(std::exp(xs[row * 3 + k] * 0.5f) + 1.f);
+      EXPECT_FLOAT_EQ(r[1].data<float>()[row], sum);
+    }
+  }
+}
+
+// call_into writes the same values as operator() into the caller's buffers
+// (computed in place where possible, copied otherwise) and applies updates.
+TEST(ExecutorCallInto, MatchesCallAndAppliesUpdates) {
+  Mlp m1, m2;
+  auto grads1 = synk::grad(m1.loss, m1.params);
+  auto grads2 = synk::grad(m2.loss, m2.params);
+  synk::Session s1(m1.g, {.seed = 4}), s2(m2.g, {.seed = 4});
+  auto spec = [](Mlp& m, const std::vector<Tensor>& gr) {
+    synk::FunctionSpec f{"g", {m.x, m.y}, {{m.loss}, {m.acc}, {m.params[1]}, {m.x}}, m.updates};
+    for (const Tensor& t : gr) f.outputs.push_back({t});
+    f.outputs.push_back({synk::reshape(gr[1], {4, 4})});  // shares its value with another output
+    return f;
+  };
+  auto f1 = s1.function(spec(m1, grads1));
+  auto f2 = s2.function(spec(m2, grads2));
+  for (int step = 0; step < 3; ++step) {
+    const int rows = step == 1 ? 5 : 8;
+    Array X = batch_x(rows, static_cast<float>(step)), Y = batch_y(rows, static_cast<float>(step));
+    auto want = f1({X, Y});
+    std::vector<std::vector<float>> bufs;
+    std::vector<void*> ptrs;
+    for (const Array& a : want) bufs.emplace_back(static_cast<size_t>(a.numel()) + 1, -7.f);
+    for (auto& b : bufs) ptrs.push_back(b.data());
+    f2.call_into({X, Y}, ptrs);
+    for (size_t k = 0; k < want.size(); ++k) {
+      const auto w = want[k].to_vector<float>();
+      for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(bufs[k][i], w[i]) << "output " << k << " element " << i;
+      EXPECT_EQ(bufs[k][w.size()], -7.f) << "output " << k << " written past its end";
+    }
+  }
+  for (const Tensor& p : m1.params) EXPECT_EQ(s1.get(p.name()).to_vector<float>(), s2.get(p.name()).to_vector<float>());
+}
+
+TEST(ExecutorCallInto, RejectsBadBuffers) {
+  Mlp m, m2;
+  synk::Session s(m.g, {.seed = 4}), s2(m2.g, {.seed = 4});
+  auto f = s.function({.name = "f", .inputs = {m.x, m.y}, .outputs = {{m.loss}}});
+  auto f2 = s2.function({.name = "f", .inputs = {m2.x, m2.y}, .outputs = {{m2.loss}}});
+  float loss = 0.f;
+  EXPECT_THROW(f.call_into({batch_x(4, 0.f), batch_y(4)}, {}), synk::ArgumentError);
+  EXPECT_THROW(f.call_into({batch_x(4, 0.f), batch_y(4)}, {nullptr}), synk::ArgumentError);
+  // (The failed calls did not run: both sessions are at their first call.)
+  f.call_into({batch_x(4, 0.f), batch_y(4)}, {&loss});
+  EXPECT_EQ(loss, f2({batch_x(4, 0.f), batch_y(4)})[0].scalar());
+}

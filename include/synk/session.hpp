@@ -40,6 +40,11 @@ class Function {
   // Returns the outputs in order; updates are applied after all outputs
   // are computed.
   std::vector<Array> operator()(const std::vector<ArrayView>& inputs) const;
+  // Same, but output i is written to outputs[i] (room for its numel x dtype
+  // bytes at this call's batch size; must not overlap an input) instead of
+  // a new Array. Values that a step computes are computed right there, with
+  // no copy (e.g. gradients straight into a flat all-reduce buffer).
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 

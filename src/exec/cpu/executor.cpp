@@ -25,16 +25,19 @@ struct OpProfile {
     const char* e = std::getenv("SYNK_CPU_PROFILE");
     return e && e[0] == '1';
   }();
-  double ms[static_cast<size_t>(Op::kCount)] = {};
-  int64_t count[static_cast<size_t>(Op::kCount)] = {};
+  // One slot per op kind, the last for fused elementwise groups.
+  static constexpr size_t kSlots = static_cast<size_t>(Op::kCount) + 1;
+  double ms[kSlots] = {};
+  int64_t count[kSlots] = {};
   ~OpProfile() {
     if (!on) return;
     double total = 0;
     for (double t : ms) total += t;
     std::fprintf(stderr, "synk CPU executor profile (%.1f ms in steps)\n", total);
-    for (size_t i = 0; i < static_cast<size_t>(Op::kCount); ++i)
+    for (size_t i = 0; i < kSlots; ++i)
       if (count[i] > 0)
-        std::fprintf(stderr, "  %-28s %9.1f ms %5.1f%% %8lld steps\n", op_name(static_cast<Op>(i)), ms[i],
+        std::fprintf(stderr, "  %-28s %9.1f ms %5.1f%% %8lld steps\n",
+                     i == kSlots - 1 ? "(fused elementwise)" : op_name(static_cast<Op>(i)), ms[i],
                      100.0 * ms[i] / (total > 0 ? total : 1), static_cast<long long>(count[i]));
   }
 };
@@ -123,10 +126,22 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
   }
 }
 
+void run_fused(const Step& s, Plan& p, const RunContext& ctx) {
+  const EwProgram& pr = p.fused[static_cast<size_t>(s.fused)];
+  const float* in[kEwMaxInputs];
+  float* out[kEwMaxOutputs];
+  uint64_t keys[kEwMaxKeys];
+  for (size_t i = 0; i < pr.inputs.size(); ++i) in[i] = P<const float>(p.ptr[static_cast<size_t>(pr.inputs[i])]);
+  for (size_t i = 0; i < pr.outputs.size(); ++i) out[i] = P<float>(p.ptr[static_cast<size_t>(pr.outputs[i])]);
+  for (size_t i = 0; i < pr.streams.size(); ++i) keys[i] = dropout_key(ctx.seed, ctx.rank, pr.streams[i], ctx.call);
+  fused_elementwise(pr, in, out, keys);
+}
+
 }  // namespace
 
 void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
-             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx) {
+             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
+             void* const* outputs) {
   for (int32_t id : p.bound) {
     const ValueLoc& l = p.loc[static_cast<size_t>(id)];
     void* ptr = nullptr;
@@ -135,6 +150,7 @@ void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
       case Loc::Input: ptr = const_cast<void*>(inputs[static_cast<size_t>(l.index)].data); break;
       case Loc::Variable: ptr = var_ptr[l.index]; break;
       case Loc::Const: ptr = p.consts.data() + l.index; break;
+      case Loc::Output: ptr = outputs[l.index]; break;
       case Loc::None: break;
     }
     p.ptr[static_cast<size_t>(id)] = ptr;
@@ -143,7 +159,9 @@ void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
   for (const Step& s : p.steps) {
     const auto t0 = g_profile.on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     try {
-      switch (s.op) {
+      if (s.fused >= 0) {
+        run_fused(s, p, ctx);
+      } else switch (s.op) {
         case Op::Conv2d:
           conv2d(s.conv, static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[0])]),
                  static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[1])]),
@@ -174,7 +192,7 @@ void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
       throw Error(msg);
     }
     if (g_profile.on) {
-      const size_t k = static_cast<size_t>(s.op);
+      const size_t k = s.fused >= 0 ? OpProfile::kSlots - 1 : static_cast<size_t>(s.op);
       g_profile.ms[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       g_profile.count[k]++;
     }

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "synk/dtype.hpp"
 #include "synk/graph.hpp"
@@ -57,7 +58,54 @@ void strided_copy(const Strided& s, const uint32_t* x, uint32_t* y);
 // Dropout mask: 0 with probability p, else 1/(1-p); counter-based so that
 // the mask is a pure function of (key, element index).
 void dropout_mask(int64_t n, float p, uint64_t key, float* y);
+// Elements [start, start + count) of that mask (fused elementwise groups
+// make it chunk by chunk).
+void dropout_range(uint64_t key, float p, int64_t start, int64_t count, float* y);
 uint64_t dropout_key(uint64_t seed, int rank, int64_t stream, uint64_t call);
+
+// ---- fused elementwise groups ---------------------------------------------------
+// A chain of same-size f32 elementwise ops run as one pass: the data goes
+// through in chunks small enough for L1, each op a plain loop over a chunk
+// "register". Per element, every op computes exactly what its own kernel
+// would, in the same order, so results are bit-identical to running the
+// ops one by one.
+enum class EwOp : uint8_t {
+  Add, Sub, Mul, Div, ReluGrad,                                // binary
+  Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow,        // unary (f = exponent)
+  Dropout,                                                     // mask (f = p, key slot)
+};
+struct EwArg {
+  enum Kind : uint8_t { None, Reg, Full, Scalar } kind = None;
+  int16_t index = 0;  // register, or external input slot
+};
+struct EwInstr {
+  EwOp op = EwOp::Add;
+  EwArg a, b;
+  int16_t dst = 0;    // register
+  int16_t key = -1;   // Dropout: slot in the program's dropout streams
+  float f = 0.f;
+};
+struct EwProgram {
+  int64_t n = 0;                  // elements of every full-size operand and result
+  int nregs = 0;
+  std::vector<EwInstr> code;
+  std::vector<int32_t> inputs;    // node ids, by input slot
+  std::vector<int32_t> outputs;   // node ids stored to memory
+  std::vector<int16_t> out_reg;   // register holding each output
+  std::vector<int64_t> streams;   // dropout streams, by key slot
+  // Programs with a hand-written loop (set by classify).
+  enum Pattern : uint8_t { Generic, Nesterov } pattern = Generic;
+};
+// Recognises the patterns that have their own loop; call once per program.
+void classify(EwProgram& p);
+inline constexpr int kEwMaxRegs = 12;
+inline constexpr int kEwMaxInputs = 32;
+inline constexpr int kEwMaxOutputs = 16;
+inline constexpr int kEwMaxKeys = 16;
+// in/out: pointers by slot; keys: dropout key by key slot. An output may
+// share memory with a full-size input (each chunk is read before it is
+// stored).
+void fused_elementwise(const EwProgram& p, const float* const* in, float* const* out, const uint64_t* keys);
 
 // ---- reductions -------------------------------------------------------------
 enum class RedOp : uint8_t { Sum, Mean, Max };

@@ -29,6 +29,21 @@ CompileOptions& default_compile_options() {
   return opts;
 }
 
+bool& cpu_fuse_elementwise() {
+  static bool on = [] {
+    const char* a = std::getenv("SYNK_CPU_NO_REUSE");
+    const char* b = std::getenv("SYNK_CPU_NO_FUSE");
+    return !(a && a[0] == '1') && !(b && b[0] == '1');
+  }();
+  return on;
+}
+
+CompileOptions cpu_session_options() {
+  CompileOptions o = default_compile_options();
+  o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
+  return o;
+}
+
 namespace {
 
 constexpr int64_t kAlign = 64;
@@ -134,6 +149,33 @@ size_t ints_needed(Op op) {
   throw ShapeError("function '" + def.name + "': cannot compile " + op_name(n.op) + " (node " +
                    std::to_string(id) + "): " + what);
 }
+
+// The elementwise op a node runs as inside a fused group, if any.
+bool ew_op(Op op, EwOp& e) {
+  switch (op) {
+    case Op::Add: e = EwOp::Add; return true;
+    case Op::Sub: e = EwOp::Sub; return true;
+    case Op::Mul: e = EwOp::Mul; return true;
+    case Op::Div: e = EwOp::Div; return true;
+    case Op::ReluGrad: e = EwOp::ReluGrad; return true;
+    case Op::Neg: e = EwOp::Neg; return true;
+    case Op::Relu: e = EwOp::Relu; return true;
+    case Op::Tanh: e = EwOp::Tanh; return true;
+    case Op::Sigmoid: e = EwOp::Sigmoid; return true;
+    case Op::Exp: e = EwOp::Exp; return true;
+    case Op::Log: e = EwOp::Log; return true;
+    case Op::Sqrt: e = EwOp::Sqrt; return true;
+    case Op::Square: e = EwOp::Square; return true;
+    case Op::PowScalar: e = EwOp::Pow; return true;
+    case Op::DropoutMask: e = EwOp::Dropout; return true;
+    default: return false;
+  }
+}
+
+// Members per fused group: bounds registers, inputs and outputs of a
+// program below the kEwMax* limits.
+constexpr size_t kMaxGroup = 10;
+constexpr size_t kMinGroup = 3;
 
 ConvGeom conv_geom(const Shape& x, const Shape& w, const Shape& y, const std::vector<int64_t>& ints) {
   ConvGeom g{};
@@ -294,6 +336,175 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
   auto shape_of = [&](int32_t id) -> const Shape& { return p.shapes[static_cast<size_t>(id)]; };
   auto bytes_of = [&](int32_t id) { return numel(shape_of(id)) * static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(id)].dtype)); };
 
+  // ---- fused elementwise groups ------------------------------------------------------
+  // Greedy, in schedule order: an elementwise node joins (and merges) the
+  // groups of its operands of the same size. A group runs as one step at its
+  // last member, so it may only grow while no node outside it that reads a
+  // member would then run before it.
+  std::vector<int32_t> group_of(nodes.size(), -1);
+  std::vector<std::vector<int32_t>> groups;
+  if (opts.fuse_elementwise) {
+    std::vector<std::vector<int32_t>> readers(nodes.size());
+    for (int32_t id = 0; id < count; ++id)
+      if (needed[static_cast<size_t>(id)])
+        for (int32_t in : nodes[static_cast<size_t>(id)].inputs) readers[static_cast<size_t>(in)].push_back(id);
+    std::vector<int64_t> gsize;  // elements per group
+    auto fusible = [&](int32_t id) {
+      const Node& n = nodes[static_cast<size_t>(id)];
+      EwOp e;
+      if (!needed[static_cast<size_t>(id)] || alias_of[static_cast<size_t>(id)] >= 0 || n.dtype != DType::f32 ||
+          !ew_op(n.op, e))
+        return false;
+      const int64_t N = numel(shape_of(id));
+      if (N <= 0) return false;
+      if (n.op == Op::DropoutMask) return n.ints.size() >= 1;
+      for (int32_t in : n.inputs) {
+        const int64_t k = numel(shape_of(in));
+        if (nodes[static_cast<size_t>(in)].dtype != DType::f32 || (k != N && k != 1)) return false;
+      }
+      return true;
+    };
+    auto can_join = [&](const std::vector<int32_t>& gs, int32_t id) {
+      size_t members = 1;
+      for (int32_t g : gs) members += groups[static_cast<size_t>(g)].size();
+      if (members > kMaxGroup) return false;
+      for (int32_t g : gs)
+        for (int32_t m : groups[static_cast<size_t>(g)])
+          for (int32_t r : readers[static_cast<size_t>(m)]) {
+            if (r == id) continue;
+            const int32_t rg = group_of[static_cast<size_t>(r)];
+            if (rg >= 0 && std::find(gs.begin(), gs.end(), rg) != gs.end()) continue;
+            // A folded bias add or ReLU runs as part of its producer's step.
+            const int32_t at = alias_of[static_cast<size_t>(r)] >= 0 ? alias_of[static_cast<size_t>(r)] : r;
+            if (at < id) return false;
+          }
+      return true;
+    };
+    for (int32_t id = 0; id < count; ++id) {
+      if (!fusible(id)) continue;
+      const Node& n = nodes[static_cast<size_t>(id)];
+      const int64_t N = numel(shape_of(id));
+      std::vector<int32_t> cand;
+      if (n.op != Op::DropoutMask)
+        for (int32_t in : n.inputs) {
+          const int32_t g = group_of[static_cast<size_t>(in)];
+          if (g >= 0 && gsize[static_cast<size_t>(g)] == N && std::find(cand.begin(), cand.end(), g) == cand.end())
+            cand.push_back(g);
+        }
+      std::vector<int32_t> chosen;
+      if (!cand.empty() && can_join(cand, id)) {
+        chosen = cand;
+      } else {
+        for (int32_t g : cand)
+          if (can_join({g}, id)) {
+            chosen = {g};
+            break;
+          }
+      }
+      if (chosen.empty()) {
+        group_of[static_cast<size_t>(id)] = static_cast<int32_t>(groups.size());
+        groups.push_back({id});
+        gsize.push_back(N);
+        continue;
+      }
+      std::vector<int32_t>& into = groups[static_cast<size_t>(chosen[0])];
+      for (size_t k = 1; k < chosen.size(); ++k) {
+        std::vector<int32_t>& from = groups[static_cast<size_t>(chosen[k])];
+        for (int32_t m : from) group_of[static_cast<size_t>(m)] = chosen[0];
+        into.insert(into.end(), from.begin(), from.end());
+        from.clear();
+      }
+      std::sort(into.begin(), into.end());
+      into.push_back(id);
+      group_of[static_cast<size_t>(id)] = chosen[0];
+    }
+    // Small groups keep their ops' own kernels: for two ops on data that
+    // fits in cache (dropout mask + multiply, multiply + ReluGrad in an MLP)
+    // the chunked interpreter measured slightly slower than two plain loops.
+    for (auto& g : groups)
+      if (g.size() < kMinGroup) {
+        for (int32_t m : g) group_of[static_cast<size_t>(m)] = -1;
+        g.clear();
+      }
+  }
+  // Group -> index of its program in p.fused.
+  std::vector<int32_t> program_of(groups.size(), -1);
+  auto make_program = [&](int32_t gi) {
+    const std::vector<int32_t>& mem = groups[static_cast<size_t>(gi)];
+    EwProgram pr;
+    pr.n = numel(p.shapes[static_cast<size_t>(mem.back())]);
+    // Reads of each member inside the group; a member is stored when
+    // something outside (a step, an output, an update) reads it too.
+    std::vector<int> inside(mem.size(), 0);
+    std::vector<size_t> last_read(mem.size(), 0);
+    auto slot = [&](int32_t id) -> int {
+      auto it = std::find(mem.begin(), mem.end(), id);
+      return it == mem.end() ? -1 : static_cast<int>(it - mem.begin());
+    };
+    for (size_t k = 0; k < mem.size(); ++k)
+      for (int32_t in : nodes[static_cast<size_t>(mem[k])].inputs) {
+        const int sl = slot(in);
+        if (sl < 0) continue;
+        inside[static_cast<size_t>(sl)]++;
+        last_read[static_cast<size_t>(sl)] = k;
+      }
+    std::vector<char> stored(mem.size(), 0);
+    for (size_t k = 0; k < mem.size(); ++k)
+      stored[k] = uses[static_cast<size_t>(mem[k])] > inside[k];
+    std::vector<int16_t> reg(mem.size(), -1);
+    std::vector<char> busy(kEwMaxRegs, 0);
+    for (size_t k = 0; k < mem.size(); ++k) {
+      const Node& n = nodes[static_cast<size_t>(mem[k])];
+      EwInstr ins;
+      ew_op(n.op, ins.op);
+      auto arg = [&](int32_t in) {
+        EwArg a;
+        const int sl = slot(in);
+        if (sl >= 0) {
+          a.kind = EwArg::Reg;
+          a.index = reg[static_cast<size_t>(sl)];
+          return a;
+        }
+        auto it = std::find(pr.inputs.begin(), pr.inputs.end(), in);
+        if (it == pr.inputs.end()) it = pr.inputs.insert(pr.inputs.end(), in);
+        a.index = static_cast<int16_t>(it - pr.inputs.begin());
+        a.kind = numel(p.shapes[static_cast<size_t>(in)]) == pr.n ? EwArg::Full : EwArg::Scalar;
+        return a;
+      };
+      if (n.op == Op::DropoutMask) {
+        ins.f = n.floats.empty() ? 0.f : n.floats[0];
+        ins.key = static_cast<int16_t>(pr.streams.size());
+        pr.streams.push_back(n.ints[0]);
+      } else {
+        ins.a = arg(n.inputs[0]);
+        if (n.inputs.size() > 1 && ins.op <= EwOp::ReluGrad) ins.b = arg(n.inputs[1]);
+        if (n.op == Op::PowScalar) ins.f = n.floats.empty() ? 1.f : n.floats[0];
+      }
+      // The result gets a register no operand holds, then operands read for
+      // the last time free theirs.
+      int16_t r = 0;
+      while (busy[static_cast<size_t>(r)]) ++r;
+      busy[static_cast<size_t>(r)] = 1;
+      reg[k] = r;
+      ins.dst = r;
+      pr.nregs = std::max(pr.nregs, r + 1);
+      for (int32_t in : n.op == Op::DropoutMask ? std::vector<int32_t>{} : n.inputs) {
+        const int sl = slot(in);
+        if (sl >= 0 && !stored[static_cast<size_t>(sl)] && last_read[static_cast<size_t>(sl)] == k)
+          busy[static_cast<size_t>(reg[static_cast<size_t>(sl)])] = 0;
+      }
+      pr.code.push_back(ins);
+    }
+    for (size_t k = 0; k < mem.size(); ++k)
+      if (stored[k]) {
+        pr.outputs.push_back(mem[k]);
+        pr.out_reg.push_back(reg[k]);
+      }
+    classify(pr);
+    program_of[static_cast<size_t>(gi)] = static_cast<int32_t>(p.fused.size());
+    p.fused.push_back(std::move(pr));
+  };
+
   // ---- steps ------------------------------------------------------------------
   std::vector<int64_t> step_of(nodes.size(), -1);
   int64_t work_floats = 0;
@@ -303,6 +514,19 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
     if (n.op == Op::Input || n.op == Op::Variable || n.op == Op::Constant || n.op == Op::Reshape) continue;
     if (alias_of[static_cast<size_t>(id)] >= 0) continue;  // folded into its producer
     if (n.op >= Op::kCount) fail_node(def, id, n, "unknown op");
+    if (const int32_t gi = group_of[static_cast<size_t>(id)]; gi >= 0) {
+      // A fused group runs where its last member would.
+      if (groups[static_cast<size_t>(gi)].back() != id) continue;
+      make_program(gi);
+      Step s;
+      s.op = n.op;
+      s.node = id;
+      s.n = numel(shape_of(id));
+      s.fused = program_of[static_cast<size_t>(gi)];
+      for (int32_t o : p.fused[static_cast<size_t>(s.fused)].outputs) step_of[static_cast<size_t>(o)] = static_cast<int64_t>(p.steps.size());
+      p.steps.push_back(s);
+      continue;
+    }
     Step s;
     s.op = n.op;
     s.node = id;
@@ -419,15 +643,33 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
   }
 
   // ---- liveness ------------------------------------------------------------------
+  // What each step reads and writes: one value for a kernel step, the
+  // external inputs and stored members for a fused group.
+  auto step_ins = [&](const Step& s, std::vector<int32_t>& v) {
+    v.clear();
+    if (s.fused >= 0) {
+      v = p.fused[static_cast<size_t>(s.fused)].inputs;
+      return;
+    }
+    for (int32_t in : s.in)
+      if (in >= 0) v.push_back(in);
+  };
+  auto step_outs = [&](const Step& s, std::vector<int32_t>& v) {
+    v.clear();
+    if (s.fused >= 0) v = p.fused[static_cast<size_t>(s.fused)].outputs;
+    else v.push_back(s.node);
+  };
+  std::vector<int32_t> ins, outs;
   const int64_t nsteps = static_cast<int64_t>(p.steps.size());
   std::vector<int64_t> last_use(nodes.size(), -1);
   auto use = [&](int32_t id, int64_t when) {
     int32_t r = root[static_cast<size_t>(id)];
     last_use[static_cast<size_t>(r)] = std::max(last_use[static_cast<size_t>(r)], when);
   };
-  for (int64_t si = 0; si < nsteps; ++si)
-    for (int32_t in : p.steps[static_cast<size_t>(si)].in)
-      if (in >= 0) use(in, si);
+  for (int64_t si = 0; si < nsteps; ++si) {
+    step_ins(p.steps[static_cast<size_t>(si)], ins);
+    for (int32_t in : ins) use(in, si);
+  }
   for (int32_t o : def.outputs) use(o, kForever);
   for (auto [var, val] : def.updates) use(val, kForever);
 
@@ -448,11 +690,13 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       bool ok = var_last < si;
       if (var_last == si) {
         // The step that makes the new value is the old value's last reader:
-        // fine for elementwise ops reading the variable at full size.
+        // fine for elementwise ops reading the variable at full size (a
+        // fused group reads each chunk before storing it).
         const Step& s = p.steps[static_cast<size_t>(si)];
-        ok = elementwise_inplace_ok(s.op);
-        for (int32_t in : s.in)
-          if (in >= 0 && root[static_cast<size_t>(in)] == var && numel(shape_of(in)) != s.n) ok = false;
+        ok = s.fused >= 0 || elementwise_inplace_ok(s.op);
+        step_ins(s, ins);
+        for (int32_t in : ins)
+          if (root[static_cast<size_t>(in)] == var && numel(shape_of(in)) != s.n) ok = false;
       }
       if (!ok) continue;
       direct[static_cast<size_t>(val)] = var;
@@ -463,36 +707,58 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
     p.copies.push_back({var, val});
   }
 
+  // ---- outputs in the caller's buffers --------------------------------------------------
+  // value node -> output position, for outputs computed by a step whose
+  // value nothing else (another output, an update) shares.
+  std::vector<int32_t> external(nodes.size(), -1);
+  if (opts.outputs_external) {
+    std::vector<int> claims(nodes.size(), 0);
+    for (int32_t o : def.outputs) claims[static_cast<size_t>(root[static_cast<size_t>(o)])]++;
+    for (auto [var, val] : def.updates) claims[static_cast<size_t>(root[static_cast<size_t>(val)])] += 2;
+    for (size_t k = 0; k < def.outputs.size(); ++k) {
+      const int32_t r = root[static_cast<size_t>(def.outputs[k])];
+      if (step_of[static_cast<size_t>(r)] < 0 || direct[static_cast<size_t>(r)] >= 0 || claims[static_cast<size_t>(r)] != 1)
+        continue;
+      external[static_cast<size_t>(r)] = static_cast<int32_t>(k);
+    }
+  }
+
   // ---- arena placement ------------------------------------------------------------
   BlockAllocator arena;
   std::vector<char> owns(nodes.size(), 0);  // holds an arena block of its own
   for (int64_t si = 0; si < nsteps; ++si) {
     const Step& s = p.steps[static_cast<size_t>(si)];
-    const int32_t id = s.node;
-    ValueLoc& l = p.loc[static_cast<size_t>(id)];
-    if (direct[static_cast<size_t>(id)] >= 0) {
-      l.kind = Loc::Variable;
-      l.index = direct[static_cast<size_t>(id)];
-    } else {
-      l.kind = Loc::Arena;
-      const int64_t bytes = bytes_of(id);
-      bool placed = false;
-      if (opts.reuse && elementwise_inplace_ok(s.op)) {
-        // Take over the block of an operand that dies here.
-        for (int32_t in : s.in) {
-          if (in < 0 || in != root[static_cast<size_t>(in)]) continue;
-          if (!owns[static_cast<size_t>(in)] || last_use[static_cast<size_t>(in)] != si) continue;
-          if (bytes_of(in) != bytes) continue;
-          l.offset = p.loc[static_cast<size_t>(in)].offset;
-          owns[static_cast<size_t>(in)] = 0;
-          owns[static_cast<size_t>(id)] = 1;
-          placed = true;
-          break;
+    step_ins(s, ins);
+    step_outs(s, outs);
+    for (int32_t id : outs) {
+      ValueLoc& l = p.loc[static_cast<size_t>(id)];
+      if (direct[static_cast<size_t>(id)] >= 0) {
+        l.kind = Loc::Variable;
+        l.index = direct[static_cast<size_t>(id)];
+      } else if (external[static_cast<size_t>(id)] >= 0) {
+        l.kind = Loc::Output;
+        l.index = external[static_cast<size_t>(id)];
+      } else {
+        l.kind = Loc::Arena;
+        const int64_t bytes = bytes_of(id);
+        bool placed = false;
+        if (opts.reuse && (s.fused >= 0 || elementwise_inplace_ok(s.op))) {
+          // Take over the block of an operand that dies here.
+          for (int32_t in : ins) {
+            if (in != root[static_cast<size_t>(in)]) continue;
+            if (!owns[static_cast<size_t>(in)] || last_use[static_cast<size_t>(in)] != si) continue;
+            if (bytes_of(in) != bytes) continue;
+            l.offset = p.loc[static_cast<size_t>(in)].offset;
+            owns[static_cast<size_t>(in)] = 0;
+            owns[static_cast<size_t>(id)] = 1;
+            placed = true;
+            break;
+          }
         }
-      }
-      if (!placed && bytes > 0) {
-        l.offset = arena.alloc(bytes);
-        owns[static_cast<size_t>(id)] = 1;
+        if (!placed && bytes > 0) {
+          l.offset = arena.alloc(bytes);
+          owns[static_cast<size_t>(id)] = 1;
+        }
       }
     }
     if (!opts.reuse) continue;
@@ -502,9 +768,8 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       arena.release(p.loc[static_cast<size_t>(r)].offset, bytes_of(r));
       owns[static_cast<size_t>(r)] = 0;
     };
-    for (int32_t in : s.in)
-      if (in >= 0) maybe_free(root[static_cast<size_t>(in)]);
-    maybe_free(id);  // computed but never read
+    for (int32_t in : ins) maybe_free(root[static_cast<size_t>(in)]);
+    for (int32_t id : outs) maybe_free(id);  // computed but never read
   }
   p.work_offset = align_up(arena.top());
   p.arena_bytes = p.work_offset + align_up(work_floats * static_cast<int64_t>(sizeof(float)));

@@ -30,12 +30,25 @@ struct CompileOptions {
   bool reuse = true;           // liveness-based sharing of arena blocks
   bool inplace_updates = true; // write update values straight into variables
   bool fuse = true;            // bias add (+ ReLU) folded into conv/matmul
+  // The switches below make steps or locations that only the CPU executor
+  // runs (the CUDA executor reuses these plans), so they default to off and
+  // Session turns them on (cpu_session_options).
+  bool fuse_elementwise = false;  // chains of elementwise ops as one step (Step::fused)
+  bool outputs_external = false;  // outputs computed straight into caller buffers (Loc::Output)
 };
-// Process-wide defaults used by Session (read when a plan is compiled).
-// The environment variable SYNK_CPU_NO_REUSE=1 turns all switches off.
+// Process-wide defaults used by Session and CudaSession (read when a plan is
+// compiled). The environment variable SYNK_CPU_NO_REUSE=1 turns all switches off.
 CompileOptions& default_compile_options();
+// Process-wide switch for the CPU-only elementwise fusion (tests; the
+// environment variable SYNK_CPU_NO_FUSE=1 or SYNK_CPU_NO_REUSE=1 turns it off).
+bool& cpu_fuse_elementwise();
+// What the CPU Session compiles with: default_compile_options(), plus
+// fuse_elementwise when both `fuse` and cpu_fuse_elementwise() are on.
+CompileOptions cpu_session_options();
 
-enum class Loc : uint8_t { None, Arena, Input, Variable, Const };
+// Output: a function output computed in place in the caller's buffer
+// (index = output position); only with CompileOptions::outputs_external.
+enum class Loc : uint8_t { None, Arena, Input, Variable, Const, Output };
 struct ValueLoc {
   Loc kind = Loc::None;
   int32_t index = -1;   // input position, variable node id or const slot
@@ -58,6 +71,7 @@ struct Step {
   // Fused epilogue of Conv2d/MatMul: + bias (node id in in[2], one value per
   // output channel/column), then ReLU.
   bool relu = false;
+  int32_t fused = -1;  // >= 0: a fused elementwise group, Plan::fused[fused]
   int64_t mm_m = 0, mm_n = 0, mm_k = 0;
   Strided st;
   Reduce red;
@@ -72,6 +86,7 @@ struct Plan {
   std::vector<ValueLoc> loc;    // per node id; aliases carry their root's place
   std::vector<int32_t> bound;   // node ids whose pointer is bound per call
   std::vector<Step> steps;
+  std::vector<EwProgram> fused;
   std::vector<uint32_t> consts;
   int64_t arena_bytes = 0;      // blocks + workspace
   int64_t work_offset = 0;      // conv workspace, at the end of the arena
@@ -96,8 +111,11 @@ struct RunContext {
 };
 
 // Runs the steps of a compiled plan. `inputs` in FunctionDef order;
-// `var_ptr` is indexed by node id. Does not touch outputs or copies.
+// `var_ptr` is indexed by node id; `outputs` (by output position) are the
+// caller's buffers for Loc::Output values (null if the plan has none).
+// Does not copy outputs or apply update copies.
 void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
-             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx);
+             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
+             void* const* outputs = nullptr);
 
 }  // namespace synk::cpu

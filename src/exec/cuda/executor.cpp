@@ -366,6 +366,7 @@ void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
       case cpu::Loc::Variable: ptr = var_ptr[l.index]; break;
       case cpu::Loc::Const: ptr = static_cast<uint32_t*>(cp.consts.data()) + l.index; break;
       case cpu::Loc::None: break;
+      case cpu::Loc::Output: break;  // CUDA plans never compile outputs_external
     }
     p.ptr[static_cast<size_t>(id)] = ptr;
   }

@@ -1,0 +1,241 @@
+// exec/cpu/kernels_fused.cpp — the interpreter of fused elementwise groups
+// (see EwProgram in kernels.hpp; plan.cpp decides what is fused).
+//
+// Why chunks: a chain of k elementwise ops run op by op streams k results
+// through memory; here every intermediate lives in a 2 KB chunk register
+// that stays in L1, and only the group's inputs and outputs touch memory.
+// The per-chunk dispatch costs a few branches per op and 512 elements.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "exec/cpu/kernels.hpp"
+
+namespace synk::cpu {
+
+namespace {
+
+constexpr int64_t kChunk = 512;  // multiple of every SIMD width; divides 2^32 (dropout blocks)
+
+// One operand of an op over one chunk: a vector (register or input memory)
+// or a broadcast scalar.
+struct Opnd {
+  const float* p;
+  bool scalar;
+};
+
+template <class F>
+inline void bin(int64_t m, Opnd a, Opnd b, float* __restrict o, F f) {
+  const float* __restrict x = a.p;
+  const float* __restrict y = b.p;
+  if (!a.scalar && !b.scalar) {
+    for (int64_t i = 0; i < m; ++i) o[i] = f(x[i], y[i]);
+  } else if (!a.scalar) {
+    const float bv = *y;
+    for (int64_t i = 0; i < m; ++i) o[i] = f(x[i], bv);
+  } else if (!b.scalar) {
+    const float av = *x;
+    for (int64_t i = 0; i < m; ++i) o[i] = f(av, y[i]);
+  } else {
+    const float v = f(*x, *y);
+    for (int64_t i = 0; i < m; ++i) o[i] = v;
+  }
+}
+
+template <class F>
+inline void un(int64_t m, Opnd a, float* __restrict o, F f) {
+  const float* __restrict x = a.p;
+  if (!a.scalar) {
+    for (int64_t i = 0; i < m; ++i) o[i] = f(x[i]);
+  } else {
+    const float v = f(*x);
+    for (int64_t i = 0; i < m; ++i) o[i] = v;
+  }
+}
+
+// The same formulas as binary_f32 / unary_f32 (kernels_elementwise.cpp).
+void run_instr(const EwInstr& ins, int64_t m, Opnd a, Opnd b, float* o) {
+  switch (ins.op) {
+    case EwOp::Add: bin(m, a, b, o, [](float x, float y) { return x + y; }); break;
+    case EwOp::Sub: bin(m, a, b, o, [](float x, float y) { return x - y; }); break;
+    case EwOp::Mul: bin(m, a, b, o, [](float x, float y) { return x * y; }); break;
+    case EwOp::Div: bin(m, a, b, o, [](float x, float y) { return x / y; }); break;
+    case EwOp::ReluGrad: bin(m, a, b, o, [](float y, float g) { return y > 0.f ? g : 0.f; }); break;
+    case EwOp::Neg: un(m, a, o, [](float x) { return -x; }); break;
+    case EwOp::Relu: un(m, a, o, [](float x) { return x > 0.f ? x : 0.f; }); break;
+    case EwOp::Tanh: un(m, a, o, [](float x) { return std::tanh(x); }); break;
+    case EwOp::Sigmoid: un(m, a, o, [](float x) { return 1.f / (1.f + std::exp(-x)); }); break;
+    case EwOp::Exp: un(m, a, o, [](float x) { return std::exp(x); }); break;
+    case EwOp::Log: un(m, a, o, [](float x) { return std::log(x); }); break;
+    case EwOp::Sqrt: un(m, a, o, [](float x) { return std::sqrt(x); }); break;
+    case EwOp::Square: un(m, a, o, [](float x) { return x * x; }); break;
+    case EwOp::Pow: {
+      const float p = ins.f;
+      if (p == 2.f) un(m, a, o, [](float x) { return x * x; });
+      else if (p == 1.f) un(m, a, o, [](float x) { return x; });
+      else if (p == 0.5f) un(m, a, o, [](float x) { return std::sqrt(x); });
+      else if (p == -1.f) un(m, a, o, [](float x) { return 1.f / x; });
+      else un(m, a, o, [p](float x) { return std::pow(x, p); });
+      break;
+    }
+    case EwOp::Dropout: break;  // handled by the caller (needs the position)
+  }
+}
+
+[[gnu::always_inline]] inline void interpret(const EwProgram& p, const float* const* in, float* const* out,
+                                             const uint64_t* keys) {
+  alignas(64) float regs[kEwMaxRegs][kChunk];
+  const size_t ncode = p.code.size(), nout = p.outputs.size();
+  for (int64_t c0 = 0; c0 < p.n; c0 += kChunk) {
+    const int64_t m = std::min(kChunk, p.n - c0);
+    for (size_t k = 0; k < ncode; ++k) {
+      const EwInstr& ins = p.code[k];
+      float* o = regs[ins.dst];
+      if (ins.op == EwOp::Dropout) {
+        dropout_range(keys[ins.key], ins.f, c0, m, o);
+        continue;
+      }
+      auto opnd = [&](const EwArg& a) -> Opnd {
+        switch (a.kind) {
+          case EwArg::Reg: return {regs[a.index], false};
+          case EwArg::Full: return {in[a.index] + c0, false};
+          case EwArg::Scalar: return {in[a.index], true};
+          case EwArg::None: break;
+        }
+        return {nullptr, true};
+      };
+      run_instr(ins, m, opnd(ins.a), opnd(ins.b), o);
+    }
+    // Stores last: an output may overwrite a full-size input of this chunk.
+    for (size_t j = 0; j < nout; ++j)
+      std::memcpy(out[j] + c0, regs[p.out_reg[j]], static_cast<size_t>(m) * sizeof(float));
+  }
+}
+
+// Nesterov momentum as optim::nesterov writes it (6 ops per parameter):
+// s = g*lr; v2 = v*mu - s; p2 = p + (v2*mu - s). One pass with everything
+// in SIMD registers. Outputs may be the very arrays v and p (in-place
+// updates); explicit vectors, loaded before they are stored, make that safe
+// where the compiler's own vectoriser would fall back to scalar code.
+typedef float F4 __attribute__((vector_size(16)));
+typedef float F8 __attribute__((vector_size(32)));
+template <int W> struct Vec;
+template <> struct Vec<4> { using T = F4; };
+template <> struct Vec<8> { using T = F8; };
+
+template <int W>
+[[gnu::always_inline]] inline void nesterov_loop(int64_t n, const float* g, const float* v, const float* p, float lr,
+                                                 float mu, float mu2, float* v_out, float* p_out) {
+  using V = typename Vec<W>::T;
+  static_assert(sizeof(V) == W * sizeof(float));
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    V gv, vv, pv;
+    std::memcpy(&gv, g + i, sizeof(V));
+    std::memcpy(&vv, v + i, sizeof(V));
+    std::memcpy(&pv, p + i, sizeof(V));
+    const V st = gv * lr;
+    const V v2 = vv * mu - st;
+    const V p2 = pv + (v2 * mu2 - st);
+    std::memcpy(v_out + i, &v2, sizeof(V));
+    std::memcpy(p_out + i, &p2, sizeof(V));
+  }
+  for (; i < n; ++i) {
+    const float st = g[i] * lr;
+    const float v2 = v[i] * mu - st;
+    const float p2 = p[i] + (v2 * mu2 - st);
+    v_out[i] = v2;
+    p_out[i] = p2;
+  }
+}
+
+struct NesterovArgs {
+  int g, v, p, lr, mu, mu2, v_out, p_out;  // input / output slots (the graph may hold mu twice)
+};
+
+void nesterov_base(const NesterovArgs& a, int64_t n, const float* const* in, float* const* out) {
+  nesterov_loop<4>(n, in[a.g], in[a.v], in[a.p], *in[a.lr], *in[a.mu], *in[a.mu2], out[a.v_out], out[a.p_out]);
+}
+void interpret_base(const EwProgram& p, const float* const* in, float* const* out, const uint64_t* keys) {
+  interpret(p, in, out, keys);
+}
+
+// AVX2 clones (no FMA: the same roundings as the SSE2 code), picked at run
+// time.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define SYNK_HAVE_AVX2_CLONES 1
+[[gnu::target("avx2")]] void nesterov_avx2(const NesterovArgs& a, int64_t n, const float* const* in, float* const* out) {
+  nesterov_loop<8>(n, in[a.g], in[a.v], in[a.p], *in[a.lr], *in[a.mu], *in[a.mu2], out[a.v_out], out[a.p_out]);
+}
+[[gnu::target("avx2")]] void interpret_avx2(const EwProgram& p, const float* const* in, float* const* out,
+                                            const uint64_t* keys) {
+  interpret(p, in, out, keys);
+}
+bool have_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+}
+#endif
+
+// Matches the program against the Nesterov pattern (instruction order as
+// the graph builds it; any register assignment).
+bool match_nesterov(const EwProgram& p, NesterovArgs& a) {
+  if (p.code.size() != 6 || p.outputs.size() != 2) return false;
+  const auto& c = p.code;
+  auto is = [](const EwInstr& i, EwOp op, EwArg::Kind ka, EwArg::Kind kb) {
+    return i.op == op && i.a.kind == ka && i.b.kind == kb;
+  };
+  auto reg = [](const EwArg& x, const EwInstr& src) { return x.kind == EwArg::Reg && x.index == src.dst; };
+  if (!is(c[0], EwOp::Mul, EwArg::Full, EwArg::Scalar) || !is(c[1], EwOp::Mul, EwArg::Full, EwArg::Scalar) ||
+      !is(c[2], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[3], EwOp::Mul, EwArg::Reg, EwArg::Scalar) ||
+      !is(c[4], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[5], EwOp::Add, EwArg::Full, EwArg::Reg))
+    return false;
+  // Registers are reused, so check each read against the latest writer.
+  if (!reg(c[2].a, c[1]) || !reg(c[2].b, c[0]) || !reg(c[3].a, c[2]) || !reg(c[4].a, c[3]) ||
+      !reg(c[4].b, c[0]) || !reg(c[5].b, c[4]))
+    return false;
+  if (c[1].dst == c[0].dst || c[2].dst == c[0].dst || c[3].dst == c[0].dst || c[3].dst == c[2].dst ||
+      c[4].dst == c[2].dst)
+    return false;
+  // Stored: v2 (c[2]) and p2 (c[5]), nothing else.
+  int v_out = -1, p_out = -1;
+  for (size_t j = 0; j < p.outputs.size(); ++j) {
+    if (p.out_reg[j] == c[2].dst && v_out < 0) v_out = static_cast<int>(j);
+    else if (p.out_reg[j] == c[5].dst && p_out < 0) p_out = static_cast<int>(j);
+  }
+  if (v_out < 0 || p_out < 0 || c[5].dst == c[2].dst) return false;
+  a = {c[0].a.index, c[1].a.index, c[5].a.index, c[0].b.index, c[1].b.index, c[3].b.index, v_out, p_out};
+  return true;
+}
+
+}  // namespace
+
+void classify(EwProgram& p) {
+  NesterovArgs a;
+  p.pattern = match_nesterov(p, a) ? EwProgram::Nesterov : EwProgram::Generic;
+}
+
+void fused_elementwise(const EwProgram& p, const float* const* in, float* const* out, const uint64_t* keys) {
+#ifdef SYNK_HAVE_AVX2_CLONES
+  const bool avx2 = have_avx2();
+#else
+  const bool avx2 = false;
+#endif
+  if (p.pattern == EwProgram::Nesterov) {
+    NesterovArgs a;
+    match_nesterov(p, a);
+#ifdef SYNK_HAVE_AVX2_CLONES
+    if (avx2) return nesterov_avx2(a, p.n, in, out);
+#endif
+    return nesterov_base(a, p.n, in, out);
+  }
+#ifdef SYNK_HAVE_AVX2_CLONES
+  if (avx2) return interpret_avx2(p, in, out, keys);
+#endif
+  interpret_base(p, in, out, keys);
+}
+
+}  // namespace synk::cpu
