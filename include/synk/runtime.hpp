@@ -38,7 +38,44 @@
 // the worker's message; the runtime stays usable unless the failing command
 // involved a collective. Bad arguments are refused in the master before any
 // worker is touched (ArgumentError/ShapeError/TypeError) and the next call
-// works.
+// works. A worker that stops answering (hung, SIGSTOPped) makes the call
+// throw WorkerError after RuntimeOptions::timeout (collective_timeout inside
+// collectives and training steps). Messages name the rank, the pid, the
+// signal or exit code and the call ("function 'f' call #12"); the table of
+// every fault and its outcome is docs/faults.md.
+//
+// Values are not checked: NaN and Inf in inputs or variables propagate like
+// in any float computation (collect max/min follow std::max/min).
+//
+// Threads and processes. The master's side is used by one thread at a time:
+// a call made while another runs (from a second thread, or re-entrant from a
+// map job in the master) is refused with ArgumentError, and so is any call
+// made in a worker process (e.g. from a map job), where the runtime object is
+// only a forked copy.
+//
+// Recovery. A failed runtime keeps the master's copy of every shared
+// variable; snapshot() takes it, and after close() and a new fork() (same
+// process, same graph) restore() gives it to every rank, so a long training
+// run survives a crashed worker:
+//
+//   synk::VarValues saved;
+//   try { for (...) step({X, Y}, {.batch = b}); }
+//   catch (const synk::WorkerError&) { saved = rt.snapshot(); }
+//   rt.close();
+//   rt = synk::fork(opts);             // fresh workers
+//   step = rt.train_step(spec);        // functions and Data belong to a runtime:
+//   rt.distribute();                   //   make them again
+//   rt.restore(saved);                 // every rank gets the master's values
+//   X = rt.data(images); ...
+//
+// Functions are made again from the same specs (the graph keeps growing; a
+// train step's gradient inputs get fresh names). An optimizer that creates
+// state variables (momentum, adam, ...) cannot run twice on one graph: use
+// a stateless one in train_step, or build such updates once and make the
+// functions from that FunctionSpec. The master's copy is whole at any failure: a training step's update runs
+// in the master only after its all-reduce completed, so the snapshot holds
+// the parameters (and optimizer state) before or after that step, never a
+// mix. A plain function's updates are applied on each rank to its own copy.
 #pragma once
 
 #include <chrono>
@@ -48,6 +85,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "synk/array.hpp"
@@ -82,6 +120,9 @@ struct RuntimeOptions {
   // How long close() lets workers leave before killing them.
   std::chrono::milliseconds close_timeout = std::chrono::seconds(2);
 };
+
+// Shared variables' values by name (Runtime::snapshot / restore).
+using VarValues = std::vector<std::pair<std::string, Array>>;
 
 enum class ReduceOp : uint8_t { sum = 0, avg, max, min, prod };
 
@@ -220,6 +261,15 @@ class Runtime {
   using MapThunk = void (*)(void (*fn)(), const void* job, void* result);
   void map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count,
                void* results, size_t result_bytes);
+
+  // ---- recovery ------------------------------------------------------------------
+  // The master's (rank 0's) value of every distributed shared variable, in
+  // graph order. Works on a failed runtime (not after close()).
+  VarValues snapshot() const;
+  // Sets each named variable to its value on every rank (all are checked
+  // first: unknown names, dtypes and shapes are refused before any is set).
+  // Variables not listed keep their values.
+  void restore(const VarValues& values);
 
   // Shuts the workers down and frees every shared segment. Idempotent.
   void close();

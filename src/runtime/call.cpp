@@ -28,8 +28,11 @@ Graph* graph_of(const FunctionSpec& s) {
 
 }  // namespace
 
-ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast) {
-  RuntimeCore& c = checked("function");
+namespace {
+
+ParallelFunction make_function(const std::shared_ptr<RuntimeCore>& core, const FunctionSpec& spec,
+                               const std::vector<Tensor>& broadcast) {
+  RuntimeCore& c = *core;
   Graph* g = graph_of(spec);
   if (!g) g = c.graph;  // an empty function belongs to the runtime's graph
   if (!g) throw ArgumentError("Runtime::function '" + spec.name + "': the spec has no tensors and no graph is known yet");
@@ -53,11 +56,20 @@ ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<T
   }
   e.fn = c.add_def(def);
   c.entries.push_back(std::move(e));
-  return ParallelFunction(impl_, static_cast<int>(c.entries.size() - 1));
+  return ParallelFunction(core, static_cast<int>(c.entries.size() - 1));
+}
+
+}  // namespace
+
+ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast) {
+  RuntimeCore& c = checked("function");
+  detail::Busy busy(c, "function");
+  return make_function(impl_, spec, broadcast);
 }
 
 ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   RuntimeCore& c = checked("train_step");
+  detail::Busy busy(c, "train_step");
   const std::string who = "Runtime::train_step '" + spec.name + "'";
   if (!spec.loss.valid()) throw ArgumentError(who + ": no loss");
   if (spec.loss.dtype() != DType::f32 || numel(spec.loss.shape()) != 1 || has_batch(spec.loss.shape()))
@@ -72,20 +84,27 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   }
   std::vector<Tensor> grads = synk::grad(spec.loss, spec.params);
   std::vector<Tensor> gin;
-  std::string tag = std::to_string(c.entries.size());
-  tag.insert(tag.begin(), '#');
-  for (const Tensor& p : spec.params) {
-    std::string name = "__synk_grad/";
-    name += p.name();
-    name += tag;
-    gin.push_back(g.input(name, DType::f32, p.shape()));
-  }
+  // Gradient inputs get names unique in the graph: a graph outlives its
+  // runtimes (recovery makes the same train step again in a new runtime).
+  int k = static_cast<int>(c.entries.size());
+  auto tagged = [&](int t) {
+    std::vector<std::string> names;
+    for (const Tensor& p : spec.params) names.push_back("__synk_grad/" + p.name() + "#" + std::to_string(t));
+    return names;
+  };
+  auto taken = [&](const std::vector<std::string>& names) {
+    for (const auto& nm : names) if (g.contains(nm)) return true;
+    return false;
+  };
+  while (taken(tagged(k))) ++k;
+  const std::vector<std::string> names = tagged(k);
+  for (size_t i = 0; i < spec.params.size(); ++i) gin.push_back(g.input(names[i], DType::f32, spec.params[i].shape()));
   std::vector<Update> ups = spec.optimizer(spec.params, gin);
 
   FunctionSpec gs{spec.name, spec.inputs, spec.outputs, {}};
   for (const Tensor& t : grads) gs.outputs.push_back({t, Collect::avg});
   // Reuse function()'s checks (graph, broadcast, batch dims) for the gradient part.
-  ParallelFunction gf = function(gs, spec.broadcast);
+  ParallelFunction gf = make_function(impl_, gs, spec.broadcast);
   Entry& e = c.entries[static_cast<size_t>(gf.index())];
   e.n_outputs = static_cast<uint32_t>(spec.outputs.size());
   e.collects.resize(spec.outputs.size());
@@ -96,6 +115,7 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
 
 void Runtime::distribute() {
   RuntimeCore& c = checked("distribute");
+  detail::Busy busy(c, "distribute");
   if (!c.graph) throw ArgumentError("Runtime::distribute: no function was made yet");
   std::vector<uint8_t> bytes = serialize(*c.graph, c.defs);
   if (c.n > 1) {
@@ -124,7 +144,8 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   RuntimeCore& c = *owner_;
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
   const std::string label = "function '" + e.name + "' call #" + std::to_string(c.calls + 1);
-  c.check_usable(("call of " + label).c_str());
+  c.check_usable("call of " + label);
+  detail::Busy busy(c, "call of " + label);
   if (static_cast<size_t>(std::max(e.fn, e.update_fn)) >= c.distributed_defs)
     throw ArgumentError(label + ": the function was made after the last distribute(); call distribute() first");
   const FunctionDef& def = c.defs[static_cast<size_t>(e.fn)];
@@ -255,7 +276,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     c.set_args(bytes);
     c.signal(Cmd::call, train);
   }
-  auto resolver = [&c](uint64_t id) -> const uint8_t* {
+  auto resolver = [&c](uint64_t id) -> std::span<const uint8_t> {
     auto it = c.seg_ptr.find(id);
     if (it == c.seg_ptr.end()) throw ArgumentError("runtime: unknown segment id " + std::to_string(id));
     return it->second;
@@ -268,15 +289,11 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     dd.n_outputs = e.n_outputs;
     mine = detail::run_share(c.local, dd);
   } catch (const std::exception& ex) {
-    if (c.failed.load()) c.throw_failure();
+    if (c.failed.load()) c.throw_failure(label);
     err = ex.what();
-    if (train && c.n > 1) {
-      // Either the master failed (then the workers are stuck in the
-      // all-reduce) or a worker aborted the group (its message is in err).
-      const bool theirs = c.group->aborted() && err.find("group aborted") != std::string::npos;
-      c.fail("synk runtime: " + label + (theirs ? " failed: " : " failed on rank 0 (master): ") + err, theirs ? -1 : 0);
-      c.throw_failure();
-    }
+    // Either the master failed (then the workers are stuck in the
+    // all-reduce) or a worker aborted the group: the runtime fails.
+    if (train && c.n > 1) c.fail_collective(label, err);
   }
   if (c.n > 1) c.wait_workers(label);
   if (!err.empty()) throw Error("synk runtime: " + label + " failed on rank 0 (master): " + err);

@@ -1,6 +1,8 @@
 // src/runtime/collectives.cpp — collectives on shared variables (every rank's
 // copy, moved by the CpuGroup in shared memory), get/set of one rank's value,
 // and map() of plain functions over jobs.
+#include <unistd.h>
+
 #include <cstring>
 
 #include "comm/futex.hpp"
@@ -21,14 +23,23 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
   size_t out_off = 0;
   for (uint32_t i = 0; i < count; ++i) {
     const auto kind = static_cast<VarOpKind>(r.get<uint8_t>());
-    const auto op = to_comm(static_cast<ReduceOp>(r.get<uint8_t>()));
+    const uint8_t op_byte = r.get<uint8_t>();
+    if (op_byte > static_cast<uint8_t>(ReduceOp::prod))
+      throw FormatError("runtime: corrupt collective command: reduce op " + std::to_string(op_byte));
+    const auto op = to_comm(static_cast<ReduceOp>(op_byte));
     const int32_t root = r.get<int32_t>();
     const int32_t var = r.get<int32_t>();
     const uint64_t in_off = r.get<uint64_t>();
+    // Validate before acting (a corrupt command must not reach memory).
+    if (var < 0 || static_cast<size_t>(var) >= L.graph->size() || L.graph->node(var).op != Op::Variable)
+      throw FormatError("runtime: corrupt collective command: " + std::to_string(var) + " is not a variable id");
     const Node& node = L.graph->node(var);
     const size_t cnt = static_cast<size_t>(numel(node.shape));
-    const comm::ElemType t = comm::elem_type(node.dtype);
     const size_t nb = cnt * dtype_size(node.dtype);
+    if (static_cast<uint8_t>(kind) > static_cast<uint8_t>(VarOpKind::scatter) || root < 0 || root >= L.ranks ||
+        (kind == VarOpKind::scatter && (in_off > n || nb * static_cast<size_t>(L.ranks) > n - in_off)))
+      throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
+    const comm::ElemType t = comm::elem_type(node.dtype);
     void* v = L.session->variable_data(var);
     comm::CpuGroup& g = *L.group;
     switch (kind) {
@@ -59,6 +70,12 @@ void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
   auto thunk = reinterpret_cast<Runtime::MapThunk>(r.get<uint64_t>());
   const uint64_t job_bytes = r.get<uint64_t>(), count = r.get<uint64_t>(), res_bytes = r.get<uint64_t>();
   const uint64_t jobs_off = r.get<uint64_t>(), res_off = r.get<uint64_t>();
+  // Jobs and results must lie inside the arguments (overflow-safe).
+  auto inside = [n](uint64_t off, uint64_t each, uint64_t k) {
+    return off <= n && (each == 0 || k <= (n - off) / each);
+  };
+  if (!fn || !thunk || !inside(jobs_off, job_bytes, count) || !inside(res_off, res_bytes, count))
+    throw FormatError("runtime: corrupt map command");
   std::atomic_ref<uint64_t> next(cb->map_next);
   for (;;) {
     const uint64_t i = next.fetch_add(1);
@@ -97,6 +114,7 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
   w.bytes(extra.data(), extra.size());
   std::vector<uint8_t> out(out_bytes);
   ++c.calls;
+  const std::string label = std::string(what) + " #" + std::to_string(c.calls);
   if (c.n > 1) {
     c.set_args(w.buf);
     c.signal(Cmd::collective, true);
@@ -105,11 +123,11 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
   try {
     detail::run_var_ops(c.local, args, w.buf.size(), out.data());
   } catch (const std::exception& e) {
-    if (c.failed.load()) c.throw_failure();
-    c.fail(std::string("synk runtime: ") + what + " failed on rank 0 (master): " + e.what(), 0);
-    c.throw_failure();
+    // The group is unusable after any error in it: the runtime fails.
+    if (c.failed.load()) c.throw_failure(label);
+    c.fail_collective(label, e.what());
   }
-  if (c.n > 1) c.wait_workers(what);
+  if (c.n > 1) c.wait_workers(label);
   return out;
 }
 
@@ -133,6 +151,7 @@ size_t var_bytes(RuntimeCore& c, int32_t id) {
 
 void Runtime::broadcast(const std::vector<VarRef>& vars, int root) {
   RuntimeCore& c = checked("broadcast");
+  detail::Busy busy(c, "broadcast");
   check_distributed(c, "broadcast");
   check_root(c, root, "broadcast");
   std::vector<VarOp> ops;
@@ -142,6 +161,7 @@ void Runtime::broadcast(const std::vector<VarRef>& vars, int root) {
 
 void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
   RuntimeCore& c = checked("all_reduce");
+  detail::Busy busy(c, "all_reduce");
   check_distributed(c, "all_reduce");
   std::vector<VarOp> ops;
   for (const VarRef& v : vars) ops.push_back({VarOpKind::all_reduce, op, 0, c.var_id(v, "all_reduce")});
@@ -150,6 +170,7 @@ void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
 
 void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
   RuntimeCore& c = checked("reduce");
+  detail::Busy busy(c, "reduce");
   check_distributed(c, "reduce");
   check_root(c, root, "reduce");
   std::vector<VarOp> ops;
@@ -171,13 +192,20 @@ Array gather_impl(RuntimeCore& c, const VarRef& var, VarOpKind kind, const char*
 }
 }  // namespace
 
-Array Runtime::gather(const VarRef& var) { return gather_impl(checked("gather"), var, VarOpKind::gather, "gather"); }
+Array Runtime::gather(const VarRef& var) {
+  RuntimeCore& c = checked("gather");
+  detail::Busy busy(c, "gather");
+  return gather_impl(c, var, VarOpKind::gather, "gather");
+}
 Array Runtime::all_gather(const VarRef& var) {
-  return gather_impl(checked("all_gather"), var, VarOpKind::all_gather, "all_gather");
+  RuntimeCore& c = checked("all_gather");
+  detail::Busy busy(c, "all_gather");
+  return gather_impl(c, var, VarOpKind::all_gather, "all_gather");
 }
 
 void Runtime::scatter(const VarRef& var, const ArrayView& values) {
   RuntimeCore& c = checked("scatter");
+  detail::Busy busy(c, "scatter");
   check_distributed(c, "scatter");
   const int32_t id = c.var_id(var, "scatter");
   const Node& n = c.graph->node(id);
@@ -196,6 +224,7 @@ void Runtime::scatter(const VarRef& var, const ArrayView& values) {
 
 Array Runtime::get(const VarRef& var, int rank) {
   RuntimeCore& c = checked("get");
+  detail::Busy busy(c, "get");
   check_distributed(c, "get");
   check_root(c, rank, "get");
   const int32_t id = c.var_id(var, "get");
@@ -245,15 +274,58 @@ void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int ran
 
 void Runtime::set(const VarRef& var, const ArrayView& value, int rank) {
   RuntimeCore& c = checked("set");
+  detail::Busy busy(c, "set");
   check_root(c, rank, "set");
   set_impl(c, var, value, rank);
 }
 
-void Runtime::set(const VarRef& var, const ArrayView& value) { set_impl(checked("set"), var, value, -1); }
+void Runtime::set(const VarRef& var, const ArrayView& value) {
+  RuntimeCore& c = checked("set");
+  detail::Busy busy(c, "set");
+  set_impl(c, var, value, -1);
+}
+
+// ---- recovery --------------------------------------------------------------------------
+
+VarValues Runtime::snapshot() const {
+  // Not checked(): a failed runtime is exactly where a snapshot is wanted.
+  if (!impl_ || !impl_->open) throw ArgumentError("Runtime::snapshot: the runtime is not open (take it before close())");
+  RuntimeCore& c = *impl_;
+  if (::getpid() != c.master_pid) throw ArgumentError("Runtime::snapshot: called in a worker process");
+  detail::Busy busy(c, "snapshot");
+  VarValues out;
+  if (!c.graph || !c.session) return out;
+  for (size_t id = 0; id < c.distributed_nodes; ++id) {
+    const Node& n = c.graph->node(static_cast<int32_t>(id));
+    if (n.op != Op::Variable) continue;
+    Array a(n.dtype, n.shape);
+    if (a.nbytes()) std::memcpy(a.raw(), c.session->variable_data(static_cast<int32_t>(id)), a.nbytes());
+    out.emplace_back(n.name, std::move(a));
+  }
+  return out;
+}
+
+void Runtime::restore(const VarValues& values) {
+  RuntimeCore& c = checked("restore");
+  detail::Busy busy(c, "restore");
+  check_distributed(c, "restore");
+  // Every value is checked before any rank is touched.
+  std::vector<int32_t> ids;
+  for (const auto& [name, value] : values) {
+    const int32_t id = c.var_id(VarRef(name), "restore");
+    const Node& n = c.graph->node(id);
+    if (value.dtype() != n.dtype || value.shape() != n.shape)
+      throw ShapeError("Runtime::restore: '" + name + "' is " + dtype_name(n.dtype) + " " + to_string(n.shape) +
+                       ", the saved value " + dtype_name(value.dtype()) + " " + to_string(value.shape()));
+    ids.push_back(id);
+  }
+  for (size_t i = 0; i < values.size(); ++i) set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
+}
 
 void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,
                       size_t result_bytes) {
   RuntimeCore& c = checked("map");
+  detail::Busy busy(c, "map");
   if (!fn || !thunk) throw ArgumentError("Runtime::map: no function");
   if (count == 0) return;
   detail::Writer w;

@@ -75,6 +75,20 @@ struct ControlBlock {
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
 
+// Test-only fault injection (tests/test_faults.cpp, bench/stress). Set in the
+// master before synk::fork(); the forked workers inherit the pointers. Never
+// set by the library itself.
+struct TestHooks {
+  // A worker calls this after reading a command's header and before acting
+  // on it (cmd: the Cmd as an integer). It may crash, hang, exit, throw (the
+  // worker reports the exception like any other) or corrupt `hdr`, the
+  // worker's private copy of the header, to check command validation.
+  void (*on_command)(int cmd, int rank, CommandHeader& hdr) = nullptr;
+  // A worker calls this in distribute() before compiling the functions.
+  void (*before_compile)(int rank) = nullptr;
+};
+TestHooks& test_hooks();
+
 // A message on a worker's socket: a new segment (with its fd) or a release.
 struct SegMsg {
   uint64_t id;
@@ -175,9 +189,12 @@ struct CallInput {
 };
 std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>& in,
                                  std::span<const int64_t> indices);
-// resolve(id) gives the local mapping of a segment.
+// resolve(id) gives the local mapping of a segment (throws for an unknown
+// id). Every offset, size, count and enum of the encoding is checked against
+// the bounds of `p[0, n)` and of the segments it names (FormatError), so a
+// corrupt command cannot make a rank read outside its mappings.
 CallDesc decode_call(const uint8_t* p, size_t n,
-                     const std::function<const uint8_t*(uint64_t id)>& resolve);
+                     const std::function<std::span<const uint8_t>(uint64_t id)>& resolve);
 
 // One rank's executor: a Session over its copy of the graph plus the
 // compiled functions, and the scratch of calls.
@@ -265,10 +282,11 @@ struct RuntimeCore {
   // lifecycle and failures
   bool open = false;
   std::atomic<bool> failed{false};
+  std::atomic<bool> busy{false};       // a master call is running (see Busy)
   std::atomic<bool> stopping{false};   // exits are expected (close or after a failure)
   std::atomic<int> reaped{0};
   std::mutex fail_mu;
-  std::string fail_msg;
+  std::string fail_msg;  // why it failed, e.g. "worker rank 1 (pid 7) was killed by signal 9 (SIGKILL)"
   int fail_rank = -1;
   std::thread watcher;
   int stop_efd = -1;
@@ -278,7 +296,7 @@ struct RuntimeCore {
 
   // segments known to the workers: id -> master mapping
   uint64_t next_seg = 1;
-  std::unordered_map<uint64_t, const uint8_t*> seg_ptr;
+  std::unordered_map<uint64_t, std::span<const uint8_t>> seg_ptr;
   comm::SharedSegment args;
   uint64_t args_id = 0;
   std::vector<comm::SharedSegment> results;
@@ -294,9 +312,16 @@ struct RuntimeCore {
   Local local;
 
   ~RuntimeCore();
-  void check_usable(const char* what);
-  [[noreturn]] void throw_failure();
+  // Refuses calls from a worker process, on a closed runtime and on a failed
+  // one (the last naming `what` and the original failure).
+  void check_usable(const std::string& what);
+  // Throws WorkerError "synk runtime: <what> failed: <fail_msg>".
+  [[noreturn]] void throw_failure(const std::string& what);
   void fail(const std::string& msg, int rank) noexcept;  // sticky; kills the workers
+  // A collective failed on the master with `err` (a CpuGroup error): blames
+  // the worker that aborted the group or was waited for, marks the runtime
+  // failed and throws.
+  [[noreturn]] void fail_collective(const std::string& what, const std::string& err);
   void close() noexcept;
   void watch();
 
@@ -316,6 +341,21 @@ struct RuntimeCore {
   void attach_graph(Graph* g, const char* what);
   int add_def(const FunctionDef& d);
   int32_t var_id(const VarRef& v, const char* what);
+};
+
+// Marks a master call as running for its lifetime. A second call while one
+// runs (from another thread, or re-entrant from inside a map job in the
+// master) is refused with ArgumentError instead of corrupting the control
+// block: the master's side of the runtime is single-threaded by design.
+class Busy {
+ public:
+  Busy(RuntimeCore& c, const std::string& what);
+  ~Busy() { c_.busy.store(false, std::memory_order_release); }
+  Busy(const Busy&) = delete;
+  Busy& operator=(const Busy&) = delete;
+
+ private:
+  RuntimeCore& c_;
 };
 
 // Worker entry, in the forked child: never returns.

@@ -42,6 +42,7 @@ void fill(Data::Impl& d, RuntimeCore& c, DType t, Shape shape, const void* src, 
 
 Data Runtime::data(const ArrayView& value) {
   RuntimeCore& c = checked("data");
+  detail::Busy busy(c, "data");
   if (!value.data && value.numel() > 0) throw ArgumentError("Runtime::data: the array has no data");
   auto d = std::make_shared<Data::Impl>();
   d->rt = impl_;
@@ -52,6 +53,7 @@ Data Runtime::data(const ArrayView& value) {
 
 Data Runtime::data(DType dtype, Shape shape) {
   RuntimeCore& c = checked("data");
+  detail::Busy busy(c, "data");
   auto d = std::make_shared<Data::Impl>();
   d->rt = impl_;
   d->core = &c;
@@ -91,6 +93,7 @@ void Data::set(const ArrayView& value) {
   auto rt = d.rt.lock();
   if (!rt || !rt->open) throw ArgumentError("Data::set: the runtime is closed");
   rt->check_usable("Data::set");
+  detail::Busy busy(*rt, "Data::set");
   if (!value.data && value.numel() > 0) throw ArgumentError("Data::set: the array has no data");
   fill(d, *rt, value.dtype, value.shape, value.data, 0);
 }
@@ -100,6 +103,7 @@ void Data::resize(int64_t rows) {
   auto rt = d.rt.lock();
   if (!rt || !rt->open) throw ArgumentError("Data::resize: the runtime is closed");
   rt->check_usable("Data::resize");
+  detail::Busy busy(*rt, "Data::resize");
   if (rows < 0) throw ArgumentError("Data::resize: negative row count " + std::to_string(rows));
   if (d.shape.empty()) throw ShapeError("Data::resize: a scalar Data has no rows");
   Shape s = d.shape;

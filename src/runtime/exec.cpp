@@ -84,37 +84,114 @@ std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>
   return std::move(w.buf);
 }
 
-CallDesc decode_call(const uint8_t* p, size_t n, const std::function<const uint8_t*(uint64_t)>& resolve) {
+namespace {
+
+[[noreturn]] void bad(const std::string& what) { throw FormatError("runtime: corrupt call command: " + what); }
+
+// a + b <= limit without overflow.
+bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
+
+// Bytes of a dense array, refusing negative dims and overflow.
+uint64_t checked_bytes(const Shape& s, DType t) {
+  uint64_t n = 1;
+  for (Dim d : s) {
+    if (d < 0) bad("negative dim in shape " + to_string(s));
+    if (d != 0 && n > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) bad("shape " + to_string(s) + " overflows");
+    n *= static_cast<uint64_t>(d);
+  }
+  if (n > (uint64_t{1} << 62) / dtype_size(t)) bad("shape " + to_string(s) + " overflows");
+  return n * dtype_size(t);
+}
+
+}  // namespace
+
+CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<const uint8_t>(uint64_t)>& resolve) {
   Reader head(p, n);
   const uint64_t hdr = head.get<uint64_t>();
-  if (hdr > n) throw FormatError("runtime: bad call header offset");
+  if (hdr < 8 || hdr > n) bad("header offset " + std::to_string(hdr) + " outside the " + std::to_string(n) + " bytes");
   Reader r(p + hdr, n - hdr);
   CallDesc d;
   d.fn = r.get<uint32_t>();
   d.update_fn = r.get<int32_t>();
   d.n_outputs = r.get<uint32_t>();
   d.num_slices = r.get<uint32_t>();
+  if (d.num_slices < 1) bad("num_slices 0");
+  if (d.update_fn < -1) bad("update function " + std::to_string(d.update_fn));
   d.total = r.get<int64_t>();
-  d.batch = static_cast<Batch::Kind>(r.get<uint8_t>());
+  if (d.total < -1) bad("row count " + std::to_string(d.total));
+  const uint8_t kind = r.get<uint8_t>();
+  if (kind > static_cast<uint8_t>(Batch::Kind::indices)) bad("batch kind " + std::to_string(kind));
+  d.batch = static_cast<Batch::Kind>(kind);
   d.range_begin = r.get<int64_t>();
   const uint64_t nidx = r.get<uint64_t>();
   const uint64_t idx_off = r.get<uint64_t>();
-  d.indices = nidx ? reinterpret_cast<const int64_t*>(p + idx_off) : nullptr;
+  if (nidx > 0) {
+    if (idx_off % alignof(int64_t) != 0 || nidx > hdr / 8 || !fits(idx_off, nidx * 8, hdr))
+      bad("index list (" + std::to_string(nidx) + " at " + std::to_string(idx_off) + ") outside the arguments");
+    d.indices = reinterpret_cast<const int64_t*>(p + idx_off);
+  }
   d.call_no = r.get<uint64_t>();
   d.name = r.str();
   const uint32_t nc = r.get<uint32_t>();
-  for (uint32_t i = 0; i < nc; ++i) d.collects.push_back(static_cast<Collect>(r.get<uint8_t>()));
+  for (uint32_t i = 0; i < nc; ++i) {
+    const uint8_t c = r.get<uint8_t>();
+    if (c > static_cast<uint8_t>(Collect::none)) bad("collect mode " + std::to_string(c));
+    d.collects.push_back(static_cast<Collect>(c));
+  }
   const uint32_t ni = r.get<uint32_t>();
+  int64_t rows = -1;
   for (uint32_t i = 0; i < ni; ++i) {
     InputDesc x;
     x.scattered = r.get<uint8_t>() != 0;
-    x.dtype = static_cast<DType>(r.get<uint8_t>());
+    const uint8_t t = r.get<uint8_t>();
+    if (t > static_cast<uint8_t>(DType::i32)) bad("dtype " + std::to_string(t) + " of input " + std::to_string(i));
+    x.dtype = static_cast<DType>(t);
     const uint32_t nd = r.get<uint32_t>();
+    if (nd > 16) bad("input " + std::to_string(i) + " has " + std::to_string(nd) + " dims");
     for (uint32_t k = 0; k < nd; ++k) x.shape.push_back(r.get<int64_t>());
+    const uint64_t nb = checked_bytes(x.shape, x.dtype);
     const uint8_t src = r.get<uint8_t>();
     const uint64_t v = r.get<uint64_t>();
-    x.base = src == 0 ? resolve(v) : p + v;
+    if (src == 0) {
+      const std::span<const uint8_t> seg = resolve(v);
+      if (nb > seg.size())
+        bad("input " + std::to_string(i) + " (" + std::to_string(nb) + " bytes) exceeds its segment of " +
+            std::to_string(seg.size()) + " bytes");
+      x.base = seg.data();
+    } else if (src == 1) {
+      if (v % 64 != 0 || !fits(v, nb, hdr)) bad("inline input " + std::to_string(i) + " outside the arguments");
+      x.base = p + v;
+    } else {
+      bad("input source " + std::to_string(src));
+    }
+    if (x.scattered) {
+      if (x.shape.empty()) bad("scattered input " + std::to_string(i) + " has no rows");
+      if (rows >= 0 && x.shape[0] != rows) bad("scattered inputs with different row counts");
+      rows = x.shape[0];
+    }
     d.inputs.push_back(std::move(x));
+  }
+  // The rows the call selects must lie inside the scattered inputs.
+  if (d.total >= 0) {
+    if (rows < 0) bad("rows selected but no input is scattered");
+    switch (d.batch) {
+      case Batch::Kind::all:
+        if (d.total != rows) bad("row count " + std::to_string(d.total) + " of " + std::to_string(rows));
+        break;
+      case Batch::Kind::range:
+        if (d.range_begin < 0 || d.range_begin > rows || d.total > rows - d.range_begin)
+          bad("range at " + std::to_string(d.range_begin) + " of " + std::to_string(d.total) + " rows outside " +
+              std::to_string(rows));
+        break;
+      case Batch::Kind::indices:
+        if (static_cast<uint64_t>(d.total) != nidx) bad("index count differs from the row count");
+        for (uint64_t k = 0; k < nidx; ++k) {
+          int64_t ix;
+          std::memcpy(&ix, p + idx_off + k * 8, 8);
+          if (ix < 0 || ix >= rows) bad("row index " + std::to_string(ix) + " outside " + std::to_string(rows));
+        }
+        break;
+    }
   }
   return d;
 }
@@ -287,8 +364,25 @@ Function& sliced_fn(Local& L, uint32_t fn) {
 }  // namespace
 
 ShareResult run_share(Local& L, const CallDesc& d) {
-  if (d.fn >= L.defs.size()) throw ArgumentError("runtime: unknown function index " + std::to_string(d.fn));
+  // The command against this rank's functions (decode_call checked bounds).
+  if (d.fn >= L.defs.size())
+    throw FormatError("runtime: corrupt call command: function index " + std::to_string(d.fn) + " of " +
+                      std::to_string(L.defs.size()) + " distributed functions");
+  if (d.update_fn >= 0 && static_cast<size_t>(d.update_fn) >= L.defs.size())
+    throw FormatError("runtime: corrupt call command: update function index " + std::to_string(d.update_fn));
   const FunctionDef& def = L.defs[d.fn];
+  if (d.inputs.size() != def.inputs.size() || d.collects.size() > def.outputs.size())
+    throw FormatError("runtime: corrupt call command: " + std::to_string(d.inputs.size()) + " inputs and " +
+                      std::to_string(d.collects.size()) + " outputs for function '" + def.name + "'");
+  for (size_t i = 0; i < d.inputs.size(); ++i) {
+    const Node& node = L.graph->node(def.inputs[i]);
+    const InputDesc& in = d.inputs[i];
+    bool ok = in.dtype == node.dtype && in.shape.size() == node.shape.size();
+    for (size_t k = 0; ok && k < in.shape.size(); ++k) ok = node.shape[k] == synk::batch || node.shape[k] == in.shape[k];
+    if (!ok || (in.scattered && node.shape[0] != synk::batch))
+      throw FormatError("runtime: corrupt call command: input " + std::to_string(i) + " of '" + def.name +
+                        "' does not match '" + node.name + "' " + to_string(node.shape));
+  }
   const std::string label = fn_label(d.name, d.call_no) + " on rank " + std::to_string(L.rank);
   const bool train = d.update_fn >= 0;
   const bool scattered = d.total >= 0;

@@ -63,24 +63,100 @@ void pin_to(int cpu) {
 
 std::string describe_exit(const siginfo_t& si) {
   if (si.si_code == CLD_EXITED) return "exited with code " + std::to_string(si.si_status);
-  const char* name = ::strsignal(si.si_status);
-  return "was killed by signal " + std::to_string(si.si_status) + " (" + (name ? name : "?") + ")";
+  const char* abbrev = ::sigabbrev_np(si.si_status);
+  const char* text = ::strsignal(si.si_status);
+  return "was killed by signal " + std::to_string(si.si_status) + " (" + (abbrev ? "SIG" + std::string(abbrev) : "?") +
+         ": " + (text ? text : "?") + (si.si_code == CLD_DUMPED ? ", core dumped" : "") + ")";
+}
+
+// "R (running)", "T (stopped)", ... of a live process, for timeout messages:
+// a stopped worker (SIGSTOP, a debugger) reads differently from a busy one.
+std::string process_state(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return "gone";
+  char buf[512];
+  const size_t k = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[k] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');
+  if (!close_paren || close_paren[1] != ' ') return "?";
+  switch (close_paren[2]) {
+    case 'R': return "running";
+    case 'S': return "sleeping";
+    case 'D': return "in uninterruptible sleep";
+    case 'T': return "stopped";
+    case 't': return "stopped by a tracer";
+    case 'Z': return "a zombie";
+    default: return std::string(1, close_paren[2]);
+  }
 }
 
 }  // namespace
 
 // ---- lifecycle ---------------------------------------------------------------------
 
-RuntimeCore::~RuntimeCore() { close(); }
-
-void RuntimeCore::check_usable(const char* what) {
-  if (!open) throw ArgumentError(std::string("Runtime::") + what + ": the runtime is closed");
-  if (failed.load()) throw_failure();
+TestHooks& test_hooks() {
+  static TestHooks hooks;
+  return hooks;
 }
 
-void RuntimeCore::throw_failure() {
+RuntimeCore::~RuntimeCore() { close(); }
+
+void RuntimeCore::check_usable(const std::string& what) {
+  // A worker holds a forked copy of the master's runtime object; using it
+  // would publish commands from the wrong process.
+  if (open && ::getpid() != master_pid)
+    throw ArgumentError("Runtime::" + what + ": called in a worker process (pid " + std::to_string(::getpid()) +
+                        "); only the master (pid " + std::to_string(master_pid) + ") may use the runtime");
+  if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
+  if (failed.load()) {
+    std::lock_guard<std::mutex> lk(fail_mu);
+    throw WorkerError("synk runtime: " + what + " refused: the runtime failed earlier (" + fail_msg +
+                          "); close() it and fork() again (see Runtime::snapshot)",
+                      fail_rank);
+  }
+}
+
+void RuntimeCore::throw_failure(const std::string& what) {
   std::lock_guard<std::mutex> lk(fail_mu);
-  throw WorkerError(fail_msg, fail_rank);
+  throw WorkerError("synk runtime: " + what + " failed: " + fail_msg, fail_rank);
+}
+
+void RuntimeCore::fail_collective(const std::string& what, const std::string& err) {
+  if (!failed.load()) {
+    // The group's message names the rank that aborted it ("rank 1: ...") or
+    // the peer a timed-out wait was for ("waiting for rank 1").
+    int blame = 0;
+    std::string reason = err;
+    if (group && group->aborted()) {
+      const std::string why = group->abort_reason();
+      const size_t w = why.find("waiting for rank ");
+      const size_t f = why.find("rank ");
+      if (w != std::string::npos) blame = std::atoi(why.c_str() + w + 17);
+      else if (f != std::string::npos) blame = std::atoi(why.c_str() + f + 5);
+      reason = why;
+      // A worker that threw in the collective reports through its slot
+      // too; prefer its message (it names the original exception).
+      if (blame > 0 && blame < n) {
+        WorkerSlot& s = cb->slots[blame];
+        const int64_t until = comm::monotonic_ns() + 200'000'000;
+        while (at(s.done).load() != seq && comm::monotonic_ns() < until && !failed.load()) ::usleep(100);
+        if (at(s.done).load() == seq && s.status != 0)
+          reason = "worker rank " + std::to_string(blame) + ": " + std::string(s.msg, strnlen(s.msg, sizeof s.msg));
+      }
+    }
+    if (blame <= 0 || blame >= n) blame = 0;
+    fail(blame == 0 ? "rank 0 (master): " + reason : reason, blame);
+  }
+  throw_failure(what);
+}
+
+Busy::Busy(RuntimeCore& c, const std::string& what) : c_(c) {
+  bool expected = false;
+  if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+    throw ArgumentError("Runtime::" + what +
+                        ": another runtime call is running (from another thread, or re-entrant from a map job); "
+                        "a runtime is used by one thread at a time");
 }
 
 void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
@@ -120,8 +196,8 @@ void RuntimeCore::watch() {
       --live;
       reaped.fetch_add(1);
       if (!stopping.load())
-        fail("synk runtime: worker rank " + std::to_string(r) + " (pid " + std::to_string(pids[static_cast<size_t>(r)]) +
-                 ") " + describe_exit(si) + "; the other workers were stopped",
+        fail("worker rank " + std::to_string(r) + " (pid " + std::to_string(pids[static_cast<size_t>(r)]) + ") " +
+                 describe_exit(si) + "; the other workers were stopped",
              r);
     }
   }
@@ -203,7 +279,7 @@ bool send_msg(int sock, const SegMsg& m, int fd) {
 
 uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
   const uint64_t id = next_seg++;
-  seg_ptr[id] = static_cast<const uint8_t*>(seg.data());
+  seg_ptr[id] = {static_cast<const uint8_t*>(seg.data()), seg.size()};
   SegMsg m{id, seg.size(), 1, 0};
   for (int r = 1; r < n; ++r) {
     if (rank >= 0 && r != rank) continue;
@@ -212,9 +288,8 @@ uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
     // workers drain it.
     for (int tries = 0; !send_msg(socks[static_cast<size_t>(r)], m, seg.fd()); ++tries) {
       if (errno != EAGAIN || tries > 1000) {
-        fail("synk runtime: cannot send a shared segment to worker rank " + std::to_string(r) + ": " +
-                 errno_text("sendmsg"), r);
-        throw_failure();
+        fail("cannot send a shared segment to worker rank " + std::to_string(r) + ": " + errno_text("sendmsg"), r);
+        throw_failure("sharing a segment");
       }
       signal(Cmd::sync, false);
       wait_workers("sync");
@@ -286,12 +361,12 @@ void RuntimeCore::wait_workers(const std::string& what) {
       comm::cpu_relax();
       if (done.load(std::memory_order_acquire) == seq) { ok = true; break; }
       if ((i & 255) == 0) {
-        if (failed.load()) throw_failure();
+        if (failed.load()) throw_failure(what);
         if (comm::monotonic_ns() - start >= spin_ns) break;
       }
     }
     while (!ok) {
-      if (failed.load()) throw_failure();
+      if (failed.load()) throw_failure(what);
       at(s.master_waits).fetch_add(1, std::memory_order_seq_cst);
       uint32_t v = done.load(std::memory_order_seq_cst);
       if (v == seq) {
@@ -301,10 +376,11 @@ void RuntimeCore::wait_workers(const std::string& what) {
       const int64_t now = comm::monotonic_ns();
       if (now >= deadline) {
         at(s.master_waits).fetch_sub(1);
-        fail("synk runtime: worker rank " + std::to_string(r) + " did not finish " + what + " within " +
+        fail("worker rank " + std::to_string(r) + " (pid " + std::to_string(pids[static_cast<size_t>(r)]) +
+                 ", " + process_state(pids[static_cast<size_t>(r)]) + ") did not finish within the timeout of " +
                  std::to_string(opts.timeout.count()) + " ms; the workers were stopped",
              r);
-        throw_failure();
+        throw_failure(what);
       }
       comm::futex_wait(&s.done, v, std::min<int64_t>(kPollNs, deadline - now));
       at(s.master_waits).fetch_sub(1);
@@ -386,7 +462,10 @@ bool Runtime::is_open() const { return impl_ && impl_->open; }
 int Runtime::size() const { return is_open() ? impl_->n : 0; }
 
 RuntimeCore& Runtime::checked(const char* what) const {
-  if (!impl_) throw ArgumentError(std::string("Runtime::") + what + ": the runtime was never started (call synk::fork)");
+  if (!impl_)
+    throw ArgumentError(std::string("Runtime::") + what +
+                        ": the runtime was never started in this process (call synk::fork; in a worker process, "
+                        "e.g. a map job, it is an empty copy made before fork returned)");
   impl_->check_usable(what);
   return *impl_;
 }

@@ -6,10 +6,18 @@
 // stdio buffers inherited from the master). Every exception of a command is
 // caught and reported through the worker's slot; in commands that enter
 // collectives the worker also aborts the CpuGroup so no peer waits for it.
+//
+// Validation: a worker trusts nothing it reads. It copies the command header
+// once (so it checks and uses the same values), checks the command kind, that
+// every segment id is known and every size and offset lies inside its
+// mapping, that function and variable ids exist, and that segment messages
+// from its socket describe real memfds of at least the stated size; a bad
+// command becomes a reported exception (FormatError), never a wild access.
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -60,17 +68,19 @@ class Worker {
         }
       }
       last = s;
-      const Cmd cmd = static_cast<Cmd>(cb_->cmd.kind);
-      if (cmd == Cmd::stop) ::_exit(0);
+      // One private copy of the header: what is checked is what is used.
+      hdr_ = cb_->cmd;
+      if (static_cast<Cmd>(hdr_.kind) == Cmd::stop) ::_exit(0);
       WorkerSlot& slot = cb_->slots[rank_];
       slot.status = 0;
       try {
+        if (auto* hook = test_hooks().on_command) hook(static_cast<int>(hdr_.kind), rank_, hdr_);
         drain();
-        execute(cmd);
+        execute(static_cast<Cmd>(hdr_.kind));
       } catch (const std::exception& e) {
-        report(slot, cmd, e.what());
+        report(slot, static_cast<Cmd>(hdr_.kind), e.what());
       } catch (...) {
-        report(slot, cmd, "unknown exception");
+        report(slot, static_cast<Cmd>(hdr_.kind), "unknown exception");
       }
       at(slot.done).store(s, std::memory_order_seq_cst);
       if (at(slot.master_waits).load(std::memory_order_seq_cst) != 0) comm::futex_wake(&slot.done);
@@ -84,7 +94,7 @@ class Worker {
     std::memcpy(slot.msg, m.data(), n);
     slot.msg[n] = '\0';
     slot.status = 1;
-    if (cb_->cmd.collective) c_.group->abort("rank " + std::to_string(rank_) + ": " + m);
+    if (hdr_.collective) c_.group->abort("rank " + std::to_string(rank_) + ": " + m);
   }
 
   // Takes every queued segment message (adds carry an fd).
@@ -109,6 +119,15 @@ class Worker {
       for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
       if (m.op == 1) {
+        // The fd must be a memfd at least as large as stated (a larger
+        // mapping would SIGBUS on access) under a fresh id.
+        struct stat st{};
+        if (fd < 0 || m.id == 0 || segs_.count(m.id) || ::fstat(fd, &st) != 0 ||
+            static_cast<uint64_t>(st.st_size) < m.size) {
+          if (fd >= 0) ::close(fd);
+          throw FormatError("corrupt segment message (id " + std::to_string(m.id) + ", " + std::to_string(m.size) +
+                            " bytes)");
+        }
         Mapping mp;
         mp.size = m.size;
         if (m.size > 0) {
@@ -136,47 +155,68 @@ class Worker {
 
   Mapping seg(uint64_t id) const {
     auto it = segs_.find(id);
-    if (it == segs_.end()) throw BackendError("unknown shared segment id " + std::to_string(id));
+    if (it == segs_.end()) throw FormatError("corrupt command: unknown shared segment id " + std::to_string(id));
     return it->second;
   }
 
-  const uint8_t* args() const { return seg(cb_->cmd.args_id).p; }
+  // The command's arguments: a known segment holding args_bytes.
+  uint8_t* args() const {
+    const Mapping m = seg(hdr_.args_id);
+    if (hdr_.args_bytes > m.size)
+      throw FormatError("corrupt command: " + std::to_string(hdr_.args_bytes) + " argument bytes in a segment of " +
+                        std::to_string(m.size));
+    return m.p;
+  }
+
+  // A shared variable's storage, after checking the id.
+  void* variable(int32_t var, size_t& nb) const {
+    if (!session_) throw BackendError("variable access before distribute");
+    if (var < 0 || static_cast<size_t>(var) >= graph_->size() || graph_->node(var).op != Op::Variable)
+      throw FormatError("corrupt command: " + std::to_string(var) + " is not a variable id");
+    const Node& n = graph_->node(var);
+    nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+    return session_->variable_data(var);
+  }
 
   void execute(Cmd cmd) {
     switch (cmd) {
       case Cmd::sync: return;
       case Cmd::distribute: return distribute();
       case Cmd::call: return call();
-      case Cmd::collective: return run_var_ops(local_, args(), cb_->cmd.args_bytes, nullptr);
+      case Cmd::collective: return run_var_ops(local_, args(), hdr_.args_bytes, nullptr);
       case Cmd::var_get: {
-        Reader r(args(), cb_->cmd.args_bytes);
+        Reader r(args(), hdr_.args_bytes);
         const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
         if (rank != rank_) return;
-        Mapping out = seg(cb_->cmd.result_id[rank_]);
-        const Node& n = local_.graph->node(var);
-        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
-        if (nb > out.size) throw BackendError("result buffer too small for variable '" + n.name + "'");
-        if (nb) std::memcpy(out.p, local_.session->variable_data(var), nb);
+        Mapping out = seg(hdr_.result_id[rank_]);
+        size_t nb = 0;
+        void* v = variable(var, nb);
+        if (nb > out.size) throw FormatError("corrupt command: result buffer too small for variable " + std::to_string(var));
+        if (nb) std::memcpy(out.p, v, nb);
         return;
       }
       case Cmd::var_set: {
-        Reader r(args(), cb_->cmd.args_bytes);
+        const uint8_t* a = args();
+        Reader r(a, hdr_.args_bytes);
         const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
         const uint64_t off = r.get<uint64_t>();
         if (rank >= 0 && rank != rank_) return;
-        const Node& n = local_.graph->node(var);
-        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
-        if (nb) std::memcpy(local_.session->variable_data(var), args() + off, nb);
+        size_t nb = 0;
+        void* v = variable(var, nb);
+        if (off > hdr_.args_bytes || nb > hdr_.args_bytes - off)
+          throw FormatError("corrupt command: the value of variable " + std::to_string(var) + " lies outside the arguments");
+        if (nb) std::memcpy(v, a + off, nb);
         return;
       }
-      case Cmd::map: return run_map(cb_, seg(cb_->cmd.args_id).p, cb_->cmd.args_bytes);
-      default: throw BackendError("unknown command " + std::to_string(static_cast<uint32_t>(cmd)));
+      case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);
+      default: throw FormatError("corrupt command: unknown command kind " + std::to_string(static_cast<uint32_t>(cmd)));
     }
   }
 
   void distribute() {
     auto g = std::make_unique<Graph>();
-    std::vector<FunctionDef> defs = deserialize(args(), cb_->cmd.args_bytes, *g);
+    std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
+    if (auto* hook = test_hooks().before_compile) hook(rank_);
     auto s = std::make_unique<Session>(*g, SessionOptions{.seed = c_.opts.seed, .blas_threads = 1, .rank = rank_});
     // Variables keep their values across distributes (the graph only grows).
     if (graph_) {
@@ -201,9 +241,12 @@ class Worker {
 
   void call() {
     if (!session_) throw BackendError("call before distribute");
-    CallDesc d = decode_call(args(), cb_->cmd.args_bytes, [this](uint64_t id) -> const uint8_t* { return seg(id).p; });
+    CallDesc d = decode_call(args(), hdr_.args_bytes, [this](uint64_t id) -> std::span<const uint8_t> {
+      const Mapping m = seg(id);
+      return {m.p, m.size};
+    });
     ShareResult r = run_share(local_, d);
-    Mapping out = seg(cb_->cmd.result_id[rank_]);
+    Mapping out = seg(hdr_.result_id[rank_]);
     write_result(r, out.p, out.size);
   }
 
@@ -212,6 +255,7 @@ class Worker {
   ControlBlock* cb_;
   int sock_;
   std::unordered_map<uint64_t, Mapping> segs_;
+  CommandHeader hdr_{};
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<Session> session_;
   Local local_;
