@@ -404,10 +404,14 @@ ShareResult run_share(Local& L, const CallDesc& d) {
 
   ShareResult R;
   const bool run = !scattered || rows > 0;
+  // Every rank has the same number of rows (or the inputs are broadcast).
+  const bool equal_shares = !scattered || d.total % L.ranks == 0;
+  int64_t k_used = 1;
   if (run) {
     R.ran = true;
     R.rows = scattered ? rows : 1;
     const int64_t k = scattered ? std::max<int64_t>(1, std::min<int64_t>(d.num_slices, rows)) : 1;
+    k_used = k;
     const bool use_sliced = !train && k > 1 && !def.updates.empty();
     Function& f = use_sliced ? sliced_fn(L, d.fn) : L.fns[d.fn];
     std::vector<Accum> acc;
@@ -441,12 +445,35 @@ ShareResult run_share(Local& L, const CallDesc& d) {
           views[i] = {in.dtype, sh, in.base + static_cast<size_t>(first) * row_bytes};
         }
       }
-      std::vector<Array> outs = f(views);
+      std::vector<Array> outs;
+      // A one-slice training step computes the gradients straight into the
+      // flat all-reduce buffer (no copy, no per-step gradient arrays).
+      const bool direct = train && k == 1;
+      if (direct) {
+        std::vector<void*> ptrs;
+        for (size_t i = 0; i < n_out; ++i) {
+          const Node& node = L.graph->node(def.outputs[i]);
+          outs.emplace_back(node.dtype, resolve(node.shape, sr));
+          ptrs.push_back(outs.back().raw());
+        }
+        for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(L.flat.data() + goff[gi]);
+        f.call_into(views, ptrs);
+      } else {
+        outs = f(views);
+      }
       const double w = static_cast<double>(scattered ? sr : 1);
       for (size_t i = 0; i < n_out; ++i) acc[i].add(outs[i].view(), w);
       if (use_sliced)
         for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), w);
-      if (train) {
+      if (direct) {
+        // Each rank's gradient is a mean over its rows; weight it by its
+        // share of the batch so the sum over ranks is the exact batch mean.
+        // With equal shares the all-reduce averages instead (below).
+        if (!equal_shares) {
+          const float gw = static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total));
+          for (float& v : L.flat) v *= gw;
+        }
+      } else if (train) {
         const float gw = scattered ? static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total))
                                    : 1.f / static_cast<float>(L.ranks);
         for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
@@ -473,7 +500,10 @@ ShareResult run_share(Local& L, const CallDesc& d) {
   }
   if (train) {
     if (!run) std::fill(L.flat.begin(), L.flat.end(), 0.f);
-    if (L.ranks > 1) L.group->all_reduce(L.flat.data(), L.flat.data(), flat_n, comm::ElemType::f32, comm::RedOp::sum);
+    const bool avg = run && equal_shares && k_used == 1;
+    if (L.ranks > 1)
+      L.group->all_reduce(L.flat.data(), L.flat.data(), flat_n, comm::ElemType::f32,
+                          avg ? comm::RedOp::avg : comm::RedOp::sum);
     const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
     std::vector<ArrayView> gv;
     for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
