@@ -79,3 +79,25 @@ TEST(Training, OptimizersAllDescend) {
     EXPECT_LT(last, 0.1f * first) << name;
   }
 }
+
+// Remaking an optimizer over the same parameters (as after a runtime
+// restart) reuses its state variables instead of failing on their names.
+TEST(Training, OptimizerStateIsReusedWhenRebuilt) {
+  Graph g;
+  auto w = g.variable("w", {3}, Init::constant(1.f));
+  auto loss = sum(square(w));
+  auto gw = grad(loss, {w});
+  auto first = optim::nesterov({w}, gw);
+  auto again = optim::nesterov({w}, gw);
+  ASSERT_EQ(first.size(), again.size());
+  EXPECT_EQ(first[0].variable, again[0].variable);  // the same "w/velocity"
+  EXPECT_EQ(g.variables().size(), 2u);
+  auto a1 = optim::adam({w}, gw);
+  auto a2 = optim::adam({w}, gw);
+  EXPECT_EQ(a1[0].variable, a2[0].variable);  // the same "w/t"
+  EXPECT_EQ(g.variables().size(), 5u);        // w, velocity, t, m, v
+  Graph h;
+  auto p = h.variable("p", {2});
+  h.variable("p/velocity", {3});  // a clash of shape is still an error
+  EXPECT_THROW(optim::momentum({p}, grad(sum(square(p)), {p})), ArgumentError);
+}

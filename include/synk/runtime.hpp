@@ -69,10 +69,10 @@
 //   X = rt.data(images); ...
 //
 // Functions are made again from the same specs (the graph keeps growing; a
-// train step's gradient inputs get fresh names). An optimizer that creates
-// state variables (momentum, adam, ...) cannot run twice on one graph: use
-// a stateless one in train_step, or build such updates once and make the
-// functions from that FunctionSpec. The master's copy is whole at any failure: a training step's update runs
+// train step's gradient inputs get fresh names; an optimizer made again over
+// the same parameters reuses its state variables, e.g. "<param>/velocity",
+// which restore() then fills). The master's copy is whole at any failure:
+// a training step's update runs
 // in the master only after its all-reduce completed, so the snapshot holds
 // the parameters (and optimizer state) before or after that step, never a
 // mix. A plain function's updates are applied on each rank to its own copy.
@@ -105,9 +105,25 @@ class WorkerError : public Error {
   int rank_;
 };
 
+// How CUDA ranks combine shared variables and gradients (RuntimeOptions::comm).
+// host_staged: device -> shared memory -> the CPU collectives -> device; the
+// only backend that lets several ranks share one GPU. nccl: one GPU per rank
+// (not wired yet: refused by fork()). automatic: one GPU per rank, moved
+// host-staged for now.
+enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
+
 struct RuntimeOptions {
   int workers = 0;            // ranks in total, master included; 0: one per usable CPU
-  const char* device = "cpu"; // "cpu" (CUDA workers come with the GPU runtime)
+  // "cpu"; "cuda": rank r computes on GPU r of the visible ones (a
+  // CudaSession per rank; more ranks than GPUs only with comm =
+  // host_staged, rank r then on GPU r % count); "auto": "cuda" when a GPU is
+  // visible, else "cpu". The devices are counted in a short-lived child so
+  // the master creates no CUDA context before fork. fork() refuses CUDA
+  // ranks in a process that already made a CudaSession (a forked child
+  // cannot use CUDA initialised in its parent), so a process forks CUDA
+  // ranks once: close() and fork() again works on the CPU only.
+  const char* device = "cpu";
+  CommBackend comm = CommBackend::automatic;  // CUDA ranks only
   uint64_t seed = 0;          // every rank's Session seed
   bool pin = true;            // pin rank r to the r-th usable CPU (mod count)
   // Waiting workers (and the master waiting for them) spin this long before

@@ -25,9 +25,21 @@ void check(const char* who, const std::vector<Tensor>& params, const std::vector
   }
 }
 
-Tensor slot(const Tensor& p, const char* name) {
-  return p.graph().variable(p.name() + "/" + name, p.shape(), Init::zeros());
+// The optimizer state of `p`, created on first use. Building the same
+// optimizer again over the same graph (e.g. remaking a training step after
+// a runtime restart) reuses the state instead of failing on the name.
+Tensor state(Graph& g, const std::string& name, const Shape& shape) {
+  if (g.contains(name)) {
+    Tensor t = g.find(name);
+    if (t.node().op != Op::Variable || t.shape() != shape || t.dtype() != DType::f32)
+      throw ArgumentError("optimizer state '" + name + "' exists but is not an f32 variable of shape " +
+                          to_string(shape));
+    return t;
+  }
+  return g.variable(name, shape, Init::zeros());
 }
+
+Tensor slot(const Tensor& p, const char* name) { return state(p.graph(), p.name() + "/" + name, p.shape()); }
 
 }  // namespace
 
@@ -70,7 +82,7 @@ std::vector<Update> adam(const std::vector<Tensor>& params, const std::vector<Te
   std::vector<Update> u;
   if (params.empty()) return u;
   Graph& g = params[0].graph();
-  Tensor t = g.variable(params[0].name() + "/t", {}, Init::zeros());
+  Tensor t = state(g, params[0].name() + "/t", {});
   Tensor t2 = t + 1.f;
   u.push_back({t, t2});
   // lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), with b^t = exp(t log b).
