@@ -142,10 +142,12 @@ const std::string& ParallelFunction::name() const {
 std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, const CallOptions& opts) const {
   if (!owner_) throw ArgumentError("call of an empty synk::ParallelFunction");
   RuntimeCore& c = *owner_;
+  // Claim the runtime before reading any of its state: another thread may be
+  // inside a call (that is refused here, and must not race with it).
+  detail::Busy busy(c, "call of a function");
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
   const std::string label = "function '" + e.name + "' call #" + std::to_string(c.calls + 1);
   c.check_usable("call of " + label);
-  detail::Busy busy(c, "call of " + label);
   if (static_cast<size_t>(std::max(e.fn, e.update_fn)) >= c.distributed_defs)
     throw ArgumentError(label + ": the function was made after the last distribute(); call distribute() first");
   const FunctionDef& def = c.defs[static_cast<size_t>(e.fn)];
