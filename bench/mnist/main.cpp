@@ -131,7 +131,9 @@ int run(int argc, char** argv) {
   app.add_option("--momentum", momentum, "Nesterov momentum");
   app.add_option("--threads", threads, "BLAS threads per process")->check(CLI::Range(1, 256));
   app.add_option("--train-limit", train_limit, "use only the first N training images (smoke tests)");
-  bool tf32 = false, graphs = true;
+  bool tf32 = false, graphs = true, host_staged = false;
+  app.add_flag("--host-staged", host_staged,
+               "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
   app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
   app.add_flag("--graphs,!--no-graphs", graphs, "--device cuda: replay each function as a CUDA graph (default on)");
   CLI11_PARSE(app, argc, argv);
@@ -139,16 +141,19 @@ int run(int argc, char** argv) {
   if (workers < 1)
     throw synk::ArgumentError("--workers " + std::to_string(workers) + ": must be at least 1");
   const bool cuda = device == "cuda";
-  if (cuda && workers > 1)
-    throw synk::ArgumentError("--device cuda --workers " + std::to_string(workers) +
-                              ": multi-GPU training needs the GPU runtime (not yet); use --workers 1");
-  if (cuda && !synk::CudaSession::available())
+  // Several CUDA workers: the runtime (rank r on GPU r) checks the devices
+  // itself, in a child, so this process has no CUDA context before fork.
+  if (cuda && workers == 1 && !synk::CudaSession::available())
     throw synk::BackendError(SYNK_HAVE_CUDA ? "--device cuda: no CUDA device is visible"
                                             : "--device cuda: synk was built without CUDA");
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
-  if (workers > 1) rt = synk::fork({.workers = workers, .seed = seed});
+  if (workers > 1)
+    rt = synk::fork({.workers = workers,
+                     .device = device.c_str(),
+                     .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
+                     .seed = seed});
 
   synk::MnistSet ds = synk::load_mnist(data);
   if (train_limit > 0 && train_limit < ds.train_images.rows()) {
@@ -216,7 +221,7 @@ int run(int argc, char** argv) {
     return eval_test();
   };
   EvalResult test;
-  if (cuda) {
+  if (cuda && workers == 1) {
     // One process, one GPU: the same functions compiled by the CUDA executor.
     auto grads = synk::grad(m.train_loss, m.params);
     auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});

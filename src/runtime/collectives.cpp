@@ -17,7 +17,8 @@ using detail::VarOpKind;
 namespace detail {
 
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
-  if (!L.session) throw BackendError("collective before distribute");
+  if (!L.ready()) throw BackendError("collective before distribute");
+  std::vector<uint8_t> host;  // CUDA ranks: the variable staged on the host
   Reader r(args, n);
   const uint32_t count = r.get<uint32_t>();
   size_t out_off = 0;
@@ -40,7 +41,14 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
         (kind == VarOpKind::scatter && (in_off > n || nb * static_cast<size_t>(L.ranks) > n - in_off)))
       throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
     const comm::ElemType t = comm::elem_type(node.dtype);
-    void* v = L.session->variable_data(var);
+    void* v = nullptr;
+    if (L.cuda) {
+      host.resize(nb);
+      var_read(L, var, host.data(), nb);
+      v = host.data();
+    } else {
+      v = L.session->variable_data(var);
+    }
     comm::CpuGroup& g = *L.group;
     switch (kind) {
       case VarOpKind::broadcast: g.broadcast(v, cnt, t, root); break;
@@ -61,6 +69,9 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
         g.scatter(L.rank == 0 ? args + in_off : nullptr, v, cnt, t, 0);
         break;
     }
+    const bool wrote = kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::scatter ||
+                       (kind == VarOpKind::reduce && L.rank == root);
+    if (L.cuda && wrote) var_write(L, var, v, nb);
   }
 }
 
@@ -231,7 +242,7 @@ Array Runtime::get(const VarRef& var, int rank) {
   const Node& n = c.graph->node(id);
   Array a(n.dtype, n.shape);
   if (rank == 0) {
-    if (a.nbytes()) std::memcpy(a.raw(), c.session->variable_data(id), a.nbytes());
+    detail::var_read(c.local, id, a.raw(), a.nbytes());
     return a;
   }
   c.ensure_result(rank, a.nbytes() + 64);
@@ -257,7 +268,7 @@ void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int ran
     throw ShapeError("Runtime::set: '" + n.name + "' has shape " + to_string(n.shape) + ", value " + to_string(value.shape));
   const size_t nb = var_bytes(c, id);
   if (nb && !value.data) throw ArgumentError("Runtime::set: the value has no data");
-  if (rank <= 0 && nb) std::memmove(c.session->variable_data(id), value.data, nb);
+  if (rank <= 0 && nb) detail::var_write(c.local, id, value.data, nb);
   if (rank == 0 || c.n == 1) return;
   detail::Writer w;
   w.put<int32_t>(rank);
@@ -294,12 +305,12 @@ VarValues Runtime::snapshot() const {
   if (::getpid() != c.master_pid) throw ArgumentError("Runtime::snapshot: called in a worker process");
   detail::Busy busy(c, "snapshot");
   VarValues out;
-  if (!c.graph || !c.session) return out;
+  if (!c.graph || !c.local.ready()) return out;
   for (size_t id = 0; id < c.distributed_nodes; ++id) {
     const Node& n = c.graph->node(static_cast<int32_t>(id));
     if (n.op != Op::Variable) continue;
     Array a(n.dtype, n.shape);
-    if (a.nbytes()) std::memcpy(a.raw(), c.session->variable_data(static_cast<int32_t>(id)), a.nbytes());
+    detail::var_read(c.local, static_cast<int32_t>(id), a.raw(), a.nbytes());
     out.emplace_back(n.name, std::move(a));
   }
   return out;

@@ -33,6 +33,7 @@
 
 #include "comm/cpu_group.hpp"
 #include "comm/shm.hpp"
+#include "synk/cuda_session.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
 #include "synk/session.hpp"
@@ -198,12 +199,17 @@ CallDesc decode_call(const uint8_t* p, size_t n,
 
 // One rank's executor: a Session over its copy of the graph plus the
 // compiled functions, and the scratch of calls.
+// A CUDA rank has `cuda` (variables in device memory, host arrays in and
+// out) instead of `session`; variables are then reached through
+// var_read/var_write, never through a host pointer.
 struct Local {
   const Graph* graph = nullptr;
   Session* session = nullptr;
+  CudaSession* cuda = nullptr;
   std::vector<FunctionDef> defs;
   std::vector<Function> fns;
   std::vector<Function> sliced;  // lazily: outputs + update values, no updates
+  std::vector<CudaFunction> cfns, csliced;  // CUDA ranks
   std::vector<uint8_t> sliced_made;
   comm::CpuGroup* group = nullptr;
   int rank = 0, ranks = 1;
@@ -211,7 +217,20 @@ struct Local {
   std::vector<float> flat;                     // train: flat gradients
 
   void add_defs(const std::vector<FunctionDef>& all);
+  bool ready() const { return session || cuda; }
 };
+
+// A variable's value (nb bytes, the whole variable) from / to this rank's
+// copy, on the host or the device.
+void var_read(Local& L, int32_t var, void* dst, size_t nb);
+void var_write(Local& L, int32_t var, const void* src, size_t nb);
+
+// CUDA ranks (see RuntimeOptions::device). cuda_devices() counts the visible
+// GPUs in a forked child (0 without CUDA) so this process stays free of CUDA.
+int cuda_devices();
+// Set when this process made a CudaSession: it may not fork CUDA ranks then.
+void note_cuda_context() noexcept;
+bool cuda_context_noted() noexcept;
 
 // What one rank produced: its rows and its outputs already combined over
 // its slices (outputs empty when it had no rows).
@@ -305,6 +324,9 @@ struct RuntimeCore {
   // graph and functions
   Graph* graph = nullptr;
   std::unique_ptr<Session> session;
+  std::unique_ptr<CudaSession> cuda_session;  // device "cuda": rank 0's
+  bool cuda = false;   // ranks compute on GPUs
+  int gpus = 0;        // visible GPUs when cuda
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
   size_t distributed_defs = 0;

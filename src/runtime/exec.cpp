@@ -338,27 +338,57 @@ std::string fn_label(const std::string& name, uint64_t call) {
 void Local::add_defs(const std::vector<FunctionDef>& all) {
   for (size_t i = defs.size(); i < all.size(); ++i) {
     defs.push_back(all[i]);
-    fns.push_back(session->function(all[i]));
-    sliced.emplace_back();
+    if (cuda) {
+      cfns.push_back(cuda->function(all[i]));
+      csliced.emplace_back();
+    } else {
+      fns.push_back(session->function(all[i]));
+      sliced.emplace_back();
+    }
     sliced_made.push_back(0);
   }
 }
 
+void var_read(Local& L, int32_t var, void* dst, size_t nb) {
+  if (!nb) return;
+  if (L.cuda) {
+    Array a = L.cuda->get(L.graph->node(var).name);
+    if (a.nbytes() != nb) throw BackendError("runtime: variable '" + L.graph->node(var).name + "' size mismatch");
+    std::memcpy(dst, a.raw(), nb);
+  } else {
+    std::memcpy(dst, L.session->variable_data(var), nb);
+  }
+}
+
+void var_write(Local& L, int32_t var, const void* src, size_t nb) {
+  if (!nb) return;
+  const Node& n = L.graph->node(var);
+  if (L.cuda) L.cuda->set(n.name, ArrayView{n.dtype, n.shape, src});
+  else std::memmove(L.session->variable_data(var), src, nb);
+}
+
 namespace {
 
-Function& sliced_fn(Local& L, uint32_t fn) {
-  if (!L.sliced_made[fn]) {
-    FunctionDef d = L.defs[fn];
-    for (const auto& [var, val] : d.updates) {
-      d.outputs.push_back(val);
-      d.collects.push_back(Collect::avg);
-    }
-    d.updates.clear();
-    d.name += "/sliced";
-    L.sliced[fn] = L.session->function(d);
+FunctionDef sliced_def(const FunctionDef& def) {
+  FunctionDef d = def;
+  for (const auto& [var, val] : d.updates) {
+    d.outputs.push_back(val);
+    d.collects.push_back(Collect::avg);
+  }
+  d.updates.clear();
+  d.name += "/sliced";
+  return d;
+}
+
+// Runs def `fn` (or its sliced form) on this rank's session, CPU or CUDA.
+std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in) {
+  if (use_sliced && !L.sliced_made[fn]) {
+    if (L.cuda) L.csliced[fn] = L.cuda->function(sliced_def(L.defs[fn]));
+    else L.sliced[fn] = L.session->function(sliced_def(L.defs[fn]));
     L.sliced_made[fn] = 1;
   }
-  return L.sliced[fn];
+  if (L.cuda) return use_sliced ? L.csliced[fn](in) : L.cfns[fn](in);
+  return use_sliced ? L.sliced[fn](in) : L.fns[fn](in);
 }
 
 }  // namespace
@@ -413,7 +443,6 @@ ShareResult run_share(Local& L, const CallDesc& d) {
     const int64_t k = scattered ? std::max<int64_t>(1, std::min<int64_t>(d.num_slices, rows)) : 1;
     k_used = k;
     const bool use_sliced = !train && k > 1 && !def.updates.empty();
-    Function& f = use_sliced ? sliced_fn(L, d.fn) : L.fns[d.fn];
     std::vector<Accum> acc;
     for (size_t i = 0; i < n_out; ++i) acc.emplace_back(d.collects[i], label + ": output " + std::to_string(i));
     std::vector<std::vector<double>> upd(use_sliced ? def.updates.size() : 0);
@@ -457,9 +486,20 @@ ShareResult run_share(Local& L, const CallDesc& d) {
           ptrs.push_back(outs.back().raw());
         }
         for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(L.flat.data() + goff[gi]);
-        f.call_into(views, ptrs);
+        if (L.cuda) {
+          // The CUDA session returns host arrays: copy them where call_into
+          // would have written.
+          std::vector<Array> all = L.cfns[d.fn](views);
+          if (all.size() != ptrs.size())
+            throw BackendError(label + ": the CUDA function returned " + std::to_string(all.size()) + " outputs, not " +
+                               std::to_string(ptrs.size()));
+          for (size_t i = 0; i < all.size(); ++i)
+            if (all[i].nbytes()) std::memcpy(ptrs[i], all[i].raw(), all[i].nbytes());
+        } else {
+          L.fns[d.fn].call_into(views, ptrs);
+        }
       } else {
-        outs = f(views);
+        outs = run_fn(L, d.fn, use_sliced, views);
       }
       const double w = static_cast<double>(scattered ? sr : 1);
       for (size_t i = 0; i < n_out; ++i) acc[i].add(outs[i].view(), w);
@@ -494,7 +534,7 @@ ShareResult run_share(Local& L, const CallDesc& d) {
         const int32_t var = def.updates[u].first;
         const Node& vn = L.graph->node(var);
         Array a = from_doubles(upd[u], 1.0 / static_cast<double>(rows), vn.dtype, vn.shape);
-        if (a.nbytes()) std::memcpy(L.session->variable_data(var), a.raw(), a.nbytes());
+        var_write(L, var, a.raw(), a.nbytes());
       }
     }
   }
@@ -510,7 +550,7 @@ ShareResult run_share(Local& L, const CallDesc& d) {
       const Node& gn = L.graph->node(ud.inputs[gi]);
       gv.push_back({DType::f32, gn.shape, L.flat.data() + goff.at(gi)});
     }
-    L.fns[static_cast<size_t>(d.update_fn)](gv);
+    run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
   }
   return R;
 }

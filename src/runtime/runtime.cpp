@@ -26,7 +26,11 @@
 
 #include "comm/futex.hpp"
 #include "runtime/core.hpp"
+#include "synk/config.hpp"
 #include "synk/serialize.hpp"
+#if SYNK_HAVE_CUDA
+#include "exec/cuda/device.hpp"
+#endif
 
 namespace synk {
 namespace detail {
@@ -235,6 +239,7 @@ void RuntimeCore::close() noexcept {
   }
   local = Local{};
   session.reset();
+  cuda_session.reset();
   results.clear();
   args.reset();
   seg_ptr.clear();
@@ -404,9 +409,14 @@ void RuntimeCore::wait_workers(const std::string& what) {
 void RuntimeCore::attach_graph(Graph* g, const char* what) {
   if (!graph) {
     graph = g;
-    session = std::make_unique<Session>(*g, SessionOptions{.seed = opts.seed, .blas_threads = 1, .rank = 0});
+    if (cuda) {
+      cuda_session = std::make_unique<CudaSession>(*g, CudaSessionOptions{.seed = opts.seed, .rank = 0, .device = 0});
+    } else {
+      session = std::make_unique<Session>(*g, SessionOptions{.seed = opts.seed, .blas_threads = 1, .rank = 0});
+    }
     local.graph = g;
     local.session = session.get();
+    local.cuda = cuda_session.get();
     local.group = group.get();
     local.rank = 0;
     local.ranks = n;
@@ -474,6 +484,50 @@ void Runtime::close() {
   if (impl_) impl_->close();
 }
 
+namespace detail {
+
+namespace {
+std::atomic<bool> g_cuda_context{false};
+}  // namespace
+
+void note_cuda_context() noexcept { g_cuda_context.store(true); }
+bool cuda_context_noted() noexcept { return g_cuda_context.load(); }
+
+int cuda_devices() {
+#if SYNK_HAVE_CUDA
+  // cudaGetDeviceCount initialises CUDA in the calling process, and a
+  // forked child cannot use CUDA initialised in its parent: count in a child.
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw BackendError("synk::fork: " + errno_text("pipe2"));
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw BackendError("synk::fork: " + errno_text("fork") + " (counting CUDA devices)");
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    const int32_t count = cuda::device_count();
+    [[maybe_unused]] auto w = ::write(fds[1], &count, sizeof count);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  int32_t count = 0;
+  ssize_t got;
+  do got = ::read(fds[0], &count, sizeof count);
+  while (got < 0 && errno == EINTR);
+  ::close(fds[0]);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  return got == static_cast<ssize_t>(sizeof count) ? count : 0;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace detail
+
 Runtime fork(const RuntimeOptions& opts) {
   using namespace detail;
   const std::vector<int> cpus = usable_cpus();
@@ -481,12 +535,29 @@ Runtime fork(const RuntimeOptions& opts) {
   if (n < 1 || n > kMaxRanks)
     throw ArgumentError("synk::fork: workers must be in [1, " + std::to_string(kMaxRanks) + "], got " +
                         std::to_string(opts.workers));
-  if (!opts.device || std::string(opts.device) != "cpu")
-    throw ArgumentError(std::string("synk::fork: device '") + (opts.device ? opts.device : "") +
-                        "' is not supported yet (use \"cpu\")");
+  const std::string device = opts.device ? opts.device : "";
+  if (device != "cpu" && device != "cuda" && device != "auto")
+    throw ArgumentError("synk::fork: device '" + device + "' is not one of \"cpu\", \"cuda\", \"auto\"");
   if (opts.timeout.count() <= 0 || opts.collective_timeout.count() <= 0)
     throw ArgumentError("synk::fork: timeouts must be positive");
-  // TODO(gpu runtime): refuse when a CUDA context already exists in this process.
+  bool cuda = false;
+  int gpus = 0;
+  if (device != "cpu") {
+    if (cuda_context_noted())
+      throw ArgumentError("synk::fork: device '" + device +
+                          "': this process already made a CudaSession (a CUDA context), which forked CUDA "
+                          "workers cannot use; fork the runtime before any CUDA work, once per process");
+    gpus = cuda_devices();
+    cuda = device == "cuda" || gpus > 0;
+    if (cuda && gpus == 0)
+      throw BackendError("synk::fork: device 'cuda' but no CUDA device is visible" +
+                         std::string(SYNK_HAVE_CUDA ? "" : " (synk was built without CUDA)"));
+    if (cuda && opts.comm == CommBackend::nccl)
+      throw ArgumentError("synk::fork: comm = nccl is not wired into the runtime yet (use host_staged or automatic)");
+    if (cuda && n > gpus && opts.comm != CommBackend::host_staged)
+      throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
+                          " visible GPU(s); more workers than GPUs need comm = CommBackend::host_staged");
+  }
   bool expected = false;
   if (!g_open.compare_exchange_strong(expected, true))
     throw ArgumentError("synk::fork: a runtime is already open in this process (close it first)");
@@ -496,6 +567,8 @@ Runtime fork(const RuntimeOptions& opts) {
   try {
     c.opts = opts;
     c.n = n;
+    c.cuda = cuda;
+    c.gpus = gpus;
     c.master_pid = ::getpid();
     c.cpus = cpus;
     c.spin_ns = n > static_cast<int>(cpus.size()) ? 2000 : std::max<int64_t>(0, opts.spin.count());

@@ -168,14 +168,13 @@ class Worker {
     return m.p;
   }
 
-  // A shared variable's storage, after checking the id.
-  void* variable(int32_t var, size_t& nb) const {
-    if (!session_) throw BackendError("variable access before distribute");
+  // A shared variable's size in bytes, after checking the id.
+  size_t variable(int32_t var) const {
+    if (!local_.ready()) throw BackendError("variable access before distribute");
     if (var < 0 || static_cast<size_t>(var) >= graph_->size() || graph_->node(var).op != Op::Variable)
       throw FormatError("corrupt command: " + std::to_string(var) + " is not a variable id");
     const Node& n = graph_->node(var);
-    nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
-    return session_->variable_data(var);
+    return static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
   }
 
   void execute(Cmd cmd) {
@@ -189,10 +188,9 @@ class Worker {
         const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
         if (rank != rank_) return;
         Mapping out = seg(hdr_.result_id[rank_]);
-        size_t nb = 0;
-        void* v = variable(var, nb);
+        const size_t nb = variable(var);
         if (nb > out.size) throw FormatError("corrupt command: result buffer too small for variable " + std::to_string(var));
-        if (nb) std::memcpy(out.p, v, nb);
+        var_read(local_, var, out.p, nb);
         return;
       }
       case Cmd::var_set: {
@@ -201,11 +199,10 @@ class Worker {
         const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
         const uint64_t off = r.get<uint64_t>();
         if (rank >= 0 && rank != rank_) return;
-        size_t nb = 0;
-        void* v = variable(var, nb);
+        const size_t nb = variable(var);
         if (off > hdr_.args_bytes || nb > hdr_.args_bytes - off)
           throw FormatError("corrupt command: the value of variable " + std::to_string(var) + " lies outside the arguments");
-        if (nb) std::memcpy(v, a + off, nb);
+        var_write(local_, var, a + off, nb);
         return;
       }
       case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);
@@ -217,30 +214,48 @@ class Worker {
     auto g = std::make_unique<Graph>();
     std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
     if (auto* hook = test_hooks().before_compile) hook(rank_);
-    auto s = std::make_unique<Session>(*g, SessionOptions{.seed = c_.opts.seed, .blas_threads = 1, .rank = rank_});
-    // Variables keep their values across distributes (the graph only grows).
-    if (graph_) {
-      for (size_t id = 0; id < graph_->size(); ++id) {
-        const Node& n = graph_->node(static_cast<int32_t>(id));
-        if (n.op != Op::Variable) continue;
-        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
-        if (nb) std::memcpy(s->variable_data(static_cast<int32_t>(id)), session_->variable_data(static_cast<int32_t>(id)), nb);
-      }
+    std::unique_ptr<Session> s;
+    std::unique_ptr<CudaSession> cs;
+    if (c_.cuda) {
+      // Rank r on GPU r (r % count when host-staged ranks share GPUs).
+      cs = std::make_unique<CudaSession>(
+          *g, CudaSessionOptions{.seed = c_.opts.seed, .rank = rank_, .device = rank_ % c_.gpus});
+    } else {
+      s = std::make_unique<Session>(*g, SessionOptions{.seed = c_.opts.seed, .blas_threads = 1, .rank = rank_});
     }
     Local L;
     L.graph = g.get();
     L.session = s.get();
+    L.cuda = cs.get();
+    // Variables keep their values across distributes (the graph only grows).
+    if (graph_) {
+      std::vector<uint8_t> tmp;
+      for (size_t id = 0; id < graph_->size(); ++id) {
+        const Node& n = graph_->node(static_cast<int32_t>(id));
+        if (n.op != Op::Variable) continue;
+        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+        if (!nb) continue;
+        if (!c_.cuda) {
+          std::memcpy(s->variable_data(static_cast<int32_t>(id)), session_->variable_data(static_cast<int32_t>(id)), nb);
+          continue;
+        }
+        tmp.resize(nb);
+        var_read(local_, static_cast<int32_t>(id), tmp.data(), nb);
+        var_write(L, static_cast<int32_t>(id), tmp.data(), nb);
+      }
+    }
     L.group = c_.group.get();
     L.rank = rank_;
     L.ranks = c_.n;
     L.add_defs(defs);
     local_ = std::move(L);
     session_ = std::move(s);
+    cuda_session_ = std::move(cs);
     graph_ = std::move(g);
   }
 
   void call() {
-    if (!session_) throw BackendError("call before distribute");
+    if (!local_.ready()) throw BackendError("call before distribute");
     CallDesc d = decode_call(args(), hdr_.args_bytes, [this](uint64_t id) -> std::span<const uint8_t> {
       const Mapping m = seg(id);
       return {m.p, m.size};
@@ -258,6 +273,7 @@ class Worker {
   CommandHeader hdr_{};
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<Session> session_;
+  std::unique_ptr<CudaSession> cuda_session_;
   Local local_;
 };
 

@@ -24,6 +24,10 @@
 
 namespace synk {
 
+namespace detail {
+void note_cuda_context() noexcept;  // runtime/runtime.cpp
+}  // namespace detail
+
 namespace {
 
 struct FunctionState {
@@ -264,6 +268,8 @@ const FunctionDef& CudaFunction::def() const {
 bool CudaSession::available() noexcept { return cuda::device_count() > 0; }
 
 CudaSession::CudaSession(const Graph& g, CudaSessionOptions opts) : impl_(std::make_unique<Impl>()) {
+  // synk::fork() refuses CUDA workers after this (runtime/runtime.cpp).
+  detail::note_cuda_context();
   const int count = cuda::device_count();
   if (count == 0) throw BackendError("CudaSession: no CUDA device is visible (synk::cuda::device_count() == 0)");
   if (opts.device < 0 || opts.device >= count)

@@ -1,0 +1,105 @@
+// Tests of synk::Runtime with CUDA ranks (RuntimeOptions::device = "cuda"):
+// a 2-rank training step on one GPU through the host-staged backend equals
+// the CPU runtime's, and a 1-rank run works. Gpu* suites (CTest label gpu):
+// they skip without a device, and in a process that already made a
+// CudaSession (a forked rank cannot use its parent's CUDA), so run them as
+// ctest does, one test per process.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "runtime/core.hpp"
+#include "synk/synk.hpp"
+
+namespace {
+
+using namespace synk;
+
+// Why a CUDA runtime cannot run here, or "" when it can.
+std::string no_cuda_runtime() {
+  if (detail::cuda_context_noted()) return "this process already used CUDA; run the test alone";
+  if (detail::cuda_devices() == 0) return "no CUDA device";
+  return "";
+}
+
+struct Model {
+  Graph g;
+  Tensor x, y, loss;
+  nn::Dense l;
+  Model() {
+    x = g.input("x", f32, {batch, 6});
+    y = g.input("y", f32, {batch, 3});
+    l = nn::dense(g, "l", 6, 3);
+    loss = mean(square(l(x) - y));
+  }
+};
+
+// Losses of 3 steps and the final weights; W and b are set explicitly so
+// that both backends start from the same values.
+std::pair<std::vector<float>, std::vector<float>> train(RuntimeOptions o, int rows) {
+  Model m;
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step(
+      {.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.loss}}, .loss = m.loss, .params = m.l.params(),
+       .optimizer = [](auto& p, auto& gr) { return optim::sgd(p, gr, {.lr = 0.1f}); }});
+  rt.distribute();
+  std::vector<float> w(18), b(3), xv(static_cast<size_t>(rows) * 6), yv(static_cast<size_t>(rows) * 3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.1f * std::sin(static_cast<float>(i) + 1.f);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.05f * static_cast<float>(i);
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.7f * static_cast<float>(i));
+  for (size_t i = 0; i < yv.size(); ++i) yv[i] = std::cos(0.3f * static_cast<float>(i));
+  rt.set("l/W", Array::from(w, {6, 3}));
+  rt.set("l/b", Array::from(b, {3}));
+  Data X = rt.data(Array::from(xv, {rows, 6})), Y = rt.data(Array::from(yv, {rows, 3}));
+  std::vector<float> losses;
+  for (int it = 0; it < 3; ++it) losses.push_back(step({X, Y})[0].scalar());
+  std::vector<float> W = rt.get("l/W", o.workers - 1).to_vector<float>();
+  rt.close();
+  return {losses, W};
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f + 1e-4f * std::fabs(b[i])) << what << " " << i;
+}
+
+TEST(GpuRuntime, HostStagedTwoRanksOneGpuEqualsCpu) {
+  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
+  RuntimeOptions o{.workers = 2, .seed = 3};
+  auto cpu = train(o, 10);  // the CPU runtime first: it makes no CUDA context
+  o.device = "cuda";
+  o.comm = CommBackend::host_staged;
+  auto gpu = train(o, 10);
+  expect_close(gpu.first, cpu.first, "loss");
+  expect_close(gpu.second, cpu.second, "W");
+}
+
+TEST(GpuRuntime, OneRankAutomaticComm) {
+  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
+  RuntimeOptions o{.workers = 1, .seed = 3};
+  auto cpu = train(o, 8);
+  o.device = "cuda";
+  auto gpu = train(o, 8);
+  expect_close(gpu.first, cpu.first, "loss");
+  expect_close(gpu.second, cpu.second, "W");
+}
+
+// Checked without a device: these are refused before anything is forked.
+TEST(RuntimeCudaOptions, RefusedWhereTheyCannotWork) {
+  EXPECT_THROW(synk::fork({.workers = 1, .device = "tpu"}), ArgumentError);
+  if (detail::cuda_context_noted()) return;
+  const int gpus = detail::cuda_devices();
+  if (gpus == 0) {
+    EXPECT_THROW(synk::fork({.workers = 1, .device = "cuda"}), BackendError);
+    // "auto" without a GPU is the CPU runtime.
+    Runtime rt = synk::fork({.workers = 1, .device = "auto"});
+    EXPECT_EQ(rt.size(), 1);
+  } else {
+    EXPECT_THROW(synk::fork({.workers = gpus + 1, .device = "cuda"}), ArgumentError);
+    EXPECT_THROW(synk::fork({.workers = 1, .device = "cuda", .comm = CommBackend::nccl}), ArgumentError);
+  }
+}
+
+}  // namespace
