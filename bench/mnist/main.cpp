@@ -221,37 +221,29 @@ int run(int argc, char** argv) {
     return eval_test();
   };
   EvalResult test;
+  // One process: the same training loop over a CPU Session or, on a GPU,
+  // a CudaSession (the same functions compiled by the CUDA executor).
+  auto train_single = [&](auto& session) {
+    auto grads = synk::grad(m.train_loss, m.params);
+    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
+    auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
+    auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+    synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
+    synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
+    return run_epochs(
+        [&](int64_t s) {
+          gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
+          gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
+          return static_cast<double>(train({xb, yb})[0].scalar());
+        },
+        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+  };
   if (cuda && workers == 1) {
-    // One process, one GPU: the same functions compiled by the CUDA executor.
-    auto grads = synk::grad(m.train_loss, m.params);
-    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
-    auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
-    auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
-    synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
-    synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
-    test = run_epochs(
-        [&](int64_t s) {
-          gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
-          gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
-          return static_cast<double>(train({xb, yb})[0].scalar());
-        },
-        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+    test = train_single(session);
   } else if (workers == 1) {
-    auto grads = synk::grad(m.train_loss, m.params);
-    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
     synk::Session session(g, {.seed = seed, .blas_threads = threads});
-    auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
-    auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
-    synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
-    synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
-    test = run_epochs(
-        [&](int64_t s) {
-          gather_rows(ds.train_images, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), xb);
-          gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
-          return static_cast<double>(train({xb, yb})[0].scalar());
-        },
-        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+    test = train_single(session);
   } else {
     // Each rank computes the gradient of its share of the batch; one
     // all-reduce of the flat gradient buffer, then the same Nesterov update
