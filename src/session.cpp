@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "exec/cpu/plan.hpp"
+#include "exec/inputs.hpp"
 #include "synk/error.hpp"
 #include "synk/session.hpp"
 
@@ -94,38 +95,7 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   const auto& nodes = g->nodes();
 
   // ---- check the inputs and find the batch size ----------------------------------
-  if (inputs.size() != def.inputs.size())
-    throw ArgumentError(fn_label(def) + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
-                        std::to_string(inputs.size()));
-  int64_t b = -1;
-  std::string b_from;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const Node& n = nodes[static_cast<size_t>(def.inputs[i])];
-    const ArrayView& v = inputs[i];
-    if (v.dtype != n.dtype)
-      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has dtype " + dtype_name(v.dtype) +
-                          ", expected " + dtype_name(n.dtype));
-    bool ok = v.shape.size() == n.shape.size();
-    for (size_t d = 0; ok && d < v.shape.size(); ++d) {
-      if (v.shape[d] < 0) ok = false;
-      else if (n.shape[d] != batch && n.shape[d] != v.shape[d]) ok = false;
-    }
-    if (!ok)
-      throw ShapeError(fn_label(def) + ": input '" + n.name + "' has shape " + to_string(v.shape) +
-                       ", expected " + to_string(n.shape));
-    for (size_t d = 0; d < v.shape.size(); ++d) {
-      if (n.shape[d] != batch) continue;
-      if (b < 0) {
-        b = v.shape[d];
-        b_from = n.name;
-      } else if (v.shape[d] != b) {
-        throw ShapeError(fn_label(def) + ": input '" + n.name + "' has batch size " + std::to_string(v.shape[d]) +
-                         " but input '" + b_from + "' has " + std::to_string(b));
-      }
-    }
-    if (v.data == nullptr && v.numel() > 0)
-      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has no data");
-  }
+  const int64_t b = exec::check_inputs(nodes, def, inputs);
 
   // ---- plan for this batch size ------------------------------------------------------
   const std::pair<int64_t, bool> key{b, into != nullptr};

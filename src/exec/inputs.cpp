@@ -1,0 +1,50 @@
+// Input checks shared by the executors (see inputs.hpp).
+#include "exec/inputs.hpp"
+
+#include <string>
+
+#include "synk/error.hpp"
+
+namespace synk::exec {
+
+namespace {
+std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
+}  // namespace
+
+int64_t check_inputs(const std::vector<Node>& nodes, const FunctionDef& def, const std::vector<ArrayView>& inputs) {
+  if (inputs.size() != def.inputs.size())
+    throw ArgumentError(fn_label(def) + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
+                        std::to_string(inputs.size()));
+  int64_t b = -1;
+  std::string b_from;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Node& n = nodes[static_cast<size_t>(def.inputs[i])];
+    const ArrayView& v = inputs[i];
+    if (v.dtype != n.dtype)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has dtype " + dtype_name(v.dtype) +
+                          ", expected " + dtype_name(n.dtype));
+    bool ok = v.shape.size() == n.shape.size();
+    for (size_t d = 0; ok && d < v.shape.size(); ++d) {
+      if (v.shape[d] < 0) ok = false;
+      else if (n.shape[d] != batch && n.shape[d] != v.shape[d]) ok = false;
+    }
+    if (!ok)
+      throw ShapeError(fn_label(def) + ": input '" + n.name + "' has shape " + to_string(v.shape) +
+                       ", expected " + to_string(n.shape));
+    for (size_t d = 0; d < v.shape.size(); ++d) {
+      if (n.shape[d] != batch) continue;
+      if (b < 0) {
+        b = v.shape[d];
+        b_from = n.name;
+      } else if (v.shape[d] != b) {
+        throw ShapeError(fn_label(def) + ": input '" + n.name + "' has batch size " + std::to_string(v.shape[d]) +
+                         " but input '" + b_from + "' has " + std::to_string(b));
+      }
+    }
+    if (v.data == nullptr && v.numel() > 0)
+      throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has no data");
+  }
+  return b;
+}
+
+}  // namespace synk::exec
