@@ -32,21 +32,18 @@ int current_device() noexcept {
   return d;
 }
 
+void throw_call_error(const char* lib, const char* call, const char* file, int line, const char* name,
+                      const char* text) {
+  const int dev = current_device();
+  std::string msg = std::string(lib) + " call failed: " + call + " at " + file + ":" + std::to_string(line) +
+                    " on device " + (dev >= 0 ? std::to_string(dev) : std::string("?")) + ": " + name + " (" +
+                    text + ")";
+  throw BackendError(msg);
+}
+
 void throw_error(int code, const char* call, const char* file, int line) {
   const auto err = static_cast<cudaError_t>(code);
-  const int dev = current_device();
-  std::string msg = "CUDA call failed: ";
-  msg += call;
-  msg += " at ";
-  msg += file;
-  msg += ":" + std::to_string(line);
-  msg += " on device " + (dev >= 0 ? std::to_string(dev) : std::string("?"));
-  msg += ": ";
-  msg += cudaGetErrorName(err);
-  msg += " (";
-  msg += cudaGetErrorString(err);
-  msg += ")";
-  throw BackendError(msg);
+  throw_call_error("CUDA", call, file, line, cudaGetErrorName(err), cudaGetErrorString(err));
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {

@@ -33,6 +33,10 @@ int current_device() noexcept;
 // Throws BackendError for a failed CUDA runtime call: the message names the
 // call text, file:line, the device and the CUDA error name and text.
 [[noreturn]] void throw_error(int code, const char* call, const char* file, int line);
+// The common form of every failed library call (CUDA, cuBLAS, ...):
+// "<lib> call failed: <call> at <file>:<line> on device <d>: <name> (<text>)".
+[[noreturn]] void throw_call_error(const char* lib, const char* call, const char* file, int line,
+                                   const char* name, const char* text);
 
 // Runs a CUDA runtime call and throws synk::BackendError if it failed.
 #define SYNK_CUDA_CHECK(call)                                                  \

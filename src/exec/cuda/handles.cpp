@@ -28,19 +28,7 @@ constexpr size_t kBlasWorkspace = size_t{32} << 20;
 
 void throw_cublas_error(int status, const char* call, const char* file, int line) {
   const auto st = static_cast<cublasStatus_t>(status);
-  const int dev = current_device();
-  std::string msg = "cuBLAS call failed: ";
-  msg += call;
-  msg += " at ";
-  msg += file;
-  msg += ":" + std::to_string(line);
-  msg += " on device " + (dev >= 0 ? std::to_string(dev) : std::string("?"));
-  msg += ": ";
-  msg += cublasGetStatusName(st);
-  msg += " (";
-  msg += cublasGetStatusString(st);
-  msg += ")";
-  throw BackendError(msg);
+  throw_call_error("cuBLAS", call, file, line, cublasGetStatusName(st), cublasGetStatusString(st));
 }
 
 DeviceScope::DeviceScope(int device) {
