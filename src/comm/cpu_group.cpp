@@ -489,6 +489,21 @@ void CpuGroup::all_gather(const void* in, void* out, size_t count, ElemType t) {
   }
 }
 
+CpuGroup::Uneven CpuGroup::uneven(const char* what, std::span<const size_t> counts, ElemType t, int root) const {
+  check_bound(what);
+  check_root(root, what);
+  if (counts.size() != static_cast<size_t>(n_))
+    throw ArgumentError(std::string("CpuGroup::") + what + ": " + std::to_string(counts.size()) + " counts for " +
+                        std::to_string(n_) + " ranks");
+  Uneven u;
+  u.total = std::accumulate(counts.begin(), counts.end(), size_t(0));
+  u.displ.assign(static_cast<size_t>(n_), 0);
+  for (int p = 1; p < n_; ++p) u.displ[p] = u.displ[p - 1] + counts[p - 1];
+  u.per_piece = slot_bytes_ / elem_size(t);
+  u.K = pieces_for(*std::max_element(counts.begin(), counts.end()), u.per_piece);
+  return u;
+}
+
 void CpuGroup::gather(const void* in, void* out, size_t count, ElemType t, int root) {
   check_root(root, "gather");
   std::vector<size_t> counts(n_, count);
@@ -496,12 +511,9 @@ void CpuGroup::gather(const void* in, void* out, size_t count, ElemType t, int r
 }
 
 void CpuGroup::gatherv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root) {
-  check_bound("gather");
-  check_root(root, "gather");
-  if (counts.size() != static_cast<size_t>(n_))
-    throw ArgumentError("CpuGroup::gather: " + std::to_string(counts.size()) + " counts for " +
-                        std::to_string(n_) + " ranks");
-  const size_t total = std::accumulate(counts.begin(), counts.end(), size_t(0));
+  const Uneven u = uneven("gather", counts, t, root);
+  const size_t total = u.total, per_piece = u.per_piece, K = u.K;
+  const std::vector<size_t>& displ = u.displ;
   const Desc d{static_cast<uint8_t>(Coll::gather), static_cast<uint8_t>(t), 0, 0, root, op_seq_++, 0, total};
   const size_t es = elem_size(t);
   const auto* src = static_cast<const std::byte*>(in);
@@ -510,11 +522,7 @@ void CpuGroup::gatherv(const void* in, void* out, std::span<const size_t> counts
     copy_bytes(dst, src, counts[0] * es);
     return;
   }
-  std::vector<size_t> displ(n_, 0);
-  for (int p = 1; p < n_; ++p) displ[p] = displ[p - 1] + counts[p - 1];
-  const size_t per_piece = slot_bytes_ / es;
-  const size_t K = pieces_for(*std::max_element(counts.begin(), counts.end()), per_piece);
-  auto piece_len = [&](int p, size_t off) { return std::min(per_piece, counts[p] - std::min(counts[p], off)); };
+  auto piece_len = [&](int p, size_t off) { return u.piece_len(counts, p, off); };
   const bool stream = total * es >= opts_.stream_min_bytes;
   StreamFence fence{stream};
   for (size_t k = 0; k < K; ++k) {
@@ -547,12 +555,9 @@ void CpuGroup::scatter(const void* in, void* out, size_t count, ElemType t, int 
 }
 
 void CpuGroup::scatterv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root) {
-  check_bound("scatter");
-  check_root(root, "scatter");
-  if (counts.size() != static_cast<size_t>(n_))
-    throw ArgumentError("CpuGroup::scatter: " + std::to_string(counts.size()) + " counts for " +
-                        std::to_string(n_) + " ranks");
-  const size_t total = std::accumulate(counts.begin(), counts.end(), size_t(0));
+  const Uneven u = uneven("scatter", counts, t, root);
+  const size_t total = u.total, per_piece = u.per_piece, K = u.K;
+  const std::vector<size_t>& displ = u.displ;
   const Desc d{static_cast<uint8_t>(Coll::scatter), static_cast<uint8_t>(t), 0, 0, root, op_seq_++, 0, total};
   const size_t es = elem_size(t);
   const auto* src = static_cast<const std::byte*>(in);
@@ -561,11 +566,7 @@ void CpuGroup::scatterv(const void* in, void* out, std::span<const size_t> count
     copy_bytes(dst, src, counts[0] * es);
     return;
   }
-  std::vector<size_t> displ(n_, 0);
-  for (int p = 1; p < n_; ++p) displ[p] = displ[p - 1] + counts[p - 1];
-  const size_t per_piece = slot_bytes_ / es;
-  const size_t K = pieces_for(*std::max_element(counts.begin(), counts.end()), per_piece);
-  auto piece_len = [&](int p, size_t off) { return std::min(per_piece, counts[p] - std::min(counts[p], off)); };
+  auto piece_len = [&](int p, size_t off) { return u.piece_len(counts, p, off); };
   const bool stream = counts[rank_] * es >= opts_.stream_min_bytes;
   StreamFence fence{stream};
   for (size_t k = 0; k < K; ++k) {

@@ -45,6 +45,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -185,6 +186,18 @@ class CpuGroup {
   [[noreturn]] void fail(const Desc& d, const std::string& what);
 
   void reduce_impl(const void* in, void* out, size_t count, ElemType t, RedOp op, int root);
+
+  // Checks and piece geometry shared by gatherv and scatterv: rank p's
+  // elements start at displ[p] of the root's buffer; K pieces of at most
+  // per_piece elements cover the largest count.
+  struct Uneven {
+    size_t total = 0, per_piece = 0, K = 0;
+    std::vector<size_t> displ;
+    size_t piece_len(std::span<const size_t> counts, int p, size_t off) const {
+      return std::min(per_piece, counts[p] - std::min(counts[p], off));
+    }
+  };
+  Uneven uneven(const char* what, std::span<const size_t> counts, ElemType t, int root) const;
 
   CpuGroupOptions opts_;
   int n_ = 0;
