@@ -12,7 +12,7 @@
 #include <cblas.h>
 
 #include "exec/cpu/plan.hpp"
-#include "exec/inputs.hpp"
+#include "exec/common.hpp"
 #include "synk/error.hpp"
 #include "synk/session.hpp"
 
@@ -58,11 +58,7 @@ struct Session::Impl {
     for (size_t id = scanned; id < nodes.size(); ++id) {
       const Node& n = nodes[id];
       if (n.op != Op::Variable) continue;
-      if (has_batch(n.shape))
-        throw ShapeError("variable '" + n.name + "' has a batch dim in its shape " + to_string(n.shape));
-      Array a(n.dtype, n.shape);
-      if (a.numel() > 0) initial_value(n, static_cast<int32_t>(id), opts.seed, a.raw());
-      vars[id] = std::move(a);
+      vars[id] = exec::initial_array(n, static_cast<int32_t>(id), opts.seed);
       var_names[n.name] = static_cast<int32_t>(id);
     }
     for (size_t id = 0; id < nodes.size(); ++id) var_ptr[id] = vars[id].raw();

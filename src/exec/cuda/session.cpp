@@ -21,7 +21,7 @@
 #include <unordered_map>
 
 #include "exec/cuda/executor.hpp"
-#include "exec/inputs.hpp"
+#include "exec/common.hpp"
 
 namespace synk {
 
@@ -70,10 +70,7 @@ struct CudaSession::Impl {
     for (size_t id = scanned; id < nodes.size(); ++id) {
       const Node& n = nodes[id];
       if (n.op != Op::Variable) continue;
-      if (has_batch(n.shape))
-        throw ShapeError("variable '" + n.name + "' has a batch dim in its shape " + to_string(n.shape));
-      Array host(n.dtype, n.shape);
-      if (host.numel() > 0) initial_value(n, static_cast<int32_t>(id), opts.seed, host.raw());
+      const Array host = exec::initial_array(n, static_cast<int32_t>(id), opts.seed);
       cuda::DeviceBuffer buf(std::max<size_t>(host.nbytes(), 4));
       if (host.nbytes() > 0)
         SYNK_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, s()));
@@ -107,7 +104,7 @@ struct CudaSession::Impl {
   std::vector<Array> call(int index, const std::vector<ArrayView>& inputs);
 };
 
-// The shared input rules (exec/inputs.hpp); returns the batch size (-1
+// The shared input rules (exec/common.hpp); returns the batch size (-1
 // when no input has a batch dim).
 int64_t CudaSession::Impl::check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const {
   return exec::check_inputs(g->nodes(), def, inputs);

@@ -1,6 +1,5 @@
-// exec/inputs.hpp — checking a call's inputs against its function, shared
-// by every executor (CPU Session, CudaSession) so the rules and the
-// messages are the same on every device.
+// exec/common.hpp — what every executor (CPU Session, CudaSession) does
+// the same way, so rules, messages and initial values agree on every device.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +15,9 @@ namespace synk::exec {
 // Returns that batch size, or -1 when no input has a batch dim. Throws
 // ArgumentError / ShapeError naming the function and the input.
 int64_t check_inputs(const std::vector<Node>& nodes, const FunctionDef& def, const std::vector<ArrayView>& inputs);
+
+// The initial value of variable node `id` on the host (synk::initial_value
+// from `seed`). Throws ShapeError if its shape holds the batch dim.
+Array initial_array(const Node& var, int32_t id, uint64_t seed);
 
 }  // namespace synk::exec

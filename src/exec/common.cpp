@@ -1,5 +1,5 @@
-// Input checks shared by the executors (see inputs.hpp).
-#include "exec/inputs.hpp"
+// Shared by the executors (see common.hpp).
+#include "exec/common.hpp"
 
 #include <string>
 
@@ -45,6 +45,14 @@ int64_t check_inputs(const std::vector<Node>& nodes, const FunctionDef& def, con
       throw ArgumentError(fn_label(def) + ": input '" + n.name + "' has no data");
   }
   return b;
+}
+
+Array initial_array(const Node& var, int32_t id, uint64_t seed) {
+  if (has_batch(var.shape))
+    throw ShapeError("variable '" + var.name + "' has a batch dim in its shape " + to_string(var.shape));
+  Array a(var.dtype, var.shape);
+  if (a.numel() > 0) initial_value(var, id, seed, a.raw());
+  return a;
 }
 
 }  // namespace synk::exec
