@@ -14,8 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
+#if SYNK_HAVE_CUDA
+#include "exec/cuda/device.hpp"
+#endif
 
 using namespace synk;
 
@@ -507,6 +511,38 @@ TEST(GpuSession, BadInputsThrowAndNextCallWorks) {
   }
   expect_close(before, gpu.get("d2/W"), 0.f, 0.f, "variables untouched by the refused call");
   EXPECT_TRUE(std::isfinite(f({x, y})[0].scalar()));
+}
+
+// call_into: outputs to host or device pointers, inputs from either, so
+// results can stay on the GPU between calls (the NCCL training step does).
+TEST(GpuSession, CallIntoHostAndDevicePointers) {
+  SYNK_REQUIRE_GPU();
+#if SYNK_HAVE_CUDA
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 3});
+  Tensor y = g.input("y", f32, {batch, 3});
+  CudaSession gpu(g, {.seed = 1});
+  auto twice = gpu.function({.name = "twice", .inputs = {x}, .outputs = {{x * 2.f}, {sum(x)}}, .updates = {}});
+  auto total = gpu.function({.name = "total", .inputs = {y}, .outputs = {{sum(y)}}, .updates = {}});
+  const Array xv = rnd({4, 3}, -1.f, 1.f, 5);
+  const std::vector<Array> ref = twice({xv});
+
+  Array o0(f32, {4, 3}), o1(f32, ref[1].shape());
+  twice.call_into({xv}, {o0.raw(), o1.raw()});
+  expect_close(ref[0], o0, 0.f, 0.f, "host output 0");
+  expect_close(ref[1], o1, 0.f, 0.f, "host output 1");
+
+  cuda::DeviceBuffer on_gpu(12 * sizeof(float));
+  Array s(f32, ref[1].shape());
+  twice.call_into({xv}, {on_gpu.data(), s.raw()});
+  Array back(f32, {4, 3});
+  on_gpu.download(back.raw());
+  expect_close(ref[0], back, 0.f, 0.f, "device output 0");
+  const float t = total({ArrayView{f32, {4, 3}, on_gpu.data()}})[0].scalar();
+  EXPECT_NEAR(t, 2.f * ref[1].scalar(), 1e-4f);
+
+  EXPECT_THROW(twice.call_into({xv}, {o0.raw()}), ArgumentError);
+#endif
 }
 
 TEST(GpuSession, Tf32MatmulIsClose) {

@@ -31,18 +31,51 @@ constexpr bool kSanitizerBuild = true;
 constexpr bool kSanitizerBuild = false;
 #endif
 
-TEST_P(FaultMatrix, RaisesCleanlyAndLeavesNothing) {
-  const sf::Case c = GetParam();
-  if (kSanitizerBuild && c.fault == sf::Fault::oom)
-    GTEST_SKIP() << "out-of-memory injection limits the address space (RLIMIT_AS), which ASan/TSan "
-                    "shadow memory does not fit in; covered by the normal build";
-  const sf::Outcome o = sf::run_case(c, {.timeout_ms = 1000});
+void check_case(const sf::Case& c, const sf::Settings& s) {
+  const sf::Outcome o = sf::run_case(c, s);
   std::printf("  %-36s %8.4f s  %s\n", c.name().c_str(), o.seconds, o.message.c_str());
   EXPECT_TRUE(o.ok) << c.name() << ": " << o.why << "\n  message: " << o.message;
   EXPECT_FALSE(o.hang) << c.name();
   EXPECT_EQ(o.leaked_procs, 0) << c.name();
   EXPECT_EQ(o.leaked_segs, 0) << c.name();
-  EXPECT_LE(o.seconds, 1.0 + 5.0) << c.name();  // timeout + margin; never a tight bound
+  EXPECT_LE(o.seconds, s.timeout_ms / 1000.0 + 5.0) << c.name();  // timeout + margin; never a tight bound
+}
+
+TEST_P(FaultMatrix, RaisesCleanlyAndLeavesNothing) {
+  const sf::Case c = GetParam();
+  if (kSanitizerBuild && c.fault == sf::Fault::oom)
+    GTEST_SKIP() << "out-of-memory injection limits the address space (RLIMIT_AS), which ASan/TSan "
+                    "shadow memory does not fit in; covered by the normal build";
+  check_case(c, {.timeout_ms = 1000});
+}
+
+// The GPU variants (CTest label gpu): the same cases with CUDA ranks. The
+// timeout is longer because a CUDA rank's first distribute makes its
+// context and loads the kernels.
+class GpuFaultMatrix : public ::testing::TestWithParam<sf::Case> {};
+
+std::string no_gpu_ranks(int need) {
+  if (detail::cuda_context_noted()) return "this process already used CUDA; run the test alone";
+  const int gpus = detail::cuda_devices();
+  if (gpus == 0) return "no CUDA device";
+  if (gpus < need) return "needs " + std::to_string(need) + " GPUs (one per rank), " + std::to_string(gpus) + " visible";
+  return "";
+}
+
+// Three ranks sharing the visible GPU(s) through the host-staged backend.
+TEST_P(GpuFaultMatrix, HostStaged) {
+  if (std::string why = no_gpu_ranks(1); !why.empty()) GTEST_SKIP() << why;
+  if (kSanitizerBuild && GetParam().fault == sf::Fault::oom) GTEST_SKIP() << "RLIMIT_AS vs sanitizer shadow memory";
+  check_case(GetParam(), {.timeout_ms = 5000, .device = "cuda", .comm = CommBackend::host_staged});
+}
+
+// Three ranks on three GPUs through NCCL: a rank that dies leaves its peers
+// in an NCCL wait, which the aborted CpuGroup cancels.
+TEST_P(GpuFaultMatrix, Nccl) {
+  if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
+  if (std::string why = no_gpu_ranks(3); !why.empty()) GTEST_SKIP() << why;
+  if (kSanitizerBuild && GetParam().fault == sf::Fault::oom) GTEST_SKIP() << "RLIMIT_AS vs sanitizer shadow memory";
+  check_case(GetParam(), {.timeout_ms = 5000, .device = "cuda", .comm = CommBackend::nccl});
 }
 
 std::string case_id(const ::testing::TestParamInfo<sf::Case>& info) {
@@ -53,6 +86,7 @@ std::string case_id(const ::testing::TestParamInfo<sf::Case>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCases, FaultMatrix, ::testing::ValuesIn(sf::matrix()), case_id);
+INSTANTIATE_TEST_SUITE_P(AllCases, GpuFaultMatrix, ::testing::ValuesIn(sf::matrix()), case_id);
 
 // ---- recovery ------------------------------------------------------------------------------
 

@@ -141,6 +141,10 @@ inline std::vector<Case> matrix() {
 
 struct Settings {
   int timeout_ms = 1000;  // RuntimeOptions::timeout and collective_timeout
+  // The GPU variants: "cuda" ranks, host-staged (ranks may share a GPU) or
+  // NCCL (one GPU per rank).
+  const char* device = "cpu";
+  synk::CommBackend comm = synk::CommBackend::automatic;
 };
 
 struct Outcome {
@@ -308,7 +312,8 @@ inline int harness(const Case& c, const Settings& s, int fd) {
     if (!cond && why.empty()) why = what;
   };
   try {
-    const RuntimeOptions o{.workers = 3, .seed = 1, .spin = std::chrono::microseconds(5),
+    const RuntimeOptions o{.workers = 3, .device = s.device, .comm = s.comm, .seed = 1,
+                           .spin = std::chrono::microseconds(5),
                            .timeout = std::chrono::milliseconds(s.timeout_ms),
                            .collective_timeout = std::chrono::milliseconds(s.timeout_ms),
                            .close_timeout = std::chrono::milliseconds(1000)};
@@ -413,6 +418,11 @@ inline int harness(const Case& c, const Settings& s, int fd) {
     }
     rt.close();
     X = Data();
+#if SYNK_HAVE_NCCL
+    // Worker communicators (and CUDA contexts) end with their processes,
+    // checked below; the master's must end with close().
+    expect(comm::NcclComm::live() == 0, "an NCCL communicator of the master outlived close()");
+#endif
   } catch (const std::exception& e) {
     expect(false, std::string("harness: ") + e.what());
   }

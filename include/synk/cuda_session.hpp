@@ -30,6 +30,8 @@
 #include "synk/array.hpp"
 #include "synk/graph.hpp"
 
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
 namespace synk {
 
 struct CudaSessionOptions {
@@ -53,6 +55,12 @@ class CudaFunction {
   // updates applied after all outputs are computed. Returns when the
   // outputs are on the host and the updates are done.
   std::vector<Array> operator()(const std::vector<ArrayView>& inputs) const;
+  // As operator(), but output i is copied to outputs[i] (host or device
+  // memory: the copies find out which), and inputs may be in host or device
+  // memory too, so results can stay on the GPU (e.g. gradients for an NCCL
+  // all-reduce, then fed to the update function). Returns when the copies
+  // are done.
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 
@@ -91,6 +99,9 @@ class CudaSession {
   // Bytes of the device arena (values, workspaces, staged inputs) shared by
   // all compiled functions.
   size_t scratch_bytes() const;
+  // The stream (cudaStream_t) every function of this session runs on, to
+  // order other work (collectives) with the calls.
+  CUstream_st* stream() const;
   // CUDA graphs captured so far: one per function and batch size called at
   // least twice, plus a re-capture when the arena had to grow. Tests use it
   // to see replays.

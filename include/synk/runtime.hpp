@@ -107,9 +107,13 @@ class WorkerError : public Error {
 
 // How CUDA ranks combine shared variables and gradients (RuntimeOptions::comm).
 // host_staged: device -> shared memory -> the CPU collectives -> device; the
-// only backend that lets several ranks share one GPU. nccl: one GPU per rank
-// (not wired yet: refused by fork()). automatic: one GPU per rank, moved
-// host-staged for now.
+// only backend that lets several ranks share one GPU. nccl: one GPU per rank;
+// training steps all-reduce gradients on the GPUs and broadcast / all_reduce
+// / reduce of shared variables run on the device copies (gather, all_gather
+// and scatter, whose data comes from or goes to the master's host, stay
+// host-staged); the communicator is made at the first distribute().
+// automatic: nccl with several ranks on one GPU each in a build with NCCL,
+// else host_staged.
 enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 
 struct RuntimeOptions {

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -26,6 +27,8 @@ static_assert(sizeof(NcclId) == sizeof(ncclUniqueId), "NcclId must hold an ncclU
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_live{0};  // NcclComm::live()
 
 ncclDataType_t nccl_type(ElemType t) {
   switch (t) {
@@ -149,6 +152,8 @@ NcclComm::NcclComm(const NcclId& id, const NcclCommOptions& opts) : opts_(opts) 
       fail("ncclCommInitRankConfig", r);
     }
     settle("ncclCommInitRankConfig", __FILE__, __LINE__);
+    g_live.fetch_add(1);
+    counted_ = true;
   } catch (...) {
     if (comm_ && !aborted_) (void)ncclCommAbort(comm_);
     comm_ = nullptr;
@@ -157,7 +162,10 @@ NcclComm::NcclComm(const NcclId& id, const NcclCommOptions& opts) : opts_(opts) 
   }
 }
 
+int NcclComm::live() noexcept { return g_live.load(); }
+
 NcclComm::~NcclComm() {
+  if (counted_) g_live.fetch_sub(1);
   if (comm_ && !aborted_) {
     try {
       wait();  // bounded; aborts on error or timeout
@@ -224,6 +232,8 @@ void NcclComm::settle(const char* call, const char* file, int line) {
     if (st == ncclSuccess) return;
     if (st != ncclInProgress)
       fail(std::string(call) + " at " + file + ":" + std::to_string(line), st);
+    if (opts_.cancelled && opts_.cancelled())
+      fail(std::string(call) + " at " + file + ":" + std::to_string(line) + " cancelled: a peer failed", 0);
     if (Clock::now() > deadline)
       fail(std::string(call) + " at " + file + ":" + std::to_string(line) + " timed out after " +
                std::to_string(opts_.timeout.count()) + " ms (a peer did not join or progress)",
@@ -288,6 +298,7 @@ void NcclComm::wait() {
     const ncclResult_t r = ncclCommGetAsyncError(comm_, &st);
     if (r != ncclSuccess) fail("ncclCommGetAsyncError", r);
     if (st != ncclSuccess && st != ncclInProgress) fail("asynchronous operation", st);
+    if (opts_.cancelled && opts_.cancelled()) fail("wait cancelled: a peer failed", 0);
     if (Clock::now() > deadline)
       fail("wait timed out after " + std::to_string(opts_.timeout.count()) +
                " ms (a peer is missing, stuck or called a different collective)",

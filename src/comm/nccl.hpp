@@ -32,6 +32,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
@@ -76,6 +77,11 @@ struct NcclCommOptions {
   int device = 0;  // CUDA device ordinal (among the visible ones)
   // Bound on initialisation, each wait() and the destructor's flush.
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
+  // Polled by every wait (initialisation, group ends, wait()); when it
+  // returns true the communicator is aborted and the wait throws. The
+  // runtime passes "the CpuGroup was aborted", so a peer that died while
+  // this rank waits on NCCL ends the wait at once instead of at the timeout.
+  std::function<bool()> cancelled;
 };
 
 class NcclComm final : public DeviceComm {
@@ -123,6 +129,10 @@ class NcclComm final : public DeviceComm {
   // The communication stream (cudaStream_t).
   StreamHandle stream() const noexcept { return comm_stream_; }
 
+  // Communicators of this process that are initialised and not yet
+  // destroyed (the fault tests check that none outlives its runtime).
+  static int live() noexcept;
+
  private:
   // Records an event on `stream` and makes the communication stream wait for it.
   void begin(const char* coll, StreamHandle stream);
@@ -147,6 +157,7 @@ class NcclComm final : public DeviceComm {
   std::string abort_reason_;
   const char* coll_ = "init";  // collective in flight, for messages
   uint64_t calls_ = 0;         // collectives issued, for messages
+  bool counted_ = false;       // in live()
 };
 
 }  // namespace synk::comm

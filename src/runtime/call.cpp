@@ -132,6 +132,9 @@ void Runtime::distribute() {
   if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0: " + err);
   c.distributed_defs = c.defs.size();
   c.distributed_nodes = c.graph->size();
+#if SYNK_HAVE_NCCL
+  if (c.nccl && !c.nccl_comm) c.init_nccl();
+#endif
 }
 
 const std::string& ParallelFunction::name() const {

@@ -1,6 +1,6 @@
 // src/runtime/collectives.cpp — collectives on shared variables (every rank's
-// copy, moved by the CpuGroup in shared memory), get/set of one rank's value,
-// and map() of plain functions over jobs.
+// copy, moved by the CpuGroup in shared memory or by NCCL on the GPUs),
+// get/set of one rank's value, and map() of plain functions over jobs.
 #include <unistd.h>
 
 #include <cstring>
@@ -41,6 +41,16 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
         (kind == VarOpKind::scatter && (in_off > n || nb * static_cast<size_t>(L.ranks) > n - in_off)))
       throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
     const comm::ElemType t = comm::elem_type(node.dtype);
+    // NCCL ranks: broadcast / all_reduce / reduce in place on the device
+    // copies (the others move data from or to the master's host anyway).
+    if (L.dcomm && (kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::reduce)) {
+      void* dv = L.cuda->variable_data(var);
+      if (kind == VarOpKind::broadcast) L.dcomm->broadcast(dv, cnt, t, root, L.cuda->stream());
+      else if (kind == VarOpKind::all_reduce) L.dcomm->all_reduce(dv, dv, cnt, t, op, L.cuda->stream());
+      else L.dcomm->reduce(dv, dv, cnt, t, op, root, L.cuda->stream());
+      L.dcomm->wait();
+      continue;
+    }
     void* v = nullptr;
     if (L.cuda) {
       host.resize(nb);

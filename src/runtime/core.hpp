@@ -32,7 +32,10 @@
 #include <vector>
 
 #include "comm/cpu_group.hpp"
+#include "comm/device_comm.hpp"
+#include "comm/nccl.hpp"
 #include "comm/shm.hpp"
+#include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
@@ -42,7 +45,7 @@ namespace synk::detail {
 
 constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;
 
-enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map };
+enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map, comm_init };
 const char* cmd_name(Cmd c);
 
 // Commands whose workers enter CpuGroup collectives: a worker that fails in
@@ -73,6 +76,7 @@ struct ControlBlock {
   uint32_t sleepers;          // atomic: workers sleeping on seq
   alignas(128) CommandHeader cmd;
   alignas(128) uint64_t map_next;  // atomic: next job of a map
+  alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
 
@@ -215,6 +219,11 @@ struct Local {
   int rank = 0, ranks = 1;
   std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
   std::vector<float> flat;                     // train: flat gradients
+  // NCCL ranks: the communicator (owned by the worker or RuntimeCore) and
+  // the flat gradients on the GPU (device_flat()).
+  comm::DeviceComm* dcomm = nullptr;
+  std::shared_ptr<void> dflat;
+  size_t dflat_n = 0;
 
   void add_defs(const std::vector<FunctionDef>& all);
   bool ready() const { return session || cuda; }
@@ -327,6 +336,10 @@ struct RuntimeCore {
   std::unique_ptr<CudaSession> cuda_session;  // device "cuda": rank 0's
   bool cuda = false;   // ranks compute on GPUs
   int gpus = 0;        // visible GPUs when cuda
+  bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
+#if SYNK_HAVE_NCCL
+  std::unique_ptr<comm::NcclComm> nccl_comm;  // rank 0's, after the first distribute
+#endif
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
   size_t distributed_defs = 0;
@@ -363,6 +376,9 @@ struct RuntimeCore {
   void attach_graph(Graph* g, const char* what);
   int add_def(const FunctionDef& d);
   int32_t var_id(const VarRef& v, const char* what);
+  // NCCL ranks: after the first distribute, every rank joins one
+  // communicator (Cmd::comm_init); a failure fails the runtime.
+  void init_nccl();
 };
 
 // Marks a master call as running for its lifetime. A second call while one
@@ -379,6 +395,19 @@ class Busy {
  private:
   RuntimeCore& c_;
 };
+
+// ---- NCCL ranks (runtime/nccl.cpp) ------------------------------------------
+// Whether CUDA ranks use NCCL: comm automatic or nccl, more than one rank,
+// one GPU each, and a build with NCCL. Throws ArgumentError for comm = nccl
+// where that cannot be.
+bool want_nccl(CommBackend comm, int ranks, int gpus);
+#if SYNK_HAVE_NCCL
+// Joins the communicator whose id the master put in the control block; a
+// wait ends early once `cancelled` says a peer failed.
+std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::function<bool()> cancelled);
+#endif
+// This rank's flat gradient buffer on its GPU, at least n floats (kept in L).
+float* device_flat(Local& L, size_t n);
 
 // Worker entry, in the forked child: never returns.
 [[noreturn]] void worker_main(RuntimeCore& core, int rank) noexcept;

@@ -20,6 +20,7 @@ const char* cmd_name(Cmd c) {
     case Cmd::var_get: return "get";
     case Cmd::var_set: return "set";
     case Cmd::map: return "map";
+    case Cmd::comm_init: return "comm_init";
   }
   return "?";
 }
@@ -428,14 +429,26 @@ ShareResult run_share(Local& L, const CallDesc& d) {
       goff.push_back(flat_n);
       flat_n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
     }
-    // Written by the first slice (zeroed only when this rank has no rows).
-    if (L.flat.size() != flat_n) L.flat.assign(flat_n, 0.f);
   }
 
   ShareResult R;
   const bool run = !scattered || rows > 0;
   // Every rank has the same number of rows (or the inputs are broadcast).
   const bool equal_shares = !scattered || d.total % L.ranks == 0;
+  // NCCL ranks keep the gradients on the GPU: the gradient function writes
+  // them into a device buffer, NCCL averages them there, the update reads
+  // them there. Only for equal shares in one slice, where every rank takes
+  // this path; weighted or sliced steps combine on the host.
+  const bool one_slice = !scattered || std::min<int64_t>(d.num_slices, rows) <= 1;
+  const bool on_device = train && L.dcomm && L.cuda && run && equal_shares && one_slice;
+  float* flat = nullptr;
+  if (on_device) {
+    flat = device_flat(L, flat_n);
+  } else if (train) {
+    // Written by the first slice (zeroed only when this rank has no rows).
+    if (L.flat.size() != flat_n) L.flat.assign(flat_n, 0.f);
+    flat = L.flat.data();
+  }
   int64_t k_used = 1;
   if (run) {
     R.ran = true;
@@ -485,19 +498,10 @@ ShareResult run_share(Local& L, const CallDesc& d) {
           outs.emplace_back(node.dtype, resolve(node.shape, sr));
           ptrs.push_back(outs.back().raw());
         }
-        for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(L.flat.data() + goff[gi]);
-        if (L.cuda) {
-          // The CUDA session returns host arrays: copy them where call_into
-          // would have written.
-          std::vector<Array> all = L.cfns[d.fn](views);
-          if (all.size() != ptrs.size())
-            throw BackendError(label + ": the CUDA function returned " + std::to_string(all.size()) + " outputs, not " +
-                               std::to_string(ptrs.size()));
-          for (size_t i = 0; i < all.size(); ++i)
-            if (all[i].nbytes()) std::memcpy(ptrs[i], all[i].raw(), all[i].nbytes());
-        } else {
-          L.fns[d.fn].call_into(views, ptrs);
-        }
+        for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(flat + goff[gi]);
+        // (CUDA: host or device pointers, see on_device.)
+        if (L.cuda) L.cfns[d.fn].call_into(views, ptrs);
+        else L.fns[d.fn].call_into(views, ptrs);
       } else {
         outs = run_fn(L, d.fn, use_sliced, views);
       }
@@ -511,14 +515,14 @@ ShareResult run_share(Local& L, const CallDesc& d) {
         // With equal shares the all-reduce averages instead (below).
         if (!equal_shares) {
           const float gw = static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total));
-          for (float& v : L.flat) v *= gw;
+          for (size_t e = 0; e < flat_n; ++e) flat[e] *= gw;
         }
       } else if (train) {
         const float gw = scattered ? static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total))
                                    : 1.f / static_cast<float>(L.ranks);
         for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
           const float* g = outs[n_out + gi].data<float>();
-          float* dst = L.flat.data() + goff[gi];
+          float* dst = flat + goff[gi];
           const int64_t cnt = outs[n_out + gi].numel();
           if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = gw * g[e];
           else for (int64_t e = 0; e < cnt; ++e) dst[e] += gw * g[e];
@@ -539,16 +543,21 @@ ShareResult run_share(Local& L, const CallDesc& d) {
     }
   }
   if (train) {
-    if (!run) std::fill(L.flat.begin(), L.flat.end(), 0.f);
+    if (!run) std::fill(flat, flat + flat_n, 0.f);
     const bool avg = run && equal_shares && k_used == 1;
-    if (L.ranks > 1)
-      L.group->all_reduce(L.flat.data(), L.flat.data(), flat_n, comm::ElemType::f32,
-                          avg ? comm::RedOp::avg : comm::RedOp::sum);
+    if (on_device) {
+      L.dcomm->all_reduce(flat, flat, flat_n, comm::ElemType::f32, comm::RedOp::avg, L.cuda->stream());
+      // The watchdog: a failed or missing peer raises here instead of
+      // hanging the update's synchronisation.
+      L.dcomm->wait();
+    } else if (L.ranks > 1) {
+      L.group->all_reduce(flat, flat, flat_n, comm::ElemType::f32, avg ? comm::RedOp::avg : comm::RedOp::sum);
+    }
     const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
     std::vector<ArrayView> gv;
     for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
       const Node& gn = L.graph->node(ud.inputs[gi]);
-      gv.push_back({DType::f32, gn.shape, L.flat.data() + goff.at(gi)});
+      gv.push_back({DType::f32, gn.shape, flat + goff.at(gi)});
     }
     run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
   }

@@ -238,6 +238,12 @@ void RuntimeCore::close() noexcept {
       if (fd >= 0) { ::close(fd); fd = -1; }
   }
   local = Local{};
+#if SYNK_HAVE_NCCL
+  // Aborting frees the communicator without talking to peers, which are
+  // gone or stopping (a finalize could wait for them).
+  if (nccl_comm) nccl_comm->abort("the runtime was closed");
+  nccl_comm.reset();
+#endif
   session.reset();
   cuda_session.reset();
   results.clear();
@@ -540,7 +546,7 @@ Runtime fork(const RuntimeOptions& opts) {
     throw ArgumentError("synk::fork: device '" + device + "' is not one of \"cpu\", \"cuda\", \"auto\"");
   if (opts.timeout.count() <= 0 || opts.collective_timeout.count() <= 0)
     throw ArgumentError("synk::fork: timeouts must be positive");
-  bool cuda = false;
+  bool cuda = false, nccl = false;
   int gpus = 0;
   if (device != "cpu") {
     if (cuda_context_noted())
@@ -552,11 +558,10 @@ Runtime fork(const RuntimeOptions& opts) {
     if (cuda && gpus == 0)
       throw BackendError("synk::fork: device 'cuda' but no CUDA device is visible" +
                          std::string(SYNK_HAVE_CUDA ? "" : " (synk was built without CUDA)"));
-    if (cuda && opts.comm == CommBackend::nccl)
-      throw ArgumentError("synk::fork: comm = nccl is not wired into the runtime yet (use host_staged or automatic)");
     if (cuda && n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
                           " visible GPU(s); more workers than GPUs need comm = CommBackend::host_staged");
+    nccl = cuda && want_nccl(opts.comm, n, gpus);
   }
   bool expected = false;
   if (!g_open.compare_exchange_strong(expected, true))
@@ -568,6 +573,7 @@ Runtime fork(const RuntimeOptions& opts) {
     c.opts = opts;
     c.n = n;
     c.cuda = cuda;
+    c.nccl = nccl;
     c.gpus = gpus;
     c.master_pid = ::getpid();
     c.cpus = cpus;

@@ -206,6 +206,7 @@ class Worker {
         return;
       }
       case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);
+      case Cmd::comm_init: return join_comm();
       default: throw FormatError("corrupt command: unknown command kind " + std::to_string(static_cast<uint32_t>(cmd)));
     }
   }
@@ -245,6 +246,7 @@ class Worker {
       }
     }
     L.group = c_.group.get();
+    L.dcomm = dcomm();
     L.rank = rank_;
     L.ranks = c_.n;
     L.add_defs(defs);
@@ -252,6 +254,24 @@ class Worker {
     session_ = std::move(s);
     cuda_session_ = std::move(cs);
     graph_ = std::move(g);
+  }
+
+  comm::DeviceComm* dcomm() const {
+#if SYNK_HAVE_NCCL
+    return nccl_.get();
+#else
+    return nullptr;
+#endif
+  }
+
+  void join_comm() {
+    if (!c_.nccl || !local_.cuda) throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
+#if SYNK_HAVE_NCCL
+    if (nccl_) throw FormatError("corrupt command: a second NCCL initialisation");
+    comm::CpuGroup* g = c_.group.get();
+    nccl_ = join_nccl(c_, rank_, [g] { return g->aborted(); });
+    local_.dcomm = nccl_.get();
+#endif
   }
 
   void call() {
@@ -274,6 +294,9 @@ class Worker {
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<Session> session_;
   std::unique_ptr<CudaSession> cuda_session_;
+#if SYNK_HAVE_NCCL
+  std::unique_ptr<comm::NcclComm> nccl_;  // declared after the session: destroyed first
+#endif
   Local local_;
 };
 

@@ -40,6 +40,17 @@ std::string fn_label(const FunctionDef& def) { return "function '" + def.name + 
 
 constexpr unsigned long long kNoBadRow = ~0ull;
 
+// Whether p points to device memory (inputs may be host or device memory;
+// cudaMemcpyDefault copies either way, but the host must not read the latter).
+bool on_device(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // plain pageable host memory on old runtimes
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
 }  // namespace
 
 struct CudaSession::Impl {
@@ -101,7 +112,8 @@ struct CudaSession::Impl {
 
   int64_t check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
   void check_labels(const cuda::CudaPlan& cp, const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
-  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs);
+  // Outputs to `into` (host or device pointers) when given, else returned.
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, const std::vector<void*>* into);
 };
 
 // The shared input rules (exec/common.hpp); returns the batch size (-1
@@ -120,6 +132,7 @@ void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef
     const cpu::ValueLoc& l = cp.p.loc[static_cast<size_t>(s.in[1])];
     if (l.kind != cpu::Loc::Input) continue;
     const ArrayView& v = inputs[static_cast<size_t>(l.index)];
+    if (s.mm_m > 0 && on_device(v.data)) continue;  // checked by the kernels (bad_row)
     const auto* lab = static_cast<const int32_t*>(v.data);
     for (int64_t i = 0; i < s.mm_m; ++i)
       if (lab[i] < 0 || lab[i] >= s.mm_n)
@@ -129,11 +142,15 @@ void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef
   }
 }
 
-std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayView>& inputs) {
+std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayView>& inputs,
+                                           const std::vector<void*>* into) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
   const int64_t b = check_inputs(def, inputs);
+  if (into && into->size() != def.outputs.size())
+    throw ArgumentError(fn_label(def) + ": call_into got " + std::to_string(into->size()) + " output pointers for " +
+                        std::to_string(def.outputs.size()) + " outputs");
   cuda::DeviceScope scope(opts.device);
   ensure_variables();
 
@@ -164,7 +181,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
     for (size_t i = 0; i < inputs.size(); ++i) {
       const size_t bytes = static_cast<size_t>(inputs[i].numel()) * dtype_size(inputs[i].dtype);
       if (bytes > 0)
-        SYNK_CUDA_CHECK(cudaMemcpyAsync(base + cp.input_offset[i], inputs[i].data, bytes, cudaMemcpyHostToDevice, s()));
+        SYNK_CUDA_CHECK(cudaMemcpyAsync(base + cp.input_offset[i], inputs[i].data, bytes, cudaMemcpyDefault, s()));
     }
 
     // ---- the work: replayed graph, or enqueued directly ------------------------------
@@ -187,11 +204,18 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
 
     // ---- outputs back ----------------------------------------------------------------
     std::vector<Array> outs;
-    outs.reserve(cp.p.outputs.size());
+    outs.reserve(into ? 0 : cp.p.outputs.size());
     for (size_t i = 0; i < cp.p.outputs.size(); ++i) {
       const int32_t id = cp.p.outputs[i];
-      Array a(nodes[static_cast<size_t>(id)].dtype, cp.p.shapes[static_cast<size_t>(id)]);
+      const DType t = nodes[static_cast<size_t>(id)].dtype;
+      const Shape& shape = cp.p.shapes[static_cast<size_t>(id)];
       const void* src = cp.snapshot_offset[i] >= 0 ? base + cp.snapshot_offset[i] : cp.p.ptr[static_cast<size_t>(id)];
+      if (into) {
+        const size_t nb = static_cast<size_t>(numel(shape)) * dtype_size(t);
+        if (nb > 0) SYNK_CUDA_CHECK(cudaMemcpyAsync((*into)[i], src, nb, cudaMemcpyDefault, s()));
+        continue;
+      }
+      Array a(t, shape);
       if (a.nbytes() > 0) SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), src, a.nbytes(), cudaMemcpyDeviceToHost, s()));
       outs.push_back(std::move(a));
     }
@@ -220,7 +244,12 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
 
 std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>& inputs) const {
   if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
-  return s_->impl_->call(index_, inputs);
+  return s_->impl_->call(index_, inputs, nullptr);
+}
+
+void CudaFunction::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const {
+  if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
+  s_->impl_->call(index_, inputs, &outputs);
 }
 
 const FunctionDef& CudaFunction::def() const {
@@ -329,6 +358,7 @@ const Graph& CudaSession::graph() const { return *impl_->g; }
 int CudaSession::device() const { return impl_->opts.device; }
 const CudaSessionOptions& CudaSession::options() const { return impl_->opts; }
 size_t CudaSession::scratch_bytes() const { return impl_->arena.bytes(); }
+CUstream_st* CudaSession::stream() const { return impl_->s(); }
 uint64_t CudaSession::graph_captures() const { return impl_->captures; }
 
 }  // namespace synk
@@ -346,6 +376,7 @@ namespace {
 struct CudaSession::Impl {};
 
 std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&) const { no_cuda(); }
+void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&) const { no_cuda(); }
 const FunctionDef& CudaFunction::def() const { no_cuda(); }
 bool CudaSession::available() noexcept { return false; }
 CudaSession::CudaSession(const Graph&, CudaSessionOptions) { no_cuda(); }
@@ -359,6 +390,7 @@ const Graph& CudaSession::graph() const { no_cuda(); }
 int CudaSession::device() const { no_cuda(); }
 const CudaSessionOptions& CudaSession::options() const { no_cuda(); }
 size_t CudaSession::scratch_bytes() const { no_cuda(); }
+CUstream_st* CudaSession::stream() const { no_cuda(); }
 uint64_t CudaSession::graph_captures() const { no_cuda(); }
 
 }  // namespace synk

@@ -1,0 +1,82 @@
+// src/runtime/nccl.cpp — NCCL for CUDA ranks: choosing it at fork(), joining
+// one communicator after the first distribute(), and the device buffer the
+// training step all-reduces its gradients in.
+//
+// Why after the first distribute: a CUDA rank makes its CUDA context when it
+// compiles its functions, and a runtime that never distributes (map jobs
+// only) should not pay for NCCL's bootstrap. Why Cmd::comm_init is a
+// collective command: a rank that fails to join aborts the CpuGroup, and
+// every other rank's NCCL wait polls that abort (NcclCommOptions::cancelled),
+// so a failed or killed rank ends everyone's wait at once instead of at
+// NCCL's timeout.
+#include <cstring>
+
+#include "runtime/core.hpp"
+
+#if SYNK_HAVE_CUDA
+#include "exec/cuda/device.hpp"
+#endif
+
+namespace synk::detail {
+
+bool want_nccl(CommBackend comm, int ranks, int gpus) {
+  if (comm == CommBackend::host_staged) return false;
+  if (comm == CommBackend::nccl && !SYNK_HAVE_NCCL)
+    throw ArgumentError("synk::fork: comm = nccl but synk was built without NCCL (use host_staged or automatic)");
+  // Asked for, it is used even by one rank (a one-GPU machine can then run
+  // the NCCL path); automatic leaves one rank alone, since it has nobody to
+  // talk to. Several ranks on one GPU cannot use NCCL (fork() refuses that
+  // unless host_staged was asked for).
+  if (comm == CommBackend::nccl) return ranks <= gpus;
+  return SYNK_HAVE_NCCL && ranks > 1 && ranks <= gpus;
+}
+
+#if SYNK_HAVE_NCCL
+std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::function<bool()> cancelled) {
+  comm::NcclId id;
+  std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
+  return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.n,
+                                                                     .rank = rank,
+                                                                     .device = rank,
+                                                                     .timeout = c.opts.collective_timeout,
+                                                                     .cancelled = std::move(cancelled)});
+}
+#endif
+
+void RuntimeCore::init_nccl() {
+#if SYNK_HAVE_NCCL
+  const std::string what = "NCCL initialisation (" + std::to_string(n) + " ranks)";
+  const comm::NcclId id = comm::make_nccl_id();
+  std::memcpy(cb->nccl_id, id.bytes, sizeof id.bytes);
+  signal(Cmd::comm_init, true);
+  std::string err;
+  try {
+    nccl_comm = join_nccl(*this, 0, [this] { return failed.load() || group->aborted(); });
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  // A worker that failed aborted the group; the master's join then failed too.
+  if (!err.empty()) fail_collective(what, err);
+  wait_workers(what);
+  local.dcomm = nccl_comm.get();
+#else
+  throw BackendError("synk runtime: NCCL initialisation in a build without NCCL");
+#endif
+}
+
+float* device_flat(Local& L, size_t n) {
+#if SYNK_HAVE_CUDA
+  if (!L.dflat || L.dflat_n < n) {
+    L.dflat.reset();  // free first: the old and new buffers need not fit together
+    L.dflat_n = 0;
+    auto buf = std::make_shared<cuda::DeviceBuffer>(std::max<size_t>(n, 1) * sizeof(float));
+    L.dflat = std::shared_ptr<void>(buf, buf->data());
+    L.dflat_n = n;
+  }
+  return static_cast<float*>(L.dflat.get());
+#else
+  throw BackendError("synk runtime: device gradients in a build without CUDA");
+#endif
+}
+
+}  // namespace synk::detail
