@@ -168,6 +168,8 @@ struct InputDesc {
   DType dtype = DType::f32;
   Shape shape;  // of the whole source (Data or host array)
   const uint8_t* base = nullptr;
+  uint64_t seg = 0;        // the Data segment it lies in (0: inline in the arguments)
+  size_t seg_bytes = 0;
 };
 
 struct CallDesc {
@@ -224,6 +226,9 @@ struct Local {
   comm::DeviceComm* dcomm = nullptr;
   std::shared_ptr<void> dflat;
   size_t dflat_n = 0;
+  // CUDA ranks: Data segments page-locked for the input copies, by segment
+  // id (null: registration was refused).
+  std::unordered_map<uint64_t, const void*> pinned;
 
   void add_defs(const std::vector<FunctionDef>& all);
   bool ready() const { return session || cuda; }
@@ -396,7 +401,7 @@ class Busy {
   RuntimeCore& c_;
 };
 
-// ---- NCCL ranks (runtime/nccl.cpp) ------------------------------------------
+// ---- CUDA ranks (runtime/cuda_ranks.cpp) --------------------------------------
 // Whether CUDA ranks use NCCL: comm automatic or nccl, more than one rank,
 // one GPU each, and a build with NCCL. Throws ArgumentError for comm = nccl
 // where that cannot be.
@@ -408,6 +413,11 @@ std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::f
 #endif
 // This rank's flat gradient buffer on its GPU, at least n floats (kept in L).
 float* device_flat(Local& L, size_t n);
+// Page-locks a Data segment once (CUDA ranks only; a no-op elsewhere) /
+// unlocks it before it is unmapped.
+void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes);
+void unpin_segment(Local& L, uint64_t id) noexcept;
+void unpin_all(Local& L) noexcept;
 
 // Worker entry, in the forked child: never returns.
 [[noreturn]] void worker_main(RuntimeCore& core, int rank) noexcept;

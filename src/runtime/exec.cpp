@@ -159,6 +159,8 @@ CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<c
         bad("input " + std::to_string(i) + " (" + std::to_string(nb) + " bytes) exceeds its segment of " +
             std::to_string(seg.size()) + " bytes");
       x.base = seg.data();
+      x.seg = v;
+      x.seg_bytes = seg.size();
     } else if (src == 1) {
       if (v % 64 != 0 || !fits(v, nb, hdr)) bad("inline input " + std::to_string(i) + " outside the arguments");
       x.base = p + v;
@@ -430,6 +432,10 @@ ShareResult run_share(Local& L, const CallDesc& d) {
       flat_n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
     }
   }
+
+  // CUDA ranks copy rows straight from the Data segments: lock them once.
+  for (const InputDesc& in : d.inputs)
+    if (in.seg != 0) pin_segment(L, in.seg, in.base, in.seg_bytes);
 
   ShareResult R;
   const bool run = !scattered || rows > 0;

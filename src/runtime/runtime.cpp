@@ -237,6 +237,7 @@ void RuntimeCore::close() noexcept {
     for (int& fd : socks)
       if (fd >= 0) { ::close(fd); fd = -1; }
   }
+  unpin_all(local);
   local = Local{};
 #if SYNK_HAVE_NCCL
   // Aborting frees the communicator without talking to peers, which are
@@ -310,6 +311,7 @@ uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
 }
 
 void RuntimeCore::release(uint64_t id, int rank) noexcept {
+  unpin_segment(local, id);  // before the caller unmaps it
   seg_ptr.erase(id);
   if (!open || failed.load()) return;
   SegMsg m{id, 0, 2, 0};

@@ -144,6 +144,7 @@ class Worker {
       } else if (m.op == 2) {
         auto it = segs_.find(m.id);
         if (it != segs_.end()) {
+          unpin_segment(local_, m.id);
           if (it->second.p) ::munmap(it->second.p, it->second.size);
           segs_.erase(it);
         }
@@ -247,6 +248,7 @@ class Worker {
     }
     L.group = c_.group.get();
     L.dcomm = dcomm();
+    L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the session
     L.rank = rank_;
     L.ranks = c_.n;
     L.add_defs(defs);

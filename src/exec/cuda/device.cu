@@ -23,6 +23,19 @@ int device_count() noexcept {
   return n;
 }
 
+bool register_host(void* p, size_t bytes) noexcept {
+  if (!p || bytes == 0) return false;
+  if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+void unregister_host(void* p) noexcept {
+  if (p && cudaHostUnregister(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
 int current_device() noexcept {
   int d = -1;
   if (cudaGetDevice(&d) != cudaSuccess) {

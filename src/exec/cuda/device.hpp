@@ -30,6 +30,13 @@ int device_count() noexcept;
 // The device current for this thread, or -1 if none can be queried.
 int current_device() noexcept;
 
+// Page-locks [p, p + bytes) of host memory (cudaHostRegister) so that
+// copies from it go by DMA and run asynchronously. Returns false where that
+// is refused (the memory then stays pageable: slower, still correct).
+// unregister_host undoes it; both never throw.
+bool register_host(void* p, size_t bytes) noexcept;
+void unregister_host(void* p) noexcept;
+
 // Throws BackendError for a failed CUDA runtime call: the message names the
 // call text, file:line, the device and the CUDA error name and text.
 [[noreturn]] void throw_error(int code, const char* call, const char* file, int line);

@@ -1,6 +1,7 @@
-// src/runtime/nccl.cpp — NCCL for CUDA ranks: choosing it at fork(), joining
-// one communicator after the first distribute(), and the device buffer the
-// training step all-reduces its gradients in.
+// src/runtime/cuda_ranks.cpp — what CUDA ranks need beyond the CPU runtime:
+// NCCL (choosing it at fork(), joining one communicator after the first
+// distribute()), the device buffer the training step all-reduces its
+// gradients in, and page-locked Data segments for the input copies.
 //
 // Why after the first distribute: a CUDA rank makes its CUDA context when it
 // compiles its functions, and a runtime that never distributes (map jobs
@@ -76,6 +77,35 @@ float* device_flat(Local& L, size_t n) {
   return static_cast<float*>(L.dflat.get());
 #else
   throw BackendError("synk runtime: device gradients in a build without CUDA");
+#endif
+}
+
+// Data segments are page-locked the first time a CUDA rank copies rows from
+// them (the rows then go to the device by DMA, asynchronously), and
+// unlocked before they are unmapped (release, close).
+void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes) {
+#if SYNK_HAVE_CUDA
+  if (!L.cuda || id == 0 || L.pinned.count(id)) return;
+  // Refused registration (e.g. limits on locked memory) is remembered too:
+  // the copies work from pageable memory, only slower.
+  L.pinned[id] = cuda::register_host(const_cast<void*>(p), bytes) ? p : nullptr;
+#endif
+}
+
+void unpin_segment(Local& L, uint64_t id) noexcept {
+#if SYNK_HAVE_CUDA
+  auto it = L.pinned.find(id);
+  if (it == L.pinned.end()) return;
+  if (it->second) cuda::unregister_host(const_cast<void*>(it->second));
+  L.pinned.erase(it);
+#endif
+}
+
+void unpin_all(Local& L) noexcept {
+#if SYNK_HAVE_CUDA
+  for (auto& [id, p] : L.pinned)
+    if (p) cuda::unregister_host(const_cast<void*>(p));
+  L.pinned.clear();
 #endif
 }
 
