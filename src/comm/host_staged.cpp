@@ -45,18 +45,8 @@ HostStagedComm::HostStagedComm(CpuGroup& group, const HostStagedOptions& opts) :
   try {
     SYNK_CUDA_CHECK(cudaHostRegister(staging_.data(), staging_.size(), cudaHostRegisterDefault));
     registered_ = true;
-    cudaStream_t s = nullptr;
-    SYNK_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    copy_ = s;
-    cudaEvent_t e = nullptr;
-    SYNK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    ready_ = e;
-    SYNK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    done_ = e;
+    copy_.emplace();
   } catch (...) {
-    if (done_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(done_));
-    if (ready_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(ready_));
-    if (copy_) (void)cudaStreamDestroy(copy_);
     if (registered_) (void)cudaHostUnregister(staging_.data());
     (void)cudaGetLastError();
     throw;
@@ -65,28 +55,23 @@ HostStagedComm::HostStagedComm(CpuGroup& group, const HostStagedOptions& opts) :
 
 HostStagedComm::~HostStagedComm() {
   // The copies read or write the staging area: finish them before unmapping it.
-  if (copy_) (void)cudaStreamSynchronize(copy_);
-  if (done_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(done_));
-  if (ready_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(ready_));
-  if (copy_) (void)cudaStreamDestroy(copy_);
+  if (copy_) (void)cudaStreamSynchronize(copy_->get());
   if (registered_) (void)cudaHostUnregister(staging_.data());
   (void)cudaGetLastError();
 }
 
 void HostStagedComm::begin(const char* coll, StreamHandle stream) {
   (void)coll;
-  SYNK_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ready_), stream));
-  SYNK_CUDA_CHECK(cudaStreamWaitEvent(copy_, static_cast<cudaEvent_t>(ready_), 0));
+  copy_->wait_for(stream);
 }
 
 void HostStagedComm::end(StreamHandle stream) {
-  SYNK_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done_), copy_));
-  SYNK_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(done_), 0));
+  copy_->hand_back(stream);
 }
 
-void HostStagedComm::host_ready() { SYNK_CUDA_CHECK(cudaStreamSynchronize(copy_)); }
+void HostStagedComm::host_ready() { SYNK_CUDA_CHECK(cudaStreamSynchronize(copy_->get())); }
 
-void HostStagedComm::wait() { SYNK_CUDA_CHECK(cudaStreamSynchronize(copy_)); }
+void HostStagedComm::wait() { SYNK_CUDA_CHECK(cudaStreamSynchronize(copy_->get())); }
 
 template <class F> void HostStagedComm::cpu(const char* coll, F&& f) {
   try {
@@ -98,11 +83,11 @@ template <class F> void HostStagedComm::cpu(const char* coll, F&& f) {
 }
 
 void HostStagedComm::d2h(void* host, const void* dev, size_t bytes) {
-  if (bytes) SYNK_CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, copy_));
+  if (bytes) SYNK_CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, copy_->get()));
 }
 
 void HostStagedComm::h2d(void* dev, const void* host, size_t bytes) {
-  if (bytes) SYNK_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, copy_));
+  if (bytes) SYNK_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, copy_->get()));
 }
 
 void HostStagedComm::check_root(int root, const char* coll) const {
@@ -186,7 +171,7 @@ void HostStagedComm::all_gather(const void* in, void* out, size_t count, ElemTyp
     // Rank r's piece lands at out + (r * count + b): n rows of m elements,
     // source pitch m, destination pitch count.
     SYNK_CUDA_CHECK(cudaMemcpy2DAsync(at(out, b * es), count * es, sout, m * es, m * es, n,
-                                      cudaMemcpyHostToDevice, copy_));
+                                      cudaMemcpyHostToDevice, copy_->get()));
   }
   end(stream);
 }

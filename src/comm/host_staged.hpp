@@ -26,9 +26,11 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <span>
 
 #include "comm/device_comm.hpp"
+#include "comm/side_stream.hpp"
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
 
@@ -72,7 +74,7 @@ class HostStagedComm final : public DeviceComm {
   // Blocks until the copies of every call so far are done.
   void wait() override;
 
-  StreamHandle copy_stream() const noexcept { return copy_; }
+  StreamHandle copy_stream() const noexcept { return copy_->get(); }
 
  private:
   // Orders the copy stream after `stream`'s work so far.
@@ -92,9 +94,7 @@ class HostStagedComm final : public DeviceComm {
   HostStagedOptions opts_;
   SharedSegment staging_;  // this rank's (private use) page-aligned staging area
   bool registered_ = false;
-  StreamHandle copy_ = nullptr;
-  void* ready_ = nullptr;  // cudaEvent_t
-  void* done_ = nullptr;   // cudaEvent_t
+  std::optional<SideStream> copy_;  // the copies; made once the device is current
 };
 
 }  // namespace synk::comm

@@ -123,23 +123,8 @@ NcclComm::NcclComm(const NcclId& id, const NcclCommOptions& opts) : opts_(opts) 
   // The device stays current for this process: a rank drives one GPU, and
   // NCCL binds the communicator to the device current at init.
   SYNK_CUDA_CHECK(cudaSetDevice(opts.device));
-  auto cleanup = [this] {
-    if (done_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(done_));
-    if (ready_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(ready_));
-    if (comm_stream_) (void)cudaStreamDestroy(comm_stream_);
-    done_ = ready_ = nullptr;
-    comm_stream_ = nullptr;
-  };
+  side_.emplace();
   try {
-    cudaStream_t s = nullptr;
-    SYNK_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    comm_stream_ = s;
-    cudaEvent_t e = nullptr;
-    SYNK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    ready_ = e;
-    SYNK_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    done_ = e;
-
     ncclUniqueId uid;
     std::memcpy(uid.internal, id.bytes, sizeof uid.internal);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -157,7 +142,6 @@ NcclComm::NcclComm(const NcclId& id, const NcclCommOptions& opts) : opts_(opts) 
   } catch (...) {
     if (comm_ && !aborted_) (void)ncclCommAbort(comm_);
     comm_ = nullptr;
-    cleanup();
     throw;
   }
 }
@@ -182,9 +166,6 @@ NcclComm::~NcclComm() {
     }
   }
   if (comm_) abort("destroyed after a failure");
-  if (done_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(done_));
-  if (ready_) (void)cudaEventDestroy(static_cast<cudaEvent_t>(ready_));
-  if (comm_stream_) (void)cudaStreamDestroy(comm_stream_);
   (void)cudaGetLastError();
 }
 
@@ -274,13 +255,11 @@ void NcclComm::begin(const char* coll, StreamHandle stream) {
   check_usable(coll);
   coll_ = coll;
   ++calls_;
-  SYNK_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ready_), stream));
-  SYNK_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, static_cast<cudaEvent_t>(ready_), 0));
+  side_->wait_for(stream);
 }
 
 void NcclComm::end(StreamHandle stream) {
-  SYNK_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done_), comm_stream_));
-  SYNK_CUDA_CHECK(cudaStreamWaitEvent(stream, static_cast<cudaEvent_t>(done_), 0));
+  side_->hand_back(stream);
 }
 
 void NcclComm::wait() {
@@ -288,7 +267,7 @@ void NcclComm::wait() {
   const auto start = Clock::now();
   const auto deadline = start + opts_.timeout;
   for (;;) {
-    const cudaError_t q = cudaEventQuery(static_cast<cudaEvent_t>(done_));
+    const auto q = static_cast<cudaError_t>(side_->done_status());
     if (q == cudaSuccess) break;
     if (q != cudaErrorNotReady) {
       (void)cudaGetLastError();
@@ -316,7 +295,7 @@ void NcclComm::wait() {
 void NcclComm::all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, StreamHandle stream) {
   begin("all_reduce", stream);
   if (count != 0)
-    SYNK_NCCL_COMM_CALL(ncclAllReduce(in, out, count, nccl_type(t), nccl_op(op), comm_, comm_stream_));
+    SYNK_NCCL_COMM_CALL(ncclAllReduce(in, out, count, nccl_type(t), nccl_op(op), comm_, side_->get()));
   end(stream);
 }
 
@@ -325,7 +304,7 @@ void NcclComm::reduce(const void* in, void* out, size_t count, ElemType t, RedOp
   check_root(root, "reduce");
   begin("reduce", stream);
   if (count != 0)
-    SYNK_NCCL_COMM_CALL(ncclReduce(in, out, count, nccl_type(t), nccl_op(op), root, comm_, comm_stream_));
+    SYNK_NCCL_COMM_CALL(ncclReduce(in, out, count, nccl_type(t), nccl_op(op), root, comm_, side_->get()));
   end(stream);
 }
 
@@ -333,13 +312,13 @@ void NcclComm::broadcast(void* buf, size_t count, ElemType t, int root, StreamHa
   check_root(root, "broadcast");
   begin("broadcast", stream);
   if (count != 0)
-    SYNK_NCCL_COMM_CALL(ncclBroadcast(buf, buf, count, nccl_type(t), root, comm_, comm_stream_));
+    SYNK_NCCL_COMM_CALL(ncclBroadcast(buf, buf, count, nccl_type(t), root, comm_, side_->get()));
   end(stream);
 }
 
 void NcclComm::all_gather(const void* in, void* out, size_t count, ElemType t, StreamHandle stream) {
   begin("all_gather", stream);
-  if (count != 0) SYNK_NCCL_COMM_CALL(ncclAllGather(in, out, count, nccl_type(t), comm_, comm_stream_));
+  if (count != 0) SYNK_NCCL_COMM_CALL(ncclAllGather(in, out, count, nccl_type(t), comm_, side_->get()));
   end(stream);
 }
 
@@ -357,18 +336,18 @@ void NcclComm::gatherv(const void* in, void* out, std::span<const size_t> counts
     for (int r = 0; r < me; ++r) off += counts[r];
     void* own = offset(out, off, t);
     if (counts[me] != 0 && own != in)
-      SYNK_CUDA_CHECK(cudaMemcpyAsync(own, in, counts[me] * es, cudaMemcpyDeviceToDevice, comm_stream_));
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(own, in, counts[me] * es, cudaMemcpyDeviceToDevice, side_->get()));
     SYNK_NCCL_COMM_CALL(ncclGroupStart());
     off = 0;
     for (int r = 0; r < opts_.ranks; ++r) {
       if (r != me && counts[r] != 0)
-        SYNK_NCCL_COMM_CALL(ncclRecv(offset(out, off, t), counts[r], nccl_type(t), r, comm_, comm_stream_));
+        SYNK_NCCL_COMM_CALL(ncclRecv(offset(out, off, t), counts[r], nccl_type(t), r, comm_, side_->get()));
       off += counts[r];
     }
     SYNK_NCCL_COMM_CALL(ncclGroupEnd());
   } else if (counts[me] != 0) {
     SYNK_NCCL_COMM_CALL(ncclGroupStart());
-    SYNK_NCCL_COMM_CALL(ncclSend(in, counts[me], nccl_type(t), root, comm_, comm_stream_));
+    SYNK_NCCL_COMM_CALL(ncclSend(in, counts[me], nccl_type(t), root, comm_, side_->get()));
     SYNK_NCCL_COMM_CALL(ncclGroupEnd());
   }
   end(stream);
@@ -386,18 +365,18 @@ void NcclComm::scatterv(const void* in, void* out, std::span<const size_t> count
     for (int r = 0; r < me; ++r) off += counts[r];
     const void* own = offset(in, off, t);
     if (counts[me] != 0 && own != out)
-      SYNK_CUDA_CHECK(cudaMemcpyAsync(out, own, counts[me] * es, cudaMemcpyDeviceToDevice, comm_stream_));
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(out, own, counts[me] * es, cudaMemcpyDeviceToDevice, side_->get()));
     SYNK_NCCL_COMM_CALL(ncclGroupStart());
     off = 0;
     for (int r = 0; r < opts_.ranks; ++r) {
       if (r != me && counts[r] != 0)
-        SYNK_NCCL_COMM_CALL(ncclSend(offset(in, off, t), counts[r], nccl_type(t), r, comm_, comm_stream_));
+        SYNK_NCCL_COMM_CALL(ncclSend(offset(in, off, t), counts[r], nccl_type(t), r, comm_, side_->get()));
       off += counts[r];
     }
     SYNK_NCCL_COMM_CALL(ncclGroupEnd());
   } else if (counts[me] != 0) {
     SYNK_NCCL_COMM_CALL(ncclGroupStart());
-    SYNK_NCCL_COMM_CALL(ncclRecv(out, counts[me], nccl_type(t), root, comm_, comm_stream_));
+    SYNK_NCCL_COMM_CALL(ncclRecv(out, counts[me], nccl_type(t), root, comm_, side_->get()));
     SYNK_NCCL_COMM_CALL(ncclGroupEnd());
   }
   end(stream);
@@ -407,7 +386,7 @@ void NcclComm::gather(const void* in, void* out, size_t count, ElemType t, int r
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
   check_root(root, "gather");
   begin("gather", stream);
-  if (count != 0) SYNK_NCCL_COMM_CALL(ncclGather(in, out, count, nccl_type(t), root, comm_, comm_stream_));
+  if (count != 0) SYNK_NCCL_COMM_CALL(ncclGather(in, out, count, nccl_type(t), root, comm_, side_->get()));
   end(stream);
 #else
   std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);
@@ -419,7 +398,7 @@ void NcclComm::scatter(const void* in, void* out, size_t count, ElemType t, int 
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
   check_root(root, "scatter");
   begin("scatter", stream);
-  if (count != 0) SYNK_NCCL_COMM_CALL(ncclScatter(in, out, count, nccl_type(t), root, comm_, comm_stream_));
+  if (count != 0) SYNK_NCCL_COMM_CALL(ncclScatter(in, out, count, nccl_type(t), root, comm_, side_->get()));
   end(stream);
 #else
   std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);

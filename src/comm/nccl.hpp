@@ -22,9 +22,9 @@
 // error string. An aborted communicator throws on every later call: make a
 // new one (with a new id).
 //
-// Streams: collectives run on the communicator's own stream; an event
-// orders them after the caller's stream, another event makes the caller's
-// stream wait for their result (no host synchronisation).
+// Streams: collectives run on the communicator's own stream (a SideStream);
+// an event orders them after the caller's stream, another event makes the
+// caller's stream wait for their result (no host synchronisation).
 //
 // make_nccl_id starts NCCL's bootstrap root thread in the calling process;
 // call it after fork() (it creates no CUDA context either way).
@@ -32,11 +32,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <functional>
 #include <span>
 #include <string>
 
 #include "comm/device_comm.hpp"
+#include "comm/side_stream.hpp"
 #include "synk/config.hpp"
 
 #if SYNK_HAVE_NCCL
@@ -127,7 +129,7 @@ class NcclComm final : public DeviceComm {
   bool aborted() const noexcept { return aborted_; }
 
   // The communication stream (cudaStream_t).
-  StreamHandle stream() const noexcept { return comm_stream_; }
+  StreamHandle stream() const noexcept { return side_->get(); }
 
   // Communicators of this process that are initialised and not yet
   // destroyed (the fault tests check that none outlives its runtime).
@@ -150,9 +152,7 @@ class NcclComm final : public DeviceComm {
 
   NcclCommOptions opts_;
   ncclComm* comm_ = nullptr;
-  StreamHandle comm_stream_ = nullptr;
-  void* ready_ = nullptr;  // cudaEvent_t: the caller's stream reached the collective
-  void* done_ = nullptr;   // cudaEvent_t: the last collective finished
+  std::optional<SideStream> side_;  // the collectives; made once the device is current
   bool aborted_ = false;
   std::string abort_reason_;
   const char* coll_ = "init";  // collective in flight, for messages
