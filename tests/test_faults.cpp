@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "../bench/stress/fault_matrix.hpp"
+#include "cuda_ranks_skip.hpp"
 
 namespace {
 
@@ -54,17 +55,9 @@ TEST_P(FaultMatrix, RaisesCleanlyAndLeavesNothing) {
 // context and loads the kernels.
 class GpuFaultMatrix : public ::testing::TestWithParam<sf::Case> {};
 
-std::string no_gpu_ranks(int need) {
-  if (detail::cuda_context_noted()) return "this process already used CUDA; run the test alone";
-  const int gpus = detail::cuda_devices();
-  if (gpus == 0) return "no CUDA device";
-  if (gpus < need) return "needs " + std::to_string(need) + " GPUs (one per rank), " + std::to_string(gpus) + " visible";
-  return "";
-}
-
 // Three ranks sharing the visible GPU(s) through the host-staged backend.
 TEST_P(GpuFaultMatrix, HostStaged) {
-  if (std::string why = no_gpu_ranks(1); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = synk_test::no_cuda_ranks(1); !why.empty()) GTEST_SKIP() << why;
   if (kSanitizerBuild && GetParam().fault == sf::Fault::oom) GTEST_SKIP() << "RLIMIT_AS vs sanitizer shadow memory";
   check_case(GetParam(), {.timeout_ms = 5000, .device = "cuda", .comm = CommBackend::host_staged});
 }
@@ -73,7 +66,7 @@ TEST_P(GpuFaultMatrix, HostStaged) {
 // in an NCCL wait, which the aborted CpuGroup cancels.
 TEST_P(GpuFaultMatrix, Nccl) {
   if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
-  if (std::string why = no_gpu_ranks(3); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = synk_test::no_cuda_ranks(3); !why.empty()) GTEST_SKIP() << why;
   if (kSanitizerBuild && GetParam().fault == sf::Fault::oom) GTEST_SKIP() << "RLIMIT_AS vs sanitizer shadow memory";
   check_case(GetParam(), {.timeout_ms = 5000, .device = "cuda", .comm = CommBackend::nccl});
 }

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
 #include "synk/config.hpp"
 #include "synk/synk.hpp"
@@ -17,13 +18,6 @@
 namespace {
 
 using namespace synk;
-
-// Why a CUDA runtime cannot run here, or "" when it can.
-std::string no_cuda_runtime() {
-  if (detail::cuda_context_noted()) return "this process already used CUDA; run the test alone";
-  if (detail::cuda_devices() == 0) return "no CUDA device";
-  return "";
-}
 
 struct Model {
   Graph g;
@@ -66,54 +60,42 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, cons
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4f + 1e-4f * std::fabs(b[i])) << what << " " << i;
 }
 
-TEST(GpuRuntime, HostStagedTwoRanksOneGpuEqualsCpu) {
-  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
-  RuntimeOptions o{.workers = 2, .seed = 3};
-  auto cpu = train(o, 10);  // the CPU runtime first: it makes no CUDA context
+// Trains with `workers` CPU ranks, then with CUDA ranks over `comm`: the
+// same losses and final weights. The CPU runtime goes first (it makes no
+// CUDA context).
+void expect_cuda_equals_cpu(int workers, CommBackend comm, int rows) {
+  RuntimeOptions o{.workers = workers, .seed = 3};
+  auto cpu = train(o, rows);
   o.device = "cuda";
-  o.comm = CommBackend::host_staged;
-  auto gpu = train(o, 10);
+  o.comm = comm;
+  auto gpu = train(o, rows);
   expect_close(gpu.first, cpu.first, "loss");
   expect_close(gpu.second, cpu.second, "W");
+}
+
+TEST(GpuRuntime, HostStagedTwoRanksOneGpuEqualsCpu) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  expect_cuda_equals_cpu(2, CommBackend::host_staged, 10);
 }
 
 TEST(GpuRuntime, OneRankAutomaticComm) {
-  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
-  RuntimeOptions o{.workers = 1, .seed = 3};
-  auto cpu = train(o, 8);
-  o.device = "cuda";
-  auto gpu = train(o, 8);
-  expect_close(gpu.first, cpu.first, "loss");
-  expect_close(gpu.second, cpu.second, "W");
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  expect_cuda_equals_cpu(1, CommBackend::automatic, 8);
 }
 
 // The NCCL path with one rank (any machine with a GPU): gradients stay on
-// the device, NCCL averages them, the update reads them there; the same
-// losses and weights as the CPU runtime.
+// the device, NCCL averages them, the update reads them there.
 TEST(GpuRuntime, NcclOneRankEqualsCpu) {
-  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
   if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
-  RuntimeOptions o{.workers = 1, .seed = 3};
-  auto cpu = train(o, 8);
-  o.device = "cuda";
-  o.comm = CommBackend::nccl;
-  auto gpu = train(o, 8);
-  expect_close(gpu.first, cpu.first, "loss");
-  expect_close(gpu.second, cpu.second, "W");
+  expect_cuda_equals_cpu(1, CommBackend::nccl, 8);
 }
 
 // One rank per GPU through NCCL, where the machine has two or more.
 TEST(GpuRuntime, NcclTwoRanksEqualsCpu) {
-  if (std::string why = no_cuda_runtime(); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = synk_test::no_cuda_ranks(2); !why.empty()) GTEST_SKIP() << why;
   if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
-  if (detail::cuda_devices() < 2) GTEST_SKIP() << "needs 2 GPUs (NCCL refuses two ranks on one GPU)";
-  RuntimeOptions o{.workers = 2, .seed = 3};
-  auto cpu = train(o, 10);
-  o.device = "cuda";
-  o.comm = CommBackend::nccl;
-  auto gpu = train(o, 10);
-  expect_close(gpu.first, cpu.first, "loss");
-  expect_close(gpu.second, cpu.second, "W");
+  expect_cuda_equals_cpu(2, CommBackend::nccl, 10);
 }
 
 // Checked without a device: these are refused before anything is forked.
