@@ -132,9 +132,7 @@ void Runtime::distribute() {
   if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0: " + err);
   c.distributed_defs = c.defs.size();
   c.distributed_nodes = c.graph->size();
-#if SYNK_HAVE_NCCL
-  if (c.nccl && !c.nccl_comm) c.init_nccl();
-#endif
+  if (c.nccl && !c.local.dcomm) c.init_nccl();  // the first distribute of NCCL ranks
 }
 
 const std::string& ParallelFunction::name() const {

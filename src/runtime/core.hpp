@@ -402,9 +402,9 @@ class Busy {
 };
 
 // ---- CUDA ranks (runtime/cuda_ranks.cpp) --------------------------------------
-// Whether CUDA ranks use NCCL: comm automatic or nccl, more than one rank,
-// one GPU each, and a build with NCCL. Throws ArgumentError for comm = nccl
-// where that cannot be.
+// Whether CUDA ranks use NCCL: comm = nccl (any rank count, one GPU each),
+// or automatic with more than one rank, one GPU each, in a build with NCCL.
+// Throws ArgumentError for comm = nccl in a build without NCCL.
 bool want_nccl(CommBackend comm, int ranks, int gpus);
 #if SYNK_HAVE_NCCL
 // Joins the communicator whose id the master put in the control block; a
