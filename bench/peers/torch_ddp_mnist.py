@@ -97,17 +97,9 @@ def main() -> int:
     data = peer.load_fashion_mnist(args.data)
     out = {}
     if args.synk:
-        import subprocess
-        import tempfile
-        fd, path = tempfile.mkstemp(suffix=".json")
-        os.close(fd)
-        cmd = [args.synk, "--model", args.model, "--workers", str(args.workers), "--epochs", str(args.epochs),
-               "--batch", str(args.batch), "--seed", str(args.seed), "--data", args.data, "--json", path]
-        print("[synk]", " ".join(cmd), flush=True)
-        if subprocess.run(cmd).returncode == 0:
-            with open(path) as f:
-                out["synk"] = json.load(f)
-        os.unlink(path)
+        synk_result = peer.run_synk(args.synk, args.model, args, workers=args.workers)
+        if synk_result is not None:
+            out["synk"] = synk_result
     import tempfile
     fd, path = tempfile.mkstemp(suffix=".json")
     os.close(fd)

@@ -213,16 +213,16 @@ def train_one(name: str, data, args) -> dict:
     }
 
 
-def run_synk(binary: str, name: str, args) -> dict | None:
-    """Runs synk-mnist with the same flags; returns its JSON or None on failure."""
-    fd, json_path = tempfile.mkstemp(prefix=f"synk-mnist-{name}-", suffix=".json")
+def run_synk(binary: str, name: str, args, device: str = "cpu", workers: int = 1, extra=(), env=None) -> dict | None:
+    """Runs synk-mnist with the same flags on `device` with `workers` ranks; its JSON, or None on failure."""
+    fd, json_path = tempfile.mkstemp(prefix=f"synk-mnist-{device}-{name}-", suffix=".json")
     os.close(fd)
     cmd = [binary, "--model", name, "--epochs", str(args.epochs), "--batch", str(args.batch),
-           "--workers", "1", "--device", "cpu", "--data", args.data, "--seed", str(args.seed),
-           "--json", json_path]
+           "--workers", str(workers), "--device", device, "--data", args.data, "--seed", str(args.seed),
+           "--json", json_path] + list(extra)
     print(f"[synk {name}] {' '.join(cmd)}", flush=True)
     try:
-        proc = subprocess.run(cmd)
+        proc = subprocess.run(cmd, env=env)
         if proc.returncode != 0:
             print(f"[synk {name}] synk-mnist exited with status {proc.returncode}", file=sys.stderr)
             return None
@@ -265,27 +265,38 @@ def print_table(rows) -> None:
     print("(acc diff = synk - torch, percentage points)")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The flags every peer script shares with synk-mnist."""
     p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", default=DEFAULT_DATA, help="folder with the Fashion-MNIST IDX .gz files")
-    p.add_argument("--threads", type=int, default=1, help="PyTorch intra-op threads (synk's CPU executor uses 1)")
-    p.add_argument("--json", metavar="FILE", help="write PyTorch results (a list for --model both)")
     p.add_argument("--synk", metavar="PATH", help="synk-mnist binary to run with the same flags for comparison")
-    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
-                   help="tuned: raise glibc's mmap/trim thresholds (see file comment); default: leave as is")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch (overrides --epochs)")
-    args = p.parse_args(argv)
+
+
+def check_common_args(p: argparse.ArgumentParser, args) -> None:
     if args.quick:
         args.epochs = 1
-    if args.epochs < 1 or args.batch < 1 or args.threads < 1:
-        p.error("--epochs, --batch and --threads must be positive")
+    if args.epochs < 1 or args.batch < 1:
+        p.error("--epochs and --batch must be positive")
     if args.synk and not os.access(args.synk, os.X_OK):
         p.error(f"--synk {args.synk}: not an executable file")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--threads", type=int, default=1, help="PyTorch intra-op threads (synk's CPU executor uses 1)")
+    p.add_argument("--json", metavar="FILE", help="write PyTorch results (a list for --model both)")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                   help="tuned: raise glibc's mmap/trim thresholds (see file comment); default: leave as is")
+    args = p.parse_args(argv)
+    check_common_args(p, args)
+    if args.threads < 1:
+        p.error("--threads must be positive")
     return args
 
 

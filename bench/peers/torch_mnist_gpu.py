@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -158,27 +156,10 @@ def gpu_info(device: int) -> dict:
 
 def run_synk(binary: str, name: str, args) -> dict | None:
     """Runs synk-mnist --device cuda with the same flags; its JSON, or None on failure."""
-    fd, json_path = tempfile.mkstemp(prefix=f"synk-mnist-cuda-{name}-", suffix=".json")
-    os.close(fd)
-    cmd = [binary, "--model", name, "--epochs", str(args.epochs), "--batch", str(args.batch),
-           "--workers", "1", "--device", "cuda", "--data", args.data, "--seed", str(args.seed),
-           "--json", json_path] + (["--tf32"] if args.tf32 else [])
     env = dict(os.environ)
     if args.device != 0:  # synk-mnist uses device 0 of the visible ones
         env["CUDA_VISIBLE_DEVICES"] = str(args.device)
-    print(f"[synk {name}] {' '.join(cmd)}", flush=True)
-    try:
-        proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0:
-            print(f"[synk {name}] synk-mnist exited with status {proc.returncode}", file=sys.stderr)
-            return None
-        with open(json_path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"[synk {name}] could not run or read synk-mnist: {e}", file=sys.stderr)
-        return None
-    finally:
-        os.unlink(json_path)
+    return tm.run_synk(binary, name, args, device="cuda", extra=["--tf32"] if args.tf32 else [], env=env)
 
 
 def print_table(rows) -> None:
@@ -202,25 +183,16 @@ def print_table(rows) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=500)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--data", default=tm.DEFAULT_DATA, help="folder with the Fashion-MNIST IDX .gz files")
+    tm.add_common_args(p)
     p.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
     p.add_argument("--mode", choices=["eager", "graphs", "both"], default="both",
                    help="PyTorch eager loop, whole-step CUDA graph, or both")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in PyTorch and pass --tf32 to synk-mnist")
     p.add_argument("--json", metavar="FILE", help="write all results (PyTorch and, with --synk, synk) as JSON")
-    p.add_argument("--synk", metavar="PATH", help="synk-mnist binary to run with --device cuda for comparison")
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch (overrides --epochs)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.epochs = 1
-    if args.epochs < 1 or args.batch < 1 or args.device < 0:
-        p.error("--epochs and --batch must be positive, --device non-negative")
-    if args.synk and not os.access(args.synk, os.X_OK):
-        p.error(f"--synk {args.synk}: not an executable file")
+    tm.check_common_args(p, args)
+    if args.device < 0:
+        p.error("--device must be non-negative")
     return args
 
 
