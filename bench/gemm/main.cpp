@@ -1,0 +1,161 @@
+// synk-gemm — the sgemm calls of one MLP training step, timed at several
+// batch sizes, alone and with a copy running on every other core at once.
+//
+// It answers the question behind `synk-mnist --workers N` scaling: a rank
+// that trains on 1/N of the batch calls the same sgemm shapes with 1/N of
+// the rows. OpenBLAS packs the weight matrix (and writes the whole weight
+// gradient) once per call whatever the row count, so per row a smaller
+// share costs more; ranks on neighbouring cores also share the L3 and the
+// memory bus. Both losses happen below synk, in the BLAS, and this measures
+// them without the runtime in the way.
+//
+//   synk-gemm --rows 250,500 --copies 1          # one process
+//   synk-gemm --rows 250 --copies 2              # two processes at once (synk::fork + map)
+//
+// Per step: for each dense layer (in -> out), forward X[r,in] W[in,out],
+// weight gradient X^T dY, and (except the first layer) input gradient
+// dY W^T — the calls synk's CPU executor makes for nn::dense.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <vector>
+
+#include <cblas.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <synk/synk.hpp>
+
+namespace {
+
+constexpr int kMaxLayers = 16;
+
+// One measurement, trivially copyable so that map can carry it.
+struct Job {
+  int rows = 0;
+  int reps = 0;
+  int n_sizes = 0;
+  int sizes[kMaxLayers + 1] = {};
+};
+struct Result {
+  double median_ms = 0;  // one step's sgemm calls
+  double gflop = 0;      // per step
+};
+
+Result time_step(const Job& j) {
+  struct Call { bool ta, tb; int m, n, k; };
+  std::vector<Call> calls;
+  size_t most = 0;
+  for (int l = 0; l + 1 < j.n_sizes; ++l) {
+    const int in = j.sizes[l], out = j.sizes[l + 1];
+    calls.push_back({false, false, j.rows, out, in});  // forward
+    calls.push_back({true, false, in, out, j.rows});   // weight gradient
+    if (l > 0) calls.push_back({false, true, j.rows, in, out});  // input gradient
+    most = std::max(most, static_cast<size_t>(std::max({j.rows, in, out})) * static_cast<size_t>(std::max(in, out)));
+  }
+  // Separate operand buffers per call site would only add cache misses the
+  // real executor does not have; one set sized for the largest call.
+  std::vector<float> a(most, 0.01f), b(most, 0.02f), c(most, 0.f);
+  double flop = 0;
+  for (const Call& k : calls) flop += 2.0 * k.m * k.n * k.k;
+  std::vector<double> ms;
+  for (int r = 0; r < j.reps + 2; ++r) {  // two untimed warm-up steps
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const Call& k : calls)
+      cblas_sgemm(CblasRowMajor, k.ta ? CblasTrans : CblasNoTrans, k.tb ? CblasTrans : CblasNoTrans, k.m, k.n, k.k,
+                  1.f, a.data(), k.ta ? k.m : k.k, b.data(), k.tb ? k.k : k.n, 0.f, c.data(), k.n);
+    if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], flop / 1e9};
+}
+
+std::vector<int> parse_list(const std::string& s, const char* flag) {
+  std::vector<int> v;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      const int x = std::stoi(item, &used);
+      if (used != item.size() || x < 1) throw std::invalid_argument(item);
+      v.push_back(x);
+    } catch (const std::exception&) {
+      throw synk::ArgumentError(std::string(flag) + " " + s + ": '" + item + "' is not a positive integer");
+    }
+  }
+  if (v.empty()) throw synk::ArgumentError(std::string(flag) + ": empty list");
+  return v;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"synk-gemm: the sgemm calls of one MLP training step at several batch sizes"};
+  std::string rows_s = "125,250,500", layers_s = "784,800,800,10", json_path;
+  int copies = 1, reps = 40;
+  app.add_option("--rows", rows_s, "comma-separated rows per process (batch share)");
+  app.add_option("--layers", layers_s, "comma-separated layer sizes, input first");
+  app.add_option("--copies", copies, "processes running the same measurement at once, one per core")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--reps", reps, "timed steps per measurement (the median is reported)")->check(CLI::Range(1, 100000));
+  app.add_option("--json", json_path, "write the results as JSON to this file");
+  CLI11_PARSE(app, argc, argv);
+  const std::vector<int> rows = parse_list(rows_s, "--rows");
+  const std::vector<int> sizes = parse_list(layers_s, "--layers");
+  if (sizes.size() < 2 || sizes.size() > kMaxLayers + 1)
+    throw synk::ArgumentError("--layers " + layers_s + ": needs 2 to " + std::to_string(kMaxLayers + 1) + " sizes");
+
+  synk::Runtime rt = synk::fork({.workers = copies});
+  std::printf("synk-gemm: layers %s, %d process(es) at once, median of %d steps, single-threaded BLAS\n",
+              layers_s.c_str(), copies, reps);
+  std::printf("%8s %12s %10s %16s %12s\n", "rows", "step(ms)", "GFLOP/s", "ms per 250 rows", "vs largest");
+  nlohmann::json out_rows = nlohmann::json::array();
+  std::vector<std::pair<int, double>> per_row;
+  for (int r : rows) {
+    Job j;
+    j.rows = r;
+    j.reps = reps;
+    j.n_sizes = static_cast<int>(sizes.size());
+    std::copy(sizes.begin(), sizes.end(), j.sizes);
+    // One job per rank: every process measures at the same time.
+    const std::vector<Result> res = rt.map(&time_step, std::vector<Job>(static_cast<size_t>(copies), j));
+    std::vector<double> med;
+    for (const Result& x : res) med.push_back(x.median_ms);
+    std::sort(med.begin(), med.end());
+    const double ms = med[med.size() / 2];  // the median process
+    per_row.emplace_back(r, ms / r);
+    out_rows.push_back({{"rows", r}, {"step_ms", ms}, {"gflops", res[0].gflop / (ms / 1e3)},
+                        {"ms_per_250_rows", ms * 250.0 / r}, {"per_process_ms", med}});
+  }
+  // "vs largest": per-row cost relative to the largest row count measured.
+  const auto largest = *std::max_element(per_row.begin(), per_row.end(),
+                                         [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (size_t i = 0; i < per_row.size(); ++i) {
+    const auto& row = out_rows[i];
+    const double rel = per_row[i].second / largest.second;
+    out_rows[i]["per_row_vs_largest"] = rel;
+    std::printf("%8d %12.3f %10.1f %16.3f %11.3fx\n", row["rows"].get<int>(), row["step_ms"].get<double>(),
+                row["gflops"].get<double>(), row["ms_per_250_rows"].get<double>(), rel);
+  }
+  rt.close();
+  if (!json_path.empty()) {
+    nlohmann::json j = {{"layers", sizes}, {"copies", copies}, {"reps", reps}, {"rows", out_rows}};
+    std::ofstream out(json_path);
+    if (!out) throw synk::IoError("cannot write --json file '" + json_path + "'");
+    out << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "synk-gemm: error: %s\n", e.what());
+    return 1;
+  }
+}
