@@ -46,6 +46,9 @@ struct Result {
 };
 
 Result time_step(const Job& j) {
+  // One BLAS thread per process, as synk's CPU executor runs it (OpenBLAS
+  // would otherwise use every core, and copies would fight over them).
+  openblas_set_num_threads(1);
   struct Call { bool ta, tb; int m, n, k; };
   std::vector<Call> calls;
   size_t most = 0;
