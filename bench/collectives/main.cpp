@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/cpu_group.hpp"
+#include "common/bench_main.hpp"
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
 #include "synk/error.hpp"
@@ -441,12 +442,7 @@ template <class T> int run(const Config& cfg) {
     for (const Row& r : rows)
       j["rows"].push_back({{"bytes", r.bytes}, {"count", r.count}, {"time_us", r.time_us},
                            {"algbw_gbs", r.algbw}, {"busbw_gbs", r.busbw}, {"wrong", r.wrong}});
-    std::ofstream f(cfg.json);
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", cfg.json.c_str());
-      return 1;
-    }
-    f << j.dump(2) << "\n";
+    bench::write_json(cfg.json, j);
   }
   return rc != 0 ? 1 : (wrong ? 2 : 0);
 }

@@ -7,12 +7,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <numeric>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <synk/synk.hpp>
+
+#include "common/bench_main.hpp"
 
 namespace {
 
@@ -51,9 +52,7 @@ int run(int argc, char** argv) {
   if (!json_path.empty()) {
     nlohmann::json j = {{"workers", workers}, {"device", device}, {"p50_us", pct(0.50)}, {"p99_us", pct(0.99)},
                         {"mean_us", mean}, {"iters", iters}};
-    std::ofstream out(json_path);
-    if (!out) throw synk::IoError("cannot write --json file '" + json_path + "'");
-    out << j.dump(2) << "\n";
+    bench::write_json(json_path, j);
   }
   return 0;
 }
@@ -61,10 +60,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "synk-dispatch: error: %s\n", e.what());
-    return 1;
-  }
+  return bench::guarded_main("synk-dispatch", run, argc, argv);
 }

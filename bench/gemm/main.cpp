@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <numeric>
 #include <sstream>
 #include <vector>
@@ -28,6 +27,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <synk/synk.hpp>
+
+#include "common/bench_main.hpp"
 
 namespace {
 
@@ -145,9 +146,7 @@ int run(int argc, char** argv) {
   rt.close();
   if (!json_path.empty()) {
     nlohmann::json j = {{"layers", sizes}, {"copies", copies}, {"reps", reps}, {"rows", out_rows}};
-    std::ofstream out(json_path);
-    if (!out) throw synk::IoError("cannot write --json file '" + json_path + "'");
-    out << j.dump(2) << "\n";
+    bench::write_json(json_path, j);
   }
   return 0;
 }
@@ -155,10 +154,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "synk-gemm: error: %s\n", e.what());
-    return 1;
-  }
+  return bench::guarded_main("synk-gemm", run, argc, argv);
 }

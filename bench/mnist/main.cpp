@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <numeric>
 #include <random>
@@ -22,6 +21,7 @@
 #include <synk/synk.hpp>
 
 #include "blas_core.hpp"
+#include "common/bench_main.hpp"
 #if SYNK_HAVE_CUDA
 #include "common/gpu_info.hpp"
 #endif
@@ -275,9 +275,7 @@ int run(int argc, char** argv) {
                         {"threads", threads},      {"seed", seed},
                         {"blas_core", mnist::blas_core_name()}};
     if (cuda) j["gpu"] = gpu_json;
-    std::ofstream f(json_path);
-    if (!f) throw synk::IoError("cannot write --json file '" + json_path + "'");
-    f << j.dump(2) << "\n";
+    bench::write_json(json_path, j);
   }
   return 0;
 }
@@ -286,10 +284,5 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   mnist::maybe_reexec_for_blas_core(argv);
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "synk-mnist: error: %s\n", e.what());
-    return 1;
-  }
+  return bench::guarded_main("synk-mnist", run, argc, argv);
 }

@@ -12,12 +12,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/bench_main.hpp"
 #include "fault_matrix.hpp"
 
 namespace {
@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
   std::vector<synk_faults::Case> cases;
   for (const auto& c : synk_faults::matrix())
     if (only.empty() || c.name().find(only) != std::string::npos) cases.push_back(c);
+  if (cases.empty()) throw synk::ArgumentError("--only " + only + ": no case of the fault matrix has that in its name");
   struct Stat {
     std::vector<double> secs;
     int failed = 0, hangs = 0, leaked_procs = 0, leaked_segs = 0;
@@ -126,7 +127,7 @@ int run(int argc, char** argv) {
                         {"hangs", hangs},
                         {"failed_checks", failed},
                         {"rows", rows}};
-    std::ofstream(json_path) << j.dump(2) << "\n";
+    bench::write_json(json_path, j);
   }
   return (failed || hangs || lp || ls) ? 1 : 0;
 }
@@ -134,10 +135,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "synk-stress: %s\n", e.what());
-    return 2;
-  }
+  return bench::guarded_main("synk-stress", run, argc, argv, 2);
 }
