@@ -36,6 +36,43 @@ void finish_output_strides(Strided& s) {
   }
 }
 
+// Folds the iteration dims (outermost first) into as few runs as possible,
+// from the inside out: dim k joins the run inside it when both operands
+// step through the two as one contiguous (or broadcast) run. what() names
+// the op for the error when more than kMaxDims runs remain.
+template <class What>
+Strided collapse(const std::vector<int64_t>& dims, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb,
+                 int64_t numel, What what) {
+  std::vector<int64_t> cd, ca, cb;  // innermost first
+  for (size_t k = dims.size(); k-- > 0;) {
+    if (!cd.empty() && sa[k] == ca.back() * cd.back() && sb[k] == cb.back() * cd.back()) {
+      cd.back() *= dims[k];
+    } else {
+      cd.push_back(dims[k]);
+      ca.push_back(sa[k]);
+      cb.push_back(sb[k]);
+    }
+  }
+  Strided s;
+  s.numel = numel;
+  if (cd.empty()) {
+    s.nd = 1;
+    s.dim[0] = 1;
+  } else {
+    if (cd.size() > static_cast<size_t>(kMaxDims))
+      throw ShapeError("CPU executor: " + what() + " needs more than 8 dims after collapsing");
+    s.nd = static_cast<int>(cd.size());
+    for (int i = 0; i < s.nd; ++i) {
+      const size_t k = cd.size() - 1 - static_cast<size_t>(i);
+      s.dim[i] = cd[k];
+      s.sa[i] = ca[k];
+      s.sb[i] = cb[k];
+    }
+  }
+  finish_output_strides(s);
+  return s;
+}
+
 }  // namespace
 
 Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
@@ -63,38 +100,8 @@ Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
       sb.push_back(stb[static_cast<size_t>(i)]);
     }
   }
-  // Merge from the inside out: dim i folds into the run inside it when both
-  // operands step through them as one contiguous (or broadcast) run.
-  std::vector<int64_t> cd, ca, cb;
-  for (int64_t i = static_cast<int64_t>(dims.size()) - 1; i >= 0; --i) {
-    size_t k = static_cast<size_t>(i);
-    if (!cd.empty() && sa[k] == ca.back() * cd.back() && sb[k] == cb.back() * cd.back()) {
-      cd.back() *= dims[k];
-    } else {
-      cd.push_back(dims[k]);
-      ca.push_back(sa[k]);
-      cb.push_back(sb[k]);
-    }
-  }
-  Strided s;
-  s.numel = numel(out);
-  if (cd.empty()) {
-    s.nd = 1;
-    s.dim[0] = 1;
-  } else {
-    if (cd.size() > static_cast<size_t>(kMaxDims))
-      throw ShapeError("CPU executor: broadcast of " + to_string(a) + " to " + to_string(out) +
-                       " needs more than 8 dims after collapsing");
-    s.nd = static_cast<int>(cd.size());
-    for (int i = 0; i < s.nd; ++i) {
-      size_t k = cd.size() - 1 - static_cast<size_t>(i);
-      s.dim[i] = cd[k];
-      s.sa[i] = ca[k];
-      s.sb[i] = cb[k];
-    }
-  }
-  finish_output_strides(s);
-  return s;
+  return collapse(dims, sa, sb, numel(out),
+                  [&] { return "broadcast of " + to_string(a) + " to " + to_string(out); });
 }
 
 Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
@@ -106,35 +113,9 @@ Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
     dims.push_back(in[k]);
     sa.push_back(st[k]);
   }
-  std::vector<int64_t> cd, ca;
-  for (int64_t i = static_cast<int64_t>(dims.size()) - 1; i >= 0; --i) {
-    size_t k = static_cast<size_t>(i);
-    if (!cd.empty() && sa[k] == ca.back() * cd.back()) {
-      cd.back() *= dims[k];
-    } else {
-      cd.push_back(dims[k]);
-      ca.push_back(sa[k]);
-    }
-  }
-  Strided s;
-  s.numel = numel(in);
-  if (cd.empty()) {
-    s.nd = 1;
-    s.dim[0] = 1;
-    s.sa[0] = 1;
-  } else {
-    if (cd.size() > static_cast<size_t>(kMaxDims))
-      throw ShapeError("CPU executor: transpose of " + to_string(in) +
-                       " needs more than 8 dims after collapsing");
-    s.nd = static_cast<int>(cd.size());
-    for (int i = 0; i < s.nd; ++i) {
-      size_t k = cd.size() - 1 - static_cast<size_t>(i);
-      s.dim[i] = cd[k];
-      s.sa[i] = ca[k];
-    }
-  }
-  finish_output_strides(s);
-  return s;
+  // One operand: a zero stride for "b" never stops a merge.
+  return collapse(dims, sa, std::vector<int64_t>(dims.size(), 0), numel(in),
+                  [&] { return "transpose of " + to_string(in); });
 }
 
 // ---- binary -------------------------------------------------------------------------
