@@ -6,6 +6,7 @@
 // Each mirrors its CPU reference in src/exec/cpu/kernels_elementwise.cpp
 // (same formulas, same integer and cast conventions) so results compare
 // within float tolerance, and the dropout mask compares bit for bit.
+#include "exec/dropout_bits.hpp"
 #include "launch.cuh"
 #include "ops.cuh"
 
@@ -152,35 +153,14 @@ __global__ void bias_relu_rows_kernel(int64_t n, int64_t cols, const float* bias
   }
 }
 
-__device__ inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-__device__ inline uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-// The CPU's dropout_mask: key = splitmix64(key_base ^ call); per block of
-// 2^32 elements kb = splitmix64(key + block start); two keyed fmix32 rounds
-// of the in-block index.
+// The CPU's dropout_mask, element for element (exec/dropout_bits.hpp); the
+// call counter lives on the device.
 __global__ void dropout_kernel(int64_t n, uint32_t thr, float scale, uint64_t key_base,
                                const unsigned long long* counter, float* y) {
-  const uint64_t key = splitmix64(key_base ^ static_cast<uint64_t>(*counter));
+  const uint64_t key = dropout::call_key(key_base, static_cast<uint64_t>(*counter));
   SYNK_GRID_LOOP(i, n) {
     const uint64_t base = static_cast<uint64_t>(i) & ~uint64_t{0xffffffffu};
-    const uint64_t kb = splitmix64(key + base);
-    const uint32_t k1 = static_cast<uint32_t>(kb), k2 = static_cast<uint32_t>(kb >> 32);
-    uint32_t h = fmix32((static_cast<uint32_t>(i) * 0x9e3779b9u) ^ k1);
-    h = fmix32(h + k2);
-    y[i] = h >= thr ? scale : 0.f;
+    y[i] = dropout::element_hash(static_cast<uint32_t>(i), dropout::block_key(key, base)) >= thr ? scale : 0.f;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "exec/cpu/kernels.hpp"
+#include "exec/dropout_bits.hpp"
 #include "synk/error.hpp"
 
 namespace synk::cpu {
@@ -291,70 +292,31 @@ void strided_copy(const Strided& s, const uint32_t* x, uint32_t* y) {
 
 // ---- dropout ----------------------------------------------------------------------
 
-namespace {
-
-inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// 32-bit finaliser (murmur3): cheap, and vectorisable unlike 64-bit mixes.
-inline uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-}  // namespace
-
 uint64_t dropout_key(uint64_t seed, int rank, int64_t stream, uint64_t call) {
-  uint64_t k = splitmix64(seed ^ 0x5d1c0e7f00d5eedull);
-  k = splitmix64(k ^ static_cast<uint64_t>(static_cast<uint32_t>(rank)));
-  k = splitmix64(k ^ static_cast<uint64_t>(stream));
-  return splitmix64(k ^ call);
+  return dropout::call_key(dropout::key_base(seed, rank, stream), call);
 }
 
 namespace {
 
-struct DropoutParams {
-  float scale;
-  uint32_t thr;  // keep when the 32-bit hash is >= thr = p * 2^32
-};
-
-DropoutParams dropout_params(float p) {
-  const double t = static_cast<double>(p) * 4294967296.0;
-  return {1.f / (1.f - p), t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t)};
+// i0: the first element's index within its 2^32 block; kb: the block's keys.
+[[gnu::always_inline]] inline void dropout_body(uint32_t i0, int64_t m, uint64_t kb, uint32_t thr, float scale,
+                                                float* __restrict y) {
+  for (int64_t i = 0; i < m; ++i) y[i] = dropout::element_hash(i0 + static_cast<uint32_t>(i), kb) >= thr ? scale : 0.f;
 }
 
-// Two keyed rounds so that masks of different keys are not shifted copies
-// of each other; i is the element index within its 2^32 block.
-[[gnu::always_inline]] inline void dropout_body(uint32_t i0, int64_t m, uint32_t k1, uint32_t k2, uint32_t thr,
-                                                float scale, float* __restrict y) {
-  for (int64_t i = 0; i < m; ++i) {
-    uint32_t h = fmix32(((i0 + static_cast<uint32_t>(i)) * 0x9e3779b9u) ^ k1);
-    h = fmix32(h + k2);
-    y[i] = h >= thr ? scale : 0.f;
-  }
-}
-
-void dropout_block_base(uint32_t i0, int64_t m, uint32_t k1, uint32_t k2, uint32_t thr, float scale, float* y) {
-  dropout_body(i0, m, k1, k2, thr, scale, y);
+void dropout_block_base(uint32_t i0, int64_t m, uint64_t kb, uint32_t thr, float scale, float* y) {
+  dropout_body(i0, m, kb, thr, scale, y);
 }
 
 // The hash is 32-bit integer multiplies, which baseline x86-64 (SSE2) cannot
 // vectorise; an AVX2 clone, picked at run time, does 8 lanes. Integer
 // arithmetic only, so both give the same bits.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-[[gnu::target("avx2")]] void dropout_block_avx2(uint32_t i0, int64_t m, uint32_t k1, uint32_t k2, uint32_t thr,
-                                                 float scale, float* y) {
-  dropout_body(i0, m, k1, k2, thr, scale, y);
+[[gnu::target("avx2")]] void dropout_block_avx2(uint32_t i0, int64_t m, uint64_t kb, uint32_t thr, float scale,
+                                                 float* y) {
+  dropout_body(i0, m, kb, thr, scale, y);
 }
-using DropoutBlockFn = void (*)(uint32_t, int64_t, uint32_t, uint32_t, uint32_t, float, float*);
+using DropoutBlockFn = void (*)(uint32_t, int64_t, uint64_t, uint32_t, float, float*);
 DropoutBlockFn dropout_block_fn() {
   static const DropoutBlockFn fn = [] {
     __builtin_cpu_init();
@@ -377,7 +339,7 @@ void dropout_range(uint64_t key, float p, int64_t start, int64_t count, float* y
     std::fill(y, y + count, 0.f);
     return;
   }
-  const DropoutParams dp = dropout_params(p);
+  const dropout::Params dp = dropout::params(p);
   // The element index is split over 2^32 blocks, each with its own keys.
   constexpr int64_t kBlock = int64_t{1} << 32;
   int64_t i = start;
@@ -385,9 +347,8 @@ void dropout_range(uint64_t key, float p, int64_t start, int64_t count, float* y
   while (i < end) {
     const int64_t base = i / kBlock * kBlock;
     const int64_t m = std::min(end, base + kBlock) - i;
-    const uint64_t kb = splitmix64(key + static_cast<uint64_t>(base));
-    dropout_block_fn()(static_cast<uint32_t>(i - base), m, static_cast<uint32_t>(kb), static_cast<uint32_t>(kb >> 32),
-                  dp.thr, dp.scale, y + (i - start));
+    dropout_block_fn()(static_cast<uint32_t>(i - base), m, dropout::block_key(key, static_cast<uint64_t>(base)), dp.thr,
+                       dp.scale, y + (i - start));
     i += m;
   }
 }

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "elementwise.cuh"
+#include "exec/dropout_bits.hpp"
 #include "ops.cuh"
 #include "synk/error.hpp"
 
@@ -39,19 +40,6 @@ constexpr int64_t kAlign = 256;
 constexpr int64_t kConvBudgetFloats = int64_t{64} << 20;
 
 int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-
-// The CPU's dropout_key without the call counter (which lives on the device).
-uint64_t splitmix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-uint64_t dropout_key_base(uint64_t seed, int rank, int64_t stream) {
-  uint64_t k = splitmix64(seed ^ 0x5d1c0e7f00d5eedull);
-  k = splitmix64(k ^ static_cast<uint64_t>(static_cast<uint32_t>(rank)));
-  return splitmix64(k ^ static_cast<uint64_t>(stream));
-}
 
 // Floats of workspace per image of a conv step.
 int64_t conv_floats_per_image(const cpu::Step& s) {
@@ -271,11 +259,8 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
       } else if (p >= 1.f) {
         kernels::fill(P<float>(out), s.n, 0.f, st);
       } else {
-        // Threshold and scale exactly as cpu::dropout_mask computes them.
-        const float scale = 1.f / (1.f - p);
-        const double t = static_cast<double>(p) * 4294967296.0;
-        const uint32_t thr = t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t);
-        kernels::dropout_mask(s.n, thr, scale, cp.dropout_key[si], cx.counter, P<float>(out), st);
+        const dropout::Params dp = dropout::params(p);
+        kernels::dropout_mask(s.n, dp.thr, dp.scale, cp.dropout_key[si], cx.counter, P<float>(out), st);
       }
       break;
     }
@@ -306,7 +291,7 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
       cp.conv_chunk[si] = chunk;
       work_floats = std::max(work_floats, chunk * per);
     }
-    if (s.op == Op::DropoutMask) cp.dropout_key[si] = dropout_key_base(seed, rank, s.stream);
+    if (s.op == Op::DropoutMask) cp.dropout_key[si] = dropout::key_base(seed, rank, s.stream);
     if (s.op == Op::SoftmaxCrossEntropy || s.op == Op::SoftmaxCrossEntropyGrad) cp.has_xent = true;
   }
 
