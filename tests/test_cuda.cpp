@@ -70,6 +70,39 @@ TEST(Cuda, DeviceCountNeverThrows) {
 #endif
 }
 
+// Issue 16, item 3: what cudaGetDeviceCount answered is reported as such;
+// an initialisation error never reads as "no device".
+TEST(Cuda, ProbeSaysWhatTheRuntimeAnswered) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << kNoCuda;
+#else
+  using synk::cuda::DeviceProbe;
+  EXPECT_EQ((DeviceProbe{.count = 2}).describe(), "2 CUDA device(s) visible");
+  EXPECT_EQ((DeviceProbe{}).describe(), "no CUDA device is visible");
+  const std::string no_dev = DeviceProbe{0, 100, "cudaErrorNoDevice", "no CUDA-capable device is detected"}.describe();
+  EXPECT_NE(no_dev.find("no CUDA device is visible"), std::string::npos) << no_dev;
+  EXPECT_NE(no_dev.find("cudaErrorNoDevice"), std::string::npos) << no_dev;
+  const std::string init = DeviceProbe{0, 3, "cudaErrorInitializationError", "initialization error"}.describe();
+  EXPECT_EQ(init.find("no CUDA device"), std::string::npos) << init;
+  EXPECT_NE(init.find("CUDA initialisation failed: cudaErrorInitializationError"), std::string::npos) << init;
+  const std::string other = DeviceProbe{0, 999, "cudaErrorUnknown", "unknown error"}.describe();
+  EXPECT_NE(other.find("CUDA initialisation failed: cudaErrorUnknown"), std::string::npos) << other;
+  const std::string child = DeviceProbe{0, -1, "probe", "fork: out of memory"}.describe();
+  EXPECT_NE(child.find("probe failed: fork: out of memory"), std::string::npos) << child;
+
+  // The child's answer is this machine's: a count with no error, or an
+  // error (with its name) and a count of 0.
+  const DeviceProbe p = synk::cuda::probe_devices_in_child();
+  if (p.error != 0) {
+    EXPECT_EQ(p.count, 0);
+    EXPECT_FALSE(p.name.empty());
+    EXPECT_NE(p.describe().find(p.name), std::string::npos) << p.describe();
+  }
+  EXPECT_GE(p.count, 0);
+  EXPECT_EQ(synk::cuda::device_count(), p.count) << "asked here and in a child: " << p.describe();
+#endif
+}
+
 TEST(GpuElementwise, FillThenAxpy) {
 #if !SYNK_HAVE_CUDA
   GTEST_SKIP() << kNoCuda;

@@ -4,7 +4,14 @@
 // they skip without a device, and in a process that already made a
 // CudaSession (a forked rank cannot use its parent's CUDA), so run them as
 // ctest does, one test per process.
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -13,7 +20,11 @@
 #include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
 #include "synk/config.hpp"
+#include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
+#if SYNK_HAVE_CUDA
+#include "exec/cuda/device.hpp"
+#endif
 
 namespace {
 
@@ -96,6 +107,149 @@ TEST(GpuRuntime, NcclTwoRanksEqualsCpu) {
   if (std::string why = synk_test::no_cuda_ranks(2); !why.empty()) GTEST_SKIP() << why;
   if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
   expect_cuda_equals_cpu(2, CommBackend::nccl, 10);
+}
+
+// Runs f in a forked child, so that whatever CUDA state it makes (and the
+// record of it) stays there; returns what f returned ("" when it passed).
+std::string in_child(const std::function<std::string()>& f) {
+  int fds[2];
+  if (::pipe(fds) != 0) return "pipe failed";
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return "fork failed";
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string r;
+    try {
+      r = f();
+    } catch (const std::exception& e) {
+      r = std::string("unexpected exception: ") + e.what();
+    }
+    for (size_t off = 0; off < r.size();) {
+      const ssize_t w = ::write(fds[1], r.data() + off, r.size() - off);
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string r;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) r.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) r += " (the child died: status " + std::to_string(status) + ")";
+  return r;
+}
+
+// Issue 16, item 3: CudaSession::available() asks in a child, so the
+// natural `if (CudaSession::available()) fork({.device = "cuda"})` forks
+// CUDA ranks from a process without CUDA; and where fork() refuses, it
+// says what the CUDA runtime said, not a bare "no device".
+TEST(RuntimeCudaOptions, AvailableLeavesTheProcessForkable) {
+  if (detail::cuda_context_noted()) GTEST_SKIP() << "this process already used CUDA; run the test alone";
+  const std::string r = in_child([]() -> std::string {
+    const bool avail = CudaSession::available();
+    if (detail::cuda_context_noted()) return "CudaSession::available() initialised CUDA in this process";
+    std::string refusal;
+    try {
+      Runtime rt = synk::fork({.workers = 1, .device = "cuda"});
+      if (!avail) return "fork(cuda) worked where CudaSession::available() said no";
+      return "";
+    } catch (const Error& e) {
+      refusal = e.what();
+    }
+    if (avail) return "CudaSession::available() but fork(cuda) refused: " + refusal;
+    if (refusal.find("already") != std::string::npos) return "fork(cuda) refused because of the probe: " + refusal;
+#if SYNK_HAVE_CUDA
+    // What this process gets when it asks itself (it may, now): where
+    // cudaGetDeviceCount failed, the refusal names the error.
+    const cuda::DeviceProbe here = cuda::probe_devices();
+    if (here.error != 0 && refusal.find(here.name) == std::string::npos)
+      return "cudaGetDeviceCount failed with " + here.name + " but fork(cuda) refused with: " + refusal;
+#else
+    if (refusal.find("without CUDA") == std::string::npos) return "refusal does not say synk has no CUDA: " + refusal;
+#endif
+    return "";
+  });
+  EXPECT_EQ(r, "");
+}
+
+// Issue 16, item 3: a device query in this process initialises CUDA here,
+// so it is recorded, and fork() then refuses CUDA ranks saying why (its
+// children would find CUDA unusable and report "no CUDA device").
+TEST(RuntimeCudaOptions, DeviceQueryHereRefusesCudaRanksSayingWhy) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << "synk was built without CUDA";
+#else
+  if (detail::cuda_context_noted()) GTEST_SKIP() << "this process already used CUDA; run the test alone";
+  const std::string r = in_child([]() -> std::string {
+    (void)cuda::device_count();
+    if (!detail::cuda_context_noted()) return "cuda::device_count() initialised CUDA unrecorded";
+    try {
+      Runtime rt = synk::fork({.workers = 1, .device = "cuda"});
+      return "fork(cuda) worked after CUDA was initialised in this process";
+    } catch (const ArgumentError& e) {
+      const std::string msg = e.what();
+      if (msg.find("already initialised CUDA") == std::string::npos) return "refusal does not say why: " + msg;
+      return "";
+    } catch (const Error& e) {
+      return std::string("refused, but not for the earlier CUDA use: ") + e.what();
+    }
+  });
+  EXPECT_EQ(r, "");
+#endif
+}
+
+#if SYNK_HAVE_CUDA
+// Whether GPU `ordinal` has an active primary context in this process,
+// asked from the driver (loaded by name: the test binary does not link it);
+// -1 where that cannot be asked.
+int primary_context_active(int ordinal) {
+  void* lib = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (!lib) return -1;
+  using GetFn = int (*)(int*, int);
+  using StateFn = int (*)(int, unsigned*, int*);
+  auto get = reinterpret_cast<GetFn>(::dlsym(lib, "cuDeviceGet"));
+  auto state = reinterpret_cast<StateFn>(::dlsym(lib, "cuDevicePrimaryCtxGetState"));
+  int dev = 0, active = 0;
+  unsigned flags = 0;
+  const int r = get && state && get(&dev, ordinal) == 0 && state(dev, &flags, &active) == 0 ? active : -1;
+  ::dlclose(lib);
+  return r;
+}
+
+int g_hook_gpus = 1;
+
+// Each worker, before each call: its device is current, and a rank with a
+// GPU other than 0 has made no context on GPU 0.
+void device_hook(int cmd, int rank, detail::CommandHeader&) {
+  if (cmd != static_cast<int>(detail::Cmd::call)) return;
+  const int want = rank % g_hook_gpus;
+  const int cur = cuda::current_device();
+  if (cur != want)
+    throw std::runtime_error("rank " + std::to_string(rank) + ": device " + std::to_string(cur) +
+                             " is current, not its own " + std::to_string(want));
+  if (want != 0 && primary_context_active(0) == 1)
+    throw std::runtime_error("rank " + std::to_string(rank) + " on GPU " + std::to_string(want) +
+                             " has a context on GPU 0");
+}
+#endif
+
+// Issue 16, item 2: a rank's device is current from before its first CUDA
+// object on, so no scope restores (and makes a context on) GPU 0.
+TEST(GpuRuntime, RanksStayOnTheirDevice) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+#if SYNK_HAVE_CUDA
+  g_hook_gpus = detail::cuda_devices();
+  const CommBackend comm = g_hook_gpus >= 2 && SYNK_HAVE_NCCL ? CommBackend::nccl : CommBackend::host_staged;
+  detail::test_hooks().on_command = &device_hook;
+  RuntimeOptions o{.workers = 2, .device = "cuda", .comm = comm, .seed = 3};
+  EXPECT_NO_THROW(train(o, 10));
+  detail::test_hooks().on_command = nullptr;
+  if (g_hook_gpus < 2) std::printf("one GPU: only the current device was checked, not GPU 0's contexts\n");
+#endif
 }
 
 // Checked without a device: these are refused before anything is forked.

@@ -19,7 +19,7 @@
 //
 // Dropout masks equal the CPU Session's bit for bit (same seed, rank and
 // call count). Where synk is built without CUDA, or there is no device, the
-// constructor throws BackendError.
+// constructor throws BackendError saying what the CUDA runtime answered.
 #pragma once
 
 #include <cstdint>
@@ -73,8 +73,10 @@ class CudaFunction {
 
 class CudaSession {
  public:
-  // True when synk was built with CUDA and a device is visible. Creates no
-  // CUDA context beyond what cudaGetDeviceCount does.
+  // True when synk was built with CUDA and a device is visible. Asks in a
+  // short-lived child process, so this process stays free of CUDA and may
+  // still synk::fork() CUDA ranks afterwards (a process that already
+  // initialised CUDA is asked directly).
   static bool available() noexcept;
 
   CudaSession(const Graph& g, CudaSessionOptions opts = {});

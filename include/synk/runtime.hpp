@@ -123,9 +123,11 @@ struct RuntimeOptions {
   // host_staged, rank r then on GPU r % count); "auto": "cuda" when a GPU is
   // visible, else "cpu". The devices are counted in a short-lived child so
   // the master creates no CUDA context before fork. fork() refuses CUDA
-  // ranks in a process that already made a CudaSession (a forked child
-  // cannot use CUDA initialised in its parent), so a process forks CUDA
-  // ranks once: close() and fork() again works on the CPU only.
+  // ranks in a process that already initialised CUDA (a CudaSession, or a
+  // device query in this process; CudaSession::available() asks in a
+  // child): a forked child cannot use CUDA initialised in its parent, so a
+  // process forks CUDA ranks once: close() and fork() again works on the
+  // CPU only.
   const char* device = "cpu";
   CommBackend comm = CommBackend::automatic;  // CUDA ranks only
   uint64_t seed = 0;          // every rank's Session seed

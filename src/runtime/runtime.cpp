@@ -501,39 +501,6 @@ std::atomic<bool> g_cuda_context{false};
 void note_cuda_context() noexcept { g_cuda_context.store(true); }
 bool cuda_context_noted() noexcept { return g_cuda_context.load(); }
 
-int cuda_devices() {
-#if SYNK_HAVE_CUDA
-  // cudaGetDeviceCount initialises CUDA in the calling process, and a
-  // forked child cannot use CUDA initialised in its parent: count in a child.
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw BackendError("synk::fork: " + errno_text("pipe2"));
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    throw BackendError("synk::fork: " + errno_text("fork") + " (counting CUDA devices)");
-  }
-  if (pid == 0) {
-    ::close(fds[0]);
-    const int32_t count = cuda::device_count();
-    [[maybe_unused]] auto w = ::write(fds[1], &count, sizeof count);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  int32_t count = 0;
-  ssize_t got;
-  do got = ::read(fds[0], &count, sizeof count);
-  while (got < 0 && errno == EINTR);
-  ::close(fds[0]);
-  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-  }
-  return got == static_cast<ssize_t>(sizeof count) ? count : 0;
-#else
-  return 0;
-#endif
-}
-
 }  // namespace detail
 
 Runtime fork(const RuntimeOptions& opts) {
@@ -553,13 +520,13 @@ Runtime fork(const RuntimeOptions& opts) {
   if (device != "cpu") {
     if (cuda_context_noted())
       throw ArgumentError("synk::fork: device '" + device +
-                          "': this process already made a CudaSession (a CUDA context), which forked CUDA "
-                          "workers cannot use; fork the runtime before any CUDA work, once per process");
-    gpus = cuda_devices();
+                          "': this process has already initialised CUDA (a CudaSession, or a device query such "
+                          "as synk::cuda::device_count()), which forked CUDA workers cannot use; fork the runtime "
+                          "before any CUDA work, once per process (CudaSession::available() may come before)");
+    std::string why;
+    gpus = cuda_devices(&why);
     cuda = device == "cuda" || gpus > 0;
-    if (cuda && gpus == 0)
-      throw BackendError("synk::fork: device 'cuda' but no CUDA device is visible" +
-                         std::string(SYNK_HAVE_CUDA ? "" : " (synk was built without CUDA)"));
+    if (cuda && gpus == 0) throw BackendError("synk::fork: device 'cuda' but " + why);
     if (cuda && n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
                           " visible GPU(s); more workers than GPUs need comm = CommBackend::host_staged");

@@ -219,7 +219,9 @@ class Worker {
     std::unique_ptr<Session> s;
     std::unique_ptr<CudaSession> cs;
     if (c_.cuda) {
-      // Rank r on GPU r (r % count when host-staged ranks share GPUs).
+      // Rank r on GPU r (r % count when host-staged ranks share GPUs),
+      // current before the rank's first CUDA object.
+      use_rank_device(rank_, rank_ % c_.gpus);
       cs = std::make_unique<CudaSession>(
           *g, CudaSessionOptions{.seed = c_.opts.seed, .rank = rank_, .device = rank_ % c_.gpus});
     } else {

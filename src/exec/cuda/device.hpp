@@ -22,9 +22,38 @@
 
 namespace synk::cuda {
 
-// Number of usable CUDA devices; 0 when there is no driver, no GPU, or the
-// driver is older than the runtime. Never throws: callers use it to decide
-// whether to go on the CPU.
+// What the CUDA runtime answered when asked for its devices
+// (cudaGetDeviceCount), so that a failure is reported as what it was and
+// never as "zero devices".
+struct DeviceProbe {
+  int count = 0;     // usable devices; 0 whenever error != 0
+  int error = 0;     // cudaError_t of cudaGetDeviceCount (0: success); -1: the probe child failed
+  std::string name;  // e.g. "cudaErrorNoDevice"; empty on success
+  std::string text;  // the runtime's description of the error
+  // One line for messages: "2 CUDA device(s) visible", "no CUDA device is
+  // visible" (with the error where cudaErrorNoDevice or
+  // cudaErrorInsufficientDriver said so), "CUDA initialisation failed:
+  // <name> (<text>)" for any other error, or "the CUDA device probe
+  // failed: <text>".
+  std::string describe() const;
+};
+
+// Every query below that runs in this process initialises CUDA here, and
+// records that (synk::detail::note_cuda_context): a child forked from a
+// process with initialised CUDA cannot use CUDA, so synk::fork() then
+// refuses CUDA ranks with a message saying why, instead of forking ranks
+// whose first CUDA call fails.
+
+// Asks in this process. Throws nothing but std::bad_alloc.
+DeviceProbe probe_devices();
+// Asks in a short-lived forked child, so this process stays free of CUDA
+// (what CudaSession::available() and synk::fork() use). In a process that
+// has already initialised CUDA a child cannot ask, so it asks here.
+DeviceProbe probe_devices_in_child();
+
+// Number of usable CUDA devices, asked in this process; 0 when there is no
+// driver, no GPU, the driver is older than the runtime or initialisation
+// failed (probe_devices() says which). Never throws.
 int device_count() noexcept;
 
 // The device current for this thread, or -1 if none can be queried.

@@ -11,26 +11,9 @@
 #include <string>
 
 #include "elementwise.cuh"
+#include "exec/cuda/handles.hpp"
 
 namespace synk::cuda {
-namespace {
-
-// Makes `device` current for the scope and restores the previous one.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    SYNK_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (device != prev_) SYNK_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceScope() { (void)cudaSetDevice(prev_); }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int prev_ = 0;
-};
-
-}  // namespace
 
 void fill(DeviceArray<float>& y, float value) {
   if (y.size() == 0) return;

@@ -40,7 +40,9 @@ DeviceScope::DeviceScope(int device) {
 }
 
 DeviceScope::~DeviceScope() {
-  if (switched_) (void)cudaSetDevice(prev_);
+  // A failed restore (e.g. the previous device is in EXCLUSIVE_PROCESS mode
+  // and taken) must not surface at some later cudaGetLastError() check.
+  if (switched_ && cudaSetDevice(prev_) != cudaSuccess) (void)cudaGetLastError();
 }
 
 Stream::Stream() { SYNK_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

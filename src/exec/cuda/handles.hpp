@@ -28,7 +28,12 @@ namespace synk::cuda {
       ::synk::cuda::throw_cublas_error(synk_cublas_status_, #call, __FILE__, __LINE__); \
   } while (0)
 
-// Makes `device` current for the scope, restoring the previous one.
+// Makes `device` current for the scope, restoring the previous one (a
+// failed restore is cleared, never reported later). Since CUDA 12
+// cudaSetDevice makes the device's primary context at once, so restoring a
+// device this thread never used costs a context there: a process that
+// works on one GPU (a runtime rank) makes it current before its first CUDA
+// object (detail::use_rank_device), and its scopes then switch nothing.
 class DeviceScope {
  public:
   explicit DeviceScope(int device);

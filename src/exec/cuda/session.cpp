@@ -259,13 +259,22 @@ const FunctionDef& CudaFunction::def() const {
 
 // ---- CudaSession ----------------------------------------------------------------------------
 
-bool CudaSession::available() noexcept { return cuda::device_count() > 0; }
+// Asked in a child: a process that only probed can still fork CUDA ranks.
+bool CudaSession::available() noexcept {
+  try {
+    return cuda::probe_devices_in_child().count > 0;
+  } catch (...) {  // std::bad_alloc
+    return false;
+  }
+}
 
 CudaSession::CudaSession(const Graph& g, CudaSessionOptions opts) : impl_(std::make_unique<Impl>()) {
   // synk::fork() refuses CUDA workers after this (runtime/runtime.cpp).
   detail::note_cuda_context();
-  const int count = cuda::device_count();
-  if (count == 0) throw BackendError("CudaSession: no CUDA device is visible (synk::cuda::device_count() == 0)");
+  const cuda::DeviceProbe probe = cuda::probe_devices();
+  const int count = probe.count;
+  if (count == 0) throw BackendError("CudaSession (rank " + std::to_string(opts.rank) + ", device " +
+                                     std::to_string(opts.device) + "): " + probe.describe());
   if (opts.device < 0 || opts.device >= count)
     throw ArgumentError("CudaSessionOptions::device = " + std::to_string(opts.device) + " but " +
                         std::to_string(count) + " CUDA device(s) are visible");
