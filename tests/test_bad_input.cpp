@@ -6,6 +6,7 @@
 // per-rank call counter did not move, the worker processes are the same),
 // and the next valid call returns the right result.
 #include <dirent.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/core.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -61,6 +63,9 @@ struct Fixture {
     return out;
   }
 };
+
+int32_t slow_job_for_sweep(const int32_t& v) { return v; }
+void sweep_thunk(void (*)(), const void*, void*) {}
 
 // Runs `bad`, expects exception E (message containing `text`), then checks
 // the workers were untouched and the next valid call works.
@@ -136,6 +141,200 @@ TEST(BadInput, NamesVariablesAndCollectives) {
   refused<ShapeError>(fx, "Data with a negative dim", [&] { rt.data(f32, {-3}); });
   // The variables were not changed by any refused call.
   EXPECT_EQ(rt.get("W", 2).to_vector<float>(), (std::vector<float>{1, 1, 1}));
+}
+
+// Every public Runtime method (and fork's options) with each kind of bad
+// argument it can get: refused in the master, the workers untouched, the
+// next call right (docs/faults.md, "Bad input").
+TEST(BadInput, EveryRuntimeMethod) {
+  Fixture fx;
+  Runtime& rt = fx.rt;
+  Graph& g = fx.g;
+  const Tensor x = fx.x;
+  // fork: options are checked before anything (here a runtime is open too).
+  auto fork_with = [&](auto&& edit) {
+    return [edit] {
+      RuntimeOptions o{.workers = 2};
+      edit(o);
+      synk::fork(o);
+    };
+  };
+  refused<ArgumentError>(fx, "fork: workers -1", fork_with([](RuntimeOptions& o) { o.workers = -1; }), "workers");
+  refused<ArgumentError>(fx, "fork: workers 100000", fork_with([](RuntimeOptions& o) { o.workers = 100000; }), "workers");
+  refused<ArgumentError>(fx, "fork: device 'gpu'", fork_with([](RuntimeOptions& o) { o.device = "gpu"; }), "'gpu'");
+  refused<ArgumentError>(fx, "fork: comm 7",
+                         fork_with([](RuntimeOptions& o) { o.comm = static_cast<CommBackend>(7); }), "comm 7");
+  refused<ArgumentError>(fx, "fork: timeout 0",
+                         fork_with([](RuntimeOptions& o) { o.timeout = std::chrono::milliseconds(0); }), "timeout");
+  refused<ArgumentError>(fx, "fork: collective_timeout -1",
+                         fork_with([](RuntimeOptions& o) { o.collective_timeout = std::chrono::milliseconds(-1); }),
+                         "collective_timeout");
+  refused<ArgumentError>(fx, "fork: close_timeout -1",
+                         fork_with([](RuntimeOptions& o) { o.close_timeout = std::chrono::milliseconds(-1); }),
+                         "close_timeout");
+  refused<ArgumentError>(fx, "fork: spin -1",
+                         fork_with([](RuntimeOptions& o) { o.spin = std::chrono::nanoseconds(-1); }), "spin");
+  refused<ArgumentError>(fx, "fork: a second open runtime", fork_with([](RuntimeOptions&) {}), "already open");
+
+  // function
+  refused<ArgumentError>(fx, "function: collect mode 9",
+                         [&] { rt.function({"bad", {x}, {{synk::sum(x), static_cast<Collect>(9)}}}); },
+                         "not a synk::Collect");
+  for (Collect c : {Collect::avg, Collect::sum, Collect::max, Collect::min, Collect::prod, Collect::none})
+    refused<ArgumentError>(fx, "function: an output with a batch dim, not gathered",
+                           [&] { rt.function({"rows", {x}, {{x * 2.f, c}}}); }, "Collect::gather");
+  refused<ArgumentError>(fx, "function: input listed twice", [&] { rt.function({"twice", {x, x}, {{synk::sum(x)}}}); },
+                         "listed twice");
+  refused<ArgumentError>(fx, "function: broadcast tensor not an input",
+                         [&] { rt.function({"b", {x}, {{synk::sum(x)}}}, {fx.s}); }, "not one of its inputs");
+  refused<ArgumentError>(fx, "function: scattered input without a batch dim",
+                         [&] { rt.function({"s", {fx.s}, {{fx.s * 2.f}}}); }, "broadcast");
+  refused<ArgumentError>(fx, "function: missing input", [&] { rt.function({"m", {x}, {{synk::sum(fx.y)}}}); },
+                         "'y'");
+  Graph other;
+  const Tensor ox = other.input("ox", f32, {batch});
+  refused<ArgumentError>(fx, "function: another graph", [&] { rt.function({"o", {ox}, {{synk::sum(ox)}}}); },
+                         "one Graph");
+
+  // train_step
+  auto sgd = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) { return optim::sgd(p, gr); };
+  const Tensor loss = mean(x * fx.W);
+  auto step = [&](Tensor l, std::vector<Tensor> params, std::vector<OutputSpec> outs = {}, bool opt = true) {
+    return [&rt, x, l, params, outs, opt, sgd] {
+      TrainSpec t{.name = "t", .inputs = {x}, .outputs = outs, .loss = l, .params = params};
+      if (opt) t.optimizer = sgd;
+      rt.train_step(t);
+    };
+  };
+  refused<ArgumentError>(fx, "train_step: no loss", step(Tensor{}, {fx.W}), "no loss");
+  refused<ArgumentError>(fx, "train_step: loss not a scalar", step(x * fx.W, {fx.W}), "scalar");
+  refused<ArgumentError>(fx, "train_step: no params", step(loss, {}), "params");
+  refused<ArgumentError>(fx, "train_step: a param is an input", step(loss, {x}), "variables");
+  refused<ArgumentError>(fx, "train_step: no optimizer", step(loss, {fx.W}, {}, false), "optimizer");
+  refused<ArgumentError>(fx, "train_step: an output with a batch dim, not gathered",
+                         step(loss, {fx.W}, {{x * fx.W, Collect::avg}}), "Collect::gather");
+
+  // data
+  refused<TypeError>(fx, "data: dtype 9", [&] { rt.data(static_cast<DType>(9), {2}); }, "dtype 9");
+  refused<ArgumentError>(fx, "data: no data", [&] { rt.data(ArrayView{f32, {4}, nullptr}); }, "no data");
+  refused<ShapeError>(fx, "data: too large", [&] { rt.data(f32, {int64_t{1} << 40, int64_t{1} << 40}); }, "too large");
+  refused<TypeError>(fx, "Data::set: dtype 9", [&] {
+    float v[2] = {1, 2};
+    fx.X.set(ArrayView{static_cast<DType>(9), {2}, v});
+  });
+
+  // variable collectives
+  refused<ArgumentError>(fx, "broadcast: root -1", [&] { rt.broadcast({"W"}, -1); }, "root -1");
+  refused<ArgumentError>(fx, "broadcast: listed twice", [&] { rt.broadcast({"W", fx.W}); }, "listed twice");
+  refused<ArgumentError>(fx, "all_reduce: op 17", [&] { rt.all_reduce({"W"}, static_cast<ReduceOp>(17)); },
+                         "not a synk::ReduceOp");
+  refused<ArgumentError>(fx, "all_reduce: listed twice", [&] { rt.all_reduce({fx.W, fx.W}, ReduceOp::sum); },
+                         "listed twice");
+  refused<ArgumentError>(fx, "reduce: op 5", [&] { rt.reduce({"W"}, static_cast<ReduceOp>(5), 1); },
+                         "not a synk::ReduceOp");
+  refused<ArgumentError>(fx, "reduce: listed twice", [&] { rt.reduce({"W", "calls", "W"}, ReduceOp::max, 1); },
+                         "listed twice");
+  refused<ArgumentError>(fx, "reduce: root 3", [&] { rt.reduce({"W"}, ReduceOp::sum, 3); }, "root 3");
+  refused<ArgumentError>(fx, "gather: unknown variable", [&] { rt.gather("nope"); }, "'nope'");
+  refused<ArgumentError>(fx, "all_gather: not a variable", [&] { rt.all_gather(x); }, "not a shared variable");
+  refused<ArgumentError>(fx, "gather: a tensor of another graph", [&] { rt.gather(ox); }, "graph");
+  refused<TypeError>(fx, "scatter: wrong dtype", [&] { rt.scatter("W", Array::zeros(i32, {3, 3})); }, "dtype");
+  refused<ArgumentError>(fx, "scatter: unknown variable", [&] { rt.scatter("nope", Array::zeros(f32, {3, 3})); });
+  refused<ArgumentError>(fx, "set: no data", [&] { rt.set("W", ArrayView{f32, {3}, nullptr}); }, "no data");
+  refused<ArgumentError>(fx, "set: rank 3", [&] { rt.set("W", Array::zeros(f32, {3}), 3); }, "out of range");
+  refused<ArgumentError>(fx, "get: rank -1", [&] { rt.get("W", -1); }, "out of range");
+  const Tensor late = g.variable("late", {1});
+  refused<ArgumentError>(fx, "get: a variable made after distribute", [&] { rt.get(late); }, "distribute");
+
+  // map
+  refused<ArgumentError>(fx, "map: jobs without a buffer", [&] {
+    int32_t out[4];
+    rt.map_raw(reinterpret_cast<void (*)()>(&slow_job_for_sweep), &sweep_thunk, nullptr, 4, 4, out, 4);
+  }, "no jobs");
+  refused<ArgumentError>(fx, "map: results without a buffer", [&] {
+    int32_t in[4] = {0, 0, 0, 0};
+    rt.map_raw(reinterpret_cast<void (*)()>(&slow_job_for_sweep), &sweep_thunk, in, 4, 4, nullptr, 4);
+  }, "no results");
+
+  // restore
+  refused<ArgumentError>(fx, "restore: unknown name", [&] { rt.restore({{"nope", Array::zeros(f32, {3})}}); }, "'nope'");
+  refused<ShapeError>(fx, "restore: wrong dtype", [&] { rt.restore({{"W", Array::zeros(i32, {3})}}); }, "i32");
+  refused<ArgumentError>(fx, "restore: listed twice", [&] {
+    rt.restore({{"W", Array::zeros(f32, {3})}, {"W", Array::zeros(f32, {3})}});
+  }, "listed twice");
+
+  // After all of these, distribute and a new function work, and no variable changed.
+  ParallelFunction h = rt.function({"h", {x}, {{synk::sum(x), Collect::sum}}});
+  rt.distribute();
+  EXPECT_FLOAT_EQ(h({fx.X})[0].scalar(), 18.f);
+  EXPECT_EQ(rt.get("W", 1).to_vector<float>(), (std::vector<float>{1, 1, 1}));
+  EXPECT_FLOAT_EQ(fx.call(), 24.f);
+}
+
+// A variable listed twice was reduced twice (ranks holding 1, 2, 3 gave 18
+// for a sum, not 6): refused, values untouched, the single-listed call right.
+TEST(BadInput, CollectivesRefuseDuplicates) {
+  Fixture fx;
+  Runtime& rt = fx.rt;
+  for (int r = 0; r < 3; ++r) rt.set("W", Array::from(std::vector<float>(3, static_cast<float>(r + 1)), {3}), r);
+  EXPECT_THROW(rt.all_reduce({fx.W, "W"}, ReduceOp::sum), ArgumentError);
+  for (int r = 0; r < 3; ++r)
+    EXPECT_EQ(rt.get("W", r).to_vector<float>(), std::vector<float>(3, static_cast<float>(r + 1))) << "rank " << r;
+  rt.all_reduce({fx.W}, ReduceOp::sum);
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(rt.get("W", r).to_vector<float>(), std::vector<float>(3, 6.f)) << "rank " << r;
+}
+
+// A function the workers cannot take used to make every later distribute()
+// fail. Refused when made (a bad Collect); and when a distribute does fail
+// on a worker, the functions made since the last good one are dropped, the
+// earlier ones keep working, and the next distribute works.
+// Set in a MAP_SHARED page made before fork, so the workers see the switch.
+std::atomic<int>* g_fail_compile = nullptr;
+void throw_on_rank2(int rank) {
+  if (rank == 2 && g_fail_compile && g_fail_compile->load() != 0) throw std::runtime_error("injected compile failure");
+}
+
+TEST(BadInput, FailedDistributeDoesNotPoisonTheNext) {
+  void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  g_fail_compile = new (page) std::atomic<int>(0);
+  detail::test_hooks().before_compile = &throw_on_rank2;
+  Fixture fx;
+  Runtime& rt = fx.rt;
+  EXPECT_THROW(rt.function({"bad", {fx.x}, {{synk::sum(fx.x), static_cast<Collect>(9)}}}), ArgumentError);
+  ParallelFunction ok1 = rt.function({"ok1", {fx.x}, {{synk::sum(fx.x), Collect::sum}}});
+  rt.distribute();
+  EXPECT_FLOAT_EQ(ok1({fx.X})[0].scalar(), 18.f);
+
+  ParallelFunction lost = rt.function({"lost", {fx.x}, {{synk::max(fx.x), Collect::max}}});
+  g_fail_compile->store(1);
+  try {
+    rt.distribute();
+    ADD_FAILURE() << "distribute did not fail";
+  } catch (const WorkerError& e) {
+    EXPECT_EQ(e.rank(), 2);
+    EXPECT_NE(std::string(e.what()).find("injected compile failure"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dropped ('lost')"), std::string::npos) << e.what();
+  }
+  g_fail_compile->store(0);
+  try {
+    lost({fx.X});
+    ADD_FAILURE() << "a dropped function ran";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("dropped"), std::string::npos) << e.what();
+  }
+  EXPECT_FLOAT_EQ(fx.call(), 24.f);
+  EXPECT_FLOAT_EQ(ok1({fx.X})[0].scalar(), 18.f);
+  ParallelFunction again = rt.function({"again", {fx.x}, {{synk::max(fx.x), Collect::max}}});
+  rt.distribute();
+  EXPECT_FLOAT_EQ(again({fx.X})[0].scalar(), 1.f);
+  EXPECT_THROW(lost({fx.X}), ArgumentError);  // still dropped: its index is not reused
+  EXPECT_EQ(fx.counters(), (std::vector<float>{1, 1, 1}));
+  EXPECT_EQ(kids(), fx.workers);
+  fx.rt.close();
+  detail::test_hooks().before_compile = nullptr;
+  g_fail_compile = nullptr;
+  ::munmap(page, 4096);
 }
 
 TEST(BadInput, NanAndInfPropagate) {

@@ -195,6 +195,53 @@ TEST(Runtime, NoneAndBroadcastInputs) {
   expect_near(got[1], rf({X, two})[0], 1e-5f, "sum over all");
 }
 
+// What each collect mode gives for outputs that do not depend on the rows
+// or have no batch dim (graph.hpp's Collect): a piece is one rank's share or
+// one slice of it; sum counts a row-independent value once per piece,
+// gather stacks one value per piece in rank (then slice) order, none is
+// rank 0's first piece.
+TEST(Runtime, CollectModesOverPieces) {
+  for (int n : {1, 2, 3}) {
+    for (int slices : {1, 2}) {
+      SCOPED_TRACE("ranks " + std::to_string(n) + ", num_slices " + std::to_string(slices));
+      Graph g;
+      Tensor x = g.input("x", f32, {batch});
+      Tensor W = g.variable("W", {3}, Init::constant(1.5f));
+      Tensor rows_sum = synk::sum(x);          // depends on the rows
+      Tensor w_sum = synk::sum(W);             // does not: 4.5
+      Tensor w2 = W * 2.f;                     // no batch dim: [3]
+      Runtime rt = synk::fork(opts(n));
+      ParallelFunction f = rt.function({"f", {x},
+                                        {{rows_sum, Collect::gather},
+                                         {w_sum, Collect::sum},
+                                         {w2, Collect::gather},
+                                         {rows_sum, Collect::none},
+                                         {w_sum, Collect::max},
+                                         {rows_sum, Collect::sum}}});
+      rt.distribute();
+      const int64_t total = 12;  // 12 / n rows per rank, split again into `slices`
+      std::vector<float> xv(total);
+      std::iota(xv.begin(), xv.end(), 0.f);
+      auto got = f({Array::from(xv, {total})}, {.num_slices = slices});
+      const int pieces = n * slices;
+      const int64_t per_piece = total / pieces;
+      std::vector<float> piece_sums;
+      for (int p = 0; p < pieces; ++p)
+        piece_sums.push_back(static_cast<float>(std::accumulate(xv.begin() + p * per_piece,
+                                                                xv.begin() + (p + 1) * per_piece, 0.0)));
+      EXPECT_EQ(got[0].shape(), (Shape{pieces}));
+      EXPECT_EQ(got[0].to_vector<float>(), piece_sums) << "gather of a scalar: one sum per piece, in order";
+      EXPECT_FLOAT_EQ(got[1].scalar(), 4.5f * static_cast<float>(pieces)) << "sum of a row-independent value";
+      EXPECT_EQ(got[2].shape(), (Shape{pieces, 3})) << "gather of a [3] output stacks the pieces";
+      EXPECT_EQ(got[2].to_vector<float>(), std::vector<float>(static_cast<size_t>(pieces) * 3, 3.f));
+      EXPECT_FLOAT_EQ(got[3].scalar(), piece_sums[0]) << "none: rank 0's first piece";
+      EXPECT_FLOAT_EQ(got[4].scalar(), 4.5f) << "max of a row-independent value";
+      EXPECT_FLOAT_EQ(got[5].scalar(), 66.f) << "sum of a sum over rows: the sum over all rows";
+      rt.close();
+    }
+  }
+}
+
 TEST(Runtime, SlicedUpdatesAverage) {
   // SGD on a mean loss: the update is linear in the gradient, so slices
   // averaged by rows give exactly the full-batch step.

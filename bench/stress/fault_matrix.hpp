@@ -396,8 +396,18 @@ inline int harness(const Case& c, const Settings& s, int fd) {
       try {
         expect(f({X})[0].scalar() == 20.f, "the next call gave a wrong sum");
         if (c.phase == Phase::distribute) {
+          // The failed distribute dropped f2 (made since the last good
+          // one): its handle is refused, a new one works.
+          bool dropped = false;
+          try {
+            f2({X});
+          } catch (const ArgumentError&) {
+            dropped = true;
+          }
+          expect(dropped, "a function dropped by the failed distribute ran");
+          f2 = rt.function({"f2", {x}, {{synk::max(x), Collect::max}}});
           rt.distribute();  // again, now without the fault
-          expect(f2({X})[0].scalar() == 0.5f, "the function distributed again gave a wrong max");
+          expect(f2({X})[0].scalar() == 0.5f, "the function made and distributed again gave a wrong max");
         }
       } catch (const std::exception& e) {
         expect(false, std::string("the next call failed: ") + e.what());

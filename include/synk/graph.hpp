@@ -158,8 +158,28 @@ class Graph {
   friend class GraphAccess;
 };
 
-// Collect mode of a function output across workers (single process: the
-// value itself, whatever the mode).
+// How a Runtime combines a function output over the pieces of one call. A
+// piece is one rank's share of the rows, or one slice of it with
+// CallOptions::num_slices; a rank with no rows gives no piece, and with no
+// scattered input every rank gives one. In a single process (Session) the
+// output is the value itself, whatever the mode.
+//   avg    the pieces' mean weighted by their rows: for an output that is a
+//          mean over its rows (a loss), the mean over all the call's rows,
+//          whatever the rank count. With no scattered input, the plain mean
+//          over the ranks.
+//   sum, max, min, prod
+//          element by element over the pieces: for an output that is itself
+//          a sum (max, min, product) over its rows, the one over all rows.
+//          An output that does not depend on the rows (e.g. a variable's
+//          norm) is counted once per piece: sum gives pieces x value.
+//   gather an output with a batch dim: every row, in batch order, exactly
+//          the array one process would return. An output without one: one
+//          value per piece stacked in rank (then slice) order, shape
+//          [pieces, ...shape].
+//   none   rank 0's first piece as it is (for a value every rank computes
+//          the same; the other pieces are ignored).
+// Runtime::function refuses an output with a batch dim under any mode but
+// gather: its result would depend on how the rows were split.
 enum class Collect : uint8_t { avg = 0, sum, max, min, prod, gather, none };
 const char* collect_name(Collect c);
 

@@ -235,11 +235,17 @@ class Runtime {
   // ---- functions ------------------------------------------------------------
   // `broadcast` lists inputs given whole to every rank; the others are
   // scattered along dim 0 (they must have a batch dim). All functions of a
-  // runtime belong to one Graph.
+  // runtime belong to one Graph. Outputs are combined by their Collect mode
+  // (graph.hpp says what each gives); an output with a batch dim must use
+  // Collect::gather.
   ParallelFunction function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast = {});
   ParallelFunction train_step(const TrainSpec& spec);
   // Ships the graph and every function made so far to the workers. Call it
-  // again after making more functions; variable values are kept.
+  // again after making more functions; variable values are kept. If it
+  // fails on any rank (an exception, not a dead worker), every rank keeps
+  // the functions of the last distribute() that worked, the functions made
+  // since are dropped (their calls are refused: make them again) and the
+  // runtime stays usable.
   void distribute();
 
   // ---- data -----------------------------------------------------------------
@@ -247,6 +253,8 @@ class Runtime {
   Data data(DType dtype, Shape shape);  // zero-filled
 
   // ---- collectives on shared variables (every rank's copy) ---------------------
+  // A list names each variable at most once; ops and roots are checked in
+  // the master (ArgumentError) before any rank is touched.
   void broadcast(const std::vector<VarRef>& vars, int root = 0);
   void all_reduce(const std::vector<VarRef>& vars, ReduceOp op = ReduceOp::avg);
   // Only root's copy receives the reduction.

@@ -171,6 +171,10 @@ void validate_function_def(const std::vector<Node>& nodes, const FunctionDef& f)
     for (size_t j = 0; j < i; ++j)
       if (f.inputs[i] == f.inputs[j]) fail("input '" + nodes[f.inputs[i]].name + "' is listed twice");
   if (f.collects.size() != f.outputs.size()) fail("one collect mode per output is required");
+  for (size_t i = 0; i < f.collects.size(); ++i)
+    if (static_cast<uint8_t>(f.collects[i]) > static_cast<uint8_t>(Collect::none))
+      fail("output " + std::to_string(i) + " has collect mode " + std::to_string(static_cast<int>(f.collects[i])) +
+           ", which is not a synk::Collect");
   for (int32_t id : f.outputs) in_range(id, "output");
   for (auto [var, val] : f.updates) {
     in_range(var, "update variable");

@@ -3,7 +3,6 @@
 // before any worker is touched, so a bad call leaves the workers idle and
 // the next call works.
 #include <algorithm>
-#include <set>
 
 #include "runtime/core.hpp"
 #include "synk/autodiff.hpp"
@@ -38,6 +37,20 @@ ParallelFunction make_function(const std::shared_ptr<RuntimeCore>& core, const F
   if (!g) throw ArgumentError("Runtime::function '" + spec.name + "': the spec has no tensors and no graph is known yet");
   c.attach_graph(g, "function");
   FunctionDef def = make_function_def(spec);
+  // An output with a batch dim holds one value per row: only gather keeps
+  // its meaning whatever the rank count. Folding it element by element
+  // (avg/sum/max/min/prod) or keeping one piece (none) would give a shape
+  // that depends on how the rows were split.
+  for (size_t i = 0; i < spec.outputs.size(); ++i) {
+    const OutputSpec& o = spec.outputs[i];
+    if (has_batch(o.value.shape()) && o.collect != Collect::gather)
+      throw ArgumentError("Runtime::function '" + spec.name + "': output " + std::to_string(i) + " ('" +
+                          o.value.name() + "', shape " + to_string(o.value.shape()) +
+                          ") has a batch dim, so its collect mode must be Collect::gather (the rows of every "
+                          "rank in order), not Collect::" + collect_name(o.collect) +
+                          ", whose result would depend on the rank count; to combine over the rows, reduce "
+                          "them in the graph (e.g. mean(v) with Collect::avg, sum(v) with Collect::sum)");
+  }
   Entry e;
   e.name = spec.name;
   e.collects = def.collects;
@@ -59,6 +72,26 @@ ParallelFunction make_function(const std::shared_ptr<RuntimeCore>& core, const F
   return ParallelFunction(core, static_cast<int>(c.entries.size() - 1));
 }
 
+// After a distribute() that failed: every rank keeps (or goes back to) the
+// functions of the last good one, and the functions made since are dropped,
+// so a function that cannot be compiled does not make every later
+// distribute() fail. Their handles are refused; the user makes them again.
+// Returns the sentence for the error message.
+std::string drop_undistributed(RuntimeCore& c) {
+  std::string names;
+  for (size_t i = c.distributed_entries; i < c.entries.size(); ++i) {
+    if (c.entries[i].dropped) continue;
+    c.entries[i].dropped = true;
+    names += (names.empty() ? "'" : ", '") + c.entries[i].name + "'";
+  }
+  c.defs.resize(c.distributed_defs);
+  c.distributed_entries = c.entries.size();
+  c.local.drop_defs(c.distributed_defs);
+  if (names.empty()) return "";
+  return "; the functions made since the last successful distribute() were dropped (" + names +
+         "): make them again";
+}
+
 }  // namespace
 
 ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<Tensor>& broadcast) {
@@ -72,7 +105,7 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   detail::Busy busy(c, "train_step");
   const std::string who = "Runtime::train_step '" + spec.name + "'";
   if (!spec.loss.valid()) throw ArgumentError(who + ": no loss");
-  if (spec.loss.dtype() != DType::f32 || numel(spec.loss.shape()) != 1 || has_batch(spec.loss.shape()))
+  if (spec.loss.dtype() != DType::f32 || has_batch(spec.loss.shape()) || numel(spec.loss.shape()) != 1)
     throw ArgumentError(who + ": the loss must be a scalar f32, got " + to_string(spec.loss.shape()));
   if (spec.params.empty()) throw ArgumentError(who + ": no params");
   if (!spec.optimizer) throw ArgumentError(who + ": no optimizer");
@@ -128,9 +161,15 @@ void Runtime::distribute() {
   } catch (const std::exception& e) {
     err = e.what();
   }
-  if (c.n > 1) c.wait_workers("distribute");
-  if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0: " + err);
+  try {
+    if (c.n > 1) c.wait_workers("distribute");
+  } catch (const WorkerError& e) {
+    if (c.failed.load()) throw;  // a worker died: the runtime is failed anyway
+    throw WorkerError(e.what() + drop_undistributed(c), e.rank());
+  }
+  if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0 (master): " + err + drop_undistributed(c));
   c.distributed_defs = c.defs.size();
+  c.distributed_entries = c.entries.size();
   c.distributed_nodes = c.graph->size();
   if (c.nccl && !c.local.dcomm) c.init_nccl();  // the first distribute of NCCL ranks
 }
@@ -149,6 +188,9 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
   const std::string label = "function '" + e.name + "' call #" + std::to_string(c.calls + 1);
   c.check_usable("call of " + label);
+  if (e.dropped)
+    throw ArgumentError(label + ": the function was dropped because the distribute() after it was made failed; "
+                        "make it again and call distribute()");
   if (static_cast<size_t>(std::max(e.fn, e.update_fn)) >= c.distributed_defs)
     throw ArgumentError(label + ": the function was made after the last distribute(); call distribute() first");
   const FunctionDef& def = c.defs[static_cast<size_t>(e.fn)];
@@ -228,28 +270,15 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     throw ArgumentError(label + ": a batch was given but no input is scattered");
   }
 
-  // Row counts of every piece (rank x slice) and the result space per rank.
-  std::set<int64_t> piece_rows;
+  // Result space per rank (outputs with a batch dim are gathered: refused
+  // otherwise when the function was made).
   std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1);
   if (total >= 0) {
     for (int r = 0; r < c.n; ++r) {
       int64_t s0, rows;
       detail::split_rows(total, c.n, r, s0, rows);
       rank_rows[static_cast<size_t>(r)] = rows;
-      const int64_t k = std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, rows));
-      for (int64_t s = 0; s < k && rows > 0; ++s) {
-        int64_t a, b;
-        detail::split_rows(rows, static_cast<int>(k), static_cast<int>(s), a, b);
-        piece_rows.insert(b);
-      }
     }
-  }
-  for (uint32_t i = 0; i < e.n_outputs; ++i) {
-    const Node& o = g.node(def.outputs[i]);
-    if (has_batch(o.shape) && e.collects[i] != Collect::gather && piece_rows.size() > 1)
-      throw ArgumentError(label + ": output " + std::to_string(i) + " has a batch dim (shape " + to_string(o.shape) +
-                          ") and the pieces of this call have different row counts; only Collect::gather "
-                          "combines such outputs (or split the rows evenly, with num_slices 1)");
   }
 
   // ---- run -------------------------------------------------------------------------
@@ -270,9 +299,13 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     for (int r = 1; r < c.n; ++r) {
       std::vector<std::pair<DType, Shape>> shapes;
       const int64_t b = total >= 0 ? rank_rows[static_cast<size_t>(r)] : std::max<int64_t>(bcast_batch, 0);
+      // The rank's slices: a gathered output without a batch dim stacks one value per slice.
+      const int64_t slices = total >= 0 ? std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, b)) : 1;
       for (uint32_t i = 0; i < e.n_outputs; ++i) {
         const Node& o = g.node(def.outputs[i]);
-        shapes.emplace_back(o.dtype, resolve(o.shape, b));
+        Shape s = resolve(o.shape, b);
+        if (e.collects[i] == Collect::gather && !has_batch(o.shape)) s.insert(s.begin(), slices);
+        shapes.emplace_back(o.dtype, std::move(s));
       }
       c.ensure_result(r, detail::result_bytes(shapes));
     }

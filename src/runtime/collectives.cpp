@@ -3,6 +3,7 @@
 // get/set of one rank's value, and map() of plain functions over jobs.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "comm/futex.hpp"
@@ -163,6 +164,28 @@ void check_distributed(RuntimeCore& c, const char* what) {
     throw ArgumentError(std::string("Runtime::") + what + ": call distribute() first");
 }
 
+void check_op(ReduceOp op, const char* what) {
+  if (static_cast<uint8_t>(op) > static_cast<uint8_t>(ReduceOp::prod))
+    throw ArgumentError(std::string("Runtime::") + what + ": reduce op " + std::to_string(static_cast<int>(op)) +
+                        " is not a synk::ReduceOp (sum, avg, max, min, prod)");
+}
+
+// One op per listed variable, each variable at most once (a variable listed
+// twice would be reduced twice).
+std::vector<VarOp> var_ops(RuntimeCore& c, const std::vector<VarRef>& vars, VarOpKind kind, ReduceOp op, int root,
+                           const char* what) {
+  std::vector<VarOp> ops;
+  for (const VarRef& v : vars) {
+    const int32_t id = c.var_id(v, what);
+    for (const VarOp& o : ops)
+      if (o.var == id)
+        throw ArgumentError(std::string("Runtime::") + what + ": variable '" + c.graph->node(id).name +
+                            "' is listed twice");
+    ops.push_back({kind, op, root, id});
+  }
+  return ops;
+}
+
 size_t var_bytes(RuntimeCore& c, int32_t id) {
   const Node& n = c.graph->node(id);
   return static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
@@ -175,18 +198,15 @@ void Runtime::broadcast(const std::vector<VarRef>& vars, int root) {
   detail::Busy busy(c, "broadcast");
   check_distributed(c, "broadcast");
   check_root(c, root, "broadcast");
-  std::vector<VarOp> ops;
-  for (const VarRef& v : vars) ops.push_back({VarOpKind::broadcast, ReduceOp::sum, root, c.var_id(v, "broadcast")});
-  run_ops(c, ops, {}, 0, "broadcast");
+  run_ops(c, var_ops(c, vars, VarOpKind::broadcast, ReduceOp::sum, root, "broadcast"), {}, 0, "broadcast");
 }
 
 void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
   RuntimeCore& c = checked("all_reduce");
   detail::Busy busy(c, "all_reduce");
   check_distributed(c, "all_reduce");
-  std::vector<VarOp> ops;
-  for (const VarRef& v : vars) ops.push_back({VarOpKind::all_reduce, op, 0, c.var_id(v, "all_reduce")});
-  run_ops(c, ops, {}, 0, "all_reduce");
+  check_op(op, "all_reduce");
+  run_ops(c, var_ops(c, vars, VarOpKind::all_reduce, op, 0, "all_reduce"), {}, 0, "all_reduce");
 }
 
 void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
@@ -194,9 +214,8 @@ void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
   detail::Busy busy(c, "reduce");
   check_distributed(c, "reduce");
   check_root(c, root, "reduce");
-  std::vector<VarOp> ops;
-  for (const VarRef& v : vars) ops.push_back({VarOpKind::reduce, op, root, c.var_id(v, "reduce")});
-  run_ops(c, ops, {}, 0, "reduce");
+  check_op(op, "reduce");
+  run_ops(c, var_ops(c, vars, VarOpKind::reduce, op, root, "reduce"), {}, 0, "reduce");
 }
 
 namespace {
@@ -334,6 +353,8 @@ void Runtime::restore(const VarValues& values) {
   std::vector<int32_t> ids;
   for (const auto& [name, value] : values) {
     const int32_t id = c.var_id(VarRef(name), "restore");
+    if (std::find(ids.begin(), ids.end(), id) != ids.end())
+      throw ArgumentError("Runtime::restore: variable '" + name + "' is listed twice");
     const Node& n = c.graph->node(id);
     if (value.dtype() != n.dtype || value.shape() != n.shape)
       throw ShapeError("Runtime::restore: '" + name + "' is " + dtype_name(n.dtype) + " " + to_string(n.shape) +
@@ -349,6 +370,13 @@ void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job
   detail::Busy busy(c, "map");
   if (!fn || !thunk) throw ArgumentError("Runtime::map: no function");
   if (count == 0) return;
+  if ((job_bytes && !jobs) || (result_bytes && !results))
+    throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs but no " + (jobs ? "results" : "jobs") +
+                        " buffer");
+  constexpr size_t kMaxBytes = size_t{1} << 40;  // far beyond memory; keeps the offsets below from overflowing
+  if (job_bytes > kMaxBytes / count || result_bytes > kMaxBytes / count)
+    throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs of " + std::to_string(job_bytes) +
+                        " bytes (results of " + std::to_string(result_bytes) + ") are too large");
   detail::Writer w;
   w.put<uint64_t>(reinterpret_cast<uint64_t>(fn));
   w.put<uint64_t>(reinterpret_cast<uint64_t>(thunk));

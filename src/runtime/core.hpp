@@ -231,6 +231,8 @@ struct Local {
   std::unordered_map<uint64_t, const void*> pinned;
 
   void add_defs(const std::vector<FunctionDef>& all);
+  // Forgets every function from index n on (a distribute() that failed).
+  void drop_defs(size_t n);
   bool ready() const { return session || cuda; }
 };
 
@@ -299,6 +301,7 @@ struct Entry {
   std::vector<Collect> collects;
   std::vector<bool> broadcast;  // per input
   size_t flat_size = 0;         // train: gradient elements
+  bool dropped = false;         // made before a distribute() that failed (see Runtime::distribute)
 };
 
 struct RuntimeCore {
@@ -353,6 +356,7 @@ struct RuntimeCore {
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
   size_t distributed_defs = 0;
+  size_t distributed_entries = 0;
   size_t distributed_nodes = 0;
   Local local;
 

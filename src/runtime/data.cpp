@@ -18,8 +18,15 @@ Data::Impl::~Impl() {
 namespace {
 
 void fill(Data::Impl& d, RuntimeCore& c, DType t, Shape shape, const void* src, size_t keep_bytes) {
-  for (Dim x : shape)
+  if (t != DType::f32 && t != DType::i32)
+    throw TypeError("Data: dtype " + std::to_string(static_cast<int>(t)) + " is not a synk::DType (f32, i32)");
+  uint64_t elems = 1;
+  for (Dim x : shape) {
     if (x < 0) throw ShapeError("Data: shape " + to_string(shape) + " has a negative or batch dim");
+    if (x > 0 && elems > (uint64_t{1} << 60) / static_cast<uint64_t>(x))
+      throw ShapeError("Data: shape " + to_string(shape) + " is too large");
+    elems *= static_cast<uint64_t>(x);
+  }
   const size_t nb = static_cast<size_t>(numel(shape)) * dtype_size(t);
   if (d.seg && d.seg.size() >= nb && nb > 0) {
     if (src && src != d.seg.data()) std::memmove(d.seg.data(), src, nb);

@@ -352,6 +352,18 @@ void Local::add_defs(const std::vector<FunctionDef>& all) {
   }
 }
 
+void Local::drop_defs(size_t n) {
+  auto cut = [n](auto& v) {
+    if (v.size() > n) v.erase(v.begin() + static_cast<std::ptrdiff_t>(n), v.end());
+  };
+  cut(defs);
+  cut(fns);
+  cut(sliced);
+  cut(cfns);
+  cut(csliced);
+  cut(sliced_made);
+}
+
 void var_read(Local& L, int32_t var, void* dst, size_t nb) {
   if (!nb) return;
   if (L.cuda) {
@@ -512,7 +524,14 @@ ShareResult run_share(Local& L, const CallDesc& d) {
         outs = run_fn(L, d.fn, use_sliced, views);
       }
       const double w = static_cast<double>(scattered ? sr : 1);
-      for (size_t i = 0; i < n_out; ++i) acc[i].add(outs[i].view(), w);
+      for (size_t i = 0; i < n_out; ++i) {
+        ArrayView v = outs[i].view();
+        // Gathering an output without a batch dim stacks one value per
+        // piece (rank x slice): [pieces, ...shape].
+        if (d.collects[i] == Collect::gather && !has_batch(L.graph->node(def.outputs[i]).shape))
+          v.shape.insert(v.shape.begin(), 1);
+        acc[i].add(v, w);
+      }
       if (use_sliced)
         for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), w);
       if (direct) {

@@ -514,7 +514,17 @@ Runtime fork(const RuntimeOptions& opts) {
   if (device != "cpu" && device != "cuda" && device != "auto")
     throw ArgumentError("synk::fork: device '" + device + "' is not one of \"cpu\", \"cuda\", \"auto\"");
   if (opts.timeout.count() <= 0 || opts.collective_timeout.count() <= 0)
-    throw ArgumentError("synk::fork: timeouts must be positive");
+    throw ArgumentError("synk::fork: timeout and collective_timeout must be positive, got " +
+                        std::to_string(opts.timeout.count()) + " ms and " +
+                        std::to_string(opts.collective_timeout.count()) + " ms");
+  if (opts.close_timeout.count() < 0)
+    throw ArgumentError("synk::fork: close_timeout must not be negative, got " +
+                        std::to_string(opts.close_timeout.count()) + " ms");
+  if (opts.spin.count() < 0)
+    throw ArgumentError("synk::fork: spin must not be negative, got " + std::to_string(opts.spin.count()) + " ns");
+  if (static_cast<uint8_t>(opts.comm) > static_cast<uint8_t>(CommBackend::host_staged))
+    throw ArgumentError("synk::fork: comm " + std::to_string(static_cast<int>(opts.comm)) +
+                        " is not a synk::CommBackend (automatic, nccl, host_staged)");
   bool cuda = false, nccl = false;
   int gpus = 0;
   if (device != "cpu") {
