@@ -447,64 +447,85 @@ template <class T> int run(const Config& cfg) {
   return rc != 0 ? 1 : (wrong ? 2 : 0);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Parses and checks the command line (every error before any rank starts),
+// then runs the benchmark.
+int run_main(int argc, char** argv) {
   CLI::App app{"synk-collectives: bandwidth of synk's collectives (nccl-tests style)"};
   Config cfg;
   app.add_option("--op", cfg.op, "all_reduce|broadcast|reduce|all_gather|gather|scatter")
       ->check(CLI::IsMember({"all_reduce", "broadcast", "reduce", "all_gather", "gather", "scatter"}));
-  app.add_option("--workers", cfg.workers, "ranks in total (rank 0 included)")->check(CLI::Range(1, CpuGroup::kMaxRanks));
+  app.add_option("--workers", cfg.workers, "ranks in total (rank 0 included)")
+      ->check(bench::integer(1, CpuGroup::kMaxRanks));
   app.add_option("--device", cfg.device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--backend", cfg.backend,
                  "with --device cuda: auto (nccl where built with NCCL), nccl (one GPU per rank) or "
                  "host-staged (device -> shared memory -> device; ranks may share GPUs)")
       ->check(CLI::IsMember({"auto", "nccl", "host-staged"}));
-  app.add_option("--min-bytes", cfg.min_bytes, "smallest size")->check(CLI::PositiveNumber);
-  app.add_option("--max-bytes", cfg.max_bytes, "largest size (sizes double from min)")->check(CLI::PositiveNumber);
-  app.add_option("--iters", cfg.iters, "timed calls per size")->check(CLI::Range(1, 100000));
-  app.add_option("--warmup", cfg.warmup, "untimed calls per size")->check(CLI::Range(0, 100000));
+  // Sizes: whole elements of --type, at most 1 TiB (every rank holds two
+  // buffers of --max-bytes).
+  app.add_option("--min-bytes", cfg.min_bytes, "smallest size (a multiple of the --type size)")
+      ->check(bench::integer(1, uint64_t{1} << 40));
+  app.add_option("--max-bytes", cfg.max_bytes, "largest size (sizes double from min)")
+      ->check(bench::integer(1, uint64_t{1} << 40));
+  app.add_option("--iters", cfg.iters, "timed calls per size")->check(bench::integer(1, 100000));
+  app.add_option("--warmup", cfg.warmup, "untimed calls per size")->check(bench::integer(0, 100000));
   app.add_option("--type", cfg.type, "float|int32|double|int64")
       ->check(CLI::IsMember({"float", "int32", "double", "int64"}));
   app.add_option("--redop", cfg.redop, "sum|avg|max|min|prod")->check(CLI::IsMember({"sum", "avg", "max", "min", "prod"}));
-  app.add_option("--root", cfg.root, "root rank of broadcast/reduce/gather/scatter");
-  app.add_option("--json", cfg.json, "write the results as JSON");
+  app.add_option("--root", cfg.root, "root rank of broadcast/reduce/gather/scatter")
+      ->check(bench::integer(0, CpuGroup::kMaxRanks - 1));
+  app.add_option("--json", cfg.json, "write the results as JSON")->check(bench::writable_file());
   app.add_flag("--pin,!--no-pin", cfg.pin, "pin rank r to CPU r mod #cpus (default on)");
-  app.add_option("--slot-bytes", cfg.slot_bytes, "staging per rank per buffer set");
-  app.add_option("--spin-us", cfg.spin_us, "spin before sleeping on a futex");
-  app.add_option("--timeout-ms", cfg.timeout_ms, "timeout of every wait");
-  app.add_option("--stream-min-bytes", cfg.stream_min_bytes, "write results this large with non-temporal stores");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--slot-bytes", cfg.slot_bytes, "staging per rank per buffer set (rounded up to 4 KiB)")
+      ->check(bench::integer(1, uint64_t{1} << 30));
+  app.add_option("--spin-us", cfg.spin_us, "spin before sleeping on a futex")->check(bench::number(0, 1e6));
+  app.add_option("--timeout-ms", cfg.timeout_ms, "timeout of every wait")->check(bench::integer(1, 86400000));
+  app.add_option("--stream-min-bytes", cfg.stream_min_bytes, "write results this large with non-temporal stores")
+      ->check(bench::integer(0));
+  if (!bench::parse(app, argc, argv)) return 0;
 
-  try {
-    if (cfg.device == "cuda") {
+  if (cfg.device == "cuda") {
 #if !SYNK_HAVE_CUDA
-      throw synk::BackendError("--device cuda: synk was built without CUDA (SYNK_WITH_CUDA=OFF or no toolkit)");
+    throw synk::BackendError("--device cuda: synk was built without CUDA (SYNK_WITH_CUDA=OFF or no toolkit)");
 #else
-      cfg.gpus = probe_gpus();
-      if (cfg.gpus == 0) throw synk::BackendError("--device cuda: no CUDA device is visible");
-      if (cfg.backend == "auto") cfg.backend = SYNK_HAVE_NCCL ? "nccl" : "host-staged";
-      if (cfg.backend == "nccl" && !SYNK_HAVE_NCCL)
-        throw synk::BackendError("--backend nccl: synk was built without NCCL (use --backend host-staged)");
-      if (cfg.backend == "nccl" && cfg.workers > cfg.gpus)
-        throw synk::ArgumentError("--workers " + std::to_string(cfg.workers) + ": NCCL needs one GPU per rank and " +
-                                  std::to_string(cfg.gpus) +
-                                  " are visible; use --backend host-staged to put several ranks on one GPU");
+    cfg.gpus = probe_gpus();
+    if (cfg.gpus == 0) throw synk::BackendError("--device cuda: no CUDA device is visible");
+    if (cfg.backend == "auto") cfg.backend = SYNK_HAVE_NCCL ? "nccl" : "host-staged";
+    if (cfg.backend == "nccl" && !SYNK_HAVE_NCCL)
+      throw synk::BackendError("--backend nccl: synk was built without NCCL (use --backend host-staged)");
+    if (cfg.backend == "nccl" && cfg.workers > cfg.gpus)
+      throw synk::ArgumentError("--workers " + std::to_string(cfg.workers) + ": NCCL needs one GPU per rank and " +
+                                std::to_string(cfg.gpus) +
+                                " are visible; use --backend host-staged to put several ranks on one GPU");
 #endif
-    } else if (cfg.backend != "auto") {
-      throw synk::ArgumentError("--backend " + cfg.backend + " needs --device cuda");
-    }
-    if (cfg.root < 0 || cfg.root >= cfg.workers)
-      throw synk::ArgumentError("--root " + std::to_string(cfg.root) + " out of range for " +
-                                std::to_string(cfg.workers) + " ranks");
-    if (cfg.min_bytes > cfg.max_bytes)
-      throw synk::ArgumentError("--min-bytes is larger than --max-bytes");
-    if (cfg.type == "float") return run<float>(cfg);
-    if (cfg.type == "int32") return run<int32_t>(cfg);
-    if (cfg.type == "double") return run<double>(cfg);
-    return run<int64_t>(cfg);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "synk-collectives: %s\n", e.what());
-    return 1;
+  } else if (cfg.backend != "auto") {
+    throw synk::ArgumentError("--backend " + cfg.backend + " needs --device cuda");
   }
+  if (cfg.root >= cfg.workers)
+    throw synk::ArgumentError("--root " + std::to_string(cfg.root) + ": out of range for " +
+                              std::to_string(cfg.workers) + " ranks (--workers)");
+  // Every size must hold whole elements, and a split op at least one per rank.
+  const size_t elem = cfg.type == "float" || cfg.type == "int32" ? 4 : 8;
+  const bool split = split_op(parse_op(cfg.op));
+  const size_t smallest = split ? elem * static_cast<size_t>(cfg.workers) : elem;
+  if (cfg.min_bytes % elem != 0)
+    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": must be a multiple of " +
+                              std::to_string(elem) + " (one " + cfg.type + ")");
+  if (cfg.min_bytes < smallest)
+    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": " + cfg.op + " over " +
+                              std::to_string(cfg.workers) + " ranks needs at least " + std::to_string(smallest) +
+                              " bytes (one " + cfg.type + " per rank)");
+  if (cfg.max_bytes < cfg.min_bytes)
+    throw synk::ArgumentError("--max-bytes " + std::to_string(cfg.max_bytes) + ": smaller than --min-bytes " +
+                              std::to_string(cfg.min_bytes));
+  if (cfg.type == "float") return run<float>(cfg);
+  if (cfg.type == "int32") return run<int32_t>(cfg);
+  if (cfg.type == "double") return run<double>(cfg);
+  return run<int64_t>(cfg);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return bench::guarded_main("synk-collectives", run_main, argc, argv);
 }

@@ -21,12 +21,12 @@ int run(int argc, char** argv) {
   CLI::App app{"synk-dispatch: round-trip latency of an empty distributed function call"};
   int workers = 2, iters = 100000, warmup = 1000;
   std::string device = "cpu", json_path;
-  app.add_option("--workers", workers, "ranks in total")->check(CLI::Range(1, 256));
+  app.add_option("--workers", workers, "ranks in total")->check(bench::integer(1, 256));
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--iters", iters, "timed calls")->check(CLI::Range(1, 100000000));
-  app.add_option("--warmup", warmup, "untimed calls first")->check(CLI::Range(0, 100000000));
-  app.add_option("--json", json_path, "write the results as JSON to this file");
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--iters", iters, "timed calls")->check(bench::integer(1, 100000000));
+  app.add_option("--warmup", warmup, "untimed calls first")->check(bench::integer(0, 100000000));
+  app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
+  if (!bench::parse(app, argc, argv)) return 0;
   if (device != "cpu") throw synk::ArgumentError("--device " + device + ": CUDA workers are not available yet");
 
   synk::Runtime rt = synk::fork({.workers = workers});

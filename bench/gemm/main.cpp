@@ -102,10 +102,11 @@ int run(int argc, char** argv) {
   app.add_option("--rows", rows_s, "comma-separated rows per process (batch share)");
   app.add_option("--layers", layers_s, "comma-separated layer sizes, input first");
   app.add_option("--copies", copies, "processes running the same measurement at once, one per core")
-      ->check(CLI::Range(1, 256));
-  app.add_option("--reps", reps, "timed steps per measurement (the median is reported)")->check(CLI::Range(1, 100000));
-  app.add_option("--json", json_path, "write the results as JSON to this file");
-  CLI11_PARSE(app, argc, argv);
+      ->check(bench::integer(1, 256));
+  app.add_option("--reps", reps, "timed steps per measurement (the median is reported)")
+      ->check(bench::integer(1, 100000));
+  app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
+  if (!bench::parse(app, argc, argv)) return 0;
   const std::vector<int> rows = parse_list(rows_s, "--rows");
   const std::vector<int> sizes = parse_list(layers_s, "--layers");
   if (sizes.size() < 2 || sizes.size() > kMaxLayers + 1)

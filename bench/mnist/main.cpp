@@ -3,6 +3,7 @@
 // and accuracy; the headline benchmark of synk.
 //
 //   synk-mnist --model mlp --epochs 10 --json mlp.json
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -120,26 +121,37 @@ int run(int argc, char** argv) {
   uint64_t seed = 1;
   float lr = 0.01f, momentum = 0.9f;
   app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
-  app.add_option("--epochs", epochs, "training epochs")->check(CLI::Range(1, 100000));
-  app.add_option("--batch", batch, "minibatch size")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
-  app.add_option("--workers", workers, "ranks in total (1: a single process, no runtime)");
+  app.add_option("--epochs", epochs, "training epochs")->check(bench::integer(1, 100000));
+  app.add_option("--batch", batch, "minibatch size")->check(bench::integer(1, uint64_t{1} << 30));
+  app.add_option("--workers", workers, "ranks in total (1: a single process, no runtime)")
+      ->check(bench::integer(1, 256));
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--data", data, "directory with MNIST-format IDX files");
-  app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout");
-  app.add_option("--json", json_path, "write results as JSON to this file");
-  app.add_option("--lr", lr, "learning rate");
-  app.add_option("--momentum", momentum, "Nesterov momentum");
-  app.add_option("--threads", threads, "BLAS threads per process")->check(CLI::Range(1, 256));
-  app.add_option("--train-limit", train_limit, "use only the first N training images (smoke tests)");
+  app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout")->check(bench::integer(0));
+  app.add_option("--json", json_path, "write results as JSON to this file")->check(bench::writable_file());
+  app.add_option("--lr", lr, "learning rate")->check(bench::number(0, INFINITY, true));
+  app.add_option("--momentum", momentum, "Nesterov momentum")->check(bench::number(0, 1, false, true));
+  app.add_option("--threads", threads, "BLAS threads per process")->check(bench::integer(1, 256));
+  app.add_option("--train-limit", train_limit,
+                 "use only the first N training images (smoke tests; all of them if the set has fewer)")
+      ->check(bench::integer(1));
   bool tf32 = false, graphs = true, host_staged = false;
-  app.add_flag("--host-staged", host_staged,
+  auto* host_staged_flag = app.add_flag("--host-staged", host_staged,
                "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
-  app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
-  app.add_flag("--graphs,!--no-graphs", graphs, "--device cuda: replay each function as a CUDA graph (default on)");
-  CLI11_PARSE(app, argc, argv);
+  auto* tf32_flag = app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
+  auto* graphs_flag =
+      app.add_flag("--graphs,!--no-graphs", graphs, "--device cuda: replay each function as a CUDA graph (default on)");
+  if (!bench::parse(app, argc, argv)) return 0;
 
-  if (workers < 1)
-    throw synk::ArgumentError("--workers " + std::to_string(workers) + ": must be at least 1");
+  // Flags that only mean something with others: refused rather than ignored.
+  if (host_staged_flag->count() && !(device == "cuda" && workers > 1))
+    throw synk::ArgumentError("--host-staged: needs --device cuda and --workers 2 or more");
+  if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
+  if (graphs_flag->count() && device != "cuda")
+    throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
+  struct stat data_st {};
+  if (::stat(data.c_str(), &data_st) != 0 || !S_ISDIR(data_st.st_mode))
+    throw synk::ArgumentError("--data " + data + ": no such directory");
   const bool cuda = device == "cuda";
   // Several CUDA workers: the runtime (rank r on GPU r) checks the devices
   // itself, in a child, so this process has no CUDA context before fork.

@@ -34,14 +34,14 @@ int run(int argc, char** argv) {
   synk_faults::Settings s;
   std::string json_path, only;
   bool markdown = false, verbose = false;
-  app.add_option("--reps", reps, "passes over the matrix")->check(CLI::Range(1, 100000));
+  app.add_option("--reps", reps, "passes over the matrix")->check(bench::integer(1, 100000));
   app.add_option("--timeout-ms", s.timeout_ms, "the runtime's timeout and collective_timeout (the hang cases)")
-      ->check(CLI::Range(50, 600000));
+      ->check(bench::integer(50, 600000));
   app.add_option("--only", only, "run only cases whose name contains this");
-  app.add_option("--json", json_path, "write the results as JSON to this file");
+  app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
   app.add_flag("--markdown", markdown, "also print the table as Markdown");
   app.add_flag("-v,--verbose", verbose, "print every failed case with its message");
-  CLI11_PARSE(app, argc, argv);
+  if (!bench::parse(app, argc, argv)) return 0;
 
   std::vector<synk_faults::Case> cases;
   for (const auto& c : synk_faults::matrix())
