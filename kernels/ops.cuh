@@ -54,13 +54,12 @@ void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, b
                     cudaStream_t stream);
 
 // Dropout mask with 0 < p < 1: the CPU's counter-based hash, bit for bit.
-// The per-call counter is read from device memory (so a replayed CUDA graph
-// draws a new mask each call); key_base is the call-independent part of the
-// key (seed, rank, stream), thr and scale as computed on the CPU.
+// The call number is read from device memory (the session writes it before
+// each call, so a replayed CUDA graph draws a new mask each call); key_base
+// is the call-independent part of the key (seed, rank, stream), thr and
+// scale as computed on the CPU.
 void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base,
                   const unsigned long long* counter, float* y, cudaStream_t stream);
-// *counter += 1, on the stream (the end of every call).
-void increment(unsigned long long* counter, cudaStream_t stream);
 
 // ---- reductions, softmax (kernels/reduce.cu) -----------------------------------------
 // Input dims split into kept dims (their order gives the contiguous output

@@ -1,7 +1,6 @@
 // kernels/pointwise.cu — elementwise kernels of the graph executor:
 // broadcasting binary ops, unary math, casts, strided copies (transpose,
-// broadcast), fused bias/ReLU epilogues, the dropout mask and the call
-// counter.
+// broadcast), fused bias/ReLU epilogues and the dropout mask.
 //
 // Each mirrors its CPU reference in src/exec/cpu/kernels_elementwise.cpp
 // (same formulas, same integer and cast conventions) so results compare
@@ -164,8 +163,6 @@ __global__ void dropout_kernel(int64_t n, uint32_t thr, float scale, uint64_t ke
   }
 }
 
-__global__ void increment_kernel(unsigned long long* counter) { *counter += 1; }
-
 }  // namespace
 
 void binary_f32(BinaryOp op, const StridedGeom& g, const float* a, const float* b, float* o, cudaStream_t stream) {
@@ -227,10 +224,6 @@ void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base, const
                   float* y, cudaStream_t stream) {
   if (n <= 0) return;
   dropout_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, thr, scale, key_base, counter, y);
-}
-
-void increment(unsigned long long* counter, cudaStream_t stream) {
-  increment_kernel<<<1, 1, 0, stream>>>(counter);
 }
 
 }  // namespace synk::kernels

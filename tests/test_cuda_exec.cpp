@@ -1,7 +1,8 @@
 // test_cuda_exec.cpp — the CUDA graph executor (synk::CudaSession) against
 // the CPU Session, the reference: every op, gradients, CUDA-graph replay,
 // dropout masks (bit for bit), update semantics, bad inputs, and a short
-// training run.
+// training run; and, without a device, the device layout of plans
+// (CudaPlanLayout: input slots, planner switches).
 //
 // Suites named Gpu* need a device: CMake labels them `gpu` and they skip
 // with a reason where there is none (or where synk is built without CUDA).
@@ -18,7 +19,12 @@
 #include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
 #if SYNK_HAVE_CUDA
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "exec/cpu/plan.hpp"
 #include "exec/cuda/device.hpp"
+#include "exec/cuda/executor.hpp"
 #endif
 
 using namespace synk;
@@ -595,6 +601,219 @@ TEST(CudaSessionNoDevice, ConstructorThrowsBackendError) {
   } catch (const BackendError& e) {
     EXPECT_NE(std::string(e.what()).find("CudaSession"), std::string::npos) << e.what();
   }
+}
+
+
+// ---- issue 16: read before the first GPU run -----------------------------------------------
+
+// The process-wide planner switches, restored when the test ends.
+struct CompileOptionsGuard {
+#if SYNK_HAVE_CUDA
+  cpu::CompileOptions saved = cpu::default_compile_options();
+  ~CompileOptionsGuard() { cpu::default_compile_options() = saved; }
+#endif
+};
+
+// A function with an input of 300 floats per row that no output or update
+// reads, listed first, next to a used one.
+struct UnusedInput {
+  Graph g;
+  Tensor u, x, w;
+  FunctionSpec spec;
+  UnusedInput() {
+    u = g.input("u", f32, {batch, 300});
+    x = g.input("x", f32, {batch, 3});
+    w = g.variable("w", {3}, Init::constant(1.f));
+    spec = {.name = "unused", .inputs = {u, x}, .outputs = {{sum(x * w)}, {x}}, .updates = {{w, w + sum(x, {0})}}};
+  }
+};
+
+// Item 1, the layout half (no device needed): every input slot the plan
+// has holds the input's whole declared shape at the batch size, inside the
+// arena and apart from the other slots. The planner resolves shapes of
+// needed nodes only, so an unused input used to get a 256-byte slot at the
+// end of the arena, and its 4 x 300 floats were copied past it.
+TEST(CudaPlanLayout, EveryInputSlotHoldsItsInput) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << "synk was built without CUDA";
+#else
+  UnusedInput m;
+  for (bool unused_first : {true, false}) {
+    FunctionSpec spec = m.spec;
+    if (!unused_first) spec.inputs = {m.x, m.u};
+    const FunctionDef def = make_function_def(spec);
+    const int64_t batch_rows = 4;
+    cpu::Plan plan = cpu::compile(m.g.nodes(), def, batch_rows, cuda::plan_options());
+    ASSERT_TRUE(plan.consts.empty()) << "the test needs a plan without constants (no device here)";
+    const cuda::CudaPlan cp = cuda::make_cuda_plan(std::move(plan), m.g.nodes(), def, 1, 0, nullptr);
+    ASSERT_EQ(cp.input_offset.size(), 2u);
+    std::vector<std::pair<int64_t, int64_t>> slots;
+    for (size_t i = 0; i < def.inputs.size(); ++i) {
+      if (cp.input_offset[i] < 0) continue;  // not copied at all: fine
+      const Node& n = m.g.node(def.inputs[i]);
+      const int64_t bytes = batch_rows * n.shape[1] * 4;
+      EXPECT_GE(cp.input_offset[i], 0);
+      EXPECT_LE(cp.input_offset[i] + bytes, cp.arena_bytes) << "input '" << n.name << "' runs past the arena";
+      for (auto [o, e] : slots)
+        EXPECT_TRUE(cp.input_offset[i] + bytes <= o || e <= cp.input_offset[i]) << "input '" << n.name << "' overlaps";
+      slots.emplace_back(cp.input_offset[i], cp.input_offset[i] + bytes);
+    }
+    // The used input has its slot.
+    const size_t xi = unused_first ? 1 : 0;
+    EXPECT_GE(cp.input_offset[xi], 0);
+  }
+#endif
+}
+
+// Item 6, the planner half: CUDA plans never carry the CPU-only steps,
+// whatever the process-wide defaults say, and a plan that does is refused.
+TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << "synk was built without CUDA";
+#else
+  CompileOptionsGuard guard;
+  cpu::default_compile_options().fuse_elementwise = true;
+  cpu::default_compile_options().outputs_external = true;
+  cpu::default_compile_options().reuse = false;
+  const cpu::CompileOptions o = cuda::plan_options();
+  EXPECT_FALSE(o.fuse_elementwise);
+  EXPECT_FALSE(o.outputs_external);
+  EXPECT_FALSE(o.reuse) << "the other switches come from the defaults";
+
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 8});
+  Tensor v = g.variable("v", {8}, Init::uniform(-1.f, 1.f));
+  const FunctionDef def =
+      make_function_def({.name = "chain", .inputs = {x}, .outputs = {{tanh(x * v) * v + x}}, .updates = {}});
+  cpu::Plan cpu_plan = cpu::compile(g.nodes(), def, 4, cpu::default_compile_options());
+  bool cpu_only = !cpu_plan.fused.empty();
+  for (const cpu::ValueLoc& l : cpu_plan.loc) cpu_only = cpu_only || l.kind == cpu::Loc::Output;
+  ASSERT_TRUE(cpu_only) << "the defaults did not make CPU-only steps; the test shows nothing";
+  ASSERT_TRUE(cpu_plan.consts.empty());
+  try {
+    (void)cuda::make_cuda_plan(std::move(cpu_plan), g.nodes(), def, 1, 0, nullptr);
+    FAIL() << "the CUDA executor took a plan with CPU-only steps";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("chain"), std::string::npos) << e.what();
+  }
+  cpu::Plan plan = cpu::compile(g.nodes(), def, 4, cuda::plan_options());
+  EXPECT_TRUE(plan.fused.empty());
+  EXPECT_NO_THROW((void)cuda::make_cuda_plan(std::move(plan), g.nodes(), def, 1, 0, nullptr));
+#endif
+}
+
+// Item 1 on the device: the unused input is not copied over the next slot
+// or past the arena; results and variables equal the CPU's.
+TEST(GpuSession, UnusedInputOfManyFloats) {
+  SYNK_REQUIRE_GPU();
+  UnusedInput m;
+  Session cpu(m.g, {.seed = 3});
+  CudaSession gpu(m.g, {.seed = 3});
+  auto fc = cpu.function(m.spec);
+  auto fg = gpu.function(m.spec);
+  for (int call = 0; call < 4; ++call) {
+    const int64_t rows = call == 2 ? 7 : 4;
+    Array u = rnd({rows, 300}, 1e6f, 2e6f, 40 + static_cast<uint32_t>(call));
+    Array x = rnd({rows, 3}, -1.f, 1.f, 50 + static_cast<uint32_t>(call));
+    auto rc = fc({u, x}), rg = fg({u, x});
+    for (size_t k = 0; k < rc.size(); ++k)
+      expect_close(rc[k], rg[k], 1e-5f, 1e-5f, "call " + std::to_string(call) + " output " + std::to_string(k));
+  }
+  expect_close(cpu.get("w"), gpu.get("w"), 1e-5f, 1e-5f, "w");
+}
+
+// Item 4: constants are uploaded on the session's stream, so the first
+// (eager) call reads them uploaded.
+TEST(GpuSession, ConstantsReadyOnTheFirstCall) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 5});
+  Tensor y = x;
+  for (int k = 1; k <= 40; ++k) y = y * (1.f + 0.001f * static_cast<float>(k)) + static_cast<float>(k);
+  FunctionSpec spec{.name = "consts", .inputs = {x}, .outputs = {{y}}, .updates = {}};
+  auto [ref, got] = run_both(g, spec, {rnd({6, 5}, -1.f, 1.f, 9)});
+  expect_close(ref[0], got[0], 1e-3f, 1e-5f, "first call");
+}
+
+// Item 5: a call refused for a bad label counts on both devices, so the
+// next dropout masks stay equal to the CPU's.
+TEST(GpuGraphReplay, DropoutMasksStayInStepAfterARefusedCall) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 257});
+  Tensor y = g.input("y", i32, {batch});
+  Tensor d = dropout(x, 0.4f);
+  FunctionSpec spec{.name = "drop", .inputs = {x, y}, .outputs = {{d}, {mean(softmax_cross_entropy(d, y))}},
+                    .updates = {}};
+  Session cpu(g, {.seed = 8, .rank = 1});
+  CudaSession gpu(g, {.seed = 8, .rank = 1});
+  auto fc = cpu.function(spec);
+  auto fg = gpu.function(spec);
+  Array ones = Array::from(std::vector<float>(3 * 257, 1.f), {3, 257});
+  Array good = Array::from(std::vector<int32_t>{0, 5, 256}, {3});
+  Array bad = Array::from(std::vector<int32_t>{0, 257, 1}, {3});
+  for (int call = 0; call < 5; ++call) {
+    if (call == 1 || call == 3) {
+      EXPECT_THROW(fc({ones, bad}), ArgumentError);
+      EXPECT_THROW(fg({ones, bad}), ArgumentError);
+      continue;
+    }
+    expect_close(fc({ones, good})[0], fg({ones, good})[0], 0.f, 0.f, "mask of call " + std::to_string(call));
+  }
+}
+
+// Item 6 on the device: the CPU-only defaults switched on process-wide
+// change nothing on the GPU.
+TEST(GpuSession, IgnoresCpuOnlyPlannerDefaults) {
+  SYNK_REQUIRE_GPU();
+  CompileOptionsGuard guard;
+#if SYNK_HAVE_CUDA
+  cpu::default_compile_options().fuse_elementwise = true;
+  cpu::default_compile_options().outputs_external = true;
+#endif
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 8});
+  Tensor v = g.variable("v", {8}, Init::uniform(-1.f, 1.f));
+  FunctionSpec spec{.name = "chain", .inputs = {x}, .outputs = {{tanh(x * v) * v + x}, {sum(x)}}, .updates = {}};
+  auto [ref, got] = run_both(g, spec, {rnd({5, 8}, -1.f, 1.f, 2)}, {}, 3);
+  for (size_t k = 0; k < ref.size(); ++k) expect_close(ref[k], got[k], 1e-5f, 1e-4f, "output " + std::to_string(k));
+}
+
+// Item 3 on the device: a child forked after its parent initialised CUDA
+// cannot use it; its CudaSession must say that initialisation failed, not
+// that there is no device.
+TEST(GpuSession, ForkedChildReportsInitialisationFailure) {
+  SYNK_REQUIRE_GPU();
+#if SYNK_HAVE_CUDA
+  Graph g;
+  g.variable("w", {2}, Init::zeros());
+  CudaSession parent(g);  // CUDA initialised here
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string msg = "constructed";
+    try {
+      CudaSession child(g);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    }
+    [[maybe_unused]] auto w = ::write(fds[1], msg.data(), msg.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string msg;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  if (msg == "constructed") GTEST_SKIP() << "this driver lets a forked child use CUDA";
+  EXPECT_EQ(msg.find("no CUDA device is visible"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("CUDA"), std::string::npos) << msg;
+#endif
 }
 
 }  // namespace

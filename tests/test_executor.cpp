@@ -242,6 +242,53 @@ TEST(Executor, BadInputsThrowAndNextCallWorks) {
   EXPECT_NE(s.get("l1/W").to_vector<float>(), w0);
 }
 
+// An input listed in a function but read by no output or update (issue 16,
+// item 1; the CUDA half is GpuSession.UnusedInputOfManyFloats): the call
+// takes and checks it, and computes the rest as without it.
+TEST(Executor, UnusedInputOfManyFloats) {
+  Graph g;
+  Tensor u = g.input("u", f32, {synk::batch, 300});
+  Tensor x = g.input("x", f32, {synk::batch, 3});
+  Tensor w = g.variable("w", {3}, synk::Init::constant(1.f));
+  synk::Session s(g, {.seed = 1});
+  auto f = s.function({.name = "unused", .inputs = {u, x}, .outputs = {{synk::sum(x * w)}, {x}},
+                       .updates = {{w, w + synk::sum(x, {0})}}});
+  const Array uv = Array::from(std::vector<float>(4 * 300, 7.f), {4, 300});
+  const Array xv = Array::from(std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {4, 3});
+  auto r = f({uv, xv});
+  EXPECT_EQ(r[0].scalar(), 78.f);
+  EXPECT_EQ(r[1].to_vector<float>(), xv.to_vector<float>());
+  EXPECT_EQ(s.get("w").to_vector<float>(), (std::vector<float>{23.f, 27.f, 31.f}));
+  EXPECT_EQ(f({uv, xv})[0].scalar(), 23.f * 22 + 27.f * 26 + 31.f * 30);  // with the updated w
+  EXPECT_THROW(f({Array::zeros(f32, {4, 299}), xv}), synk::ShapeError);  // still checked
+}
+
+// A call refused for an out-of-range label counts as a call: the dropout
+// masks after it are those of the next call number. This is the reference
+// the CUDA session keeps in step with (issue 16, item 5; the CUDA half is
+// GpuGraphReplay.DropoutMasksStayInStepAfterARefusedCall).
+TEST(Executor, CallRefusedForALabelCountsForDropout) {
+  Graph g;
+  Tensor x = g.input("x", f32, {synk::batch, 64});
+  Tensor y = g.input("y", i32, {synk::batch});
+  Tensor d = synk::dropout(x, 0.5f);
+  synk::FunctionSpec spec{.name = "drop", .inputs = {x, y},
+                          .outputs = {{d}, {synk::mean(synk::softmax_cross_entropy(d, y))}}, .updates = {}};
+  const Array ones = Array::from(std::vector<float>(2 * 64, 1.f), {2, 64});
+  const Array good = Array::from(std::vector<int32_t>{0, 63}, {2});
+  const Array bad = Array::from(std::vector<int32_t>{0, 64}, {2});
+  synk::Session a(g, {.seed = 5}), b(g, {.seed = 5});
+  auto fa = a.function(spec), fb = b.function(spec);
+  const std::vector<float> first = fa({ones, good})[0].to_vector<float>();
+  EXPECT_THROW(fa({ones, bad}), synk::ArgumentError);
+  const std::vector<float> after = fa({ones, good})[0].to_vector<float>();
+  std::vector<std::vector<float>> masks;
+  for (int call = 0; call < 3; ++call) masks.push_back(fb({ones, good})[0].to_vector<float>());
+  EXPECT_EQ(first, masks[0]);
+  EXPECT_NE(after, masks[1]) << "the refused call did not count";
+  EXPECT_EQ(after, masks[2]);
+}
+
 TEST(Executor, UpdatesAppliedAfterOutputs) {
   Graph g;
   auto w = g.variable("w", {3}, synk::Init::constant(1.f));

@@ -5,10 +5,10 @@
 // Functions take and return host arrays. Per function and batch size the
 // planner of the CPU executor resolves shapes and places every value in one
 // device arena. The first call runs eagerly (warm-up), the second records
-// all its work (cuBLAS GEMMs, kernels in kernels/, update copies, the
-// dropout call counter) as a CUDA graph and later calls replay it: a call
-// is then the input copies, one graph launch, the output copies and one
-// stream synchronisation.
+// all its work (cuBLAS GEMMs, kernels in kernels/, update copies) as a
+// CUDA graph and later calls replay it: a call is then the copies of the
+// call number (dropout) and the inputs, one graph launch, the output copies
+// and one stream synchronisation.
 //
 //   if (synk::CudaSession::available()) {
 //     synk::CudaSession s(g, {.seed = 1});
@@ -18,8 +18,9 @@
 //   }
 //
 // Dropout masks equal the CPU Session's bit for bit (same seed, rank and
-// call count). Where synk is built without CUDA, or there is no device, the
-// constructor throws BackendError saying what the CUDA runtime answered.
+// call count, where a call refused for a bad label counts too). Where synk
+// is built without CUDA, or there is no device, the constructor throws
+// BackendError saying what the CUDA runtime answered.
 #pragma once
 
 #include <cstdint>

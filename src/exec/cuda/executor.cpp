@@ -273,11 +273,27 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
 
 }  // namespace
 
+cpu::CompileOptions plan_options() {
+  cpu::CompileOptions o = cpu::default_compile_options();
+  o.fuse_elementwise = false;
+  o.outputs_external = false;
+  return o;
+}
+
 CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
-                        int rank) {
+                        int rank, cudaStream_t stream) {
   CudaPlan cp;
   cp.p = std::move(p);
   const cpu::Plan& q = cp.p;
+  // Steps and locations only the CPU executor runs (plan_options() turns
+  // them off): refuse them here rather than run a wrong call.
+  bool cpu_only = !q.fused.empty();
+  for (const cpu::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0;
+  for (const cpu::ValueLoc& l : q.loc) cpu_only = cpu_only || l.kind == cpu::Loc::Output;
+  if (cpu_only)
+    throw BackendError("function '" + def.name +
+                       "': the CUDA executor got a plan with fused elementwise groups or outputs in caller "
+                       "buffers, which only the CPU executor runs (compile with cuda::plan_options())");
   const size_t nsteps = q.steps.size();
   cp.conv_chunk.assign(nsteps, 1);
   cp.dropout_key.assign(nsteps, 0);
@@ -325,17 +341,30 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
       top = align_up(top + numel(q.shapes[static_cast<size_t>(id)]) * 4);
     }
   }
-  cp.input_offset.assign(def.inputs.size(), 0);
+  // A slot for each input the plan reads. The planner resolves shapes of
+  // needed nodes only: an input no output or update uses keeps an empty
+  // shape there, gets no slot and is never copied.
+  cp.input_offset.assign(def.inputs.size(), -1);
+  cp.input_bytes.assign(def.inputs.size(), 0);
   for (size_t i = 0; i < def.inputs.size(); ++i) {
     const int32_t id = def.inputs[i];
+    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(id)];
+    if (l.kind != cpu::Loc::Input || l.index != static_cast<int32_t>(i)) continue;
     cp.input_offset[i] = top;
-    top = align_up(top + numel(q.shapes[static_cast<size_t>(id)]) * 4);
+    cp.input_bytes[i] = numel(q.shapes[static_cast<size_t>(id)]) *
+                        static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(id)].dtype));
+    top = align_up(top + cp.input_bytes[i]);
   }
   cp.arena_bytes = std::max<int64_t>(top, kAlign);
 
   if (!q.consts.empty()) {
+    // On the plan's stream: a non-blocking stream does not wait for the
+    // legacy stream a plain cudaMemcpy would use (and whose DMA from
+    // pageable memory may still run when it returns). q.consts lives as
+    // long as the plan.
     cp.consts = DeviceBuffer(q.consts.size() * sizeof(uint32_t));
-    SYNK_CUDA_CHECK(cudaMemcpy(cp.consts.data(), q.consts.data(), cp.consts.bytes(), cudaMemcpyHostToDevice));
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(cp.consts.data(), q.consts.data(), cp.consts.bytes(), cudaMemcpyHostToDevice,
+                                    stream));
   }
   return cp;
 }
@@ -402,8 +431,6 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
     if (bytes > 0 && src != dst)
       SYNK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx.stream));
   }
-  // Every call advances the dropout counter, as the CPU Session's does.
-  kernels::increment(cx.counter, cx.stream);
   SYNK_CUDA_CHECK(cudaGetLastError());
   if (cx.sync_each_step) SYNK_CUDA_CHECK(cudaStreamSynchronize(cx.stream));
 }

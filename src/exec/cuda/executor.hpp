@@ -23,7 +23,8 @@ struct CudaPlan {
   cpu::Plan p;                          // schedule, shapes, arena offsets
   int64_t work_offset = 0;              // conv workspace (bytes into the arena)
   std::vector<int64_t> conv_chunk;      // per step: images per im2col chunk
-  std::vector<int64_t> input_offset;    // per function input
+  std::vector<int64_t> input_offset;    // per function input; -1: not read by the plan, never copied
+  std::vector<int64_t> input_bytes;     // per function input: its slot's size (0 when not placed)
   std::vector<int64_t> stage_offset;    // per p.copies entry, -1: not staged
   std::vector<int64_t> snapshot_offset; // per output, -1: read in place
   std::vector<uint64_t> dropout_key;    // per step: call-independent key part
@@ -40,24 +41,32 @@ struct ExecContext {
   cudaStream_t stream = nullptr;
   const Blas* blas = nullptr;
   uint8_t* arena = nullptr;
-  unsigned long long* counter = nullptr;  // dropout call counter (device)
+  const unsigned long long* counter = nullptr;  // this call's number, for dropout (device)
   unsigned long long* bad_row = nullptr;  // first out-of-range label row (device)
   const std::string* function = nullptr;  // for error messages
   bool sync_each_step = false;
 };
 
-// Device layout of a compiled CPU plan. Allocates the constants on the
-// current device.
+// The planner options CUDA plans are compiled with: the process-wide
+// defaults (cpu::default_compile_options) with the CPU-only switches forced
+// off, since this executor runs no fused elementwise groups and binds no
+// outputs to caller buffers.
+cpu::CompileOptions plan_options();
+
+// Device layout of a compiled CPU plan; throws BackendError for a plan with
+// steps or locations only the CPU executor runs (not compiled with
+// plan_options()). Allocates the constants on the current device and
+// uploads them on `stream`, the stream the plan's work is enqueued on.
 CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
-                        int rank);
+                        int rank, cudaStream_t stream);
 
 // Points p.ptr at this call's storage: arena, input slots, variables
 // (var_ptr by node id), constants.
 void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr);
 
-// Enqueues the whole call after the inputs are in place: every step, the
-// output snapshots, the update copies and the dropout counter increment.
-// Errors name the function, op and node.
+// Enqueues the whole call after the inputs and the call's dropout counter
+// (ExecContext::counter) are in place: every step, the output snapshots and
+// the update copies. Errors name the function, op and node.
 void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
 
 }  // namespace synk::cuda

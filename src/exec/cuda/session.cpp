@@ -66,7 +66,12 @@ struct CudaSession::Impl {
   size_t scanned = 0;
   cuda::DeviceBuffer arena;
   uint64_t arena_gen = 0;
-  cuda::DeviceBuffer counter;  // unsigned long long: calls so far (dropout)
+  cuda::DeviceBuffer counter;  // unsigned long long: this call's number (dropout), written per call
+  // Calls so far, counted at the point where the CPU Session counts them
+  // (after the input checks, before the label checks), so that dropout
+  // masks stay equal to the CPU's after a refused call.
+  uint64_t calls = 0;
+  unsigned long long call_no = 0;  // host source of the counter upload
   cuda::DeviceBuffer bad_row;  // unsigned long long: first bad label row
   uint64_t captures = 0;
   std::vector<FunctionState> fns;
@@ -157,11 +162,19 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   // ---- plan for this batch size ----------------------------------------------------
   auto it = f.plans.find(b);
   if (it == f.plans.end()) {
-    cpu::Plan plan = cpu::compile(nodes, def, b, cpu::default_compile_options());
-    auto cp = std::make_unique<cuda::CudaPlan>(cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, opts.rank));
+    cpu::Plan plan = cpu::compile(nodes, def, b, cuda::plan_options());
+    auto cp = std::make_unique<cuda::CudaPlan>(
+        cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, opts.rank, s()));
     it = f.plans.emplace(b, std::move(cp)).first;
   }
   cuda::CudaPlan& cp = *it->second;
+  if (into)
+    for (size_t k = 0; k < cp.p.outputs.size(); ++k)
+      if (!(*into)[k] && numel(cp.p.shapes[static_cast<size_t>(cp.p.outputs[k])]) > 0)
+        throw ArgumentError(fn_label(def) + ": call_into: output buffer " + std::to_string(k) + " is null");
+  // From here on the call counts, as on the CPU, where a bad label is found
+  // while the call runs.
+  call_no = calls++;
   check_labels(cp, def, inputs);
   reserve_arena(cp.arena_bytes);
   auto* base = static_cast<uint8_t*>(arena.data());
@@ -177,9 +190,15 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   cx.sync_each_step = opts.sync_each_step;
 
   try {
-    // ---- inputs into their slots ---------------------------------------------------
+    // ---- the call number and the inputs into their slots ---------------------------
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(counter.data(), &call_no, sizeof call_no, cudaMemcpyHostToDevice, s()));
     for (size_t i = 0; i < inputs.size(); ++i) {
+      if (cp.input_offset[i] < 0) continue;  // read by no output or update
       const size_t bytes = static_cast<size_t>(inputs[i].numel()) * dtype_size(inputs[i].dtype);
+      if (bytes != static_cast<size_t>(cp.input_bytes[i]))
+        throw BackendError(fn_label(def) + ": input " + std::to_string(i) + " has " + std::to_string(bytes) +
+                           " bytes but its device slot " + std::to_string(cp.input_bytes[i]) +
+                           " (internal error: the checked input and the plan disagree)");
       if (bytes > 0)
         SYNK_CUDA_CHECK(cudaMemcpyAsync(base + cp.input_offset[i], inputs[i].data, bytes, cudaMemcpyDefault, s()));
     }
