@@ -1,6 +1,6 @@
 // tests/package/main.cpp — the consumer of an installed synk: builds a small
-// graph with gradients, round-trips it through the serialiser and checks a
-// synk::Error crosses the library boundary. Exit code 0 means the package's
+// graph with gradients, round-trips it through the serialiser, checks a
+// synk::Error crosses the library boundary and runs a function on two ranks. Exit code 0 means the package's
 // headers, config header, library and exported target all work.
 #include <synk/synk.hpp>
 
@@ -50,6 +50,14 @@ int main() {
 
     auto a = synk::Array::from(std::vector<float>{1.5f}, {});
     check(a.scalar() == 1.5f, "Array round trip");
+
+    // The runtime from the package: two CPU ranks, each summing its rows.
+    synk::Runtime rt = synk::fork({.workers = 2});
+    auto total = rt.function({"total", {x}, {{synk::sum(x), synk::Collect::sum}}});
+    rt.distribute();
+    synk::Data X = rt.data(synk::Array::from(std::vector<float>(12, 0.5f), {4, 3}));
+    check(total({X})[0].scalar() == 6.f, "a function on two ranks sums every row once");
+    rt.close();
   } catch (const synk::Error& e) {
     std::printf("FAIL: unexpected synk::Error: %s\n", e.what());
     return 1;

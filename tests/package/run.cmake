@@ -4,7 +4,13 @@
 # outside project would use an installed synk.
 #
 # Inputs (-D): SYNK_BUILD_DIR, CONSUMER_SOURCE_DIR, WORK_DIR, GENERATOR,
-# BUILD_TYPE, CXX_COMPILER, SANITIZE.
+# BUILD_TYPE, CXX_COMPILER, SANITIZE. With STATIC_FROM_SOURCE=<synk source
+# dir> it first builds libsynk as a static library (CPU only, library only)
+# in WORK_DIR and installs that instead of SYNK_BUILD_DIR, so the static
+# package's exported link dependencies are checked too.
+if(STATIC_FROM_SOURCE)
+  set(SYNK_BUILD_DIR ${WORK_DIR}/synk-static)
+endif()
 foreach(v SYNK_BUILD_DIR CONSUMER_SOURCE_DIR WORK_DIR GENERATOR)
   if(NOT ${v})
     message(FATAL_ERROR "run.cmake: ${v} is not set")
@@ -24,6 +30,17 @@ function(step what)
     message(FATAL_ERROR "package test: ${what} failed (${rc}): ${ARGN}")
   endif()
 endfunction()
+
+if(STATIC_FROM_SOURCE)
+  step("configure static synk" ${CMAKE_COMMAND} -S ${STATIC_FROM_SOURCE} -B ${SYNK_BUILD_DIR}
+       -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_CXX_COMPILER=${CXX_COMPILER}
+       -DBUILD_SHARED_LIBS=OFF -DSYNK_WITH_CUDA=OFF -DSYNK_BUILD_TESTS=OFF
+       -DSYNK_BUILD_BENCH=OFF -DSYNK_BUILD_EXAMPLES=OFF)
+  step("build static synk" ${CMAKE_COMMAND} --build ${SYNK_BUILD_DIR} --config ${BUILD_TYPE} --parallel 2)
+  if(NOT EXISTS ${SYNK_BUILD_DIR}/lib/libsynk.a)
+    message(FATAL_ERROR "package test: the static build made no lib/libsynk.a")
+  endif()
+endif()
 
 step("install" ${CMAKE_COMMAND} --install ${SYNK_BUILD_DIR} --prefix ${prefix}
      --config ${BUILD_TYPE})
