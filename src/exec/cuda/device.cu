@@ -73,7 +73,7 @@ std::string DeviceProbe::describe() const {
   switch (static_cast<cudaError_t>(error)) {
     case cudaErrorNoDevice: return "no CUDA device is visible (" + what + ")";
     case cudaErrorInsufficientDriver:
-      return "no CUDA device is visible (" + what + ": no CUDA driver, or one older than the runtime)";
+      return "no CUDA device is visible (" + what + "; no CUDA driver, or one older than the runtime)";
     case cudaErrorInitializationError:
       return "CUDA initialisation failed: " + name + " (" + text +
              "; a process forked after its parent initialised CUDA gets this)";
