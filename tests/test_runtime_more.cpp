@@ -2,6 +2,7 @@
 // (integer data, exact equality), the training step against one process,
 // map, and failures (workers killed, exiting, crashing, throwing; SIGTERM to
 // the master). Processes forked by the tests report by exit code only.
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/core.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -330,6 +332,39 @@ TEST(RuntimeFailure, SigtermToMasterLeavesNothing) {
       if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     EXPECT_TRUE(gone) << "worker " << w << " outlived its master";
+  }
+}
+
+// workers = 0 means one rank per visible GPU for CUDA ranks (device "cuda",
+// or "auto" with a GPU), else one per usable CPU. The GPU count is faked
+// (the ranks are made but never compile anything, so no GPU is touched).
+TEST(RuntimeRanks, WorkersZeroIsOneRankPerGpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  const int cpus = CPU_COUNT(&set);
+  struct Reset {
+    ~Reset() { detail::test_hooks().fake_gpu_count = -1; }
+  } reset;
+  auto ranks = [](const char* device, int gpus, int workers = 0, CommBackend comm = CommBackend::automatic) {
+    detail::test_hooks().fake_gpu_count = gpus;
+    Runtime rt = synk::fork({.workers = workers, .device = device, .comm = comm});
+    const int n = rt.size();
+    rt.close();
+    return n;
+  };
+  EXPECT_EQ(ranks("cuda", 3), 3);
+  EXPECT_EQ(ranks("cuda", 1), 1);
+  EXPECT_EQ(ranks("auto", 2), 2);
+  EXPECT_EQ(ranks("auto", 0), cpus) << "auto without a GPU: one CPU rank per core";
+  EXPECT_EQ(ranks("cpu", 3), cpus) << "cpu ranks ignore the GPUs";
+  EXPECT_EQ(ranks("cuda", 1, 3, CommBackend::host_staged), 3) << "an explicit count is kept";
+  EXPECT_THROW(ranks("cuda", 1, 2), ArgumentError) << "more ranks than GPUs need host_staged";
+  try {
+    ranks("cuda", 0);
+    ADD_FAILURE() << "device cuda without a GPU was accepted";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
   }
 }
 

@@ -117,7 +117,9 @@ class WorkerError : public Error {
 enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 
 struct RuntimeOptions {
-  int workers = 0;            // ranks in total, master included; 0: one per usable CPU
+  // Ranks in total, master included. 0: one per visible GPU for CUDA ranks
+  // (device "cuda", or "auto" with a GPU), else one per usable CPU.
+  int workers = 0;
   // "cpu"; "cuda": rank r computes on GPU r of the visible ones (a
   // CudaSession per rank; more ranks than GPUs only with comm =
   // host_staged, rank r then on GPU r % count); "auto": "cuda" when a GPU is

@@ -91,6 +91,11 @@ struct TestHooks {
   void (*on_command)(int cmd, int rank, CommandHeader& hdr) = nullptr;
   // A worker calls this in distribute() before compiling the functions.
   void (*before_compile)(int rank) = nullptr;
+  // >= 0: fork() takes this as the number of visible GPUs instead of
+  // counting them, and skips its check that this process has not
+  // initialised CUDA (tests of the rank count, whose ranks never use CUDA,
+  // on machines without a GPU).
+  int fake_gpu_count = -1;
 };
 TestHooks& test_hooks();
 

@@ -506,10 +506,9 @@ bool cuda_context_noted() noexcept { return g_cuda_context.load(); }
 Runtime fork(const RuntimeOptions& opts) {
   using namespace detail;
   const std::vector<int> cpus = usable_cpus();
-  const int n = opts.workers == 0 ? static_cast<int>(cpus.size()) : opts.workers;
-  if (n < 1 || n > kMaxRanks)
-    throw ArgumentError("synk::fork: workers must be in [1, " + std::to_string(kMaxRanks) + "], got " +
-                        std::to_string(opts.workers));
+  if (opts.workers < 0 || opts.workers > kMaxRanks)
+    throw ArgumentError("synk::fork: workers must be 0 (one per GPU, or per CPU) or in [1, " +
+                        std::to_string(kMaxRanks) + "], got " + std::to_string(opts.workers));
   const std::string device = opts.device ? opts.device : "";
   if (device != "cpu" && device != "cuda" && device != "auto")
     throw ArgumentError("synk::fork: device '" + device + "' is not one of \"cpu\", \"cuda\", \"auto\"");
@@ -528,16 +527,22 @@ Runtime fork(const RuntimeOptions& opts) {
   bool cuda = false, nccl = false;
   int gpus = 0;
   if (device != "cpu") {
-    if (cuda_context_noted())
+    if (test_hooks().fake_gpu_count < 0 && cuda_context_noted())
       throw ArgumentError("synk::fork: device '" + device +
                           "': this process has already initialised CUDA (a CudaSession, or a device query such "
                           "as synk::cuda::device_count()), which forked CUDA workers cannot use; fork the runtime "
                           "before any CUDA work, once per process (CudaSession::available() may come before)");
     std::string why;
-    gpus = cuda_devices(&why);
+    gpus = test_hooks().fake_gpu_count >= 0 ? test_hooks().fake_gpu_count : cuda_devices(&why);
+    if (gpus == 0 && why.empty()) why = "no CUDA device is visible";
     cuda = device == "cuda" || gpus > 0;
     if (cuda && gpus == 0) throw BackendError("synk::fork: device 'cuda' but " + why);
-    if (cuda && n > gpus && opts.comm != CommBackend::host_staged)
+  }
+  // workers = 0: one rank per visible GPU for CUDA ranks, else per usable CPU.
+  const int n = opts.workers != 0 ? opts.workers : cuda ? std::min(gpus, kMaxRanks)
+                                                        : std::min(static_cast<int>(cpus.size()), kMaxRanks);
+  if (cuda) {
+    if (n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
                           " visible GPU(s); more workers than GPUs need comm = CommBackend::host_staged");
     nccl = cuda && want_nccl(opts.comm, n, gpus);
