@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <utility>
 
 #include "synk/synk.hpp"
 
@@ -214,4 +216,94 @@ TEST(GraphShapes, HugeShapesAreRefusedNotWrapped) {
   Graph g;
   EXPECT_THROW(g.variable("v", {big, big}), ShapeError);
   EXPECT_THROW(g.input("x", f32, {batch, (Dim{1} << 62) + 1, 4}), ShapeError);
+}
+
+// Every unary op whose kernels take f32 only refuses an i32 operand when the
+// graph is built (relu and square used to accept it and fail at run time).
+TEST(GraphShapes, F32OnlyUnaryOpsRefuseI32WhenBuilt) {
+  Graph g;
+  auto x = g.input("x", i32, {batch, 3});
+  const std::vector<std::pair<const char*, std::function<Tensor(Tensor)>>> ops = {
+      {"relu", [](Tensor t) { return relu(t); }},       {"square", [](Tensor t) { return square(t); }},
+      {"tanh", [](Tensor t) { return synk::tanh(t); }}, {"sigmoid", [](Tensor t) { return sigmoid(t); }},
+      {"exp", [](Tensor t) { return synk::exp(t); }},   {"log", [](Tensor t) { return synk::log(t); }},
+      {"sqrt", [](Tensor t) { return synk::sqrt(t); }}, {"pow", [](Tensor t) { return synk::pow(t, 2.f); }},
+  };
+  for (const auto& [name, op] : ops) {
+    std::string msg = error_of<TypeError>([&] { op(x); });
+    EXPECT_NE(msg.find(name), std::string::npos) << msg;
+    EXPECT_NE(msg.find("i32"), std::string::npos) << msg;
+    EXPECT_EQ(op(cast(x, f32)).dtype(), f32) << name;
+  }
+  EXPECT_EQ(neg(x).dtype(), i32);  // neg has an i32 kernel
+  EXPECT_EQ((-x).dtype(), i32);
+}
+
+// A float scalar with an i32 tensor is never truncated: a whole number is
+// an exact i32 constant, anything else is a TypeError naming the op and the
+// scalar.
+TEST(GraphShapes, FractionalScalarWithI32TensorIsRefused) {
+  Graph g;
+  auto x = g.input("x", i32, {batch, 3});
+  std::string msg = error_of<TypeError>([&] { x * 0.5f; });
+  EXPECT_NE(msg.find("mul"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("0.5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("i32"), std::string::npos) << msg;
+  msg = error_of<TypeError>([&] { x + 2.7f; });
+  EXPECT_NE(msg.find("add"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("2.7"), std::string::npos) << msg;
+  EXPECT_THROW(0.5f * x, TypeError);
+  EXPECT_THROW(1.25f - x, TypeError);
+  EXPECT_THROW(x / 0.1f, TypeError);
+  EXPECT_THROW(3.5f / x, TypeError);
+  EXPECT_THROW(x + NAN, TypeError);
+  EXPECT_THROW(x + INFINITY, TypeError);
+  EXPECT_THROW(x * 3e9f, TypeError);  // whole, but not an i32
+  // Whole numbers are exact.
+  EXPECT_EQ((x * 2.f).dtype(), i32);
+  EXPECT_EQ((x - -3.f).dtype(), i32);
+  EXPECT_EQ((x + -2147483648.f).dtype(), i32);
+  // An f32 tensor takes any float.
+  auto y = g.input("y", f32, {3});
+  EXPECT_EQ((y * 0.5f).dtype(), f32);
+}
+
+// The kernels iterate over at most 8 dims once adjacent dims that step alike
+// are merged; shapes that need more are refused when the graph is built,
+// with a ShapeError naming the op and the shapes.
+TEST(GraphShapes, MoreThanEightLoopDimsRefusedWhenBuilt) {
+  Graph g;
+  auto a = g.input("a", f32, {2, 1, 2, 1, 2, 1, 2, 1, 2});
+  auto b = g.input("b", f32, {1, 2, 1, 2, 1, 2, 1, 2, 1});
+  std::string msg = error_of<ShapeError>([&] { a + b; });
+  EXPECT_NE(msg.find("add"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[2, 1, 2, 1, 2, 1, 2, 1, 2]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at most 8"), std::string::npos) << msg;
+  EXPECT_THROW(equal(a, b), ShapeError);
+
+  auto x = g.input("x", f32, {2, 3, 2, 3, 2, 3, 2, 3, 2});
+  msg = error_of<ShapeError>([&] { transpose(x); });
+  EXPECT_NE(msg.find("transpose"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at most 8"), std::string::npos) << msg;
+  msg = error_of<ShapeError>([&] { sum(x, {0, 2, 4, 6, 8}); });
+  EXPECT_NE(msg.find("sum"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at most 8"), std::string::npos) << msg;
+  EXPECT_THROW(max(x, {1, 3, 5, 7}), ShapeError);
+  EXPECT_THROW(mean(x, {0, 2, 4, 6, 8}, true), ShapeError);
+  EXPECT_THROW(broadcast_to(a, {2, 3, 2, 3, 2, 3, 2, 3, 2}), ShapeError);
+
+  // The batch dim counts as larger than 1.
+  auto ab = g.input("ab", f32, {batch, 1, 2, 1, 2, 1, 2, 1, 2});
+  EXPECT_THROW(ab + b, ShapeError);
+
+  // Many dims that merge are fine: same shapes, 8 runs, size-1 dims.
+  EXPECT_EQ((x + x).shape(), x.shape());
+  auto a8 = g.input("a8", f32, {2, 1, 2, 1, 2, 1, 2, 1});
+  auto b8 = g.input("b8", f32, {1, 2, 1, 2, 1, 2, 1, 2});
+  EXPECT_EQ((a8 + b8).ndim(), 8);
+  auto ones = g.input("ones", f32, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2});
+  EXPECT_EQ((ones + a).ndim(), 11);
+  EXPECT_EQ(sum(x, {0, 1, 2, 3, 4}).shape(), (Shape{3, 2, 3, 2}));
+  EXPECT_EQ(transpose(x, {0, 1, 2, 3, 4, 5, 6, 8, 7}).ndim(), 9);
+  EXPECT_EQ(sum(x, {0, 2, 4, 6}).ndim(), 5);  // 8 runs
 }

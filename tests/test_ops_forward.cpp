@@ -199,6 +199,105 @@ TEST(OpsForward, Constants) {
   EXPECT_EQ(r[1].to_vector<int32_t>(), std::vector<int32_t>{7});
 }
 
+// A float scalar with an i32 tensor: whole numbers are exact i32 constants
+// (fractional ones are refused when the graph is built, test_graph.cpp).
+TEST(OpsForward, Int32WithWholeFloatScalars) {
+  Graph g;
+  auto x = g.input("x", i32, {4});
+  Array xv = I({7, -7, 6, 0}, {4});
+  EXPECT_EQ(eval(g, {x}, {xv}, x * 2.f).to_vector<int32_t>(), (std::vector<int32_t>{14, -14, 12, 0}));
+  EXPECT_EQ(eval(g, {x}, {xv}, x + -3.f).to_vector<int32_t>(), (std::vector<int32_t>{4, -10, 3, -3}));
+  EXPECT_EQ(eval(g, {x}, {xv}, 10.f - x).to_vector<int32_t>(), (std::vector<int32_t>{3, 17, 4, 10}));
+  EXPECT_EQ(eval(g, {x}, {xv}, x / 2.f).to_vector<int32_t>(), (std::vector<int32_t>{3, -3, 3, 0}));
+}
+
+// ---- many dims -------------------------------------------------------------------
+// Shapes of more than 8 dims run when their dims merge into at most 8 loops
+// (more are refused when the graph is built, test_graph.cpp); 8 unmergeable
+// dims, the most the kernels take, give the right values.
+
+// Row-major multi-index of flat index i in shape s.
+std::vector<int64_t> unravel(int64_t i, const synk::Shape& s) {
+  std::vector<int64_t> idx(s.size());
+  for (size_t k = s.size(); k-- > 0;) {
+    idx[k] = i % s[k];
+    i /= s[k];
+  }
+  return idx;
+}
+// Flat index in shape s of idx (right-aligned; size-1 dims of s broadcast).
+int64_t ravel(const std::vector<int64_t>& idx, const synk::Shape& s) {
+  int64_t f = 0;
+  const size_t off = idx.size() - s.size();
+  for (size_t k = 0; k < s.size(); ++k) f = f * s[k] + (s[k] == 1 ? 0 : idx[off + k]);
+  return f;
+}
+std::vector<float> iota_f(int64_t n, float scale) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = static_cast<float>(i) * scale;
+  return v;
+}
+
+TEST(OpsForward, EightUnmergeableBroadcastDims) {
+  Graph g;
+  const synk::Shape sa{2, 1, 3, 1, 2, 1, 3, 1}, sb{1, 2, 1, 3, 1, 2, 1, 2}, so{2, 2, 3, 3, 2, 2, 3, 2};
+  auto a = g.input("a", f32, sa);
+  auto b = g.input("b", f32, sb);
+  const std::vector<float> av = iota_f(synk::numel(sa), 1.f), bv = iota_f(synk::numel(sb), 1000.f);
+  const std::vector<float> got = eval(g, {a, b}, {A(av, sa), A(bv, sb)}, a + b).to_vector<float>();
+  ASSERT_EQ(static_cast<int64_t>(got.size()), synk::numel(so));
+  for (int64_t i = 0; i < synk::numel(so); ++i) {
+    const auto idx = unravel(i, so);
+    ASSERT_EQ(got[static_cast<size_t>(i)], av[static_cast<size_t>(ravel(idx, sa))] + bv[static_cast<size_t>(ravel(idx, sb))])
+        << "at " << i;
+  }
+}
+
+TEST(OpsForward, TenDimsThatMergeRun) {
+  Graph g;
+  // Broadcast: size-1 dims drop out and the rest merge into two loops.
+  const synk::Shape sa{1, 1, 2, 3, 1, 2, 1, 1, 1, 2}, sb{2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, so{2, 1, 1, 2, 3, 1, 2, 1, 1, 1, 2};
+  auto a = g.input("a", f32, sa);
+  auto b = g.input("b", f32, sb);
+  const std::vector<float> av = iota_f(synk::numel(sa), 1.f), bv = iota_f(synk::numel(sb), 100.f);
+  auto s = eval(g, {a, b}, {A(av, sa), A(bv, sb)}, a * b);
+  EXPECT_EQ(s.shape(), so);
+  const std::vector<float> got = s.to_vector<float>();
+  for (int64_t i = 0; i < synk::numel(so); ++i) {
+    const auto idx = unravel(i, so);
+    ASSERT_EQ(got[static_cast<size_t>(i)], av[static_cast<size_t>(ravel(idx, sa))] * bv[static_cast<size_t>(ravel(idx, sb))]);
+  }
+
+  // Transpose of 9 dims into 7 loops: swapped pairs, then three in order.
+  const synk::Shape sx{2, 3, 2, 3, 2, 3, 2, 3, 2};
+  const std::vector<int> perm{1, 0, 3, 2, 5, 4, 6, 7, 8};
+  auto x = g.input("x", f32, sx);
+  const std::vector<float> xv = iota_f(synk::numel(sx), 1.f);
+  auto t = eval(g, {x}, {A(xv, sx)}, synk::transpose(x, perm));
+  synk::Shape st;
+  for (int p : perm) st.push_back(sx[static_cast<size_t>(p)]);
+  EXPECT_EQ(t.shape(), st);
+  const std::vector<float> tv = t.to_vector<float>();
+  for (int64_t i = 0; i < synk::numel(st); ++i) {
+    const auto oi = unravel(i, st);
+    std::vector<int64_t> ii(sx.size());
+    for (size_t k = 0; k < perm.size(); ++k) ii[static_cast<size_t>(perm[k])] = oi[k];
+    ASSERT_EQ(tv[static_cast<size_t>(i)], xv[static_cast<size_t>(ravel(ii, sx))]) << "at " << i;
+  }
+
+  // Sum of 9 dims over alternating axes, 8 runs.
+  auto r = eval(g, {x}, {A(xv, sx)}, synk::sum(x, {0, 2, 4, 6}));
+  const synk::Shape sr{3, 3, 3, 3, 2};
+  EXPECT_EQ(r.shape(), sr);
+  std::vector<double> want(static_cast<size_t>(synk::numel(sr)), 0.0);
+  for (int64_t i = 0; i < synk::numel(sx); ++i) {
+    const auto idx = unravel(i, sx);
+    want[static_cast<size_t>(ravel({idx[1], idx[3], idx[5], idx[7], idx[8]}, sr))] += xv[static_cast<size_t>(i)];
+  }
+  const std::vector<float> rv = r.to_vector<float>();
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(rv[i], static_cast<float>(want[i])) << "at " << i;
+}
+
 // ---- reductions ----------------------------------------------------------------
 
 TEST(OpsForward, SumMeanMaxAxes) {

@@ -1,13 +1,32 @@
 // synk/ops.hpp — the ops that build graphs.
 //
-// Each op checks its operands' shapes and dtypes and throws ShapeError /
-// TypeError naming the op and the shapes. Binary elementwise ops broadcast
+// Each op checks its operands' shapes and dtypes when the graph is built
+// and throws ShapeError / TypeError naming the op and the shapes (not later,
+// when a function is compiled or called). Binary elementwise ops broadcast
 // like numpy; floats mix with tensors as scalar constants.
 //
 //   auto h = synk::relu(synk::matmul(x, W) + b);        // dense + ReLU
 //   auto p = synk::softmax(h);                          // rows sum to 1
-//   auto loss = synk::mean(synk::softmax_cross_entropy(h, labels));
-//   auto acc = synk::mean(synk::cast(synk::equal(synk::argmax(h, 1), labels), synk::f32));
+//   auto loss = synk::mean(synk::softmax_cross_entropy(h, y));   // y: [batch] i32 labels
+//   auto acc = synk::mean(synk::cast(synk::equal(synk::argmax(h, 1), y), synk::f32));
+//
+// Dtypes. Operands of a binary op have one dtype (cast() converts). i32
+// tensors take add, sub, mul, div (truncating), equal, neg, sum, max,
+// argmax, cast and the layout ops; every other op takes f32 only and
+// refuses i32 with a TypeError. A float scalar with an i32 tensor
+// (`x * 2.f`) becomes an i32 constant only if it is a whole number in i32's
+// range; anything else (`x * 0.5f`, `x + 2.7f`) would be truncated and is a
+// TypeError naming the op and the scalar: cast the tensor to f32 first.
+//
+// Dims. Tensors may have any number of dims, but the elementwise, layout
+// and reduction kernels loop over at most 8 after merging adjacent dims that
+// iterate alike (dims of size 1 drop out; neighbouring dims merge where both
+// operands broadcast alike, where a transpose keeps them adjacent and in
+// order, where a reduction reduces or keeps both). An op that would need
+// more (e.g. [2,1,2,1,2,1,2,1,2] + [1,2,1,2,1,2,1,2,1], a 9-d reversing
+// transpose, a 9-d sum over alternating axes) is refused with a ShapeError
+// when it is built; `batch` counts as a size above 1 there. Reshape to fewer
+// dims first.
 #pragma once
 
 #include <vector>

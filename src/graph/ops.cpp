@@ -4,9 +4,12 @@
 #include "synk/ops.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 
-#include "synk/error.hpp"
+#include "exec/cpu/kernels.hpp"
 #include "graph/internal.hpp"
+#include "synk/error.hpp"
 
 namespace synk {
 
@@ -32,6 +35,20 @@ void need_ndim(const char* op, const Tensor& t, int n, const char* what) {
 
 // Dims that must agree (batch agrees only with batch).
 bool dims_match(Dim a, Dim b) { return a == b; }
+
+// The CPU and CUDA kernels iterate over at most cpu::kMaxDims dims once
+// adjacent dims that step alike are merged. `loop_dims` is that count for
+// the op's shapes with `batch` taken as 2 (the count of every batch size
+// but 1, where it can only be smaller), so a graph that needs more is
+// refused here, when it is built, not when a function is compiled.
+void check_loop_dims(const char* op, int loop_dims, const std::string& what, const char* merge_rule) {
+  if (loop_dims > cpu::kMaxDims)
+    throw ShapeError(std::string(op) + ": " + what + " needs " + std::to_string(loop_dims) +
+                     " loop dims after merging adjacent dims that " + merge_rule + "; synk's kernels run at most " +
+                     std::to_string(cpu::kMaxDims) + " (reshape to fewer dims first)");
+}
+
+constexpr int64_t kCheckBatch = 2;  // `batch` in the loop-dim checks
 
 int norm_axis(const char* op, int axis, int ndim) {
   int a = axis < 0 ? axis + ndim : axis;
@@ -80,6 +97,11 @@ static Tensor binary(Op op, Tensor a, Tensor b) {
     throw TypeError(std::string(name) + ": dtypes differ: " + dtype_name(a.dtype()) + " " + shp(a) +
                     " and " + dtype_name(b.dtype()) + " " + shp(b));
   Shape s = broadcast_shapes(name, a.shape(), b.shape());
+  {
+    const Shape ra = resolve(a.shape(), kCheckBatch), rb = resolve(b.shape(), kCheckBatch);
+    check_loop_dims(name, cpu::broadcast_dims(resolve(s, kCheckBatch), ra, &rb),
+                    "broadcasting " + shp(a) + " with " + shp(b), "both operands broadcast alike");
+  }
   DType dt = op == Op::Equal ? DType::i32 : a.dtype();
   return make_node(g, op, dt, std::move(s), {a.id(), b.id()});
 }
@@ -90,21 +112,34 @@ Tensor mul(Tensor a, Tensor b) { return binary(Op::Mul, a, b); }
 Tensor div(Tensor a, Tensor b) { return binary(Op::Div, a, b); }
 Tensor equal(Tensor a, Tensor b) { return binary(Op::Equal, a, b); }
 
-static Tensor scalar_like(const Tensor& t, float v) { return t.graph().constant(v, t.dtype()); }
+// A float scalar as a constant of t's dtype. For an i32 tensor only a whole
+// number in i32's range is exact; anything else would be truncated, so it
+// is refused (TypeError naming the op, the scalar and the tensor).
+static Tensor scalar_like(Op op, const Tensor& t, float v) {
+  if (!t.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
+  if (t.dtype() == DType::i32 && !(std::isfinite(v) && v == std::trunc(v) && v >= -2147483648.f && v < 2147483648.f)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", static_cast<double>(v));
+    throw TypeError(std::string(op_name(op)) + ": the float scalar " + text + " would be truncated to an i32 " +
+                    "constant for the i32 tensor " + shp(t) + "; use a whole number, or cast the tensor to f32 " +
+                    "first");
+  }
+  return t.graph().constant(v, t.dtype());
+}
 
 Tensor operator+(Tensor a, Tensor b) { return add(a, b); }
 Tensor operator-(Tensor a, Tensor b) { return sub(a, b); }
 Tensor operator*(Tensor a, Tensor b) { return mul(a, b); }
 Tensor operator/(Tensor a, Tensor b) { return div(a, b); }
 Tensor operator-(Tensor a) { return neg(a); }
-Tensor operator+(Tensor a, float b) { return add(a, scalar_like(a, b)); }
-Tensor operator-(Tensor a, float b) { return sub(a, scalar_like(a, b)); }
-Tensor operator*(Tensor a, float b) { return mul(a, scalar_like(a, b)); }
-Tensor operator/(Tensor a, float b) { return div(a, scalar_like(a, b)); }
-Tensor operator+(float a, Tensor b) { return add(scalar_like(b, a), b); }
-Tensor operator-(float a, Tensor b) { return sub(scalar_like(b, a), b); }
-Tensor operator*(float a, Tensor b) { return mul(scalar_like(b, a), b); }
-Tensor operator/(float a, Tensor b) { return div(scalar_like(b, a), b); }
+Tensor operator+(Tensor a, float b) { return add(a, scalar_like(Op::Add, a, b)); }
+Tensor operator-(Tensor a, float b) { return sub(a, scalar_like(Op::Sub, a, b)); }
+Tensor operator*(Tensor a, float b) { return mul(a, scalar_like(Op::Mul, a, b)); }
+Tensor operator/(Tensor a, float b) { return div(a, scalar_like(Op::Div, a, b)); }
+Tensor operator+(float a, Tensor b) { return add(scalar_like(Op::Add, b, a), b); }
+Tensor operator-(float a, Tensor b) { return sub(scalar_like(Op::Sub, b, a), b); }
+Tensor operator*(float a, Tensor b) { return mul(scalar_like(Op::Mul, b, a), b); }
+Tensor operator/(float a, Tensor b) { return div(scalar_like(Op::Div, b, a), b); }
 
 static Tensor unary(Op op, Tensor x, bool any_dtype = false, std::vector<float> floats = {}) {
   if (!x.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
@@ -112,14 +147,15 @@ static Tensor unary(Op op, Tensor x, bool any_dtype = false, std::vector<float> 
   return make_node(x.graph(), op, x.dtype(), x.shape(), {x.id()}, {}, std::move(floats));
 }
 
+// neg takes f32 and i32; every other unary op has f32 kernels only.
 Tensor neg(Tensor x) { return unary(Op::Neg, x, true); }
-Tensor relu(Tensor x) { return unary(Op::Relu, x, true); }
+Tensor relu(Tensor x) { return unary(Op::Relu, x); }
 Tensor tanh(Tensor x) { return unary(Op::Tanh, x); }
 Tensor sigmoid(Tensor x) { return unary(Op::Sigmoid, x); }
 Tensor exp(Tensor x) { return unary(Op::Exp, x); }
 Tensor log(Tensor x) { return unary(Op::Log, x); }
 Tensor sqrt(Tensor x) { return unary(Op::Sqrt, x); }
-Tensor square(Tensor x) { return unary(Op::Square, x, true); }
+Tensor square(Tensor x) { return unary(Op::Square, x); }
 Tensor pow(Tensor x, float p) { return unary(Op::PowScalar, x, false, {p}); }
 
 Tensor cast(Tensor x, DType to) {
@@ -154,6 +190,8 @@ static Tensor reduce(Op op, Tensor x, std::vector<int> axes, bool keepdims) {
     if (!r) s.push_back(x.shape()[i]);
     else if (keepdims) s.push_back(1);
   }
+  check_loop_dims(name, cpu::reduce_dims(resolve(x.shape(), kCheckBatch), ax),
+                  "reducing " + shp(x) + " over axes " + to_string(ax), "are all reduced or all kept");
   return make_node(x.graph(), op, x.dtype(), std::move(s), {x.id()}, std::move(ax), {}, keepdims);
 }
 
@@ -222,6 +260,8 @@ Tensor transpose(Tensor x, std::vector<int> perm) {
   bool identity = true;
   for (int i = 0; i < nd; ++i) identity &= p[i] == i;
   if (identity) return x;
+  check_loop_dims("transpose", cpu::transpose_dims(resolve(x.shape(), kCheckBatch), p),
+                  "transposing " + shp(x) + " by " + to_string(p), "stay adjacent and in order");
   return make_node(x.graph(), Op::Transpose, x.dtype(), std::move(s), {x.id()}, std::move(p));
 }
 
@@ -230,6 +270,9 @@ Tensor broadcast_to(Tensor x, Shape shape) {
   if (shape.size() < x.shape().size() || broadcast_shapes("broadcast_to", x.shape(), shape) != shape)
     throw ShapeError("broadcast_to: cannot broadcast " + shp(x) + " to " + to_string(shape));
   if (shape == x.shape()) return x;
+  check_loop_dims("broadcast_to",
+                  cpu::broadcast_dims(resolve(shape, kCheckBatch), resolve(x.shape(), kCheckBatch), nullptr),
+                  "broadcasting " + shp(x) + " to " + to_string(shape), "all broadcast or none");
   return make_node(x.graph(), Op::BroadcastTo, x.dtype(), std::move(shape), {x.id()});
 }
 

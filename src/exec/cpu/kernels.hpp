@@ -16,7 +16,9 @@
 namespace synk::cpu {
 
 // Dims after collapsing (adjacent dims that iterate alike are merged), so
-// real graphs rarely need more than 3 or 4.
+// real graphs rarely need more than 3 or 4. The CUDA kernels share the
+// limit; the op constructors (src/graph/ops.cpp) refuse a graph that needs
+// more when it is built (broadcast_dims and friends below).
 inline constexpr int kMaxDims = 8;
 
 // An output-contiguous iteration over `nd` dims with per-operand strides in
@@ -32,11 +34,21 @@ struct Strided {
 
 // Builds the broadcast iteration of operands a and b (numpy rules, right
 // aligned) to the output shape `out`. Pass b = nullptr for one operand.
-// Throws ShapeError if more than kMaxDims dims remain after collapsing.
+// Throws ShapeError if more than kMaxDims dims remain after collapsing
+// (never for an empty output: it has nothing to iterate over).
 Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b);
 
 // Transpose as a strided gather: output dims in order, input strides permuted.
 Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm);
+
+// How many dims make_broadcast / make_transpose / make_reduce would keep
+// after collapsing (concrete shapes). Which dims merge depends only on which
+// dims are 1 and which broadcast or are reduced, not on the sizes of the
+// others, so a shape with `batch` resolved to 2 gives the count of every
+// batch size but 1 (where that dim drops out and the count can only fall).
+int broadcast_dims(const Shape& out, const Shape& a, const Shape* b);
+int transpose_dims(const Shape& in, const std::vector<int64_t>& perm);
+int reduce_dims(const Shape& in, const std::vector<int64_t>& axes);
 
 // ---- elementwise ---------------------------------------------------------------
 enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad };

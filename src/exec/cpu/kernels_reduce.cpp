@@ -14,20 +14,46 @@
 
 namespace synk::cpu {
 
-Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes) {
-  std::vector<bool> is_red(in.size(), false);
-  for (int64_t a : axes) is_red.at(static_cast<size_t>(a)) = true;
-  std::vector<int64_t> cd;
-  std::vector<bool> cr;
+namespace {
+
+// The input's dims (size 1 left out) merged into alternating kept/reduced
+// runs, outermost first.
+struct RedRuns {
+  std::vector<int64_t> d;
+  std::vector<bool> red;
+};
+
+RedRuns reduce_runs(const Shape& in, const std::vector<bool>& is_red) {
+  RedRuns r;
   for (size_t i = 0; i < in.size(); ++i) {
     if (in[i] == 1) continue;
-    if (!cd.empty() && cr.back() == is_red[i]) {
-      cd.back() *= in[i];
+    if (!r.d.empty() && r.red.back() == is_red[i]) {
+      r.d.back() *= in[i];
     } else {
-      cd.push_back(in[i]);
-      cr.push_back(is_red[i]);
+      r.d.push_back(in[i]);
+      r.red.push_back(is_red[i]);
     }
   }
+  return r;
+}
+
+std::vector<bool> reduced_axes(const Shape& in, const std::vector<int64_t>& axes) {
+  std::vector<bool> is_red(in.size(), false);
+  for (int64_t a : axes) is_red.at(static_cast<size_t>(a)) = true;
+  return is_red;
+}
+
+}  // namespace
+
+int reduce_dims(const Shape& in, const std::vector<int64_t>& axes) {
+  return static_cast<int>(reduce_runs(in, reduced_axes(in, axes)).d.size());
+}
+
+Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes) {
+  const std::vector<bool> is_red = reduced_axes(in, axes);
+  const RedRuns runs = reduce_runs(in, is_red);
+  const std::vector<int64_t>& cd = runs.d;
+  const std::vector<bool>& cr = runs.red;
   Reduce r;
   r.in_numel = numel(in);
   r.out_numel = 1;
@@ -42,7 +68,8 @@ Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes) {
     return r;
   }
   if (cd.size() > static_cast<size_t>(kMaxDims))
-    throw ShapeError("CPU executor: reduction of " + to_string(in) + " needs more than 8 dims after collapsing");
+    throw ShapeError("CPU executor: reduction of " + to_string(in) + " needs more than " + std::to_string(kMaxDims) +
+                     " dims after collapsing");
   r.nd = static_cast<int>(cd.size());
   int64_t sx = 1, so = 1;
   for (int i = r.nd - 1; i >= 0; --i) {
