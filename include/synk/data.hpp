@@ -9,11 +9,12 @@
 // death (nothing is named, nothing can leak).
 //
 //   synk::Data X = rt.data(images);            // [60000, 1, 28, 28] f32
+//   synk::Data Y = rt.data(labels);            // [60000] i32
 //   X.rows();                                  // 60000
 //   X.set(new_images);                         // same or any other size
 //   X.resize(1000);                            // keeps the first 1000 rows
 //   synk::Array back = X.array();              // a host copy
-//   train({X, Y}, {.batch = synk::Range{0, 500}});
+//   step({X, Y}, {.batch = synk::Range{0, 500}});   // a ParallelFunction
 #pragma once
 
 #include <cstdint>

@@ -4,7 +4,7 @@
 // `synk::batch`, resolved when a function is called with real data:
 //
 //   synk::Shape s{synk::batch, 784};    // [B, 784]
-//   synk::to_string(s) == "[batch, 784]"
+//   assert(synk::to_string(s) == "[batch, 784]");
 #pragma once
 
 #include <cstddef>

@@ -6,8 +6,8 @@
 // magic) are inflated with zlib.
 //
 //   auto ds = synk::load_mnist("/usr/share/datasets/fashion-mnist");
-//   ds.train_images.shape() == synk::Shape{60000, 1, 28, 28}   // f32 in [0,1)
-//   ds.train_labels.shape() == synk::Shape{60000}              // i32
+//   assert((ds.train_images.shape() == synk::Shape{60000, 1, 28, 28}));  // f32 in [0,1)
+//   assert((ds.train_labels.shape() == synk::Shape{60000}));             // i32
 #pragma once
 
 #include <cstdint>

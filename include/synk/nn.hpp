@@ -7,7 +7,8 @@
 //   auto l1 = synk::nn::dense(g, "l1", 784, 800);          // W [784,800], b [800]
 //   auto h  = synk::relu(l1(x));
 //   auto c1 = synk::nn::conv2d(g, "c1", 1, 32, 5);          // W [32,1,5,5], b [32]
-//   std::vector<synk::Tensor> ps = synk::nn::params({l1, c1});
+//   std::vector<synk::Tensor> ps = l1.params();             // {W, b}, for grad() and optim
+//   for (auto& p : c1.params()) ps.push_back(p);
 #pragma once
 
 #include <string>
