@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -18,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/core.hpp"
+#include "runtime/fork_server.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -339,6 +342,9 @@ TEST(RuntimeFailure, SigtermToMasterLeavesNothing) {
 // or "auto" with a GPU), else one per usable CPU. The GPU count is faked
 // (the ranks are made but never compile anything, so no GPU is touched).
 TEST(RuntimeRanks, WorkersZeroIsOneRankPerGpu) {
+  if (detail::cuda_context_noted())
+    GTEST_SKIP() << "an earlier test in this process initialised CUDA, so CUDA ranks are refused here; "
+                    "run this test alone (ctest does)";
   cpu_set_t set;
   CPU_ZERO(&set);
   ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
@@ -366,6 +372,136 @@ TEST(RuntimeRanks, WorkersZeroIsOneRankPerGpu) {
   } catch (const BackendError& e) {
     EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
   }
+}
+
+// The fork server (runtime/fork_server.hpp), shown on the CPU with a faked
+// GPU count: workers are copies of the server, made at each fork() while
+// the process is free of CUDA (they see the program as it is then), and
+// kept once the master has a CUDA context, so CUDA ranks can be forked
+// again after close() (recovery). Runs in a child process: the CUDA mark is
+// process-wide and sticky.
+int g_seen = 0;       // what the program set before the fork that made the workers' server
+pid_t g_forker = 0;   // the master of the runtime under test
+int32_t seen_in_worker(const int32_t&) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // so every rank takes some jobs
+  return ::getpid() == g_forker ? -1 : g_seen;
+}
+
+// The workers' view of g_seen (-1: only the master ran jobs).
+int worker_view(Runtime& rt) {
+  std::vector<int32_t> jobs(64, 0);
+  int seen = -1;
+  for (int32_t r : rt.map(&seen_in_worker, jobs)) {
+    if (r == -1) continue;
+    if (seen != -1 && seen != r) return -2;  // workers disagree
+    seen = r;
+  }
+  return seen;
+}
+
+int fork_server_scenario() {
+  g_forker = ::getpid();
+  auto cuda_opts = [] {
+    detail::test_hooks().fake_gpu_count = 2;
+    return RuntimeOptions{.workers = 2, .device = "cuda", .comm = CommBackend::host_staged,
+                          .spin = std::chrono::microseconds(5)};
+  };
+  // A clean process: each fork() copies the program as it is then.
+  g_seen = 1;
+  Runtime rt = synk::fork(opts(2));
+  if (worker_view(rt) != 1) return 10;
+  rt.close();
+  if (detail::fork_server_pid() != 0) return 11;  // CPU ranks leave no server behind
+  g_seen = 2;
+  rt = synk::fork(opts(2));
+  if (worker_view(rt) != 2) return 12;
+  rt.close();
+  // CUDA ranks: the server is kept, and the master then makes its context
+  // (here marked by hand, as its CudaSession would).
+  g_seen = 3;
+  rt = synk::fork(cuda_opts());
+  const pid_t server = detail::fork_server_pid();
+  if (server == 0) return 13;
+  detail::note_cuda_context();
+  g_seen = 4;  // set after the context: workers from the kept server never see it
+  if (worker_view(rt) != 3) return 14;
+  // A worker dies; the run goes on in a new runtime (recovery).
+  pid_t victim = 0;
+  {
+    std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
+    int p;
+    while (ch >> p)
+      if (p != server) victim = p;
+  }
+  if (victim == 0) return 15;
+  ::kill(victim, SIGKILL);
+  try {
+    for (int i = 0; i < 100; ++i) {
+      worker_view(rt);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return 16;  // the death was never reported
+  } catch (const WorkerError&) {
+  }
+  rt.close();
+  if (detail::fork_server_pid() != server) return 17;  // kept across close()
+  rt = synk::fork(cuda_opts());
+  if (rt.size() != 2) return 18;
+  if (worker_view(rt) != 3) return 19;  // from the same clean server
+  if (detail::fork_server_pid() != server) return 20;
+  rt.close();
+  // CPU ranks from a CUDA process also come from the kept server.
+  rt = synk::fork(opts(2));
+  if (worker_view(rt) != 3) return 21;
+  rt.close();
+  return 0;
+}
+
+// A process that initialised CUDA before its first CUDA runtime has no clean
+// server: CUDA ranks are refused, saying why; CPU ranks still work.
+int no_clean_server_scenario() {
+  g_forker = ::getpid();
+  detail::note_cuda_context();
+  detail::test_hooks().fake_gpu_count = 2;
+  try {
+    synk::fork({.workers = 2, .device = "cuda", .comm = CommBackend::host_staged});
+    return 30;
+  } catch (const ArgumentError& e) {
+    if (std::string(e.what()).find("already initialised CUDA") == std::string::npos) return 31;
+  }
+  g_seen = 5;
+  Runtime rt = synk::fork(opts(2));
+  if (worker_view(rt) != 5) return 32;
+  rt.close();
+  return 0;
+}
+
+int in_child(int (*scenario)()) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = scenario();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "scenario threw: %s\n", e.what());
+      code = 98;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(RuntimeForkServer, CudaMasterKeepsACleanServerForLaterForks) {
+  if (detail::cuda_context_noted()) GTEST_SKIP() << "this process already initialised CUDA; run the test alone";
+  EXPECT_EQ(in_child(&fork_server_scenario), 0) << "see the return codes in fork_server_scenario";
+}
+
+TEST(RuntimeForkServer, NoCleanServerRefusesCudaRanks) {
+  EXPECT_EQ(in_child(&no_clean_server_scenario), 0) << "see the return codes in no_clean_server_scenario";
 }
 
 }  // namespace

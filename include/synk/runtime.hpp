@@ -22,13 +22,17 @@
 //   rt.all_reduce({"l1/W"}, synk::ReduceOp::avg);
 //   rt.close();
 //
-// Processes. Workers are forked copies of the master: they never return
-// from fork(); they run the worker loop and end with _exit() (the worker
-// process's own end, never the master's). They die with the master
-// (PR_SET_PDEATHSIG), ignore SIGINT (a Ctrl-C is the master's to handle),
-// and are pinned to CPUs round-robin. Fork before any other threads you
-// start and keep the thread that called fork() alive while the runtime is
-// open (PDEATHSIG follows the forking thread).
+// Processes. Workers are forked copies of the master, made through a fork
+// server (a child forked at fork() while the process is free of CUDA), and
+// are the master's children: they never return from fork(); they run the
+// worker loop and end with _exit() (the worker process's own end, never the
+// master's). They see the program's memory as it was at that fork() -- for
+// CUDA ranks, at the process's first CUDA fork(), whose server is kept so
+// that close() and fork() again work with CUDA ranks (recovery). They die
+// with the master (PR_SET_PDEATHSIG, following its main thread), ignore
+// SIGINT (a Ctrl-C is the master's to handle), and are pinned to CPUs
+// round-robin. Fork before any other threads you start, from the main
+// thread, and keep it alive while the runtime is open.
 //
 // Failures. A worker that dies makes the pending or next master call throw
 // WorkerError naming the rank and its signal or exit code (within
@@ -59,14 +63,19 @@
 // run survives a crashed worker:
 //
 //   synk::VarValues saved;
-//   try { for (...) step({X, Y}, {.batch = b}); }
-//   catch (const synk::WorkerError&) { saved = rt.snapshot(); }
+//   synk::Data Xd = rt.data(images), Yd = rt.data(labels);
+//   try {
+//     for (int epoch = 0; epoch < 10; ++epoch) step({Xd, Yd}, {.batch = idx});
+//   } catch (const synk::WorkerError&) {
+//     saved = rt.snapshot();           // the master's values
+//   }
 //   rt.close();
-//   rt = synk::fork(opts);             // fresh workers
+//   rt = synk::fork(opts);             // fresh workers (CUDA ranks too)
 //   step = rt.train_step(spec);        // functions and Data belong to a runtime:
 //   rt.distribute();                   //   make them again
 //   rt.restore(saved);                 // every rank gets the master's values
-//   X = rt.data(images); ...
+//   Xd = rt.data(images);
+//   Yd = rt.data(labels);
 //
 // Functions are made again from the same specs (the graph keeps growing; a
 // train step's gradient inputs get fresh names; an optimizer made again over
@@ -124,12 +133,14 @@ struct RuntimeOptions {
   // CudaSession per rank; more ranks than GPUs only with comm =
   // host_staged, rank r then on GPU r % count); "auto": "cuda" when a GPU is
   // visible, else "cpu". The devices are counted in a short-lived child so
-  // the master creates no CUDA context before fork. fork() refuses CUDA
-  // ranks in a process that already initialised CUDA (a CudaSession, or a
-  // device query in this process; CudaSession::available() asks in a
-  // child): a forked child cannot use CUDA initialised in its parent, so a
-  // process forks CUDA ranks once: close() and fork() again works on the
-  // CPU only.
+  // the master creates no CUDA context before fork. A forked child cannot
+  // use CUDA initialised in its parent, so CUDA ranks come from the fork
+  // server made at the process's first CUDA fork(), before the master (rank
+  // 0) makes its own context; it is kept, and later forks (after close(),
+  // e.g. to recover from a dead worker) use it. fork() refuses CUDA ranks in
+  // a process that initialised CUDA before its first CUDA runtime (a
+  // CudaSession, or a device query in this process; CudaSession::available()
+  // asks in a child).
   const char* device = "cpu";
   CommBackend comm = CommBackend::automatic;  // CUDA ranks only
   uint64_t seed = 0;          // every rank's Session seed

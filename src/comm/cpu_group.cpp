@@ -155,23 +155,43 @@ std::byte* CpuGroup::slot(int set, int r) const noexcept {
 
 // ---- setup ------------------------------------------------------------------------------
 
-CpuGroup::CpuGroup(const CpuGroupOptions& opts) : opts_(opts), n_(opts.ranks) {
+namespace {
+size_t group_bytes(int n, size_t slot_bytes, size_t header_bytes, size_t ctl_bytes) {
+  const size_t data_off = (header_bytes + ctl_bytes * static_cast<size_t>(n) + 4095) & ~size_t(4095);
+  return data_off + 2 * static_cast<size_t>(n) * slot_bytes;
+}
+}  // namespace
+
+void CpuGroup::init_geometry() {
   if (n_ < 1 || n_ > kMaxRanks)
     throw ArgumentError("CpuGroup: ranks must be in [1, " + std::to_string(kMaxRanks) + "], got " +
                         std::to_string(n_));
   static_assert(sizeof(Header) <= kHeaderBytes);
   static_assert(sizeof(RankCtl) == 128);
-  if (opts.timeout.count() <= 0) throw ArgumentError("CpuGroup: timeout must be positive");
+  if (opts_.timeout.count() <= 0) throw ArgumentError("CpuGroup: timeout must be positive");
   // At least 4 KiB (one page) and a multiple of it, so every slot starts
   // page- and cache-line aligned.
-  slot_bytes_ = std::max<size_t>(4096, (opts.slot_bytes + 4095) & ~size_t(4095));
-  spin_ns_ = std::max<int64_t>(0, opts.spin.count());
+  slot_bytes_ = std::max<size_t>(4096, (opts_.slot_bytes + 4095) & ~size_t(4095));
+  spin_ns_ = std::max<int64_t>(0, opts_.spin.count());
   // Oversubscribed (more ranks than CPUs): a spinning waiter only delays the
   // peer it waits for, so go to sleep almost at once.
   long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
   if (cpus > 0 && n_ > cpus) spin_ns_ = std::min<int64_t>(spin_ns_, 2000);
-  size_t data_off = (kHeaderBytes + sizeof(RankCtl) * n_ + 4095) & ~size_t(4095);
-  seg_ = SharedSegment::create(data_off + 2 * static_cast<size_t>(n_) * slot_bytes_, "synk-cpu-group");
+}
+
+CpuGroup::CpuGroup(const CpuGroupOptions& opts, SharedSegment&& seg) : opts_(opts), n_(opts.ranks) {
+  init_geometry();
+  const size_t want = group_bytes(n_, slot_bytes_, kHeaderBytes, sizeof(RankCtl));
+  seg_ = std::move(seg);
+  if (!seg_ || seg_.size() != want || header()->magic != kMagic || header()->ranks != n_)
+    throw BackendError("CpuGroup: the received segment (" + std::to_string(seg_.size()) +
+                       " bytes) is not a group of " + std::to_string(n_) + " ranks (" + std::to_string(want) +
+                       " bytes)");
+}
+
+CpuGroup::CpuGroup(const CpuGroupOptions& opts) : opts_(opts), n_(opts.ranks) {
+  init_geometry();
+  seg_ = SharedSegment::create(group_bytes(n_, slot_bytes_, kHeaderBytes, sizeof(RankCtl)), "synk-cpu-group");
   Header* h = header();
   h->magic = kMagic;
   h->ranks = n_;

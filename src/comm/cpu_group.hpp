@@ -98,6 +98,13 @@ class CpuGroup {
   // In the parent, before fork(). Throws ArgumentError for ranks outside
   // [1, kMaxRanks], BackendError if the segment cannot be created.
   explicit CpuGroup(const CpuGroupOptions& opts);
+  // A process that was not forked from the creator (e.g. a worker started by
+  // the runtime's fork server): the creator's segment, received as a memfd,
+  // with the creator's options. Throws BackendError if the segment is not a
+  // group of that size.
+  CpuGroup(const CpuGroupOptions& opts, SharedSegment&& seg);
+  // The group's memfd, to send to such a process.
+  int segment_fd() const noexcept { return seg_.fd(); }
   CpuGroup(CpuGroup&&) noexcept = default;
   CpuGroup& operator=(CpuGroup&&) noexcept = default;
   ~CpuGroup() = default;
@@ -170,6 +177,7 @@ class CpuGroup {
   struct Desc;
   enum class Coll : uint8_t;
 
+  void init_geometry();  // checks the options; sets slot_bytes_ and spin_ns_
   Header* header() const noexcept;
   RankCtl* ctl(int r) const noexcept;
   std::byte* slot(int set, int r) const noexcept;

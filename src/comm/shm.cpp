@@ -45,6 +45,22 @@ SharedSegment SharedSegment::create(size_t bytes, const char* name) {
   return seg;
 }
 
+SharedSegment SharedSegment::adopt(int fd) {
+  if (fd < 0) throw BackendError("shared memory: adopt of an invalid fd");
+  SharedSegment seg;
+  seg.fd_ = fd;
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) fail("fstat(adopted segment)", errno);
+  const size_t bytes = static_cast<size_t>(st.st_size);
+  if (bytes > 0) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) fail("mmap(adopted segment, " + std::to_string(bytes) + " bytes, MAP_SHARED)", errno);
+    seg.data_ = p;
+    seg.size_ = bytes;
+  }
+  return seg;
+}
+
 SharedSegment::SharedSegment(SharedSegment&& o) noexcept
     : data_(std::exchange(o.data_, nullptr)),
       size_(std::exchange(o.size_, 0)),

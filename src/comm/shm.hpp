@@ -27,6 +27,10 @@ class SharedSegment {
   // maps nothing). `name` only labels it in /proc/<pid>/maps ("memfd:name").
   // Throws synk::BackendError naming the failing call and errno text.
   static SharedSegment create(size_t bytes, const char* name = "synk");
+  // Maps a segment another process made (its memfd, received over a socket;
+  // the segment takes ownership of fd). The size is the memfd's. Throws
+  // synk::BackendError (and closes fd) if it cannot be mapped.
+  static SharedSegment adopt(int fd);
 
   SharedSegment(SharedSegment&& o) noexcept;
   SharedSegment& operator=(SharedSegment&& o) noexcept;

@@ -26,6 +26,7 @@
 
 #include "comm/futex.hpp"
 #include "runtime/core.hpp"
+#include "runtime/fork_server.hpp"
 #include "synk/config.hpp"
 #include "synk/serialize.hpp"
 #if SYNK_HAVE_CUDA
@@ -257,6 +258,7 @@ void RuntimeCore::close() noexcept {
     ::sched_setaffinity(0, old_affinity.size(), reinterpret_cast<cpu_set_t*>(old_affinity.data()));
     affinity_saved = false;
   }
+  if (master_pid == ::getpid()) release_fork_server();
   g_open.store(false);
 }
 
@@ -527,11 +529,7 @@ Runtime fork(const RuntimeOptions& opts) {
   bool cuda = false, nccl = false;
   int gpus = 0;
   if (device != "cpu") {
-    if (test_hooks().fake_gpu_count < 0 && cuda_context_noted())
-      throw ArgumentError("synk::fork: device '" + device +
-                          "': this process has already initialised CUDA (a CudaSession, or a device query such "
-                          "as synk::cuda::device_count()), which forked CUDA workers cannot use; fork the runtime "
-                          "before any CUDA work, once per process (CudaSession::available() may come before)");
+    check_cuda_fork(device.c_str());
     std::string why;
     gpus = test_hooks().fake_gpu_count >= 0 ? test_hooks().fake_gpu_count : cuda_devices(&why);
     if (gpus == 0 && why.empty()) why = "no CUDA device is visible";
@@ -553,7 +551,10 @@ Runtime fork(const RuntimeOptions& opts) {
 
   auto core = std::make_shared<RuntimeCore>();
   RuntimeCore& c = *core;
+  std::vector<int> child_end;
   try {
+    // Before any segment or socket exists, so the server holds none of them.
+    ForkServer& server = fork_server_for(cuda, device.c_str());
     c.opts = opts;
     c.n = n;
     c.cuda = cuda;
@@ -572,7 +573,7 @@ Runtime fork(const RuntimeOptions& opts) {
     c.results.resize(static_cast<size_t>(n));
     c.result_ids.assign(static_cast<size_t>(n), 0);
     c.pids[0] = c.master_pid;
-    std::vector<int> child_end(static_cast<size_t>(n), -1);
+    child_end.assign(static_cast<size_t>(n), -1);
     for (int r = 1; r < n; ++r) {
       int sv[2];
       if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -582,31 +583,39 @@ Runtime fork(const RuntimeOptions& opts) {
       ::fcntl(sv[0], F_SETFL, ::fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     }
     c.open = true;
-    std::fflush(nullptr);  // buffered output would be written again by every worker
-    for (int r = 1; r < n; ++r) {
-      pid_t pid = ::fork();
-      if (pid < 0) throw BackendError("synk::fork: " + errno_text("fork") + " for worker rank " + std::to_string(r));
-      if (pid == 0) {
-        // The worker: keep only its own socket end.
-        for (int k = 1; k < n; ++k) {
-          ::close(c.socks[static_cast<size_t>(k)]);
-          c.socks[static_cast<size_t>(k)] = -1;
-          if (k != r && child_end[static_cast<size_t>(k)] >= 0) ::close(child_end[static_cast<size_t>(k)]);
-          if (c.pidfds[static_cast<size_t>(k)] >= 0) ::close(c.pidfds[static_cast<size_t>(k)]);
+    {
+      // Workers come from the fork server (made at the top of fork()) and
+      // are re-parented to this process: see fork_server.hpp.
+      SubreaperScope reaper;
+      for (int r = 1; r < n; ++r) {
+        WorkerStart w;
+        w.rank = r;
+        w.ranks = n;
+        w.master_pid = c.master_pid;
+        w.cpu = opts.pin ? cpus[static_cast<size_t>(r) % cpus.size()] : -1;
+        w.cuda = cuda;
+        w.nccl = nccl;
+        w.comm = static_cast<uint8_t>(opts.comm);
+        w.gpus = gpus;
+        w.seed = opts.seed;
+        w.spin_ns = c.spin_ns;
+        w.collective_timeout_ms = opts.collective_timeout.count();
+        w.timeout_ms = opts.timeout.count();
+        const pid_t pid = server.spawn(w, c.ctl_seg.fd(), c.group->segment_fd(), child_end[static_cast<size_t>(r)]);
+        ::close(child_end[static_cast<size_t>(r)]);
+        child_end[static_cast<size_t>(r)] = -1;
+        c.pids[static_cast<size_t>(r)] = pid;
+        c.pidfds[static_cast<size_t>(r)] = pidfd_open(pid);
+        if (c.pidfds[static_cast<size_t>(r)] < 0) {
+          const std::string err = errno_text("pidfd_open");
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+          c.pids[static_cast<size_t>(r)] = 0;
+          throw BackendError("synk::fork: " + err + " for worker rank " + std::to_string(r));
         }
-        c.socks[static_cast<size_t>(r)] = child_end[static_cast<size_t>(r)];
-        if (opts.pin) pin_to(cpus[static_cast<size_t>(r) % cpus.size()]);
-        worker_main(c, r);
-      }
-      c.pids[static_cast<size_t>(r)] = pid;
-      c.pidfds[static_cast<size_t>(r)] = pidfd_open(pid);
-      if (c.pidfds[static_cast<size_t>(r)] < 0) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-        throw BackendError("synk::fork: " + errno_text("pidfd_open"));
       }
     }
-    for (int r = 1; r < n; ++r) ::close(child_end[static_cast<size_t>(r)]);
+    release_fork_server(cuda);  // CPU ranks: the server's work is done
     c.group->bind(0);
     if (opts.pin) {
       c.old_affinity.resize(sizeof(cpu_set_t));
@@ -621,6 +630,8 @@ Runtime fork(const RuntimeOptions& opts) {
       c.watcher = std::thread([&c] { c.watch(); });
     }
   } catch (...) {
+    for (int fd : child_end)
+      if (fd >= 0) ::close(fd);
     // Kill what was started; reap synchronously (the watcher is not running).
     c.stopping.store(true);
     for (int r = 1; r < n && r < static_cast<int>(c.pids.size()); ++r) {

@@ -29,7 +29,6 @@ trap 'rm -rf "$tmp"' EXIT
 # number within its file, from 1). Each must still fail; once it compiles,
 # take it off this list.
 known_broken=(
-  "include/synk/runtime.hpp#2"   # `for (...)`, `...` after a statement
 )
 
 # Writes every example of file $1 (relative to $src) as $tmp/<k>.code, with
