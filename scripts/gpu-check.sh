@@ -532,7 +532,12 @@ EOF
     [ -f "$kit/payload.tar.xz" ] || die "run: no kit at $kit (run scripts/gpu-check.sh pack first, or pass --kit/--build)"
     kit=$(cd "$kit" && pwd)
     echo "gpu-check: unpacking $kit/payload.tar.xz into $work"
-    xz -dc "$kit/payload.tar.xz" | tar -C "$work" -xf - || die "run: could not unpack $kit/payload.tar.xz"
+    if command -v xz >/dev/null; then
+      xz -dc "$kit/payload.tar.xz" | tar -C "$work" -xf - || die "run: could not unpack $kit/payload.tar.xz"
+    else  # a bare machine may lack xz; Python's lzma does the same
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+        "$kit/payload.tar.xz" "$work" || die "run: could not unpack $kit/payload.tar.xz (no xz, and python3 failed)"
+    fi
     bindir=$work/bin; libdir=$work/lib
     data=${data_arg:-$kit/data}
     peers=$kit/peers; ref=$kit/ref
@@ -641,7 +646,7 @@ EOF
     note "python3 or $summarize missing: summary.json is the bare step table"
     awk -F'\t' 'BEGIN { print "[" } { printf "%s{\"step\": \"%s\", \"status\": \"%s\", \"exit\": \"%s\", \"seconds\": %s}\n",
       (NR > 1 ? "," : ""), $1, $2, $3, $4 } END { print "]" }' "$work/steps.tsv" >"$outdir/summary.json"
-    grep -qP '\t(fail|timeout)\t' "$work/steps.tsv" && verdict=1
+    awk -F'\t' '$2 == "fail" || $2 == "timeout" { bad = 1 } END { exit !bad }' "$work/steps.tsv" && verdict=1
   fi
   # Every log, large ones cut to their first and last 2 MiB.
   local f
