@@ -7,7 +7,6 @@ Reads the run's scratch folder (--work):
   results/gpus.csv          nvidia-smi --query-gpu (index, name, driver, memory, bus, cc)
   results/versions.txt      "tool: version" lines
   logs/gtest/_list.txt      the Gpu* tests; logs/gtest/<test>.log and _results.tsv: one process per test
-  logs/gtest/_all-in-one.log  (--dry-run) every Gpu* test in one process, no GPU
   logs/memcheck-<i>.log     compute-sanitizer memcheck shards
 
 Writes into --out:
@@ -124,6 +123,8 @@ def gtest_per_process(work: str) -> list[dict]:
             status = "killed"  # still running when the step's limit came
         elif rc in (124, 137):
             status = "timeout"
+        elif status == "running" and rc == 0 and not text.count("[ RUN"):
+            status = "not-found"  # the filter matched nothing
         elif status == "running":
             status = "crashed"
         elif status in ("passed", "skipped") and rc != 0:
@@ -135,15 +136,6 @@ def gtest_per_process(work: str) -> list[dict]:
             entry["text"] = clip(text[-MAX_TEXT:]) or "(no output)"
         out.append(entry)
     return out
-
-
-def gtest_all_in_one(work: str) -> list[dict]:
-    """--dry-run: every Gpu* test in one process (logs/gtest/_all-in-one.log)."""
-    text = read(os.path.join(work, "logs", "gtest", "_all-in-one.log"))
-    return [{"name": n, "status": t["status"] if t["status"] != "running" else "crashed",
-             **({"skip_reason": t["text"]} if t["status"] == "skipped" else {}),
-             **({"text": t["text"]} if t["status"] not in ("passed", "skipped") else {})}
-            for n, t in parse_gtest(text).items()]
 
 
 def memcheck(work: str) -> dict | None:
@@ -323,7 +315,7 @@ def main(argv=None) -> int:
     for path in sorted(glob.glob(os.path.join(a.work, "results", "*.json"))):
         bench[os.path.splitext(os.path.basename(path))[0]] = load_json(path)
     dry = a.mode == "dry-run"
-    tests = gtest_all_in_one(a.work) if dry else gtest_per_process(a.work)
+    tests = gtest_per_process(a.work)
     mc = memcheck(a.work)
     skip_ok = re.compile(a.skip_ok)
 
