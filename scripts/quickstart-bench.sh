@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/quickstart-bench.sh — first quick-start command: installs what is
 # missing, builds synk (Release) and runs the MNIST-style benchmark (an MLP
-# on Fashion-MNIST, 10 epochs). Results: see bench/results/.
+# on Fashion-MNIST, 10 epochs, one rank per core). Results: see bench/results/.
 #
 # Arguments, if any, replace the default synk-mnist arguments, e.g.
 #   scripts/quickstart-bench.sh --model cnn --epochs 2 --json cnn.json

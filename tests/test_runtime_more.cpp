@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
 #include "synk/synk.hpp"
@@ -502,6 +503,53 @@ TEST(RuntimeForkServer, CudaMasterKeepsACleanServerForLaterForks) {
 
 TEST(RuntimeForkServer, NoCleanServerRefusesCudaRanks) {
   EXPECT_EQ(in_child(&no_clean_server_scenario), 0) << "see the return codes in no_clean_server_scenario";
+}
+
+// The point of the fork server, on a GPU: a CUDA worker dies mid-training,
+// and the run goes on in a new runtime with CUDA ranks (two host-staged
+// ranks share GPU 0, so one GPU is enough).
+TEST(GpuRecovery, CloseForkRestoreWithCudaRanks) {
+  if (const std::string why = synk_test::no_cuda_ranks(1); !why.empty()) GTEST_SKIP() << why;
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 16});
+  auto l = nn::dense(g, "l", 16, 4);
+  Tensor loss = mean(square(l(x)));
+  const RuntimeOptions o{.workers = 2, .device = "cuda", .comm = CommBackend::host_staged, .seed = 5};
+  const TrainSpec spec{.name = "train", .inputs = {x}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
+                       .optimizer = [](auto& p, auto& gr) { return optim::nesterov(p, gr); }};
+  const Array X = Array::from(std::vector<float>(64 * 16, 0.25f), {64, 16});
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step(spec);
+  rt.distribute();
+  for (int i = 0; i < 3; ++i) step({X});
+  pid_t victim = 0;
+  {
+    std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
+    int p;
+    while (ch >> p)
+      if (p != detail::fork_server_pid()) victim = p;
+  }
+  ASSERT_GT(victim, 0);
+  ::kill(victim, SIGKILL);
+  VarValues saved;
+  try {
+    for (int i = 0; i < 200; ++i) step({X});
+    FAIL() << "the dead worker was not noticed";
+  } catch (const WorkerError&) {
+    saved = rt.snapshot();
+  }
+  rt.close();
+  rt = synk::fork(o);  // CUDA ranks again, from the kept fork server
+  step = rt.train_step(spec);
+  rt.distribute();
+  rt.restore(saved);
+  for (const auto& [name, value] : saved)
+    for (int r = 0; r < 2; ++r)
+      EXPECT_EQ(rt.get(name, r).to_vector<float>(), value.to_vector<float>()) << name << " on rank " << r;
+  const float before = step({X})[0].scalar();
+  const float after = step({X})[0].scalar();
+  EXPECT_LT(after, before) << "training goes on after the recovery";
+  rt.close();
 }
 
 }  // namespace

@@ -116,15 +116,17 @@ EvalResult evaluate(const Fn& fn, const synk::Array& X, const synk::Array& Y, in
 int run(int argc, char** argv) {
   CLI::App app{"synk-mnist: train the Lasagne MNIST example models with synk"};
   std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path;
-  int epochs = 10, workers = 1, threads = 1;
+  int epochs = 10, workers = 0, threads = 1;
   int64_t batch = 500, train_limit = 0;
   uint64_t seed = 1;
   float lr = 0.01f, momentum = 0.9f;
   app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
   app.add_option("--epochs", epochs, "training epochs")->check(bench::integer(1, 100000));
   app.add_option("--batch", batch, "minibatch size")->check(bench::integer(1, uint64_t{1} << 30));
-  app.add_option("--workers", workers, "ranks in total (1: a single process, no runtime)")
-      ->check(bench::integer(1, 256));
+  app.add_option("--workers", workers,
+                 "ranks in total; 0 (default): one per GPU with --device cuda, one per core on the CPU; "
+                 "1: a single process, no runtime")
+      ->check(bench::integer(0, 256));
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--data", data, "directory with MNIST-format IDX files");
   app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout")->check(bench::integer(0));
@@ -144,8 +146,8 @@ int run(int argc, char** argv) {
   if (!bench::parse(app, argc, argv)) return 0;
 
   // Flags that only mean something with others: refused rather than ignored.
-  if (host_staged_flag->count() && !(device == "cuda" && workers > 1))
-    throw synk::ArgumentError("--host-staged: needs --device cuda and --workers 2 or more");
+  if (host_staged_flag->count() && !(device == "cuda" && workers != 1))
+    throw synk::ArgumentError("--host-staged: needs --device cuda and more than one worker");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
   if (graphs_flag->count() && device != "cuda")
     throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
@@ -161,11 +163,14 @@ int run(int argc, char** argv) {
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
-  if (workers > 1)
+  if (workers != 1) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
                      .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
                      .seed = seed});
+    workers = rt.size();  // 0 resolved by the runtime: one rank per GPU or per core
+    if (workers == 1) rt.close();  // one GPU or core: the single-process path, no runtime
+  }
 
   synk::MnistSet ds = synk::load_mnist(data);
   if (train_limit > 0 && train_limit < ds.train_images.rows()) {

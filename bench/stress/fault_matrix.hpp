@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "runtime/core.hpp"
+#include "runtime/fork_server.hpp"
 #include "synk/synk.hpp"
 
 namespace synk_faults {
@@ -163,15 +164,19 @@ inline double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Children of this process, zombies included (all threads).
+// Children of this process, zombies included (all threads), but for the
+// runtime's fork server: with CUDA ranks it is kept for later forks (see
+// runtime/fork_server.hpp) and dies with this process.
 inline std::vector<int> children() {
   std::vector<int> out;
+  const int server = synk::detail::fork_server_pid();
   if (DIR* d = ::opendir("/proc/self/task")) {
     while (dirent* e = ::readdir(d)) {
       if (e->d_name[0] == '.') continue;
       std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
       int p;
-      while (f >> p) out.push_back(p);
+      while (f >> p)
+        if (p != server) out.push_back(p);
     }
     ::closedir(d);
   }
