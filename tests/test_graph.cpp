@@ -266,6 +266,14 @@ TEST(GraphShapes, FractionalScalarWithI32TensorIsRefused) {
   // An f32 tensor takes any float.
   auto y = g.input("y", f32, {3});
   EXPECT_EQ((y * 0.5f).dtype(), f32);
+  // Graph::constant refuses the same floats for i32.
+  msg = error_of<TypeError>([&] { g.constant(0.5f, i32); });
+  EXPECT_NE(msg.find("0.5"), std::string::npos) << msg;
+  EXPECT_THROW(g.constant(NAN, i32), TypeError);
+  EXPECT_THROW(g.constant(3e9f, i32), TypeError);
+  EXPECT_THROW(g.constant(1.f, static_cast<DType>(7)), TypeError);
+  EXPECT_EQ(g.constant(-7.f, i32).dtype(), i32);
+  EXPECT_EQ(g.constant(0.5f).dtype(), f32);
 }
 
 // The kernels iterate over at most 8 dims once adjacent dims that step alike

@@ -129,7 +129,9 @@ class Graph {
   // Its shape is concrete (no `batch`).
   Tensor variable(const std::string& name, Shape shape, Init init = Init::zeros(),
                   DType dtype = DType::f32);
-  // A scalar constant (shape []), broadcastable against anything.
+  // A scalar constant (shape []), broadcastable against anything. An i32
+  // constant must be a whole number in i32's range (TypeError otherwise:
+  // never truncated).
   Tensor constant(float value, DType dtype = DType::f32);
 
   // Looks up an input or variable by name; throws ArgumentError if unknown.

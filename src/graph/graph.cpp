@@ -3,8 +3,10 @@
 #include "synk/graph.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
+#include "graph/internal.hpp"
 #include "synk/error.hpp"
 
 namespace synk {
@@ -80,6 +82,16 @@ Tensor Graph::variable(const std::string& name, Shape shape, Init init, DType dt
 }
 
 Tensor Graph::constant(float value, DType dtype) {
+  if (dtype != DType::f32 && dtype != DType::i32)
+    throw TypeError("Graph::constant: dtype " + std::to_string(static_cast<int>(dtype)) + " is not a synk::DType");
+  // An i32 constant holds a float exactly only if it is a whole number in
+  // i32's range; anything else would be truncated silently.
+  if (dtype == DType::i32 && !exact_i32(value)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", static_cast<double>(value));
+    throw TypeError(std::string("Graph::constant: ") + text +
+                    " is not a whole number in i32's range, so an i32 constant would truncate it");
+  }
   Node n;
   n.op = Op::Constant;
   n.dtype = dtype;

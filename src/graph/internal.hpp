@@ -1,7 +1,9 @@
-// Internal helpers shared by ops.cpp and autodiff: raw node construction and
-// the broadcasting rule, without the user-facing argument checks.
+// Internal helpers shared by ops.cpp, graph.cpp and autodiff: raw node
+// construction and the broadcasting rule, without the user-facing argument
+// checks.
 #pragma once
 
+#include <cmath>
 #include <vector>
 
 #include "synk/graph.hpp"
@@ -13,5 +15,12 @@ Tensor make_node(Graph& g, Op op, DType dt, Shape shape, std::vector<int32_t> in
                  std::vector<int64_t> ints = {}, std::vector<float> floats = {}, bool flag = false);
 // g * (y > 0), for the ReLU gradient.
 Tensor relu_grad(Tensor y, Tensor g);
+
+// Whether a float is exactly an i32: a whole number in i32's range. A float
+// given for an i32 constant (Graph::constant, a scalar operand of an i32
+// tensor) must be; anything else would be truncated silently.
+inline bool exact_i32(float v) {
+  return std::isfinite(v) && v == std::trunc(v) && v >= -2147483648.f && v < 2147483648.f;
+}
 
 }  // namespace synk

@@ -117,7 +117,7 @@ Tensor equal(Tensor a, Tensor b) { return binary(Op::Equal, a, b); }
 // is refused (TypeError naming the op, the scalar and the tensor).
 static Tensor scalar_like(Op op, const Tensor& t, float v) {
   if (!t.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
-  if (t.dtype() == DType::i32 && !(std::isfinite(v) && v == std::trunc(v) && v >= -2147483648.f && v < 2147483648.f)) {
+  if (t.dtype() == DType::i32 && !exact_i32(v)) {
     char text[32];
     std::snprintf(text, sizeof text, "%.9g", static_cast<double>(v));
     throw TypeError(std::string(op_name(op)) + ": the float scalar " + text + " would be truncated to an i32 " +
