@@ -19,7 +19,7 @@ namespace detail {
 
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
   if (!L.ready()) throw BackendError("collective before distribute");
-  std::vector<uint8_t> host;  // CUDA ranks: the variable staged on the host
+  std::vector<uint8_t> host;  // a device-resident variable staged on the host
   Reader r(args, n);
   const uint32_t count = r.get<uint32_t>();
   size_t out_off = 0;
@@ -45,20 +45,23 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
     // NCCL ranks: broadcast / all_reduce / reduce in place on the device
     // copies (the others move data from or to the master's host anyway).
     if (L.dcomm && (kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::reduce)) {
-      void* dv = L.cuda->variable_data(var);
-      if (kind == VarOpKind::broadcast) L.dcomm->broadcast(dv, cnt, t, root, L.cuda->stream());
-      else if (kind == VarOpKind::all_reduce) L.dcomm->all_reduce(dv, dv, cnt, t, op, L.cuda->stream());
-      else L.dcomm->reduce(dv, dv, cnt, t, op, root, L.cuda->stream());
+      void* dv = L.ex->variable_storage(var);
+      if (kind == VarOpKind::broadcast) L.dcomm->broadcast(dv, cnt, t, root, L.ex->stream());
+      else if (kind == VarOpKind::all_reduce) L.dcomm->all_reduce(dv, dv, cnt, t, op, L.ex->stream());
+      else L.dcomm->reduce(dv, dv, cnt, t, op, root, L.ex->stream());
       L.dcomm->wait();
       continue;
     }
+    // The CpuGroup works on host memory: a variable in device memory is
+    // staged through a host copy.
+    const bool staged = L.ex->on_device();
     void* v = nullptr;
-    if (L.cuda) {
+    if (staged) {
       host.resize(nb);
       var_read(L, var, host.data(), nb);
       v = host.data();
     } else {
-      v = L.session->variable_data(var);
+      v = L.ex->variable_storage(var);
     }
     comm::CpuGroup& g = *L.group;
     switch (kind) {
@@ -82,7 +85,7 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
     }
     const bool wrote = kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::scatter ||
                        (kind == VarOpKind::reduce && L.rank == root);
-    if (L.cuda && wrote) var_write(L, var, v, nb);
+    if (staged && wrote) var_write(L, var, v, nb);
   }
 }
 

@@ -36,10 +36,9 @@
 #include "comm/nccl.hpp"
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
-#include "synk/cuda_session.hpp"
+#include "exec/executor.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
-#include "synk/session.hpp"
 
 namespace synk::detail {
 
@@ -208,38 +207,40 @@ std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>
 CallDesc decode_call(const uint8_t* p, size_t n,
                      const std::function<std::span<const uint8_t>(uint64_t id)>& resolve);
 
-// One rank's executor: a Session over its copy of the graph plus the
-// compiled functions, and the scratch of calls.
-// A CUDA rank has `cuda` (variables in device memory, host arrays in and
-// out) instead of `session`; variables are then reached through
-// var_read/var_write, never through a host pointer.
+// One rank's side of the runtime: its executor (CPU or CUDA, one interface:
+// exec/executor.hpp) over its copy of the graph, the distributed functions
+// and the scratch of calls. Variables are reached through var_read /
+// var_write (host copies) or, by a device communicator, in the executor's
+// own memory.
 struct Local {
   const Graph* graph = nullptr;
-  Session* session = nullptr;
-  CudaSession* cuda = nullptr;
+  exec::Executor* ex = nullptr;  // owned by the RuntimeCore (master) or the Worker
   std::vector<FunctionDef> defs;
-  std::vector<Function> fns;
-  std::vector<Function> sliced;  // lazily: outputs + update values, no updates
-  std::vector<CudaFunction> cfns, csliced;  // CUDA ranks
-  std::vector<uint8_t> sliced_made;
+  std::vector<int> fns;     // executor index of defs[i]
+  std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
   comm::CpuGroup* group = nullptr;
   int rank = 0, ranks = 1;
   std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
   std::vector<float> flat;                     // train: flat gradients
-  // NCCL ranks: the communicator (owned by the worker or RuntimeCore) and
-  // the flat gradients on the GPU (device_flat()).
+  // NCCL ranks: the communicator (owned by the worker or RuntimeCore).
   comm::DeviceComm* dcomm = nullptr;
-  std::shared_ptr<void> dflat;
-  size_t dflat_n = 0;
-  // CUDA ranks: Data segments page-locked for the input copies, by segment
-  // id (null: registration was refused).
+  // Data segments page-locked for the input copies (Executor::pin_host),
+  // by segment id (null: not pinned, or refused).
   std::unordered_map<uint64_t, const void*> pinned;
 
   void add_defs(const std::vector<FunctionDef>& all);
-  // Forgets every function from index n on (a distribute() that failed).
+  // Forgets every function from index n on (a distribute() that failed;
+  // the executor keeps their compiled forms, unreachable, until the next
+  // distribute() of a worker or the end of the master's runtime).
   void drop_defs(size_t n);
-  bool ready() const { return session || cuda; }
+  bool ready() const { return ex != nullptr; }
 };
+
+struct RuntimeCore;
+// Rank `rank`'s executor over g, for the master and the workers alike (one
+// device rule): CPU ranks on the CPU; CUDA ranks on GPU rank % gpus, made
+// current first (use_rank_device).
+std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank);
 
 // A variable's value (nb bytes, the whole variable) from / to this rank's
 // copy, on the host or the device.
@@ -350,8 +351,7 @@ struct RuntimeCore {
 
   // graph and functions
   Graph* graph = nullptr;
-  std::unique_ptr<Session> session;
-  std::unique_ptr<CudaSession> cuda_session;  // device "cuda": rank 0's
+  std::unique_ptr<exec::Executor> executor;  // rank 0's (CPU or CUDA)
   bool cuda = false;   // ranks compute on GPUs
   int gpus = 0;        // visible GPUs when cuda
   bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
@@ -425,9 +425,8 @@ bool want_nccl(CommBackend comm, int ranks, int gpus);
 // wait ends early once `cancelled` says a peer failed.
 std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::function<bool()> cancelled);
 #endif
-// This rank's flat gradient buffer on its GPU, at least n floats (kept in L).
-float* device_flat(Local& L, size_t n);
-// Page-locks a Data segment once (CUDA ranks only; a no-op elsewhere) /
+// Page-locks a Data segment once (where the executor does that; a no-op on
+// the CPU) /
 // unlocks it before it is unmapped.
 void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes);
 void unpin_segment(Local& L, uint64_t id) noexcept;

@@ -101,48 +101,4 @@ void RuntimeCore::init_nccl() {
 #endif
 }
 
-float* device_flat(Local& L, size_t n) {
-#if SYNK_HAVE_CUDA
-  if (!L.dflat || L.dflat_n < n) {
-    L.dflat.reset();  // free first: the old and new buffers need not fit together
-    L.dflat_n = 0;
-    auto buf = std::make_shared<cuda::DeviceBuffer>(std::max<size_t>(n, 1) * sizeof(float));
-    L.dflat = std::shared_ptr<void>(buf, buf->data());
-    L.dflat_n = n;
-  }
-  return static_cast<float*>(L.dflat.get());
-#else
-  throw BackendError("synk runtime: device gradients in a build without CUDA");
-#endif
-}
-
-// Data segments are page-locked the first time a CUDA rank copies rows from
-// them (the rows then go to the device by DMA, asynchronously), and
-// unlocked before they are unmapped (release, close).
-void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes) {
-#if SYNK_HAVE_CUDA
-  if (!L.cuda || id == 0 || L.pinned.count(id)) return;
-  // Refused registration (e.g. limits on locked memory) is remembered too:
-  // the copies work from pageable memory, only slower.
-  L.pinned[id] = cuda::register_host(const_cast<void*>(p), bytes) ? p : nullptr;
-#endif
-}
-
-void unpin_segment(Local& L, uint64_t id) noexcept {
-#if SYNK_HAVE_CUDA
-  auto it = L.pinned.find(id);
-  if (it == L.pinned.end()) return;
-  if (it->second) cuda::unregister_host(const_cast<void*>(it->second));
-  L.pinned.erase(it);
-#endif
-}
-
-void unpin_all(Local& L) noexcept {
-#if SYNK_HAVE_CUDA
-  for (auto& [id, p] : L.pinned)
-    if (p) cuda::unregister_host(const_cast<void*>(p));
-  L.pinned.clear();
-#endif
-}
-
 }  // namespace synk::detail

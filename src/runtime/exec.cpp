@@ -338,17 +338,21 @@ std::string fn_label(const std::string& name, uint64_t call) {
 
 // ---- Local -----------------------------------------------------------------------------
 
+std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank) {
+  exec::ExecutorOptions o{.seed = c.opts.seed, .rank = rank, .blas_threads = 1};
+  if (c.cuda) {
+    o.device = exec::Device::cuda;
+    o.ordinal = rank % c.gpus;  // host-staged ranks may share GPUs
+    use_rank_device(rank, o.ordinal);
+  }
+  return exec::make_executor(g, o);
+}
+
 void Local::add_defs(const std::vector<FunctionDef>& all) {
   for (size_t i = defs.size(); i < all.size(); ++i) {
     defs.push_back(all[i]);
-    if (cuda) {
-      cfns.push_back(cuda->function(all[i]));
-      csliced.emplace_back();
-    } else {
-      fns.push_back(session->function(all[i]));
-      sliced.emplace_back();
-    }
-    sliced_made.push_back(0);
+    fns.push_back(ex->add(all[i]));
+    sliced.push_back(-1);
   }
 }
 
@@ -359,28 +363,33 @@ void Local::drop_defs(size_t n) {
   cut(defs);
   cut(fns);
   cut(sliced);
-  cut(cfns);
-  cut(csliced);
-  cut(sliced_made);
 }
 
-void var_read(Local& L, int32_t var, void* dst, size_t nb) {
-  if (!nb) return;
-  if (L.cuda) {
-    Array a = L.cuda->get(L.graph->node(var).name);
-    if (a.nbytes() != nb) throw BackendError("runtime: variable '" + L.graph->node(var).name + "' size mismatch");
-    std::memcpy(dst, a.raw(), nb);
-  } else {
-    std::memcpy(dst, L.session->variable_data(var), nb);
-  }
+// Data segments are page-locked the first time a rank copies rows from them
+// (a CUDA rank's copies then go to the device by DMA, asynchronously), and
+// unlocked before they are unmapped (release, close). A refused or
+// pointless lock (the CPU) is remembered too: the copies work without it.
+void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes) {
+  if (id == 0 || L.pinned.count(id)) return;
+  L.pinned[id] = L.ex->pin_host(p, bytes) ? p : nullptr;
 }
 
-void var_write(Local& L, int32_t var, const void* src, size_t nb) {
-  if (!nb) return;
-  const Node& n = L.graph->node(var);
-  if (L.cuda) L.cuda->set(n.name, ArrayView{n.dtype, n.shape, src});
-  else std::memmove(L.session->variable_data(var), src, nb);
+void unpin_segment(Local& L, uint64_t id) noexcept {
+  auto it = L.pinned.find(id);
+  if (it == L.pinned.end()) return;
+  if (it->second) L.ex->unpin_host(it->second);
+  L.pinned.erase(it);
 }
+
+void unpin_all(Local& L) noexcept {
+  for (auto& [id, p] : L.pinned)
+    if (p) L.ex->unpin_host(p);
+  L.pinned.clear();
+}
+
+void var_read(Local& L, int32_t var, void* dst, size_t nb) { L.ex->read_variable(var, dst, nb); }
+
+void var_write(Local& L, int32_t var, const void* src, size_t nb) { L.ex->write_variable(var, src, nb); }
 
 namespace {
 
@@ -395,15 +404,10 @@ FunctionDef sliced_def(const FunctionDef& def) {
   return d;
 }
 
-// Runs def `fn` (or its sliced form) on this rank's session, CPU or CUDA.
+// Runs def `fn` (or its sliced form) on this rank's executor.
 std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in) {
-  if (use_sliced && !L.sliced_made[fn]) {
-    if (L.cuda) L.csliced[fn] = L.cuda->function(sliced_def(L.defs[fn]));
-    else L.sliced[fn] = L.session->function(sliced_def(L.defs[fn]));
-    L.sliced_made[fn] = 1;
-  }
-  if (L.cuda) return use_sliced ? L.csliced[fn](in) : L.cfns[fn](in);
-  return use_sliced ? L.sliced[fn](in) : L.fns[fn](in);
+  if (use_sliced && L.sliced[fn] < 0) L.sliced[fn] = L.ex->add(sliced_def(L.defs[fn]));
+  return L.ex->call(use_sliced ? L.sliced[fn] : L.fns[fn], in);
 }
 
 }  // namespace
@@ -458,10 +462,10 @@ ShareResult run_share(Local& L, const CallDesc& d) {
   // them there. Only for equal shares in one slice, where every rank takes
   // this path; weighted or sliced steps combine on the host.
   const bool one_slice = !scattered || std::min<int64_t>(d.num_slices, rows) <= 1;
-  const bool on_device = train && L.dcomm && L.cuda && run && equal_shares && one_slice;
+  const bool on_device = train && L.dcomm && run && equal_shares && one_slice;
   float* flat = nullptr;
   if (on_device) {
-    flat = device_flat(L, flat_n);
+    flat = L.ex->scratch_floats(flat_n);
   } else if (train) {
     // Written by the first slice (zeroed only when this rank has no rows).
     if (L.flat.size() != flat_n) L.flat.assign(flat_n, 0.f);
@@ -517,9 +521,8 @@ ShareResult run_share(Local& L, const CallDesc& d) {
           ptrs.push_back(outs.back().raw());
         }
         for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(flat + goff[gi]);
-        // (CUDA: host or device pointers, see on_device.)
-        if (L.cuda) L.cfns[d.fn].call_into(views, ptrs);
-        else L.fns[d.fn].call_into(views, ptrs);
+        // (Host pointers, or the executor's device memory: see on_device.)
+        L.ex->call_into(L.fns[d.fn], views, ptrs);
       } else {
         outs = run_fn(L, d.fn, use_sliced, views);
       }
@@ -571,7 +574,7 @@ ShareResult run_share(Local& L, const CallDesc& d) {
     if (!run) std::fill(flat, flat + flat_n, 0.f);
     const bool avg = run && equal_shares && k_used == 1;
     if (on_device) {
-      L.dcomm->all_reduce(flat, flat, flat_n, comm::ElemType::f32, comm::RedOp::avg, L.cuda->stream());
+      L.dcomm->all_reduce(flat, flat, flat_n, comm::ElemType::f32, comm::RedOp::avg, L.ex->stream());
       // The watchdog: a failed or missing peer raises here instead of
       // hanging the update's synchronisation.
       L.dcomm->wait();

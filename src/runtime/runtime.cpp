@@ -246,8 +246,7 @@ void RuntimeCore::close() noexcept {
   if (nccl_comm) nccl_comm->abort("the runtime was closed");
   nccl_comm.reset();
 #endif
-  session.reset();
-  cuda_session.reset();
+  executor.reset();
   results.clear();
   args.reset();
   seg_ptr.clear();
@@ -419,14 +418,9 @@ void RuntimeCore::wait_workers(const std::string& what) {
 void RuntimeCore::attach_graph(Graph* g, const char* what) {
   if (!graph) {
     graph = g;
-    if (cuda) {
-      cuda_session = std::make_unique<CudaSession>(*g, CudaSessionOptions{.seed = opts.seed, .rank = 0, .device = 0});
-    } else {
-      session = std::make_unique<Session>(*g, SessionOptions{.seed = opts.seed, .blas_threads = 1, .rank = 0});
-    }
+    executor = make_rank_executor(*g, *this, 0);
     local.graph = g;
-    local.session = session.get();
-    local.cuda = cuda_session.get();
+    local.ex = executor.get();
     local.group = group.get();
     local.rank = 0;
     local.ranks = n;

@@ -216,21 +216,10 @@ class Worker {
     auto g = std::make_unique<Graph>();
     std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
     if (auto* hook = test_hooks().before_compile) hook(rank_);
-    std::unique_ptr<Session> s;
-    std::unique_ptr<CudaSession> cs;
-    if (c_.cuda) {
-      // Rank r on GPU r (r % count when host-staged ranks share GPUs),
-      // current before the rank's first CUDA object.
-      use_rank_device(rank_, rank_ % c_.gpus);
-      cs = std::make_unique<CudaSession>(
-          *g, CudaSessionOptions{.seed = c_.opts.seed, .rank = rank_, .device = rank_ % c_.gpus});
-    } else {
-      s = std::make_unique<Session>(*g, SessionOptions{.seed = c_.opts.seed, .blas_threads = 1, .rank = rank_});
-    }
+    std::unique_ptr<exec::Executor> ex = make_rank_executor(*g, c_, rank_);
     Local L;
     L.graph = g.get();
-    L.session = s.get();
-    L.cuda = cs.get();
+    L.ex = ex.get();
     // Variables keep their values across distributes (the graph only grows).
     if (graph_) {
       std::vector<uint8_t> tmp;
@@ -239,10 +228,6 @@ class Worker {
         if (n.op != Op::Variable) continue;
         const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
         if (!nb) continue;
-        if (!c_.cuda) {
-          std::memcpy(s->variable_data(static_cast<int32_t>(id)), session_->variable_data(static_cast<int32_t>(id)), nb);
-          continue;
-        }
         tmp.resize(nb);
         var_read(local_, static_cast<int32_t>(id), tmp.data(), nb);
         var_write(L, static_cast<int32_t>(id), tmp.data(), nb);
@@ -250,13 +235,12 @@ class Worker {
     }
     L.group = c_.group.get();
     L.dcomm = dcomm();
-    L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the session
+    L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the executor
     L.rank = rank_;
     L.ranks = c_.n;
     L.add_defs(defs);
     local_ = std::move(L);
-    session_ = std::move(s);
-    cuda_session_ = std::move(cs);
+    executor_ = std::move(ex);
     graph_ = std::move(g);
   }
 
@@ -269,7 +253,7 @@ class Worker {
   }
 
   void join_comm() {
-    if (!c_.nccl || !local_.cuda) throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
+    if (!c_.nccl || !local_.ready()) throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
 #if SYNK_HAVE_NCCL
     if (nccl_) throw FormatError("corrupt command: a second NCCL initialisation");
     comm::CpuGroup* g = c_.group.get();
@@ -296,8 +280,7 @@ class Worker {
   std::unordered_map<uint64_t, Mapping> segs_;
   CommandHeader hdr_{};
   std::unique_ptr<Graph> graph_;
-  std::unique_ptr<Session> session_;
-  std::unique_ptr<CudaSession> cuda_session_;
+  std::unique_ptr<exec::Executor> executor_;
 #if SYNK_HAVE_NCCL
   std::unique_ptr<comm::NcclComm> nccl_;  // declared after the session: destroyed first
 #endif

@@ -1,0 +1,77 @@
+// src/exec/executor.hpp — what a rank needs from a backend (private).
+//
+// The runtime drives every rank, CPU or CUDA, through this one interface,
+// so its logic (calls, slices, training steps, variable collectives) is one
+// code path that the CPU test suite covers for both kinds of rank. What
+// differs lives behind it: where variables are stored, how a function runs,
+// and which memory a function may write its outputs to.
+//
+//   std::unique_ptr<exec::Executor> ex = exec::make_executor(g, {.seed = 1, .rank = r});
+//   const int f = ex->add(def);
+//   std::vector<Array> out = ex->call(f, inputs);
+//
+// A third backend implements Executor in src/exec/<backend>/ and adds one
+// case to make_executor (src/exec/executor.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "synk/array.hpp"
+#include "synk/graph.hpp"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
+namespace synk::exec {
+
+enum class Device : uint8_t { cpu, cuda };
+
+struct ExecutorOptions {
+  Device device = Device::cpu;
+  uint64_t seed = 0;     // variable initialisation and dropout streams
+  int rank = 0;          // mixed into dropout streams
+  int ordinal = 0;       // CUDA: the device among the visible ones
+  int blas_threads = 1;  // CPU: OpenBLAS threads
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+
+  // Adds a function of the graph (checked); returns its index for call().
+  virtual int add(const FunctionDef& def) = 0;
+  // Runs function `fn`; outputs as host arrays, updates applied.
+  virtual std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs) = 0;
+  // Same, writing output i to outputs[i]: host memory, or (on_device())
+  // memory of this backend's device. Inputs may be either too.
+  virtual void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) = 0;
+
+  // A variable's storage (numel(shape) elements) in the backend's memory:
+  // host memory on the CPU, device memory with on_device().
+  virtual void* variable_storage(int32_t id) = 0;
+  // Its whole value (nb bytes) to / from host memory.
+  virtual void read_variable(int32_t id, void* dst, size_t nb) = 0;
+  virtual void write_variable(int32_t id, const void* src, size_t nb) = 0;
+
+  // Whether variables and outputs may live in device memory (then only a
+  // device communicator may use variable_storage directly).
+  virtual bool on_device() const = 0;
+  // The stream the calls run on (a cudaStream_t), nullptr on the CPU.
+  virtual CUstream_st* stream() const = 0;
+  // Page-locks host memory that inputs will be copied from (false where it
+  // does not apply or was refused: copies then work, only slower); unpin
+  // before the memory is unmapped.
+  virtual bool pin_host(const void* p, size_t bytes) = 0;
+  virtual void unpin_host(const void* p) noexcept = 0;
+  // `n` floats of the backend's memory, kept until the next request for
+  // more (the training step's flat gradients on a device).
+  virtual float* scratch_floats(size_t n) = 0;
+};
+
+// The rank's executor for `device` (BackendError where the backend is not
+// built or has no device).
+std::unique_ptr<Executor> make_executor(const Graph& g, const ExecutorOptions& opts);
+
+}  // namespace synk::exec
