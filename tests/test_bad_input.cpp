@@ -19,19 +19,15 @@
 #include <gtest/gtest.h>
 
 #include "runtime/core.hpp"
+#include "support/proc_probe.hpp"
 #include "synk/synk.hpp"
 
 namespace {
 
 using namespace synk;
 
-std::vector<int> kids() {
-  std::vector<int> out;
-  std::ifstream f("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-  int p;
-  while (f >> p) out.push_back(p);
-  return out;
-}
+// The worker processes (children of this process; tests/support/proc_probe.hpp).
+std::vector<int> kids() { return synk_test::children(); }
 
 struct Fixture {
   Graph g;

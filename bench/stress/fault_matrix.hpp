@@ -31,7 +31,6 @@
 // pipe plus the exit code.
 #pragma once
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -57,6 +56,7 @@
 
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
+#include "support/proc_probe.hpp"
 #include "synk/synk.hpp"
 
 namespace synk_faults {
@@ -164,62 +164,16 @@ inline double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The /proc leak probe (tests/support/proc_probe.hpp, library
+// synk_test_support): children zombies included, memfd segments, /dev/shm.
+using synk_test::alive;
+using synk_test::dev_shm_synk;
+using synk_test::memfd_segments;
+
 // Children of this process, zombies included (all threads), but for the
 // runtime's fork server: with CUDA ranks it is kept for later forks (see
 // runtime/fork_server.hpp) and dies with this process.
-inline std::vector<int> children() {
-  std::vector<int> out;
-  const int server = synk::detail::fork_server_pid();
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
-      int p;
-      while (f >> p)
-        if (p != server) out.push_back(p);
-    }
-    ::closedir(d);
-  }
-  return out;
-}
-
-// synk memfd segments of process `pid` (open fds and mappings).
-inline int memfds_of(const std::string& pid) {
-  int n = 0;
-  std::ifstream maps("/proc/" + pid + "/maps");
-  std::string line;
-  while (std::getline(maps, line))
-    if (line.find("memfd:synk") != std::string::npos) ++n;
-  if (DIR* d = ::opendir(("/proc/" + pid + "/fd").c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      char buf[256];
-      const std::string p = "/proc/" + pid + "/fd/" + e->d_name;
-      const ssize_t k = ::readlink(p.c_str(), buf, sizeof buf - 1);
-      if (k > 0 && std::string(buf, static_cast<size_t>(k)).find("memfd:synk") != std::string::npos) ++n;
-    }
-    ::closedir(d);
-  }
-  return n;
-}
-
-inline std::set<std::string> dev_shm_synk() {
-  std::set<std::string> out;
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (dirent* e = ::readdir(d))
-      if (std::strstr(e->d_name, "synk")) out.insert(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
-
-// Alive and not a zombie.
-inline bool alive(int pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const size_t p = line.rfind(')');
-  return p != std::string::npos && p + 2 < line.size() && line[p + 2] != 'Z';
-}
+inline std::vector<int> children() { return synk_test::children(synk::detail::fork_server_pid()); }
 
 // The record a harness sends to its parent.
 struct Record {
@@ -442,7 +396,7 @@ inline int harness(const Case& c, const Settings& s, int fd) {
     expect(false, std::string("harness: ") + e.what());
   }
   rec.children_after_close = static_cast<int32_t>(children().size());
-  rec.memfds_after_close = memfds_of("self");
+  rec.memfds_after_close = memfd_segments("self");
   expect(rec.children_after_close == 0, "child processes after close");
   expect(rec.memfds_after_close == 0, "memfd segments after close");
   rec.ok = why.empty();
@@ -538,7 +492,7 @@ inline Outcome run_case(const Case& c, const Settings& s) {
       }
       out.seconds = since(t0);
       if (!all_gone) why = why.empty() ? "a worker outlived its master" : why;
-      for (int i = 0; i < rec.nworkers; ++i) out.leaked_segs += memfds_of(std::to_string(rec.workers[i]));
+      for (int i = 0; i < rec.nworkers; ++i) out.leaked_segs += memfd_segments(std::to_string(rec.workers[i]));
     }
   } else {
     if (!read_record(fds[0], rec, watchdog) || rec.stage != 2) {

@@ -1,20 +1,21 @@
-// Tests of synk::Runtime beyond plain calls: collectives on shared variables
-// (integer data, exact equality), the training step against one process,
-// map, and failures (workers killed, exiting, crashing, throwing; SIGTERM to
-// the master). Processes forked by the tests report by exit code only.
-#include <sched.h>
+// Tests of synk::Runtime when processes fail: workers killed, exiting,
+// crashing or throwing (idle, mid-call, mid-training), SIGTERM to the
+// master; recovery (snapshot, close, fork again, restore, train on, also
+// with CUDA ranks); and the fork server that makes recovery possible with
+// CUDA ranks. Processes forked by the tests report by exit code only. The
+// full fault matrix is tests/test_faults.cpp.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <fstream>
-#include <numeric>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -22,152 +23,16 @@
 #include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
+#include "support/proc_probe.hpp"
+#include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
 
 namespace {
 
 using namespace synk;
+using namespace synk_test;
 
-RuntimeOptions opts(int n) { return {.workers = n, .seed = 3, .spin = std::chrono::microseconds(5)}; }
-
-Array ints(int64_t n, int32_t base) {
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = base + static_cast<int32_t>(i * 3 % 7) - 2;
-  return Array::from(v, {n});
-}
-
-TEST(RuntimeCollectives, ExactOnIntegers) {
-  for (int n : {1, 2, 3, 4}) {
-    for (int64_t size : {0, 1, 7, 13}) {
-      Graph g;
-      Tensor v = g.variable("v", {size}, Init::zeros(), i32);
-      Tensor x = g.input("x", f32, {batch});
-      Runtime rt = synk::fork(opts(n));
-      rt.function({"f", {x}, {{synk::sum(x), Collect::sum}}});
-      rt.distribute();
-      auto reset = [&] {
-        for (int r = 0; r < n; ++r) rt.set("v", ints(size, r + 1), r);
-      };
-      auto expect = [&](int r, const std::vector<int32_t>& want, const char* what) {
-        EXPECT_EQ(rt.get(v, r).to_vector<int32_t>(), want) << what << " n=" << n << " size=" << size << " rank " << r;
-      };
-      auto combine = [&](auto op) {
-        std::vector<int32_t> acc = ints(size, 1).to_vector<int32_t>();
-        for (int r = 1; r < n; ++r) {
-          auto x = ints(size, r + 1).to_vector<int32_t>();
-          for (size_t i = 0; i < acc.size(); ++i) acc[i] = op(acc[i], x[i]);
-        }
-        return acc;
-      };
-      const auto sum = combine([](int32_t a, int32_t b) { return a + b; });
-      const auto mx = combine([](int32_t a, int32_t b) { return std::max(a, b); });
-      const auto mn = combine([](int32_t a, int32_t b) { return std::min(a, b); });
-      const auto pr = combine([](int32_t a, int32_t b) { return a * b; });
-      std::vector<int32_t> avg = sum;
-      for (auto& a : avg) a /= n;
-
-      reset();
-      rt.all_reduce({"v"}, ReduceOp::sum);
-      for (int r = 0; r < n; ++r) expect(r, sum, "all_reduce sum");
-      reset();
-      rt.all_reduce({v}, ReduceOp::max);
-      for (int r = 0; r < n; ++r) expect(r, mx, "all_reduce max");
-      reset();
-      rt.all_reduce({v}, ReduceOp::min);
-      for (int r = 0; r < n; ++r) expect(r, mn, "all_reduce min");
-      reset();
-      rt.all_reduce({v}, ReduceOp::prod);
-      for (int r = 0; r < n; ++r) expect(r, pr, "all_reduce prod");
-      reset();
-      rt.all_reduce({v}, ReduceOp::avg);
-      for (int r = 0; r < n; ++r) expect(r, avg, "all_reduce avg");
-      reset();
-      rt.reduce({"v"}, ReduceOp::sum, n - 1);
-      expect(n - 1, sum, "reduce root");
-      if (n > 1) expect(0, ints(size, 1).to_vector<int32_t>(), "reduce non-root unchanged");
-      reset();
-      rt.broadcast({"v"}, n - 1);
-      for (int r = 0; r < n; ++r) expect(r, ints(size, n).to_vector<int32_t>(), "broadcast");
-      reset();
-      std::vector<int32_t> stacked;
-      for (int r = 0; r < n; ++r) {
-        auto x = ints(size, r + 1).to_vector<int32_t>();
-        stacked.insert(stacked.end(), x.begin(), x.end());
-      }
-      Array ga = rt.gather("v");
-      EXPECT_EQ(ga.shape(), (Shape{n, size}));
-      EXPECT_EQ(ga.to_vector<int32_t>(), stacked);
-      EXPECT_EQ(rt.all_gather(v).to_vector<int32_t>(), stacked);
-      std::vector<int32_t> sc(stacked.rbegin(), stacked.rend());
-      rt.scatter("v", Array::from(sc, {n, size}));
-      for (int r = 0; r < n; ++r)
-        expect(r, std::vector<int32_t>(sc.begin() + r * size, sc.begin() + (r + 1) * size), "scatter");
-      rt.set("v", ints(size, 42));
-      for (int r = 0; r < n; ++r) expect(r, ints(size, 42).to_vector<int32_t>(), "set all");
-    }
-  }
-}
-
-TEST(RuntimeTrain, StepEqualsFullBatchStep) {
-  for (int n : {1, 2, 3, 4}) {
-    auto opt = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
-      return optim::momentum(p, gr, {.lr = 0.05f, .momentum = 0.9f});
-    };
-    struct M {
-      Graph g;
-      Tensor x, y, loss;
-      nn::Dense l;
-      M() {
-        x = g.input("x", f32, {batch, 4});
-        y = g.input("y", f32, {batch, 2});
-        l = nn::dense(g, "l", 4, 2, Init::uniform(-0.5f, 0.5f), Init::uniform(-0.1f, 0.1f));
-        loss = mean(square(l(x) - y));
-      }
-    };
-    M a, b;  // same variables (same ids, same seed)
-    Session ref(b.g, {.seed = 3});
-    Function rf = ref.function(FunctionSpec{"ref", {b.x, b.y}, {{b.loss}}, opt(b.l.params(), grad(b.loss, b.l.params()))});
-    Tensor x = a.x, y = a.y, loss = a.loss;
-    auto l = a.l;
-    Runtime rt = synk::fork(opts(n));
-    ParallelFunction step = rt.train_step({.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss,
-                                           .params = l.params(), .optimizer = opt});
-    rt.distribute();
-    std::vector<float> xv(11 * 4), yv(11 * 2);
-    for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(static_cast<float>(i));
-    for (size_t i = 0; i < yv.size(); ++i) yv[i] = std::cos(static_cast<float>(i));
-    Array X = Array::from(xv, {11, 4}), Y = Array::from(yv, {11, 2});
-    Data DX = rt.data(X), DY = rt.data(Y);
-    for (int it = 0; it < 3; ++it) {
-      float got = step({DX, DY}, {.num_slices = it == 2 ? 2 : 1})[0].scalar();
-      float want = rf({X, Y})[0].scalar();
-      EXPECT_NEAR(got, want, 1e-5f) << "n=" << n << " step " << it;
-    }
-    for (int r = 0; r < n; ++r) {
-      auto a = rt.get("l/W", r).to_vector<float>(), b = ref.get("l/W").to_vector<float>();
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5f) << "n=" << n << " rank " << r;
-    }
-  }
-}
-
-int64_t square_job(const int32_t& x) {
-  if (x < 0) throw ArgumentError("negative job");
-  return static_cast<int64_t>(x) * x;
-}
-
-TEST(RuntimeMap, JobsInOrderWithReduce) {
-  for (int n : {1, 3}) {
-    Runtime rt = synk::fork(opts(n));
-    std::vector<int32_t> jobs(100);
-    std::iota(jobs.begin(), jobs.end(), 0);
-    std::vector<int64_t> out = rt.map(&square_job, jobs);
-    for (int i = 0; i < 100; ++i) EXPECT_EQ(out[static_cast<size_t>(i)], int64_t{i} * i);
-    int64_t total = rt.map_reduce(&square_job, jobs, int64_t{0}, [](int64_t a, int64_t b) { return a + b; });
-    EXPECT_EQ(total, 328350);
-  }
-}
-
-// ---- failures -----------------------------------------------------------------------
+// ---- worker deaths and signals ----------------------------------------------------------
 
 pid_t g_master = 0;
 int32_t die_in_worker(const int32_t& how) {
@@ -178,10 +43,6 @@ int32_t die_in_worker(const int32_t& how) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   return how;
-}
-
-double seconds(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 TEST(RuntimeFailure, KilledWhileIdle) {
@@ -196,10 +57,7 @@ TEST(RuntimeFailure, KilledWhileIdle) {
   EXPECT_FLOAT_EQ(f({X})[0].scalar(), 6.f);
   pid_t victim = 0;
   {
-    std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-    std::vector<int> kids;
-    int p;
-    while (ch >> p) kids.push_back(p);
+    const std::vector<int> kids = children();
     ASSERT_EQ(kids.size(), 2u);
     victim = kids[1];
   }
@@ -303,9 +161,7 @@ TEST(RuntimeFailure, SigtermToMasterLeavesNothing) {
     int code = 0;
     try {
       Runtime rt = synk::fork(opts(3));
-      std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-      int p;
-      while (ch >> p) {
+      for (int p : children()) {
         if (::write(fds[1], &p, sizeof p) != sizeof p) code = 2;
       }
       ::close(fds[1]);
@@ -330,50 +186,109 @@ TEST(RuntimeFailure, SigtermToMasterLeavesNothing) {
   for (int w : workers) {
     bool gone = false;
     for (int i = 0; i < 200 && !gone; ++i) {
-      std::ifstream stat("/proc/" + std::to_string(w) + "/stat");
-      std::string line;
-      gone = !std::getline(stat, line) || line.find(") Z") != std::string::npos;
+      gone = !alive(w);  // gone, or a zombie
       if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     EXPECT_TRUE(gone) << "worker " << w << " outlived its master";
   }
 }
 
-// workers = 0 means one rank per visible GPU for CUDA ranks (device "cuda",
-// or "auto" with a GPU), else one per usable CPU. The GPU count is faked
-// (the ranks are made but never compile anything, so no GPU is touched).
-TEST(RuntimeRanks, WorkersZeroIsOneRankPerGpu) {
-  if (detail::cuda_context_noted())
-    GTEST_SKIP() << "an earlier test in this process initialised CUDA, so CUDA ranks are refused here; "
-                    "run this test alone (ctest does)";
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
-  const int cpus = CPU_COUNT(&set);
-  struct Reset {
-    ~Reset() { detail::test_hooks().fake_gpu_count = -1; }
-  } reset;
-  auto ranks = [](const char* device, int gpus, int workers = 0, CommBackend comm = CommBackend::automatic) {
-    detail::test_hooks().fake_gpu_count = gpus;
-    Runtime rt = synk::fork({.workers = workers, .device = device, .comm = comm});
-    const int n = rt.size();
-    rt.close();
-    return n;
-  };
-  EXPECT_EQ(ranks("cuda", 3), 3);
-  EXPECT_EQ(ranks("cuda", 1), 1);
-  EXPECT_EQ(ranks("auto", 2), 2);
-  EXPECT_EQ(ranks("auto", 0), cpus) << "auto without a GPU: one CPU rank per core";
-  EXPECT_EQ(ranks("cpu", 3), cpus) << "cpu ranks ignore the GPUs";
-  EXPECT_EQ(ranks("cuda", 1, 3, CommBackend::host_staged), 3) << "an explicit count is kept";
-  EXPECT_THROW(ranks("cuda", 1, 2), ArgumentError) << "more ranks than GPUs need host_staged";
-  try {
-    ranks("cuda", 0);
-    ADD_FAILURE() << "device cuda without a GPU was accepted";
-  } catch (const BackendError& e) {
-    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+// ---- recovery ---------------------------------------------------------------------------
+
+struct Regression {
+  Graph g;
+  Tensor x, y, loss;
+  nn::Dense l;
+  Regression() {
+    x = g.input("x", f32, {batch, 4});
+    y = g.input("y", f32, {batch, 1});
+    l = nn::dense(g, "l", 4, 1, Init::uniform(-0.5f, 0.5f), Init::zeros());
+    loss = mean(square(l(x) - y));
   }
+  TrainSpec spec() {
+    return {.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
+            // With state (velocity): made again after the restart, it reuses
+            // the same variables, which restore() fills.
+            .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
+              return optim::nesterov(p, gr, {.lr = 0.02f, .momentum = 0.9f});
+            }};
+  }
+};
+
+TEST(FaultRecovery, TrainingSurvivesAKilledWorker) {
+  const RuntimeOptions o{.workers = 3, .seed = 5, .spin = std::chrono::microseconds(5),
+                         .timeout = std::chrono::seconds(5), .collective_timeout = std::chrono::seconds(5)};
+  Regression m;
+  std::vector<float> xv(64 * 4), yv(64);
+  for (size_t i = 0; i < 64; ++i) {
+    float t = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      xv[i * 4 + k] = std::sin(static_cast<float>(i * 4 + k));
+      t += xv[i * 4 + k] * static_cast<float>(k + 1) * 0.5f;
+    }
+    yv[i] = t;
+  }
+  const Array X = Array::from(xv, {64, 4}), Y = Array::from(yv, {64, 1});
+
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step(m.spec());
+  rt.distribute();
+  Data DX = rt.data(X), DY = rt.data(Y);
+  std::vector<float> losses;
+  for (int i = 0; i < 20; ++i) losses.push_back(step({DX, DY})[0].scalar());
+  EXPECT_LT(losses.back(), losses.front());
+
+  // A worker dies; the next step raises.
+  const std::vector<int> kids = children(detail::fork_server_pid());
+  ASSERT_EQ(kids.size(), 2u);
+  ::kill(kids[1], SIGKILL);
+  bool raised = false;
+  for (int i = 0; i < 1000 && !raised; ++i) {
+    try {
+      losses.push_back(step({DX, DY})[0].scalar());
+    } catch (const WorkerError& e) {
+      raised = true;
+      EXPECT_NE(std::string(e.what()).find("signal 9"), std::string::npos) << e.what();
+    }
+  }
+  ASSERT_TRUE(raised);
+  const float before = losses.back();
+
+  // The master's copy survives the failure: snapshot it, start again.
+  const VarValues saved = rt.snapshot();
+  ASSERT_EQ(saved.size(), 4u);  // l/W, l/b and their velocities
+  rt.close();
+  DX = Data();
+  DY = Data();
+  rt = synk::fork(o);
+  step = rt.train_step(m.spec());  // the same spec in the same graph
+  rt.distribute();
+  rt.restore(saved);
+  for (const auto& [name, value] : saved)
+    for (int r = 0; r < rt.size(); ++r)
+      EXPECT_EQ(rt.get(name, r).to_vector<float>(), value.to_vector<float>()) << name << " on rank " << r;
+  DX = rt.data(X);
+  DY = rt.data(Y);
+  const float first = step({DX, DY})[0].scalar();
+  EXPECT_LE(first, before * 1.0001f + 1e-6f) << "training restarted from scratch instead of the saved values";
+  float last = first;
+  for (int i = 0; i < 20; ++i) last = step({DX, DY})[0].scalar();
+  EXPECT_LT(last, first);
+  // Parameters stay equal on every rank.
+  for (int r = 1; r < rt.size(); ++r)
+    EXPECT_EQ(rt.get("l/W", r).to_vector<float>(), rt.get("l/W", 0).to_vector<float>());
+
+  // restore() checks everything before touching anything.
+  VarValues bad = saved;
+  bad.front().second = Array::zeros(f32, {7});
+  EXPECT_THROW(rt.restore(bad), ShapeError);
+  EXPECT_THROW(rt.restore({{"no such variable", Array::zeros(f32, {1})}}), ArgumentError);
+  rt.close();
+  EXPECT_THROW(rt.snapshot(), ArgumentError);
+  EXPECT_TRUE(children(detail::fork_server_pid()).empty());
 }
+
+// ---- the fork server --------------------------------------------------------------------
 
 // The fork server (runtime/fork_server.hpp), shown on the CPU with a faked
 // GPU count: workers are copies of the server, made at each fork() while
@@ -429,10 +344,7 @@ int fork_server_scenario() {
   // A worker dies; the run goes on in a new runtime (recovery).
   pid_t victim = 0;
   {
-    std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-    int p;
-    while (ch >> p)
-      if (p != server) victim = p;
+    for (int p : children(server)) victim = p;
   }
   if (victim == 0) return 15;
   ::kill(victim, SIGKILL);
@@ -524,10 +436,7 @@ TEST(GpuRecovery, CloseForkRestoreWithCudaRanks) {
   for (int i = 0; i < 3; ++i) step({X});
   pid_t victim = 0;
   {
-    std::ifstream ch("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-    int p;
-    while (ch >> p)
-      if (p != detail::fork_server_pid()) victim = p;
+    for (int p : children(detail::fork_server_pid())) victim = p;
   }
   ASSERT_GT(victim, 0);
   ::kill(victim, SIGKILL);

@@ -1,120 +1,44 @@
-// Tests of synk::Runtime: fork/close, distribute, Data, calls against a
-// single-process Session for every collect mode and split, collectives on
-// shared variables, training steps, map, and argument refusal. Workers are
-// forked copies that never return into gtest (they _exit in the worker
-// loop); every test closes its runtime, which reaps them.
-#include <dirent.h>
-#include <unistd.h>
+// Tests of synk::Runtime's calls: fork and close (how many ranks, nothing
+// left behind), calls against a single-process Session for every collect
+// mode, batch selection and split into slices, broadcast inputs, Data,
+// distribute again, and arguments refused before any worker is touched.
+// Workers are forked copies that never return into gtest (they _exit in the
+// worker loop); every test closes its runtime, which reaps them.
+#include <sched.h>
 
 #include <cmath>
-#include <fstream>
-#include <memory>
 #include <numeric>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "runtime/core.hpp"
+#include "support/proc_probe.hpp"
+#include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
 
 namespace {
 
 using namespace synk;
+using namespace synk_test;
 
-// Children of this process (all threads).
-std::vector<int> child_pids() {
-  std::vector<int> out;
-  DIR* d = opendir("/proc/self/task");
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
-    int p;
-    while (f >> p) out.push_back(p);
-  }
-  closedir(d);
-  return out;
-}
-
-// memfd segments this process still holds (fds or mappings).
-int synk_memfds() {
-  int n = 0;
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line))
-    if (line.find("memfd:synk") != std::string::npos) ++n;
-  DIR* d = opendir("/proc/self/fd");
-  while (dirent* e = readdir(d)) {
-    char buf[256];
-    std::string p = std::string("/proc/self/fd/") + e->d_name;
-    ssize_t k = readlink(p.c_str(), buf, sizeof buf - 1);
-    if (k > 0 && std::string(buf, static_cast<size_t>(k)).find("memfd:synk") != std::string::npos) ++n;
-  }
-  closedir(d);
-  return n;
-}
-
-RuntimeOptions opts(int n) { return {.workers = n, .seed = 7, .spin = std::chrono::microseconds(5)}; }
-
-// A small model whose outputs exercise every collect mode.
-struct Net {
-  std::unique_ptr<Graph> g = std::make_unique<Graph>();
-  Tensor x, W, counter, z, avg, sum, max, min, prod, rows, none;
-  Net() {
-    x = g->input("x", f32, {batch, 3});
-    W = g->variable("W", {3, 2}, Init::uniform(-1, 1));
-    counter = g->variable("counter", {2}, Init::zeros());
-    z = matmul(x, W);                  // [batch, 2]
-    avg = mean(z);
-    sum = synk::sum(z, {0});           // [2]
-    max = synk::max(z);
-    min = -synk::max(-z);
-    prod = exp(synk::sum(z) * 0.1f);   // product over shares = exp(0.1 * total)
-    none = synk::sum(z);
-  }
-  FunctionSpec spec() {
-    return {"f", {x}, {{avg, Collect::avg}, {sum, Collect::sum}, {max, Collect::max}, {min, Collect::min},
-                       {prod, Collect::prod}, {z, Collect::gather}},
-            {{counter, counter + 1.f}}};
-  }
-};
-
-Array rows_of(int64_t n) {
-  std::vector<float> v(static_cast<size_t>(n * 3));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 37) % 11) * 0.25f - 1.f;
-  return Array::from(v, {n, 3});
-}
-
-Array select(const Array& a, const std::vector<int64_t>& idx) {
-  Shape s = a.shape();
-  s[0] = static_cast<int64_t>(idx.size());
-  Array out(a.dtype(), s);
-  const size_t rb = a.nbytes() / static_cast<size_t>(a.rows());
-  for (size_t i = 0; i < idx.size(); ++i)
-    std::memcpy(static_cast<char*>(out.raw()) + i * rb, static_cast<const char*>(a.raw()) + idx[i] * rb, rb);
-  return out;
-}
-
-void expect_near(const Array& a, const Array& b, float tol, const std::string& what) {
-  ASSERT_EQ(a.shape(), b.shape()) << what;
-  auto va = a.to_vector<float>(), vb = b.to_vector<float>();
-  for (size_t i = 0; i < va.size(); ++i) EXPECT_NEAR(va[i], vb[i], tol * (1 + std::fabs(vb[i]))) << what << " [" << i << "]";
-}
+// ---- fork and close ---------------------------------------------------------------------
 
 TEST(Runtime, ForkCloseLeavesNothing) {
-  const int before = synk_memfds();
+  const int before = memfd_segments();
   for (int n : {1, 2, 3, 4}) {
     Runtime rt = synk::fork(opts(n));
     EXPECT_EQ(rt.size(), n);
-    EXPECT_EQ(static_cast<int>(child_pids().size()), n - 1);
+    EXPECT_EQ(static_cast<int>(children().size()), n - 1);
     rt.close();
     EXPECT_FALSE(rt.is_open());
-    EXPECT_TRUE(child_pids().empty());
-    EXPECT_EQ(synk_memfds(), before);
+    EXPECT_TRUE(children().empty());
+    EXPECT_EQ(memfd_segments(), before);
   }
   {
     Runtime rt = synk::fork(opts(3));  // destructor closes
   }
-  EXPECT_TRUE(child_pids().empty());
+  EXPECT_TRUE(children().empty());
 }
 
 TEST(Runtime, RefusesTwiceAndBadCounts) {
@@ -126,6 +50,44 @@ TEST(Runtime, RefusesTwiceAndBadCounts) {
   Runtime again = synk::fork(opts(2));  // after close it is allowed again
   EXPECT_EQ(again.size(), 2);
 }
+
+// workers = 0 means one rank per visible GPU for CUDA ranks (device "cuda",
+// or "auto" with a GPU), else one per usable CPU. The GPU count is faked
+// (the ranks are made but never compile anything, so no GPU is touched).
+TEST(RuntimeRanks, WorkersZeroIsOneRankPerGpu) {
+  if (detail::cuda_context_noted())
+    GTEST_SKIP() << "an earlier test in this process initialised CUDA, so CUDA ranks are refused here; "
+                    "run this test alone (ctest does)";
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+  const int cpus = CPU_COUNT(&set);
+  struct Reset {
+    ~Reset() { detail::test_hooks().fake_gpu_count = -1; }
+  } reset;
+  auto ranks = [](const char* device, int gpus, int workers = 0, CommBackend comm = CommBackend::automatic) {
+    detail::test_hooks().fake_gpu_count = gpus;
+    Runtime rt = synk::fork({.workers = workers, .device = device, .comm = comm});
+    const int n = rt.size();
+    rt.close();
+    return n;
+  };
+  EXPECT_EQ(ranks("cuda", 3), 3);
+  EXPECT_EQ(ranks("cuda", 1), 1);
+  EXPECT_EQ(ranks("auto", 2), 2);
+  EXPECT_EQ(ranks("auto", 0), cpus) << "auto without a GPU: one CPU rank per core";
+  EXPECT_EQ(ranks("cpu", 3), cpus) << "cpu ranks ignore the GPUs";
+  EXPECT_EQ(ranks("cuda", 1, 3, CommBackend::host_staged), 3) << "an explicit count is kept";
+  EXPECT_THROW(ranks("cuda", 1, 2), ArgumentError) << "more ranks than GPUs need host_staged";
+  try {
+    ranks("cuda", 0);
+    ADD_FAILURE() << "device cuda without a GPU was accepted";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+  }
+}
+
+// ---- calls against one process ----------------------------------------------------------
 
 TEST(Runtime, CallsMatchOneProcess) {
   for (int n : {1, 2, 3, 4}) {
@@ -162,21 +124,8 @@ TEST(Runtime, CallsMatchOneProcess) {
     auto want = rf({select(X, small)});
     for (size_t i = 0; i < 6; ++i) expect_near(got[i], want[i], 1e-5f, "small n=" + std::to_string(n));
     rt.close();
-    EXPECT_TRUE(child_pids().empty());
+    EXPECT_TRUE(children().empty());
   }
-}
-
-TEST(Runtime, UpdatesAppliedOnEveryRankThatRan) {
-  Net m;
-  Runtime rt = synk::fork(opts(3));
-  ParallelFunction f = rt.function(m.spec());
-  rt.distribute();
-  Data D = rt.data(rows_of(2));  // ranks 0 and 1 get a row, rank 2 none
-  f({D});
-  f({D});
-  EXPECT_EQ(rt.get("counter", 0).to_vector<float>(), (std::vector<float>{2, 2}));
-  EXPECT_EQ(rt.get("counter", 1).to_vector<float>(), (std::vector<float>{2, 2}));
-  EXPECT_EQ(rt.get(m.counter, 2).to_vector<float>(), (std::vector<float>{0, 0}));
 }
 
 TEST(Runtime, NoneAndBroadcastInputs) {
@@ -242,46 +191,6 @@ TEST(Runtime, CollectModesOverPieces) {
   }
 }
 
-TEST(Runtime, SlicedUpdatesAverage) {
-  // SGD on a mean loss: the update is linear in the gradient, so slices
-  // averaged by rows give exactly the full-batch step.
-  for (int n : {1, 2, 3}) {
-    Net m;
-    Tensor loss = mean(synk::square(m.z));
-    auto gs = grad(loss, {m.W});
-    auto ups = optim::sgd({m.W}, gs, {.lr = 0.1f});
-    Session ref(*m.g, {.seed = 7});
-    Function rf = ref.function(FunctionSpec{"t", {m.x}, {{loss}}, ups});
-    Runtime rt = synk::fork(opts(n));
-    ParallelFunction f = rt.function({"t", {m.x}, {{loss}}, ups});
-    rt.distribute();
-    Array X = rows_of(9);
-    // Every rank takes all rows (broadcast-like) is not what we test; instead
-    // each rank updates from its own rows. With n == 1 and slices this equals
-    // the full-batch step.
-    if (n == 1) {
-      f({X}, {.num_slices = 4});
-      rf({X});
-      expect_near(rt.get("W"), ref.get("W"), 1e-5f, "sliced sgd");
-    } else {
-      int64_t s0, r0;
-      f({X}, {.num_slices = 2});
-      for (int r = 0; r < n; ++r) {
-        Session one(*m.g, {.seed = 7});
-        Function of = one.function(FunctionSpec{"t", {m.x}, {{loss}}, ups});
-        std::vector<int64_t> idx;
-        s0 = 0; r0 = 0;
-        const int64_t q = 9 / n, rem = 9 % n;
-        r0 = q + (r < rem);
-        s0 = r * q + std::min<int64_t>(r, rem);
-        for (int64_t i = 0; i < r0; ++i) idx.push_back(s0 + i);
-        of({select(X, idx)});
-        expect_near(rt.get("W", r), one.get("W"), 1e-5f, "rank " + std::to_string(r));
-      }
-    }
-  }
-}
-
 TEST(Runtime, DistributeTwiceKeepsValues) {
   Net m;
   Runtime rt = synk::fork(opts(2));
@@ -298,6 +207,8 @@ TEST(Runtime, DistributeTwiceKeepsValues) {
   f({D});
   EXPECT_EQ(rt.get("counter", 1).to_vector<float>(), (std::vector<float>{2, 2}));
 }
+
+// ---- Data -------------------------------------------------------------------------------
 
 TEST(Runtime, DataSetResizeReadBack) {
   Runtime rt = synk::fork(opts(2));
@@ -321,6 +232,8 @@ TEST(Runtime, DataSetResizeReadBack) {
   d.set(Array::from(std::vector<float>(8, 2.f), {4, 2}));
   EXPECT_FLOAT_EQ(f({d})[0].scalar(), 16.f);
 }
+
+// ---- arguments --------------------------------------------------------------------------
 
 TEST(Runtime, BadArgumentsRefusedAndNextCallWorks) {
   {

@@ -1,0 +1,81 @@
+// tests/support/runtime_helpers.hpp — what the runtime tests share: options
+// for a small runtime, a model whose outputs use every collect mode, row
+// data and comparisons against a one-process Session. Header only; the
+// /proc leak probe is proc_probe.hpp.
+#pragma once
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "synk/synk.hpp"
+
+namespace synk_test {
+
+// `n` ranks, a fixed seed, a short spin (the tests oversubscribe the cores).
+inline synk::RuntimeOptions opts(int n, uint64_t seed = 7) {
+  return {.workers = n, .seed = seed, .spin = std::chrono::microseconds(5)};
+}
+
+// A small model whose outputs exercise every collect mode.
+struct Net {
+  std::unique_ptr<synk::Graph> g = std::make_unique<synk::Graph>();
+  synk::Tensor x, W, counter, z, avg, sum, max, min, prod, rows, none;
+  Net() {
+    using namespace synk;
+    x = g->input("x", f32, {batch, 3});
+    W = g->variable("W", {3, 2}, Init::uniform(-1, 1));
+    counter = g->variable("counter", {2}, Init::zeros());
+    z = matmul(x, W);                  // [batch, 2]
+    avg = mean(z);
+    sum = synk::sum(z, {0});           // [2]
+    max = synk::max(z);
+    min = -synk::max(-z);
+    prod = exp(synk::sum(z) * 0.1f);   // product over shares = exp(0.1 * total)
+    none = synk::sum(z);
+  }
+  synk::FunctionSpec spec() {
+    using synk::Collect;
+    return {"f", {x}, {{avg, Collect::avg}, {sum, Collect::sum}, {max, Collect::max}, {min, Collect::min},
+                       {prod, Collect::prod}, {z, Collect::gather}},
+            {{counter, counter + 1.f}}};
+  }
+};
+
+// `n` rows of 3 floats, all different.
+inline synk::Array rows_of(int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n * 3));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 37) % 11) * 0.25f - 1.f;
+  return synk::Array::from(v, {n, 3});
+}
+
+// Rows `idx` of `a`, in that order.
+inline synk::Array select(const synk::Array& a, const std::vector<int64_t>& idx) {
+  synk::Shape s = a.shape();
+  s[0] = static_cast<int64_t>(idx.size());
+  synk::Array out(a.dtype(), s);
+  const size_t rb = a.nbytes() / static_cast<size_t>(a.rows());
+  for (size_t i = 0; i < idx.size(); ++i)
+    std::memcpy(static_cast<char*>(out.raw()) + i * rb, static_cast<const char*>(a.raw()) + idx[i] * rb, rb);
+  return out;
+}
+
+// Same shape, and every element within tol * (1 + |b|).
+inline void expect_near(const synk::Array& a, const synk::Array& b, float tol, const std::string& what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  auto va = a.to_vector<float>(), vb = b.to_vector<float>();
+  for (size_t i = 0; i < va.size(); ++i) EXPECT_NEAR(va[i], vb[i], tol * (1 + std::fabs(vb[i]))) << what << " [" << i << "]";
+}
+
+// Seconds since t0.
+inline double seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace synk_test
