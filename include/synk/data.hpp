@@ -4,9 +4,14 @@
 // A Data is made by a running Runtime (`rt.data(array)`); its elements live
 // in an anonymous memfd segment that the master and every worker map, so a
 // worker reads its own rows straight from it: the master copies nothing per
-// call. Data is a cheap handle (copies share the same segment); the segment
-// goes away with the last handle, the runtime's close(), or any process's
-// death (nothing is named, nothing can leak).
+// call. Data is a cheap handle (copies share the same segment). The
+// workers let go of a segment when its last handle goes, when a set() or
+// resize() that needs more room replaces it, or when they exit; the memory
+// itself is freed by the kernel once no process maps it, so a process's
+// death cannot leak it (nothing is named).
+// The runtime's close() does not touch a Data: the handle keeps the
+// master's mapping and stays readable (array(), view()) until it goes;
+// set() and resize() refuse once the runtime is closed.
 //
 //   synk::Data X = rt.data(images);            // [60000, 1, 28, 28] f32
 //   synk::Data Y = rt.data(labels);            // [60000] i32

@@ -35,9 +35,11 @@
 // thread, and keep it alive while the runtime is open.
 //
 // Failures. A worker that dies makes the pending or next master call throw
-// WorkerError naming the rank and its signal or exit code (within
-// ~RuntimeOptions::poll); the other workers are then killed and the runtime
-// stays failed (every call throws the same error) until close(). An
+// WorkerError naming the rank and its signal or exit code (at once: a
+// watcher thread waits on every worker's pidfd and wakes the master, whose
+// waits also wake every 50 ms in case a wake-up is lost); the other workers
+// are then killed and the runtime stays failed (every call throws the same
+// error) until close(). An
 // exception inside a worker is rethrown in the master as WorkerError with
 // the worker's message; the runtime stays usable unless the failing command
 // involved a collective. Bad arguments are refused in the master before any
@@ -314,7 +316,9 @@ class Runtime {
   // Variables not listed keep their values.
   void restore(const VarValues& values);
 
-  // Shuts the workers down and frees every shared segment. Idempotent.
+  // Shuts the workers down and frees the runtime's own shared segments
+  // (control block, collectives, call arguments and results). A Data keeps
+  // its segment until its last handle goes (data.hpp). Idempotent.
   void close();
 
   explicit Runtime(std::shared_ptr<detail::RuntimeCore> core);

@@ -1,5 +1,6 @@
-// synk/session.hpp — one process, one device: compile functions of a graph
-// and call them. (synk::Runtime, later, runs one Session per worker.)
+// synk/session.hpp — one process, the CPU: compile functions of a graph and
+// call them. synk::Runtime (runtime.hpp) runs one Session on every CPU rank,
+// master included (CUDA ranks run a CudaSession, cuda_session.hpp).
 //
 // A Session holds the values of the graph's shared variables (initialised
 // from `seed`) and the compiled functions. Compilation is lazy per batch

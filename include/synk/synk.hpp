@@ -1,8 +1,11 @@
-// synk/synk.hpp — everything in one include.
+// synk/synk.hpp — everything in one include: every public header of
+// include/synk/ (cuda_session.hpp too; in a build without CUDA it still
+// compiles, and CudaSession's constructor throws BackendError).
 //
 // synk builds compute graphs with gradients, compiles them into functions
-// and runs them: today in one process on the CPU (synk::Session), and
-// data-parallel over worker processes and GPUs as the runtime grows.
+// and runs them: in one process on the CPU (synk::Session) or one GPU
+// (synk::CudaSession), and data-parallel over forked worker processes, one
+// rank per core or per GPU (synk::fork, synk::Runtime; runtime.hpp).
 //
 //   #include <synk/synk.hpp>
 //   synk::Graph g;
@@ -19,6 +22,7 @@
 #include "synk/config.hpp"
 #include "synk/array.hpp"
 #include "synk/autodiff.hpp"
+#include "synk/cuda_session.hpp"
 #include "synk/data.hpp"
 #include "synk/dtype.hpp"
 #include "synk/error.hpp"

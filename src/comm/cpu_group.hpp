@@ -1,11 +1,14 @@
 // src/comm/cpu_group.hpp — shared-memory collectives for N forked processes
-// (private header; the public API comes with the runtime).
+// (private header; users reach it through synk::Runtime, synk/runtime.hpp,
+// whose collectives and training steps move data between ranks through a
+// CpuGroup, but for NCCL ranks).
 //
-// A CpuGroup is created in the parent BEFORE fork(); it holds one memfd
-// segment with a control area (a step counter per rank, abort word) and a
-// staging area (two buffer sets x N slots x slot_bytes). After fork every
-// process binds its rank once and then all ranks call the same collectives in
-// the same order, like MPI:
+// A CpuGroup is created in the parent BEFORE fork() (or, in a process not
+// forked from it, such as a worker made by the runtime's fork server, opened
+// from the creator's memfd); it holds one memfd segment with a control area
+// (a step counter per rank, abort word) and a staging area (two buffer sets
+// x N slots x slot_bytes). After fork every process binds its rank once and
+// then all ranks call the same collectives in the same order, like MPI:
 //
 //   synk::comm::CpuGroup g({.ranks = 2});
 //   if (pid_t pid = fork(); pid == 0) {           // rank 1
