@@ -186,21 +186,23 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   // inside a call (that is refused here, and must not race with it).
   detail::Busy busy(c, "call of a function");
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
-  const std::string label = "function '" + e.name + "' call #" + std::to_string(c.calls + 1);
-  c.check_usable("call of " + label);
+  // The label is for messages only: made when one is needed, not per call.
+  const uint64_t call_no = c.calls + 1;
+  auto label = [&] { return "function '" + e.name + "' call #" + std::to_string(call_no); };
+  if (!c.usable()) c.check_usable("call of " + label());
   if (e.dropped)
-    throw ArgumentError(label + ": the function was dropped because the distribute() after it was made failed; "
+    throw ArgumentError(label() + ": the function was dropped because the distribute() after it was made failed; "
                         "make it again and call distribute()");
   if (static_cast<size_t>(std::max(e.fn, e.update_fn)) >= c.distributed_defs)
-    throw ArgumentError(label + ": the function was made after the last distribute(); call distribute() first");
+    throw ArgumentError(label() + ": the function was made after the last distribute(); call distribute() first");
   const FunctionDef& def = c.defs[static_cast<size_t>(e.fn)];
   const Graph& g = *c.graph;
 
   // ---- check every argument -----------------------------------------------------
   if (args.size() != def.inputs.size())
-    throw ArgumentError(label + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
+    throw ArgumentError(label() + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +
                         std::to_string(args.size()));
-  if (opts.num_slices < 1) throw ArgumentError(label + ": num_slices must be >= 1, got " + std::to_string(opts.num_slices));
+  if (opts.num_slices < 1) throw ArgumentError(label() + ": num_slices must be >= 1, got " + std::to_string(opts.num_slices));
   std::vector<CallInput> ins(args.size());
   int64_t src_rows = -1;
   std::string rows_from;
@@ -210,29 +212,29 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     CallInput& ci = ins[i];
     ci.scattered = !e.broadcast[i];
     if (const Data* d = args[i].data()) {
-      if (!d->valid()) throw ArgumentError(label + ": input '" + node.name + "' is an empty Data");
+      if (!d->valid()) throw ArgumentError(label() + ": input '" + node.name + "' is an empty Data");
       auto& di = *d->impl();
-      if (di.core != &c || !di.seg) throw ArgumentError(label + ": input '" + node.name + "' is a Data of another or a closed runtime");
+      if (di.core != &c || !di.seg) throw ArgumentError(label() + ": input '" + node.name + "' is a Data of another or a closed runtime");
       ci.seg = di.id;
       ci.view = {di.dtype, di.shape, di.seg.data()};
     } else {
       ci.view = args[i].view();
       if (ci.view.data == nullptr && ci.view.numel() > 0)
-        throw ArgumentError(label + ": input '" + node.name + "' has no data");
+        throw ArgumentError(label() + ": input '" + node.name + "' has no data");
     }
     const ArrayView& v = ci.view;
     if (v.dtype != node.dtype)
-      throw TypeError(label + ": input '" + node.name + "' has dtype " + dtype_name(v.dtype) + ", expected " +
+      throw TypeError(label() + ": input '" + node.name + "' has dtype " + dtype_name(v.dtype) + ", expected " +
                       dtype_name(node.dtype));
     bool ok = v.shape.size() == node.shape.size();
     for (size_t k = 0; ok && k < v.shape.size(); ++k)
       ok = v.shape[k] >= 0 && (node.shape[k] == synk::batch || node.shape[k] == v.shape[k]);
     if (!ok)
-      throw ShapeError(label + ": input '" + node.name + "' has shape " + to_string(v.shape) + ", expected " +
+      throw ShapeError(label() + ": input '" + node.name + "' has shape " + to_string(v.shape) + ", expected " +
                        to_string(node.shape));
     if (ci.scattered) {
       if (src_rows >= 0 && v.shape[0] != src_rows)
-        throw ShapeError(label + ": scattered input '" + node.name + "' has " + std::to_string(v.shape[0]) +
+        throw ShapeError(label() + ": scattered input '" + node.name + "' has " + std::to_string(v.shape[0]) +
                          " rows but '" + rows_from + "' has " + std::to_string(src_rows));
       src_rows = v.shape[0];
       rows_from = node.name;
@@ -249,7 +251,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
       case Batch::Kind::range: {
         const Range r = opts.batch.range();
         if (r.begin < 0 || r.end < r.begin || r.end > src_rows)
-          throw ArgumentError(label + ": batch range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+          throw ArgumentError(label() + ": batch range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
                               ") is outside the " + std::to_string(src_rows) + " rows of the inputs");
         total = r.end - r.begin;
         break;
@@ -258,16 +260,16 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
         indices = opts.batch.indices();
         for (size_t k = 0; k < indices.size(); ++k)
           if (indices[k] < 0 || indices[k] >= src_rows)
-            throw ArgumentError(label + ": batch index " + std::to_string(indices[k]) + " (position " +
+            throw ArgumentError(label() + ": batch index " + std::to_string(indices[k]) + " (position " +
                                 std::to_string(k) + ") is outside the " + std::to_string(src_rows) +
                                 " rows of the inputs");
         total = static_cast<int64_t>(indices.size());
         break;
       }
     }
-    if (total == 0) throw ArgumentError(label + ": the call selects no rows");
+    if (total == 0) throw ArgumentError(label() + ": the call selects no rows");
   } else if (opts.batch.kind() != Batch::Kind::all) {
-    throw ArgumentError(label + ": a batch was given but no input is scattered");
+    throw ArgumentError(label() + ": a batch was given but no input is scattered");
   }
 
   // Result space per rank (outputs with a batch dim are gathered: refused
@@ -293,46 +295,54 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   d.collects = e.collects;
   d.call_no = c.calls;
   d.name = e.name;
-  std::vector<uint8_t> bytes = detail::encode_call(d, ins, indices);
+  d.n_outputs = e.n_outputs;
   const bool train = e.update_fn >= 0;
   if (c.n > 1) {
     for (int r = 1; r < c.n; ++r) {
-      std::vector<std::pair<DType, Shape>> shapes;
       const int64_t b = total >= 0 ? rank_rows[static_cast<size_t>(r)] : std::max<int64_t>(bcast_batch, 0);
       // The rank's slices: a gathered output without a batch dim stacks one value per slice.
       const int64_t slices = total >= 0 ? std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, b)) : 1;
+      size_t need = detail::result_bytes({});
       for (uint32_t i = 0; i < e.n_outputs; ++i) {
         const Node& o = g.node(def.outputs[i]);
-        Shape s = resolve(o.shape, b);
-        if (e.collects[i] == Collect::gather && !has_batch(o.shape)) s.insert(s.begin(), slices);
-        shapes.emplace_back(o.dtype, std::move(s));
+        const bool stacked = e.collects[i] == Collect::gather && !has_batch(o.shape);
+        int64_t elems = stacked ? slices : 1;
+        for (Dim x : o.shape) elems *= x == synk::batch ? b : x;
+        need += detail::result_out_bytes(o.dtype, o.shape.size() + (stacked ? 1 : 0), elems);
       }
-      c.ensure_result(r, detail::result_bytes(shapes));
+      c.ensure_result(r, need);
     }
-    c.set_args(bytes);
+    c.set_args(detail::encode_call(d, ins, indices));
     c.signal(Cmd::call, train);
   }
-  auto resolver = [&c](uint64_t id) -> std::span<const uint8_t> {
-    auto it = c.seg_ptr.find(id);
-    if (it == c.seg_ptr.end()) throw ArgumentError("runtime: unknown segment id " + std::to_string(id));
-    return it->second;
-  };
   detail::ShareResult mine;
   std::string err;
   try {
-    const uint8_t* p = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : bytes.data();
-    CallDesc dd = detail::decode_call(p, bytes.size(), resolver);
-    dd.n_outputs = e.n_outputs;
-    mine = detail::run_share(c.local, dd);
+    // The master runs its share from what it already has: its own command
+    // is not decoded again (the workers check theirs, decode_call).
+    d.indices = indices.empty() ? nullptr : indices.data();
+    for (const CallInput& ci : ins) {
+      detail::InputDesc x;
+      x.scattered = ci.scattered;
+      x.dtype = ci.view.dtype;
+      x.shape = ci.view.shape;
+      x.base = static_cast<const uint8_t*>(ci.view.data);
+      if (ci.seg) {
+        x.seg = ci.seg;
+        x.seg_bytes = c.seg_ptr.at(ci.seg).size();
+      }
+      d.inputs.push_back(std::move(x));
+    }
+    mine = detail::run_share(c.local, d);
   } catch (const std::exception& ex) {
-    if (c.failed.load()) c.throw_failure(label);
+    if (c.failed.load()) c.throw_failure(label());
     err = ex.what();
     // Either the master failed (then the workers are stuck in the
     // all-reduce) or a worker aborted the group: the runtime fails.
-    if (train && c.n > 1) c.fail_collective(label, err);
+    if (train && c.n > 1) c.fail_collective(label(), err);
   }
-  if (c.n > 1) c.wait_workers(label);
-  if (!err.empty()) throw Error("synk runtime: " + label + " failed on rank 0 (master): " + err);
+  if (c.n > 1) c.wait_workers(detail::Label(e.name, call_no));
+  if (!err.empty()) throw Error("synk runtime: " + label() + " failed on rank 0 (master): " + err);
 
   std::vector<detail::ResultView> views(static_cast<size_t>(c.n));
   views[0].ran = mine.ran;

@@ -55,7 +55,11 @@ struct alignas(128) WorkerSlot {
   uint32_t done;          // atomic futex word: last seq finished
   uint32_t master_waits;  // atomic: the master sleeps on `done`
   int32_t status;         // 0 ok, 1 error (message in msg)
-  uint32_t pad[29];
+  // atomic: segment messages the master has put on this worker's socket, so
+  // a worker reads its socket only when something is there (no system call
+  // per command otherwise).
+  uint32_t seg_msgs;
+  uint32_t pad[28];
   char msg[896];
 };
 static_assert(sizeof(WorkerSlot) == 1024);
@@ -271,6 +275,8 @@ ShareResult run_share(Local& L, const CallDesc& d);
 // Result buffer layout written by workers: u32 ran, i64 rows, u32 n, then per
 // output u8 dtype, u32 ndim, i64 dims..., and the data 64-byte aligned.
 size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs);
+// One output's part of that: `ndim` dims, `numel` elements.
+size_t result_out_bytes(DType t, size_t ndim, int64_t numel);
 size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap);
 struct ResultView {
   bool ran = false;
@@ -308,6 +314,22 @@ struct Entry {
   std::vector<bool> broadcast;  // per input
   size_t flat_size = 0;         // train: gradient elements
   bool dropped = false;         // made before a distribute() that failed (see Runtime::distribute)
+};
+
+// This process's pid without a system call (getpid() is one): cached, and
+// renewed in every forked child (pthread_atfork).
+pid_t self_pid() noexcept;
+
+// What a master call is, for messages: a text, or a function call made into
+// text only when a message needs it (no string work per call).
+struct Label {
+  Label(const char* t) : text(t) {}
+  Label(const std::string& t) : text(t.c_str()) {}  // the string outlives the call
+  Label(const std::string& fn, uint64_t call) : fn(&fn), call(call) {}
+  std::string str() const { return fn ? "function '" + *fn + "' call #" + std::to_string(call) : std::string(text); }
+  const char* text = "";
+  const std::string* fn = nullptr;
+  uint64_t call = 0;
 };
 
 struct RuntimeCore {
@@ -389,7 +411,10 @@ struct RuntimeCore {
   void signal(Cmd c, bool collective);
   // Waits until every worker finished the current command; throws
   // WorkerError for a death/timeout (sticky) or a worker's exception.
-  void wait_workers(const std::string& what);
+  void wait_workers(const Label& what);
+  // Whether calls may go ahead (open, not failed, in the master): the fast
+  // check before check_usable's message.
+  bool usable() const { return open && !failed.load(std::memory_order_relaxed) && self_pid() == master_pid; }
 
   // functions
   void attach_graph(Graph* g, const char* what);

@@ -600,9 +600,13 @@ size_t out_head(size_t ndim) { return 8 + 8 * ndim; }
 size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 }  // namespace
 
+size_t result_out_bytes(DType t, size_t ndim, int64_t numel) {
+  return align64(out_head(ndim)) + align64(static_cast<size_t>(numel) * dtype_size(t));
+}
+
 size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs) {
   size_t b = kResultHead;
-  for (const auto& [t, s] : outs) b += align64(out_head(s.size())) + align64(static_cast<size_t>(numel(s)) * dtype_size(t));
+  for (const auto& [t, s] : outs) b += result_out_bytes(t, s.size(), numel(s));
   return b;
 }
 

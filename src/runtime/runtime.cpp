@@ -11,6 +11,7 @@
 // noticed within that even if a wake-up is lost.
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -99,6 +100,21 @@ std::string process_state(pid_t pid) {
 }  // namespace
 
 // ---- lifecycle ---------------------------------------------------------------------
+
+namespace {
+std::atomic<pid_t> g_pid{0};
+void renew_pid() noexcept { g_pid.store(::getpid(), std::memory_order_relaxed); }
+}  // namespace
+
+pid_t self_pid() noexcept {
+  static const bool once = [] {
+    ::pthread_atfork(nullptr, nullptr, &renew_pid);
+    renew_pid();
+    return true;
+  }();
+  (void)once;
+  return g_pid.load(std::memory_order_relaxed);
+}
 
 TestHooks& test_hooks() {
   static TestHooks hooks;
@@ -265,7 +281,8 @@ void RuntimeCore::close() noexcept {
 
 namespace {
 
-bool send_msg(int sock, const SegMsg& m, int fd) {
+// Sends one segment message and counts it in the worker's slot (`sent`).
+bool send_msg(int sock, const SegMsg& m, int fd, uint32_t& sent) {
   iovec iov{const_cast<SegMsg*>(&m), sizeof m};
   msghdr h{};
   h.msg_iov = &iov;
@@ -282,7 +299,10 @@ bool send_msg(int sock, const SegMsg& m, int fd) {
     std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    if (::sendmsg(sock, &h, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof m)) return true;
+    if (::sendmsg(sock, &h, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof m)) {
+      at(sent).fetch_add(1, std::memory_order_release);
+      return true;
+    }
     if (errno == EINTR) continue;
     return false;
   }
@@ -299,7 +319,7 @@ uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
     // The socket buffer holds hundreds of messages; when it is full (many
     // segments made with no call in between), a sync command lets the
     // workers drain it.
-    for (int tries = 0; !send_msg(socks[static_cast<size_t>(r)], m, seg.fd()); ++tries) {
+    for (int tries = 0; !send_msg(socks[static_cast<size_t>(r)], m, seg.fd(), cb->slots[r].seg_msgs); ++tries) {
       if (errno != EAGAIN || tries > 1000) {
         fail("cannot send a shared segment to worker rank " + std::to_string(r) + ": " + errno_text("sendmsg"), r);
         throw_failure("sharing a segment");
@@ -319,7 +339,7 @@ void RuntimeCore::release(uint64_t id, int rank) noexcept {
   for (int r = 1; r < n; ++r) {
     if (rank >= 0 && r != rank) continue;
     // Best effort: a lost release only keeps a mapping until close.
-    send_msg(socks[static_cast<size_t>(r)], m, -1);
+    send_msg(socks[static_cast<size_t>(r)], m, -1, cb->slots[r].seg_msgs);
   }
 }
 
@@ -363,7 +383,7 @@ void RuntimeCore::signal(Cmd c, bool collective) {
   if (at(cb->sleepers).load(std::memory_order_seq_cst) != 0) comm::futex_wake(&cb->seq);
 }
 
-void RuntimeCore::wait_workers(const std::string& what) {
+void RuntimeCore::wait_workers(const Label& what) {
   const int64_t start = comm::monotonic_ns();
   const int64_t deadline = start + opts.timeout.count() * 1'000'000;
   for (int r = 1; r < n; ++r) {
@@ -375,12 +395,12 @@ void RuntimeCore::wait_workers(const std::string& what) {
       comm::cpu_relax();
       if (done.load(std::memory_order_acquire) == seq) { ok = true; break; }
       if ((i & 255) == 0) {
-        if (failed.load()) throw_failure(what);
+        if (failed.load()) throw_failure(what.str());
         if (comm::monotonic_ns() - start >= spin_ns) break;
       }
     }
     while (!ok) {
-      if (failed.load()) throw_failure(what);
+      if (failed.load()) throw_failure(what.str());
       at(s.master_waits).fetch_add(1, std::memory_order_seq_cst);
       uint32_t v = done.load(std::memory_order_seq_cst);
       if (v == seq) {
@@ -394,7 +414,7 @@ void RuntimeCore::wait_workers(const std::string& what) {
                  ", " + process_state(pids[static_cast<size_t>(r)]) + ") did not finish within the timeout of " +
                  std::to_string(opts.timeout.count()) + " ms; the workers were stopped",
              r);
-        throw_failure(what);
+        throw_failure(what.str());
       }
       comm::futex_wait(&s.done, v, std::min<int64_t>(kPollNs, deadline - now));
       at(s.master_waits).fetch_sub(1);
@@ -410,7 +430,7 @@ void RuntimeCore::wait_workers(const std::string& what) {
     msg += (msg.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
            std::string(s.msg, strnlen(s.msg, sizeof s.msg));
   }
-  if (first >= 0) throw WorkerError("synk runtime: " + what + " failed on a worker: " + msg, first);
+  if (first >= 0) throw WorkerError("synk runtime: " + what.str() + " failed on a worker: " + msg, first);
 }
 
 // ---- graph and functions --------------------------------------------------------------

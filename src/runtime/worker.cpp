@@ -97,9 +97,11 @@ class Worker {
     if (hdr_.collective) c_.group->abort("rank " + std::to_string(rank_) + ": " + m);
   }
 
-  // Takes every queued segment message (adds carry an fd).
+  // Takes the segment messages the master has sent since the last time
+  // (adds carry an fd); none sent, no system call.
   void drain() {
-    for (;;) {
+    const uint32_t sent = at(cb_->slots[rank_].seg_msgs).load(std::memory_order_acquire);
+    while (seg_seen_ != sent) {
       SegMsg m{};
       iovec iov{&m, sizeof m};
       alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
@@ -111,10 +113,13 @@ class Worker {
       ssize_t got = ::recvmsg(sock_, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (got < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+          throw FormatError("corrupt control block: " + std::to_string(sent - seg_seen_) +
+                            " segment message(s) announced but none on the socket");
         throw BackendError(std::string("recvmsg on the runtime socket: ") + std::strerror(errno));
       }
       if (got == 0) ::_exit(0);  // the master closed its end
+      ++seg_seen_;
       int fd = -1;
       for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c))
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
@@ -278,6 +283,7 @@ class Worker {
   ControlBlock* cb_;
   int sock_;
   std::unordered_map<uint64_t, Mapping> segs_;
+  uint32_t seg_seen_ = 0;  // segment messages taken from the socket
   CommandHeader hdr_{};
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<exec::Executor> executor_;
