@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "runtime/core.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
 
@@ -107,6 +108,24 @@ TEST(RuntimeTrain, StepEqualsFullBatchStep) {
       for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5f) << "n=" << n << " rank " << r;
     }
   }
+}
+
+// Which way a training step's gradients go is decided by the call alone
+// (runtime/core.hpp, GradPath). The device path needs a device communicator,
+// equal shares and one slice; an uneven batch on NCCL ranks goes through the
+// host, weighted by rows (NCCL can only average), and says so here.
+TEST(RuntimeTrain, GradPathIsNamedByTheCall) {
+  using detail::GradPath;
+  using detail::grad_path;
+  EXPECT_EQ(grad_path(true, 8, 2, 1, 4), GradPath::device) << "NCCL, 8 rows on 2 ranks, one slice";
+  EXPECT_EQ(grad_path(true, 7, 2, 1, 4), GradPath::direct) << "NCCL, uneven: weighted on the host";
+  EXPECT_EQ(grad_path(true, 7, 2, 1, 3), GradPath::direct) << "NCCL, uneven, the other rank";
+  EXPECT_EQ(grad_path(true, 8, 2, 2, 4), GradPath::sliced) << "NCCL, two slices: on the host";
+  EXPECT_EQ(grad_path(true, -1, 2, 1, 0), GradPath::device) << "NCCL, inputs broadcast only";
+  EXPECT_EQ(grad_path(true, 1, 2, 1, 0), GradPath::direct) << "a rank with no rows adds zeros on the host";
+  EXPECT_EQ(grad_path(false, 8, 2, 1, 4), GradPath::direct) << "CPU ranks";
+  EXPECT_EQ(grad_path(false, 8, 2, 4, 4), GradPath::sliced);
+  EXPECT_EQ(grad_path(false, 8, 2, 4, 1), GradPath::direct) << "one row: one slice whatever num_slices";
 }
 
 }  // namespace

@@ -272,6 +272,20 @@ struct ShareResult {
 };
 ShareResult run_share(Local& L, const CallDesc& d);
 
+// How a training step's gradients are combined, chosen from the call alone
+// (so every rank takes the same path, or host paths that combine alike):
+//   device  NCCL ranks, equal shares, one slice: the gradient function writes
+//           them into device memory and NCCL averages them there;
+//   direct  one slice on the host: written straight into the flat buffer,
+//           averaged by the CpuGroup (equal shares) or weighted by rows and
+//           summed;
+//   sliced  several slices: each slice's gradients added into the flat
+//           buffer weighted by its rows, summed by the CpuGroup.
+// An uneven batch on NCCL ranks takes direct or sliced: NCCL averages, it
+// cannot weight the ranks by their rows.
+enum class GradPath : uint8_t { device, direct, sliced };
+GradPath grad_path(bool device_comm, int64_t total, int ranks, uint32_t num_slices, int64_t rows);
+
 // Result buffer layout written by workers: u32 ran, i64 rows, u32 n, then per
 // output u8 dtype, u32 ndim, i64 dims..., and the data 64-byte aligned.
 size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs);

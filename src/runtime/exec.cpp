@@ -268,15 +268,15 @@ Array concat_rows(const std::vector<ArrayView>& parts, DType t, const Shape& lik
 // Combines a sequence of (weight, value) pairs by one collect mode.
 class Accum {
  public:
-  Accum(Collect c, const std::string& what) : c_(c), what_(what) {}
+  Accum(Collect c, size_t output) : c_(c), output_(output) {}
   void add(const ArrayView& v, double weight) {
     if (c_ == Collect::gather) {
       keep_.push_back(copy_of(v));
       return;
     }
     if (seen_ && v.shape != shape_)
-      throw ShapeError(what_ + ": shapes differ between parts (" + to_string(shape_) + " vs " +
-                       to_string(v.shape) + "); only Collect::gather combines outputs with a batch dim");
+      throw ShapeError("output " + std::to_string(output_) + ": shapes differ between parts (" + to_string(shape_) +
+                       " vs " + to_string(v.shape) + "); only Collect::gather combines outputs with a batch dim");
     if (!seen_) {
       shape_ = v.shape;
       dtype_ = v.dtype;
@@ -319,7 +319,7 @@ class Accum {
 
  private:
   Collect c_;
-  std::string what_;
+  size_t output_;
   bool seen_ = false;
   DType dtype_ = DType::f32;
   Shape shape_;
@@ -330,9 +330,6 @@ class Accum {
   std::vector<ArrayView> views_;
 };
 
-std::string fn_label(const std::string& name, uint64_t call) {
-  return "function '" + name + "' call #" + std::to_string(call);
-}
 
 }  // namespace
 
@@ -412,8 +409,10 @@ std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vec
 
 }  // namespace
 
-ShareResult run_share(Local& L, const CallDesc& d) {
-  // The command against this rank's functions (decode_call checked bounds).
+namespace {
+
+// The command against this rank's functions (decode_call checked bounds).
+void check_call(const Local& L, const CallDesc& d) {
   if (d.fn >= L.defs.size())
     throw FormatError("runtime: corrupt call command: function index " + std::to_string(d.fn) + " of " +
                       std::to_string(L.defs.size()) + " distributed functions");
@@ -432,164 +431,258 @@ ShareResult run_share(Local& L, const CallDesc& d) {
       throw FormatError("runtime: corrupt call command: input " + std::to_string(i) + " of '" + def.name +
                         "' does not match '" + node.name + "' " + to_string(node.shape));
   }
-  const std::string label = fn_label(d.name, d.call_no) + " on rank " + std::to_string(L.rank);
-  const bool train = d.update_fn >= 0;
-  const bool scattered = d.total >= 0;
-  int64_t start = 0, rows = 0;
-  if (scattered) split_rows(d.total, L.ranks, L.rank, start, rows);
-  const size_t n_out = d.collects.size();
+}
 
-  // Train: gradient element count from the gradient outputs' static shapes.
-  std::vector<size_t> goff;
-  size_t flat_n = 0;
-  if (train) {
-    for (size_t i = n_out; i < def.outputs.size(); ++i) {
-      goff.push_back(flat_n);
-      flat_n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
+// This rank's part of a call: its rows of the batch, run in `slices`
+// sequential pieces (one when nothing is scattered).
+struct Share {
+  bool scattered = false;
+  int64_t total = -1;           // rows of the whole call
+  int64_t start = 0, rows = 0;  // this rank's rows [start, start + rows) of the batch
+  int64_t slices = 1;
+  bool equal = true;            // every rank has the same number of rows
+  bool ran() const { return !scattered || rows > 0; }
+  // Slice s: rows [off, off + n) of the batch.
+  void slice(int64_t s, int64_t& off, int64_t& n) const {
+    int64_t s0 = 0;
+    n = rows;
+    if (scattered) split_rows(rows, static_cast<int>(slices), static_cast<int>(s), s0, n);
+    off = start + s0;
+  }
+  // A slice's weight in a mean over the whole call's rows.
+  double weight(int64_t n) const { return static_cast<double>(scattered ? n : 1); }
+};
+
+Share share_of(const Local& L, const CallDesc& d) {
+  Share sh;
+  sh.scattered = d.total >= 0;
+  sh.total = d.total;
+  if (sh.scattered) {
+    split_rows(d.total, L.ranks, L.rank, sh.start, sh.rows);
+    sh.slices = std::max<int64_t>(1, std::min<int64_t>(d.num_slices, sh.rows));
+    sh.equal = d.total % L.ranks == 0;
+  }
+  return sh;
+}
+
+// The inputs for rows [off, off + n) of the batch: broadcast inputs whole,
+// scattered ones as a view of their rows (gathered into L.staging for an
+// index list).
+void slice_views(Local& L, const CallDesc& d, int64_t off, int64_t n, std::vector<ArrayView>& views) {
+  if (L.staging.size() < d.inputs.size()) L.staging.resize(d.inputs.size());
+  views.resize(d.inputs.size());
+  for (size_t i = 0; i < d.inputs.size(); ++i) {
+    const InputDesc& in = d.inputs[i];
+    if (!in.scattered) {
+      views[i] = {in.dtype, in.shape, in.base};
+      continue;
+    }
+    Shape sh = in.shape;
+    const size_t row_bytes = static_cast<size_t>(static_numel(Shape(sh.begin() + 1, sh.end()))) * dtype_size(in.dtype);
+    sh[0] = n;
+    if (d.batch == Batch::Kind::indices) {
+      auto& st = L.staging[i];
+      if (st.size() < row_bytes * static_cast<size_t>(n)) st.resize(row_bytes * static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j)
+        std::memcpy(st.data() + static_cast<size_t>(j) * row_bytes,
+                    in.base + static_cast<size_t>(d.indices[off + j]) * row_bytes, row_bytes);
+      views[i] = {in.dtype, sh, st.data()};
+    } else {
+      const int64_t first = (d.batch == Batch::Kind::range ? d.range_begin : 0) + off;
+      views[i] = {in.dtype, sh, in.base + static_cast<size_t>(first) * row_bytes};
     }
   }
+}
 
-  // CUDA ranks copy rows straight from the Data segments: lock them once.
+// The reported outputs of a call, combined over this rank's slices by their
+// collect modes.
+class Reported {
+ public:
+  Reported(const Local& L, const CallDesc& d) : L_(L), d_(d) {
+    for (size_t i = 0; i < d.collects.size(); ++i) acc_.emplace_back(d.collects[i], i);
+  }
+  void add(const std::vector<Array>& outs, double w) {
+    for (size_t i = 0; i < acc_.size(); ++i) {
+      ArrayView v = outs[i].view();
+      // Gathering an output without a batch dim stacks one value per piece
+      // (rank x slice): [pieces, ...shape].
+      if (d_.collects[i] == Collect::gather && !has_batch(node(i).shape)) v.shape.insert(v.shape.begin(), 1);
+      acc_[i].add(v, w);
+    }
+  }
+  std::vector<Array> finish() {
+    std::vector<Array> out;
+    for (size_t i = 0; i < acc_.size(); ++i) out.push_back(acc_[i].result(node(i).dtype, resolve(node(i).shape, 0)));
+    return out;
+  }
+
+ private:
+  const Node& node(size_t i) const { return L_.graph->node(L_.defs[d_.fn].outputs[i]); }
+  const Local& L_;
+  const CallDesc& d_;
+  std::vector<Accum> acc_;
+};
+
+// A plain call: every slice runs the function; with several slices a
+// function's updates are averaged over the slices by rows and applied once.
+ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
+  ShareResult R;
+  if (!sh.ran()) return R;
+  const FunctionDef& def = L.defs[d.fn];
+  const size_t n_out = d.collects.size();
+  const bool use_sliced = sh.slices > 1 && !def.updates.empty();
+  Reported rep(L, d);
+  std::vector<std::vector<double>> upd(use_sliced ? def.updates.size() : 0);
+  std::vector<ArrayView> views;
+  for (int64_t s = 0; s < sh.slices; ++s) {
+    int64_t off, n;
+    sh.slice(s, off, n);
+    slice_views(L, d, off, n, views);
+    const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views);
+    rep.add(outs, sh.weight(n));
+    for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), sh.weight(n));
+  }
+  for (size_t u = 0; u < upd.size(); ++u) {
+    const int32_t var = def.updates[u].first;
+    const Node& vn = L.graph->node(var);
+    Array a = from_doubles(upd[u], 1.0 / static_cast<double>(sh.rows), vn.dtype, vn.shape);
+    var_write(L, var, a.raw(), a.nbytes());
+  }
+  R.ran = true;
+  R.rows = sh.scattered ? sh.rows : 1;
+  R.outs = rep.finish();
+  return R;
+}
+
+// The flat gradient buffer of a training step: gradient output i at off[i].
+struct Grads {
+  std::vector<size_t> off;
+  size_t n = 0;
+  float* flat = nullptr;
+};
+
+// Device and direct paths: one slice computes the gradients straight into
+// the flat buffer (host memory, or the executor's device memory on the
+// device path), no copy and no per-step gradient arrays. On the host with
+// unequal shares each rank's mean gradient is weighted by its share of the
+// batch, so the sum over ranks is the exact batch mean.
+void grads_in_one_slice(Local& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
+  const FunctionDef& def = L.defs[d.fn];
+  const size_t n_out = d.collects.size();
+  int64_t off, n;
+  sh.slice(0, off, n);
+  std::vector<ArrayView> views;
+  slice_views(L, d, off, n, views);
+  std::vector<Array> outs;
+  std::vector<void*> ptrs;
+  for (size_t i = 0; i < n_out; ++i) {
+    const Node& node = L.graph->node(def.outputs[i]);
+    outs.emplace_back(node.dtype, resolve(node.shape, n));
+    ptrs.push_back(outs.back().raw());
+  }
+  for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(g.flat + g.off[gi]);
+  L.ex->call_into(L.fns[d.fn], views, ptrs);
+  rep.add(outs, sh.weight(n));
+  if (path == GradPath::direct && !sh.equal) {
+    const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
+    for (size_t e = 0; e < g.n; ++e) g.flat[e] *= w;
+  }
+}
+
+// Sliced path: each slice's gradients (a mean over its rows) are added into
+// the flat buffer weighted by the slice's share of the batch (1/ranks each
+// when nothing is scattered), so the sum over ranks is the batch mean.
+void grads_sliced(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
+  const size_t n_out = d.collects.size();
+  std::vector<ArrayView> views;
+  for (int64_t s = 0; s < sh.slices; ++s) {
+    int64_t off, n;
+    sh.slice(s, off, n);
+    slice_views(L, d, off, n, views);
+    const std::vector<Array> outs = run_fn(L, d.fn, false, views);
+    rep.add(outs, sh.weight(n));
+    const float w = sh.scattered ? static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total))
+                                 : 1.f / static_cast<float>(L.ranks);
+    for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
+      const float* src = outs[n_out + gi].data<float>();
+      float* dst = g.flat + g.off[gi];
+      const int64_t cnt = outs[n_out + gi].numel();
+      if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = w * src[e];
+      else for (int64_t e = 0; e < cnt; ++e) dst[e] += w * src[e];
+    }
+  }
+}
+
+// A training step: this rank's gradients into the flat buffer (by the
+// step's GradPath), ONE all-reduce of it, then the update function on the
+// combined gradients.
+ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
+  const FunctionDef& def = L.defs[d.fn];
+  const size_t n_out = d.collects.size();
+  Grads g;
+  for (size_t i = n_out; i < def.outputs.size(); ++i) {
+    g.off.push_back(g.n);
+    g.n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
+  }
+  const GradPath path = grad_path(L.dcomm != nullptr, sh.total, L.ranks, d.num_slices, sh.rows);
+  if (path == GradPath::device) {
+    g.flat = L.ex->scratch_floats(g.n);
+  } else {
+    if (L.flat.size() != g.n) L.flat.assign(g.n, 0.f);
+    g.flat = L.flat.data();
+  }
+  ShareResult R;
+  Reported rep(L, d);
+  if (!sh.ran()) {
+    std::fill(g.flat, g.flat + g.n, 0.f);  // host paths only: a rank with no rows adds nothing
+  } else {
+    if (path == GradPath::sliced) grads_sliced(L, d, sh, g, rep);
+    else grads_in_one_slice(L, d, sh, g, path, rep);
+    R.ran = true;
+    R.rows = sh.scattered ? sh.rows : 1;
+    R.outs = rep.finish();
+  }
+  if (path == GradPath::device) {
+    L.dcomm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, comm::RedOp::avg, L.ex->stream());
+    // The watchdog: a failed or missing peer raises here instead of
+    // hanging the update's synchronisation.
+    L.dcomm->wait();
+  } else if (L.ranks > 1) {
+    // Equal shares in one slice: every rank's gradient is a mean over the
+    // same number of rows, so they are averaged; otherwise they were
+    // weighted above and are summed.
+    const bool avg = sh.ran() && sh.equal && path == GradPath::direct;
+    L.group->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, avg ? comm::RedOp::avg : comm::RedOp::sum);
+  }
+  const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
+  std::vector<ArrayView> gv;
+  for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
+    const Node& gn = L.graph->node(ud.inputs[gi]);
+    gv.push_back({DType::f32, gn.shape, g.flat + g.off.at(gi)});
+  }
+  run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
+  return R;
+}
+
+}  // namespace
+
+GradPath grad_path(bool device_comm, int64_t total, int ranks, uint32_t num_slices, int64_t rows) {
+  const bool scattered = total >= 0;
+  const bool equal = !scattered || total % ranks == 0;
+  const bool one_slice = !scattered || std::min<int64_t>(num_slices, rows) <= 1;
+  // NCCL averages; it cannot weight ranks by rows, so an uneven batch (or a
+  // sliced step) combines on the host even on NCCL ranks.
+  if (device_comm && equal && one_slice && (!scattered || rows > 0)) return GradPath::device;
+  return one_slice ? GradPath::direct : GradPath::sliced;
+}
+
+ShareResult run_share(Local& L, const CallDesc& d) {
+  check_call(L, d);
+  // Ranks on a device copy rows straight from the Data segments: lock them once.
   for (const InputDesc& in : d.inputs)
     if (in.seg != 0) pin_segment(L, in.seg, in.base, in.seg_bytes);
-
-  ShareResult R;
-  const bool run = !scattered || rows > 0;
-  // Every rank has the same number of rows (or the inputs are broadcast).
-  const bool equal_shares = !scattered || d.total % L.ranks == 0;
-  // NCCL ranks keep the gradients on the GPU: the gradient function writes
-  // them into a device buffer, NCCL averages them there, the update reads
-  // them there. Only for equal shares in one slice, where every rank takes
-  // this path; weighted or sliced steps combine on the host.
-  const bool one_slice = !scattered || std::min<int64_t>(d.num_slices, rows) <= 1;
-  const bool on_device = train && L.dcomm && run && equal_shares && one_slice;
-  float* flat = nullptr;
-  if (on_device) {
-    flat = L.ex->scratch_floats(flat_n);
-  } else if (train) {
-    // Written by the first slice (zeroed only when this rank has no rows).
-    if (L.flat.size() != flat_n) L.flat.assign(flat_n, 0.f);
-    flat = L.flat.data();
-  }
-  int64_t k_used = 1;
-  if (run) {
-    R.ran = true;
-    R.rows = scattered ? rows : 1;
-    const int64_t k = scattered ? std::max<int64_t>(1, std::min<int64_t>(d.num_slices, rows)) : 1;
-    k_used = k;
-    const bool use_sliced = !train && k > 1 && !def.updates.empty();
-    std::vector<Accum> acc;
-    for (size_t i = 0; i < n_out; ++i) acc.emplace_back(d.collects[i], label + ": output " + std::to_string(i));
-    std::vector<std::vector<double>> upd(use_sliced ? def.updates.size() : 0);
-    if (L.staging.size() < d.inputs.size()) L.staging.resize(d.inputs.size());
-    std::vector<ArrayView> views(d.inputs.size());
-    for (int64_t s = 0; s < k; ++s) {
-      int64_t s0 = 0, sr = rows;
-      if (scattered) split_rows(rows, static_cast<int>(k), static_cast<int>(s), s0, sr);
-      const int64_t off = start + s0;  // position in the batch
-      for (size_t i = 0; i < d.inputs.size(); ++i) {
-        const InputDesc& in = d.inputs[i];
-        if (!in.scattered) {
-          views[i] = {in.dtype, in.shape, in.base};
-          continue;
-        }
-        Shape sh = in.shape;
-        const size_t row_bytes = static_cast<size_t>(static_numel(Shape(sh.begin() + 1, sh.end()))) *
-                                 dtype_size(in.dtype);
-        sh[0] = sr;
-        if (d.batch == Batch::Kind::indices) {
-          auto& st = L.staging[i];
-          if (st.size() < row_bytes * static_cast<size_t>(sr)) st.resize(row_bytes * static_cast<size_t>(sr));
-          for (int64_t j = 0; j < sr; ++j)
-            std::memcpy(st.data() + static_cast<size_t>(j) * row_bytes,
-                        in.base + static_cast<size_t>(d.indices[off + j]) * row_bytes, row_bytes);
-          views[i] = {in.dtype, sh, st.data()};
-        } else {
-          const int64_t first = (d.batch == Batch::Kind::range ? d.range_begin : 0) + off;
-          views[i] = {in.dtype, sh, in.base + static_cast<size_t>(first) * row_bytes};
-        }
-      }
-      std::vector<Array> outs;
-      // A one-slice training step computes the gradients straight into the
-      // flat all-reduce buffer (no copy, no per-step gradient arrays).
-      const bool direct = train && k == 1;
-      if (direct) {
-        std::vector<void*> ptrs;
-        for (size_t i = 0; i < n_out; ++i) {
-          const Node& node = L.graph->node(def.outputs[i]);
-          outs.emplace_back(node.dtype, resolve(node.shape, sr));
-          ptrs.push_back(outs.back().raw());
-        }
-        for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(flat + goff[gi]);
-        // (Host pointers, or the executor's device memory: see on_device.)
-        L.ex->call_into(L.fns[d.fn], views, ptrs);
-      } else {
-        outs = run_fn(L, d.fn, use_sliced, views);
-      }
-      const double w = static_cast<double>(scattered ? sr : 1);
-      for (size_t i = 0; i < n_out; ++i) {
-        ArrayView v = outs[i].view();
-        // Gathering an output without a batch dim stacks one value per
-        // piece (rank x slice): [pieces, ...shape].
-        if (d.collects[i] == Collect::gather && !has_batch(L.graph->node(def.outputs[i]).shape))
-          v.shape.insert(v.shape.begin(), 1);
-        acc[i].add(v, w);
-      }
-      if (use_sliced)
-        for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), w);
-      if (direct) {
-        // Each rank's gradient is a mean over its rows; weight it by its
-        // share of the batch so the sum over ranks is the exact batch mean.
-        // With equal shares the all-reduce averages instead (below).
-        if (!equal_shares) {
-          const float gw = static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total));
-          for (size_t e = 0; e < flat_n; ++e) flat[e] *= gw;
-        }
-      } else if (train) {
-        const float gw = scattered ? static_cast<float>(static_cast<double>(sr) / static_cast<double>(d.total))
-                                   : 1.f / static_cast<float>(L.ranks);
-        for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
-          const float* g = outs[n_out + gi].data<float>();
-          float* dst = flat + goff[gi];
-          const int64_t cnt = outs[n_out + gi].numel();
-          if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = gw * g[e];
-          else for (int64_t e = 0; e < cnt; ++e) dst[e] += gw * g[e];
-        }
-      }
-    }
-    for (size_t i = 0; i < n_out; ++i) {
-      const Node& node = L.graph->node(def.outputs[i]);
-      R.outs.push_back(acc[i].result(node.dtype, resolve(node.shape, 0)));
-    }
-    if (use_sliced) {
-      for (size_t u = 0; u < upd.size(); ++u) {
-        const int32_t var = def.updates[u].first;
-        const Node& vn = L.graph->node(var);
-        Array a = from_doubles(upd[u], 1.0 / static_cast<double>(rows), vn.dtype, vn.shape);
-        var_write(L, var, a.raw(), a.nbytes());
-      }
-    }
-  }
-  if (train) {
-    if (!run) std::fill(flat, flat + flat_n, 0.f);
-    const bool avg = run && equal_shares && k_used == 1;
-    if (on_device) {
-      L.dcomm->all_reduce(flat, flat, flat_n, comm::ElemType::f32, comm::RedOp::avg, L.ex->stream());
-      // The watchdog: a failed or missing peer raises here instead of
-      // hanging the update's synchronisation.
-      L.dcomm->wait();
-    } else if (L.ranks > 1) {
-      L.group->all_reduce(flat, flat, flat_n, comm::ElemType::f32, avg ? comm::RedOp::avg : comm::RedOp::sum);
-    }
-    const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
-    std::vector<ArrayView> gv;
-    for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
-      const Node& gn = L.graph->node(ud.inputs[gi]);
-      gv.push_back({DType::f32, gn.shape, flat + goff.at(gi)});
-    }
-    run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
-  }
-  return R;
+  const Share sh = share_of(L, d);
+  return d.update_fn >= 0 ? run_train(L, d, sh) : run_plain(L, d, sh);
 }
 
 // ---- result buffers --------------------------------------------------------------------
@@ -665,7 +758,7 @@ std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vect
                            const std::string& fn_name) {
   std::vector<Array> out;
   for (size_t i = 0; i < collects.size(); ++i) {
-    Accum acc(collects[i], "function '" + fn_name + "': output " + std::to_string(i));
+    Accum acc(collects[i], i);
     DType t = DType::f32;
     Shape empty_shape;
     bool any = false;
