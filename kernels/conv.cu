@@ -12,7 +12,7 @@
 namespace synk::kernels {
 namespace {
 
-__global__ void im2col_kernel(ConvShape g, int64_t count, const float* x, float* col, int64_t stride_i,
+__global__ void im2col_kernel(ConvGeom g, int64_t count, const float* x, float* col, int64_t stride_i,
                               int64_t stride_k) {
   const int64_t P = g.oh * g.ow, KK = g.kh * g.kw, K = g.c * KK;
   SYNK_GRID_LOOP(idx, count * K * P) {
@@ -29,7 +29,7 @@ __global__ void im2col_kernel(ConvShape g, int64_t count, const float* x, float*
   }
 }
 
-__global__ void col2im_kernel(ConvShape g, int64_t count, const float* col, float* dx) {
+__global__ void col2im_kernel(ConvGeom g, int64_t count, const float* col, float* dx) {
   const int64_t P = g.oh * g.ow, K = g.c * g.kh * g.kw;
   SYNK_GRID_LOOP(idx, count * g.c * g.h * g.w) {
     const int64_t iw = idx % g.w;
@@ -67,7 +67,7 @@ __global__ void pack_kernel(int64_t count, int64_t o, int64_t p, const float* x,
   }
 }
 
-__global__ void max_pool_kernel(PoolShape g, const float* x, float* y) {
+__global__ void max_pool_kernel(PoolGeom g, const float* x, float* y) {
   SYNK_GRID_LOOP(idx, g.n * g.c * g.oh * g.ow) {
     const int64_t ow = idx % g.ow;
     const int64_t t = idx / g.ow;
@@ -84,7 +84,7 @@ __global__ void max_pool_kernel(PoolShape g, const float* x, float* y) {
   }
 }
 
-__global__ void max_pool_grad_kernel(PoolShape g, const float* x, const float* dy, float* dx) {
+__global__ void max_pool_grad_kernel(PoolGeom g, const float* x, const float* dy, float* dx) {
   SYNK_GRID_LOOP(idx, g.n * g.c * g.h * g.w) {
     const int64_t iw = idx % g.w;
     const int64_t t = idx / g.w;
@@ -124,14 +124,14 @@ __global__ void max_pool_grad_kernel(PoolShape g, const float* x, const float* d
 
 }  // namespace
 
-void im2col(const ConvShape& g, int64_t count, const float* x, float* col, int64_t stride_i, int64_t stride_k,
+void im2col(const ConvGeom& g, int64_t count, const float* x, float* col, int64_t stride_i, int64_t stride_k,
             cudaStream_t stream) {
   const int64_t n = count * g.c * g.kh * g.kw * g.oh * g.ow;
   if (n <= 0) return;
   im2col_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, count, x, col, stride_i, stride_k);
 }
 
-void col2im(const ConvShape& g, int64_t count, const float* col, float* dx, cudaStream_t stream) {
+void col2im(const ConvGeom& g, int64_t count, const float* col, float* dx, cudaStream_t stream) {
   const int64_t n = count * g.c * g.h * g.w;
   if (n <= 0) return;
   col2im_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, count, col, dx);
@@ -143,13 +143,13 @@ void pack_channels(int64_t count, int64_t o, int64_t p, const float* x, float* y
   pack_kernel<<<grid_for(n), kThreads, 0, stream>>>(count, o, p, x, y);
 }
 
-void max_pool2d(const PoolShape& g, const float* x, float* y, cudaStream_t stream) {
+void max_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream) {
   const int64_t n = g.n * g.c * g.oh * g.ow;
   if (n <= 0) return;
   max_pool_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, x, y);
 }
 
-void max_pool2d_grad(const PoolShape& g, const float* x, const float* dy, float* dx, cudaStream_t stream) {
+void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx, cudaStream_t stream) {
   const int64_t n = g.n * g.c * g.h * g.w;
   if (n <= 0) return;
   // With no output window the loops are empty and dx is all zeros.

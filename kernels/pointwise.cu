@@ -13,7 +13,7 @@ namespace synk::kernels {
 namespace {
 
 // Offsets of output element i in operands a and b.
-__device__ inline void strided_offsets(const StridedGeom& g, int64_t i, int64_t& oa, int64_t& ob) {
+__device__ inline void strided_offsets(const Strided& g, int64_t i, int64_t& oa, int64_t& ob) {
   if (g.nd == 1) {
     oa = i * g.sa[0];
     ob = i * g.sb[0];
@@ -29,35 +29,35 @@ __device__ inline void strided_offsets(const StridedGeom& g, int64_t i, int64_t&
   }
 }
 
-__device__ inline float bin_f32(BinaryOp op, float x, float y) {
+__device__ inline float bin_f32(BinOp op, float x, float y) {
   switch (op) {
-    case BinaryOp::Add: return x + y;
-    case BinaryOp::Sub: return x - y;
-    case BinaryOp::Mul: return x * y;
-    case BinaryOp::Div: return x / y;
-    case BinaryOp::Equal: return x == y ? 1.f : 0.f;
-    case BinaryOp::ReluGrad: return x > 0.f ? y : 0.f;
+    case BinOp::Add: return x + y;
+    case BinOp::Sub: return x - y;
+    case BinOp::Mul: return x * y;
+    case BinOp::Div: return x / y;
+    case BinOp::Equal: return x == y ? 1.f : 0.f;
+    case BinOp::ReluGrad: return x > 0.f ? y : 0.f;
   }
   return 0.f;
 }
 
-__device__ inline int32_t bin_i32(BinaryOp op, int32_t x, int32_t y) {
+__device__ inline int32_t bin_i32(BinOp op, int32_t x, int32_t y) {
   const uint32_t ux = static_cast<uint32_t>(x), uy = static_cast<uint32_t>(y);
   switch (op) {
-    case BinaryOp::Add: return static_cast<int32_t>(ux + uy);
-    case BinaryOp::Sub: return static_cast<int32_t>(ux - uy);
-    case BinaryOp::Mul: return static_cast<int32_t>(ux * uy);
-    case BinaryOp::Div:
+    case BinOp::Add: return static_cast<int32_t>(ux + uy);
+    case BinOp::Sub: return static_cast<int32_t>(ux - uy);
+    case BinOp::Mul: return static_cast<int32_t>(ux * uy);
+    case BinOp::Div:
       if (y == 0) return 0;
       if (y == -1) return static_cast<int32_t>(0u - ux);
       return x / y;
-    case BinaryOp::Equal: return x == y ? 1 : 0;
-    case BinaryOp::ReluGrad: return x > 0 ? y : 0;
+    case BinOp::Equal: return x == y ? 1 : 0;
+    case BinOp::ReluGrad: return x > 0 ? y : 0;
   }
   return 0;
 }
 
-__global__ void binary_f32_kernel(BinaryOp op, StridedGeom g, const float* a, const float* b, float* o) {
+__global__ void binary_f32_kernel(BinOp op, Strided g, const float* a, const float* b, float* o) {
   SYNK_GRID_LOOP(i, g.numel) {
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
@@ -65,7 +65,7 @@ __global__ void binary_f32_kernel(BinaryOp op, StridedGeom g, const float* a, co
   }
 }
 
-__global__ void binary_i32_kernel(BinaryOp op, StridedGeom g, const int32_t* a, const int32_t* b, int32_t* o) {
+__global__ void binary_i32_kernel(BinOp op, Strided g, const int32_t* a, const int32_t* b, int32_t* o) {
   SYNK_GRID_LOOP(i, g.numel) {
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
@@ -73,7 +73,7 @@ __global__ void binary_i32_kernel(BinaryOp op, StridedGeom g, const int32_t* a, 
   }
 }
 
-__global__ void equal_f32_kernel(StridedGeom g, const float* a, const float* b, int32_t* o) {
+__global__ void equal_f32_kernel(Strided g, const float* a, const float* b, int32_t* o) {
   SYNK_GRID_LOOP(i, g.numel) {
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
@@ -81,17 +81,17 @@ __global__ void equal_f32_kernel(StridedGeom g, const float* a, const float* b, 
   }
 }
 
-__device__ inline float un_f32(UnaryOp op, float x, float p) {
+__device__ inline float un_f32(UnOp op, float x, float p) {
   switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Relu: return x > 0.f ? x : 0.f;
-    case UnaryOp::Tanh: return tanhf(x);
-    case UnaryOp::Sigmoid: return 1.f / (1.f + expf(-x));
-    case UnaryOp::Exp: return expf(x);
-    case UnaryOp::Log: return logf(x);
-    case UnaryOp::Sqrt: return sqrtf(x);
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Pow:
+    case UnOp::Neg: return -x;
+    case UnOp::Relu: return x > 0.f ? x : 0.f;
+    case UnOp::Tanh: return tanhf(x);
+    case UnOp::Sigmoid: return 1.f / (1.f + expf(-x));
+    case UnOp::Exp: return expf(x);
+    case UnOp::Log: return logf(x);
+    case UnOp::Sqrt: return sqrtf(x);
+    case UnOp::Square: return x * x;
+    case UnOp::Pow:
       // The CPU's special cases, so e.g. pow(x, 2) is exact as there.
       if (p == 2.f) return x * x;
       if (p == 1.f) return x;
@@ -102,7 +102,7 @@ __device__ inline float un_f32(UnaryOp op, float x, float p) {
   return 0.f;
 }
 
-__global__ void unary_f32_kernel(UnaryOp op, int64_t n, const float* x, float* y, float p) {
+__global__ void unary_f32_kernel(UnOp op, int64_t n, const float* x, float* y, float p) {
   SYNK_GRID_LOOP(i, n) y[i] = un_f32(op, x[i], p);
 }
 
@@ -124,7 +124,7 @@ __global__ void cast_i32_f32_kernel(int64_t n, const int32_t* x, float* y) {
   SYNK_GRID_LOOP(i, n) y[i] = static_cast<float>(x[i]);
 }
 
-__global__ void strided_copy_kernel(StridedGeom g, const uint32_t* x, uint32_t* y, bool scaled, float scale) {
+__global__ void strided_copy_kernel(Strided g, const uint32_t* x, uint32_t* y, bool scaled, float scale) {
   SYNK_GRID_LOOP(i, g.numel) {
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
@@ -165,23 +165,23 @@ __global__ void dropout_kernel(int64_t n, uint32_t thr, float scale, uint64_t ke
 
 }  // namespace
 
-void binary_f32(BinaryOp op, const StridedGeom& g, const float* a, const float* b, float* o, cudaStream_t stream) {
+void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o, cudaStream_t stream) {
   if (g.numel <= 0) return;
   binary_f32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(op, g, a, b, o);
 }
 
-void binary_i32(BinaryOp op, const StridedGeom& g, const int32_t* a, const int32_t* b, int32_t* o,
+void binary_i32(BinOp op, const Strided& g, const int32_t* a, const int32_t* b, int32_t* o,
                 cudaStream_t stream) {
   if (g.numel <= 0) return;
   binary_i32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(op, g, a, b, o);
 }
 
-void equal_f32(const StridedGeom& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
+void equal_f32(const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
   if (g.numel <= 0) return;
   equal_f32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(g, a, b, o);
 }
 
-void unary_f32(UnaryOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream) {
+void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream) {
   if (n <= 0) return;
   unary_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(op, n, x, y, p);
 }
@@ -201,7 +201,7 @@ void cast_i32_f32(int64_t n, const int32_t* x, float* y, cudaStream_t stream) {
   cast_i32_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, x, y);
 }
 
-void strided_copy(const StridedGeom& g, const uint32_t* x, uint32_t* y, bool scaled, float scale,
+void strided_copy(const Strided& g, const uint32_t* x, uint32_t* y, bool scaled, float scale,
                   cudaStream_t stream) {
   if (g.numel <= 0) return;
   strided_copy_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(g, x, y, scaled, scale);

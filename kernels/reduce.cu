@@ -20,7 +20,7 @@ namespace {
 __device__ inline float f32_inf() { return __int_as_float(0x7f800000); }
 __device__ inline float f32_nan() { return __int_as_float(0x7fc00000); }
 
-__device__ inline int64_t kept_offset(const ReduceGeom& g, int64_t o) {
+__device__ inline int64_t kept_offset(const Reduce& g, int64_t o) {
   int64_t off = 0;
   for (int d = g.nk - 1; d >= 0; --d) {
     off += (o % g.kdim[d]) * g.kstride[d];
@@ -29,7 +29,7 @@ __device__ inline int64_t kept_offset(const ReduceGeom& g, int64_t o) {
   return off;
 }
 
-__device__ inline int64_t reduced_offset(const ReduceGeom& g, int64_t r) {
+__device__ inline int64_t reduced_offset(const Reduce& g, int64_t r) {
   if (g.nr == 1) return r * g.rstride[0];
   int64_t off = 0;
   for (int d = g.nr - 1; d >= 0; --d) {
@@ -74,7 +74,7 @@ constexpr int kRedThreads = 256;
 // mean: 0 none; f32: multiply by inv (NaN when nothing is reduced);
 // i32: divide by the reduced count.
 template <class R>
-__global__ void reduce_kernel(ReduceGeom g, const typename R::T* x, typename R::T* y, bool mean, float inv) {
+__global__ void reduce_kernel(Reduce g, const typename R::T* x, typename R::T* y, bool mean, float inv) {
   using Acc = typename R::Acc;
   __shared__ Acc buf[kRedThreads];
   const int tid = threadIdx.x;
@@ -104,7 +104,7 @@ __global__ void reduce_kernel(ReduceGeom g, const typename R::T* x, typename R::
 }
 
 template <class R>
-void launch_reduce(const ReduceGeom& g, const typename R::T* x, typename R::T* y, bool mean, float inv,
+void launch_reduce(const Reduce& g, const typename R::T* x, typename R::T* y, bool mean, float inv,
                    cudaStream_t stream) {
   if (g.out_numel <= 0) return;
   int threads = 32;
@@ -198,14 +198,14 @@ __global__ void xent_grad_kernel(int64_t n, int64_t c, const float* logits, cons
 
 }  // namespace
 
-void reduce_f32(ReduceOp op, const ReduceGeom& g, float inv, const float* x, float* y, cudaStream_t stream) {
-  if (op == ReduceOp::Max) launch_reduce<MaxF32>(g, x, y, false, 1.f, stream);
-  else launch_reduce<SumF32>(g, x, y, op == ReduceOp::Mean, inv, stream);
+void reduce_f32(ReduceKind op, const Reduce& g, float inv, const float* x, float* y, cudaStream_t stream) {
+  if (op == ReduceKind::Max) launch_reduce<MaxF32>(g, x, y, false, 1.f, stream);
+  else launch_reduce<SumF32>(g, x, y, op == ReduceKind::Mean, inv, stream);
 }
 
-void reduce_i32(ReduceOp op, const ReduceGeom& g, const int32_t* x, int32_t* y, cudaStream_t stream) {
-  if (op == ReduceOp::Max) launch_reduce<MaxI32>(g, x, y, false, 1.f, stream);
-  else launch_reduce<SumI32>(g, x, y, op == ReduceOp::Mean, 1.f, stream);
+void reduce_i32(ReduceKind op, const Reduce& g, const int32_t* x, int32_t* y, cudaStream_t stream) {
+  if (op == ReduceKind::Max) launch_reduce<MaxI32>(g, x, y, false, 1.f, stream);
+  else launch_reduce<SumI32>(g, x, y, op == ReduceKind::Mean, 1.f, stream);
 }
 
 void argmax_f32(const AxisGeom& g, const float* x, int32_t* y, cudaStream_t stream) {

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/plan/plan.hpp"
 #include "exec/cuda/device.hpp"
 #include "exec/cuda/executor.hpp"
 #endif
@@ -609,8 +609,8 @@ TEST(CudaSessionNoDevice, ConstructorThrowsBackendError) {
 // The process-wide planner switches, restored when the test ends.
 struct CompileOptionsGuard {
 #if SYNK_HAVE_CUDA
-  cpu::CompileOptions saved = cpu::default_compile_options();
-  ~CompileOptionsGuard() { cpu::default_compile_options() = saved; }
+  plan::CompileOptions saved = plan::default_compile_options();
+  ~CompileOptionsGuard() { plan::default_compile_options() = saved; }
 #endif
 };
 
@@ -643,7 +643,7 @@ TEST(CudaPlanLayout, EveryInputSlotHoldsItsInput) {
     if (!unused_first) spec.inputs = {m.x, m.u};
     const FunctionDef def = make_function_def(spec);
     const int64_t batch_rows = 4;
-    cpu::Plan plan = cpu::compile(m.g.nodes(), def, batch_rows, cuda::plan_options());
+    plan::Plan plan = plan::compile(m.g.nodes(), def, batch_rows, cuda::plan_options());
     ASSERT_TRUE(plan.consts.empty()) << "the test needs a plan without constants (no device here)";
     const cuda::CudaPlan cp = cuda::make_cuda_plan(std::move(plan), m.g.nodes(), def, 1, 0, nullptr);
     ASSERT_EQ(cp.input_offset.size(), 2u);
@@ -672,10 +672,10 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   GTEST_SKIP() << "synk was built without CUDA";
 #else
   CompileOptionsGuard guard;
-  cpu::default_compile_options().fuse_elementwise = true;
-  cpu::default_compile_options().outputs_external = true;
-  cpu::default_compile_options().reuse = false;
-  const cpu::CompileOptions o = cuda::plan_options();
+  plan::default_compile_options().fuse_elementwise = true;
+  plan::default_compile_options().outputs_external = true;
+  plan::default_compile_options().reuse = false;
+  const plan::CompileOptions o = cuda::plan_options();
   EXPECT_FALSE(o.fuse_elementwise);
   EXPECT_FALSE(o.outputs_external);
   EXPECT_FALSE(o.reuse) << "the other switches come from the defaults";
@@ -685,9 +685,9 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   Tensor v = g.variable("v", {8}, Init::uniform(-1.f, 1.f));
   const FunctionDef def =
       make_function_def({.name = "chain", .inputs = {x}, .outputs = {{tanh(x * v) * v + x}}, .updates = {}});
-  cpu::Plan cpu_plan = cpu::compile(g.nodes(), def, 4, cpu::default_compile_options());
+  plan::Plan cpu_plan = plan::compile(g.nodes(), def, 4, plan::default_compile_options());
   bool cpu_only = !cpu_plan.fused.empty();
-  for (const cpu::ValueLoc& l : cpu_plan.loc) cpu_only = cpu_only || l.kind == cpu::Loc::Output;
+  for (const plan::ValueLoc& l : cpu_plan.loc) cpu_only = cpu_only || l.kind == plan::Loc::Output;
   ASSERT_TRUE(cpu_only) << "the defaults did not make CPU-only steps; the test shows nothing";
   ASSERT_TRUE(cpu_plan.consts.empty());
   try {
@@ -696,7 +696,7 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   } catch (const BackendError& e) {
     EXPECT_NE(std::string(e.what()).find("chain"), std::string::npos) << e.what();
   }
-  cpu::Plan plan = cpu::compile(g.nodes(), def, 4, cuda::plan_options());
+  plan::Plan plan = plan::compile(g.nodes(), def, 4, cuda::plan_options());
   EXPECT_TRUE(plan.fused.empty());
   EXPECT_NO_THROW((void)cuda::make_cuda_plan(std::move(plan), g.nodes(), def, 1, 0, nullptr));
 #endif
@@ -768,8 +768,8 @@ TEST(GpuSession, IgnoresCpuOnlyPlannerDefaults) {
   SYNK_REQUIRE_GPU();
   CompileOptionsGuard guard;
 #if SYNK_HAVE_CUDA
-  cpu::default_compile_options().fuse_elementwise = true;
-  cpu::default_compile_options().outputs_external = true;
+  plan::default_compile_options().fuse_elementwise = true;
+  plan::default_compile_options().outputs_external = true;
 #endif
   Graph g;
   Tensor x = g.input("x", f32, {batch, 8});

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/cpu/executor.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -21,13 +21,13 @@ using synk::i32;
 
 // Restores the process-wide planner switches when a test ends.
 struct PlannerOptions {
-  synk::cpu::CompileOptions saved = synk::cpu::default_compile_options();
+  synk::plan::CompileOptions saved = synk::plan::default_compile_options();
   explicit PlannerOptions(bool reuse) {
-    synk::cpu::default_compile_options().reuse = reuse;
-    synk::cpu::default_compile_options().inplace_updates = reuse;
-    synk::cpu::default_compile_options().fuse = reuse;
+    synk::plan::default_compile_options().reuse = reuse;
+    synk::plan::default_compile_options().inplace_updates = reuse;
+    synk::plan::default_compile_options().fuse = reuse;
   }
-  ~PlannerOptions() { synk::cpu::default_compile_options() = saved; }
+  ~PlannerOptions() { synk::plan::default_compile_options() = saved; }
 };
 
 // A small MLP with dropout, trained by Nesterov momentum.
@@ -488,16 +488,16 @@ TEST(ExecutorFusion, PlanHasFusedStepsOnlyWhenAsked) {
   Tensor gi = g.input("g", f32, {300});
   auto ups = synk::optim::nesterov({w}, {gi}, {.lr = 0.5f, .momentum = 0.25f});
   synk::FunctionDef def = synk::make_function_def({.name = "u", .inputs = {gi}, .updates = ups});
-  synk::cpu::CompileOptions plain;
+  synk::plan::CompileOptions plain;
   EXPECT_FALSE(plain.fuse_elementwise);
-  synk::cpu::Plan a = synk::cpu::compile(g.nodes(), def, -1, plain);
+  synk::plan::Plan a = synk::plan::compile(g.nodes(), def, -1, plain);
   EXPECT_TRUE(a.fused.empty());
   for (const auto& s : a.steps) EXPECT_LT(s.fused, 0);
   plain.fuse_elementwise = true;
-  synk::cpu::Plan b = synk::cpu::compile(g.nodes(), def, -1, plain);
+  synk::plan::Plan b = synk::plan::compile(g.nodes(), def, -1, plain);
   ASSERT_EQ(b.steps.size(), 1u);
   ASSERT_EQ(b.fused.size(), 1u);
-  EXPECT_EQ(b.fused[0].pattern, synk::cpu::EwProgram::Nesterov);
+  EXPECT_EQ(b.fused[0].pattern, synk::plan::EwProgram::Nesterov);
   EXPECT_TRUE(b.copies.empty());  // both updates written in place
 
   // Hand-computed: w' = w + (v2*mu - g*lr) with v2 = v*mu - g*lr, v = 0 first.

@@ -50,6 +50,7 @@
 #include "common/bench_main.hpp"
 #include "common/gpu_info.hpp"
 #include "exec/cuda/device.hpp"
+#include "exec/plan/geometry.hpp"
 #include "ops.cuh"
 
 namespace {
@@ -219,17 +220,12 @@ void full_sum(int64_t n, cudaStream_t s, const Options& o, Report& rep) {
   cub_check(synk_bench::cub_sum_double(nullptr, t2, ptr<float>(x), ptr<double>(yd), n, s),
             "cub::DeviceReduce::TransformReduce");
   DeviceBuffer temp = cub_temp({t1, t2});
-  kn::ReduceGeom g;
-  g.nr = 1;
-  g.rdim[0] = n;
-  g.rstride[0] = 1;
-  g.r_count = n;
-  g.out_numel = 1;
+  const kn::Reduce g = synk::plan::make_reduce(synk::Shape{n}, {0});  // the planner's geometry
   auto check_f = [&] { return close_to(download<float>(y, 1)[0], ref, atol, 0) ? 0 : 1; };
   float thrust_out = NAN;
   std::vector<Impl> impls = {
       {"synk reduce_f32 (one 256-thread block, double acc)",
-       [&](cudaStream_t st) { kn::reduce_f32(kn::ReduceOp::Sum, g, 1.f, ptr<float>(x), ptr<float>(y), st); }, check_f},
+       [&](cudaStream_t st) { kn::reduce_f32(kn::ReduceKind::Sum, g, 1.f, ptr<float>(x), ptr<float>(y), st); }, check_f},
       {"cub::DeviceReduce::Sum (float acc)",
        [&](cudaStream_t st) {
          size_t b = temp.bytes();
@@ -264,15 +260,7 @@ void axis0_sum(int64_t rows, int64_t cols, cudaStream_t s, const Blas& blas, con
   cub_check(synk_bench::cub_column_sums(nullptr, tb, ptr<float>(x), ptr<float>(y), rows, cols, s),
             "cub::DeviceSegmentedReduce::Sum");
   DeviceBuffer temp = cub_temp({tb});
-  kn::ReduceGeom g;
-  g.nk = 1;
-  g.kdim[0] = cols;
-  g.kstride[0] = 1;
-  g.nr = 1;
-  g.rdim[0] = rows;
-  g.rstride[0] = cols;
-  g.r_count = rows;
-  g.out_numel = cols;
+  const kn::Reduce g = synk::plan::make_reduce(synk::Shape{rows, cols}, {0});
   auto check = [&] {
     const std::vector<float> got = download<float>(y, static_cast<size_t>(cols));
     int64_t bad = 0;
@@ -281,7 +269,7 @@ void axis0_sum(int64_t rows, int64_t cols, cudaStream_t s, const Blas& blas, con
   };
   std::vector<Impl> impls = {
       {"synk reduce_f32 (block per column, strided reads)",
-       [&](cudaStream_t st) { kn::reduce_f32(kn::ReduceOp::Sum, g, 1.f, ptr<float>(x), ptr<float>(y), st); }, check},
+       [&](cudaStream_t st) { kn::reduce_f32(kn::ReduceKind::Sum, g, 1.f, ptr<float>(x), ptr<float>(y), st); }, check},
       {"cub::DeviceSegmentedReduce::Sum (strided iterator)",
        [&](cudaStream_t st) {
          size_t b = temp.bytes();

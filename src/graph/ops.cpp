@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "exec/cpu/kernels.hpp"
+#include "exec/plan/geometry.hpp"
 #include "graph/internal.hpp"
 #include "synk/error.hpp"
 
@@ -36,16 +36,16 @@ void need_ndim(const char* op, const Tensor& t, int n, const char* what) {
 // Dims that must agree (batch agrees only with batch).
 bool dims_match(Dim a, Dim b) { return a == b; }
 
-// The CPU and CUDA kernels iterate over at most cpu::kMaxDims dims once
+// The CPU and CUDA kernels iterate over at most plan::kMaxDims dims once
 // adjacent dims that step alike are merged. `loop_dims` is that count for
 // the op's shapes with `batch` taken as 2 (the count of every batch size
 // but 1, where it can only be smaller), so a graph that needs more is
 // refused here, when it is built, not when a function is compiled.
 void check_loop_dims(const char* op, int loop_dims, const std::string& what, const char* merge_rule) {
-  if (loop_dims > cpu::kMaxDims)
+  if (loop_dims > plan::kMaxDims)
     throw ShapeError(std::string(op) + ": " + what + " needs " + std::to_string(loop_dims) +
                      " loop dims after merging adjacent dims that " + merge_rule + "; synk's kernels run at most " +
-                     std::to_string(cpu::kMaxDims) + " (reshape to fewer dims first)");
+                     std::to_string(plan::kMaxDims) + " (reshape to fewer dims first)");
 }
 
 constexpr int64_t kCheckBatch = 2;  // `batch` in the loop-dim checks
@@ -99,7 +99,7 @@ static Tensor binary(Op op, Tensor a, Tensor b) {
   Shape s = broadcast_shapes(name, a.shape(), b.shape());
   {
     const Shape ra = resolve(a.shape(), kCheckBatch), rb = resolve(b.shape(), kCheckBatch);
-    check_loop_dims(name, cpu::broadcast_dims(resolve(s, kCheckBatch), ra, &rb),
+    check_loop_dims(name, plan::broadcast_dims(resolve(s, kCheckBatch), ra, &rb),
                     "broadcasting " + shp(a) + " with " + shp(b), "both operands broadcast alike");
   }
   DType dt = op == Op::Equal ? DType::i32 : a.dtype();
@@ -190,7 +190,7 @@ static Tensor reduce(Op op, Tensor x, std::vector<int> axes, bool keepdims) {
     if (!r) s.push_back(x.shape()[i]);
     else if (keepdims) s.push_back(1);
   }
-  check_loop_dims(name, cpu::reduce_dims(resolve(x.shape(), kCheckBatch), ax),
+  check_loop_dims(name, plan::reduce_dims(resolve(x.shape(), kCheckBatch), ax),
                   "reducing " + shp(x) + " over axes " + to_string(ax), "are all reduced or all kept");
   return make_node(x.graph(), op, x.dtype(), std::move(s), {x.id()}, std::move(ax), {}, keepdims);
 }
@@ -260,7 +260,7 @@ Tensor transpose(Tensor x, std::vector<int> perm) {
   bool identity = true;
   for (int i = 0; i < nd; ++i) identity &= p[i] == i;
   if (identity) return x;
-  check_loop_dims("transpose", cpu::transpose_dims(resolve(x.shape(), kCheckBatch), p),
+  check_loop_dims("transpose", plan::transpose_dims(resolve(x.shape(), kCheckBatch), p),
                   "transposing " + shp(x) + " by " + to_string(p), "stay adjacent and in order");
   return make_node(x.graph(), Op::Transpose, x.dtype(), std::move(s), {x.id()}, std::move(p));
 }
@@ -271,7 +271,7 @@ Tensor broadcast_to(Tensor x, Shape shape) {
     throw ShapeError("broadcast_to: cannot broadcast " + shp(x) + " to " + to_string(shape));
   if (shape == x.shape()) return x;
   check_loop_dims("broadcast_to",
-                  cpu::broadcast_dims(resolve(shape, kCheckBatch), resolve(x.shape(), kCheckBatch), nullptr),
+                  plan::broadcast_dims(resolve(shape, kCheckBatch), resolve(x.shape(), kCheckBatch), nullptr),
                   "broadcasting " + shp(x) + " to " + to_string(shape), "all broadcast or none");
   return make_node(x.graph(), Op::BroadcastTo, x.dtype(), std::move(shape), {x.id()});
 }

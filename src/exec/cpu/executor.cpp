@@ -1,6 +1,6 @@
 // exec/cpu/executor.cpp — runs a compiled Plan: binds the pointers of this
 // call (arena, caller inputs, variables) and dispatches each step to its
-// kernel. Everything shape-dependent was decided in plan.cpp.
+// kernel. Everything shape-dependent was decided by the planner (exec/plan).
 //
 // Errors raised while a step runs are rethrown with the function name, op
 // and node id prepended, keeping their exception type.
@@ -9,12 +9,33 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/cpu/executor.hpp"
+#include "exec/cpu/kernels.hpp"
 #include "synk/error.hpp"
 
 namespace synk::cpu {
 
+bool& cpu_fuse_elementwise() {
+  static bool on = [] {
+    const char* a = std::getenv("SYNK_CPU_NO_REUSE");
+    const char* b = std::getenv("SYNK_CPU_NO_FUSE");
+    return !(a && a[0] == '1') && !(b && b[0] == '1');
+  }();
+  return on;
+}
+
+plan::CompileOptions cpu_session_options() {
+  plan::CompileOptions o = plan::default_compile_options();
+  o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
+  return o;
+}
+
 namespace {
+
+using plan::Loc;
+using plan::Plan;
+using plan::Step;
+using plan::ValueLoc;
 
 template <class T> T* P(void* p) { return static_cast<T*>(p); }
 
@@ -70,7 +91,7 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       break;
     case Op::Cast:
       if (s.in_dtype == s.dtype) {
-        if (out != a) std::memmove(out, a, static_cast<size_t>(s.n) * 4);
+        if (out != a) std::memmove(out, a, s.out_bytes());
       } else if (s.dtype == DType::i32) {
         cast_f32_i32(s.n, P<float>(a), P<int32_t>(out));
       } else {
@@ -139,7 +160,7 @@ void run_fused(const Step& s, Plan& p, const RunContext& ctx) {
 
 }  // namespace
 
-void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
+void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
              const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
              void* const* outputs) {
   for (int32_t id : p.bound) {

@@ -1,9 +1,9 @@
 // exec/cpu/kernels_elementwise.cpp — elementwise CPU kernels: broadcasting
 // binary ops, unary math, casts, strided copies and the dropout mask.
 //
-// Broadcasting is planned once (make_broadcast collapses dims so the common
-// cases — same shape, [N,C]+[C], tensor+scalar, [N,C,H,W]+[C,1,1] — become
-// one or two loops whose innermost loop is a plain vectorisable one).
+// Broadcasting is planned once (plan::make_broadcast collapses dims so the
+// common cases — same shape, [N,C]+[C], tensor+scalar, [N,C,H,W]+[C,1,1] —
+// become one or two loops whose innermost loop is a plain vectorisable one).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,134 +14,6 @@
 #include "synk/error.hpp"
 
 namespace synk::cpu {
-
-namespace {
-
-int64_t dim_at(const Shape& s, int64_t i, int64_t nd) {
-  int64_t j = i - (nd - static_cast<int64_t>(s.size()));
-  return j < 0 ? 1 : s[static_cast<size_t>(j)];
-}
-
-std::vector<int64_t> contiguous_strides(const Shape& s) {
-  std::vector<int64_t> st(s.size(), 1);
-  for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i)
-    st[static_cast<size_t>(i)] = st[static_cast<size_t>(i + 1)] * s[static_cast<size_t>(i + 1)];
-  return st;
-}
-
-void finish_output_strides(Strided& s) {
-  int64_t st = 1;
-  for (int i = s.nd - 1; i >= 0; --i) {
-    s.so[i] = st;
-    st *= s.dim[i];
-  }
-}
-
-// The iteration dims (outermost first) folded into as few runs as possible,
-// from the inside out: dim k joins the run inside it when both operands
-// step through the two as one contiguous (or broadcast) run.
-struct Runs {
-  std::vector<int64_t> d, a, b;  // innermost first
-};
-
-Runs merge_runs(const std::vector<int64_t>& dims, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb) {
-  Runs r;
-  for (size_t k = dims.size(); k-- > 0;) {
-    if (!r.d.empty() && sa[k] == r.a.back() * r.d.back() && sb[k] == r.b.back() * r.d.back()) {
-      r.d.back() *= dims[k];
-    } else {
-      r.d.push_back(dims[k]);
-      r.a.push_back(sa[k]);
-      r.b.push_back(sb[k]);
-    }
-  }
-  return r;
-}
-
-// The Strided of merged runs; what() names the op for the error when more
-// than kMaxDims runs remain. An empty iteration (numel 0) has nothing to
-// run, whatever its dims.
-template <class What>
-Strided collapse(const Runs& r, int64_t numel, What what) {
-  Strided s;
-  s.numel = numel;
-  if (r.d.empty() || numel == 0) {
-    s.nd = 1;
-    s.dim[0] = numel == 0 ? 0 : 1;
-  } else {
-    if (r.d.size() > static_cast<size_t>(kMaxDims))
-      throw ShapeError("CPU executor: " + what() + " needs more than " + std::to_string(kMaxDims) +
-                       " dims after collapsing");
-    s.nd = static_cast<int>(r.d.size());
-    for (int i = 0; i < s.nd; ++i) {
-      const size_t k = r.d.size() - 1 - static_cast<size_t>(i);
-      s.dim[i] = r.d[k];
-      s.sa[i] = r.a[k];
-      s.sb[i] = r.b[k];
-    }
-  }
-  finish_output_strides(s);
-  return s;
-}
-
-// The iteration dims of a broadcast (size-1 output dims left out) with each
-// operand's stride in its own contiguous layout, 0 where it broadcasts.
-Runs broadcast_runs(const Shape& out, const Shape& a, const Shape* b) {
-  const int64_t nd = static_cast<int64_t>(out.size());
-  std::vector<int64_t> dims, sa, sb;
-  std::vector<int64_t> sta(static_cast<size_t>(nd), 0), stb(static_cast<size_t>(nd), 0);
-  int64_t acc_a = 1, acc_b = 1;
-  for (int64_t i = nd - 1; i >= 0; --i) {
-    int64_t da = dim_at(a, i, nd);
-    sta[static_cast<size_t>(i)] = da == 1 ? 0 : acc_a;
-    acc_a *= da;
-    if (b) {
-      int64_t db = dim_at(*b, i, nd);
-      stb[static_cast<size_t>(i)] = db == 1 ? 0 : acc_b;
-      acc_b *= db;
-    }
-  }
-  for (int64_t i = 0; i < nd; ++i) {
-    if (out[static_cast<size_t>(i)] == 1) continue;
-    dims.push_back(out[static_cast<size_t>(i)]);
-    sa.push_back(sta[static_cast<size_t>(i)]);
-    sb.push_back(stb[static_cast<size_t>(i)]);
-  }
-  return merge_runs(dims, sa, sb);
-}
-
-// A transpose: the output dims in order (size 1 left out) with the input's
-// strides; a zero stride for "b" never stops a merge.
-Runs transpose_runs(const Shape& in, const std::vector<int64_t>& perm) {
-  std::vector<int64_t> st = contiguous_strides(in);
-  std::vector<int64_t> dims, sa;
-  for (int64_t p : perm) {
-    size_t k = static_cast<size_t>(p);
-    if (in[k] == 1) continue;
-    dims.push_back(in[k]);
-    sa.push_back(st[k]);
-  }
-  return merge_runs(dims, sa, std::vector<int64_t>(dims.size(), 0));
-}
-
-}  // namespace
-
-Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
-  return collapse(broadcast_runs(out, a, b), numel(out),
-                  [&] { return "broadcast of " + to_string(a) + " to " + to_string(out); });
-}
-
-Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
-  return collapse(transpose_runs(in, perm), numel(in), [&] { return "transpose of " + to_string(in); });
-}
-
-int broadcast_dims(const Shape& out, const Shape& a, const Shape* b) {
-  return static_cast<int>(broadcast_runs(out, a, b).d.size());
-}
-
-int transpose_dims(const Shape& in, const std::vector<int64_t>& perm) {
-  return static_cast<int>(transpose_runs(in, perm).d.size());
-}
 
 // ---- binary -------------------------------------------------------------------------
 
@@ -282,7 +154,7 @@ void copy_rec(const Strided& s, int d, const uint32_t* x, uint32_t* y) {
   const int64_t st = s.sa[d];
   if (d == s.nd - 1) {
     if (st == 1) {
-      std::memcpy(y, x, static_cast<size_t>(n) * 4);
+      std::memcpy(y, x, static_cast<size_t>(n) * sizeof(uint32_t));
     } else if (st == 0) {
       std::fill(y, y + n, *x);
     } else {

@@ -1,5 +1,5 @@
 // exec/cpu/kernels_fused.cpp — the interpreter of fused elementwise groups
-// (see EwProgram in kernels.hpp; plan.cpp decides what is fused).
+// (see EwProgram in exec/plan/fused.hpp; the planner decides what is fused).
 //
 // Why chunks: a chain of k elementwise ops run op by op streams k results
 // through memory; here every intermediate lives in a 2 KB chunk register
@@ -149,9 +149,7 @@ template <int W>
   }
 }
 
-struct NesterovArgs {
-  int g, v, p, lr, mu, mu2, v_out, p_out;  // input / output slots (the graph may hold mu twice)
-};
+using NesterovArgs = EwProgram::NesterovSlots;
 
 void nesterov_base(const NesterovArgs& a, int64_t n, const float* const* in, float* const* out) {
   nesterov_loop<4>(n, in[a.g], in[a.v], in[a.p], *in[a.lr], *in[a.mu], *in[a.mu2], out[a.v_out], out[a.p_out]);
@@ -180,43 +178,7 @@ bool have_avx2() {
 }
 #endif
 
-// Matches the program against the Nesterov pattern (instruction order as
-// the graph builds it; any register assignment).
-bool match_nesterov(const EwProgram& p, NesterovArgs& a) {
-  if (p.code.size() != 6 || p.outputs.size() != 2) return false;
-  const auto& c = p.code;
-  auto is = [](const EwInstr& i, EwOp op, EwArg::Kind ka, EwArg::Kind kb) {
-    return i.op == op && i.a.kind == ka && i.b.kind == kb;
-  };
-  auto reg = [](const EwArg& x, const EwInstr& src) { return x.kind == EwArg::Reg && x.index == src.dst; };
-  if (!is(c[0], EwOp::Mul, EwArg::Full, EwArg::Scalar) || !is(c[1], EwOp::Mul, EwArg::Full, EwArg::Scalar) ||
-      !is(c[2], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[3], EwOp::Mul, EwArg::Reg, EwArg::Scalar) ||
-      !is(c[4], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[5], EwOp::Add, EwArg::Full, EwArg::Reg))
-    return false;
-  // Registers are reused, so check each read against the latest writer.
-  if (!reg(c[2].a, c[1]) || !reg(c[2].b, c[0]) || !reg(c[3].a, c[2]) || !reg(c[4].a, c[3]) ||
-      !reg(c[4].b, c[0]) || !reg(c[5].b, c[4]))
-    return false;
-  if (c[1].dst == c[0].dst || c[2].dst == c[0].dst || c[3].dst == c[0].dst || c[3].dst == c[2].dst ||
-      c[4].dst == c[2].dst)
-    return false;
-  // Stored: v2 (c[2]) and p2 (c[5]), nothing else.
-  int v_out = -1, p_out = -1;
-  for (size_t j = 0; j < p.outputs.size(); ++j) {
-    if (p.out_reg[j] == c[2].dst && v_out < 0) v_out = static_cast<int>(j);
-    else if (p.out_reg[j] == c[5].dst && p_out < 0) p_out = static_cast<int>(j);
-  }
-  if (v_out < 0 || p_out < 0 || c[5].dst == c[2].dst) return false;
-  a = {c[0].a.index, c[1].a.index, c[5].a.index, c[0].b.index, c[1].b.index, c[3].b.index, v_out, p_out};
-  return true;
-}
-
 }  // namespace
-
-void classify(EwProgram& p) {
-  NesterovArgs a;
-  p.pattern = match_nesterov(p, a) ? EwProgram::Nesterov : EwProgram::Generic;
-}
 
 void fused_elementwise(const EwProgram& p, const float* const* in, float* const* out, const uint64_t* keys) {
 #ifdef SYNK_HAVE_AVX2_CLONES
@@ -225,12 +187,10 @@ void fused_elementwise(const EwProgram& p, const float* const* in, float* const*
   const bool avx2 = false;
 #endif
   if (p.pattern == EwProgram::Nesterov) {
-    NesterovArgs a;
-    match_nesterov(p, a);
 #ifdef SYNK_HAVE_AVX2_CLONES
-    if (avx2) return nesterov_avx2(a, p.n, in, out);
+    if (avx2) return nesterov_avx2(p.nesterov, p.n, in, out);
 #endif
-    return nesterov_base(a, p.n, in, out);
+    return nesterov_base(p.nesterov, p.n, in, out);
   }
 #ifdef SYNK_HAVE_AVX2_CLONES
   if (avx2) return interpret_avx2(p, in, out, keys);

@@ -172,7 +172,6 @@ void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, c
   gemm(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
-int64_t ConvGeom::workspace() const { return identity_cols() ? 0 : k() * p(); }
 
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y) {
   for (int64_t r = 0; r < rows; ++r) {

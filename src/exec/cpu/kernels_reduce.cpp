@@ -1,7 +1,8 @@
 // exec/cpu/kernels_reduce.cpp — reductions, argmax, softmax and softmax
 // cross-entropy on the CPU.
 //
-// A reduction's dims are collapsed into alternating kept/reduced runs, so
+// A reduction's dims are collapsed into alternating kept/reduced runs (by
+// plan::make_reduce), so
 // "sum over all", "sum over the leading axis" (bias gradients) and "sum over
 // the last axis" each become one or two tight loops; the general case is the
 // same recursion with more levels.
@@ -13,75 +14,6 @@
 #include "synk/error.hpp"
 
 namespace synk::cpu {
-
-namespace {
-
-// The input's dims (size 1 left out) merged into alternating kept/reduced
-// runs, outermost first.
-struct RedRuns {
-  std::vector<int64_t> d;
-  std::vector<bool> red;
-};
-
-RedRuns reduce_runs(const Shape& in, const std::vector<bool>& is_red) {
-  RedRuns r;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == 1) continue;
-    if (!r.d.empty() && r.red.back() == is_red[i]) {
-      r.d.back() *= in[i];
-    } else {
-      r.d.push_back(in[i]);
-      r.red.push_back(is_red[i]);
-    }
-  }
-  return r;
-}
-
-std::vector<bool> reduced_axes(const Shape& in, const std::vector<int64_t>& axes) {
-  std::vector<bool> is_red(in.size(), false);
-  for (int64_t a : axes) is_red.at(static_cast<size_t>(a)) = true;
-  return is_red;
-}
-
-}  // namespace
-
-int reduce_dims(const Shape& in, const std::vector<int64_t>& axes) {
-  return static_cast<int>(reduce_runs(in, reduced_axes(in, axes)).d.size());
-}
-
-Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes) {
-  const std::vector<bool> is_red = reduced_axes(in, axes);
-  const RedRuns runs = reduce_runs(in, is_red);
-  const std::vector<int64_t>& cd = runs.d;
-  const std::vector<bool>& cr = runs.red;
-  Reduce r;
-  r.in_numel = numel(in);
-  r.out_numel = 1;
-  for (size_t i = 0; i < in.size(); ++i)
-    if (!is_red[i]) r.out_numel *= in[i];
-  if (cd.empty()) {
-    r.nd = 1;
-    r.dim[0] = 1;
-    r.red[0] = true;
-    r.sx[0] = 1;
-    r.so[0] = 0;
-    return r;
-  }
-  if (cd.size() > static_cast<size_t>(kMaxDims))
-    throw ShapeError("CPU executor: reduction of " + to_string(in) + " needs more than " + std::to_string(kMaxDims) +
-                     " dims after collapsing");
-  r.nd = static_cast<int>(cd.size());
-  int64_t sx = 1, so = 1;
-  for (int i = r.nd - 1; i >= 0; --i) {
-    r.dim[i] = cd[static_cast<size_t>(i)];
-    r.red[i] = cr[static_cast<size_t>(i)];
-    r.sx[i] = sx;
-    sx *= r.dim[i];
-    r.so[i] = r.red[i] ? 0 : so;
-    if (!r.red[i]) so *= r.dim[i];
-  }
-  return r;
-}
 
 namespace {
 
@@ -174,13 +106,13 @@ void reduce_run(const Reduce& r, const typename R::T* x, typename R::T* y) {
 
 }  // namespace
 
-void reduce_f32(RedOp op, const Reduce& r, const float* x, float* y) {
-  if (op == RedOp::Max) {
+void reduce_f32(ReduceKind op, const Reduce& r, const float* x, float* y) {
+  if (op == ReduceKind::Max) {
     reduce_run<MaxF>(r, x, y);
     return;
   }
   reduce_run<SumF>(r, x, y);
-  if (op == RedOp::Mean && r.out_numel > 0) {
+  if (op == ReduceKind::Mean && r.out_numel > 0) {
     if (r.in_numel == 0) {
       std::fill(y, y + r.out_numel, std::numeric_limits<float>::quiet_NaN());
     } else {
@@ -190,27 +122,16 @@ void reduce_f32(RedOp op, const Reduce& r, const float* x, float* y) {
   }
 }
 
-void reduce_i32(RedOp op, const Reduce& r, const int32_t* x, int32_t* y) {
-  if (op == RedOp::Max) {
+void reduce_i32(ReduceKind op, const Reduce& r, const int32_t* x, int32_t* y) {
+  if (op == ReduceKind::Max) {
     reduce_run<MaxI>(r, x, y);
     return;
   }
   reduce_run<SumI>(r, x, y);
-  if (op == RedOp::Mean && r.out_numel > 0) {
+  if (op == ReduceKind::Mean && r.out_numel > 0) {
     const int64_t count = r.in_numel / r.out_numel;
     for (int64_t i = 0; i < r.out_numel; ++i) y[i] = count == 0 ? 0 : static_cast<int32_t>(y[i] / count);
   }
-}
-
-AxisGeom make_axis(const Shape& in, int64_t axis) {
-  AxisGeom g;
-  for (int64_t i = 0; i < static_cast<int64_t>(in.size()); ++i) {
-    const int64_t d = in[static_cast<size_t>(i)];
-    if (i < axis) g.outer *= d;
-    else if (i == axis) g.n = d;
-    else g.inner *= d;
-  }
-  return g;
 }
 
 template <class T>

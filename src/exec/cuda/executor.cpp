@@ -1,7 +1,8 @@
 // exec/cuda/executor.cpp — device layout of a compiled plan and the
 // enqueueing of its steps: each step of the CPU planner's schedule becomes
 // cuBLAS calls and/or kernels from kernels/ on one stream, with no host
-// synchronisation (so the whole call can be captured as a CUDA graph).
+// synchronisation (so the whole call can be captured as a CUDA graph). The
+// kernels take the plan's op kinds and geometry as they are.
 //
 // Convolution is im2col + cuBLAS over chunks of images: forward and input
 // gradient as strided-batched GEMMs per image (the output lands in NCHW
@@ -23,15 +24,6 @@
 
 namespace synk::cuda {
 
-// The executor casts the CPU planner's op enums to the kernels' ones.
-static_assert(static_cast<int>(cpu::BinOp::ReluGrad) == static_cast<int>(kernels::BinaryOp::ReluGrad) &&
-              static_cast<int>(cpu::BinOp::Equal) == static_cast<int>(kernels::BinaryOp::Equal));
-static_assert(static_cast<int>(cpu::UnOp::Pow) == static_cast<int>(kernels::UnaryOp::Pow) &&
-              static_cast<int>(cpu::UnOp::Sqrt) == static_cast<int>(kernels::UnaryOp::Sqrt));
-static_assert(static_cast<int>(cpu::RedOp::Max) == static_cast<int>(kernels::ReduceOp::Max) &&
-              static_cast<int>(cpu::RedOp::Mean) == static_cast<int>(kernels::ReduceOp::Mean));
-static_assert(cpu::kMaxDims == kernels::kMaxDims);
-
 namespace {
 
 constexpr int64_t kAlign = 256;
@@ -42,8 +34,8 @@ constexpr int64_t kConvBudgetFloats = int64_t{64} << 20;
 int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 // Floats of workspace per image of a conv step.
-int64_t conv_floats_per_image(const cpu::Step& s) {
-  const cpu::ConvGeom& g = s.conv;
+int64_t conv_floats_per_image(const plan::Step& s) {
+  const plan::ConvGeom& g = s.conv;
   const int64_t K = g.k(), P = g.p();
   switch (s.op) {
     case Op::Conv2d: case Op::Conv2dGradInput: return g.identity_cols() ? 0 : K * P;
@@ -52,60 +44,18 @@ int64_t conv_floats_per_image(const cpu::Step& s) {
   }
 }
 
-kernels::StridedGeom strided(const cpu::Strided& s) {
-  kernels::StridedGeom g;
-  g.nd = s.nd;
-  for (int i = 0; i < s.nd && i < kernels::kMaxDims; ++i) {
-    g.dim[i] = s.dim[i];
-    g.sa[i] = s.sa[i];
-    g.sb[i] = s.sb[i];
-  }
-  g.numel = s.numel;
-  return g;
-}
-
-kernels::ReduceGeom reduce_geom(const cpu::Reduce& r) {
-  kernels::ReduceGeom g;
-  g.r_count = 1;
-  for (int i = 0; i < r.nd; ++i) {
-    if (r.red[i]) {
-      g.rdim[g.nr] = r.dim[i];
-      g.rstride[g.nr] = r.sx[i];
-      g.nr++;
-      g.r_count *= r.dim[i];
-    } else {
-      g.kdim[g.nk] = r.dim[i];
-      g.kstride[g.nk] = r.sx[i];
-      g.nk++;
-    }
-  }
-  g.out_numel = r.out_numel;  // r_count is 0 exactly when a reduced dim is empty
-  return g;
-}
-
-kernels::AxisGeom axis_geom(const cpu::AxisGeom& a) { return {a.outer, a.n, a.inner}; }
-
-kernels::ConvShape conv_shape(const cpu::ConvGeom& g) {
-  return {g.n, g.c, g.h, g.w, g.o, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow};
-}
-
-kernels::PoolShape pool_shape(const cpu::PoolGeom& g) {
-  return {g.n, g.c, g.h, g.w, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow};
-}
-
 template <class T> T* P(void* p) { return static_cast<T*>(p); }
 
-void conv_forward(const cpu::Step& s, int64_t chunk, const float* x, const float* w, float* y, float* work,
+void conv_forward(const plan::Step& s, int64_t chunk, const float* x, const float* w, float* y, float* work,
                   const float* bias, const ExecContext& cx) {
-  const cpu::ConvGeom& g = s.conv;
-  const kernels::ConvShape cs = conv_shape(g);
-  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  const plan::ConvGeom& g = s.conv;
+    const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
     const int64_t cnt = std::min(chunk, g.n - n0);
     const float* col = x + n0 * img;
     int64_t col_stride = img;  // identity columns: the image is its column matrix
     if (!g.identity_cols()) {
-      kernels::im2col(cs, cnt, x + n0 * img, work, K * Pn, Pn, cx.stream);
+      kernels::im2col(g, cnt, x + n0 * img, work, K * Pn, Pn, cx.stream);
       SYNK_CUDA_CHECK(cudaGetLastError());
       col = work;
       col_stride = K * Pn;
@@ -117,11 +67,10 @@ void conv_forward(const cpu::Step& s, int64_t chunk, const float* x, const float
   if (bias || s.relu) kernels::bias_relu_rows(g.n * g.o, Pn, bias, g.o, s.relu, y, cx.stream);
 }
 
-void conv_grad_input(const cpu::Step& s, int64_t chunk, const float* dy, const float* w, float* dx, float* work,
+void conv_grad_input(const plan::Step& s, int64_t chunk, const float* dy, const float* w, float* dx, float* work,
                      const ExecContext& cx) {
-  const cpu::ConvGeom& g = s.conv;
-  const kernels::ConvShape cs = conv_shape(g);
-  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  const plan::ConvGeom& g = s.conv;
+    const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
     const int64_t cnt = std::min(chunk, g.n - n0);
     // dcol_i[K,P] = W^T[K,O] dy_i[O,P]
@@ -131,18 +80,17 @@ void conv_grad_input(const cpu::Step& s, int64_t chunk, const float* dy, const f
       continue;
     }
     cx.blas->gemm_batched(true, false, K, Pn, g.o, w, K, 0, dy + n0 * g.o * Pn, Pn, g.o * Pn, work, Pn, K * Pn, cnt);
-    kernels::col2im(cs, cnt, work, dx + n0 * img, cx.stream);
+    kernels::col2im(g, cnt, work, dx + n0 * img, cx.stream);
     SYNK_CUDA_CHECK(cudaGetLastError());
   }
   if (g.n > 0 && (K == 0 || Pn == 0) && img > 0)
     SYNK_CUDA_CHECK(cudaMemsetAsync(dx, 0, static_cast<size_t>(g.n * img) * sizeof(float), cx.stream));
 }
 
-void conv_grad_weight(const cpu::Step& s, int64_t chunk, const float* x, const float* dy, float* dw, float* work,
+void conv_grad_weight(const plan::Step& s, int64_t chunk, const float* x, const float* dy, float* dw, float* work,
                       const ExecContext& cx) {
-  const cpu::ConvGeom& g = s.conv;
-  const kernels::ConvShape cs = conv_shape(g);
-  const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
+  const plan::ConvGeom& g = s.conv;
+    const int64_t K = g.k(), Pn = g.p(), img = g.c * g.h * g.w;
   if (g.n == 0 || Pn == 0) {
     if (g.o * K > 0) SYNK_CUDA_CHECK(cudaMemsetAsync(dw, 0, static_cast<size_t>(g.o * K) * sizeof(float), cx.stream));
     return;
@@ -151,7 +99,7 @@ void conv_grad_weight(const cpu::Step& s, int64_t chunk, const float* x, const f
   for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
     const int64_t cnt = std::min(chunk, g.n - n0);
     const int64_t wide = cnt * Pn;
-    kernels::im2col(cs, cnt, x + n0 * img, work, Pn, wide, cx.stream);  // [K][cnt*P]
+    kernels::im2col(g, cnt, x + n0 * img, work, Pn, wide, cx.stream);  // [K][cnt*P]
     SYNK_CUDA_CHECK(cudaGetLastError());
     kernels::pack_channels(cnt, g.o, Pn, dy + n0 * g.o * Pn, dyp, cx.stream);  // [O][cnt*P]
     SYNK_CUDA_CHECK(cudaGetLastError());
@@ -160,7 +108,7 @@ void conv_grad_weight(const cpu::Step& s, int64_t chunk, const float* x, const f
   }
 }
 
-void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx) {
+void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx) {
   auto ptr = [&](int32_t id) -> void* { return id >= 0 ? cp.p.ptr[static_cast<size_t>(id)] : nullptr; };
   void* out = ptr(s.node);
   void* a = ptr(s.in[0]);
@@ -170,14 +118,13 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
   float* work = reinterpret_cast<float*>(cx.arena + cp.work_offset);
   switch (s.op) {
     case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::ReluGrad: {
-      const auto op = static_cast<kernels::BinaryOp>(static_cast<int>(s.bop));
-      if (s.dtype == DType::f32) kernels::binary_f32(op, strided(s.st), P<float>(a), P<float>(b), P<float>(out), st);
-      else kernels::binary_i32(op, strided(s.st), P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
+      if (s.dtype == DType::f32) kernels::binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out), st);
+      else kernels::binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
       break;
     }
     case Op::Equal:
-      if (s.in_dtype == DType::f32) kernels::equal_f32(strided(s.st), P<float>(a), P<float>(b), P<int32_t>(out), st);
-      else kernels::binary_i32(kernels::BinaryOp::Equal, strided(s.st), P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
+      if (s.in_dtype == DType::f32) kernels::equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out), st);
+      else kernels::binary_i32(plan::BinOp::Equal, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
       break;
     case Op::Neg:
       if (s.dtype == DType::i32) {
@@ -188,12 +135,12 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
     case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt:
     case Op::Square: case Op::PowScalar:
       if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
-      kernels::unary_f32(static_cast<kernels::UnaryOp>(static_cast<int>(s.uop)), s.n, P<float>(a), P<float>(out), s.f, st);
+      kernels::unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, st);
       break;
     case Op::Cast:
       if (s.in_dtype == s.dtype) {
         if (out != a && s.n > 0)
-          SYNK_CUDA_CHECK(cudaMemcpyAsync(out, a, static_cast<size_t>(s.n) * 4, cudaMemcpyDeviceToDevice, st));
+          SYNK_CUDA_CHECK(cudaMemcpyAsync(out, a, s.out_bytes(), cudaMemcpyDeviceToDevice, st));
       } else if (s.dtype == DType::i32) {
         kernels::cast_f32_i32(s.n, P<float>(a), P<int32_t>(out), st);
       } else {
@@ -201,27 +148,25 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
       }
       break;
     case Op::Sum: case Op::Mean: case Op::Max: {
-      const auto op = static_cast<kernels::ReduceOp>(static_cast<int>(s.rop));
-      const kernels::ReduceGeom g = reduce_geom(s.red);
       if (s.dtype == DType::f32) {
         const float inv = s.red.in_numel > 0
             ? static_cast<float>(static_cast<double>(s.red.out_numel) / static_cast<double>(s.red.in_numel))
             : 1.f;
-        kernels::reduce_f32(op, g, inv, P<float>(a), P<float>(out), st);
+        kernels::reduce_f32(s.rop, s.red, inv, P<float>(a), P<float>(out), st);
       } else {
-        kernels::reduce_i32(op, g, P<int32_t>(a), P<int32_t>(out), st);
+        kernels::reduce_i32(s.rop, s.red, P<int32_t>(a), P<int32_t>(out), st);
       }
       break;
     }
     case Op::Argmax:
-      if (s.in_dtype == DType::f32) kernels::argmax_f32(axis_geom(s.ax), P<float>(a), P<int32_t>(out), st);
-      else kernels::argmax_i32(axis_geom(s.ax), P<int32_t>(a), P<int32_t>(out), st);
+      if (s.in_dtype == DType::f32) kernels::argmax_f32(s.ax, P<float>(a), P<int32_t>(out), st);
+      else kernels::argmax_i32(s.ax, P<int32_t>(a), P<int32_t>(out), st);
       break;
     case Op::Transpose:
-      kernels::strided_copy(strided(s.st), P<uint32_t>(a), P<uint32_t>(out), false, 1.f, st);
+      kernels::strided_copy(s.st, P<uint32_t>(a), P<uint32_t>(out), false, 1.f, st);
       break;
     case Op::BroadcastTo:
-      kernels::strided_copy(strided(s.st), P<uint32_t>(a), P<uint32_t>(out), s.f != 1.f, s.f, st);
+      kernels::strided_copy(s.st, P<uint32_t>(a), P<uint32_t>(out), s.f != 1.f, s.f, st);
       break;
     case Op::MatMul:
       cx.blas->gemm(s.ta, s.tb, s.mm_m, s.mm_n, s.mm_k, P<float>(a), s.ta ? s.mm_m : s.mm_k, P<float>(b),
@@ -229,7 +174,7 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
       if (c || s.relu) kernels::bias_relu_cols(s.mm_m, s.mm_n, P<float>(c), s.relu, P<float>(out), st);
       break;
     case Op::Softmax: case Op::LogSoftmax:
-      kernels::softmax(axis_geom(s.ax), P<float>(a), P<float>(out), s.op == Op::LogSoftmax, st);
+      kernels::softmax(s.ax, P<float>(a), P<float>(out), s.op == Op::LogSoftmax, st);
       break;
     case Op::SoftmaxCrossEntropy:
       kernels::softmax_xent(s.mm_m, s.mm_n, P<float>(a), P<int32_t>(b), P<float>(out), cx.bad_row, st);
@@ -247,10 +192,10 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
       conv_grad_weight(s, cp.conv_chunk[si], P<float>(a), P<float>(b), P<float>(out), work, cx);
       break;
     case Op::MaxPool2d:
-      kernels::max_pool2d(pool_shape(s.pool), P<float>(a), P<float>(out), st);
+      kernels::max_pool2d(s.pool, P<float>(a), P<float>(out), st);
       break;
     case Op::MaxPool2dGrad:
-      kernels::max_pool2d_grad(pool_shape(s.pool), P<float>(a), P<float>(b), P<float>(out), st);
+      kernels::max_pool2d_grad(s.pool, P<float>(a), P<float>(b), P<float>(out), st);
       break;
     case Op::DropoutMask: {
       const float p = s.f;
@@ -273,23 +218,23 @@ void run_step(const cpu::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx
 
 }  // namespace
 
-cpu::CompileOptions plan_options() {
-  cpu::CompileOptions o = cpu::default_compile_options();
+plan::CompileOptions plan_options() {
+  plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = false;
   o.outputs_external = false;
   return o;
 }
 
-CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
+CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
                         int rank, cudaStream_t stream) {
   CudaPlan cp;
   cp.p = std::move(p);
-  const cpu::Plan& q = cp.p;
+  const plan::Plan& q = cp.p;
   // Steps and locations only the CPU executor runs (plan_options() turns
   // them off): refuse them here rather than run a wrong call.
   bool cpu_only = !q.fused.empty();
-  for (const cpu::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0;
-  for (const cpu::ValueLoc& l : q.loc) cpu_only = cpu_only || l.kind == cpu::Loc::Output;
+  for (const plan::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0;
+  for (const plan::ValueLoc& l : q.loc) cpu_only = cpu_only || l.kind == plan::Loc::Output;
   if (cpu_only)
     throw BackendError("function '" + def.name +
                        "': the CUDA executor got a plan with fused elementwise groups or outputs in caller "
@@ -299,7 +244,7 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
   cp.dropout_key.assign(nsteps, 0);
   int64_t work_floats = 0;
   for (size_t si = 0; si < nsteps; ++si) {
-    const cpu::Step& s = q.steps[si];
+    const plan::Step& s = q.steps[si];
     if (s.op == Op::Conv2d || s.op == Op::Conv2dGradInput || s.op == Op::Conv2dGradWeight) {
       const int64_t per = conv_floats_per_image(s);
       int64_t chunk = std::max<int64_t>(s.conv.n, 1);
@@ -324,8 +269,8 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
   for (const auto& c : q.copies) target[static_cast<size_t>(c.var)] = 1;
   cp.stage_offset.assign(q.copies.size(), -1);
   for (size_t i = 0; i < q.copies.size(); ++i) {
-    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(q.copies[i].value)];
-    if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+    const plan::ValueLoc& l = q.loc[static_cast<size_t>(q.copies[i].value)];
+    if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
       cp.stage_offset[i] = top;
       top = align_up(top + var_bytes(q.copies[i].var));
     }
@@ -335,10 +280,10 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
   cp.snapshot_offset.assign(q.outputs.size(), -1);
   for (size_t i = 0; i < q.outputs.size(); ++i) {
     const int32_t id = q.outputs[i];
-    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(id)];
-    if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+    const plan::ValueLoc& l = q.loc[static_cast<size_t>(id)];
+    if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
       cp.snapshot_offset[i] = top;
-      top = align_up(top + numel(q.shapes[static_cast<size_t>(id)]) * 4);
+      top = align_up(top + q.bytes(id));
     }
   }
   // A slot for each input the plan reads. The planner resolves shapes of
@@ -348,11 +293,10 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
   cp.input_bytes.assign(def.inputs.size(), 0);
   for (size_t i = 0; i < def.inputs.size(); ++i) {
     const int32_t id = def.inputs[i];
-    const cpu::ValueLoc& l = q.loc[static_cast<size_t>(id)];
-    if (l.kind != cpu::Loc::Input || l.index != static_cast<int32_t>(i)) continue;
+    const plan::ValueLoc& l = q.loc[static_cast<size_t>(id)];
+    if (l.kind != plan::Loc::Input || l.index != static_cast<int32_t>(i)) continue;
     cp.input_offset[i] = top;
-    cp.input_bytes[i] = numel(q.shapes[static_cast<size_t>(id)]) *
-                        static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(id)].dtype));
+    cp.input_bytes[i] = q.bytes(id);
     top = align_up(top + cp.input_bytes[i]);
   }
   cp.arena_bytes = std::max<int64_t>(top, kAlign);
@@ -370,26 +314,26 @@ CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const Funct
 }
 
 void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
-  cpu::Plan& p = cp.p;
+  plan::Plan& p = cp.p;
   for (int32_t id : p.bound) {
-    const cpu::ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    const plan::ValueLoc& l = p.loc[static_cast<size_t>(id)];
     void* ptr = nullptr;
     switch (l.kind) {
-      case cpu::Loc::Arena: ptr = arena + l.offset; break;
-      case cpu::Loc::Input: ptr = arena + cp.input_offset[static_cast<size_t>(l.index)]; break;
-      case cpu::Loc::Variable: ptr = var_ptr[l.index]; break;
-      case cpu::Loc::Const: ptr = static_cast<uint32_t*>(cp.consts.data()) + l.index; break;
-      case cpu::Loc::None: break;
-      case cpu::Loc::Output: break;  // CUDA plans never compile outputs_external
+      case plan::Loc::Arena: ptr = arena + l.offset; break;
+      case plan::Loc::Input: ptr = arena + cp.input_offset[static_cast<size_t>(l.index)]; break;
+      case plan::Loc::Variable: ptr = var_ptr[l.index]; break;
+      case plan::Loc::Const: ptr = static_cast<uint32_t*>(cp.consts.data()) + l.index; break;
+      case plan::Loc::None: break;
+      case plan::Loc::Output: break;  // CUDA plans never compile outputs_external
     }
     p.ptr[static_cast<size_t>(id)] = ptr;
   }
 }
 
 void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
-  cpu::Plan& p = cp.p;
+  plan::Plan& p = cp.p;
   for (size_t si = 0; si < p.steps.size(); ++si) {
-    const cpu::Step& s = p.steps[si];
+    const plan::Step& s = p.steps[si];
     try {
       run_step(s, si, cp, cx);
     } catch (const Error& e) {
@@ -406,7 +350,7 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
   for (size_t i = 0; i < p.outputs.size(); ++i) {
     if (cp.snapshot_offset[i] < 0) continue;
     const int32_t id = p.outputs[i];
-    const size_t bytes = static_cast<size_t>(numel(p.shapes[static_cast<size_t>(id)])) * 4;
+    const size_t bytes = static_cast<size_t>(p.bytes(id));
     if (bytes > 0)
       SYNK_CUDA_CHECK(cudaMemcpyAsync(cx.arena + cp.snapshot_offset[i], p.ptr[static_cast<size_t>(id)], bytes,
                                       cudaMemcpyDeviceToDevice, cx.stream));

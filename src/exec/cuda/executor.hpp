@@ -1,7 +1,7 @@
 // exec/cuda/executor.hpp — a function compiled for one GPU and one batch
 // size, and the code that enqueues its work on a stream.
 //
-// The CPU planner (exec/cpu/plan.hpp) does the device-independent part:
+// The planner (exec/plan/plan.hpp) does the device-independent part:
 // resolved shapes, the schedule, kernel geometry, fusion, and the
 // liveness-based placement of every value in one arena. This layer adds
 // what the device needs on top of that plan: a convolution workspace sized
@@ -14,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/plan/plan.hpp"
 #include "exec/cuda/handles.hpp"
 
 namespace synk::cuda {
 
 struct CudaPlan {
-  cpu::Plan p;                          // schedule, shapes, arena offsets
+  plan::Plan p;                         // schedule, shapes, arena offsets
   int64_t work_offset = 0;              // conv workspace (bytes into the arena)
   std::vector<int64_t> conv_chunk;      // per step: images per im2col chunk
   std::vector<int64_t> input_offset;    // per function input; -1: not read by the plan, never copied
@@ -48,16 +48,16 @@ struct ExecContext {
 };
 
 // The planner options CUDA plans are compiled with: the process-wide
-// defaults (cpu::default_compile_options) with the CPU-only switches forced
+// defaults (plan::default_compile_options) with the CPU-only switches forced
 // off, since this executor runs no fused elementwise groups and binds no
 // outputs to caller buffers.
-cpu::CompileOptions plan_options();
+plan::CompileOptions plan_options();
 
-// Device layout of a compiled CPU plan; throws BackendError for a plan with
+// Device layout of a compiled plan; throws BackendError for a plan with
 // steps or locations only the CPU executor runs (not compiled with
 // plan_options()). Allocates the constants on the current device and
 // uploads them on `stream`, the stream the plan's work is enqueued on.
-CudaPlan make_cuda_plan(cpu::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
+CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const FunctionDef& def, uint64_t seed,
                         int rank, cudaStream_t stream);
 
 // Points p.ptr at this call's storage: arena, input slots, variables

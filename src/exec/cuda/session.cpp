@@ -132,10 +132,10 @@ int64_t CudaSession::Impl::check_inputs(const FunctionDef& def, const std::vecto
 // computed on the device are checked by the kernels (bad_row).
 void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef& def,
                                      const std::vector<ArrayView>& inputs) const {
-  for (const cpu::Step& s : cp.p.steps) {
+  for (const plan::Step& s : cp.p.steps) {
     if (s.op != Op::SoftmaxCrossEntropy && s.op != Op::SoftmaxCrossEntropyGrad) continue;
-    const cpu::ValueLoc& l = cp.p.loc[static_cast<size_t>(s.in[1])];
-    if (l.kind != cpu::Loc::Input) continue;
+    const plan::ValueLoc& l = cp.p.loc[static_cast<size_t>(s.in[1])];
+    if (l.kind != plan::Loc::Input) continue;
     const ArrayView& v = inputs[static_cast<size_t>(l.index)];
     if (s.mm_m > 0 && on_device(v.data)) continue;  // checked by the kernels (bad_row)
     const auto* lab = static_cast<const int32_t*>(v.data);
@@ -162,7 +162,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   // ---- plan for this batch size ----------------------------------------------------
   auto it = f.plans.find(b);
   if (it == f.plans.end()) {
-    cpu::Plan plan = cpu::compile(nodes, def, b, cuda::plan_options());
+    plan::Plan plan = plan::compile(nodes, def, b, cuda::plan_options());
     auto cp = std::make_unique<cuda::CudaPlan>(
         cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, opts.rank, s()));
     it = f.plans.emplace(b, std::move(cp)).first;

@@ -1,19 +1,23 @@
-// exec/cpu/plan.cpp — compiles a FunctionDef for one batch size into a Plan:
+// exec/plan/plan.cpp — compiles a FunctionDef for one batch size into a Plan:
 // schedule, resolved shapes, kernel geometry and arena offsets.
 //
 // Nodes are stored in topological order (an op's inputs are earlier nodes),
 // so the schedule is the needed nodes in id order; liveness is then one pass
 // over it, and a best-fit free list places each value in the arena.
+//
+// compile() runs its phases in order, each a member of Compiler below:
+// mark_needed, fold_bias_relu, resolve_shapes, group_elementwise,
+// make_steps, liveness, place_updates, place_outputs, place_values, finish.
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <cstring>
 #include <map>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/plan/plan.hpp"
 #include "synk/error.hpp"
 
-namespace synk::cpu {
+namespace synk::plan {
 
 CompileOptions& default_compile_options() {
   static CompileOptions opts = [] {
@@ -27,21 +31,6 @@ CompileOptions& default_compile_options() {
     return o;
   }();
   return opts;
-}
-
-bool& cpu_fuse_elementwise() {
-  static bool on = [] {
-    const char* a = std::getenv("SYNK_CPU_NO_REUSE");
-    const char* b = std::getenv("SYNK_CPU_NO_FUSE");
-    return !(a && a[0] == '1') && !(b && b[0] == '1');
-  }();
-  return on;
-}
-
-CompileOptions cpu_session_options() {
-  CompileOptions o = default_compile_options();
-  o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
-  return o;
 }
 
 namespace {
@@ -194,23 +183,116 @@ PoolGeom pool_geom(const Shape& x, const Shape& y, const std::vector<int64_t>& i
   return g;
 }
 
-}  // namespace
+// The state the phases of compile() share: the graph, the plan being built
+// and the per-node tables one phase leaves for the next.
+class Compiler {
+ public:
+  Compiler(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch, const CompileOptions& opts)
+      : nodes(nodes), def(def), batch(batch), opts(opts), count(static_cast<int32_t>(nodes.size())) {
+    p.batch = batch;
+    p.shapes.assign(nodes.size(), Shape{});
+    p.dtypes.reserve(nodes.size());
+    for (const Node& n : nodes) p.dtypes.push_back(n.dtype);
+    p.loc.assign(nodes.size(), ValueLoc{});
+    p.ptr.assign(nodes.size(), nullptr);
+  }
 
-Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
-             const CompileOptions& opts) {
-  const int32_t count = static_cast<int32_t>(nodes.size());
-  auto check_id = [&](int32_t id) {
+  Plan run() {
+    mark_needed();
+    fold_bias_relu();
+    resolve_shapes();
+    group_elementwise();
+    make_steps();
+    liveness();
+    place_updates();
+    place_outputs();
+    place_values();
+    finish();
+    return std::move(p);
+  }
+
+ private:
+  // The nodes the outputs and updates need, checked for well-formedness;
+  // each input node's position among the function's inputs.
+  void mark_needed();
+  // Bias add (+ ReLU) after a conv/matmul folded into its producer.
+  void fold_bias_relu();
+  // Resolved shapes, leaf locations (inputs, variables, constants) and the
+  // root each alias (reshape, folded op) shares its storage with.
+  void resolve_shapes();
+  // Chains of same-size f32 elementwise ops grouped to run as one step.
+  void group_elementwise();
+  // The program of fused group gi, appended to p.fused.
+  void make_program(int32_t gi);
+  // One step per needed non-leaf node (or fused group), with its geometry.
+  void make_steps();
+  // The kernel step of node `id` (not in a fused group): operands, resolved
+  // geometry, a folded bias/ReLU; the conv workspace it needs.
+  Step kernel_step(int32_t id, const Node& n);
+  // The last step reading each root (kForever: outputs and updates).
+  void liveness();
+  // Updates written straight into their variable where nothing later needs
+  // the old value; the others become copies.
+  void place_updates();
+  // Outputs computed straight into the caller's buffers.
+  void place_outputs();
+  // Arena offsets by liveness, then the conv workspace.
+  void place_values();
+  // Aliases take their root's place; the bound node list and outputs.
+  void finish();
+
+  void check_id(int32_t id) const {
     if (id < 0 || id >= count)
       throw ArgumentError("function '" + def.name + "': node id " + std::to_string(id) + " out of range");
-  };
-  Plan p;
-  p.batch = batch;
-  p.shapes.assign(nodes.size(), Shape{});
-  p.loc.assign(nodes.size(), ValueLoc{});
-  p.ptr.assign(nodes.size(), nullptr);
+  }
+  const Shape& shape_of(int32_t id) const { return p.shapes[static_cast<size_t>(id)]; }
+  int64_t bytes_of(int32_t id) const { return p.bytes(id); }
+  // What each step reads and writes: one value for a kernel step, the
+  // external inputs and stored members for a fused group.
+  void step_ins(const Step& s, std::vector<int32_t>& v) const {
+    v.clear();
+    if (s.fused >= 0) {
+      v = p.fused[static_cast<size_t>(s.fused)].inputs;
+      return;
+    }
+    for (int32_t in : s.in)
+      if (in >= 0) v.push_back(in);
+  }
+  void step_outs(const Step& s, std::vector<int32_t>& v) const {
+    v.clear();
+    if (s.fused >= 0) v = p.fused[static_cast<size_t>(s.fused)].outputs;
+    else v.push_back(s.node);
+  }
+  void use(int32_t id, int64_t when) {
+    int32_t r = root[static_cast<size_t>(id)];
+    last_use[static_cast<size_t>(r)] = std::max(last_use[static_cast<size_t>(r)], when);
+  }
 
-  // ---- what is needed -----------------------------------------------------------
-  std::vector<char> needed(nodes.size(), 0);
+  const std::vector<Node>& nodes;
+  const FunctionDef& def;
+  const int64_t batch;
+  const CompileOptions& opts;
+  const int32_t count;
+  Plan p;
+  std::vector<char> needed;
+  std::vector<int32_t> input_pos;
+  std::vector<int> uses;                     // readers, outputs and updates included
+  std::vector<int32_t> reader;               // the last reader
+  std::vector<int32_t> fused_bias, alias_of; // producer -> bias node; folded node -> producer
+  std::vector<char> fused_relu;
+  std::vector<int32_t> root;
+  std::vector<int32_t> group_of;
+  std::vector<std::vector<int32_t>> groups;
+  std::vector<int32_t> program_of;           // group -> index of its program in p.fused
+  std::vector<int64_t> step_of;
+  int64_t work_floats = 0;
+  std::vector<int64_t> last_use;
+  std::vector<int32_t> direct;               // value node -> variable it is written into
+  std::vector<int32_t> external;             // value node -> output position
+};
+
+void Compiler::mark_needed() {
+  needed.assign(nodes.size(), 0);
   for (int32_t o : def.outputs) { check_id(o); needed[static_cast<size_t>(o)] = 1; }
   for (auto [var, val] : def.updates) {
     check_id(var);
@@ -228,16 +310,17 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       needed[static_cast<size_t>(in)] = 1;
     }
   }
-  std::vector<int32_t> input_pos(nodes.size(), -1);
+  input_pos.assign(nodes.size(), -1);
   for (size_t i = 0; i < def.inputs.size(); ++i) {
     check_id(def.inputs[i]);
     input_pos[static_cast<size_t>(def.inputs[i])] = static_cast<int32_t>(i);
   }
+}
 
-  // ---- fusion candidates -----------------------------------------------------------
+void Compiler::fold_bias_relu() {
   // Readers of each needed node (outputs and updates count as readers).
-  std::vector<int> uses(nodes.size(), 0);
-  std::vector<int32_t> reader(nodes.size(), -1);
+  uses.assign(nodes.size(), 0);
+  reader.assign(nodes.size(), -1);
   for (int32_t id = 0; id < count; ++id) {
     if (!needed[static_cast<size_t>(id)]) continue;
     for (int32_t in : nodes[static_cast<size_t>(id)].inputs) {
@@ -248,8 +331,9 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
   for (int32_t o : def.outputs) uses[static_cast<size_t>(o)]++;
   for (auto [var, val] : def.updates) uses[static_cast<size_t>(val)]++;
   // producer node -> bias node folded into it; folded nodes alias the producer.
-  std::vector<int32_t> fused_bias(nodes.size(), -1), alias_of(nodes.size(), -1);
-  std::vector<char> fused_relu(nodes.size(), 0);
+  fused_bias.assign(nodes.size(), -1);
+  alias_of.assign(nodes.size(), -1);
+  fused_relu.assign(nodes.size(), 0);
   if (opts.fuse) {
     for (int32_t id = 0; id < count; ++id) {
       const Node& a = nodes[static_cast<size_t>(id)];
@@ -284,9 +368,10 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       }
     }
   }
+}
 
-  // ---- shapes, leaves and aliases ----------------------------------------------------
-  std::vector<int32_t> root(nodes.size(), -1);
+void Compiler::resolve_shapes() {
+  root.assign(nodes.size(), -1);
   for (int32_t id = 0; id < count; ++id) {
     if (!needed[static_cast<size_t>(id)]) continue;
     const Node& n = nodes[static_cast<size_t>(id)];
@@ -315,9 +400,9 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
         uint32_t bits;
         if (n.dtype == DType::i32) {
           int32_t iv = static_cast<int32_t>(v);
-          std::memcpy(&bits, &iv, 4);
+          std::memcpy(&bits, &iv, sizeof bits);
         } else {
-          std::memcpy(&bits, &v, 4);
+          std::memcpy(&bits, &v, sizeof bits);
         }
         const int64_t m = std::max<int64_t>(numel(p.shapes[static_cast<size_t>(id)]), 1);
         p.consts.insert(p.consts.end(), static_cast<size_t>(m), bits);
@@ -333,16 +418,15 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
         break;
     }
   }
-  auto shape_of = [&](int32_t id) -> const Shape& { return p.shapes[static_cast<size_t>(id)]; };
-  auto bytes_of = [&](int32_t id) { return numel(shape_of(id)) * static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(id)].dtype)); };
+}
 
-  // ---- fused elementwise groups ------------------------------------------------------
+void Compiler::group_elementwise() {
   // Greedy, in schedule order: an elementwise node joins (and merges) the
   // groups of its operands of the same size. A group runs as one step at its
   // last member, so it may only grow while no node outside it that reads a
   // member would then run before it.
-  std::vector<int32_t> group_of(nodes.size(), -1);
-  std::vector<std::vector<int32_t>> groups;
+  group_of.assign(nodes.size(), -1);
+  groups.clear();
   if (opts.fuse_elementwise) {
     std::vector<std::vector<int32_t>> readers(nodes.size());
     for (int32_t id = 0; id < count; ++id)
@@ -427,87 +511,203 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
         g.clear();
       }
   }
-  // Group -> index of its program in p.fused.
-  std::vector<int32_t> program_of(groups.size(), -1);
-  auto make_program = [&](int32_t gi) {
-    const std::vector<int32_t>& mem = groups[static_cast<size_t>(gi)];
-    EwProgram pr;
-    pr.n = numel(p.shapes[static_cast<size_t>(mem.back())]);
-    // Reads of each member inside the group; a member is stored when
-    // something outside (a step, an output, an update) reads it too.
-    std::vector<int> inside(mem.size(), 0);
-    std::vector<size_t> last_read(mem.size(), 0);
-    auto slot = [&](int32_t id) -> int {
-      auto it = std::find(mem.begin(), mem.end(), id);
-      return it == mem.end() ? -1 : static_cast<int>(it - mem.begin());
-    };
-    for (size_t k = 0; k < mem.size(); ++k)
-      for (int32_t in : nodes[static_cast<size_t>(mem[k])].inputs) {
-        const int sl = slot(in);
-        if (sl < 0) continue;
-        inside[static_cast<size_t>(sl)]++;
-        last_read[static_cast<size_t>(sl)] = k;
-      }
-    std::vector<char> stored(mem.size(), 0);
-    for (size_t k = 0; k < mem.size(); ++k)
-      stored[k] = uses[static_cast<size_t>(mem[k])] > inside[k];
-    std::vector<int16_t> reg(mem.size(), -1);
-    std::vector<char> busy(kEwMaxRegs, 0);
-    for (size_t k = 0; k < mem.size(); ++k) {
-      const Node& n = nodes[static_cast<size_t>(mem[k])];
-      EwInstr ins;
-      ew_op(n.op, ins.op);
-      auto arg = [&](int32_t in) {
-        EwArg a;
-        const int sl = slot(in);
-        if (sl >= 0) {
-          a.kind = EwArg::Reg;
-          a.index = reg[static_cast<size_t>(sl)];
-          return a;
-        }
-        auto it = std::find(pr.inputs.begin(), pr.inputs.end(), in);
-        if (it == pr.inputs.end()) it = pr.inputs.insert(pr.inputs.end(), in);
-        a.index = static_cast<int16_t>(it - pr.inputs.begin());
-        a.kind = numel(p.shapes[static_cast<size_t>(in)]) == pr.n ? EwArg::Full : EwArg::Scalar;
-        return a;
-      };
-      if (n.op == Op::DropoutMask) {
-        ins.f = n.floats.empty() ? 0.f : n.floats[0];
-        ins.key = static_cast<int16_t>(pr.streams.size());
-        pr.streams.push_back(n.ints[0]);
-      } else {
-        ins.a = arg(n.inputs[0]);
-        if (n.inputs.size() > 1 && ins.op <= EwOp::ReluGrad) ins.b = arg(n.inputs[1]);
-        if (n.op == Op::PowScalar) ins.f = n.floats.empty() ? 1.f : n.floats[0];
-      }
-      // The result gets a register no operand holds, then operands read for
-      // the last time free theirs.
-      int16_t r = 0;
-      while (busy[static_cast<size_t>(r)]) ++r;
-      busy[static_cast<size_t>(r)] = 1;
-      reg[k] = r;
-      ins.dst = r;
-      pr.nregs = std::max(pr.nregs, r + 1);
-      for (int32_t in : n.op == Op::DropoutMask ? std::vector<int32_t>{} : n.inputs) {
-        const int sl = slot(in);
-        if (sl >= 0 && !stored[static_cast<size_t>(sl)] && last_read[static_cast<size_t>(sl)] == k)
-          busy[static_cast<size_t>(reg[static_cast<size_t>(sl)])] = 0;
-      }
-      pr.code.push_back(ins);
-    }
-    for (size_t k = 0; k < mem.size(); ++k)
-      if (stored[k]) {
-        pr.outputs.push_back(mem[k]);
-        pr.out_reg.push_back(reg[k]);
-      }
-    classify(pr);
-    program_of[static_cast<size_t>(gi)] = static_cast<int32_t>(p.fused.size());
-    p.fused.push_back(std::move(pr));
-  };
+  program_of.assign(groups.size(), -1);
+}
 
-  // ---- steps ------------------------------------------------------------------
-  std::vector<int64_t> step_of(nodes.size(), -1);
-  int64_t work_floats = 0;
+void Compiler::make_program(int32_t gi) {
+  const std::vector<int32_t>& mem = groups[static_cast<size_t>(gi)];
+  EwProgram pr;
+  pr.n = numel(p.shapes[static_cast<size_t>(mem.back())]);
+  // Reads of each member inside the group; a member is stored when
+  // something outside (a step, an output, an update) reads it too.
+  std::vector<int> inside(mem.size(), 0);
+  std::vector<size_t> last_read(mem.size(), 0);
+  auto slot = [&](int32_t id) -> int {
+    auto it = std::find(mem.begin(), mem.end(), id);
+    return it == mem.end() ? -1 : static_cast<int>(it - mem.begin());
+  };
+  for (size_t k = 0; k < mem.size(); ++k)
+    for (int32_t in : nodes[static_cast<size_t>(mem[k])].inputs) {
+      const int sl = slot(in);
+      if (sl < 0) continue;
+      inside[static_cast<size_t>(sl)]++;
+      last_read[static_cast<size_t>(sl)] = k;
+    }
+  std::vector<char> stored(mem.size(), 0);
+  for (size_t k = 0; k < mem.size(); ++k)
+    stored[k] = uses[static_cast<size_t>(mem[k])] > inside[k];
+  std::vector<int16_t> reg(mem.size(), -1);
+  std::vector<char> busy(kEwMaxRegs, 0);
+  for (size_t k = 0; k < mem.size(); ++k) {
+    const Node& n = nodes[static_cast<size_t>(mem[k])];
+    EwInstr ins;
+    ew_op(n.op, ins.op);
+    auto arg = [&](int32_t in) {
+      EwArg a;
+      const int sl = slot(in);
+      if (sl >= 0) {
+        a.kind = EwArg::Reg;
+        a.index = reg[static_cast<size_t>(sl)];
+        return a;
+      }
+      auto it = std::find(pr.inputs.begin(), pr.inputs.end(), in);
+      if (it == pr.inputs.end()) it = pr.inputs.insert(pr.inputs.end(), in);
+      a.index = static_cast<int16_t>(it - pr.inputs.begin());
+      a.kind = numel(p.shapes[static_cast<size_t>(in)]) == pr.n ? EwArg::Full : EwArg::Scalar;
+      return a;
+    };
+    if (n.op == Op::DropoutMask) {
+      ins.f = n.floats.empty() ? 0.f : n.floats[0];
+      ins.key = static_cast<int16_t>(pr.streams.size());
+      pr.streams.push_back(n.ints[0]);
+    } else {
+      ins.a = arg(n.inputs[0]);
+      if (n.inputs.size() > 1 && ins.op <= EwOp::ReluGrad) ins.b = arg(n.inputs[1]);
+      if (n.op == Op::PowScalar) ins.f = n.floats.empty() ? 1.f : n.floats[0];
+    }
+    // The result gets a register no operand holds, then operands read for
+    // the last time free theirs.
+    int16_t r = 0;
+    while (busy[static_cast<size_t>(r)]) ++r;
+    busy[static_cast<size_t>(r)] = 1;
+    reg[k] = r;
+    ins.dst = r;
+    pr.nregs = std::max(pr.nregs, r + 1);
+    for (int32_t in : n.op == Op::DropoutMask ? std::vector<int32_t>{} : n.inputs) {
+      const int sl = slot(in);
+      if (sl >= 0 && !stored[static_cast<size_t>(sl)] && last_read[static_cast<size_t>(sl)] == k)
+        busy[static_cast<size_t>(reg[static_cast<size_t>(sl)])] = 0;
+    }
+    pr.code.push_back(ins);
+  }
+  for (size_t k = 0; k < mem.size(); ++k)
+    if (stored[k]) {
+      pr.outputs.push_back(mem[k]);
+      pr.out_reg.push_back(reg[k]);
+    }
+  classify(pr);
+  program_of[static_cast<size_t>(gi)] = static_cast<int32_t>(p.fused.size());
+  p.fused.push_back(std::move(pr));
+}
+
+Step Compiler::kernel_step(int32_t id, const Node& n) {
+  Step s;
+  s.op = n.op;
+  s.node = id;
+  for (size_t i = 0; i < n.inputs.size() && i < 3; ++i) s.in[i] = n.inputs[i];
+  s.dtype = n.dtype;
+  s.in_dtype = nodes[static_cast<size_t>(n.inputs[0])].dtype;
+  const Shape& out = shape_of(id);
+  s.n = numel(out);
+  const Shape& x = shape_of(n.inputs[0]);
+  try {
+    switch (n.op) {
+      case Op::Add: s.bop = BinOp::Add; break;
+      case Op::Sub: s.bop = BinOp::Sub; break;
+      case Op::Mul: s.bop = BinOp::Mul; break;
+      case Op::Div: s.bop = BinOp::Div; break;
+      case Op::Equal: s.bop = BinOp::Equal; break;
+      case Op::ReluGrad: s.bop = BinOp::ReluGrad; break;
+      case Op::Neg: s.uop = UnOp::Neg; break;
+      case Op::Relu: s.uop = UnOp::Relu; break;
+      case Op::Tanh: s.uop = UnOp::Tanh; break;
+      case Op::Sigmoid: s.uop = UnOp::Sigmoid; break;
+      case Op::Exp: s.uop = UnOp::Exp; break;
+      case Op::Log: s.uop = UnOp::Log; break;
+      case Op::Sqrt: s.uop = UnOp::Sqrt; break;
+      case Op::Square: s.uop = UnOp::Square; break;
+      case Op::PowScalar:
+        s.uop = UnOp::Pow;
+        s.f = n.floats.empty() ? 1.f : n.floats[0];
+        break;
+      case Op::Sum: case Op::Mean: case Op::Max:
+        s.rop = n.op == Op::Sum ? ReduceKind::Sum : n.op == Op::Mean ? ReduceKind::Mean : ReduceKind::Max;
+        for (int64_t a : n.ints)
+          if (a < 0 || a >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis " + std::to_string(a) + " out of range");
+        s.red = make_reduce(x, n.ints);
+        if (s.red.out_numel != s.n) fail_node(def, id, n, "output shape " + to_string(out) + " does not match the reduction of " + to_string(x));
+        break;
+      case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: {
+        int64_t axis = n.ints[0];
+        if (axis < 0) axis += static_cast<int64_t>(x.size());
+        if (axis < 0 || axis >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis out of range for " + to_string(x));
+        s.ax = make_axis(x, axis);
+        break;
+      }
+      case Op::Transpose:
+        if (n.ints.size() != x.size()) fail_node(def, id, n, "permutation does not match " + to_string(x));
+        s.st = make_transpose(x, n.ints);
+        break;
+      case Op::BroadcastTo:
+        s.st = make_broadcast(out, x, nullptr);
+        // flag: the gradient of mean, divided by the broadcast factor.
+        s.f = n.flag && s.n > 0 ? static_cast<float>(static_cast<double>(numel(x)) / static_cast<double>(s.n)) : 1.f;
+        if (n.flag && n.dtype != DType::f32) fail_node(def, id, n, "averaging broadcast needs f32");
+        break;
+      case Op::MatMul: {
+        const Shape& b = shape_of(n.inputs[1]);
+        if (x.size() != 2 || b.size() != 2 || out.size() != 2) fail_node(def, id, n, "operands must be 2-D");
+        s.ta = n.ints[0] != 0;
+        s.tb = n.ints[1] != 0;
+        s.mm_m = s.ta ? x[1] : x[0];
+        s.mm_k = s.ta ? x[0] : x[1];
+        s.mm_n = s.tb ? b[0] : b[1];
+        if ((s.tb ? b[1] : b[0]) != s.mm_k || out[0] != s.mm_m || out[1] != s.mm_n)
+          fail_node(def, id, n, "shapes " + to_string(x) + " x " + to_string(b) + " -> " + to_string(out));
+        break;
+      }
+      case Op::SoftmaxCrossEntropy: case Op::SoftmaxCrossEntropyGrad:
+        if (x.size() != 2) fail_node(def, id, n, "logits must be [N, C], got " + to_string(x));
+        s.mm_m = x[0];
+        s.mm_n = x[1];
+        break;
+      case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: {
+        const Shape& b = shape_of(n.inputs[1]);
+        const Shape& xs = n.op == Op::Conv2dGradInput ? out : x;
+        const Shape& ws = n.op == Op::Conv2d ? b : n.op == Op::Conv2dGradInput ? b : out;
+        const Shape& ys = n.op == Op::Conv2d ? out : n.op == Op::Conv2dGradInput ? x : b;
+        if (xs.size() != 4 || ws.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
+        s.conv = conv_geom(xs, ws, ys, n.ints);
+        if (s.conv.sh <= 0 || s.conv.sw <= 0) fail_node(def, id, n, "stride must be positive");
+        work_floats = std::max(work_floats, s.conv.workspace());
+        break;
+      }
+      case Op::MaxPool2d: case Op::MaxPool2dGrad: {
+        const Shape& ys = n.op == Op::MaxPool2d ? out : shape_of(n.inputs[1]);
+        if (x.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
+        s.pool = pool_geom(x, ys, n.ints);
+        if (s.pool.sh <= 0 || s.pool.sw <= 0) fail_node(def, id, n, "stride must be positive");
+        break;
+      }
+      case Op::DropoutMask:
+        s.f = n.floats.empty() ? 0.f : n.floats[0];
+        s.stream = n.ints[0];
+        break;
+      case Op::Cast:
+        break;
+      default:
+        fail_node(def, id, n, "op not supported by the CPU executor");
+    }
+    if (is_binary(n.op)) s.st = make_broadcast(out, x, &shape_of(n.inputs[1]));
+    if ((is_binary(n.op) || is_unary(n.op) || n.op == Op::Cast) && n.op != Op::Equal &&
+        s.in_dtype != s.dtype && n.op != Op::Cast)
+      fail_node(def, id, n, "operand dtype differs from the result dtype");
+    if (n.op == Op::MatMul && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
+      fail_node(def, id, n, "matmul supports f32 only");
+  } catch (const ShapeError& e) {
+    if (std::string(e.what()).rfind("function '", 0) == 0) throw;
+    fail_node(def, id, n, e.what());
+  }
+  if (fused_bias[static_cast<size_t>(id)] >= 0) {
+    s.in[2] = fused_bias[static_cast<size_t>(id)];
+    s.relu = fused_relu[static_cast<size_t>(id)] != 0;
+  }
+  return s;
+}
+
+void Compiler::make_steps() {
+  step_of.assign(nodes.size(), -1);
+  work_floats = 0;
   for (int32_t id = 0; id < count; ++id) {
     if (!needed[static_cast<size_t>(id)]) continue;
     const Node& n = nodes[static_cast<size_t>(id)];
@@ -527,155 +727,28 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       p.steps.push_back(s);
       continue;
     }
-    Step s;
-    s.op = n.op;
-    s.node = id;
-    for (size_t i = 0; i < n.inputs.size() && i < 3; ++i) s.in[i] = n.inputs[i];
-    s.dtype = n.dtype;
-    s.in_dtype = nodes[static_cast<size_t>(n.inputs[0])].dtype;
-    const Shape& out = shape_of(id);
-    s.n = numel(out);
-    const Shape& x = shape_of(n.inputs[0]);
-    try {
-      switch (n.op) {
-        case Op::Add: s.bop = BinOp::Add; break;
-        case Op::Sub: s.bop = BinOp::Sub; break;
-        case Op::Mul: s.bop = BinOp::Mul; break;
-        case Op::Div: s.bop = BinOp::Div; break;
-        case Op::Equal: s.bop = BinOp::Equal; break;
-        case Op::ReluGrad: s.bop = BinOp::ReluGrad; break;
-        case Op::Neg: s.uop = UnOp::Neg; break;
-        case Op::Relu: s.uop = UnOp::Relu; break;
-        case Op::Tanh: s.uop = UnOp::Tanh; break;
-        case Op::Sigmoid: s.uop = UnOp::Sigmoid; break;
-        case Op::Exp: s.uop = UnOp::Exp; break;
-        case Op::Log: s.uop = UnOp::Log; break;
-        case Op::Sqrt: s.uop = UnOp::Sqrt; break;
-        case Op::Square: s.uop = UnOp::Square; break;
-        case Op::PowScalar:
-          s.uop = UnOp::Pow;
-          s.f = n.floats.empty() ? 1.f : n.floats[0];
-          break;
-        case Op::Sum: case Op::Mean: case Op::Max:
-          s.rop = n.op == Op::Sum ? RedOp::Sum : n.op == Op::Mean ? RedOp::Mean : RedOp::Max;
-          for (int64_t a : n.ints)
-            if (a < 0 || a >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis " + std::to_string(a) + " out of range");
-          s.red = make_reduce(x, n.ints);
-          if (s.red.out_numel != s.n) fail_node(def, id, n, "output shape " + to_string(out) + " does not match the reduction of " + to_string(x));
-          break;
-        case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: {
-          int64_t axis = n.ints[0];
-          if (axis < 0) axis += static_cast<int64_t>(x.size());
-          if (axis < 0 || axis >= static_cast<int64_t>(x.size())) fail_node(def, id, n, "axis out of range for " + to_string(x));
-          s.ax = make_axis(x, axis);
-          break;
-        }
-        case Op::Transpose:
-          if (n.ints.size() != x.size()) fail_node(def, id, n, "permutation does not match " + to_string(x));
-          s.st = make_transpose(x, n.ints);
-          break;
-        case Op::BroadcastTo:
-          s.st = make_broadcast(out, x, nullptr);
-          // flag: the gradient of mean, divided by the broadcast factor.
-          s.f = n.flag && s.n > 0 ? static_cast<float>(static_cast<double>(numel(x)) / static_cast<double>(s.n)) : 1.f;
-          if (n.flag && n.dtype != DType::f32) fail_node(def, id, n, "averaging broadcast needs f32");
-          break;
-        case Op::MatMul: {
-          const Shape& b = shape_of(n.inputs[1]);
-          if (x.size() != 2 || b.size() != 2 || out.size() != 2) fail_node(def, id, n, "operands must be 2-D");
-          s.ta = n.ints[0] != 0;
-          s.tb = n.ints[1] != 0;
-          s.mm_m = s.ta ? x[1] : x[0];
-          s.mm_k = s.ta ? x[0] : x[1];
-          s.mm_n = s.tb ? b[0] : b[1];
-          if ((s.tb ? b[1] : b[0]) != s.mm_k || out[0] != s.mm_m || out[1] != s.mm_n)
-            fail_node(def, id, n, "shapes " + to_string(x) + " x " + to_string(b) + " -> " + to_string(out));
-          break;
-        }
-        case Op::SoftmaxCrossEntropy: case Op::SoftmaxCrossEntropyGrad:
-          if (x.size() != 2) fail_node(def, id, n, "logits must be [N, C], got " + to_string(x));
-          s.mm_m = x[0];
-          s.mm_n = x[1];
-          break;
-        case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: {
-          const Shape& b = shape_of(n.inputs[1]);
-          const Shape& xs = n.op == Op::Conv2dGradInput ? out : x;
-          const Shape& ws = n.op == Op::Conv2d ? b : n.op == Op::Conv2dGradInput ? b : out;
-          const Shape& ys = n.op == Op::Conv2d ? out : n.op == Op::Conv2dGradInput ? x : b;
-          if (xs.size() != 4 || ws.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
-          s.conv = conv_geom(xs, ws, ys, n.ints);
-          if (s.conv.sh <= 0 || s.conv.sw <= 0) fail_node(def, id, n, "stride must be positive");
-          work_floats = std::max(work_floats, s.conv.workspace());
-          break;
-        }
-        case Op::MaxPool2d: case Op::MaxPool2dGrad: {
-          const Shape& ys = n.op == Op::MaxPool2d ? out : shape_of(n.inputs[1]);
-          if (x.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
-          s.pool = pool_geom(x, ys, n.ints);
-          if (s.pool.sh <= 0 || s.pool.sw <= 0) fail_node(def, id, n, "stride must be positive");
-          break;
-        }
-        case Op::DropoutMask:
-          s.f = n.floats.empty() ? 0.f : n.floats[0];
-          s.stream = n.ints[0];
-          break;
-        case Op::Cast:
-          break;
-        default:
-          fail_node(def, id, n, "op not supported by the CPU executor");
-      }
-      if (is_binary(n.op)) s.st = make_broadcast(out, x, &shape_of(n.inputs[1]));
-      if ((is_binary(n.op) || is_unary(n.op) || n.op == Op::Cast) && n.op != Op::Equal &&
-          s.in_dtype != s.dtype && n.op != Op::Cast)
-        fail_node(def, id, n, "operand dtype differs from the result dtype");
-      if (n.op == Op::MatMul && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
-        fail_node(def, id, n, "matmul supports f32 only");
-    } catch (const ShapeError& e) {
-      if (std::string(e.what()).rfind("function '", 0) == 0) throw;
-      fail_node(def, id, n, e.what());
-    }
-    if (fused_bias[static_cast<size_t>(id)] >= 0) {
-      s.in[2] = fused_bias[static_cast<size_t>(id)];
-      s.relu = fused_relu[static_cast<size_t>(id)] != 0;
-    }
+    const Step s = kernel_step(id, n);
     step_of[static_cast<size_t>(id)] = static_cast<int64_t>(p.steps.size());
     p.steps.push_back(s);
   }
+}
 
-  // ---- liveness ------------------------------------------------------------------
-  // What each step reads and writes: one value for a kernel step, the
-  // external inputs and stored members for a fused group.
-  auto step_ins = [&](const Step& s, std::vector<int32_t>& v) {
-    v.clear();
-    if (s.fused >= 0) {
-      v = p.fused[static_cast<size_t>(s.fused)].inputs;
-      return;
-    }
-    for (int32_t in : s.in)
-      if (in >= 0) v.push_back(in);
-  };
-  auto step_outs = [&](const Step& s, std::vector<int32_t>& v) {
-    v.clear();
-    if (s.fused >= 0) v = p.fused[static_cast<size_t>(s.fused)].outputs;
-    else v.push_back(s.node);
-  };
-  std::vector<int32_t> ins, outs;
+void Compiler::liveness() {
+  std::vector<int32_t> ins;
   const int64_t nsteps = static_cast<int64_t>(p.steps.size());
-  std::vector<int64_t> last_use(nodes.size(), -1);
-  auto use = [&](int32_t id, int64_t when) {
-    int32_t r = root[static_cast<size_t>(id)];
-    last_use[static_cast<size_t>(r)] = std::max(last_use[static_cast<size_t>(r)], when);
-  };
+  last_use.assign(nodes.size(), -1);
   for (int64_t si = 0; si < nsteps; ++si) {
     step_ins(p.steps[static_cast<size_t>(si)], ins);
     for (int32_t in : ins) use(in, si);
   }
   for (int32_t o : def.outputs) use(o, kForever);
   for (auto [var, val] : def.updates) use(val, kForever);
+}
 
-  // ---- updates written in place ------------------------------------------------------
+void Compiler::place_updates() {
+  std::vector<int32_t> ins;
   // value node -> variable it is written into
-  std::vector<int32_t> direct(nodes.size(), -1);
+  direct.assign(nodes.size(), -1);
   if (opts.inplace_updates) {
     std::vector<int> value_uses(nodes.size(), 0);
     for (auto [var, val] : def.updates) value_uses[static_cast<size_t>(val)]++;
@@ -706,11 +779,12 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
     if (direct[static_cast<size_t>(val)] == var || val == var) continue;
     p.copies.push_back({var, val});
   }
+}
 
-  // ---- outputs in the caller's buffers --------------------------------------------------
+void Compiler::place_outputs() {
   // value node -> output position, for outputs computed by a step whose
   // value nothing else (another output, an update) shares.
-  std::vector<int32_t> external(nodes.size(), -1);
+  external.assign(nodes.size(), -1);
   if (opts.outputs_external) {
     std::vector<int> claims(nodes.size(), 0);
     for (int32_t o : def.outputs) claims[static_cast<size_t>(root[static_cast<size_t>(o)])]++;
@@ -722,8 +796,11 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
       external[static_cast<size_t>(r)] = static_cast<int32_t>(k);
     }
   }
+}
 
-  // ---- arena placement ------------------------------------------------------------
+void Compiler::place_values() {
+  std::vector<int32_t> ins, outs;
+  const int64_t nsteps = static_cast<int64_t>(p.steps.size());
   BlockAllocator arena;
   std::vector<char> owns(nodes.size(), 0);  // holds an arena block of its own
   for (int64_t si = 0; si < nsteps; ++si) {
@@ -773,7 +850,9 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
   }
   p.work_offset = align_up(arena.top());
   p.arena_bytes = p.work_offset + align_up(work_floats * static_cast<int64_t>(sizeof(float)));
+}
 
+void Compiler::finish() {
   // Aliases take their root's place.
   for (int32_t id = 0; id < count; ++id) {
     if (!needed[static_cast<size_t>(id)]) continue;
@@ -782,7 +861,13 @@ Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t bat
     p.bound.push_back(id);
   }
   p.outputs = def.outputs;
-  return p;
 }
 
-}  // namespace synk::cpu
+}  // namespace
+
+Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
+             const CompileOptions& opts) {
+  return Compiler(nodes, def, batch, opts).run();
+}
+
+}  // namespace synk::plan

@@ -1,4 +1,4 @@
-// session.cpp — synk::Session and synk::Function on the CPU executor.
+// exec/cpu/session.cpp — synk::Session and synk::Function on the CPU executor.
 //
 // A Session owns the variables' storage (allocated and initialised once) and
 // one scratch arena shared by all its compiled plans: calls are sequential,
@@ -11,7 +11,7 @@
 
 #include <cblas.h>
 
-#include "exec/cpu/plan.hpp"
+#include "exec/cpu/executor.hpp"
 #include "exec/common.hpp"
 #include "synk/error.hpp"
 #include "synk/session.hpp"
@@ -23,7 +23,7 @@ namespace {
 struct FunctionState {
   FunctionDef def;
   // By (batch size (-1: no batch dim), outputs into caller buffers).
-  std::map<std::pair<int64_t, bool>, cpu::Plan> plans;
+  std::map<std::pair<int64_t, bool>, plan::Plan> plans;
   // Updates whose value lives in a variable that another update overwrites:
   // staged through the arena before any variable is written.
   std::map<std::pair<int64_t, bool>, std::vector<int64_t>> staging;  // arena offset per copy (-1: none)
@@ -97,16 +97,16 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   const std::pair<int64_t, bool> key{b, into != nullptr};
   auto it = f.plans.find(key);
   if (it == f.plans.end()) {
-    cpu::CompileOptions copts = cpu::cpu_session_options();
+    plan::CompileOptions copts = cpu::cpu_session_options();
     copts.outputs_external = into != nullptr;
-    cpu::Plan plan = cpu::compile(nodes, def, b, copts);
+    plan::Plan plan = plan::compile(nodes, def, b, copts);
     std::vector<char> target(nodes.size(), 0);
     for (const auto& c : plan.copies) target[static_cast<size_t>(c.var)] = 1;
     std::vector<int64_t> stage(plan.copies.size(), -1);
     int64_t top = plan.arena_bytes;
     for (size_t i = 0; i < plan.copies.size(); ++i) {
-      const cpu::ValueLoc& l = plan.loc[static_cast<size_t>(plan.copies[i].value)];
-      if (l.kind == cpu::Loc::Variable && target[static_cast<size_t>(l.index)]) {
+      const plan::ValueLoc& l = plan.loc[static_cast<size_t>(plan.copies[i].value)];
+      if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
         stage[i] = top;
         top += (vars[static_cast<size_t>(l.index)].nbytes() + 63) / 64 * 64;
       }
@@ -116,7 +116,7 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
     f.staging[key] = std::move(stage);
     it = f.plans.emplace(key, std::move(plan)).first;
   }
-  cpu::Plan& plan = it->second;
+  plan::Plan& plan = it->second;
   if (into)
     for (size_t k = 0; k < plan.outputs.size(); ++k)
       if (!into[k] && numel(plan.shapes[static_cast<size_t>(plan.outputs[k])]) > 0)
@@ -136,10 +136,9 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
     // shared with another output or an update) are copied.
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       const int32_t id = plan.outputs[k];
-      const cpu::ValueLoc& l = plan.loc[static_cast<size_t>(id)];
-      if (l.kind == cpu::Loc::Output && l.index == static_cast<int32_t>(k)) continue;
-      const size_t bytes = static_cast<size_t>(numel(plan.shapes[static_cast<size_t>(id)])) *
-                           dtype_size(nodes[static_cast<size_t>(id)].dtype);
+      const plan::ValueLoc& l = plan.loc[static_cast<size_t>(id)];
+      if (l.kind == plan::Loc::Output && l.index == static_cast<int32_t>(k)) continue;
+      const size_t bytes = static_cast<size_t>(plan.bytes(id));
       if (bytes > 0) std::memmove(into[k], plan.ptr[static_cast<size_t>(id)], bytes);
     }
   }

@@ -1,6 +1,8 @@
-// exec/cpu/plan.hpp — a function compiled for one batch size: a flat
-// schedule of kernel steps with every shape resolved and every buffer placed
-// in one arena, plus the executor that runs it.
+// exec/plan/plan.hpp — the planner both backends run: a function compiled
+// for one batch size into a flat schedule of kernel steps, with every shape
+// resolved and every buffer placed in one arena. The CPU executor
+// (exec/cpu/executor.hpp) runs a Plan as it is; the CUDA executor
+// (exec/cuda/executor.hpp) adds its device layout on top.
 //
 // Compiling does all the work that depends only on shapes (broadcast and
 // reduction geometry, conv/pool geometry, buffer offsets), so a call binds
@@ -15,14 +17,15 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
-#include "exec/cpu/kernels.hpp"
-#include "synk/array.hpp"
+#include "exec/plan/fused.hpp"
+#include "exec/plan/geometry.hpp"
+#include "exec/plan/types.hpp"
+#include "synk/dtype.hpp"
 #include "synk/graph.hpp"
 
-namespace synk::cpu {
+namespace synk::plan {
 
 // Planner switches; tests turn reuse off to check that sharing buffers does
 // not change results.
@@ -32,19 +35,13 @@ struct CompileOptions {
   bool fuse = true;            // bias add (+ ReLU) folded into conv/matmul
   // The switches below make steps or locations that only the CPU executor
   // runs (the CUDA executor reuses these plans), so they default to off and
-  // Session turns them on (cpu_session_options).
+  // Session turns them on (cpu::cpu_session_options).
   bool fuse_elementwise = false;  // chains of elementwise ops as one step (Step::fused)
   bool outputs_external = false;  // outputs computed straight into caller buffers (Loc::Output)
 };
 // Process-wide defaults used by Session and CudaSession (read when a plan is
 // compiled). The environment variable SYNK_CPU_NO_REUSE=1 turns all switches off.
 CompileOptions& default_compile_options();
-// Process-wide switch for the CPU-only elementwise fusion (tests; the
-// environment variable SYNK_CPU_NO_FUSE=1 or SYNK_CPU_NO_REUSE=1 turns it off).
-bool& cpu_fuse_elementwise();
-// What the CPU Session compiles with: default_compile_options(), plus
-// fuse_elementwise when both `fuse` and cpu_fuse_elementwise() are on.
-CompileOptions cpu_session_options();
 
 // Output: a function output computed in place in the caller's buffer
 // (index = output position); only with CompileOptions::outputs_external.
@@ -66,7 +63,7 @@ struct Step {
   int64_t stream = 0;
   BinOp bop = BinOp::Add;
   UnOp uop = UnOp::Neg;
-  RedOp rop = RedOp::Sum;
+  ReduceKind rop = ReduceKind::Sum;
   bool ta = false, tb = false;
   // Fused epilogue of Conv2d/MatMul: + bias (node id in in[2], one value per
   // output channel/column), then ReLU.
@@ -78,16 +75,19 @@ struct Step {
   AxisGeom ax;
   ConvGeom conv{};
   PoolGeom pool{};
+  // Bytes of the step's output (n elements of dtype).
+  size_t out_bytes() const { return static_cast<size_t>(n) * dtype_size(dtype); }
 };
 
 struct Plan {
   int64_t batch = 0;
   std::vector<Shape> shapes;    // resolved, per node id (needed nodes only)
+  std::vector<DType> dtypes;    // per node id
   std::vector<ValueLoc> loc;    // per node id; aliases carry their root's place
   std::vector<int32_t> bound;   // node ids whose pointer is bound per call
   std::vector<Step> steps;
   std::vector<EwProgram> fused;
-  std::vector<uint32_t> consts;
+  std::vector<uint32_t> consts; // one 4-byte word per constant element (f32 or i32 bits)
   int64_t arena_bytes = 0;      // blocks + workspace
   int64_t work_offset = 0;      // conv workspace, at the end of the arena
   std::vector<int32_t> outputs;
@@ -96,6 +96,11 @@ struct Plan {
   };
   std::vector<UpdateCopy> copies;  // updates not written in place
   std::vector<void*> ptr;          // per node id, bound per call
+
+  // Bytes of node `id`'s value at this batch size (its resolved shape and dtype).
+  int64_t bytes(int32_t id) const {
+    return numel(shapes[static_cast<size_t>(id)]) * static_cast<int64_t>(dtype_size(dtypes[static_cast<size_t>(id)]));
+  }
 };
 
 // Compiles `def` over `nodes` for batch size `batch` (-1 when no input has a
@@ -103,19 +108,4 @@ struct Plan {
 Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
              const CompileOptions& opts);
 
-struct RunContext {
-  const std::string* function = nullptr;  // for error messages
-  uint64_t seed = 0;
-  int rank = 0;
-  uint64_t call = 0;                      // dropout counter
-};
-
-// Runs the steps of a compiled plan. `inputs` in FunctionDef order;
-// `var_ptr` is indexed by node id; `outputs` (by output position) are the
-// caller's buffers for Loc::Output values (null if the plan has none).
-// Does not copy outputs or apply update copies.
-void execute(Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
-             const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
-             void* const* outputs = nullptr);
-
-}  // namespace synk::cpu
+}  // namespace synk::plan

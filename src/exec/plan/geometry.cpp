@@ -1,0 +1,244 @@
+// exec/plan/geometry.cpp — the geometry of broadcasts, transposes,
+// reductions and axis ops, computed once per plan from resolved shapes.
+//
+// Broadcasting collapses dims so the common cases — same shape, [N,C]+[C],
+// tensor+scalar, [N,C,H,W]+[C,1,1] — become one or two loops whose innermost
+// loop is a plain vectorisable one; a reduction's dims are collapsed into
+// alternating kept/reduced runs the same way.
+#include "exec/plan/geometry.hpp"
+
+#include <string>
+
+#include "synk/error.hpp"
+
+namespace synk::plan {
+
+namespace {
+
+int64_t dim_at(const Shape& s, int64_t i, int64_t nd) {
+  int64_t j = i - (nd - static_cast<int64_t>(s.size()));
+  return j < 0 ? 1 : s[static_cast<size_t>(j)];
+}
+
+std::vector<int64_t> contiguous_strides(const Shape& s) {
+  std::vector<int64_t> st(s.size(), 1);
+  for (int64_t i = static_cast<int64_t>(s.size()) - 2; i >= 0; --i)
+    st[static_cast<size_t>(i)] = st[static_cast<size_t>(i + 1)] * s[static_cast<size_t>(i + 1)];
+  return st;
+}
+
+void finish_output_strides(Strided& s) {
+  int64_t st = 1;
+  for (int i = s.nd - 1; i >= 0; --i) {
+    s.so[i] = st;
+    st *= s.dim[i];
+  }
+}
+
+// The iteration dims (outermost first) folded into as few runs as possible,
+// from the inside out: dim k joins the run inside it when both operands
+// step through the two as one contiguous (or broadcast) run.
+struct Runs {
+  std::vector<int64_t> d, a, b;  // innermost first
+};
+
+Runs merge_runs(const std::vector<int64_t>& dims, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb) {
+  Runs r;
+  for (size_t k = dims.size(); k-- > 0;) {
+    if (!r.d.empty() && sa[k] == r.a.back() * r.d.back() && sb[k] == r.b.back() * r.d.back()) {
+      r.d.back() *= dims[k];
+    } else {
+      r.d.push_back(dims[k]);
+      r.a.push_back(sa[k]);
+      r.b.push_back(sb[k]);
+    }
+  }
+  return r;
+}
+
+// The Strided of merged runs; what() names the op for the error when more
+// than kMaxDims runs remain. An empty iteration (numel 0) has nothing to
+// run, whatever its dims.
+template <class What>
+Strided collapse(const Runs& r, int64_t numel, What what) {
+  Strided s;
+  s.numel = numel;
+  if (r.d.empty() || numel == 0) {
+    s.nd = 1;
+    s.dim[0] = numel == 0 ? 0 : 1;
+  } else {
+    if (r.d.size() > static_cast<size_t>(kMaxDims))
+      throw ShapeError("CPU executor: " + what() + " needs more than " + std::to_string(kMaxDims) +
+                       " dims after collapsing");
+    s.nd = static_cast<int>(r.d.size());
+    for (int i = 0; i < s.nd; ++i) {
+      const size_t k = r.d.size() - 1 - static_cast<size_t>(i);
+      s.dim[i] = r.d[k];
+      s.sa[i] = r.a[k];
+      s.sb[i] = r.b[k];
+    }
+  }
+  finish_output_strides(s);
+  return s;
+}
+
+// The iteration dims of a broadcast (size-1 output dims left out) with each
+// operand's stride in its own contiguous layout, 0 where it broadcasts.
+Runs broadcast_runs(const Shape& out, const Shape& a, const Shape* b) {
+  const int64_t nd = static_cast<int64_t>(out.size());
+  std::vector<int64_t> dims, sa, sb;
+  std::vector<int64_t> sta(static_cast<size_t>(nd), 0), stb(static_cast<size_t>(nd), 0);
+  int64_t acc_a = 1, acc_b = 1;
+  for (int64_t i = nd - 1; i >= 0; --i) {
+    int64_t da = dim_at(a, i, nd);
+    sta[static_cast<size_t>(i)] = da == 1 ? 0 : acc_a;
+    acc_a *= da;
+    if (b) {
+      int64_t db = dim_at(*b, i, nd);
+      stb[static_cast<size_t>(i)] = db == 1 ? 0 : acc_b;
+      acc_b *= db;
+    }
+  }
+  for (int64_t i = 0; i < nd; ++i) {
+    if (out[static_cast<size_t>(i)] == 1) continue;
+    dims.push_back(out[static_cast<size_t>(i)]);
+    sa.push_back(sta[static_cast<size_t>(i)]);
+    sb.push_back(stb[static_cast<size_t>(i)]);
+  }
+  return merge_runs(dims, sa, sb);
+}
+
+// A transpose: the output dims in order (size 1 left out) with the input's
+// strides; a zero stride for "b" never stops a merge.
+Runs transpose_runs(const Shape& in, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> st = contiguous_strides(in);
+  std::vector<int64_t> dims, sa;
+  for (int64_t p : perm) {
+    size_t k = static_cast<size_t>(p);
+    if (in[k] == 1) continue;
+    dims.push_back(in[k]);
+    sa.push_back(st[k]);
+  }
+  return merge_runs(dims, sa, std::vector<int64_t>(dims.size(), 0));
+}
+
+}  // namespace
+
+Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
+  return collapse(broadcast_runs(out, a, b), numel(out),
+                  [&] { return "broadcast of " + to_string(a) + " to " + to_string(out); });
+}
+
+Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
+  return collapse(transpose_runs(in, perm), numel(in), [&] { return "transpose of " + to_string(in); });
+}
+
+int broadcast_dims(const Shape& out, const Shape& a, const Shape* b) {
+  return static_cast<int>(broadcast_runs(out, a, b).d.size());
+}
+
+int transpose_dims(const Shape& in, const std::vector<int64_t>& perm) {
+  return static_cast<int>(transpose_runs(in, perm).d.size());
+}
+
+namespace {
+
+// The input's dims (size 1 left out) merged into alternating kept/reduced
+// runs, outermost first.
+struct RedRuns {
+  std::vector<int64_t> d;
+  std::vector<bool> red;
+};
+
+RedRuns reduce_runs(const Shape& in, const std::vector<bool>& is_red) {
+  RedRuns r;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == 1) continue;
+    if (!r.d.empty() && r.red.back() == is_red[i]) {
+      r.d.back() *= in[i];
+    } else {
+      r.d.push_back(in[i]);
+      r.red.push_back(is_red[i]);
+    }
+  }
+  return r;
+}
+
+std::vector<bool> reduced_axes(const Shape& in, const std::vector<int64_t>& axes) {
+  std::vector<bool> is_red(in.size(), false);
+  for (int64_t a : axes) is_red.at(static_cast<size_t>(a)) = true;
+  return is_red;
+}
+
+// The CUDA view of a reduction: its runs split into kept and reduced dims.
+void split_kept_reduced(Reduce& r) {
+  r.nk = r.nr = 0;
+  r.r_count = 1;
+  for (int i = 0; i < r.nd; ++i) {
+    if (r.red[i]) {
+      r.rdim[r.nr] = r.dim[i];
+      r.rstride[r.nr] = r.sx[i];
+      r.nr++;
+      r.r_count *= r.dim[i];
+    } else {
+      r.kdim[r.nk] = r.dim[i];
+      r.kstride[r.nk] = r.sx[i];
+      r.nk++;
+    }
+  }
+}
+
+}  // namespace
+
+int reduce_dims(const Shape& in, const std::vector<int64_t>& axes) {
+  return static_cast<int>(reduce_runs(in, reduced_axes(in, axes)).d.size());
+}
+
+Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes) {
+  const std::vector<bool> is_red = reduced_axes(in, axes);
+  const RedRuns runs = reduce_runs(in, is_red);
+  const std::vector<int64_t>& cd = runs.d;
+  const std::vector<bool>& cr = runs.red;
+  Reduce r;
+  r.in_numel = numel(in);
+  r.out_numel = 1;
+  for (size_t i = 0; i < in.size(); ++i)
+    if (!is_red[i]) r.out_numel *= in[i];
+  if (cd.empty()) {
+    r.nd = 1;
+    r.dim[0] = 1;
+    r.red[0] = true;
+    r.sx[0] = 1;
+    r.so[0] = 0;
+    split_kept_reduced(r);
+    return r;
+  }
+  if (cd.size() > static_cast<size_t>(kMaxDims))
+    throw ShapeError("CPU executor: reduction of " + to_string(in) + " needs more than " + std::to_string(kMaxDims) +
+                     " dims after collapsing");
+  r.nd = static_cast<int>(cd.size());
+  int64_t sx = 1, so = 1;
+  for (int i = r.nd - 1; i >= 0; --i) {
+    r.dim[i] = cd[static_cast<size_t>(i)];
+    r.red[i] = cr[static_cast<size_t>(i)];
+    r.sx[i] = sx;
+    sx *= r.dim[i];
+    r.so[i] = r.red[i] ? 0 : so;
+    if (!r.red[i]) so *= r.dim[i];
+  }
+  split_kept_reduced(r);
+  return r;
+}
+
+AxisGeom make_axis(const Shape& in, int64_t axis) {
+  AxisGeom g;
+  for (int64_t i = 0; i < static_cast<int64_t>(in.size()); ++i) {
+    const int64_t d = in[static_cast<size_t>(i)];
+    if (i < axis) g.outer *= d;
+    else if (i == axis) g.n = d;
+    else g.inner *= d;
+  }
+  return g;
+}
+
+}  // namespace synk::plan

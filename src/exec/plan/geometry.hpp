@@ -1,0 +1,37 @@
+// exec/plan/geometry.hpp — the planner's geometry builders: from resolved
+// shapes to the iteration structs of exec/plan/types.hpp.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "exec/plan/types.hpp"
+#include "synk/graph.hpp"
+
+namespace synk::plan {
+
+// Builds the broadcast iteration of operands a and b (numpy rules, right
+// aligned) to the output shape `out`. Pass b = nullptr for one operand.
+// Throws ShapeError if more than kMaxDims dims remain after collapsing
+// (never for an empty output: it has nothing to iterate over).
+Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b);
+
+// Transpose as a strided gather: output dims in order, input strides permuted.
+Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm);
+
+// Reduction of `in` over `axes` (both views of types.hpp filled).
+Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes);
+
+// [outer, n, inner] view of `in` around `axis`.
+AxisGeom make_axis(const Shape& in, int64_t axis);
+
+// How many dims make_broadcast / make_transpose / make_reduce would keep
+// after collapsing (concrete shapes). Which dims merge depends only on which
+// dims are 1 and which broadcast or are reduced, not on the sizes of the
+// others, so a shape with `batch` resolved to 2 gives the count of every
+// batch size but 1 (where that dim drops out and the count can only fall).
+int broadcast_dims(const Shape& out, const Shape& a, const Shape* b);
+int transpose_dims(const Shape& in, const std::vector<int64_t>& perm);
+int reduce_dims(const Shape& in, const std::vector<int64_t>& axes);
+
+}  // namespace synk::plan

@@ -1,0 +1,83 @@
+// exec/plan/types.hpp — the plain-data types a compiled plan hands to the
+// kernels: op kinds and the geometry of each kind of step. The planner
+// (exec/plan/plan.hpp) fills them once per batch size from resolved shapes;
+// the CPU kernels (exec/cpu/kernels.hpp) and the CUDA kernels
+// (kernels/ops.cuh) both take them as they are, so both backends compute
+// from one description.
+//
+// Only <cstdint> and plain structs here: nvcc compiles this header into the
+// kernel files, and the structs are passed to kernels by value.
+#pragma once
+
+#include <cstdint>
+
+namespace synk::plan {
+
+// Dims after collapsing (adjacent dims that iterate alike are merged), so
+// real graphs rarely need more than 3 or 4. The op constructors
+// (src/graph/ops.cpp) refuse a graph that needs more when it is built
+// (broadcast_dims and friends in exec/plan/geometry.hpp).
+inline constexpr int kMaxDims = 8;
+
+// An output-contiguous iteration over `nd` dims with per-operand strides in
+// elements (stride 0 = broadcast along that dim).
+struct Strided {
+  int nd = 0;
+  int64_t dim[kMaxDims] = {};
+  int64_t sa[kMaxDims] = {};  // operand a (or the single input)
+  int64_t sb[kMaxDims] = {};  // operand b
+  int64_t so[kMaxDims] = {};  // output (contiguous)
+  int64_t numel = 0;
+};
+
+// Elementwise op kinds (Op::Add... and Op::Neg... of the graph).
+enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad };
+enum class UnOp : uint8_t { Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow };
+
+// What a graph reduction (Op::Sum, Op::Mean, Op::Max) computes over its axes.
+// Not a collective's combine rule: that is synk::ReduceOp.
+enum class ReduceKind : uint8_t { Sum, Mean, Max };
+
+// Reduction geometry, two views of one iteration. The CPU kernels walk the
+// input's dims collapsed into alternating kept/reduced runs (dim, red, sx,
+// so); the CUDA kernels split the same runs into the kept dims, whose order
+// gives the contiguous output index, and the reduced dims (kdim/kstride,
+// rdim/rstride).
+struct Reduce {
+  int nd = 0;
+  int64_t dim[kMaxDims] = {};
+  bool red[kMaxDims] = {};
+  int64_t sx[kMaxDims] = {};  // input strides
+  int64_t so[kMaxDims] = {};  // output strides (0 on reduced dims)
+  int64_t in_numel = 0, out_numel = 0;
+  int nk = 0, nr = 0;
+  int64_t kdim[kMaxDims] = {}, kstride[kMaxDims] = {};
+  int64_t rdim[kMaxDims] = {}, rstride[kMaxDims] = {};
+  int64_t r_count = 0;  // elements reduced into each output (0 exactly when a reduced dim is empty)
+};
+
+// [outer, n, inner] views for ops along one axis.
+struct AxisGeom {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+
+struct ConvGeom {
+  int64_t n, c, h, w;      // input
+  int64_t o, kh, kw;       // filters
+  int64_t sh, sw, ph, pw;  // stride, padding
+  int64_t oh, ow;          // output
+  int64_t k() const { return c * kh * kw; }
+  int64_t p() const { return oh * ow; }
+  // 1x1 / stride 1 / no padding: the input is its own column matrix.
+  bool identity_cols() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+  // Floats of workspace the CPU conv kernels need.
+  int64_t workspace() const { return identity_cols() ? 0 : k() * p(); }
+};
+
+struct PoolGeom {
+  int64_t n, c, h, w;
+  int64_t kh, kw, sh, sw, ph, pw;
+  int64_t oh, ow;
+};
+
+}  // namespace synk::plan
