@@ -44,13 +44,13 @@ const char* elem_name(ElemType t) noexcept {
   }
   return "?";
 }
-const char* redop_name(RedOp op) noexcept {
+const char* redop_name(ReduceOp op) noexcept {
   switch (op) {
-    case RedOp::sum: return "sum";
-    case RedOp::avg: return "avg";
-    case RedOp::max: return "max";
-    case RedOp::min: return "min";
-    case RedOp::prod: return "prod";
+    case ReduceOp::sum: return "sum";
+    case ReduceOp::avg: return "avg";
+    case ReduceOp::max: return "max";
+    case ReduceOp::min: return "min";
+    case ReduceOp::prod: return "prod";
   }
   return "?";
 }
@@ -126,7 +126,8 @@ struct CpuGroup::Header {
   int32_t ranks;
   uint32_t aborted;      // atomic; 1 once reason is written
   uint32_t abort_claim;  // atomic; first aborter wins
-  int32_t abort_rank;
+  int32_t abort_rank;  // who aborted
+  int32_t blame_rank;  // whom the abort blames
   char reason[kReasonBytes];
 };
 
@@ -241,7 +242,7 @@ void CpuGroup::check_same(size_t a, size_t b, const char* what) {
 
 // ---- abort ------------------------------------------------------------------------------
 
-void CpuGroup::abort(std::string_view reason) noexcept {
+void CpuGroup::abort(std::string_view reason, int blame) noexcept {
   if (!seg_) return;
   Header* h = header();
   uint32_t expected = 0;
@@ -250,6 +251,7 @@ void CpuGroup::abort(std::string_view reason) noexcept {
     std::memcpy(h->reason, reason.data(), n);
     h->reason[n] = '\0';
     h->abort_rank = rank_;
+    h->blame_rank = blame >= 0 && blame < n_ ? blame : rank_;
     at(h->aborted).store(1, std::memory_order_seq_cst);
   }
   // Wake every sleeper; a waiter that checked the flag just before it was
@@ -261,6 +263,10 @@ bool CpuGroup::aborted() const noexcept {
   return seg_ && at(header()->aborted).load(std::memory_order_acquire) != 0;
 }
 
+int CpuGroup::blamed_rank() const noexcept {
+  return aborted() ? header()->blame_rank : -1;
+}
+
 std::string CpuGroup::abort_reason() const {
   if (!aborted()) return {};
   const Header* h = header();
@@ -269,15 +275,15 @@ std::string CpuGroup::abort_reason() const {
 
 // ---- the piece protocol --------------------------------------------------------------------
 
-[[noreturn]] void CpuGroup::fail(const Desc& d, const std::string& what) {
+[[noreturn]] void CpuGroup::fail(const Desc& d, const std::string& what, int blame) {
   std::string msg = "synk comm: rank " + std::to_string(rank_) + " (pid " +
                     std::to_string(::getpid()) + "): " + coll_name(d.coll) + "(count=" +
                     std::to_string(d.count) + ", " + elem_name(static_cast<ElemType>(d.type));
   if (d.coll == static_cast<uint8_t>(Coll::all_reduce) || d.coll == static_cast<uint8_t>(Coll::reduce))
-    msg += std::string(", ") + redop_name(static_cast<RedOp>(d.op));
+    msg += std::string(", ") + redop_name(static_cast<ReduceOp>(d.op));
   if (d.root >= 0) msg += ", root=" + std::to_string(d.root);
   msg += ") #" + std::to_string(d.seq) + ": " + what;
-  abort(msg);
+  abort(msg, blame);
   throw BackendError(msg);
 }
 
@@ -326,7 +332,8 @@ void CpuGroup::wait_peer(int peer, uint32_t target, const Desc& d, bool check_de
           fail(d, "timed out after " + std::to_string(opts_.timeout.count()) +
                       " ms waiting for rank " + std::to_string(peer) + " (pid " +
                       std::to_string(pid) + ", at step " + std::to_string(v) + ", needed " +
-                      std::to_string(target) + "); the peer died, hangs or skipped this call");
+                      std::to_string(target) + "); the peer died, hangs or skipped this call",
+               peer);
         }
         // Bounded slices: see abort().
         futex_wait(&c->step, v, std::min<int64_t>(deadline - now, 100'000'000));
@@ -341,7 +348,7 @@ void CpuGroup::wait_peer(int peer, uint32_t target, const Desc& d, bool check_de
                       ", " + elem_name(static_cast<ElemType>(theirs.type));
       if (theirs.coll == static_cast<uint8_t>(Coll::all_reduce) ||
           theirs.coll == static_cast<uint8_t>(Coll::reduce))
-        t += std::string(", ") + redop_name(static_cast<RedOp>(theirs.op));
+        t += std::string(", ") + redop_name(static_cast<ReduceOp>(theirs.op));
       if (theirs.root >= 0) t += ", root=" + std::to_string(theirs.root);
       t += ") #" + std::to_string(theirs.seq);
       fail(d, "mismatched collective: rank " + std::to_string(peer) + " called " + t +
@@ -370,16 +377,16 @@ size_t pieces_for(size_t count, size_t per_piece) {
 }
 }  // namespace
 
-void CpuGroup::all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op) {
+void CpuGroup::all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op) {
   reduce_impl(in, out, count, t, op, -1);
 }
 
-void CpuGroup::reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root) {
+void CpuGroup::reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root) {
   check_root(root, "reduce");
   reduce_impl(in, out, count, t, op, root);
 }
 
-void CpuGroup::reduce_impl(const void* in, void* out, size_t count, ElemType t, RedOp op, int root) {
+void CpuGroup::reduce_impl(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root) {
   const bool all = root < 0;
   check_bound(all ? "all_reduce" : "reduce");
   const Desc d{static_cast<uint8_t>(all ? Coll::all_reduce : Coll::reduce), static_cast<uint8_t>(t),

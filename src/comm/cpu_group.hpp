@@ -14,7 +14,7 @@
 //   if (pid_t pid = fork(); pid == 0) {           // rank 1
 //     g.bind(1);
 //     std::vector<float> x(1000, 1.f);
-//     g.all_reduce<float>(x, x, synk::comm::RedOp::sum);   // x == 2.f
+//     g.all_reduce<float>(x, x, synk::ReduceOp::sum);   // x == 2.f
 //     _exit(0);
 //   }
 //   g.bind(0);                                     // rank 0 (master)
@@ -61,15 +61,17 @@
 #include "comm/shm.hpp"
 #include "synk/dtype.hpp"
 #include "synk/error.hpp"
+#include "synk/runtime.hpp"  // ReduceOp
 
 namespace synk::comm {
 
 enum class ElemType : uint8_t { f32 = 0, i32 = 1, f64 = 2, i64 = 3 };
-enum class RedOp : uint8_t { sum = 0, avg, max, min, prod };
+// Collectives combine by the public synk::ReduceOp (synk/runtime.hpp), the
+// one reduction-op type of the runtime, comm and its users.
 
 size_t elem_size(ElemType t) noexcept;
 const char* elem_name(ElemType t) noexcept;
-const char* redop_name(RedOp op) noexcept;
+const char* redop_name(ReduceOp op) noexcept;
 ElemType elem_type(DType t);  // f32 -> f32, i32 -> i32
 
 template <class T> constexpr ElemType elem_type_of() {
@@ -121,9 +123,9 @@ class CpuGroup {
 
   // ---- collectives (every rank calls; counts are elements) -------------------
   // out may equal in (in place). Every rank gets the reduction of all inputs.
-  void all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op);
+  void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op);
   // Only root's out is written (others may pass nullptr).
-  void reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root);
+  void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root);
   // buf is the source on root and the destination elsewhere.
   void broadcast(void* buf, size_t count, ElemType t, int root);
   // out holds size() * count elements, rank r's input at r * count.
@@ -144,11 +146,11 @@ class CpuGroup {
   void barrier();
 
   // ---- typed conveniences ------------------------------------------------------
-  template <class T> void all_reduce(std::span<const T> in, std::span<T> out, RedOp op) {
+  template <class T> void all_reduce(std::span<const T> in, std::span<T> out, ReduceOp op) {
     check_same(in.size(), out.size(), "all_reduce");
     all_reduce(in.data(), out.data(), in.size(), elem_type_of<T>(), op);
   }
-  template <class T> void all_reduce(std::span<T> buf, RedOp op) {
+  template <class T> void all_reduce(std::span<T> buf, ReduceOp op) {
     all_reduce(buf.data(), buf.data(), buf.size(), elem_type_of<T>(), op);
   }
   // Concatenation in rank order of what every rank holds (sizes may differ);
@@ -169,10 +171,14 @@ class CpuGroup {
   // Marks the group aborted and wakes every waiter; their collectives (and all
   // later ones) throw BackendError quoting `reason`. Safe from any rank (or an
   // unbound process), any time; never throws and never allocates, so a
-  // SIGCHLD handler may call it. The first reason wins.
-  void abort(std::string_view reason) noexcept;
+  // SIGCHLD handler may call it. The first reason wins. `blame`: the rank
+  // the failure is laid to (-1: this one), e.g. the peer a wait timed out on.
+  void abort(std::string_view reason, int blame = -1) noexcept;
   bool aborted() const noexcept;
   std::string abort_reason() const;  // empty if not aborted
+  // The rank the first abort blamed; -1 if not aborted (or by an unbound
+  // process that named nobody).
+  int blamed_rank() const noexcept;
 
  private:
   struct Header;
@@ -194,9 +200,9 @@ class CpuGroup {
   void publish(uint32_t step) noexcept;
   void wait_peer(int peer, uint32_t step, const Desc& d, bool check_desc);
   void wait_all(uint32_t step, const Desc& d, bool check_desc);
-  [[noreturn]] void fail(const Desc& d, const std::string& what);
+  [[noreturn]] void fail(const Desc& d, const std::string& what, int blame = -1);
 
-  void reduce_impl(const void* in, void* out, size_t count, ElemType t, RedOp op, int root);
+  void reduce_impl(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root);
 
   // Checks and piece geometry shared by gatherv and scatterv: rank p's
   // elements start at displ[p] of the root's buffer; K pieces of at most

@@ -145,17 +145,13 @@ void RuntimeCore::throw_failure(const std::string& what) {
 
 void RuntimeCore::fail_collective(const std::string& what, const std::string& err) {
   if (!failed.load()) {
-    // The group's message names the rank that aborted it ("rank 1: ...") or
-    // the peer a timed-out wait was for ("waiting for rank 1").
+    // The group says whom its abort blames: the rank that aborted it (a
+    // worker's exception) or the peer a timed-out wait was for.
     int blame = 0;
     std::string reason = err;
     if (group && group->aborted()) {
-      const std::string why = group->abort_reason();
-      const size_t w = why.find("waiting for rank ");
-      const size_t f = why.find("rank ");
-      if (w != std::string::npos) blame = std::atoi(why.c_str() + w + 17);
-      else if (f != std::string::npos) blame = std::atoi(why.c_str() + f + 5);
-      reason = why;
+      blame = group->blamed_rank();
+      reason = group->abort_reason();
       // A worker that threw in the collective reports through its slot
       // too; prefer its message (it names the original exception).
       if (blame > 0 && blame < n) {
@@ -189,7 +185,7 @@ void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
     stopping.store(true);
     failed.store(true);
   }
-  if (group) group->abort(msg);
+  if (group) group->abort(msg, rank);
   for (size_t r = 1; r < pids.size(); ++r) {
     if (pidfds[r] >= 0) ::syscall(SYS_pidfd_send_signal, pidfds[r], SIGKILL, nullptr, 0);
     comm::futex_wake(&cb->slots[r].done);
