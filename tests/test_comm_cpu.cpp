@@ -34,7 +34,7 @@
 using synk::comm::CpuGroup;
 using synk::comm::CpuGroupOptions;
 using synk::comm::ElemType;
-using synk::comm::RedOp;
+using synk::ReduceOp;
 using synk::comm::SharedSegment;
 using namespace std::chrono_literals;
 
@@ -122,8 +122,8 @@ void expect_all_ok(const RankRun& run) {
 
 // ---- data: exactly representable, known to every rank ----------------------------------------
 
-template <class T> T gen(int rank, size_t i, RedOp op) {
-  if (op == RedOp::prod) {
+template <class T> T gen(int rank, size_t i, ReduceOp op) {
+  if (op == ReduceOp::prod) {
     static const double vals[] = {1, 2, -1, 0.5, 1, -2, 1, 1};
     double v = vals[(i * 3 + rank * 5) % 8];
     if constexpr (std::is_integral_v<T>) return static_cast<T>(v == 0.5 ? 3 : v);
@@ -132,22 +132,22 @@ template <class T> T gen(int rank, size_t i, RedOp op) {
   return static_cast<T>(static_cast<long>((i * 7 + rank * 13 + (i >> 10)) % 201) - 100);
 }
 
-template <class T> T apply(T a, T b, RedOp op) {
+template <class T> T apply(T a, T b, ReduceOp op) {
   using W = std::conditional_t<std::is_integral_v<T>, std::make_unsigned_t<std::conditional_t<std::is_integral_v<T>, T, int>>, T>;
   switch (op) {
-    case RedOp::sum:
-    case RedOp::avg: return static_cast<T>(static_cast<W>(a) + static_cast<W>(b));
-    case RedOp::prod: return static_cast<T>(static_cast<W>(a) * static_cast<W>(b));
-    case RedOp::max: return a < b ? b : a;
-    case RedOp::min: return b < a ? b : a;
+    case ReduceOp::sum:
+    case ReduceOp::avg: return static_cast<T>(static_cast<W>(a) + static_cast<W>(b));
+    case ReduceOp::prod: return static_cast<T>(static_cast<W>(a) * static_cast<W>(b));
+    case ReduceOp::max: return a < b ? b : a;
+    case ReduceOp::min: return b < a ? b : a;
   }
   return a;
 }
 
-template <class T> T expected_reduce(int n, size_t i, RedOp op) {
+template <class T> T expected_reduce(int n, size_t i, ReduceOp op) {
   T acc = gen<T>(0, i, op);
   for (int r = 1; r < n; ++r) acc = apply(acc, gen<T>(r, i, op), op);
-  if (op == RedOp::avg) acc = static_cast<T>(acc / static_cast<T>(n));
+  if (op == ReduceOp::avg) acc = static_cast<T>(acc / static_cast<T>(n));
   return acc;
 }
 
@@ -163,15 +163,15 @@ template <class T> bool same(const std::vector<T>& got, const std::vector<T>& wa
   return false;
 }
 
-constexpr RedOp kOps[] = {RedOp::sum, RedOp::avg, RedOp::max, RedOp::min, RedOp::prod};
+constexpr ReduceOp kOps[] = {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min, ReduceOp::prod};
 
 // ---- per-collective bodies (run on every rank; true = all results exact) ------------------
 
 template <class T> bool check_all_reduce(CpuGroup& g, int rank, size_t count, bool every_op) {
   const int n = g.size();
   bool ok = true;
-  for (RedOp op : kOps) {
-    if (!every_op && op != RedOp::sum) continue;
+  for (ReduceOp op : kOps) {
+    if (!every_op && op != ReduceOp::sum) continue;
     std::vector<T> in(count), out(count, T(77)), want(count);
     for (size_t i = 0; i < count; ++i) in[i] = gen<T>(rank, i, op), want[i] = expected_reduce<T>(n, i, op);
     g.all_reduce(in.data(), out.data(), count, synk::comm::elem_type_of<T>(), op);
@@ -185,8 +185,8 @@ template <class T> bool check_all_reduce(CpuGroup& g, int rank, size_t count, bo
 template <class T> bool check_reduce(CpuGroup& g, int rank, size_t count, bool every_op) {
   const int n = g.size();
   bool ok = true;
-  for (RedOp op : kOps) {
-    if (!every_op && op != RedOp::sum) continue;
+  for (ReduceOp op : kOps) {
+    if (!every_op && op != ReduceOp::sum) continue;
     for (int root = 0; root < n; ++root) {
       if (!every_op && root != n - 1) continue;
       std::vector<T> in(count), out(count, T(77)), want(count, T(77));
@@ -208,8 +208,8 @@ template <class T> bool check_broadcast(CpuGroup& g, int rank, size_t count, boo
     if (!every_root && root != n - 1) continue;
     std::vector<T> buf(count), want(count);
     for (size_t i = 0; i < count; ++i) {
-      buf[i] = gen<T>(rank, i, RedOp::sum);
-      want[i] = gen<T>(root, i, RedOp::sum);
+      buf[i] = gen<T>(rank, i, ReduceOp::sum);
+      want[i] = gen<T>(root, i, ReduceOp::sum);
     }
     g.broadcast(buf.data(), count, synk::comm::elem_type_of<T>(), root);
     ok &= same(buf, want, "broadcast", rank, count);
@@ -220,9 +220,9 @@ template <class T> bool check_broadcast(CpuGroup& g, int rank, size_t count, boo
 template <class T> bool check_all_gather(CpuGroup& g, int rank, size_t count, bool) {
   const int n = g.size();
   std::vector<T> in(count), out(count * n, T(77)), want(count * n);
-  for (size_t i = 0; i < count; ++i) in[i] = gen<T>(rank, i, RedOp::sum);
+  for (size_t i = 0; i < count; ++i) in[i] = gen<T>(rank, i, ReduceOp::sum);
   for (int r = 0; r < n; ++r)
-    for (size_t i = 0; i < count; ++i) want[r * count + i] = gen<T>(r, i, RedOp::sum);
+    for (size_t i = 0; i < count; ++i) want[r * count + i] = gen<T>(r, i, ReduceOp::sum);
   g.all_gather(in.data(), out.data(), count, synk::comm::elem_type_of<T>());
   return same(out, want, "all_gather", rank, count);
 }
@@ -241,19 +241,19 @@ template <class T> bool check_gather(CpuGroup& g, int rank, size_t count, bool e
     if (!every_root && root != n - 1) continue;
     // Equal counts.
     std::vector<T> in(count), out(rank == root ? count * n : 0), want(out.size());
-    for (size_t i = 0; i < count; ++i) in[i] = gen<T>(rank, i, RedOp::sum);
+    for (size_t i = 0; i < count; ++i) in[i] = gen<T>(rank, i, ReduceOp::sum);
     if (rank == root)
       for (int r = 0; r < n; ++r)
-        for (size_t i = 0; i < count; ++i) want[r * count + i] = gen<T>(r, i, RedOp::sum);
+        for (size_t i = 0; i < count; ++i) want[r * count + i] = gen<T>(r, i, ReduceOp::sum);
     g.gather(in.data(), out.data(), count, synk::comm::elem_type_of<T>(), root);
     ok &= same(out, want, "gather", rank, count);
     // Different counts known to all (gatherv) and unknown (gather_concat).
     const std::vector<size_t> counts = uneven(n, count);
     std::vector<T> mine(counts[rank]), wantv;
-    for (size_t i = 0; i < mine.size(); ++i) mine[i] = gen<T>(rank, i, RedOp::sum);
+    for (size_t i = 0; i < mine.size(); ++i) mine[i] = gen<T>(rank, i, ReduceOp::sum);
     if (rank == root)
       for (int r = 0; r < n; ++r)
-        for (size_t i = 0; i < counts[r]; ++i) wantv.push_back(gen<T>(r, i, RedOp::sum));
+        for (size_t i = 0; i < counts[r]; ++i) wantv.push_back(gen<T>(r, i, ReduceOp::sum));
     std::vector<T> outv(rank == root ? wantv.size() : 0);
     g.gatherv(mine.data(), outv.data(), counts, synk::comm::elem_type_of<T>(), root);
     ok &= same(outv, wantv, "gatherv", rank, count);
@@ -271,8 +271,8 @@ template <class T> bool check_scatter(CpuGroup& g, int rank, size_t count, bool 
   for (int root = 0; root < n; ++root) {
     if (!every_root && root != n - 1) continue;
     std::vector<T> in(rank == root ? count * n : 0), out(count, T(77)), want(count);
-    for (size_t i = 0; i < in.size(); ++i) in[i] = gen<T>(0, i, RedOp::sum);
-    for (size_t i = 0; i < count; ++i) want[i] = gen<T>(0, rank * count + i, RedOp::sum);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = gen<T>(0, i, ReduceOp::sum);
+    for (size_t i = 0; i < count; ++i) want[i] = gen<T>(0, rank * count + i, ReduceOp::sum);
     g.scatter(in.data(), out.data(), count, synk::comm::elem_type_of<T>(), root);
     ok &= same(out, want, "scatter", rank, count);
     const std::vector<size_t> counts = uneven(n, count);
@@ -280,8 +280,8 @@ template <class T> bool check_scatter(CpuGroup& g, int rank, size_t count, bool 
     size_t displ = 0;
     for (int r = 0; r < rank; ++r) displ += counts[r];
     std::vector<T> inv(rank == root ? total : 0), outv(counts[rank], T(77)), wantv(counts[rank]);
-    for (size_t i = 0; i < inv.size(); ++i) inv[i] = gen<T>(1, i, RedOp::sum);
-    for (size_t i = 0; i < wantv.size(); ++i) wantv[i] = gen<T>(1, displ + i, RedOp::sum);
+    for (size_t i = 0; i < inv.size(); ++i) inv[i] = gen<T>(1, i, ReduceOp::sum);
+    for (size_t i = 0; i < wantv.size(); ++i) wantv[i] = gen<T>(1, displ + i, ReduceOp::sum);
     g.scatterv(inv.data(), outv.data(), counts, synk::comm::elem_type_of<T>(), root);
     ok &= same(outv, wantv, "scatterv", rank, count);
   }
@@ -419,7 +419,7 @@ TEST(CommCpu, BarrierExchangeAndMixedSequence) {
         gg.barrier();
         // Back to back, different collectives, no barrier between them.
         int32_t x = rank + it, sum = 0;
-        gg.all_reduce(&x, &sum, 1, ElemType::i32, RedOp::sum);
+        gg.all_reduce(&x, &sum, 1, ElemType::i32, ReduceOp::sum);
         ok &= sum == ranks * (ranks - 1) / 2 + ranks * it;
         int32_t b = rank == it % ranks ? it : -1;
         gg.broadcast(&b, 1, ElemType::i32, it % ranks);
@@ -439,15 +439,15 @@ TEST(CommCpu, RefusesBadArguments) {
   EXPECT_THROW(CpuGroup({.ranks = CpuGroup::kMaxRanks + 1}), synk::ArgumentError);
   CpuGroup g({.ranks = 2, .timeout = 1s});
   int32_t x = 0;
-  EXPECT_THROW(g.all_reduce(&x, &x, 1, ElemType::i32, RedOp::sum), synk::ArgumentError);  // not bound
+  EXPECT_THROW(g.all_reduce(&x, &x, 1, ElemType::i32, ReduceOp::sum), synk::ArgumentError);  // not bound
   EXPECT_THROW(g.bind(2), synk::ArgumentError);
   g.bind(0);
   EXPECT_THROW(g.broadcast(&x, 1, ElemType::i32, 2), synk::ArgumentError);
-  EXPECT_THROW(g.reduce(&x, &x, 1, ElemType::i32, RedOp::sum, -1), synk::ArgumentError);
+  EXPECT_THROW(g.reduce(&x, &x, 1, ElemType::i32, ReduceOp::sum, -1), synk::ArgumentError);
   std::vector<size_t> counts{1};
   EXPECT_THROW(g.gatherv(&x, &x, counts, ElemType::i32, 0), synk::ArgumentError);
   std::vector<int32_t> a(3), b(4);
-  EXPECT_THROW(g.all_reduce<int32_t>(std::span<const int32_t>(a), std::span<int32_t>(b), RedOp::sum),
+  EXPECT_THROW(g.all_reduce<int32_t>(std::span<const int32_t>(a), std::span<int32_t>(b), ReduceOp::sum),
                synk::ArgumentError);
   EXPECT_FALSE(g.aborted());  // refusals touch no shared state
 }
@@ -460,7 +460,7 @@ TEST(CommCpu, WaiterTimesOutNamingRankAndCollective) {
       [&](CpuGroup& gg, const std::vector<pid_t>&) {
         std::vector<float> v(100, 1.f);
         try {
-          gg.all_reduce<float>(std::span<float>(v), RedOp::sum);
+          gg.all_reduce<float>(std::span<float>(v), ReduceOp::sum);
         } catch (const synk::BackendError& e) {
           err = e.what();
         }
@@ -488,7 +488,7 @@ TEST(CommCpu, PeerKilledMidCollectiveEndsOthersWaits) {
   auto loop = [](CpuGroup& gg, int) {
     std::vector<int32_t> v(1 << 16, 1);
     try {
-      for (int it = 0; it < 100000; ++it) gg.all_reduce<int32_t>(std::span<int32_t>(v), RedOp::max);
+      for (int it = 0; it < 100000; ++it) gg.all_reduce<int32_t>(std::span<int32_t>(v), ReduceOp::max);
     } catch (const synk::BackendError&) {
       return true;  // the expected end
     }
@@ -502,7 +502,7 @@ TEST(CommCpu, PeerKilledMidCollectiveEndsOthersWaits) {
     std::vector<int32_t> v(1 << 16, 1);
     bool threw = false;
     try {
-      for (int it = 0; it < 100000; ++it) gg.all_reduce<int32_t>(std::span<int32_t>(v), RedOp::max);
+      for (int it = 0; it < 100000; ++it) gg.all_reduce<int32_t>(std::span<int32_t>(v), ReduceOp::max);
     } catch (const synk::BackendError& e) {
       threw = true;
       err = e.what();
@@ -524,7 +524,7 @@ TEST(CommCpu, AbortFromMasterWakesSleepingWorker) {
       [](CpuGroup& gg, int) {
         int32_t x = 1;
         try {
-          gg.all_reduce(&x, &x, 1, ElemType::i32, RedOp::sum);
+          gg.all_reduce(&x, &x, 1, ElemType::i32, ReduceOp::sum);
         } catch (const synk::BackendError& e) {
           return std::string(e.what()).find("worker 7 died") != std::string::npos;
         }
@@ -556,7 +556,7 @@ TEST(CommCpu, MismatchedCollectivesAreReported) {
       [&](CpuGroup& gg, const std::vector<pid_t>&) {
         int32_t x[10] = {};
         try {
-          gg.all_reduce(x, x, 10, ElemType::i32, RedOp::sum);
+          gg.all_reduce(x, x, 10, ElemType::i32, ReduceOp::sum);
         } catch (const synk::BackendError& e) {
           err = e.what();
           return true;

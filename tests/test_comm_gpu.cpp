@@ -39,7 +39,7 @@ namespace {
 
 #if SYNK_HAVE_CUDA
 using synk::comm::ElemType;
-using synk::comm::RedOp;
+using synk::ReduceOp;
 using synk::cuda::DeviceArray;
 
 #define SYNK_REQUIRE_GPU()                                                 \
@@ -72,7 +72,7 @@ void check_one_rank(synk::comm::DeviceComm& c) {
   ASSERT_EQ(c.rank(), 0);
   const size_t n = 1001;  // odd, several pieces for a small staging area
   const auto hx = iota_f(n, -40.f);
-  for (RedOp op : {RedOp::sum, RedOp::avg, RedOp::max, RedOp::min, RedOp::prod}) {
+  for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min, ReduceOp::prod}) {
     auto x = upload(hx);
     DeviceArray<float> y(n);
     c.all_reduce(x.data(), y.data(), n, ElemType::f32, op, nullptr);
@@ -87,7 +87,7 @@ void check_one_rank(synk::comm::DeviceComm& c) {
     std::iota(hi.begin(), hi.end(), -500);
     auto x = upload(hi);
     DeviceArray<int32_t> y(n);
-    c.reduce(x.data(), y.data(), n, ElemType::i32, RedOp::sum, 0, nullptr);
+    c.reduce(x.data(), y.data(), n, ElemType::i32, ReduceOp::sum, 0, nullptr);
     c.wait();
     EXPECT_EQ(download(y), hi);
   }
@@ -115,7 +115,7 @@ void check_one_rank(synk::comm::DeviceComm& c) {
   }
   // Zero elements: nothing moves, nothing fails.
   DeviceArray<float> e(0);
-  EXPECT_NO_THROW(c.all_reduce(e.data(), e.data(), 0, ElemType::f32, RedOp::sum, nullptr));
+  EXPECT_NO_THROW(c.all_reduce(e.data(), e.data(), 0, ElemType::f32, ReduceOp::sum, nullptr));
   EXPECT_NO_THROW(c.wait());
 }
 #endif
@@ -242,11 +242,11 @@ void two_rank_checks(synk::comm::CpuGroup& g, int r) {
   for (size_t i = 0; i < n; ++i) hx[i] = static_cast<float>(i % 50) + 100.f * static_cast<float>(r);
   auto x = upload(hx);
   DeviceArray<float> y(n);
-  c.all_reduce(x.data(), y.data(), n, ElemType::f32, RedOp::sum, nullptr);
+  c.all_reduce(x.data(), y.data(), n, ElemType::f32, ReduceOp::sum, nullptr);
   c.wait();
   auto hy = download(y);
   for (size_t i = 0; i < n; ++i) CHILD_CHECK(hy[i] == 2.f * static_cast<float>(i % 50) + 100.f);
-  c.all_reduce(x.data(), y.data(), n, ElemType::f32, RedOp::max, nullptr);
+  c.all_reduce(x.data(), y.data(), n, ElemType::f32, ReduceOp::max, nullptr);
   c.wait();
   hy = download(y);
   for (size_t i = 0; i < n; ++i) CHILD_CHECK(hy[i] == static_cast<float>(i % 50) + 100.f);

@@ -55,7 +55,7 @@
 
 using synk::comm::CpuGroup;
 using synk::comm::ElemType;
-using synk::comm::RedOp;
+using synk::ReduceOp;
 
 namespace {
 
@@ -103,12 +103,12 @@ Op parse_op(const std::string& s) {
   if (s == "scatter") return Op::scatter;
   throw synk::ArgumentError("--op " + s + ": expected all_reduce|broadcast|reduce|all_gather|gather|scatter");
 }
-RedOp parse_redop(const std::string& s) {
-  if (s == "sum") return RedOp::sum;
-  if (s == "avg") return RedOp::avg;
-  if (s == "max") return RedOp::max;
-  if (s == "min") return RedOp::min;
-  if (s == "prod") return RedOp::prod;
+ReduceOp parse_redop(const std::string& s) {
+  if (s == "sum") return ReduceOp::sum;
+  if (s == "avg") return ReduceOp::avg;
+  if (s == "max") return ReduceOp::max;
+  if (s == "min") return ReduceOp::min;
+  if (s == "prod") return ReduceOp::prod;
   throw synk::ArgumentError("--redop " + s + ": expected sum|avg|max|min|prod");
 }
 
@@ -128,32 +128,32 @@ double bus_factor(Op op, int n) {
 bool split_op(Op op) { return op == Op::all_gather || op == Op::gather || op == Op::scatter; }
 
 // Exactly representable test values; prod keeps magnitudes at 1 or 2.
-template <class T> T value(int rank, size_t i, RedOp op) {
-  if (op == RedOp::prod) return static_cast<T>(((i + rank) % 5 == 0) ? 2 : ((i + rank) % 7 == 0 ? -1 : 1));
+template <class T> T value(int rank, size_t i, ReduceOp op) {
+  if (op == ReduceOp::prod) return static_cast<T>(((i + rank) % 5 == 0) ? 2 : ((i + rank) % 7 == 0 ? -1 : 1));
   return static_cast<T>(static_cast<long>((i * 7 + rank * 3) % 61) - 30);
 }
-template <class T> T combine(T a, T b, RedOp op) {
+template <class T> T combine(T a, T b, ReduceOp op) {
   switch (op) {
-    case RedOp::sum:
-    case RedOp::avg: return a + b;
-    case RedOp::prod: return a * b;
-    case RedOp::max: return std::max(a, b);
-    case RedOp::min: return std::min(a, b);
+    case ReduceOp::sum:
+    case ReduceOp::avg: return a + b;
+    case ReduceOp::prod: return a * b;
+    case ReduceOp::max: return std::max(a, b);
+    case ReduceOp::min: return std::min(a, b);
   }
   return a;
 }
 // Exact, except a floating-point avg: NCCL computes it as a sum of
 // pre-scaled values (x * 1/n), which may differ from sum / n in the last bit.
-template <class T> bool differs(T got, T want, RedOp op) {
+template <class T> bool differs(T got, T want, ReduceOp op) {
   if constexpr (std::is_floating_point_v<T>) {
-    if (op == RedOp::avg) return !(std::fabs(got - want) <= T(1e-6) * std::max(T(1), std::fabs(want)));
+    if (op == ReduceOp::avg) return !(std::fabs(got - want) <= T(1e-6) * std::max(T(1), std::fabs(want)));
   }
   return got != want;
 }
-template <class T> T reduced(int n, size_t i, RedOp op) {
+template <class T> T reduced(int n, size_t i, ReduceOp op) {
   T acc = value<T>(0, i, op);
   for (int r = 1; r < n; ++r) acc = combine(acc, value<T>(r, i, op), op);
-  return op == RedOp::avg ? static_cast<T>(acc / static_cast<T>(n)) : acc;
+  return op == ReduceOp::avg ? static_cast<T>(acc / static_cast<T>(n)) : acc;
 }
 
 double now_s() {
@@ -207,7 +207,7 @@ template <class T> struct GpuRank {
     if (n) SYNK_CUDA_CHECK(cudaMemcpy(dst, src.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
   }
   // Issues the collective on the legacy default stream and waits for it.
-  void call(Op op, size_t per_rank, ElemType et, RedOp rop, int root) {
+  void call(Op op, size_t per_rank, ElemType et, ReduceOp rop, int root) {
     void* i = din.data();
     void* o = dout.data();
     switch (op) {
@@ -228,7 +228,7 @@ template <class T>
 std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
   const int n = g.size();
   const Op op = parse_op(cfg.op);
-  const RedOp rop = parse_redop(cfg.redop);
+  const ReduceOp rop = parse_redop(cfg.redop);
   const ElemType et = synk::comm::elem_type_of<T>();
   const int root = cfg.root;
   const size_t max_total = cfg.max_bytes / sizeof(T);

@@ -21,7 +21,7 @@
 #include <cstddef>
 #include <span>
 
-#include "comm/cpu_group.hpp"  // ElemType, RedOp
+#include "comm/cpu_group.hpp"  // ElemType (ReduceOp: synk/runtime.hpp)
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -39,9 +39,9 @@ class DeviceComm {
   virtual const char* backend() const noexcept = 0;  // "nccl" or "host-staged"
 
   // out may equal in. Every rank gets the reduction of all inputs (avg = sum / size()).
-  virtual void all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, StreamHandle stream) = 0;
+  virtual void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) = 0;
   // Only root's out is written (others may pass nullptr).
-  virtual void reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root,
+  virtual void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
                       StreamHandle stream) = 0;
   // buf is the source on root and the destination elsewhere.
   virtual void broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle stream) = 0;

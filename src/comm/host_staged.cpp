@@ -104,7 +104,7 @@ void HostStagedComm::check_counts(std::span<const size_t> counts, const char* co
 
 // ---- collectives ----------------------------------------------------------------------
 
-void HostStagedComm::all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op,
+void HostStagedComm::all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op,
                                 StreamHandle stream) {
   begin("all_reduce", stream);
   const size_t es = elem_size(t);
@@ -120,7 +120,7 @@ void HostStagedComm::all_reduce(const void* in, void* out, size_t count, ElemTyp
   end(stream);
 }
 
-void HostStagedComm::reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root,
+void HostStagedComm::reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
                             StreamHandle stream) {
   check_root(root, "reduce");
   begin("reduce", stream);

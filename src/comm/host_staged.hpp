@@ -13,7 +13,7 @@
 //   synk::comm::CpuGroup group({.ranks = n});          // before fork()
 //   ... fork; in every rank: group.bind(rank);
 //   synk::comm::HostStagedComm comm(group, {.device = 0});
-//   comm.all_reduce(d_grad, d_grad, count, ElemType::f32, RedOp::avg, stream);
+//   comm.all_reduce(d_grad, d_grad, count, ElemType::f32, ReduceOp::avg, stream);
 //   comm.wait();
 //
 // Buffers larger than the staging area go through it in pieces; before the
@@ -59,8 +59,8 @@ class HostStagedComm final : public DeviceComm {
   int device() const noexcept override { return opts_.device; }
   const char* backend() const noexcept override { return "host-staged"; }
 
-  void all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, StreamHandle stream) override;
-  void reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root,
+  void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) override;
+  void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
               StreamHandle stream) override;
   void broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle stream) override;
   void all_gather(const void* in, void* out, size_t count, ElemType t, StreamHandle stream) override;

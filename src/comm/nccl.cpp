@@ -40,13 +40,13 @@ ncclDataType_t nccl_type(ElemType t) {
   throw ArgumentError("NCCL: unknown element type");
 }
 
-ncclRedOp_t nccl_op(RedOp op) {
+ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case RedOp::sum: return ncclSum;
-    case RedOp::prod: return ncclProd;
-    case RedOp::max: return ncclMax;
-    case RedOp::min: return ncclMin;
-    case RedOp::avg:
+    case ReduceOp::sum: return ncclSum;
+    case ReduceOp::prod: return ncclProd;
+    case ReduceOp::max: return ncclMax;
+    case ReduceOp::min: return ncclMin;
+    case ReduceOp::avg:
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
       // Floats: pre-multiplied sum; integers: sum, then division truncated
       // toward zero (as CpuGroup's avg).
@@ -292,14 +292,14 @@ void NcclComm::wait() {
 
 // ---- collectives --------------------------------------------------------------------
 
-void NcclComm::all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, StreamHandle stream) {
+void NcclComm::all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) {
   begin("all_reduce", stream);
   if (count != 0)
     SYNK_NCCL_COMM_CALL(ncclAllReduce(in, out, count, nccl_type(t), nccl_op(op), comm_, side_->get()));
   end(stream);
 }
 
-void NcclComm::reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root,
+void NcclComm::reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
                       StreamHandle stream) {
   check_root(root, "reduce");
   begin("reduce", stream);

@@ -10,7 +10,7 @@
 //   if (rank == 0) id = synk::comm::make_nccl_id();
 //   group.broadcast(&id, sizeof id, ElemType::i32 ... )  // or any shm handoff
 //   synk::comm::NcclComm comm(id, {.ranks = n, .rank = rank, .device = rank});
-//   comm.all_reduce(grad, grad, count, ElemType::f32, RedOp::avg, compute_stream);
+//   comm.all_reduce(grad, grad, count, ElemType::f32, ReduceOp::avg, compute_stream);
 //   comm.wait();                                  // raises instead of hanging
 //
 // Why non-blocking: the communicator is created with config.blocking = 0, so
@@ -104,8 +104,8 @@ class NcclComm final : public DeviceComm {
   int device() const noexcept override { return opts_.device; }
   const char* backend() const noexcept override { return "nccl"; }
 
-  void all_reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, StreamHandle stream) override;
-  void reduce(const void* in, void* out, size_t count, ElemType t, RedOp op, int root,
+  void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) override;
+  void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
               StreamHandle stream) override;
   void broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle stream) override;
   void all_gather(const void* in, void* out, size_t count, ElemType t, StreamHandle stream) override;

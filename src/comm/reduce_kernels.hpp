@@ -171,19 +171,19 @@ void combine_n(T* out, const T* const* src, int ns, size_t n, bool stream) {
 }
 
 template <class T>
-void combine_typed(T* out, const T* const* src, int ns, size_t n, RedOp op, bool stream) {
+void combine_typed(T* out, const T* const* src, int ns, size_t n, ReduceOp op, bool stream) {
   switch (op) {
-    case RedOp::sum: return combine_n<T, Sum<T>, false>(out, src, ns, n, stream);
-    case RedOp::avg: return combine_n<T, Sum<T>, true>(out, src, ns, n, stream);
-    case RedOp::max: return combine_n<T, Max<T>, false>(out, src, ns, n, stream);
-    case RedOp::min: return combine_n<T, Min<T>, false>(out, src, ns, n, stream);
-    case RedOp::prod: return combine_n<T, Prod<T>, false>(out, src, ns, n, stream);
+    case ReduceOp::sum: return combine_n<T, Sum<T>, false>(out, src, ns, n, stream);
+    case ReduceOp::avg: return combine_n<T, Sum<T>, true>(out, src, ns, n, stream);
+    case ReduceOp::max: return combine_n<T, Max<T>, false>(out, src, ns, n, stream);
+    case ReduceOp::min: return combine_n<T, Min<T>, false>(out, src, ns, n, stream);
+    case ReduceOp::prod: return combine_n<T, Prod<T>, false>(out, src, ns, n, stream);
   }
 }
 
 // Type-erased entry: src are ns pointers to n elements of type t; `stream`
 // writes out with non-temporal stores (then stream_fence() before use).
-inline void combine(void* out, const void* const* src, int ns, size_t n, ElemType t, RedOp op,
+inline void combine(void* out, const void* const* src, int ns, size_t n, ElemType t, ReduceOp op,
                     bool stream = false) {
   switch (t) {
     case ElemType::f32:

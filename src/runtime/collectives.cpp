@@ -28,7 +28,7 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
     const uint8_t op_byte = r.get<uint8_t>();
     if (op_byte > static_cast<uint8_t>(ReduceOp::prod))
       throw FormatError("runtime: corrupt collective command: reduce op " + std::to_string(op_byte));
-    const auto op = to_comm(static_cast<ReduceOp>(op_byte));
+    const auto op = static_cast<ReduceOp>(op_byte);
     const int32_t root = r.get<int32_t>();
     const int32_t var = r.get<int32_t>();
     const uint64_t in_off = r.get<uint64_t>();

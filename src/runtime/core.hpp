@@ -303,8 +303,6 @@ ResultView read_result(const uint8_t* src, size_t cap);
 std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
                            const std::string& fn_name);
 
-comm::RedOp to_comm(ReduceOp op);
-
 // Variable collectives (Cmd::collective), the same on every rank. Args:
 // u32 count, then per op: u8 kind (VarOpKind), u8 ReduceOp, i32 root,
 // i32 variable id, u64 offset of scatter's input in the args. `out` (master

@@ -25,17 +25,6 @@ const char* cmd_name(Cmd c) {
   return "?";
 }
 
-comm::RedOp to_comm(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum: return comm::RedOp::sum;
-    case ReduceOp::avg: return comm::RedOp::avg;
-    case ReduceOp::max: return comm::RedOp::max;
-    case ReduceOp::min: return comm::RedOp::min;
-    case ReduceOp::prod: return comm::RedOp::prod;
-  }
-  throw ArgumentError("unknown ReduceOp");
-}
-
 // ---- wire format -------------------------------------------------------------------
 // [u64 header offset][inline blobs, 64-byte aligned][header]
 
@@ -643,7 +632,7 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     R.outs = rep.finish();
   }
   if (path == GradPath::device) {
-    L.dcomm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, comm::RedOp::avg, L.ex->stream());
+    L.dcomm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, ReduceOp::avg, L.ex->stream());
     // The watchdog: a failed or missing peer raises here instead of
     // hanging the update's synchronisation.
     L.dcomm->wait();
@@ -652,7 +641,7 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     // same number of rows, so they are averaged; otherwise they were
     // weighted above and are summed.
     const bool avg = sh.ran() && sh.equal && path == GradPath::direct;
-    L.group->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, avg ? comm::RedOp::avg : comm::RedOp::sum);
+    L.group->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, avg ? ReduceOp::avg : ReduceOp::sum);
   }
   const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
   std::vector<ArrayView> gv;
