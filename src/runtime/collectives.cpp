@@ -20,26 +20,18 @@ namespace detail {
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
   if (!L.ready()) throw BackendError("collective before distribute");
   std::vector<uint8_t> host;  // a device-resident variable staged on the host
-  Reader r(args, n);
-  const uint32_t count = r.get<uint32_t>();
   size_t out_off = 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    const auto kind = static_cast<VarOpKind>(r.get<uint8_t>());
-    const uint8_t op_byte = r.get<uint8_t>();
-    if (op_byte > static_cast<uint8_t>(ReduceOp::prod))
-      throw FormatError("runtime: corrupt collective command: reduce op " + std::to_string(op_byte));
-    const auto op = static_cast<ReduceOp>(op_byte);
-    const int32_t root = r.get<int32_t>();
-    const int32_t var = r.get<int32_t>();
-    const uint64_t in_off = r.get<uint64_t>();
-    // Validate before acting (a corrupt command must not reach memory).
+  for (const VarOp& o : decode_var_ops(args, n)) {
+    const VarOpKind kind = o.kind;
+    const ReduceOp op = o.op;
+    const int32_t root = o.root, var = o.var;
+    // Validate against the graph before acting (a corrupt command must not reach memory).
     if (var < 0 || static_cast<size_t>(var) >= L.graph->size() || L.graph->node(var).op != Op::Variable)
       throw FormatError("runtime: corrupt collective command: " + std::to_string(var) + " is not a variable id");
     const Node& node = L.graph->node(var);
     const size_t cnt = static_cast<size_t>(numel(node.shape));
     const size_t nb = cnt * dtype_size(node.dtype);
-    if (static_cast<uint8_t>(kind) > static_cast<uint8_t>(VarOpKind::scatter) || root < 0 || root >= L.ranks ||
-        (kind == VarOpKind::scatter && (in_off > n || nb * static_cast<size_t>(L.ranks) > n - in_off)))
+    if (root < 0 || root >= L.ranks || (kind == VarOpKind::scatter && nb * static_cast<size_t>(L.ranks) > n - o.in_off))
       throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
     const comm::ElemType t = comm::elem_type(node.dtype);
     // NCCL ranks: broadcast / all_reduce / reduce in place on the device
@@ -80,7 +72,7 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
         out_off += nb * static_cast<size_t>(L.ranks);
         break;
       case VarOpKind::scatter:
-        g.scatter(L.rank == 0 ? args + in_off : nullptr, v, cnt, t, 0);
+        g.scatter(L.rank == 0 ? args + o.in_off : nullptr, v, cnt, t, 0);
         break;
     }
     const bool wrote = kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::scatter ||
@@ -90,22 +82,12 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
 }
 
 void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
-  Reader r(args, n);
-  auto fn = reinterpret_cast<void (*)()>(r.get<uint64_t>());
-  auto thunk = reinterpret_cast<Runtime::MapThunk>(r.get<uint64_t>());
-  const uint64_t job_bytes = r.get<uint64_t>(), count = r.get<uint64_t>(), res_bytes = r.get<uint64_t>();
-  const uint64_t jobs_off = r.get<uint64_t>(), res_off = r.get<uint64_t>();
-  // Jobs and results must lie inside the arguments (overflow-safe).
-  auto inside = [n](uint64_t off, uint64_t each, uint64_t k) {
-    return off <= n && (each == 0 || k <= (n - off) / each);
-  };
-  if (!fn || !thunk || !inside(jobs_off, job_bytes, count) || !inside(res_off, res_bytes, count))
-    throw FormatError("runtime: corrupt map command");
+  const MapJobs m = decode_map(args, n);
   std::atomic_ref<uint64_t> next(cb->map_next);
   for (;;) {
     const uint64_t i = next.fetch_add(1);
-    if (i >= count) return;
-    thunk(fn, args + jobs_off + i * job_bytes, args + res_off + i * res_bytes);
+    if (i >= m.count) return;
+    m.thunk(m.fn, args + m.jobs_off + i * m.job_bytes, args + m.results_off + i * m.result_bytes);
   }
 }
 
@@ -113,40 +95,22 @@ void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
 
 namespace {
 
-struct VarOp {
-  VarOpKind kind;
-  ReduceOp op;
-  int32_t root;
-  int32_t var;
-  uint64_t in_off = 0;
-};
+using detail::VarOp;
 
 // Runs variable collectives on every rank; returns the master's gather output.
 std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, const std::vector<uint8_t>& extra,
                              size_t out_bytes, const char* what) {
-  detail::Writer w;
-  w.put<uint32_t>(static_cast<uint32_t>(ops.size()));
-  const size_t head = 4 + ops.size() * (1 + 1 + 4 + 4 + 8);
-  const size_t extra_off = (head + 63) / 64 * 64;
-  for (const VarOp& o : ops) {
-    w.put(static_cast<uint8_t>(o.kind));
-    w.put(static_cast<uint8_t>(o.op));
-    w.put(o.root);
-    w.put(o.var);
-    w.put<uint64_t>(o.kind == VarOpKind::scatter ? extra_off + o.in_off : 0);
-  }
-  w.align(64);
-  w.bytes(extra.data(), extra.size());
+  const std::vector<uint8_t> args_bytes = detail::encode_var_ops(ops, extra);
   std::vector<uint8_t> out(out_bytes);
   ++c.calls;
   const std::string label = std::string(what) + " #" + std::to_string(c.calls);
   if (c.n > 1) {
-    c.set_args(w.buf);
+    c.set_args(args_bytes);
     c.signal(Cmd::collective, true);
   }
-  const uint8_t* args = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : w.buf.data();
+  const uint8_t* args = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : args_bytes.data();
   try {
-    detail::run_var_ops(c.local, args, w.buf.size(), out.data());
+    detail::run_var_ops(c.local, args, args_bytes.size(), out.data());
   } catch (const std::exception& e) {
     // The group is unusable after any error in it: the runtime fails.
     if (c.failed.load()) c.throw_failure(label);
@@ -278,11 +242,8 @@ Array Runtime::get(const VarRef& var, int rank) {
     return a;
   }
   c.ensure_result(rank, a.nbytes() + 64);
-  detail::Writer w;
-  w.put<int32_t>(rank);
-  w.put<int32_t>(id);
   ++c.calls;
-  c.set_args(w.buf);
+  c.set_args(detail::encode_var_get(rank, id));
   c.signal(Cmd::var_get, false);
   c.wait_workers("get");
   if (a.nbytes()) std::memcpy(a.raw(), c.results[static_cast<size_t>(rank)].data(), a.nbytes());
@@ -302,14 +263,8 @@ void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int ran
   if (nb && !value.data) throw ArgumentError("Runtime::set: the value has no data");
   if (rank <= 0 && nb) detail::var_write(c.local, id, value.data, nb);
   if (rank == 0 || c.n == 1) return;
-  detail::Writer w;
-  w.put<int32_t>(rank);
-  w.put<int32_t>(id);
-  w.put<uint64_t>(64);
-  w.align(64);
-  w.bytes(value.data, nb);
   ++c.calls;
-  c.set_args(w.buf);
+  c.set_args(detail::encode_var_set(rank, id, value.data, nb));
   c.signal(Cmd::var_set, false);
   c.wait_workers("set");
 }
@@ -380,30 +335,19 @@ void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job
   if (job_bytes > kMaxBytes / count || result_bytes > kMaxBytes / count)
     throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs of " + std::to_string(job_bytes) +
                         " bytes (results of " + std::to_string(result_bytes) + ") are too large");
-  detail::Writer w;
-  w.put<uint64_t>(reinterpret_cast<uint64_t>(fn));
-  w.put<uint64_t>(reinterpret_cast<uint64_t>(thunk));
-  w.put<uint64_t>(job_bytes);
-  w.put<uint64_t>(count);
-  w.put<uint64_t>(result_bytes);
-  const uint64_t jobs_off = 64;
-  const uint64_t res_off = (jobs_off + job_bytes * count + 63) / 64 * 64;
-  w.put<uint64_t>(jobs_off);
-  w.put<uint64_t>(res_off);
-  w.align(64);
-  w.bytes(jobs, job_bytes * count);
-  w.buf.resize(res_off + result_bytes * count);
+  std::vector<uint8_t> bytes = detail::encode_map(fn, thunk, jobs, job_bytes, count, result_bytes);
+  const uint64_t res_off = detail::decode_map(bytes.data(), bytes.size()).results_off;
   ++c.calls;
   std::atomic_ref<uint64_t>(c.cb->map_next).store(0);
-  uint8_t* args = w.buf.data();
+  uint8_t* args = bytes.data();
   if (c.n > 1) {
-    c.set_args(w.buf);
+    c.set_args(bytes);
     c.signal(Cmd::map, false);
     args = static_cast<uint8_t*>(c.args.data());
   }
   std::string err;
   try {
-    detail::run_map(c.cb, args, w.buf.size());
+    detail::run_map(c.cb, args, bytes.size());
   } catch (const std::exception& e) {
     err = e.what();
   }

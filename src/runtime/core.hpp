@@ -37,6 +37,7 @@
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
 #include "exec/executor.hpp"
+#include "runtime/wire.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
 
@@ -102,65 +103,6 @@ struct TestHooks {
 };
 TestHooks& test_hooks();
 
-// A message on a worker's socket: a new segment (with its fd) or a release.
-struct SegMsg {
-  uint64_t id;
-  uint64_t size;
-  uint32_t op;  // 1 add (fd attached), 2 release
-  uint32_t pad;
-};
-
-// ---- a minimal append/read byte format for command arguments ------------------
-
-class Writer {
- public:
-  template <class T> void put(const T& v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    bytes(&v, sizeof(T));
-  }
-  void bytes(const void* p, size_t n) {
-    if (n == 0) return;
-    const size_t at = buf.size();
-    buf.resize(at + n);
-    std::memcpy(buf.data() + at, p, n);
-  }
-  void str(const std::string& s) {
-    put<uint32_t>(static_cast<uint32_t>(s.size()));
-    bytes(s.data(), s.size());
-  }
-  void align(size_t a) { buf.resize((buf.size() + a - 1) / a * a); }
-  std::vector<uint8_t> buf;
-};
-
-class Reader {
- public:
-  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
-  template <class T> T get() {
-    T v;
-    need(sizeof(T));
-    std::memcpy(&v, p_ + off_, sizeof(T));
-    off_ += sizeof(T);
-    return v;
-  }
-  std::string str() {
-    uint32_t n = get<uint32_t>();
-    need(n);
-    std::string s(reinterpret_cast<const char*>(p_ + off_), n);
-    off_ += n;
-    return s;
-  }
-  const uint8_t* at(size_t off) const { return p_ + off; }
-  size_t offset() const { return off_; }
-
- private:
-  void need(size_t k) const {
-    if (off_ + k > n_) throw FormatError("runtime: truncated command arguments");
-  }
-  const uint8_t* p_;
-  size_t n_;
-  size_t off_ = 0;
-};
-
 // Rows [start, start+count) of `total` for `rank` of `ranks`: as even as
 // possible, the remainder to the lowest ranks.
 inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64_t& count) {
@@ -168,48 +110,6 @@ inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64
   count = q + (rank < rem ? 1 : 0);
   start = rank * q + std::min<int64_t>(rank, rem);
 }
-
-// ---- a call as every rank sees it ------------------------------------------------
-
-struct InputDesc {
-  bool scattered = false;
-  DType dtype = DType::f32;
-  Shape shape;  // of the whole source (Data or host array)
-  const uint8_t* base = nullptr;
-  uint64_t seg = 0;        // the Data segment it lies in (0: inline in the arguments)
-  size_t seg_bytes = 0;
-};
-
-struct CallDesc {
-  uint32_t fn = 0;         // def index (train: the gradient def)
-  int32_t update_fn = -1;  // train: the update def; -1 for a plain call
-  uint32_t n_outputs = 0;  // outputs reported (train: the others are gradients)
-  uint32_t num_slices = 1;
-  int64_t total = -1;      // rows over all ranks; -1: nothing scattered
-  Batch::Kind batch = Batch::Kind::all;
-  int64_t range_begin = 0;
-  const int64_t* indices = nullptr;
-  std::vector<InputDesc> inputs;
-  std::vector<Collect> collects;  // per reported output
-  uint64_t call_no = 0;
-  std::string name;
-};
-
-// Encodes a call for the args segment. Data inputs are named by segment id,
-// host arrays are appended inline.
-struct CallInput {
-  bool scattered = false;
-  uint64_t seg = 0;         // Data segment id, 0 for a host array
-  ArrayView view;           // shape/dtype (and data for a host array)
-};
-std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>& in,
-                                 std::span<const int64_t> indices);
-// resolve(id) gives the local mapping of a segment (throws for an unknown
-// id). Every offset, size, count and enum of the encoding is checked against
-// the bounds of `p[0, n)` and of the segments it names (FormatError), so a
-// corrupt command cannot make a rank read outside its mappings.
-CallDesc decode_call(const uint8_t* p, size_t n,
-                     const std::function<std::span<const uint8_t>(uint64_t id)>& resolve);
 
 // One rank's side of the runtime: its executor (CPU or CUDA, one interface:
 // exec/executor.hpp) over its copy of the graph, the distributed functions
@@ -263,13 +163,6 @@ void use_rank_device(int rank, int device);
 void note_cuda_context() noexcept;
 bool cuda_context_noted() noexcept;
 
-// What one rank produced: its rows and its outputs already combined over
-// its slices (outputs empty when it had no rows).
-struct ShareResult {
-  bool ran = false;
-  int64_t rows = 0;  // weight for avg (1 per rank when nothing is scattered)
-  std::vector<Array> outs;
-};
 ShareResult run_share(Local& L, const CallDesc& d);
 
 // How a training step's gradients are combined, chosen from the call alone
@@ -286,28 +179,14 @@ ShareResult run_share(Local& L, const CallDesc& d);
 enum class GradPath : uint8_t { device, direct, sliced };
 GradPath grad_path(bool device_comm, int64_t total, int ranks, uint32_t num_slices, int64_t rows);
 
-// Result buffer layout written by workers: u32 ran, i64 rows, u32 n, then per
-// output u8 dtype, u32 ndim, i64 dims..., and the data 64-byte aligned.
-size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs);
-// One output's part of that: `ndim` dims, `numel` elements.
-size_t result_out_bytes(DType t, size_t ndim, int64_t numel);
-size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap);
-struct ResultView {
-  bool ran = false;
-  int64_t rows = 0;
-  std::vector<ArrayView> outs;
-};
-ResultView read_result(const uint8_t* src, size_t cap);
 
 // Combines every rank's share by the outputs' collect modes.
 std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
                            const std::string& fn_name);
 
-// Variable collectives (Cmd::collective), the same on every rank. Args:
-// u32 count, then per op: u8 kind (VarOpKind), u8 ReduceOp, i32 root,
-// i32 variable id, u64 offset of scatter's input in the args. `out` (master
-// only) receives gather/all_gather results, op after op.
-enum class VarOpKind : uint8_t { broadcast = 0, all_reduce, reduce, all_gather, gather, scatter };
+// Variable collectives (Cmd::collective; the arguments: wire.hpp), the same
+// on every rank. `out` (master only) receives gather/all_gather results, op
+// after op.
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
 
 // Cmd::map on one rank: takes jobs from cb->map_next until none are left.

@@ -190,9 +190,9 @@ class Worker {
       case Cmd::call: return call();
       case Cmd::collective: return run_var_ops(local_, args(), hdr_.args_bytes, nullptr);
       case Cmd::var_get: {
-        Reader r(args(), hdr_.args_bytes);
-        const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
-        if (rank != rank_) return;
+        const VarAccess g = decode_var_get(args(), hdr_.args_bytes);
+        const int32_t var = g.var;
+        if (g.rank != rank_) return;
         Mapping out = seg(hdr_.result_id[rank_]);
         const size_t nb = variable(var);
         if (nb > out.size) throw FormatError("corrupt command: result buffer too small for variable " + std::to_string(var));
@@ -200,15 +200,12 @@ class Worker {
         return;
       }
       case Cmd::var_set: {
-        const uint8_t* a = args();
-        Reader r(a, hdr_.args_bytes);
-        const int32_t rank = r.get<int32_t>(), var = r.get<int32_t>();
-        const uint64_t off = r.get<uint64_t>();
-        if (rank >= 0 && rank != rank_) return;
-        const size_t nb = variable(var);
-        if (off > hdr_.args_bytes || nb > hdr_.args_bytes - off)
-          throw FormatError("corrupt command: the value of variable " + std::to_string(var) + " lies outside the arguments");
-        var_write(local_, var, a + off, nb);
+        const VarAccess s = decode_var_set(args(), hdr_.args_bytes);
+        if (s.rank >= 0 && s.rank != rank_) return;
+        const size_t nb = variable(s.var);
+        if (nb > s.value_bytes)
+          throw FormatError("corrupt command: the value of variable " + std::to_string(s.var) + " lies outside the arguments");
+        var_write(local_, s.var, s.value, nb);
         return;
       }
       case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);

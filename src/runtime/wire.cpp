@@ -1,0 +1,358 @@
+// src/runtime/wire.cpp — the encoders and decoders of wire.hpp.
+#include "runtime/wire.hpp"
+
+#include <algorithm>
+
+namespace synk::detail {
+
+// ---- wire format -------------------------------------------------------------------
+// [u64 header offset][inline blobs, 64-byte aligned][header]
+
+std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>& in,
+                                 std::span<const int64_t> indices) {
+  Writer w;
+  w.put<uint64_t>(0);
+  w.align(64);
+  uint64_t idx_off = 0;
+  if (!indices.empty()) {
+    idx_off = w.buf.size();
+    w.bytes(indices.data(), indices.size_bytes());
+    w.align(64);
+  }
+  std::vector<uint64_t> inline_off(in.size(), 0);
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i].seg != 0) continue;
+    inline_off[i] = w.buf.size();
+    const size_t nb = static_cast<size_t>(in[i].view.numel()) * dtype_size(in[i].view.dtype);
+    if (nb) w.bytes(in[i].view.data, nb);
+    w.align(64);
+  }
+  const uint64_t hdr = w.buf.size();
+  std::memcpy(w.buf.data(), &hdr, sizeof hdr);
+  w.put(d.fn);
+  w.put(d.update_fn);
+  w.put(d.n_outputs);
+  w.put(d.num_slices);
+  w.put(d.total);
+  w.put(static_cast<uint8_t>(d.batch));
+  w.put(d.range_begin);
+  w.put<uint64_t>(indices.size());
+  w.put(idx_off);
+  w.put(d.call_no);
+  w.str(d.name);
+  w.put<uint32_t>(static_cast<uint32_t>(d.collects.size()));
+  for (Collect c : d.collects) w.put(static_cast<uint8_t>(c));
+  w.put<uint32_t>(static_cast<uint32_t>(in.size()));
+  for (size_t i = 0; i < in.size(); ++i) {
+    w.put<uint8_t>(in[i].scattered ? 1 : 0);
+    w.put(static_cast<uint8_t>(in[i].view.dtype));
+    w.put<uint32_t>(static_cast<uint32_t>(in[i].view.shape.size()));
+    for (Dim x : in[i].view.shape) w.put<int64_t>(x);
+    w.put<uint8_t>(in[i].seg != 0 ? 0 : 1);
+    w.put<uint64_t>(in[i].seg != 0 ? in[i].seg : inline_off[i]);
+  }
+  return std::move(w.buf);
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& what) { throw FormatError("runtime: corrupt call command: " + what); }
+
+// a + b <= limit without overflow.
+bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
+
+// Bytes of a dense array, refusing negative dims and overflow.
+uint64_t checked_bytes(const Shape& s, DType t) {
+  uint64_t n = 1;
+  for (Dim d : s) {
+    if (d < 0) bad("negative dim in shape " + to_string(s));
+    if (d != 0 && n > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) bad("shape " + to_string(s) + " overflows");
+    n *= static_cast<uint64_t>(d);
+  }
+  if (n > (uint64_t{1} << 62) / dtype_size(t)) bad("shape " + to_string(s) + " overflows");
+  return n * dtype_size(t);
+}
+
+}  // namespace
+
+CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<const uint8_t>(uint64_t)>& resolve) {
+  Reader head(p, n);
+  const uint64_t hdr = head.get<uint64_t>();
+  if (hdr < 8 || hdr > n) bad("header offset " + std::to_string(hdr) + " outside the " + std::to_string(n) + " bytes");
+  Reader r(p + hdr, n - hdr);
+  CallDesc d;
+  d.fn = r.get<uint32_t>();
+  d.update_fn = r.get<int32_t>();
+  d.n_outputs = r.get<uint32_t>();
+  d.num_slices = r.get<uint32_t>();
+  if (d.num_slices < 1) bad("num_slices 0");
+  if (d.update_fn < -1) bad("update function " + std::to_string(d.update_fn));
+  d.total = r.get<int64_t>();
+  if (d.total < -1) bad("row count " + std::to_string(d.total));
+  const uint8_t kind = r.get<uint8_t>();
+  if (kind > static_cast<uint8_t>(Batch::Kind::indices)) bad("batch kind " + std::to_string(kind));
+  d.batch = static_cast<Batch::Kind>(kind);
+  d.range_begin = r.get<int64_t>();
+  const uint64_t nidx = r.get<uint64_t>();
+  const uint64_t idx_off = r.get<uint64_t>();
+  if (nidx > 0) {
+    if (idx_off % alignof(int64_t) != 0 || nidx > hdr / 8 || !fits(idx_off, nidx * 8, hdr))
+      bad("index list (" + std::to_string(nidx) + " at " + std::to_string(idx_off) + ") outside the arguments");
+    d.indices = reinterpret_cast<const int64_t*>(p + idx_off);
+  }
+  d.call_no = r.get<uint64_t>();
+  d.name = r.str();
+  const uint32_t nc = r.get<uint32_t>();
+  for (uint32_t i = 0; i < nc; ++i) {
+    const uint8_t c = r.get<uint8_t>();
+    if (c > static_cast<uint8_t>(Collect::none)) bad("collect mode " + std::to_string(c));
+    d.collects.push_back(static_cast<Collect>(c));
+  }
+  const uint32_t ni = r.get<uint32_t>();
+  int64_t rows = -1;
+  for (uint32_t i = 0; i < ni; ++i) {
+    InputDesc x;
+    x.scattered = r.get<uint8_t>() != 0;
+    const uint8_t t = r.get<uint8_t>();
+    if (t > static_cast<uint8_t>(DType::i32)) bad("dtype " + std::to_string(t) + " of input " + std::to_string(i));
+    x.dtype = static_cast<DType>(t);
+    const uint32_t nd = r.get<uint32_t>();
+    if (nd > 16) bad("input " + std::to_string(i) + " has " + std::to_string(nd) + " dims");
+    for (uint32_t k = 0; k < nd; ++k) x.shape.push_back(r.get<int64_t>());
+    const uint64_t nb = checked_bytes(x.shape, x.dtype);
+    const uint8_t src = r.get<uint8_t>();
+    const uint64_t v = r.get<uint64_t>();
+    if (src == 0) {
+      const std::span<const uint8_t> seg = resolve(v);
+      if (nb > seg.size())
+        bad("input " + std::to_string(i) + " (" + std::to_string(nb) + " bytes) exceeds its segment of " +
+            std::to_string(seg.size()) + " bytes");
+      x.base = seg.data();
+      x.seg = v;
+      x.seg_bytes = seg.size();
+    } else if (src == 1) {
+      if (v % 64 != 0 || !fits(v, nb, hdr)) bad("inline input " + std::to_string(i) + " outside the arguments");
+      x.base = p + v;
+    } else {
+      bad("input source " + std::to_string(src));
+    }
+    if (x.scattered) {
+      if (x.shape.empty()) bad("scattered input " + std::to_string(i) + " has no rows");
+      if (rows >= 0 && x.shape[0] != rows) bad("scattered inputs with different row counts");
+      rows = x.shape[0];
+    }
+    d.inputs.push_back(std::move(x));
+  }
+  // The rows the call selects must lie inside the scattered inputs.
+  if (d.total >= 0) {
+    if (rows < 0) bad("rows selected but no input is scattered");
+    switch (d.batch) {
+      case Batch::Kind::all:
+        if (d.total != rows) bad("row count " + std::to_string(d.total) + " of " + std::to_string(rows));
+        break;
+      case Batch::Kind::range:
+        if (d.range_begin < 0 || d.range_begin > rows || d.total > rows - d.range_begin)
+          bad("range at " + std::to_string(d.range_begin) + " of " + std::to_string(d.total) + " rows outside " +
+              std::to_string(rows));
+        break;
+      case Batch::Kind::indices:
+        if (static_cast<uint64_t>(d.total) != nidx) bad("index count differs from the row count");
+        for (uint64_t k = 0; k < nidx; ++k) {
+          int64_t ix;
+          std::memcpy(&ix, p + idx_off + k * 8, 8);
+          if (ix < 0 || ix >= rows) bad("row index " + std::to_string(ix) + " outside " + std::to_string(rows));
+        }
+        break;
+    }
+  }
+  return d;
+}
+
+// ---- result buffers --------------------------------------------------------------------
+
+namespace {
+constexpr size_t kResultHead = 64;
+size_t out_head(size_t ndim) { return 8 + 8 * ndim; }
+size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+}  // namespace
+
+size_t result_out_bytes(DType t, size_t ndim, int64_t numel) {
+  return align64(out_head(ndim)) + align64(static_cast<size_t>(numel) * dtype_size(t));
+}
+
+size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs) {
+  size_t b = kResultHead;
+  for (const auto& [t, s] : outs) b += result_out_bytes(t, s.size(), numel(s));
+  return b;
+}
+
+size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap) {
+  std::vector<std::pair<DType, Shape>> shapes;
+  for (const Array& a : r.outs) shapes.emplace_back(a.dtype(), a.shape());
+  const size_t need = result_bytes(shapes);
+  if (need > cap)
+    throw BackendError("runtime: the outputs need " + std::to_string(need) + " bytes but the result buffer has " +
+                       std::to_string(cap));
+  uint32_t ran = r.ran ? 1 : 0, n = static_cast<uint32_t>(r.outs.size());
+  std::memcpy(dst, &ran, 4);
+  std::memcpy(dst + 8, &r.rows, 8);
+  std::memcpy(dst + 16, &n, 4);
+  size_t off = kResultHead;
+  for (const Array& a : r.outs) {
+    uint8_t* h = dst + off;
+    uint32_t t = static_cast<uint32_t>(a.dtype()), nd = static_cast<uint32_t>(a.shape().size());
+    std::memcpy(h, &t, 4);
+    std::memcpy(h + 4, &nd, 4);
+    for (uint32_t k = 0; k < nd; ++k) std::memcpy(h + 8 + 8 * k, &a.shape()[k], 8);
+    off += align64(out_head(nd));
+    if (a.nbytes()) std::memcpy(dst + off, a.raw(), a.nbytes());
+    off += align64(a.nbytes());
+  }
+  return off;
+}
+
+ResultView read_result(const uint8_t* src, size_t cap) {
+  ResultView v;
+  uint32_t ran = 0, n = 0;
+  std::memcpy(&ran, src, 4);
+  std::memcpy(&v.rows, src + 8, 8);
+  std::memcpy(&n, src + 16, 4);
+  v.ran = ran != 0;
+  size_t off = kResultHead;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint8_t* h = src + off;
+    uint32_t t = 0, nd = 0;
+    std::memcpy(&t, h, 4);
+    std::memcpy(&nd, h + 4, 4);
+    ArrayView a;
+    a.dtype = static_cast<DType>(t);
+    a.shape.resize(nd);
+    for (uint32_t k = 0; k < nd; ++k) std::memcpy(&a.shape[k], h + 8 + 8 * k, 8);
+    off += align64(out_head(nd));
+    a.data = src + off;
+    off += align64(static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
+    if (off > cap) throw FormatError("runtime: corrupt result buffer");
+    v.outs.push_back(std::move(a));
+  }
+  return v;
+}
+
+// ---- variable collectives ----------------------------------------------------------------
+
+std::vector<uint8_t> encode_var_ops(const std::vector<VarOp>& ops, std::span<const uint8_t> extra) {
+  Writer w;
+  w.put<uint32_t>(static_cast<uint32_t>(ops.size()));
+  const size_t extra_off = (4 + ops.size() * kVarOpBytes + 63) / 64 * 64;
+  for (const VarOp& o : ops) {
+    w.put(static_cast<uint8_t>(o.kind));
+    w.put(static_cast<uint8_t>(o.op));
+    w.put(o.root);
+    w.put(o.var);
+    w.put<uint64_t>(o.kind == VarOpKind::scatter ? extra_off + o.in_off : 0);
+  }
+  w.align(64);
+  w.bytes(extra.data(), extra.size());
+  return std::move(w.buf);
+}
+
+std::vector<VarOp> decode_var_ops(const uint8_t* p, size_t n) {
+  Reader r(p, n);
+  const uint32_t count = r.get<uint32_t>();
+  if (count > n / kVarOpBytes) throw FormatError("runtime: corrupt collective command: " + std::to_string(count) + " ops");
+  std::vector<VarOp> ops(count);
+  for (VarOp& o : ops) {
+    const uint8_t kind = r.get<uint8_t>(), op = r.get<uint8_t>();
+    if (kind > static_cast<uint8_t>(VarOpKind::scatter))
+      throw FormatError("runtime: corrupt collective command: op kind " + std::to_string(kind));
+    if (op > static_cast<uint8_t>(ReduceOp::prod))
+      throw FormatError("runtime: corrupt collective command: reduce op " + std::to_string(op));
+    o.kind = static_cast<VarOpKind>(kind);
+    o.op = static_cast<ReduceOp>(op);
+    o.root = r.get<int32_t>();
+    o.var = r.get<int32_t>();
+    o.in_off = r.get<uint64_t>();
+    if (o.kind == VarOpKind::scatter && o.in_off > n)
+      throw FormatError("runtime: corrupt collective command: scatter values at " + std::to_string(o.in_off) +
+                        " outside the " + std::to_string(n) + " bytes");
+  }
+  return ops;
+}
+
+// ---- one variable of one rank ------------------------------------------------------------
+
+std::vector<uint8_t> encode_var_get(int32_t rank, int32_t var) {
+  Writer w;
+  w.put(rank);
+  w.put(var);
+  return std::move(w.buf);
+}
+
+std::vector<uint8_t> encode_var_set(int32_t rank, int32_t var, const void* value, size_t nb) {
+  Writer w;
+  w.put(rank);
+  w.put(var);
+  w.put<uint64_t>(kValueAt);
+  w.align(kValueAt);
+  w.bytes(value, nb);
+  return std::move(w.buf);
+}
+
+VarAccess decode_var_get(const uint8_t* p, size_t n) {
+  Reader r(p, n);
+  VarAccess a;
+  a.rank = r.get<int32_t>();
+  a.var = r.get<int32_t>();
+  return a;
+}
+
+VarAccess decode_var_set(const uint8_t* p, size_t n) {
+  VarAccess a = decode_var_get(p, n);
+  Reader r(p + 8, n - 8);
+  const uint64_t off = r.get<uint64_t>();
+  if (off > n)
+    throw FormatError("runtime: corrupt command: a value at " + std::to_string(off) + " outside the " +
+                      std::to_string(n) + " argument bytes");
+  a.value = p + off;
+  a.value_bytes = n - off;
+  return a;
+}
+
+// ---- map -----------------------------------------------------------------------------------
+
+std::vector<uint8_t> encode_map(void (*fn)(), Runtime::MapThunk thunk, const void* jobs, size_t job_bytes,
+                                size_t count, size_t result_bytes) {
+  Writer w;
+  w.put<uint64_t>(reinterpret_cast<uint64_t>(fn));
+  w.put<uint64_t>(reinterpret_cast<uint64_t>(thunk));
+  w.put<uint64_t>(job_bytes);
+  w.put<uint64_t>(count);
+  w.put<uint64_t>(result_bytes);
+  const uint64_t res_off = (kJobsAt + job_bytes * count + 63) / 64 * 64;
+  w.put<uint64_t>(kJobsAt);
+  w.put<uint64_t>(res_off);
+  w.align(kJobsAt);
+  w.bytes(jobs, job_bytes * count);
+  w.buf.resize(res_off + result_bytes * count);
+  return std::move(w.buf);
+}
+
+MapJobs decode_map(const uint8_t* p, size_t n) {
+  Reader r(p, n);
+  MapJobs m;
+  m.fn = reinterpret_cast<void (*)()>(r.get<uint64_t>());
+  m.thunk = reinterpret_cast<Runtime::MapThunk>(r.get<uint64_t>());
+  m.job_bytes = r.get<uint64_t>();
+  m.count = r.get<uint64_t>();
+  m.result_bytes = r.get<uint64_t>();
+  m.jobs_off = r.get<uint64_t>();
+  m.results_off = r.get<uint64_t>();
+  // Jobs and results must lie inside the arguments (overflow-safe).
+  auto inside = [n](uint64_t off, uint64_t each, uint64_t k) {
+    return off <= n && (each == 0 || k <= (n - off) / each);
+  };
+  if (!m.fn || !m.thunk || !inside(m.jobs_off, m.job_bytes, m.count) || !inside(m.results_off, m.result_bytes, m.count))
+    throw FormatError("runtime: corrupt map command");
+  return m;
+}
+
+}  // namespace synk::detail
