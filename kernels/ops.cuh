@@ -1,6 +1,6 @@
 // kernels/ops.cuh — launchers for the CUDA kernels of the graph executor
 // (src/exec/cuda): elementwise with broadcasting, reductions, softmax and
-// cross-entropy, dropout, convolution helpers (im2col/col2im) and max-pool.
+// cross-entropy, dropout, fill, convolution helpers (im2col/col2im) and max-pool.
 //
 // The op kinds and geometry structs are the planner's own
 // (exec/plan/types.hpp), the very structs the CPU kernels take, so the GPU
@@ -58,6 +58,8 @@ void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, b
 // scale as computed on the CPU.
 void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base,
                   const unsigned long long* counter, float* y, cudaStream_t stream);
+// y[i] = value (dropout with p = 0 or p >= 1).
+void fill(int64_t n, float value, float* y, cudaStream_t stream);
 
 // ---- reductions, softmax (kernels/reduce.cu) -----------------------------------------
 // The kernels read the reduction's kept/reduced split (nk, kdim, kstride,

@@ -1,6 +1,6 @@
 // kernels/pointwise.cu — elementwise kernels of the graph executor:
 // broadcasting binary ops, unary math, casts, strided copies (transpose,
-// broadcast), fused bias/ReLU epilogues and the dropout mask.
+// broadcast), fused bias/ReLU epilogues, the dropout mask and fill.
 //
 // Each mirrors its CPU reference in src/exec/cpu/kernels_elementwise.cpp
 // (same formulas, same integer and cast conventions) so results compare
@@ -163,6 +163,10 @@ __global__ void dropout_kernel(int64_t n, uint32_t thr, float scale, uint64_t ke
   }
 }
 
+__global__ void fill_kernel(int64_t n, float value, float* y) {
+  SYNK_GRID_LOOP(i, n) y[i] = value;
+}
+
 }  // namespace
 
 void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o, cudaStream_t stream) {
@@ -224,6 +228,11 @@ void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base, const
                   float* y, cudaStream_t stream) {
   if (n <= 0) return;
   dropout_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, thr, scale, key_base, counter, y);
+}
+
+void fill(int64_t n, float value, float* y, cudaStream_t stream) {
+  if (n <= 0) return;
+  fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, value, y);
 }
 
 }  // namespace synk::kernels

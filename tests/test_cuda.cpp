@@ -1,5 +1,5 @@
-// test_cuda.cpp — the CUDA device layer (src/exec/cuda) and its first
-// kernels (kernels/elementwise.cu).
+// test_cuda.cpp — the CUDA device layer (src/exec/cuda/device.hpp). The
+// kernels are tested through the executor (test_cuda_exec.cpp).
 //
 // Tests named Gpu* need a GPU: CMake labels them `gpu` and they skip, saying
 // why, where there is none. The others check what works on any machine with
@@ -15,7 +15,6 @@
 
 #if SYNK_HAVE_CUDA
 #include "exec/cuda/device.hpp"
-#include "exec/cuda/elementwise.hpp"
 #endif
 
 namespace {
@@ -103,51 +102,12 @@ TEST(Cuda, ProbeSaysWhatTheRuntimeAnswered) {
 #endif
 }
 
-TEST(GpuElementwise, FillThenAxpy) {
+TEST(GpuDeviceArray, UploadRejectsSizeMismatch) {
 #if !SYNK_HAVE_CUDA
   GTEST_SKIP() << kNoCuda;
 #else
   SYNK_REQUIRE_GPU();
-  // Odd size, more than one block of 256 threads.
-  const size_t n = 1001;
-  std::vector<float> hx(n);
-  for (size_t i = 0; i < n; ++i) hx[i] = static_cast<float>(i);
-  synk::cuda::DeviceArray<float> x(n), y(n);
-  x.upload(hx);
-  synk::cuda::fill(y, 1.f);
-  synk::cuda::axpy(2.f, x, y);  // y = 2 i + 1, exact in float
-  std::vector<float> hy(n, -1.f);
-  y.download(hy);
-  for (size_t i = 0; i < n; ++i) ASSERT_EQ(hy[i], 2.f * static_cast<float>(i) + 1.f) << i;
-#endif
-}
-
-TEST(GpuElementwise, EmptyAndSingleElement) {
-#if !SYNK_HAVE_CUDA
-  GTEST_SKIP() << kNoCuda;
-#else
-  SYNK_REQUIRE_GPU();
-  synk::cuda::DeviceArray<float> e0(0), e1(0);
-  EXPECT_NO_THROW(synk::cuda::fill(e0, 3.f));
-  EXPECT_NO_THROW(synk::cuda::axpy(2.f, e0, e1));
-  synk::cuda::DeviceArray<float> x(1), y(1);
-  std::vector<float> hx{4.f}, hy{-1.f};
-  x.upload(hx);
-  y.upload(hy);
-  synk::cuda::axpy(0.5f, x, y);  // 0.5 * 4 - 1 = 1
-  std::vector<float> out(1);
-  y.download(out);
-  EXPECT_EQ(out[0], 1.f);
-#endif
-}
-
-TEST(GpuElementwise, AxpyRejectsSizeMismatch) {
-#if !SYNK_HAVE_CUDA
-  GTEST_SKIP() << kNoCuda;
-#else
-  SYNK_REQUIRE_GPU();
-  synk::cuda::DeviceArray<float> x(3), y(4);
-  EXPECT_THROW(synk::cuda::axpy(1.f, x, y), synk::ArgumentError);
+  synk::cuda::DeviceArray<float> y(4);
   std::vector<float> wrong(5);
   EXPECT_THROW(y.upload(wrong), synk::ArgumentError);
 #endif

@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "elementwise.cuh"
 #include "exec/dropout_bits.hpp"
 #include "ops.cuh"
 #include "synk/error.hpp"
@@ -200,9 +199,9 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
     case Op::DropoutMask: {
       const float p = s.f;
       if (!(p > 0.f)) {
-        kernels::fill(P<float>(out), s.n, 1.f, st);
+        kernels::fill(s.n, 1.f, P<float>(out), st);
       } else if (p >= 1.f) {
-        kernels::fill(P<float>(out), s.n, 0.f, st);
+        kernels::fill(s.n, 0.f, P<float>(out), st);
       } else {
         const dropout::Params dp = dropout::params(p);
         kernels::dropout_mask(s.n, dp.thr, dp.scale, cp.dropout_key[si], cx.counter, P<float>(out), st);
