@@ -351,6 +351,22 @@ class Reported {
   std::vector<Accum> acc_;
 };
 
+// Runs def d.fn (its sliced form with use_sliced) on each of this rank's
+// slices in turn; each slice's reported outputs go to `rep`, then all its
+// outputs to each(outs, slice, rows).
+template <class F>
+void run_slices(Local& L, const CallDesc& d, const Share& sh, bool use_sliced, Reported& rep, F&& each) {
+  std::vector<ArrayView> views;
+  for (int64_t s = 0; s < sh.slices; ++s) {
+    int64_t off, n;
+    sh.slice(s, off, n);
+    slice_views(L, d, off, n, views);
+    const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views);
+    rep.add(outs, sh.weight(n));
+    each(outs, s, n);
+  }
+}
+
 // A plain call: every slice runs the function; with several slices a
 // function's updates are averaged over the slices by rows and applied once.
 ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
@@ -361,15 +377,9 @@ ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
   const bool use_sliced = sh.slices > 1 && !def.updates.empty();
   Reported rep(L, d);
   std::vector<std::vector<double>> upd(use_sliced ? def.updates.size() : 0);
-  std::vector<ArrayView> views;
-  for (int64_t s = 0; s < sh.slices; ++s) {
-    int64_t off, n;
-    sh.slice(s, off, n);
-    slice_views(L, d, off, n, views);
-    const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views);
-    rep.add(outs, sh.weight(n));
+  run_slices(L, d, sh, use_sliced, rep, [&](const std::vector<Array>& outs, int64_t, int64_t n) {
     for (size_t u = 0; u < upd.size(); ++u) add_weighted(upd[u], outs[n_out + u].view(), sh.weight(n));
-  }
+  });
   for (size_t u = 0; u < upd.size(); ++u) {
     const int32_t var = def.updates[u].first;
     const Node& vn = L.graph->node(var);
@@ -422,13 +432,7 @@ void grads_in_one_slice(Local& L, const CallDesc& d, const Share& sh, const Grad
 // when nothing is scattered), so the sum over ranks is the batch mean.
 void grads_sliced(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
   const size_t n_out = d.collects.size();
-  std::vector<ArrayView> views;
-  for (int64_t s = 0; s < sh.slices; ++s) {
-    int64_t off, n;
-    sh.slice(s, off, n);
-    slice_views(L, d, off, n, views);
-    const std::vector<Array> outs = run_fn(L, d.fn, false, views);
-    rep.add(outs, sh.weight(n));
+  run_slices(L, d, sh, false, rep, [&](const std::vector<Array>& outs, int64_t s, int64_t n) {
     const float w = sh.scattered ? static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total))
                                  : 1.f / static_cast<float>(L.ranks);
     for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
@@ -438,7 +442,7 @@ void grads_sliced(Local& L, const CallDesc& d, const Share& sh, const Grads& g, 
       if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = w * src[e];
       else for (int64_t e = 0; e < cnt; ++e) dst[e] += w * src[e];
     }
-  }
+  });
 }
 
 // A training step: this rank's gradients into the flat buffer (by the

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "exec/executor.hpp"
+#include "exec/session_executor.hpp"
 #include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/error.hpp"
@@ -16,20 +16,11 @@ namespace synk::exec {
 
 namespace {
 
-class CudaExecutor final : public Executor {
+class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
  public:
   CudaExecutor(const Graph& g, const ExecutorOptions& o)
-      : s_(g, CudaSessionOptions{.seed = o.seed, .rank = o.rank, .device = o.ordinal}) {}
+      : SessionExecutor("CUDA executor", g, CudaSessionOptions{.seed = o.seed, .rank = o.rank, .device = o.ordinal}) {}
 
-  int add(const FunctionDef& def) override {
-    fns_.push_back(s_.function(def));
-    return static_cast<int>(fns_.size() - 1);
-  }
-  std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs) override { return at(fn)(inputs); }
-  void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) override {
-    at(fn).call_into(inputs, outputs);
-  }
-  void* variable_storage(int32_t id) override { return s_.variable_data(id); }
   void read_variable(int32_t id, void* dst, size_t nb) override {
     if (!nb) return;
     const Node& n = s_.graph().node(id);
@@ -69,15 +60,8 @@ class CudaExecutor final : public Executor {
   }
 
  private:
-  CudaFunction& at(int fn) {
-    if (fn < 0 || static_cast<size_t>(fn) >= fns_.size())
-      throw ArgumentError("CUDA executor: function index " + std::to_string(fn) + " of " + std::to_string(fns_.size()));
-    return fns_[static_cast<size_t>(fn)];
-  }
-  CudaSession s_;
-  std::vector<CudaFunction> fns_;
 #if SYNK_HAVE_CUDA
-  cuda::DeviceBuffer scratch_;  // declared after the session: freed first
+  cuda::DeviceBuffer scratch_;  // a member of the derived class: freed before the session
 #endif
 };
 
