@@ -13,6 +13,7 @@
 
 #include "exec/cpu/executor.hpp"
 #include "exec/common.hpp"
+#include "exec/variables.hpp"
 #include "synk/error.hpp"
 #include "synk/session.hpp"
 
@@ -40,10 +41,7 @@ std::string fn_label(const FunctionDef& def) { return "function '" + def.name + 
 struct Session::Impl {
   const Graph* g = nullptr;
   SessionOptions opts;
-  std::vector<Array> vars;     // by node id; empty for non-variables
-  std::vector<void*> var_ptr;  // by node id
-  std::unordered_map<std::string, int32_t> var_names;
-  size_t scanned = 0;
+  exec::VariableTable<Array> vars;
   std::vector<FunctionState> fns;
   std::unique_ptr<uint8_t, FreeBytes> arena;
   int64_t arena_bytes = 0;
@@ -51,25 +49,14 @@ struct Session::Impl {
 
   // Allocates and initialises variables added to the graph since last time.
   void ensure_variables() {
-    const auto& nodes = g->nodes();
-    if (scanned == nodes.size()) return;
-    vars.resize(nodes.size());
-    var_ptr.assign(nodes.size(), nullptr);
-    for (size_t id = scanned; id < nodes.size(); ++id) {
-      const Node& n = nodes[id];
-      if (n.op != Op::Variable) continue;
-      vars[id] = exec::initial_array(n, static_cast<int32_t>(id), opts.seed);
-      var_names[n.name] = static_cast<int32_t>(id);
-    }
-    for (size_t id = 0; id < nodes.size(); ++id) var_ptr[id] = vars[id].raw();
-    scanned = nodes.size();
+    vars.scan(
+        *g, [&](const Node& n, int32_t id) { return exec::initial_array(n, id, opts.seed); },
+        [](Array& a) { return a.raw(); });
   }
 
   int32_t find_variable(const std::string& name, const char* who) {
     ensure_variables();
-    auto it = var_names.find(name);
-    if (it == var_names.end()) throw ArgumentError(std::string(who) + ": no variable named '" + name + "'");
-    return it->second;
+    return vars.find(name, who);
   }
 
   void reserve_arena(int64_t bytes) {
@@ -108,7 +95,7 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
       const plan::ValueLoc& l = plan.loc[static_cast<size_t>(plan.copies[i].value)];
       if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
         stage[i] = top;
-        top += (vars[static_cast<size_t>(l.index)].nbytes() + 63) / 64 * 64;
+        top += (vars.store(l.index).nbytes() + 63) / 64 * 64;
       }
     }
     plan.arena_bytes = top;
@@ -128,7 +115,7 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   ctx.seed = opts.seed;
   ctx.rank = opts.rank;
   ctx.call = calls++;
-  cpu::execute(plan, nodes, arena.get(), inputs, var_ptr.data(), ctx, into);
+  cpu::execute(plan, nodes, arena.get(), inputs, vars.ptrs(), ctx, into);
 
   std::vector<Array> outs;
   if (into) {
@@ -154,13 +141,13 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   for (size_t i = 0; i < plan.copies.size(); ++i) {
     if (stage[i] < 0) continue;
     const auto& c = plan.copies[i];
-    std::memcpy(arena.get() + stage[i], plan.ptr[static_cast<size_t>(c.value)], vars[static_cast<size_t>(c.var)].nbytes());
+    std::memcpy(arena.get() + stage[i], plan.ptr[static_cast<size_t>(c.value)], vars.store(c.var).nbytes());
   }
   for (size_t i = 0; i < plan.copies.size(); ++i) {
     const auto& c = plan.copies[i];
     const void* src = stage[i] >= 0 ? arena.get() + stage[i] : plan.ptr[static_cast<size_t>(c.value)];
-    const size_t bytes = vars[static_cast<size_t>(c.var)].nbytes();
-    if (bytes > 0 && src != var_ptr[static_cast<size_t>(c.var)]) std::memcpy(var_ptr[static_cast<size_t>(c.var)], src, bytes);
+    const size_t bytes = vars.store(c.var).nbytes();
+    if (bytes > 0 && src != vars.ptr(c.var)) std::memcpy(vars.ptr(c.var), src, bytes);
   }
   return outs;
 }
@@ -219,29 +206,18 @@ Function Session::function(const FunctionDef& def) {
 
 Array Session::get(const std::string& name) const {
   const int32_t id = impl_->find_variable(name, "Session::get");
-  return impl_->vars[static_cast<size_t>(id)];
+  return impl_->vars.store(id);
 }
 
 void Session::set(const std::string& name, const ArrayView& value) {
   const int32_t id = impl_->find_variable(name, "Session::set");
-  Array& v = impl_->vars[static_cast<size_t>(id)];
-  if (value.dtype != v.dtype())
-    throw ArgumentError("Session::set: variable '" + name + "' has dtype " + dtype_name(v.dtype()) + ", got " +
-                        dtype_name(value.dtype));
-  if (value.shape != v.shape())
-    throw ShapeError("Session::set: variable '" + name + "' has shape " + to_string(v.shape()) + ", got " +
-                     to_string(value.shape));
-  if (v.nbytes() == 0) return;
-  if (!value.data) throw ArgumentError("Session::set: value for '" + name + "' has no data");
-  std::memmove(v.raw(), value.data, v.nbytes());
+  const size_t bytes = exec::check_set(impl_->g->node(id), name, value, "Session::set");
+  if (bytes > 0) std::memmove(impl_->vars.ptr(id), value.data, bytes);
 }
 
 void* Session::variable_data(int32_t node_id) {
   impl_->ensure_variables();
-  if (node_id < 0 || static_cast<size_t>(node_id) >= impl_->vars.size() ||
-      impl_->g->node(node_id).op != Op::Variable)
-    throw ArgumentError("Session::variable_data: node " + std::to_string(node_id) + " is not a variable");
-  return impl_->vars[static_cast<size_t>(node_id)].raw();
+  return impl_->vars.ptr(impl_->vars.check_id(*impl_->g, node_id, "Session::variable_data"));
 }
 
 const Graph& Session::graph() const { return *impl_->g; }

@@ -22,6 +22,7 @@
 
 #include "exec/cuda/executor.hpp"
 #include "exec/common.hpp"
+#include "exec/variables.hpp"
 
 namespace synk {
 
@@ -60,10 +61,7 @@ struct CudaSession::Impl {
   // the cuBLAS handle and every plan's graph.
   std::unique_ptr<cuda::Stream> stream;
   std::unique_ptr<cuda::Blas> blas;
-  std::vector<cuda::DeviceBuffer> vars;  // by node id; empty for non-variables
-  std::vector<void*> var_ptr;            // by node id
-  std::unordered_map<std::string, int32_t> var_names;
-  size_t scanned = 0;
+  exec::VariableTable<cuda::DeviceBuffer> vars;  // one buffer each: addresses never change
   cuda::DeviceBuffer arena;
   uint64_t arena_gen = 0;
   cuda::DeviceBuffer counter;  // unsigned long long: this call's number (dropout), written per call
@@ -79,30 +77,20 @@ struct CudaSession::Impl {
   cudaStream_t s() const { return stream->get(); }
 
   void ensure_variables() {
-    const auto& nodes = g->nodes();
-    if (scanned == nodes.size()) return;
-    vars.resize(nodes.size());
-    var_ptr.assign(nodes.size(), nullptr);
-    for (size_t id = scanned; id < nodes.size(); ++id) {
-      const Node& n = nodes[id];
-      if (n.op != Op::Variable) continue;
-      const Array host = exec::initial_array(n, static_cast<int32_t>(id), opts.seed);
+    auto make = [&](const Node& n, int32_t id) {
+      const Array host = exec::initial_array(n, id, opts.seed);
       cuda::DeviceBuffer buf(std::max<size_t>(host.nbytes(), 4));
       if (host.nbytes() > 0)
         SYNK_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.raw(), host.nbytes(), cudaMemcpyHostToDevice, s()));
       stream->synchronize();  // the host array goes out of scope
-      vars[id] = std::move(buf);
-      var_names[n.name] = static_cast<int32_t>(id);
-    }
-    for (size_t id = 0; id < nodes.size(); ++id) var_ptr[id] = vars[id].data();
-    scanned = nodes.size();
+      return buf;
+    };
+    vars.scan(*g, make, [](cuda::DeviceBuffer& b) { return b.data(); });
   }
 
   int32_t find_variable(const std::string& name, const char* who) {
     ensure_variables();
-    auto it = var_names.find(name);
-    if (it == var_names.end()) throw ArgumentError(std::string(who) + ": no variable named '" + name + "'");
-    return it->second;
+    return vars.find(name, who);
   }
 
   // Grows the arena; captured graphs of the old arena are re-captured
@@ -178,7 +166,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   check_labels(cp, def, inputs);
   reserve_arena(cp.arena_bytes);
   auto* base = static_cast<uint8_t*>(arena.data());
-  cuda::bind(cp, base, var_ptr.data());
+  cuda::bind(cp, base, vars.ptrs());
 
   cuda::ExecContext cx;
   cx.stream = s();
@@ -349,7 +337,7 @@ Array CudaSession::get(const std::string& name) const {
   Array a(n.dtype, n.shape);
   impl_->stream->synchronize();
   if (a.nbytes() > 0)
-    SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), impl_->var_ptr[static_cast<size_t>(id)], a.nbytes(),
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), impl_->vars.ptr(id), a.nbytes(),
                                     cudaMemcpyDeviceToHost, impl_->s()));
   impl_->stream->synchronize();
   return a;
@@ -358,18 +346,10 @@ Array CudaSession::get(const std::string& name) const {
 void CudaSession::set(const std::string& name, const ArrayView& value) {
   cuda::DeviceScope scope(impl_->opts.device);
   const int32_t id = impl_->find_variable(name, "CudaSession::set");
-  const Node& n = impl_->g->node(id);
-  if (value.dtype != n.dtype)
-    throw ArgumentError("CudaSession::set: variable '" + name + "' has dtype " + dtype_name(n.dtype) + ", got " +
-                        dtype_name(value.dtype));
-  if (value.shape != n.shape)
-    throw ShapeError("CudaSession::set: variable '" + name + "' has shape " + to_string(n.shape) + ", got " +
-                     to_string(value.shape));
-  const size_t bytes = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+  const size_t bytes = exec::check_set(impl_->g->node(id), name, value, "CudaSession::set");
   if (bytes == 0) return;
-  if (!value.data) throw ArgumentError("CudaSession::set: value for '" + name + "' has no data");
   impl_->stream->synchronize();
-  SYNK_CUDA_CHECK(cudaMemcpyAsync(impl_->var_ptr[static_cast<size_t>(id)], value.data, bytes, cudaMemcpyHostToDevice,
+  SYNK_CUDA_CHECK(cudaMemcpyAsync(impl_->vars.ptr(id), value.data, bytes, cudaMemcpyHostToDevice,
                                   impl_->s()));
   impl_->stream->synchronize();
 }
@@ -377,9 +357,7 @@ void CudaSession::set(const std::string& name, const ArrayView& value) {
 void* CudaSession::variable_data(int32_t node_id) {
   cuda::DeviceScope scope(impl_->opts.device);
   impl_->ensure_variables();
-  if (node_id < 0 || static_cast<size_t>(node_id) >= impl_->vars.size() || impl_->g->node(node_id).op != Op::Variable)
-    throw ArgumentError("CudaSession::variable_data: node " + std::to_string(node_id) + " is not a variable");
-  return impl_->var_ptr[static_cast<size_t>(node_id)];
+  return impl_->vars.ptr(impl_->vars.check_id(*impl_->g, node_id, "CudaSession::variable_data"));
 }
 
 const Graph& CudaSession::graph() const { return *impl_->g; }
