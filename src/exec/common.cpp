@@ -11,6 +11,17 @@ namespace {
 std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
 }  // namespace
 
+void check_spec_graph(const FunctionSpec& spec, const Graph& g) {
+  auto same_graph = [&](const Tensor& t) { return t.valid() && &t.graph() == &g; };
+  for (const Tensor& t : spec.inputs)
+    if (!same_graph(t)) throw ArgumentError("function '" + spec.name + "': an input is not a tensor of this session's graph");
+  for (const OutputSpec& o : spec.outputs)
+    if (!same_graph(o.value)) throw ArgumentError("function '" + spec.name + "': an output is not a tensor of this session's graph");
+  for (const Update& u : spec.updates)
+    if (!same_graph(u.variable) || !same_graph(u.value))
+      throw ArgumentError("function '" + spec.name + "': an update is not of this session's graph");
+}
+
 int64_t check_inputs(const std::vector<Node>& nodes, const FunctionDef& def, const std::vector<ArrayView>& inputs) {
   if (inputs.size() != def.inputs.size())
     throw ArgumentError(fn_label(def) + ": expected " + std::to_string(def.inputs.size()) + " inputs, got " +

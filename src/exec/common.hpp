@@ -16,6 +16,10 @@ namespace synk::exec {
 // ArgumentError / ShapeError naming the function and the input.
 int64_t check_inputs(const std::vector<Node>& nodes, const FunctionDef& def, const std::vector<ArrayView>& inputs);
 
+// Checks that every tensor of `spec` (inputs, outputs, updates) belongs to
+// `g`, the session's graph (ArgumentError naming the function).
+void check_spec_graph(const FunctionSpec& spec, const Graph& g);
+
 // The initial value of variable node `id` on the host (synk::initial_value
 // from `seed`). Throws ShapeError if its shape holds the batch dim.
 Array initial_array(const Node& var, int32_t id, uint64_t seed);

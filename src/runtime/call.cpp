@@ -187,8 +187,8 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   detail::Busy busy(c, "call of a function");
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
   // The label is for messages only: made when one is needed, not per call.
-  const uint64_t call_no = c.calls + 1;
-  auto label = [&] { return "function '" + e.name + "' call #" + std::to_string(call_no); };
+  const detail::Label what(e.name, c.calls + 1);
+  auto label = [&] { return what.str(); };
   if (!c.usable()) c.check_usable("call of " + label());
   if (e.dropped)
     throw ArgumentError(label() + ": the function was dropped because the distribute() after it was made failed; "
@@ -341,7 +341,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     // all-reduce) or a worker aborted the group: the runtime fails.
     if (train && c.n > 1) c.fail_collective(label(), err);
   }
-  if (c.n > 1) c.wait_workers(detail::Label(e.name, call_no));
+  if (c.n > 1) c.wait_workers(what);
   if (!err.empty()) throw Error("synk runtime: " + label() + " failed on rank 0 (master): " + err);
 
   std::vector<detail::ResultView> views(static_cast<size_t>(c.n));

@@ -336,7 +336,7 @@ void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job
     throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs of " + std::to_string(job_bytes) +
                         " bytes (results of " + std::to_string(result_bytes) + ") are too large");
   std::vector<uint8_t> bytes = detail::encode_map(fn, thunk, jobs, job_bytes, count, result_bytes);
-  const uint64_t res_off = detail::decode_map(bytes.data(), bytes.size()).results_off;
+  const uint64_t res_off = detail::map_results_at(job_bytes, count);
   ++c.calls;
   std::atomic_ref<uint64_t>(c.cb->map_next).store(0);
   uint8_t* args = bytes.data();

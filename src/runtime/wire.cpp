@@ -327,7 +327,7 @@ std::vector<uint8_t> encode_map(void (*fn)(), Runtime::MapThunk thunk, const voi
   w.put<uint64_t>(job_bytes);
   w.put<uint64_t>(count);
   w.put<uint64_t>(result_bytes);
-  const uint64_t res_off = (kJobsAt + job_bytes * count + 63) / 64 * 64;
+  const uint64_t res_off = map_results_at(job_bytes, count);
   w.put<uint64_t>(kJobsAt);
   w.put<uint64_t>(res_off);
   w.align(kJobsAt);

@@ -200,6 +200,10 @@ struct MapJobs {
   uint64_t job_bytes = 0, count = 0, result_bytes = 0;
   uint64_t jobs_off = 0, results_off = 0;
 };
+// Where the results start: after the jobs, 64-byte aligned.
+inline uint64_t map_results_at(uint64_t job_bytes, uint64_t count) {
+  return (kJobsAt + job_bytes * count + 63) / 64 * 64;
+}
 std::vector<uint8_t> encode_map(void (*fn)(), Runtime::MapThunk thunk, const void* jobs, size_t job_bytes,
                                 size_t count, size_t result_bytes);
 // Checks that jobs and results lie inside the n bytes (overflow-safe).

@@ -186,14 +186,7 @@ Session::Session(const Graph& g, SessionOptions opts) : impl_(std::make_unique<I
 Session::~Session() = default;
 
 Function Session::function(const FunctionSpec& spec) {
-  auto same_graph = [&](const Tensor& t) { return t.valid() && &t.graph() == impl_->g; };
-  for (const Tensor& t : spec.inputs)
-    if (!same_graph(t)) throw ArgumentError("function '" + spec.name + "': an input is not a tensor of this session's graph");
-  for (const OutputSpec& o : spec.outputs)
-    if (!same_graph(o.value)) throw ArgumentError("function '" + spec.name + "': an output is not a tensor of this session's graph");
-  for (const Update& u : spec.updates)
-    if (!same_graph(u.variable) || !same_graph(u.value))
-      throw ArgumentError("function '" + spec.name + "': an update is not of this session's graph");
+  exec::check_spec_graph(spec, *impl_->g);
   return function(make_function_def(spec));
 }
 
