@@ -60,6 +60,9 @@ void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base,
                   const unsigned long long* counter, float* y, cudaStream_t stream);
 // y[i] = value (dropout with p = 0 or p >= 1).
 void fill(int64_t n, float value, float* y, cudaStream_t stream);
+// y[i] = w * x[i], or with add y[i] += w * x[i] (x may equal y): the
+// runtime's weighted gradients in device memory (Executor::scale_add).
+void scale_add(int64_t n, float w, const float* x, float* y, bool add, cudaStream_t stream);
 
 // ---- reductions, softmax (kernels/reduce.cu) -----------------------------------------
 // The kernels read the reduction's kept/reduced split (nk, kdim, kstride,

@@ -167,6 +167,15 @@ __global__ void fill_kernel(int64_t n, float value, float* y) {
   SYNK_GRID_LOOP(i, n) y[i] = value;
 }
 
+// Rounded multiply then rounded add, as the CPU form computes it (no fused
+// multiply-add), so weighted gradients match the CPU path.
+__global__ void scale_add_kernel(int64_t n, float w, const float* x, float* y, bool add) {
+  SYNK_GRID_LOOP(i, n) {
+    const float wx = __fmul_rn(w, x[i]);
+    y[i] = add ? __fadd_rn(y[i], wx) : wx;
+  }
+}
+
 }  // namespace
 
 void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o, cudaStream_t stream) {
@@ -233,6 +242,11 @@ void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base, const
 void fill(int64_t n, float value, float* y, cudaStream_t stream) {
   if (n <= 0) return;
   fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, value, y);
+}
+
+void scale_add(int64_t n, float w, const float* x, float* y, bool add, cudaStream_t stream) {
+  if (n <= 0) return;
+  scale_add_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, w, x, y, add);
 }
 
 }  // namespace synk::kernels

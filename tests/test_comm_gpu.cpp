@@ -67,7 +67,7 @@ template <class T> DeviceArray<T> upload(const std::vector<T>& h) {
 }
 
 // With one rank every collective returns its input (avg = sum / 1).
-void check_one_rank(synk::comm::DeviceComm& c) {
+void check_one_rank(synk::comm::Comm& c) {
   ASSERT_EQ(c.size(), 1);
   ASSERT_EQ(c.rank(), 0);
   const size_t n = 1001;  // odd, several pieces for a small staging area

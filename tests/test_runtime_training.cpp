@@ -110,22 +110,30 @@ TEST(RuntimeTrain, StepEqualsFullBatchStep) {
   }
 }
 
-// Which way a training step's gradients go is decided by the call alone
-// (runtime/core.hpp, GradPath). The device path needs a device communicator,
-// equal shares and one slice; an uneven batch on NCCL ranks goes through the
-// host, weighted by rows (NCCL can only average), and says so here.
+// Which way a training step's gradients go, and how the ranks combine
+// them, is decided by the call alone (runtime/core.hpp, GradPath): the same
+// on every kind of rank, since every comm all-reduces in the executor's
+// memory. Every rank must pick the same reduction, or the sum of weighted
+// gradients and the average of means would be mixed.
 TEST(RuntimeTrain, GradPathIsNamedByTheCall) {
   using detail::GradPath;
   using detail::grad_path;
-  EXPECT_EQ(grad_path(true, 8, 2, 1, 4), GradPath::device) << "NCCL, 8 rows on 2 ranks, one slice";
-  EXPECT_EQ(grad_path(true, 7, 2, 1, 4), GradPath::direct) << "NCCL, uneven: weighted on the host";
-  EXPECT_EQ(grad_path(true, 7, 2, 1, 3), GradPath::direct) << "NCCL, uneven, the other rank";
-  EXPECT_EQ(grad_path(true, 8, 2, 2, 4), GradPath::sliced) << "NCCL, two slices: on the host";
-  EXPECT_EQ(grad_path(true, -1, 2, 1, 0), GradPath::device) << "NCCL, inputs broadcast only";
-  EXPECT_EQ(grad_path(true, 1, 2, 1, 0), GradPath::direct) << "a rank with no rows adds zeros on the host";
-  EXPECT_EQ(grad_path(false, 8, 2, 1, 4), GradPath::direct) << "CPU ranks";
-  EXPECT_EQ(grad_path(false, 8, 2, 4, 4), GradPath::sliced);
-  EXPECT_EQ(grad_path(false, 8, 2, 4, 1), GradPath::direct) << "one row: one slice whatever num_slices";
+  using detail::grad_reduce;
+  EXPECT_EQ(grad_path(8, 1, 4), GradPath::direct) << "8 rows on 2 ranks, one slice";
+  EXPECT_EQ(grad_reduce(GradPath::direct, 8, 2, 4), ReduceOp::avg) << "equal means are averaged";
+  EXPECT_EQ(grad_path(7, 1, 4), GradPath::direct) << "uneven, one slice";
+  EXPECT_EQ(grad_reduce(GradPath::direct, 7, 2, 4), ReduceOp::sum) << "uneven: weighted by rows, summed";
+  EXPECT_EQ(grad_reduce(GradPath::direct, 7, 2, 3), ReduceOp::sum) << "uneven, the other rank";
+  EXPECT_EQ(grad_path(8, 2, 4), GradPath::sliced) << "two slices";
+  EXPECT_EQ(grad_reduce(GradPath::sliced, 8, 2, 4), ReduceOp::sum) << "slices are weighted, then summed";
+  EXPECT_EQ(grad_path(-1, 1, 0), GradPath::direct) << "inputs broadcast only";
+  EXPECT_EQ(grad_reduce(GradPath::direct, -1, 2, 0), ReduceOp::avg) << "every rank ran the whole batch";
+  EXPECT_EQ(grad_path(1, 1, 0), GradPath::direct);
+  EXPECT_EQ(grad_reduce(GradPath::direct, 1, 2, 0), ReduceOp::sum) << "a rank with no rows adds zeros";
+  EXPECT_EQ(grad_reduce(GradPath::direct, 1, 2, 1), ReduceOp::sum) << "and the rank with the row agrees";
+  EXPECT_EQ(grad_reduce(GradPath::direct, 0, 2, 0), ReduceOp::sum) << "an empty batch";
+  EXPECT_EQ(grad_path(8, 4, 4), GradPath::sliced);
+  EXPECT_EQ(grad_path(8, 4, 1), GradPath::direct) << "one row: one slice whatever num_slices";
 }
 
 }  // namespace

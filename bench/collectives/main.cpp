@@ -176,7 +176,7 @@ int probe_gpus() {
 // One rank's device side (--device cuda): GPU rank % gpus, its communicator
 // (NCCL or host-staged) and device buffers the test values go through.
 template <class T> struct GpuRank {
-  std::unique_ptr<synk::comm::DeviceComm> comm;
+  std::unique_ptr<synk::comm::Comm> comm;
   synk::cuda::DeviceBuffer din, dout;
   bench::GpuInfo info;
 

@@ -56,6 +56,9 @@
 
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
+#if SYNK_HAVE_NCCL
+#include "comm/nccl.hpp"
+#endif
 #include "support/proc_probe.hpp"
 #include "synk/synk.hpp"
 

@@ -29,7 +29,7 @@
 #include <optional>
 #include <span>
 
-#include "comm/device_comm.hpp"
+#include "comm/comm.hpp"
 #include "comm/side_stream.hpp"
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
@@ -43,7 +43,7 @@ struct HostStagedOptions {
   size_t staging_bytes = size_t{8} << 20;  // page-locked staging area of this rank
 };
 
-class HostStagedComm final : public DeviceComm {
+class HostStagedComm final : public Comm {
  public:
   // `group` must be bound to this process's rank and outlive the comm.
   // Makes opts.device current for this process. Throws ArgumentError if the

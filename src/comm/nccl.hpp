@@ -37,7 +37,7 @@
 #include <span>
 #include <string>
 
-#include "comm/device_comm.hpp"
+#include "comm/comm.hpp"
 #include "comm/side_stream.hpp"
 #include "synk/config.hpp"
 
@@ -86,7 +86,7 @@ struct NcclCommOptions {
   std::function<bool()> cancelled;
 };
 
-class NcclComm final : public DeviceComm {
+class NcclComm final : public Comm {
  public:
   // ncclCommInitRankConfig (non-blocking) on opts.device, waited for with the
   // watchdog. Throws ArgumentError for a bad rank/size, BackendError if NCCL
@@ -125,7 +125,7 @@ class NcclComm final : public DeviceComm {
 
   // Aborts the communicator now (e.g. when the master saw a peer die); every
   // later call throws. Never throws.
-  void abort(const std::string& reason) noexcept;
+  void abort(const std::string& reason) noexcept override;
   bool aborted() const noexcept { return aborted_; }
 
   // The communication stream (cudaStream_t).

@@ -11,7 +11,7 @@
 // includable from host-only code.
 #pragma once
 
-#include "comm/device_comm.hpp"  // StreamHandle
+#include "comm/comm.hpp"  // StreamHandle
 
 namespace synk::comm {
 

@@ -3,8 +3,8 @@
 // The runtime drives every rank, CPU or CUDA, through this one interface,
 // so its logic (calls, slices, training steps, variable collectives) is one
 // code path that the CPU test suite covers for both kinds of rank. What
-// differs lives behind it: where variables are stored, how a function runs,
-// and which memory a function may write its outputs to.
+// differs lives behind it: how a function runs and the rank's memory, where
+// variables, scratch and the collectives' buffers live.
 //
 //   std::unique_ptr<exec::Executor> ex = exec::make_executor(g, {.seed = 1, .rank = r});
 //   const int f = ex->add(def);
@@ -44,20 +44,35 @@ class Executor {
   virtual int add(const FunctionDef& def) = 0;
   // Runs function `fn`; outputs as host arrays, updates applied.
   virtual std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs) = 0;
-  // Same, writing output i to outputs[i]: host memory, or (on_device())
-  // memory of this backend's device. Inputs may be either too.
+  // Same, writing output i to outputs[i]: host memory, or the rank's memory
+  // (below). Inputs may be either too.
   virtual void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) = 0;
 
-  // A variable's storage (numel(shape) elements) in the backend's memory:
-  // host memory on the CPU, device memory with on_device().
+  // ---- the rank's memory -------------------------------------------------------
+  // Variables, scratch and the rank's comm (comm/comm.hpp) live in one
+  // memory: host memory on the CPU, the device's on a GPU. The runtime moves
+  // data in and out of it only through these calls, so it never asks which
+  // memory it is. Work on it is ordered on stream() (the comm orders its
+  // collectives after that stream's work); the copies below are complete
+  // for the host when they return.
+
+  // A variable's storage (numel(shape) elements).
   virtual void* variable_storage(int32_t id) = 0;
   // Its whole value (nb bytes) to / from host memory.
   virtual void read_variable(int32_t id, void* dst, size_t nb) = 0;
   virtual void write_variable(int32_t id, const void* src, size_t nb) = 0;
+  // At least `bytes` of the rank's memory for `use`, kept (contents
+  // unspecified) until the next request for more of the same use.
+  enum class Scratch : uint8_t { grads, slice, staging };
+  virtual void* scratch(Scratch use, size_t bytes) = 0;
+  // nb bytes between host memory and the rank's memory.
+  virtual void copy_in(void* dst, const void* host_src, size_t nb) = 0;
+  virtual void copy_out(void* host_dst, const void* src, size_t nb) = 0;
+  // y[i] = w * x[i] (add: y[i] += w * x[i]) for n floats of the rank's
+  // memory; x may equal y.
+  virtual void scale_add(float* y, const float* x, size_t n, float w, bool add) = 0;
+  virtual void zero(void* p, size_t nb) = 0;
 
-  // Whether variables and outputs may live in device memory (then only a
-  // device communicator may use variable_storage directly).
-  virtual bool on_device() const = 0;
   // The stream the calls run on (a cudaStream_t), nullptr on the CPU.
   virtual CUstream_st* stream() const = 0;
   // Page-locks host memory that inputs will be copied from (false where it
@@ -65,9 +80,6 @@ class Executor {
   // before the memory is unmapped.
   virtual bool pin_host(const void* p, size_t bytes) = 0;
   virtual void unpin_host(const void* p) noexcept = 0;
-  // `n` floats of the backend's memory, kept until the next request for
-  // more (the training step's flat gradients on a device).
-  virtual float* scratch_floats(size_t n) = 0;
 };
 
 // The rank's executor for `device` (BackendError where the backend is not

@@ -171,7 +171,7 @@ void Runtime::distribute() {
   c.distributed_defs = c.defs.size();
   c.distributed_entries = c.entries.size();
   c.distributed_nodes = c.graph->size();
-  if (c.nccl && !c.local.dcomm) c.init_nccl();  // the first distribute of NCCL ranks
+  if (!c.local.comm) c.init_nccl();  // the first distribute of NCCL ranks
 }
 
 const std::string& ParallelFunction::name() const {

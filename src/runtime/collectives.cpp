@@ -18,12 +18,13 @@ using detail::VarOpKind;
 namespace detail {
 
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
-  if (!L.ready()) throw BackendError("collective before distribute");
-  std::vector<uint8_t> host;  // a device-resident variable staged on the host
+  if (!L.ready() || !L.comm) throw BackendError("collective before distribute");
+  comm::Comm& comm = *L.comm;
+  exec::Executor& ex = *L.ex;
+  const auto stream = ex.stream();
   size_t out_off = 0;
   for (const VarOp& o : decode_var_ops(args, n)) {
     const VarOpKind kind = o.kind;
-    const ReduceOp op = o.op;
     const int32_t root = o.root, var = o.var;
     // Validate against the graph before acting (a corrupt command must not reach memory).
     if (var < 0 || static_cast<size_t>(var) >= L.graph->size() || L.graph->node(var).op != Op::Variable)
@@ -31,53 +32,42 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
     const Node& node = L.graph->node(var);
     const size_t cnt = static_cast<size_t>(numel(node.shape));
     const size_t nb = cnt * dtype_size(node.dtype);
-    if (root < 0 || root >= L.ranks || (kind == VarOpKind::scatter && nb * static_cast<size_t>(L.ranks) > n - o.in_off))
+    const size_t all_nb = nb * static_cast<size_t>(L.ranks);
+    if (root < 0 || root >= L.ranks || (kind == VarOpKind::scatter && all_nb > n - o.in_off))
       throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
     const comm::ElemType t = comm::elem_type(node.dtype);
-    // NCCL ranks: broadcast / all_reduce / reduce in place on the device
-    // copies (the others move data from or to the master's host anyway).
-    if (L.dcomm && (kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::reduce)) {
-      void* dv = L.ex->variable_storage(var);
-      if (kind == VarOpKind::broadcast) L.dcomm->broadcast(dv, cnt, t, root, L.ex->stream());
-      else if (kind == VarOpKind::all_reduce) L.dcomm->all_reduce(dv, dv, cnt, t, op, L.ex->stream());
-      else L.dcomm->reduce(dv, dv, cnt, t, op, root, L.ex->stream());
-      L.dcomm->wait();
-      continue;
-    }
-    // The CpuGroup works on host memory: a variable in device memory is
-    // staged through a host copy.
-    const bool staged = L.ex->on_device();
-    void* v = nullptr;
-    if (staged) {
-      host.resize(nb);
-      var_read(L, var, host.data(), nb);
-      v = host.data();
-    } else {
-      v = L.ex->variable_storage(var);
-    }
-    comm::CpuGroup& g = *L.group;
+    // Every rank's copy lives in its executor's memory, where its comm works:
+    // in place for broadcast and the reductions; gathers collect into the
+    // executor's staging and come out to the master's host buffer; a
+    // scatter goes in from the master's arguments.
+    void* v = ex.variable_storage(var);
     switch (kind) {
-      case VarOpKind::broadcast: g.broadcast(v, cnt, t, root); break;
-      case VarOpKind::all_reduce: g.all_reduce(v, v, cnt, t, op); break;
-      case VarOpKind::reduce: g.reduce(v, L.rank == root ? v : nullptr, cnt, t, op, root); break;
-      case VarOpKind::all_gather: {
-        std::vector<uint8_t> all(nb * static_cast<size_t>(L.ranks));
-        g.all_gather(v, all.data(), cnt, t);
-        if (out && !all.empty()) std::memcpy(out + out_off, all.data(), all.size());
-        out_off += all.size();
+      case VarOpKind::broadcast: comm.broadcast(v, cnt, t, root, stream); break;
+      case VarOpKind::all_reduce: comm.all_reduce(v, v, cnt, t, o.op, stream); break;
+      case VarOpKind::reduce: comm.reduce(v, v, cnt, t, o.op, root, stream); break;
+      case VarOpKind::all_gather:
+      case VarOpKind::gather: {
+        const bool receives = kind == VarOpKind::all_gather || L.rank == 0;
+        void* all = receives ? ex.scratch(exec::Executor::Scratch::staging, all_nb) : nullptr;
+        if (kind == VarOpKind::all_gather) comm.all_gather(v, all, cnt, t, stream);
+        else comm.gather(v, all, cnt, t, 0, stream);
+        comm.wait();
+        if (out) ex.copy_out(out + out_off, all, all_nb);
+        out_off += all_nb;
         break;
       }
-      case VarOpKind::gather:
-        g.gather(v, out ? out + out_off : nullptr, cnt, t, 0);
-        out_off += nb * static_cast<size_t>(L.ranks);
+      case VarOpKind::scatter: {
+        void* all = nullptr;
+        if (L.rank == 0) {
+          all = ex.scratch(exec::Executor::Scratch::staging, all_nb);
+          ex.copy_in(all, args + o.in_off, all_nb);
+        }
+        comm.scatter(all, v, cnt, t, 0, stream);
         break;
-      case VarOpKind::scatter:
-        g.scatter(L.rank == 0 ? args + o.in_off : nullptr, v, cnt, t, 0);
-        break;
+      }
     }
-    const bool wrote = kind == VarOpKind::broadcast || kind == VarOpKind::all_reduce || kind == VarOpKind::scatter ||
-                       (kind == VarOpKind::reduce && L.rank == root);
-    if (staged && wrote) var_write(L, var, v, nb);
+    // The watchdog: a failed or missing peer raises here, op by op.
+    comm.wait();
   }
 }
 

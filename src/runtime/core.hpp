@@ -31,12 +31,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "comm/comm.hpp"
 #include "comm/cpu_group.hpp"
-#include "comm/device_comm.hpp"
-#include "comm/nccl.hpp"
 #include "comm/shm.hpp"
-#include "synk/config.hpp"
 #include "exec/executor.hpp"
+#include "synk/config.hpp"
 #include "runtime/wire.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
@@ -111,23 +110,20 @@ inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64
   start = rank * q + std::min<int64_t>(rank, rem);
 }
 
-// One rank's side of the runtime: its executor (CPU or CUDA, one interface:
-// exec/executor.hpp) over its copy of the graph, the distributed functions
-// and the scratch of calls. Variables are reached through var_read /
-// var_write (host copies) or, by a device communicator, in the executor's
-// own memory.
+// One rank's side of the runtime: its executor and its comm (one interface
+// each, whatever the kind of rank: exec/executor.hpp, comm/comm.hpp) over
+// its copy of the graph, the distributed functions and the scratch of
+// calls. Variables, gradients and the comm's buffers live in the executor's
+// memory; the runtime reaches them only through the executor.
 struct Local {
   const Graph* graph = nullptr;
   exec::Executor* ex = nullptr;  // owned by the RuntimeCore (master) or the Worker
+  comm::Comm* comm = nullptr;    // likewise; null on NCCL ranks until Cmd::comm_init
   std::vector<FunctionDef> defs;
   std::vector<int> fns;     // executor index of defs[i]
   std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
-  comm::CpuGroup* group = nullptr;
   int rank = 0, ranks = 1;
   std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
-  std::vector<float> flat;                     // train: flat gradients
-  // NCCL ranks: the communicator (owned by the worker or RuntimeCore).
-  comm::DeviceComm* dcomm = nullptr;
   // Data segments page-locked for the input copies (Executor::pin_host),
   // by segment id (null: not pinned, or refused).
   std::unordered_map<uint64_t, const void*> pinned;
@@ -145,6 +141,13 @@ struct RuntimeCore;
 // device rule): CPU ranks on the CPU; CUDA ranks on GPU rank % gpus, made
 // current first (use_rank_device).
 std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank);
+// Rank `rank`'s comm, made once its executor exists (a CUDA rank's device is
+// current then): the CpuGroup on CPU ranks, the host-staged backend on CUDA
+// ranks without NCCL, and on NCCL ranks (RuntimeCore::nccl) the
+// communicator whose id the master put in the control block, joined by
+// every rank at once (Cmd::comm_init); a wait there ends early once
+// `cancelled` says a peer failed.
+std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::function<bool()> cancelled);
 
 // A variable's value (nb bytes, the whole variable) from / to this rank's
 // copy, on the host or the device.
@@ -166,18 +169,19 @@ bool cuda_context_noted() noexcept;
 ShareResult run_share(Local& L, const CallDesc& d);
 
 // How a training step's gradients are combined, chosen from the call alone
-// (so every rank takes the same path, or host paths that combine alike):
-//   device  NCCL ranks, equal shares, one slice: the gradient function writes
-//           them into device memory and NCCL averages them there;
-//   direct  one slice on the host: written straight into the flat buffer,
-//           averaged by the CpuGroup (equal shares) or weighted by rows and
-//           summed;
+// (so every rank takes the same path). The flat gradient buffer lives in the
+// executor's memory and the rank's comm all-reduces it there, whatever the
+// kind of rank:
+//   direct  one slice: the gradient function writes straight into the flat
+//           buffer; averaged over ranks (equal shares), or weighted by the
+//           rank's rows and summed (an uneven batch);
 //   sliced  several slices: each slice's gradients added into the flat
-//           buffer weighted by its rows, summed by the CpuGroup.
-// An uneven batch on NCCL ranks takes direct or sliced: NCCL averages, it
-// cannot weight the ranks by their rows.
-enum class GradPath : uint8_t { device, direct, sliced };
-GradPath grad_path(bool device_comm, int64_t total, int ranks, uint32_t num_slices, int64_t rows);
+//           buffer weighted by its rows, then summed over ranks.
+enum class GradPath : uint8_t { direct, sliced };
+GradPath grad_path(int64_t total, uint32_t num_slices, int64_t rows);
+// The reduction a step's all-reduce uses: avg where every rank's gradient
+// is a mean over the same number of rows, sum where they were weighted.
+ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows);
 
 
 // Combines every rank's share by the outputs' collect modes.
@@ -268,9 +272,7 @@ struct RuntimeCore {
   bool cuda = false;   // ranks compute on GPUs
   int gpus = 0;        // visible GPUs when cuda
   bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
-#if SYNK_HAVE_NCCL
-  std::unique_ptr<comm::NcclComm> nccl_comm;  // rank 0's, after the first distribute
-#endif
+  std::unique_ptr<comm::Comm> comm;  // rank 0's (NCCL: after the first distribute)
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
   size_t distributed_defs = 0;
@@ -314,6 +316,8 @@ struct RuntimeCore {
   // NCCL ranks: after the first distribute, every rank joins one
   // communicator (Cmd::comm_init); a failure fails the runtime.
   void init_nccl();
+  // Whether a peer's failure ends the waits of this rank's comm.
+  bool comm_cancelled() const { return failed.load() || (group && group->aborted()); }
 };
 
 // Marks a master call as running for its lifetime. A second call while one
@@ -336,11 +340,6 @@ class Busy {
 // or automatic with more than one rank, one GPU each, in a build with NCCL.
 // Throws ArgumentError for comm = nccl in a build without NCCL.
 bool want_nccl(CommBackend comm, int ranks, int gpus);
-#if SYNK_HAVE_NCCL
-// Joins the communicator whose id the master put in the control block; a
-// wait ends early once `cancelled` says a peer failed.
-std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::function<bool()> cancelled);
-#endif
 // Page-locks a Data segment once (where the executor does that; a no-op on
 // the CPU) /
 // unlocks it before it is unmapped.

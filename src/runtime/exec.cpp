@@ -163,16 +163,6 @@ class Accum {
 
 // ---- Local -----------------------------------------------------------------------------
 
-std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank) {
-  exec::ExecutorOptions o{.seed = c.opts.seed, .rank = rank, .blas_threads = 1};
-  if (c.cuda) {
-    o.device = exec::Device::cuda;
-    o.ordinal = rank % c.gpus;  // host-staged ranks may share GPUs
-    use_rank_device(rank, o.ordinal);
-  }
-  return exec::make_executor(g, o);
-}
-
 void Local::add_defs(const std::vector<FunctionDef>& all) {
   for (size_t i = defs.size(); i < all.size(); ++i) {
     defs.push_back(all[i]);
@@ -392,63 +382,55 @@ ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
   return R;
 }
 
-// The flat gradient buffer of a training step: gradient output i at off[i].
+// The flat gradient buffer of a training step, in the executor's memory:
+// gradient output i at off[i].
 struct Grads {
   std::vector<size_t> off;
   size_t n = 0;
   float* flat = nullptr;
 };
 
-// Device and direct paths: one slice computes the gradients straight into
-// the flat buffer (host memory, or the executor's device memory on the
-// device path), no copy and no per-step gradient arrays. On the host with
-// unequal shares each rank's mean gradient is weighted by its share of the
-// batch, so the sum over ranks is the exact batch mean.
-void grads_in_one_slice(Local& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
+// This rank's gradients into the flat buffer, weighted so that the
+// all-reduce by grad_reduce() gives the batch mean. One slice (direct):
+// the gradient function writes straight into the flat buffer, no copy and
+// no per-step gradient arrays; with unequal shares the rank's mean is then
+// weighted by its share of the batch. Several slices: each slice's
+// gradients (a mean over its rows) go to the executor's slice scratch and
+// are added into the flat buffer weighted by the slice's share of the batch.
+void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
-  int64_t off, n;
-  sh.slice(0, off, n);
+  float* const into = path == GradPath::direct
+                          ? g.flat
+                          : static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::slice, g.n * sizeof(float)));
   std::vector<ArrayView> views;
-  slice_views(L, d, off, n, views);
   std::vector<Array> outs;
   std::vector<void*> ptrs;
-  for (size_t i = 0; i < n_out; ++i) {
-    const Node& node = L.graph->node(def.outputs[i]);
-    outs.emplace_back(node.dtype, resolve(node.shape, n));
-    ptrs.push_back(outs.back().raw());
-  }
-  for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(g.flat + g.off[gi]);
-  L.ex->call_into(L.fns[d.fn], views, ptrs);
-  rep.add(outs, sh.weight(n));
-  if (path == GradPath::direct && !sh.equal) {
-    const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
-    for (size_t e = 0; e < g.n; ++e) g.flat[e] *= w;
-  }
-}
-
-// Sliced path: each slice's gradients (a mean over its rows) are added into
-// the flat buffer weighted by the slice's share of the batch (1/ranks each
-// when nothing is scattered), so the sum over ranks is the batch mean.
-void grads_sliced(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
-  const size_t n_out = d.collects.size();
-  run_slices(L, d, sh, false, rep, [&](const std::vector<Array>& outs, int64_t s, int64_t n) {
-    const float w = sh.scattered ? static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total))
-                                 : 1.f / static_cast<float>(L.ranks);
-    for (size_t gi = 0; gi + n_out < outs.size(); ++gi) {
-      const float* src = outs[n_out + gi].data<float>();
-      float* dst = g.flat + g.off[gi];
-      const int64_t cnt = outs[n_out + gi].numel();
-      if (s == 0) for (int64_t e = 0; e < cnt; ++e) dst[e] = w * src[e];
-      else for (int64_t e = 0; e < cnt; ++e) dst[e] += w * src[e];
+  for (int64_t s = 0; s < sh.slices; ++s) {
+    int64_t off, n;
+    sh.slice(s, off, n);
+    slice_views(L, d, off, n, views);
+    outs.clear();
+    ptrs.clear();
+    for (size_t i = 0; i < n_out; ++i) {
+      const Node& node = L.graph->node(def.outputs[i]);
+      outs.emplace_back(node.dtype, resolve(node.shape, n));
+      ptrs.push_back(outs.back().raw());
     }
-  });
+    for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
+    L.ex->call_into(L.fns[d.fn], views, ptrs);
+    rep.add(outs, sh.weight(n));
+    const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
+    if (path == GradPath::sliced) L.ex->scale_add(g.flat, into, g.n, w, s > 0);
+    else if (!sh.equal) L.ex->scale_add(g.flat, g.flat, g.n, w, false);
+  }
 }
 
 // A training step: this rank's gradients into the flat buffer (by the
-// step's GradPath), ONE all-reduce of it, then the update function on the
-// combined gradients.
+// step's GradPath), ONE all-reduce of it by the rank's comm, then the
+// update function on the combined gradients.
 ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
+  if (!L.comm) throw BackendError("training step before the rank's comm was made");
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
   Grads g;
@@ -456,36 +438,23 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     g.off.push_back(g.n);
     g.n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
   }
-  const GradPath path = grad_path(L.dcomm != nullptr, sh.total, L.ranks, d.num_slices, sh.rows);
-  if (path == GradPath::device) {
-    g.flat = L.ex->scratch_floats(g.n);
-  } else {
-    if (L.flat.size() != g.n) L.flat.assign(g.n, 0.f);
-    g.flat = L.flat.data();
-  }
+  g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, g.n * sizeof(float)));
+  const GradPath path = grad_path(sh.total, d.num_slices, sh.rows);
   ShareResult R;
   Reported rep(L, d);
   if (!sh.ran()) {
-    std::fill(g.flat, g.flat + g.n, 0.f);  // host paths only: a rank with no rows adds nothing
+    L.ex->zero(g.flat, g.n * sizeof(float));  // a rank with no rows adds nothing
   } else {
-    if (path == GradPath::sliced) grads_sliced(L, d, sh, g, rep);
-    else grads_in_one_slice(L, d, sh, g, path, rep);
+    rank_grads(L, d, sh, g, path, rep);
     R.ran = true;
     R.rows = sh.scattered ? sh.rows : 1;
     R.outs = rep.finish();
   }
-  if (path == GradPath::device) {
-    L.dcomm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, ReduceOp::avg, L.ex->stream());
-    // The watchdog: a failed or missing peer raises here instead of
-    // hanging the update's synchronisation.
-    L.dcomm->wait();
-  } else if (L.ranks > 1) {
-    // Equal shares in one slice: every rank's gradient is a mean over the
-    // same number of rows, so they are averaged; otherwise they were
-    // weighted above and are summed.
-    const bool avg = sh.ran() && sh.equal && path == GradPath::direct;
-    L.group->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, avg ? ReduceOp::avg : ReduceOp::sum);
-  }
+  L.comm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, grad_reduce(path, sh.total, L.ranks, sh.rows),
+                     L.ex->stream());
+  // The watchdog: a failed or missing peer raises here instead of hanging
+  // the update's synchronisation.
+  L.comm->wait();
   const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
   std::vector<ArrayView> gv;
   for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
@@ -498,14 +467,20 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
 
 }  // namespace
 
-GradPath grad_path(bool device_comm, int64_t total, int ranks, uint32_t num_slices, int64_t rows) {
+GradPath grad_path(int64_t total, uint32_t num_slices, int64_t rows) {
+  const bool one_slice = total < 0 || std::min<int64_t>(num_slices, rows) <= 1;
+  return one_slice ? GradPath::direct : GradPath::sliced;
+}
+
+ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows) {
+  // Equal shares in one slice: every rank's gradient is a mean over the same
+  // number of rows, so they are averaged; otherwise they were weighted by
+  // rows and are summed. Every rank decides alike: an equal split gives
+  // every rank rows, or (an empty batch) none.
   const bool scattered = total >= 0;
   const bool equal = !scattered || total % ranks == 0;
-  const bool one_slice = !scattered || std::min<int64_t>(num_slices, rows) <= 1;
-  // NCCL averages; it cannot weight ranks by rows, so an uneven batch (or a
-  // sliced step) combines on the host even on NCCL ranks.
-  if (device_comm && equal && one_slice && (!scattered || rows > 0)) return GradPath::device;
-  return one_slice ? GradPath::direct : GradPath::sliced;
+  const bool ran = !scattered || rows > 0;
+  return path == GradPath::direct && equal && ran ? ReduceOp::avg : ReduceOp::sum;
 }
 
 ShareResult run_share(Local& L, const CallDesc& d) {

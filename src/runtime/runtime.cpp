@@ -252,12 +252,10 @@ void RuntimeCore::close() noexcept {
   }
   unpin_all(local);
   local = Local{};
-#if SYNK_HAVE_NCCL
-  // Aborting frees the communicator without talking to peers, which are
-  // gone or stopping (a finalize could wait for them).
-  if (nccl_comm) nccl_comm->abort("the runtime was closed");
-  nccl_comm.reset();
-#endif
+  // Aborting frees a communicator without talking to peers, which are gone
+  // or stopping (a finalize could wait for them).
+  if (comm) comm->abort("the runtime was closed");
+  comm.reset();
   executor.reset();
   results.clear();
   args.reset();
@@ -435,9 +433,11 @@ void RuntimeCore::attach_graph(Graph* g, const char* what) {
   if (!graph) {
     graph = g;
     executor = make_rank_executor(*g, *this, 0);
+    // NCCL ranks join their communicator together, after the first distribute.
+    if (!nccl) comm = make_rank_comm(*this, 0, [this] { return comm_cancelled(); });
     local.graph = g;
     local.ex = executor.get();
-    local.group = group.get();
+    local.comm = comm.get();
     local.rank = 0;
     local.ranks = n;
   } else if (graph != g) {

@@ -219,6 +219,9 @@ class Worker {
     std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
     if (auto* hook = test_hooks().before_compile) hook(rank_);
     std::unique_ptr<exec::Executor> ex = make_rank_executor(*g, c_, rank_);
+    // The comm lives as long as the process (the executor is made anew at
+    // every distribute); NCCL ranks join theirs together (Cmd::comm_init).
+    if (!comm_ && !c_.nccl) comm_ = make_rank_comm(c_, rank_, cancelled());
     Local L;
     L.graph = g.get();
     L.ex = ex.get();
@@ -235,8 +238,7 @@ class Worker {
         var_write(L, static_cast<int32_t>(id), tmp.data(), nb);
       }
     }
-    L.group = c_.group.get();
-    L.dcomm = dcomm();
+    L.comm = comm_.get();
     L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the executor
     L.rank = rank_;
     L.ranks = c_.n;
@@ -246,22 +248,18 @@ class Worker {
     graph_ = std::move(g);
   }
 
-  comm::DeviceComm* dcomm() const {
-#if SYNK_HAVE_NCCL
-    return nccl_.get();
-#else
-    return nullptr;
-#endif
+  // A peer that failed aborted the group: the comm's waits end then.
+  std::function<bool()> cancelled() const {
+    comm::CpuGroup* g = c_.group.get();
+    return [g] { return g->aborted(); };
   }
 
   void join_comm() {
-    if (!c_.nccl || !local_.ready()) throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
-#if SYNK_HAVE_NCCL
-    if (nccl_) throw FormatError("corrupt command: a second NCCL initialisation");
-    comm::CpuGroup* g = c_.group.get();
-    nccl_ = join_nccl(c_, rank_, [g] { return g->aborted(); });
-    local_.dcomm = nccl_.get();
-#endif
+    if (!c_.nccl || !local_.ready())
+      throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
+    if (comm_) throw FormatError("corrupt command: a second NCCL initialisation");
+    comm_ = make_rank_comm(c_, rank_, cancelled());
+    local_.comm = comm_.get();
   }
 
   void call() {
@@ -284,9 +282,7 @@ class Worker {
   CommandHeader hdr_{};
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<exec::Executor> executor_;
-#if SYNK_HAVE_NCCL
-  std::unique_ptr<comm::NcclComm> nccl_;  // declared after the session: destroyed first
-#endif
+  std::unique_ptr<comm::Comm> comm_;  // declared after the executor: destroyed first
   Local local_;
 };
 

@@ -1,6 +1,7 @@
 // src/exec/cpu/rank.cpp — the CPU backend as a rank's Executor: a Session,
 // variables and outputs in host memory.
 #include <cstring>
+#include <vector>
 
 #include "exec/session_executor.hpp"
 #include "synk/session.hpp"
@@ -21,17 +22,32 @@ class CpuExecutor final : public SessionExecutor<Session, Function> {
   void write_variable(int32_t id, const void* src, size_t nb) override {
     if (nb) std::memmove(s_.variable_data(id), src, nb);
   }
-  bool on_device() const override { return false; }
+  void* scratch(Scratch use, size_t bytes) override {
+    std::vector<float>& b = scratch_[static_cast<size_t>(use)];
+    const size_t n = (bytes + sizeof(float) - 1) / sizeof(float);
+    if (b.size() < n) b.resize(n);
+    return b.data();
+  }
+  void copy_in(void* dst, const void* host_src, size_t nb) override {
+    if (nb) std::memmove(dst, host_src, nb);
+  }
+  void copy_out(void* host_dst, const void* src, size_t nb) override {
+    if (nb) std::memmove(host_dst, src, nb);
+  }
+  void scale_add(float* y, const float* x, size_t n, float w, bool add) override {
+    if (add) for (size_t i = 0; i < n; ++i) y[i] += w * x[i];
+    else for (size_t i = 0; i < n; ++i) y[i] = w * x[i];
+  }
+  void zero(void* p, size_t nb) override {
+    if (nb) std::memset(p, 0, nb);
+  }
   CUstream_st* stream() const override { return nullptr; }
   bool pin_host(const void*, size_t) override { return false; }
   void unpin_host(const void*) noexcept override {}
-  float* scratch_floats(size_t n) override {
-    if (scratch_.size() < n) scratch_.resize(n);
-    return scratch_.data();
-  }
 
  private:
-  std::vector<float> scratch_;
+  // Floats, so that scratch for gradients is aligned for them.
+  std::vector<float> scratch_[3];
 };
 
 }  // namespace

@@ -9,7 +9,10 @@
 #include "synk/cuda_session.hpp"
 #include "synk/error.hpp"
 #if SYNK_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include "exec/cuda/device.hpp"
+#include "ops.cuh"
 #endif
 
 namespace synk::exec {
@@ -33,35 +36,64 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
     const Node& n = s_.graph().node(id);
     s_.set(n.name, ArrayView{n.dtype, n.shape, src});
   }
-  bool on_device() const override { return true; }
   CUstream_st* stream() const override { return s_.stream(); }
   bool pin_host(const void* p, size_t bytes) override {
 #if SYNK_HAVE_CUDA
     return cuda::register_host(const_cast<void*>(p), bytes);
 #else
+    (void)p;
+    (void)bytes;
     return false;
 #endif
   }
   void unpin_host(const void* p) noexcept override {
 #if SYNK_HAVE_CUDA
     cuda::unregister_host(const_cast<void*>(p));
-#endif
-  }
-  float* scratch_floats(size_t n) override {
-#if SYNK_HAVE_CUDA
-    if (scratch_.bytes() < n * sizeof(float)) {
-      scratch_ = cuda::DeviceBuffer();  // free first: the old and new buffers need not fit together
-      scratch_ = cuda::DeviceBuffer(std::max<size_t>(n, 1) * sizeof(float));
-    }
-    return static_cast<float*>(scratch_.data());
 #else
-    throw BackendError("CUDA executor: synk was built without CUDA");
+    (void)p;
 #endif
   }
 
+#if SYNK_HAVE_CUDA
+  void* scratch(Scratch use, size_t bytes) override {
+    cuda::DeviceBuffer& b = scratch_[static_cast<size_t>(use)];
+    if (b.bytes() < bytes || !b.data()) {
+      b = cuda::DeviceBuffer();  // free first: the old and new buffers need not fit together
+      b = cuda::DeviceBuffer(std::max<size_t>(bytes, sizeof(float)));
+    }
+    return b.data();
+  }
+  // On the compute stream, then waited for: the host's buffer may go as
+  // soon as this returns, and a variable read must see every step before it.
+  void copy_in(void* dst, const void* host_src, size_t nb) override {
+    if (!nb) return;
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, nb, cudaMemcpyHostToDevice, s_.stream()));
+    SYNK_CUDA_CHECK(cudaStreamSynchronize(s_.stream()));
+  }
+  void copy_out(void* host_dst, const void* src, size_t nb) override {
+    if (!nb) return;
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, nb, cudaMemcpyDeviceToHost, s_.stream()));
+    SYNK_CUDA_CHECK(cudaStreamSynchronize(s_.stream()));
+  }
+  void scale_add(float* y, const float* x, size_t n, float w, bool add) override {
+    kernels::scale_add(static_cast<int64_t>(n), w, x, y, add, s_.stream());
+    SYNK_CUDA_CHECK(cudaGetLastError());
+  }
+  void zero(void* p, size_t nb) override {
+    if (nb) SYNK_CUDA_CHECK(cudaMemsetAsync(p, 0, nb, s_.stream()));
+  }
+#else
+  [[noreturn]] static void no_cuda() { throw BackendError("CUDA executor: synk was built without CUDA"); }
+  void* scratch(Scratch, size_t) override { no_cuda(); }
+  void copy_in(void*, const void*, size_t) override { no_cuda(); }
+  void copy_out(void*, const void*, size_t) override { no_cuda(); }
+  void scale_add(float*, const float*, size_t, float, bool) override { no_cuda(); }
+  void zero(void*, size_t) override { no_cuda(); }
+#endif
+
  private:
 #if SYNK_HAVE_CUDA
-  cuda::DeviceBuffer scratch_;  // a member of the derived class: freed before the session
+  cuda::DeviceBuffer scratch_[3];  // members of the derived class: freed before the session
 #endif
 };
 

@@ -1,25 +1,30 @@
-// src/comm/device_comm.hpp — the small interface of collectives on device
-// buffers (private header), implemented by NcclComm (comm/nccl.hpp) and
-// HostStagedComm (comm/host_staged.hpp).
+// src/comm/comm.hpp — the one interface of collectives a rank runs
+// (private header), implemented by CpuComm (comm/cpu_comm.hpp: the
+// shared-memory CpuGroup on host memory), NcclComm (comm/nccl.hpp) and
+// HostStagedComm (comm/host_staged.hpp: device buffers through the CpuGroup).
 //
-// Why an interface: GPU workers use NCCL where each has its own GPU, and
-// the host-staged backend where several share one GPU or NCCL is missing;
-// the runtime and synk-collectives pick one and drive both the same way.
+// Why one interface: the runtime drives every rank's collectives the same
+// way, whatever moves the bytes, so its logic (variable collectives, the
+// training step's all-reduce) is one code path that the CPU suite covers
+// for every kind of rank. A rank's buffers live in its executor's memory
+// (exec::Executor: host memory on a CPU rank, device memory on a CUDA rank),
+// and the rank's comm works on exactly that memory.
 //
 // Every rank calls the same collectives in the same order with the same
-// counts (like MPI). Buffers are device pointers on the backend's device.
-// A collective is ordered after the work already queued on `stream` (the
-// caller's compute stream; nullptr is the legacy default stream), and work
-// queued on `stream` afterwards sees its result; wait() blocks the host
-// until everything issued so far is complete (and raises what failed).
+// counts (like MPI). A collective is ordered after the work already queued
+// on `stream` (the rank's compute stream; nullptr on the CPU and for the
+// legacy default stream), and work queued on `stream` afterwards sees its
+// result; wait() blocks the host until everything issued so far is complete
+// (and raises what failed). On host memory a collective is complete when it
+// returns.
 //
 // This header includes no CUDA header (cudaStream_t is `CUstream_st*`), so
-// host-only code such as the benchmarks can use it; it exists only where
-// SYNK_HAVE_CUDA is 1.
+// host-only code (the runtime, the benchmarks) uses it in every build.
 #pragma once
 
 #include <cstddef>
 #include <span>
+#include <string>
 
 #include "comm/cpu_group.hpp"  // ElemType (ReduceOp: synk/runtime.hpp)
 
@@ -29,18 +34,18 @@ namespace synk::comm {
 
 using StreamHandle = CUstream_st*;
 
-class DeviceComm {
+class Comm {
  public:
-  virtual ~DeviceComm() = default;
+  virtual ~Comm() = default;
 
   virtual int rank() const noexcept = 0;
   virtual int size() const noexcept = 0;
-  virtual int device() const noexcept = 0;
-  virtual const char* backend() const noexcept = 0;  // "nccl" or "host-staged"
+  virtual int device() const noexcept = 0;           // CUDA ordinal; -1 on host memory
+  virtual const char* backend() const noexcept = 0;  // "cpu", "nccl" or "host-staged"
 
   // out may equal in. Every rank gets the reduction of all inputs (avg = sum / size()).
   virtual void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) = 0;
-  // Only root's out is written (others may pass nullptr).
+  // Only root's out is written (others may pass nullptr); out may equal in.
   virtual void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
                       StreamHandle stream) = 0;
   // buf is the source on root and the destination elsewhere.
@@ -54,13 +59,17 @@ class DeviceComm {
   // Per-rank counts known to every rank; root's in holds sum(counts).
   virtual void scatterv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,
                         StreamHandle stream) = 0;
-  // Equal counts (root's buffer holds size() * count elements).
+  // Equal counts (root's buffer holds size() * count elements; others pass nullptr).
   virtual void gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
   virtual void scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
 
   // Blocks until every collective issued so far has completed; throws
-  // BackendError naming rank, GPU and collective if one failed or timed out.
+  // BackendError naming rank, device and collective if one failed or timed out.
   virtual void wait() = 0;
+  // Ends this rank's part in the communicator at once (a closing or failed
+  // runtime); later collectives throw. Never throws. A comm over the
+  // CpuGroup has nothing of its own to end: the group's abort() does it.
+  virtual void abort(const std::string& reason) noexcept { (void)reason; }
 };
 
 }  // namespace synk::comm

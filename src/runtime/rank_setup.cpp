@@ -1,9 +1,9 @@
-// src/runtime/cuda_ranks.cpp — what CUDA ranks need beyond the CPU runtime:
-// counting the GPUs without initialising CUDA in the master, each rank's
-// device made current before its first CUDA object, NCCL (choosing it at
-// fork(), joining one communicator after the first distribute()), the
-// device buffer the training step all-reduces its gradients in, and
-// page-locked Data segments for the input copies.
+// src/runtime/rank_setup.cpp — what a rank is made of, for the master and
+// the workers alike: its executor (one device rule), its comm (one backend
+// rule), and what CUDA ranks need around them: counting the GPUs without
+// initialising CUDA in the master, each rank's device made current before
+// its first CUDA object, and NCCL (chosen at fork(), one communicator
+// joined after the first distribute()).
 //
 // Why after the first distribute: a CUDA rank makes its CUDA context when it
 // compiles its functions, and a runtime that never distributes (map jobs
@@ -14,12 +14,17 @@
 // NCCL's timeout.
 #include <cstring>
 
+#include "comm/cpu_comm.hpp"
 #include "runtime/core.hpp"
 
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "comm/host_staged.hpp"
 #include "exec/cuda/device.hpp"
+#endif
+#if SYNK_HAVE_NCCL
+#include "comm/nccl.hpp"
 #endif
 
 namespace synk::detail {
@@ -68,37 +73,61 @@ bool want_nccl(CommBackend comm, int ranks, int gpus) {
   return SYNK_HAVE_NCCL && ranks > 1 && ranks <= gpus;
 }
 
-#if SYNK_HAVE_NCCL
-std::unique_ptr<comm::NcclComm> join_nccl(const RuntimeCore& c, int rank, std::function<bool()> cancelled) {
-  comm::NcclId id;
-  std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
-  return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.n,
-                                                                     .rank = rank,
-                                                                     .device = rank,
-                                                                     .timeout = c.opts.collective_timeout,
-                                                                     .cancelled = std::move(cancelled)});
+namespace {
+// CUDA ranks on GPU rank % gpus: host-staged ranks may share GPUs.
+int rank_gpu(const RuntimeCore& c, int rank) { return rank % c.gpus; }
+}  // namespace
+
+std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank) {
+  exec::ExecutorOptions o{.seed = c.opts.seed, .rank = rank, .blas_threads = 1};
+  if (c.cuda) {
+    o.device = exec::Device::cuda;
+    o.ordinal = rank_gpu(c, rank);
+    use_rank_device(rank, o.ordinal);
+  }
+  return exec::make_executor(g, o);
 }
+
+std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::function<bool()> cancelled) {
+  if (!c.cuda) return std::make_unique<comm::CpuComm>(*c.group);
+#if SYNK_HAVE_NCCL
+  if (c.nccl) {
+    comm::NcclId id;
+    std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
+    return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.n,
+                                                                       .rank = rank,
+                                                                       .device = rank_gpu(c, rank),
+                                                                       .timeout = c.opts.collective_timeout,
+                                                                       .cancelled = std::move(cancelled)});
+  }
+#else
+  (void)cancelled;
 #endif
+#if SYNK_HAVE_CUDA
+  return std::make_unique<comm::HostStagedComm>(*c.group, comm::HostStagedOptions{.device = rank_gpu(c, rank)});
+#else
+  (void)rank;
+  throw BackendError("synk runtime: CUDA ranks in a build without CUDA");
+#endif
+}
 
 void RuntimeCore::init_nccl() {
-#if SYNK_HAVE_NCCL
   const std::string what = "NCCL initialisation (" + std::to_string(n) + " ranks)";
+#if SYNK_HAVE_NCCL
   const comm::NcclId id = comm::make_nccl_id();
   std::memcpy(cb->nccl_id, id.bytes, sizeof id.bytes);
+#endif
   signal(Cmd::comm_init, true);
   std::string err;
   try {
-    nccl_comm = join_nccl(*this, 0, [this] { return failed.load() || group->aborted(); });
+    comm = make_rank_comm(*this, 0, [this] { return comm_cancelled(); });
   } catch (const std::exception& e) {
     err = e.what();
   }
   // A worker that failed aborted the group; the master's join then failed too.
   if (!err.empty()) fail_collective(what, err);
   wait_workers(what);
-  local.dcomm = nccl_comm.get();
-#else
-  throw BackendError("synk runtime: NCCL initialisation in a build without NCCL");
-#endif
+  local.comm = comm.get();
 }
 
 }  // namespace synk::detail
