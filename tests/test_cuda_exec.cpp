@@ -18,6 +18,8 @@
 #include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
+#include "exec/executor.hpp"
+#include "support/rank_memory.hpp"
 #if SYNK_HAVE_CUDA
 #include <sys/wait.h>
 #include <unistd.h>
@@ -814,6 +816,21 @@ TEST(GpuSession, ForkedChildReportsInitialisationFailure) {
   EXPECT_EQ(msg.find("no CUDA device is visible"), std::string::npos) << msg;
   EXPECT_NE(msg.find("CUDA"), std::string::npos) << msg;
 #endif
+}
+
+}  // namespace
+
+namespace {
+
+// The CUDA executor's rank memory (device scratch, copies, the scale_add
+// kernel, zero) against the CPU's arithmetic, bit for bit: what the runtime's
+// training step and variable collectives rely on.
+TEST(GpuRankMemory, MatchesCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  g.variable("v", {3});
+  auto ex = exec::make_executor(g, {.device = exec::Device::cuda});
+  synk_test::check_rank_memory(*ex);
 }
 
 }  // namespace

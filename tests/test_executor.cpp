@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "exec/cpu/executor.hpp"
+#include "exec/executor.hpp"
+#include "support/rank_memory.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -592,3 +594,15 @@ TEST(ExecutorCallInto, RejectsBadBuffers) {
   f.call_into({batch_x(4, 0.f), batch_y(4)}, {&loss});
   EXPECT_EQ(loss, f2({batch_x(4, 0.f), batch_y(4)})[0].scalar());
 }
+
+namespace {
+
+TEST(RankMemory, CpuExecutor) {
+  Graph g;
+  g.variable("v", {3});
+  auto ex = synk::exec::make_executor(g, {.device = synk::exec::Device::cpu});
+  synk_test::check_rank_memory(*ex);
+  EXPECT_EQ(ex->stream(), nullptr);
+}
+
+}  // namespace
