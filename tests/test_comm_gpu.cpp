@@ -30,6 +30,7 @@
 #include "comm/cpu_group.hpp"
 #include "comm/host_staged.hpp"
 #include "exec/cuda/device.hpp"
+#include "support/device_array.hpp"
 #endif
 #if SYNK_HAVE_NCCL
 #include "comm/nccl.hpp"

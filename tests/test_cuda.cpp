@@ -15,6 +15,7 @@
 
 #if SYNK_HAVE_CUDA
 #include "exec/cuda/device.hpp"
+#include "support/device_array.hpp"
 #endif
 
 namespace {

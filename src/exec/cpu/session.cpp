@@ -87,17 +87,8 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
     plan::CompileOptions copts = cpu::cpu_session_options();
     copts.outputs_external = into != nullptr;
     plan::Plan plan = plan::compile(nodes, def, b, copts);
-    std::vector<char> target(nodes.size(), 0);
-    for (const auto& c : plan.copies) target[static_cast<size_t>(c.var)] = 1;
-    std::vector<int64_t> stage(plan.copies.size(), -1);
     int64_t top = plan.arena_bytes;
-    for (size_t i = 0; i < plan.copies.size(); ++i) {
-      const plan::ValueLoc& l = plan.loc[static_cast<size_t>(plan.copies[i].value)];
-      if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
-        stage[i] = top;
-        top += (vars.store(l.index).nbytes() + 63) / 64 * 64;
-      }
-    }
+    std::vector<int64_t> stage = plan::stage_updates(plan, nodes, top, 64);
     plan.arena_bytes = top;
     reserve_arena(plan.arena_bytes);
     f.staging[key] = std::move(stage);
@@ -136,19 +127,9 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
     outs.push_back(std::move(a));
   }
 
-  // Updates last: stage values that live in overwritten variables, then copy.
-  const std::vector<int64_t>& stage = f.staging[key];
-  for (size_t i = 0; i < plan.copies.size(); ++i) {
-    if (stage[i] < 0) continue;
-    const auto& c = plan.copies[i];
-    std::memcpy(arena.get() + stage[i], plan.ptr[static_cast<size_t>(c.value)], vars.store(c.var).nbytes());
-  }
-  for (size_t i = 0; i < plan.copies.size(); ++i) {
-    const auto& c = plan.copies[i];
-    const void* src = stage[i] >= 0 ? arena.get() + stage[i] : plan.ptr[static_cast<size_t>(c.value)];
-    const size_t bytes = vars.store(c.var).nbytes();
-    if (bytes > 0 && src != vars.ptr(c.var)) std::memcpy(vars.ptr(c.var), src, bytes);
-  }
+  // Updates last (plan/plan.hpp: staged values first, then the copies).
+  plan::apply_updates(plan, nodes, f.staging[key], arena.get(), vars.ptrs(),
+                      [](void* dst, const void* src, size_t n) { std::memcpy(dst, src, n); });
   return outs;
 }
 

@@ -7,9 +7,9 @@
 // `#if SYNK_HAVE_CUDA` (synk/config.hpp).
 //
 //   if (synk::cuda::device_count() > 0) {
-//     synk::cuda::DeviceArray<float> x(1024);     // on the current device
-//     x.upload(host);                              // sizes must match
-//     SYNK_CUDA_CHECK(cudaDeviceSynchronize());   // throws BackendError
+//     synk::cuda::DeviceBuffer x(1024 * sizeof(float));  // on the current device
+//     x.upload(host);                                     // exactly x.bytes()
+//     SYNK_CUDA_CHECK(cudaDeviceSynchronize());          // throws BackendError
 //   }
 #pragma once
 
@@ -115,38 +115,6 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
   int device_ = -1;
-};
-
-// A typed device array: its element count travels with it, so kernels and
-// copies never take a count by hand.
-template <class T>
-class DeviceArray {
- public:
-  DeviceArray() = default;
-  explicit DeviceArray(size_t n) : buf_(n * sizeof(T)), size_(n) {}
-
-  T* data() const { return static_cast<T*>(buf_.data()); }
-  size_t size() const { return size_; }
-  int device() const { return buf_.device(); }
-
-  void upload(std::span<const T> host) {
-    check_size(host.size(), "upload");
-    if (size_ != 0) buf_.upload(host.data());
-  }
-  void download(std::span<T> host) const {
-    check_size(host.size(), "download");
-    if (size_ != 0) buf_.download(host.data());
-  }
-
- private:
-  void check_size(size_t n, const char* what) const {
-    if (n != size_)
-      throw ArgumentError("DeviceArray::" + std::string(what) + ": host span has " +
-                          std::to_string(n) + " elements, device array " +
-                          std::to_string(size_));
-  }
-  DeviceBuffer buf_;
-  size_t size_ = 0;
 };
 
 }  // namespace synk::cuda

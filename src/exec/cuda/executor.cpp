@@ -261,19 +261,9 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
   int64_t top = align_up(q.work_offset);
   cp.work_offset = top;
   top = align_up(top + work_floats * static_cast<int64_t>(sizeof(float)));
-  auto var_bytes = [&](int32_t var) {
-    return numel(nodes[static_cast<size_t>(var)].shape) * static_cast<int64_t>(dtype_size(nodes[static_cast<size_t>(var)].dtype));
-  };
+  cp.stage_offset = plan::stage_updates(q, nodes, top, kAlign);
   std::vector<char> target(nodes.size(), 0);
   for (const auto& c : q.copies) target[static_cast<size_t>(c.var)] = 1;
-  cp.stage_offset.assign(q.copies.size(), -1);
-  for (size_t i = 0; i < q.copies.size(); ++i) {
-    const plan::ValueLoc& l = q.loc[static_cast<size_t>(q.copies[i].value)];
-    if (l.kind == plan::Loc::Variable && target[static_cast<size_t>(l.index)]) {
-      cp.stage_offset[i] = top;
-      top = align_up(top + var_bytes(q.copies[i].var));
-    }
-  }
   // An output held in a variable that an update copy overwrites must be
   // read before the copy: snapshot it (the CPU copies outputs out first).
   cp.snapshot_offset.assign(q.outputs.size(), -1);
@@ -354,26 +344,10 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
       SYNK_CUDA_CHECK(cudaMemcpyAsync(cx.arena + cp.snapshot_offset[i], p.ptr[static_cast<size_t>(id)], bytes,
                                       cudaMemcpyDeviceToDevice, cx.stream));
   }
-  // Updates: stage values held in variables that are overwritten, then copy.
-  auto var_bytes = [&](int32_t var) {
-    return static_cast<size_t>(numel(nodes[static_cast<size_t>(var)].shape)) * dtype_size(nodes[static_cast<size_t>(var)].dtype);
-  };
-  for (size_t i = 0; i < p.copies.size(); ++i) {
-    if (cp.stage_offset[i] < 0) continue;
-    const auto& c = p.copies[i];
-    const size_t bytes = var_bytes(c.var);
-    if (bytes > 0)
-      SYNK_CUDA_CHECK(cudaMemcpyAsync(cx.arena + cp.stage_offset[i], p.ptr[static_cast<size_t>(c.value)], bytes,
-                                      cudaMemcpyDeviceToDevice, cx.stream));
-  }
-  for (size_t i = 0; i < p.copies.size(); ++i) {
-    const auto& c = p.copies[i];
-    const void* src = cp.stage_offset[i] >= 0 ? cx.arena + cp.stage_offset[i] : p.ptr[static_cast<size_t>(c.value)];
-    void* dst = p.ptr[static_cast<size_t>(c.var)];
-    const size_t bytes = var_bytes(c.var);
-    if (bytes > 0 && src != dst)
-      SYNK_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx.stream));
-  }
+  // Updates (plan/plan.hpp: staged values first, then the copies).
+  plan::apply_updates(p, nodes, cp.stage_offset, cx.arena, p.ptr.data(), [&](void* dst, const void* src, size_t n) {
+    SYNK_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cx.stream));
+  });
   SYNK_CUDA_CHECK(cudaGetLastError());
   if (cx.sync_each_step) SYNK_CUDA_CHECK(cudaStreamSynchronize(cx.stream));
 }

@@ -865,6 +865,21 @@ void Compiler::finish() {
 
 }  // namespace
 
+std::vector<int64_t> stage_updates(const Plan& q, const std::vector<Node>& nodes, int64_t& top, int64_t align) {
+  std::vector<char> target(nodes.size(), 0);
+  for (const Plan::UpdateCopy& c : q.copies) target[static_cast<size_t>(c.var)] = 1;
+  std::vector<int64_t> stage(q.copies.size(), -1);
+  for (size_t i = 0; i < q.copies.size(); ++i) {
+    const ValueLoc& l = q.loc[static_cast<size_t>(q.copies[i].value)];
+    if (l.kind == Loc::Variable && target[static_cast<size_t>(l.index)]) {
+      stage[i] = top;
+      const int64_t end = top + static_cast<int64_t>(variable_bytes(nodes, q.copies[i].var));
+      top = (end + align - 1) / align * align;
+    }
+  }
+  return stage;
+}
+
 Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
              const CompileOptions& opts) {
   return Compiler(nodes, def, batch, opts).run();

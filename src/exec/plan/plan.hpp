@@ -108,4 +108,36 @@ struct Plan {
 Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
              const CompileOptions& opts);
 
+// ---- update copies (every backend) -------------------------------------------------
+// Updates run after the outputs, as copies of their values into the
+// variables. A value that lives in a variable another copy overwrites (a
+// swap, say) is staged through the arena before any variable is written.
+// stage_updates gives, per copy, its staging offset in the arena (-1: read
+// in place), placed from `top` on, each rounded up to `align`; top comes
+// back past the last. apply_updates runs the copies after a call through
+// copy(dst, src, bytes) in the backend's memory; var_ptr: the variables'
+// storage by node id.
+std::vector<int64_t> stage_updates(const Plan& q, const std::vector<Node>& nodes, int64_t& top, int64_t align);
+
+inline size_t variable_bytes(const std::vector<Node>& nodes, int32_t var) {
+  const Node& n = nodes[static_cast<size_t>(var)];
+  return static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
+}
+
+template <class Copy>
+void apply_updates(const Plan& q, const std::vector<Node>& nodes, const std::vector<int64_t>& stage, uint8_t* arena,
+                   void* const* var_ptr, Copy&& copy) {
+  for (size_t i = 0; i < q.copies.size(); ++i) {
+    const size_t bytes = variable_bytes(nodes, q.copies[i].var);
+    if (stage[i] >= 0 && bytes > 0) copy(arena + stage[i], q.ptr[static_cast<size_t>(q.copies[i].value)], bytes);
+  }
+  for (size_t i = 0; i < q.copies.size(); ++i) {
+    const Plan::UpdateCopy& c = q.copies[i];
+    const void* src = stage[i] >= 0 ? arena + stage[i] : q.ptr[static_cast<size_t>(c.value)];
+    void* dst = var_ptr[static_cast<size_t>(c.var)];
+    const size_t bytes = variable_bytes(nodes, c.var);
+    if (bytes > 0 && src != dst) copy(dst, src, bytes);
+  }
+}
+
 }  // namespace synk::plan
