@@ -115,7 +115,7 @@ EvalResult evaluate(const Fn& fn, const synk::Array& X, const synk::Array& Y, in
 
 int run(int argc, char** argv) {
   CLI::App app{"synk-mnist: train the Lasagne MNIST example models with synk"};
-  std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path;
+  std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path, trace_path;
   int epochs = 10, workers = 0, threads = 1;
   int64_t batch = 500, train_limit = 0;
   uint64_t seed = 1;
@@ -131,6 +131,10 @@ int run(int argc, char** argv) {
   app.add_option("--data", data, "directory with MNIST-format IDX files");
   app.add_option("--seed", seed, "seed for initialisation, shuffling and dropout")->check(bench::integer(0));
   app.add_option("--json", json_path, "write results as JSON to this file")->check(bench::writable_file());
+  app.add_option("--trace", trace_path,
+                 "write a timeline of every rank to this file at the end (Chrome trace JSON: ui.perfetto.dev); "
+                 "with one worker the run then goes through the runtime")
+      ->check(bench::writable_file());
   app.add_option("--lr", lr, "learning rate")->check(bench::number(0, INFINITY, true));
   app.add_option("--momentum", momentum, "Nesterov momentum")->check(bench::number(0, 1, false, true));
   app.add_option("--threads", threads, "BLAS threads per process")->check(bench::integer(1, 256));
@@ -163,13 +167,15 @@ int run(int argc, char** argv) {
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
-  if (workers != 1) {
+  if (workers != 1 || !trace_path.empty()) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
                      .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
-                     .seed = seed});
+                     .seed = seed,
+                     .trace = trace_path.empty() ? nullptr : trace_path.c_str()});
     workers = rt.size();  // 0 resolved by the runtime: one rank per GPU or per core
-    if (workers == 1) rt.close();  // one GPU or core: the single-process path, no runtime
+    // One GPU or core: the single-process path, no runtime (unless traced).
+    if (workers == 1 && trace_path.empty()) rt.close();
   }
 
   synk::MnistSet ds = synk::load_mnist(data);
@@ -255,10 +261,12 @@ int run(int argc, char** argv) {
         },
         [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
   };
-  if (cuda && workers == 1) {
+  // One rank without a runtime, unless a trace asks for the runtime's timeline.
+  const bool single = workers == 1 && trace_path.empty();
+  if (cuda && single) {
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
     test = train_single(session);
-  } else if (workers == 1) {
+  } else if (single) {
     synk::Session session(g, {.seed = seed, .blas_threads = threads});
     test = train_single(session);
   } else {
@@ -283,6 +291,10 @@ int run(int argc, char** argv) {
   }
   const double sps = static_cast<double>(steps * batch) * epochs / train_time;
   std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
+  if (!trace_path.empty()) {
+    rt.close();  // writes the timeline
+    std::printf("trace: %s (open in ui.perfetto.dev or chrome://tracing)\n", trace_path.c_str());
+  }
 
   if (!json_path.empty()) {
     nlohmann::json j = {{"model", model},          {"device", device},        {"workers", workers},

@@ -156,6 +156,16 @@ struct RuntimeOptions {
   std::chrono::milliseconds collective_timeout = std::chrono::seconds(60);
   // How long close() lets workers leave before killing them.
   std::chrono::milliseconds close_timeout = std::chrono::seconds(2);
+  // A timeline of every rank, written to this file at close() (also after a
+  // failure) as Chrome trace-event JSON: open it in ui.perfetto.dev or
+  // chrome://tracing. One track per rank; spans for each command and its
+  // phases (waiting for the command, gathering input rows, forward+backward,
+  // the gradient all-reduce, the update, writing results; in the master the
+  // call, waiting for the workers, combining) with the function and call
+  // number. Null or empty: the SYNK_TRACE environment variable's path, if
+  // set; else no timeline (and no cost). fork() refuses a path it cannot
+  // write (ArgumentError).
+  const char* trace = nullptr;
 };
 
 // Shared variables' values by name (Runtime::snapshot / restore).

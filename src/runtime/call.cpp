@@ -186,6 +186,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   // inside a call (that is refused here, and must not race with it).
   detail::Busy busy(c, "call of a function");
   const Entry& e = c.entries.at(static_cast<size_t>(index_));
+  detail::trace::Span span(detail::trace::Kind::call, c.calls + 1, e.fn);
   // The label is for messages only: made when one is needed, not per call.
   const detail::Label what(e.name, c.calls + 1);
   auto label = [&] { return what.str(); };
@@ -284,6 +285,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   }
 
   // ---- run -------------------------------------------------------------------------
+  detail::trace::Span send(detail::trace::Kind::send, c.calls + 1, e.fn);
   ++c.calls;
   CallDesc d;
   d.fn = static_cast<uint32_t>(e.fn);
@@ -315,6 +317,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     c.set_args(detail::encode_call(d, ins, indices));
     c.signal(Cmd::call, train);
   }
+  send.end();
   detail::ShareResult mine;
   std::string err;
   try {
@@ -341,8 +344,12 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     // all-reduce) or a worker aborted the group: the runtime fails.
     if (train && c.n > 1) c.fail_collective(label(), err);
   }
-  if (c.n > 1) c.wait_workers(what);
+  if (c.n > 1) {
+    detail::trace::Span wait(detail::trace::Kind::wait_ranks, c.calls, e.fn);
+    c.wait_workers(what);
+  }
   if (!err.empty()) throw Error("synk runtime: " + label() + " failed on rank 0 (master): " + err);
+  detail::trace::Span combining(detail::trace::Kind::combine, c.calls, e.fn);
 
   std::vector<detail::ResultView> views(static_cast<size_t>(c.n));
   views[0].ran = mine.ran;

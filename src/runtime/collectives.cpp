@@ -19,6 +19,7 @@ namespace detail {
 
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
   if (!L.ready() || !L.comm) throw BackendError("collective before distribute");
+  trace::Span span(trace::Kind::collective);
   comm::Comm& comm = *L.comm;
   exec::Executor& ex = *L.ex;
   const auto stream = ex.stream();
@@ -72,6 +73,7 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
 }
 
 void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
+  trace::Span span(trace::Kind::map);
   const MapJobs m = decode_map(args, n);
   std::atomic_ref<uint64_t> next(cb->map_next);
   for (;;) {

@@ -36,6 +36,7 @@
 #include "comm/shm.hpp"
 #include "exec/executor.hpp"
 #include "synk/config.hpp"
+#include "runtime/trace.hpp"
 #include "runtime/wire.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
@@ -80,6 +81,7 @@ struct ControlBlock {
   alignas(128) CommandHeader cmd;
   alignas(128) uint64_t map_next;  // atomic: next job of a map
   alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
+  uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
 
@@ -265,6 +267,10 @@ struct RuntimeCore {
   uint64_t args_id = 0;
   std::vector<comm::SharedSegment> results;
   std::vector<uint64_t> result_ids;
+
+  // the timeline (RuntimeOptions::trace): every rank's log, written at close()
+  std::unique_ptr<trace::Logs> trace;
+  std::string trace_path;
 
   // graph and functions
   Graph* graph = nullptr;

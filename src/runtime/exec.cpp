@@ -350,8 +350,13 @@ void run_slices(Local& L, const CallDesc& d, const Share& sh, bool use_sliced, R
   for (int64_t s = 0; s < sh.slices; ++s) {
     int64_t off, n;
     sh.slice(s, off, n);
-    slice_views(L, d, off, n, views);
+    {
+      trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
+      slice_views(L, d, off, n, views);
+    }
+    trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
     const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views);
+    t.end();
     rep.add(outs, sh.weight(n));
     each(outs, s, n);
   }
@@ -409,7 +414,11 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
   for (int64_t s = 0; s < sh.slices; ++s) {
     int64_t off, n;
     sh.slice(s, off, n);
-    slice_views(L, d, off, n, views);
+    {
+      trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
+      slice_views(L, d, off, n, views);
+    }
+    trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
     outs.clear();
     ptrs.clear();
     for (size_t i = 0; i < n_out; ++i) {
@@ -419,6 +428,7 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
     }
     for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
     L.ex->call_into(L.fns[d.fn], views, ptrs);
+    t.end();
     rep.add(outs, sh.weight(n));
     const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
     if (path == GradPath::sliced) L.ex->scale_add(g.flat, into, g.n, w, s > 0);
@@ -450,11 +460,14 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     R.rows = sh.scattered ? sh.rows : 1;
     R.outs = rep.finish();
   }
+  trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
   L.comm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, grad_reduce(path, sh.total, L.ranks, sh.rows),
                      L.ex->stream());
   // The watchdog: a failed or missing peer raises here instead of hanging
   // the update's synchronisation.
   L.comm->wait();
+  reduce.end();
+  trace::Span update(trace::Kind::update, d.call_no, d.update_fn);
   const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
   std::vector<ArrayView> gv;
   for (size_t gi = 0; gi < ud.inputs.size(); ++gi) {
@@ -484,6 +497,7 @@ ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows) {
 }
 
 ShareResult run_share(Local& L, const CallDesc& d) {
+  trace::Span span(trace::Kind::share, d.call_no, static_cast<int32_t>(d.fn));
   check_call(L, d);
   // Ranks on a device copy rows straight from the Data segments: lock them once.
   for (const InputDesc& in : d.inputs)

@@ -23,6 +23,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "comm/futex.hpp"
@@ -223,6 +224,8 @@ void RuntimeCore::watch() {
 void RuntimeCore::close() noexcept {
   if (!open) return;
   open = false;
+  // The timeline is written below, once every worker has stopped writing it.
+  if (trace) trace::detach();
   if (n > 1 && cb) {
     stopping.store(true);
     if (!failed.load()) {
@@ -249,6 +252,18 @@ void RuntimeCore::close() noexcept {
       if (fd >= 0) { ::close(fd); fd = -1; }
     for (int& fd : socks)
       if (fd >= 0) { ::close(fd); fd = -1; }
+  }
+  if (trace) {
+    // A runtime closes from destructors too: a trace that cannot be written
+    // is reported, never thrown.
+    try {
+      std::vector<std::string> names;
+      for (const FunctionDef& d : defs) names.push_back(d.name);
+      trace->write(trace_path, names);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "synk: %s\n", e.what());
+    }
+    trace.reset();
   }
   unpin_all(local);
   local = Local{};
@@ -513,10 +528,49 @@ std::atomic<bool> g_cuda_context{false};
 void note_cuda_context() noexcept { g_cuda_context.store(true); }
 bool cuda_context_noted() noexcept { return g_cuda_context.load(); }
 
+namespace {
+
+// Events per rank in the timeline's segment: 32 bytes each, and the
+// segment's pages are only allocated as ranks write them (a few events per
+// call), so this costs nothing until used and holds about 100,000 calls.
+constexpr uint64_t kTraceEvents = uint64_t{1} << 20;
+
+// The timeline's file: RuntimeOptions::trace, else SYNK_TRACE, else none
+// (""). A path that cannot be written is refused now, before any process is
+// made, not found after the run.
+std::string trace_path_of(const RuntimeOptions& o) {
+  const char* env = std::getenv("SYNK_TRACE");
+  const char* path = o.trace && *o.trace ? o.trace : env && *env ? env : nullptr;
+  if (!path) return "";
+  const std::string probe = std::string(path) + ".tmp";
+  FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f)
+    throw ArgumentError(std::string("synk::fork: cannot write the trace '") + path + "': " + std::strerror(errno));
+  std::fclose(f);
+  std::remove(probe.c_str());
+  return path;
+}
+
+// Every rank records into its log in one shared segment, sent to the
+// workers like a Data segment; close() writes the file.
+void start_trace(RuntimeCore& c, const std::string& path) {
+  if (path.empty()) return;
+  c.trace_path = path;
+  c.trace = std::make_unique<trace::Logs>(c.n, kTraceEvents);
+  if (c.n > 1) {
+    const uint64_t id = c.publish(c.trace->segment(), -1);
+    std::atomic_ref<uint64_t>(c.cb->trace_seg).store(id, std::memory_order_release);
+  }
+  c.trace->attach(0);
+}
+
+}  // namespace
+
 }  // namespace detail
 
 Runtime fork(const RuntimeOptions& opts) {
   using namespace detail;
+  const std::string trace_path = trace_path_of(opts);
   const std::vector<int> cpus = usable_cpus();
   if (opts.workers < 0 || opts.workers > kMaxRanks)
     throw ArgumentError("synk::fork: workers must be 0 (one per GPU, or per CPU) or in [1, " +
@@ -639,6 +693,7 @@ Runtime fork(const RuntimeOptions& opts) {
       if (c.stop_efd < 0) throw BackendError("synk::fork: " + errno_text("eventfd"));
       c.watcher = std::thread([&c] { c.watch(); });
     }
+    start_trace(c, trace_path);
   } catch (...) {
     for (int fd : child_end)
       if (fd >= 0) ::close(fd);

@@ -48,6 +48,7 @@ class Worker {
     uint32_t last = 0;
     for (;;) {
       // Wait for the next command: spin, then sleep on the futex.
+      const int64_t t_wait = trace::on() ? trace::now_ns() : 0;
       auto seq = at(cb_->seq);
       uint32_t s = seq.load(std::memory_order_acquire);
       if (s == last) {
@@ -68,6 +69,7 @@ class Worker {
         }
       }
       last = s;
+      if (trace::on()) trace::record(trace::Kind::wait, t_wait, trace::now_ns(), 0, -1);
       // One private copy of the header: what is checked is what is used.
       hdr_ = cb_->cmd;
       if (static_cast<Cmd>(hdr_.kind) == Cmd::stop) ::_exit(0);
@@ -76,6 +78,7 @@ class Worker {
       try {
         if (auto* hook = test_hooks().on_command) hook(static_cast<int>(hdr_.kind), rank_, hdr_);
         drain();
+        trace::Span span(trace::Kind::command, hdr_.call_no);
         execute(static_cast<Cmd>(hdr_.kind));
       } catch (const std::exception& e) {
         report(slot, static_cast<Cmd>(hdr_.kind), e.what());
@@ -146,6 +149,9 @@ class Worker {
         }
         if (fd >= 0) ::close(fd);
         segs_[m.id] = mp;
+        // The timeline's logs: this rank records into its own from now on.
+        if (m.id == at(cb_->trace_seg).load(std::memory_order_acquire))
+          trace::Logs::attach(mp.p, mp.size, rank_, c_.n);
       } else if (m.op == 2) {
         auto it = segs_.find(m.id);
         if (it != segs_.end()) {
@@ -215,6 +221,7 @@ class Worker {
   }
 
   void distribute() {
+    trace::Span span(trace::Kind::distribute);
     auto g = std::make_unique<Graph>();
     std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
     if (auto* hook = test_hooks().before_compile) hook(rank_);
@@ -269,6 +276,7 @@ class Worker {
       return {m.p, m.size};
     });
     ShareResult r = run_share(local_, d);
+    trace::Span span(trace::Kind::results, d.call_no, static_cast<int32_t>(d.fn));
     Mapping out = seg(hdr_.result_id[rank_]);
     write_result(r, out.p, out.size);
   }

@@ -1,0 +1,175 @@
+// src/runtime/trace.cpp — the timeline's logs and its Chrome trace-event
+// file (runtime/trace.hpp).
+#include "runtime/trace.hpp"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "synk/error.hpp"
+
+namespace synk::detail::trace {
+
+Recorder g_recorder;
+
+namespace {
+
+// The segment: this header, then per rank a RankLog and its events.
+struct Header {
+  uint64_t ranks, events;
+  uint64_t pad[6];
+};
+static_assert(sizeof(Header) == 64);
+
+size_t rank_stride(uint64_t events) { return sizeof(RankLog) + events * sizeof(Event); }
+
+RankLog* rank_log(void* seg, uint64_t events, int rank) {
+  return reinterpret_cast<RankLog*>(static_cast<uint8_t*>(seg) + sizeof(Header) +
+                                    static_cast<size_t>(rank) * rank_stride(events));
+}
+
+void json_string(std::string& out, const std::string& s) {
+  out += '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+const char* kind_name(Kind k) noexcept {
+  switch (k) {
+    case Kind::wait: return "wait for command";
+    case Kind::command: return "command";
+    case Kind::call: return "call";
+    case Kind::send: return "send call";
+    case Kind::share: return "rank share";
+    case Kind::inputs: return "gather inputs";
+    case Kind::compute: return "forward+backward";
+    case Kind::all_reduce: return "gradient all-reduce";
+    case Kind::update: return "update";
+    case Kind::results: return "write results";
+    case Kind::wait_ranks: return "wait for workers";
+    case Kind::combine: return "combine results";
+    case Kind::collective: return "variable collectives";
+    case Kind::map: return "map jobs";
+    case Kind::distribute: return "distribute";
+    case Kind::count_: break;
+  }
+  return "?";
+}
+
+int64_t now_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+Logs::Logs(int ranks, uint64_t events) : ranks_(ranks), events_(events) {
+  seg_ = comm::SharedSegment::create(sizeof(Header) + static_cast<size_t>(ranks) * rank_stride(events), "synk-trace");
+  auto* h = static_cast<Header*>(seg_.data());
+  h->ranks = static_cast<uint64_t>(ranks);
+  h->events = events;
+}
+
+void Logs::attach(void* seg, size_t bytes, int rank, int ranks) {
+  const auto* h = static_cast<const Header*>(seg);
+  if (bytes < sizeof(Header) || h->ranks != static_cast<uint64_t>(ranks) || rank < 0 || rank >= ranks ||
+      bytes < sizeof(Header) + static_cast<size_t>(ranks) * rank_stride(h->events))
+    throw FormatError("corrupt trace segment (" + std::to_string(bytes) + " bytes)");
+  RankLog* log = rank_log(seg, h->events, rank);
+  log->pid = static_cast<int32_t>(::getpid());
+  g_recorder.ev = reinterpret_cast<Event*>(log + 1);
+  g_recorder.cap = h->events;
+  g_recorder.log = log;
+}
+
+void detach() noexcept { g_recorder = Recorder{}; }
+
+void Logs::write(const std::string& path, const std::vector<std::string>& fn_names) const {
+  void* seg = seg_.data();
+  int64_t t_min = INT64_MAX;
+  for (int r = 0; r < ranks_; ++r) {
+    const RankLog* log = rank_log(seg, events_, r);
+    const auto* ev = reinterpret_cast<const Event*>(log + 1);
+    const uint64_t n = std::min(log->count, events_);
+    for (uint64_t i = 0; i < n; ++i) t_min = std::min(t_min, ev[i].t0);
+  }
+  if (t_min == INT64_MAX) t_min = 0;
+  std::string out;
+  out.reserve(1 << 16);
+  out += "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  out += "{\"ph\":\"M\",\"pid\":1,\"tid\":0,\"name\":\"process_name\",\"args\":{\"name\":\"synk runtime\"}}";
+  uint64_t dropped = 0;
+  char buf[256];
+  for (int r = 0; r < ranks_; ++r) {
+    const RankLog* log = rank_log(seg, events_, r);
+    const uint64_t n = std::min(log->count, events_);
+    dropped += log->count - n;
+    std::snprintf(buf, sizeof buf,
+                  ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank %d%s "
+                  "(pid %d)\"}}",
+                  r, r, r == 0 ? " master" : "", static_cast<int>(log->pid));
+    out += buf;
+    std::snprintf(buf, sizeof buf,
+                  ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_index\":%d}}", r,
+                  r);
+    out += buf;
+    const auto* ev = reinterpret_cast<const Event*>(log + 1);
+    for (uint64_t i = 0; i < n; ++i) {
+      const Event& e = ev[i];
+      const Kind k = e.kind < static_cast<uint16_t>(Kind::count_) ? static_cast<Kind>(e.kind) : Kind::count_;
+      std::snprintf(buf, sizeof buf, ",\n{\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"name\":\"%s\",\"ts\":%.3f,\"dur\":%.3f", r,
+                    kind_name(k), static_cast<double>(e.t0 - t_min) / 1e3,
+                    static_cast<double>(std::max<int64_t>(0, e.t1 - e.t0)) / 1e3);
+      out += buf;
+      out += ",\"args\":{";
+      bool comma = false;
+      if (e.call) {
+        std::snprintf(buf, sizeof buf, "\"call\":%" PRIu64, e.call);
+        out += buf;
+        comma = true;
+      }
+      if (e.fn >= 0 && static_cast<size_t>(e.fn) < fn_names.size()) {
+        out += comma ? ",\"function\":" : "\"function\":";
+        json_string(out, fn_names[static_cast<size_t>(e.fn)]);
+      }
+      out += "}}";
+    }
+  }
+  std::snprintf(buf, sizeof buf, "\n],\"otherData\":{\"ranks\":%d,\"dropped_events\":%" PRIu64 "}}\n", ranks_,
+                dropped);
+  out += buf;
+  // Written next to the target and renamed: a reader never sees half a file.
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw BackendError("synk runtime: cannot write the trace '" + path + "': " + std::strerror(errno));
+  const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
+  const int err = errno;
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw BackendError("synk runtime: cannot write the trace '" + path + "': " + std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    throw BackendError("synk runtime: cannot write the trace '" + path + "': " + std::strerror(e));
+  }
+}
+
+}  // namespace synk::detail::trace

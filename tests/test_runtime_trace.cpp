@@ -1,0 +1,215 @@
+// Tests of the runtime's timeline (RuntimeOptions::trace, SYNK_TRACE): the
+// file is valid Chrome trace-event JSON with a track per rank, every call's
+// phases on every rank with the call number and function name, spans
+// nested as they ran, what a killed worker recorded before it died, and a
+// clear error for a path that cannot be written.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "support/proc_probe.hpp"
+#include "support/runtime_helpers.hpp"
+#include "synk/synk.hpp"
+
+namespace {
+
+using namespace synk;
+using json = nlohmann::json;
+
+std::string temp_path(const char* tag) {
+  return ::testing::TempDir() + "synk_trace_" + tag + "_" + std::to_string(::getpid()) + ".json";
+}
+
+json read_json(const std::string& path) {
+  std::ifstream f(path);
+  EXPECT_TRUE(f.good()) << "no trace file " << path;
+  return json::parse(f);  // throws (fails the test) on invalid JSON
+}
+
+struct Span {
+  std::string name, fn;
+  double ts, dur;
+  uint64_t call;
+};
+
+// The complete ("X") events by rank (tid).
+std::map<int, std::vector<Span>> spans_by_rank(const json& t) {
+  std::map<int, std::vector<Span>> out;
+  for (const json& e : t.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    Span s{e.at("name"), "", e.at("ts"), e.at("dur"), 0};
+    const json& a = e.at("args");
+    if (a.contains("call")) s.call = a.at("call");
+    if (a.contains("function")) s.fn = a.at("function");
+    out[e.at("tid").get<int>()].push_back(s);
+  }
+  return out;
+}
+
+// A training step of a small dense model.
+struct Model {
+  Graph g;
+  Tensor x, y, loss;
+  nn::Dense l;
+  Model() {
+    x = g.input("x", f32, {batch, 4});
+    y = g.input("y", f32, {batch, 2});
+    l = nn::dense(g, "l", 4, 2, Init::uniform(-0.5f, 0.5f), Init::zeros());
+    loss = mean(square(l(x) - y));
+  }
+  ParallelFunction step(Runtime& rt) {
+    return rt.train_step({.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
+                          .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
+                            return optim::sgd(p, gr, {.lr = 0.1f});
+                          }});
+  }
+};
+
+Array values(int64_t rows, int64_t cols, float phase) {
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.3f * static_cast<float>(i) + phase);
+  return Array::from(v, {rows, cols});
+}
+
+TEST(RuntimeTrace, EveryRankRecordsEveryPhaseOfEveryCall) {
+  const std::string path = temp_path("phases");
+  std::remove(path.c_str());
+  {
+    Model m;
+    RuntimeOptions o = synk_test::opts(2);
+    o.trace = path.c_str();
+    Runtime rt = synk::fork(o);
+    ParallelFunction step = m.step(rt);
+    ParallelFunction eval = rt.function({"eval", {m.x, m.y}, {{m.loss}}});
+    rt.distribute();
+    Data X = rt.data(values(10, 4, 0.f)), Y = rt.data(values(10, 2, 1.f));
+    for (int i = 0; i < 3; ++i) step({X, Y});  // calls 1..3
+    eval({X, Y});                             // call 4
+    rt.all_reduce({m.l.W}, ReduceOp::avg);
+    rt.close();
+  }
+  const json t = read_json(path);
+  EXPECT_EQ(t.at("otherData").at("ranks"), 2);
+  EXPECT_EQ(t.at("otherData").at("dropped_events"), 0);
+  std::set<int> named;
+  for (const json& e : t.at("traceEvents"))
+    if (e.at("ph") == "M" && e.at("name") == "thread_name") named.insert(e.at("tid").get<int>());
+  EXPECT_EQ(named, (std::set<int>{0, 1})) << "one named track per rank";
+
+  const auto by_rank = spans_by_rank(t);
+  ASSERT_EQ(by_rank.size(), 2u);
+  for (const auto& [rank, spans] : by_rank) {
+    auto count = [&](const std::string& name, uint64_t call) {
+      int k = 0;
+      for (const Span& s : spans) k += s.name == name && s.call == call;
+      return k;
+    };
+    for (uint64_t call = 1; call <= 3; ++call) {
+      EXPECT_EQ(count("forward+backward", call), 1) << "rank " << rank << " call " << call;
+      EXPECT_EQ(count("gradient all-reduce", call), 1) << "rank " << rank << " call " << call;
+      EXPECT_EQ(count("update", call), 1) << "rank " << rank << " call " << call;
+      EXPECT_EQ(count("gather inputs", call), 1) << "rank " << rank << " call " << call;
+    }
+    EXPECT_EQ(count("forward+backward", 4), 1) << "rank " << rank << ": the eval call";
+    EXPECT_EQ(count("gradient all-reduce", 4), 0) << "rank " << rank << ": a plain call all-reduces nothing";
+    int collectives = 0;
+    for (const Span& s : spans) collectives += s.name == "variable collectives";
+    EXPECT_EQ(collectives, 1) << "rank " << rank;
+    for (const Span& s : spans) {
+      EXPECT_GE(s.ts, 0.0);
+      EXPECT_GE(s.dur, 0.0);
+      if (s.name == "forward+backward") EXPECT_EQ(s.fn, s.call <= 3 ? "train" : "eval") << "call " << s.call;
+    }
+    // Phases lie inside the rank's share of their call.
+    for (const Span& c : spans) {
+      if (c.name != "forward+backward" && c.name != "gradient all-reduce") continue;
+      bool inside = false;
+      for (const Span& s : spans)
+        inside |= s.name == "rank share" && s.call == c.call && s.ts <= c.ts && c.ts + c.dur <= s.ts + s.dur + 1e-3;
+      EXPECT_TRUE(inside) << "rank " << rank << ": " << c.name << " of call " << c.call << " outside its share";
+    }
+  }
+  // The master's side of a call, and the workers' waits between commands.
+  int master_calls = 0, waits = 0, worker_commands = 0;
+  for (const Span& s : by_rank.at(0)) master_calls += s.name == "call";
+  for (const Span& s : by_rank.at(1)) {
+    waits += s.name == "wait for command";
+    worker_commands += s.name == "command";
+  }
+  EXPECT_EQ(master_calls, 4);
+  EXPECT_GE(waits, 5);
+  EXPECT_GE(worker_commands, 5) << "3 steps, a call and a collective";
+  std::remove(path.c_str());
+}
+
+TEST(RuntimeTrace, SynkTraceEnvironmentVariable) {
+  const std::string path = temp_path("env");
+  std::remove(path.c_str());
+  ::setenv("SYNK_TRACE", path.c_str(), 1);
+  {
+    Model m;
+    Runtime rt = synk::fork(synk_test::opts(2));
+    ::unsetenv("SYNK_TRACE");
+    ParallelFunction step = m.step(rt);
+    rt.distribute();
+    step({values(6, 4, 0.f), values(6, 2, 1.f)});
+  }  // closed by the destructor
+  const auto by_rank = spans_by_rank(read_json(path));
+  EXPECT_EQ(by_rank.size(), 2u);
+  std::remove(path.c_str());
+}
+
+TEST(RuntimeTrace, KeepsWhatAKilledWorkerRecorded) {
+  const std::string path = temp_path("killed");
+  std::remove(path.c_str());
+  {
+    Model m;
+    RuntimeOptions o = synk_test::opts(2);
+    o.trace = path.c_str();
+    Runtime rt = synk::fork(o);
+    ParallelFunction step = m.step(rt);
+    rt.distribute();
+    Data X = rt.data(values(8, 4, 0.f)), Y = rt.data(values(8, 2, 1.f));
+    step({X, Y});
+    step({X, Y});
+    const std::vector<int> kids = synk_test::children();
+    ASSERT_EQ(kids.size(), 1u);
+    ::kill(kids[0], SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_THROW(step({X, Y}), WorkerError);
+    rt.close();
+  }
+  const auto by_rank = spans_by_rank(read_json(path));
+  ASSERT_EQ(by_rank.count(1), 1u) << "the dead worker's track is gone";
+  std::set<uint64_t> calls;
+  for (const Span& s : by_rank.at(1))
+    if (s.name == "forward+backward") calls.insert(s.call);
+  EXPECT_EQ(calls, (std::set<uint64_t>{1, 2}));
+  std::remove(path.c_str());
+}
+
+TEST(RuntimeTrace, UnwritablePathIsRefusedAtFork) {
+  RuntimeOptions o = synk_test::opts(2);
+  o.trace = "/nonexistent-synk-dir/trace.json";
+  try {
+    Runtime rt = synk::fork(o);
+    FAIL() << "fork accepted a trace path it cannot write";
+  } catch (const ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent-synk-dir/trace.json"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(synk_test::children().empty()) << "a refused fork left processes";
+}
+
+}  // namespace
