@@ -606,3 +606,31 @@ TEST(RankMemory, CpuExecutor) {
 }
 
 }  // namespace
+
+namespace {
+
+// A caller's dropout key (Function::call_into with a CallKey): the masks
+// depend on the seed and the key alone, not on the session's rank or how
+// many calls it made; without a key they depend on both.
+TEST(Session, CallKeyFixesTheDropoutMasks) {
+  Graph g;
+  Tensor x = g.input("x", f32, {synk::batch, 64});
+  Tensor y = synk::dropout(x, 0.5f);
+  synk::Session a(g, {.seed = 1, .rank = 0}), b(g, {.seed = 1, .rank = 3});
+  synk::Function fa = a.function(synk::FunctionSpec{"d", {x}, {{y}}});
+  synk::Function fb = b.function(synk::FunctionSpec{"d", {x}, {{y}}});
+  const Array X = Array::from(std::vector<float>(4 * 64, 1.f), {4, 64});
+  const std::vector<float> a0 = fa({X})[0].to_vector<float>();
+  EXPECT_NE(fb({X})[0].to_vector<float>(), a0) << "unkeyed masks of ranks 0 and 3 agree";
+  const std::vector<float> ka = fa({X}, synk::CallKey{42})[0].to_vector<float>();
+  std::vector<float> kb(4 * 64);
+  fb.call_into({X}, {kb.data()}, synk::CallKey{42});  // b has made one more call than a
+  EXPECT_EQ(ka, kb) << "the same key drew different masks";
+  EXPECT_NE(fa({X}, synk::CallKey{43})[0].to_vector<float>(), ka) << "another key drew the same mask";
+  int kept = 0;
+  for (float v : ka) kept += v != 0.f;
+  EXPECT_GT(kept, 64);
+  EXPECT_LT(kept, 192) << "p = 0.5 keeps about half";
+}
+
+}  // namespace

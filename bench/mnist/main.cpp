@@ -141,7 +141,10 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
-  bool tf32 = false, graphs = true, host_staged = false;
+  bool tf32 = false, graphs = true, host_staged = false, deterministic = false;
+  app.add_flag("--deterministic", deterministic,
+               "bitwise-reproducible training for any worker count (fixed row chunks combined in order; CPU ranks; "
+               "with one worker the run then goes through the runtime)");
   auto* host_staged_flag = app.add_flag("--host-staged", host_staged,
                "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
   auto* tf32_flag = app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
@@ -167,15 +170,17 @@ int run(int argc, char** argv) {
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
-  if (workers != 1 || !trace_path.empty()) {
+  if (deterministic && cuda) throw synk::ArgumentError("--deterministic: needs --device cpu");
+  if (workers != 1 || !trace_path.empty() || deterministic) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
                      .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
                      .seed = seed,
-                     .trace = trace_path.empty() ? nullptr : trace_path.c_str()});
+                     .trace = trace_path.empty() ? nullptr : trace_path.c_str(),
+                     .deterministic = deterministic});
     workers = rt.size();  // 0 resolved by the runtime: one rank per GPU or per core
     // One GPU or core: the single-process path, no runtime (unless traced).
-    if (workers == 1 && trace_path.empty()) rt.close();
+    if (workers == 1 && trace_path.empty() && !deterministic) rt.close();
   }
 
   synk::MnistSet ds = synk::load_mnist(data);
@@ -262,7 +267,7 @@ int run(int argc, char** argv) {
         [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
   };
   // One rank without a runtime, unless a trace asks for the runtime's timeline.
-  const bool single = workers == 1 && trace_path.empty();
+  const bool single = workers == 1 && trace_path.empty() && !deterministic;
   if (cuda && single) {
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
     test = train_single(session);
@@ -301,7 +306,7 @@ int run(int argc, char** argv) {
                         {"epochs", epochs},        {"batch", batch},          {"samples_per_sec", sps},
                         {"epoch_seconds", epoch_seconds}, {"train_loss", train_losses},
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
-                        {"threads", threads},      {"seed", seed},
+                        {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()}};
     if (cuda) j["gpu"] = gpu_json;
     bench::write_json(json_path, j);

@@ -33,6 +33,11 @@ struct SessionOptions {
 class Session;
 
 // A compiled function; callable while its Session lives.
+// A caller-chosen dropout key for one call (Function::call_into).
+struct CallKey {
+  uint64_t value = 0;
+};
+
 class Function {
  public:
   Function() = default;
@@ -46,6 +51,13 @@ class Function {
   // a new Array. Values that a step computes are computed right there, with
   // no copy (e.g. gradients straight into a flat all-reduce buffer).
   void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const;
+  // Both, with dropout keyed by the caller: the masks then depend on the
+  // session's seed and `key` alone, not on SessionOptions::rank or on how
+  // many calls this session made, so any process computing the same call
+  // with the same key draws the same masks (the runtime's deterministic
+  // mode keys each row chunk of a batch by its call and first row).
+  std::vector<Array> operator()(const std::vector<ArrayView>& inputs, CallKey key) const;
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs, CallKey key) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 

@@ -8,7 +8,7 @@
 //
 //   std::unique_ptr<exec::Executor> ex = exec::make_executor(g, {.seed = 1, .rank = r});
 //   const int f = ex->add(def);
-//   std::vector<Array> out = ex->call(f, inputs);
+//   std::vector<Array> out = ex->call(f, inputs, nullptr);
 //
 // A third backend implements Executor in src/exec/<backend>/ and adds one
 // case to make_executor (src/exec/executor.cpp).
@@ -21,6 +21,7 @@
 
 #include "synk/array.hpp"
 #include "synk/graph.hpp"
+#include "synk/session.hpp"  // CallKey
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -42,11 +43,14 @@ class Executor {
 
   // Adds a function of the graph (checked); returns its index for call().
   virtual int add(const FunctionDef& def) = 0;
-  // Runs function `fn`; outputs as host arrays, updates applied.
-  virtual std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs) = 0;
+  // Runs function `fn`; outputs as host arrays, updates applied. key: the
+  // dropout key (Function::call_into), null for the session's own (rank,
+  // call count); BackendError where the backend has no keyed calls.
+  virtual std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs, const CallKey* key) = 0;
   // Same, writing output i to outputs[i]: host memory, or the rank's memory
   // (below). Inputs may be either too.
-  virtual void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) = 0;
+  virtual void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                         const CallKey* key) = 0;
 
   // ---- the rank's memory -------------------------------------------------------
   // Variables, scratch and the rank's comm (comm/comm.hpp) live in one
@@ -63,7 +67,7 @@ class Executor {
   virtual void write_variable(int32_t id, const void* src, size_t nb) = 0;
   // At least `bytes` of the rank's memory for `use`, kept (contents
   // unspecified) until the next request for more of the same use.
-  enum class Scratch : uint8_t { grads, slice, staging };
+  enum class Scratch : uint8_t { grads, slice, staging, chunks };
   virtual void* scratch(Scratch use, size_t bytes) = 0;
   // nb bytes between host memory and the rank's memory.
   virtual void copy_in(void* dst, const void* host_src, size_t nb) = 0;

@@ -24,13 +24,24 @@ class SessionExecutor : public Executor {
     fns_.push_back(s_.function(def));
     return static_cast<int>(fns_.size() - 1);
   }
-  std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs) override { return at(fn)(inputs); }
-  void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) override {
-    at(fn).call_into(inputs, outputs);
+  std::vector<Array> call(int fn, const std::vector<ArrayView>& inputs, const CallKey* key) override {
+    if (!key) return at(fn)(inputs);
+    if constexpr (requires(FunctionT& f) { f(inputs, *key); }) return at(fn)(inputs, *key);
+    else no_keys();
+  }
+  void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                 const CallKey* key) override {
+    if (!key) return at(fn).call_into(inputs, outputs);
+    if constexpr (requires(FunctionT& f) { f.call_into(inputs, outputs, *key); }) at(fn).call_into(inputs, outputs, *key);
+    else no_keys();
   }
   void* variable_storage(int32_t id) override { return s_.variable_data(id); }
 
  protected:
+  [[noreturn]] void no_keys() const {
+    throw BackendError(std::string(backend_) + ": calls with a caller's dropout key (the deterministic runtime) are "
+                       "not supported by this backend");
+  }
   FunctionT& at(int fn) {
     if (fn < 0 || static_cast<size_t>(fn) >= fns_.size())
       throw ArgumentError(std::string(backend_) + ": function index " + std::to_string(fn) + " of " +

@@ -273,14 +273,20 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     throw ArgumentError(label() + ": a batch was given but no input is scattered");
   }
 
+  // Deterministic mode: fixed row chunks (as many as the batch has rows, at
+  // most kChunks), each rank's chunks in turn.
+  const uint32_t chunks = !c.opts.deterministic ? 0
+                          : total < 0          ? 1
+                                               : static_cast<uint32_t>(std::min<int64_t>(total, RuntimeCore::kChunks));
   // Result space per rank (outputs with a batch dim are gathered: refused
   // otherwise when the function was made).
-  std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1);
+  std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1), rank_pieces(static_cast<size_t>(c.n), 1);
   if (total >= 0) {
     for (int r = 0; r < c.n; ++r) {
-      int64_t s0, rows;
-      detail::split_rows(total, c.n, r, s0, rows);
-      rank_rows[static_cast<size_t>(r)] = rows;
+      const detail::RankShare s = detail::rank_share(total, c.n, r, chunks);
+      rank_rows[static_cast<size_t>(r)] = s.rows;
+      rank_pieces[static_cast<size_t>(r)] =
+          chunks > 0 ? s.n_chunks : std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, s.rows));
     }
   }
 
@@ -291,6 +297,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   d.fn = static_cast<uint32_t>(e.fn);
   d.update_fn = e.update_fn;
   d.num_slices = static_cast<uint32_t>(opts.num_slices);
+  d.chunks = chunks;
   d.total = total;
   d.batch = total >= 0 ? opts.batch.kind() : Batch::Kind::all;
   d.range_begin = d.batch == Batch::Kind::range ? opts.batch.range().begin : 0;
@@ -302,12 +309,14 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   if (c.n > 1) {
     for (int r = 1; r < c.n; ++r) {
       const int64_t b = total >= 0 ? rank_rows[static_cast<size_t>(r)] : std::max<int64_t>(bcast_batch, 0);
-      // The rank's slices: a gathered output without a batch dim stacks one value per slice.
-      const int64_t slices = total >= 0 ? std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, b)) : 1;
+      // The rank's pieces (slices, or chunks): a gathered output without a
+      // batch dim stacks one value per piece, and so does every output
+      // without one in a chunked call.
+      const int64_t slices = total >= 0 ? rank_pieces[static_cast<size_t>(r)] : 1;
       size_t need = detail::result_bytes({});
       for (uint32_t i = 0; i < e.n_outputs; ++i) {
         const Node& o = g.node(def.outputs[i]);
-        const bool stacked = e.collects[i] == Collect::gather && !has_batch(o.shape);
+        const bool stacked = (e.collects[i] == Collect::gather || d.chunked()) && !has_batch(o.shape);
         int64_t elems = stacked ? slices : 1;
         for (Dim x : o.shape) elems *= x == synk::batch ? b : x;
         need += detail::result_out_bytes(o.dtype, o.shape.size() + (stacked ? 1 : 0), elems);
@@ -358,7 +367,11 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   for (int r = 1; r < c.n; ++r)
     views[static_cast<size_t>(r)] = detail::read_result(static_cast<const uint8_t*>(c.results[static_cast<size_t>(r)].data()),
                                                         c.results[static_cast<size_t>(r)].size());
-  return detail::combine(views, e.collects, e.name);
+  std::vector<int64_t> chunk_rows;
+  if (d.chunked())
+    for (uint32_t k = 0; k < chunks; ++k)
+      chunk_rows.push_back(detail::chunk_start(total, chunks, k + 1) - detail::chunk_start(total, chunks, k));
+  return detail::combine(views, e.collects, e.name, chunk_rows);
 }
 
 }  // namespace synk

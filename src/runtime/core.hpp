@@ -19,6 +19,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -112,6 +113,33 @@ inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64
   start = rank * q + std::min<int64_t>(rank, rem);
 }
 
+// Deterministic calls (CallDesc::chunks): chunk c of `chunks` is rows
+// [chunk_start(c), chunk_start(c + 1)) of the batch, whatever the rank
+// count; the chunks are split over the ranks as rows are otherwise.
+inline int64_t chunk_start(int64_t total, int64_t chunks, int64_t c) {
+  const int64_t q = total / chunks, rem = total % chunks;
+  return c * q + std::min<int64_t>(c, rem);
+}
+
+// A rank's share of a call of `total` (>= 0) rows: rows [start, start +
+// rows) of the batch, and in a deterministic call its chunks [first_chunk,
+// first_chunk + n_chunks). The master sizes result buffers by it and every
+// rank takes its rows by it.
+struct RankShare {
+  int64_t start = 0, rows = 0, first_chunk = 0, n_chunks = 0;
+};
+inline RankShare rank_share(int64_t total, int ranks, int rank, uint32_t chunks) {
+  RankShare r;
+  if (chunks == 0) {
+    split_rows(total, ranks, rank, r.start, r.rows);
+    return r;
+  }
+  split_rows(chunks, ranks, rank, r.first_chunk, r.n_chunks);
+  r.start = chunk_start(total, chunks, r.first_chunk);
+  r.rows = chunk_start(total, chunks, r.first_chunk + r.n_chunks) - r.start;
+  return r;
+}
+
 // One rank's side of the runtime: its executor and its comm (one interface
 // each, whatever the kind of rank: exec/executor.hpp, comm/comm.hpp) over
 // its copy of the graph, the distributed functions and the scratch of
@@ -186,9 +214,13 @@ GradPath grad_path(int64_t total, uint32_t num_slices, int64_t rows);
 ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows);
 
 
-// Combines every rank's share by the outputs' collect modes.
+// Combines every rank's share by the outputs' collect modes. A
+// deterministic call's ranks report one piece per chunk (stacked on a new
+// first dim, except gathered outputs with a batch dim), combined here in
+// chunk order, chunk_rows[c] rows each, so the result does not depend on
+// the rank count; chunk_rows is empty otherwise.
 std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
-                           const std::string& fn_name);
+                           const std::string& fn_name, std::span<const int64_t> chunk_rows = {});
 
 // Variable collectives (Cmd::collective; the arguments: wire.hpp), the same
 // on every rank. `out` (master only) receives gather/all_gather results, op
@@ -230,6 +262,9 @@ struct Label {
 };
 
 struct RuntimeCore {
+  // Row chunks of a deterministic call (RuntimeOptions::deterministic):
+  // divisible by 1 to 4 ranks (and 6 and 12), so those split it evenly.
+  static constexpr int64_t kChunks = 12;
   RuntimeOptions opts;
   int n = 1;
   pid_t master_pid = 0;

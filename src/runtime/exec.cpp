@@ -220,9 +220,16 @@ FunctionDef sliced_def(const FunctionDef& def) {
 }
 
 // Runs def `fn` (or its sliced form) on this rank's executor.
-std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in) {
+std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in,
+                          const CallKey* key = nullptr) {
   if (use_sliced && L.sliced[fn] < 0) L.sliced[fn] = L.ex->add(sliced_def(L.defs[fn]));
-  return L.ex->call(use_sliced ? L.sliced[fn] : L.fns[fn], in);
+  return L.ex->call(use_sliced ? L.sliced[fn] : L.fns[fn], in, key);
+}
+
+// A deterministic call's dropout key for the chunk whose first row is row
+// `first_row` of the batch: the same on whichever rank computes the chunk.
+CallKey chunk_key(const CallDesc& d, int64_t first_row) {
+  return {d.call_no * 0x9e3779b97f4a7c15ull ^ static_cast<uint64_t>(first_row)};
 }
 
 }  // namespace
@@ -259,9 +266,17 @@ struct Share {
   int64_t start = 0, rows = 0;  // this rank's rows [start, start + rows) of the batch
   int64_t slices = 1;
   bool equal = true;            // every rank has the same number of rows
+  // Deterministic calls: the slices are the rank's row chunks, from chunk
+  // first_chunk of `chunks` (0: an ordinary call).
+  int64_t chunks = 0, first_chunk = 0;
   bool ran() const { return !scattered || rows > 0; }
   // Slice s: rows [off, off + n) of the batch.
   void slice(int64_t s, int64_t& off, int64_t& n) const {
+    if (chunks > 0 && scattered) {
+      off = chunk_start(total, chunks, first_chunk + s);
+      n = chunk_start(total, chunks, first_chunk + s + 1) - off;
+      return;
+    }
     int64_t s0 = 0;
     n = rows;
     if (scattered) split_rows(rows, static_cast<int>(slices), static_cast<int>(s), s0, n);
@@ -275,7 +290,15 @@ Share share_of(const Local& L, const CallDesc& d) {
   Share sh;
   sh.scattered = d.total >= 0;
   sh.total = d.total;
-  if (sh.scattered) {
+  sh.chunks = d.chunks;
+  if (sh.scattered && d.chunks > 0) {
+    const RankShare r = rank_share(d.total, L.ranks, L.rank, d.chunks);
+    sh.start = r.start;
+    sh.rows = r.rows;
+    sh.first_chunk = r.first_chunk;
+    sh.slices = r.n_chunks;
+    sh.equal = false;
+  } else if (sh.scattered) {
     split_rows(d.total, L.ranks, L.rank, sh.start, sh.rows);
     sh.slices = std::max<int64_t>(1, std::min<int64_t>(d.num_slices, sh.rows));
     sh.equal = d.total % L.ranks == 0;
@@ -317,14 +340,17 @@ void slice_views(Local& L, const CallDesc& d, int64_t off, int64_t n, std::vecto
 class Reported {
  public:
   Reported(const Local& L, const CallDesc& d) : L_(L), d_(d) {
-    for (size_t i = 0; i < d.collects.size(); ++i) acc_.emplace_back(d.collects[i], i);
+    for (size_t i = 0; i < d.collects.size(); ++i) acc_.emplace_back(d.chunked() ? Collect::gather : d.collects[i], i);
   }
   void add(const std::vector<Array>& outs, double w) {
     for (size_t i = 0; i < acc_.size(); ++i) {
       ArrayView v = outs[i].view();
       // Gathering an output without a batch dim stacks one value per piece
-      // (rank x slice): [pieces, ...shape].
-      if (d_.collects[i] == Collect::gather && !has_batch(node(i).shape)) v.shape.insert(v.shape.begin(), 1);
+      // (rank x slice): [pieces, ...shape]. A deterministic call stacks
+      // every output without a batch dim, one piece per chunk, for the
+      // master to combine in chunk order.
+      if ((d_.collects[i] == Collect::gather || d_.chunked()) && !has_batch(node(i).shape))
+        v.shape.insert(v.shape.begin(), 1);
       acc_[i].add(v, w);
     }
   }
@@ -355,7 +381,8 @@ void run_slices(Local& L, const CallDesc& d, const Share& sh, bool use_sliced, R
       slice_views(L, d, off, n, views);
     }
     trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
-    const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views);
+    const CallKey key = chunk_key(d, off);
+    const std::vector<Array> outs = run_fn(L, d.fn, use_sliced, views, d.chunks > 0 ? &key : nullptr);
     t.end();
     rep.add(outs, sh.weight(n));
     each(outs, s, n);
@@ -427,13 +454,68 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
       ptrs.push_back(outs.back().raw());
     }
     for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
-    L.ex->call_into(L.fns[d.fn], views, ptrs);
+    L.ex->call_into(L.fns[d.fn], views, ptrs, nullptr);
     t.end();
     rep.add(outs, sh.weight(n));
     const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
     if (path == GradPath::sliced) L.ex->scale_add(g.flat, into, g.n, w, s > 0);
     else if (!sh.equal) L.ex->scale_add(g.flat, g.flat, g.n, w, false);
   }
+}
+
+// A deterministic training step (CallDesc::chunks). Each chunk's mean
+// gradient, weighted by its share of the batch, goes to its own slot of a
+// chunks x gradients buffer (zero elsewhere); one all-reduce (sum) of that
+// buffer is exact, since every element has one non-zero term, and gives
+// every rank every chunk's gradient; each rank then adds the chunks up in
+// chunk order. So the combined gradient is the same bits whatever the rank
+// count. Every rank computes a call without scattered inputs whole, with
+// the same key, so there is nothing to combine.
+void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
+  const FunctionDef& def = L.defs[d.fn];
+  const size_t n_out = d.collects.size();
+  const int64_t K = sh.scattered ? sh.chunks : 1;
+  float* const buf = sh.scattered ? static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::chunks,
+                                                                       static_cast<size_t>(K) * g.n * sizeof(float)))
+                                  : g.flat;
+  if (sh.scattered) L.ex->zero(buf, static_cast<size_t>(K) * g.n * sizeof(float));
+  std::vector<ArrayView> views;
+  std::vector<Array> outs;
+  std::vector<void*> ptrs;
+  for (int64_t s = 0; s < sh.slices; ++s) {
+    int64_t off, n;
+    sh.slice(s, off, n);
+    {
+      trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
+      slice_views(L, d, off, n, views);
+    }
+    trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
+    float* const into = sh.scattered ? buf + static_cast<size_t>(sh.first_chunk + s) * g.n : buf;
+    outs.clear();
+    ptrs.clear();
+    for (size_t i = 0; i < n_out; ++i) {
+      const Node& node = L.graph->node(def.outputs[i]);
+      outs.emplace_back(node.dtype, resolve(node.shape, n));
+      ptrs.push_back(outs.back().raw());
+    }
+    for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
+    const CallKey key = chunk_key(d, off);
+    L.ex->call_into(L.fns[d.fn], views, ptrs, &key);
+    t.end();
+    rep.add(outs, sh.weight(n));
+    if (sh.scattered)
+      L.ex->scale_add(into, into, g.n, static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total)), false);
+  }
+  if (!sh.scattered) return;
+  if (L.ranks > 1) {
+    trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
+    L.comm->all_reduce(buf, buf, static_cast<size_t>(K) * g.n, comm::ElemType::f32, ReduceOp::sum, L.ex->stream());
+    L.comm->wait();
+  }
+  // From +0, so a -0 gradient adds up alike whether or not it crossed the
+  // all-reduce (x + 0 there may turn -0 into +0).
+  L.ex->zero(g.flat, g.n * sizeof(float));
+  for (int64_t c = 0; c < K; ++c) L.ex->scale_add(g.flat, buf + static_cast<size_t>(c) * g.n, g.n, 1.f, true);
 }
 
 // A training step: this rank's gradients into the flat buffer (by the
@@ -452,21 +534,29 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
   const GradPath path = grad_path(sh.total, d.num_slices, sh.rows);
   ShareResult R;
   Reported rep(L, d);
-  if (!sh.ran()) {
-    L.ex->zero(g.flat, g.n * sizeof(float));  // a rank with no rows adds nothing
+  if (d.chunks > 0) {
+    chunked_grads(L, d, sh, g, rep);
+    if (sh.ran()) {
+      R.ran = true;
+      R.rows = sh.scattered ? sh.rows : 1;
+      R.outs = rep.finish();
+    }
   } else {
-    rank_grads(L, d, sh, g, path, rep);
-    R.ran = true;
-    R.rows = sh.scattered ? sh.rows : 1;
-    R.outs = rep.finish();
+    if (!sh.ran()) {
+      L.ex->zero(g.flat, g.n * sizeof(float));  // a rank with no rows adds nothing
+    } else {
+      rank_grads(L, d, sh, g, path, rep);
+      R.ran = true;
+      R.rows = sh.scattered ? sh.rows : 1;
+      R.outs = rep.finish();
+    }
+    trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
+    L.comm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, grad_reduce(path, sh.total, L.ranks, sh.rows),
+                       L.ex->stream());
+    // The watchdog: a failed or missing peer raises here instead of hanging
+    // the update's synchronisation.
+    L.comm->wait();
   }
-  trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-  L.comm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, grad_reduce(path, sh.total, L.ranks, sh.rows),
-                     L.ex->stream());
-  // The watchdog: a failed or missing peer raises here instead of hanging
-  // the update's synchronisation.
-  L.comm->wait();
-  reduce.end();
   trace::Span update(trace::Kind::update, d.call_no, d.update_fn);
   const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
   std::vector<ArrayView> gv;
@@ -508,20 +598,37 @@ ShareResult run_share(Local& L, const CallDesc& d) {
 
 
 std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
-                           const std::string& fn_name) {
+                           const std::string& fn_name, std::span<const int64_t> chunk_rows) {
   std::vector<Array> out;
   for (size_t i = 0; i < collects.size(); ++i) {
     Accum acc(collects[i], i);
     DType t = DType::f32;
     Shape empty_shape;
     bool any = false;
+    size_t chunk = 0;  // deterministic calls: the next chunk, in chunk order over the ranks
     for (const ResultView& r : ranks) {
       if (!r.ran || i >= r.outs.size()) continue;
+      const ArrayView& v = r.outs[i];
+      if (!chunk_rows.empty() && collects[i] != Collect::gather) {
+        // One piece per chunk on the first dim: each its own part.
+        if (v.shape.empty()) throw FormatError("runtime: a chunked result of '" + fn_name + "' has no chunk dim");
+        ArrayView piece{v.dtype, Shape(v.shape.begin() + 1, v.shape.end()), v.data};
+        const size_t piece_bytes = static_cast<size_t>(piece.numel()) * dtype_size(v.dtype);
+        for (int64_t k = 0; k < v.shape[0]; ++k, ++chunk) {
+          if (chunk >= chunk_rows.size()) throw FormatError("runtime: more chunks than the call of '" + fn_name + "' has");
+          piece.data = static_cast<const uint8_t*>(v.data) + static_cast<size_t>(k) * piece_bytes;
+          t = v.dtype;
+          if (collects[i] == Collect::none && any) continue;
+          any = true;
+          acc.add_view(piece, static_cast<double>(chunk_rows[chunk]));
+        }
+        continue;
+      }
       if (collects[i] == Collect::none && &r != &ranks[0]) continue;
-      t = r.outs[i].dtype;
-      empty_shape = r.outs[i].shape;
+      t = v.dtype;
+      empty_shape = v.shape;
       any = true;
-      acc.add_view(r.outs[i], static_cast<double>(r.rows));
+      acc.add_view(v, static_cast<double>(r.rows));
     }
     if (!empty_shape.empty()) empty_shape[0] = 0;
     out.push_back(any ? acc.result(t, empty_shape) : Array());

@@ -33,6 +33,7 @@ std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>
   w.put(d.update_fn);
   w.put(d.n_outputs);
   w.put(d.num_slices);
+  w.put(d.chunks);
   w.put(d.total);
   w.put(static_cast<uint8_t>(d.batch));
   w.put(d.range_begin);
@@ -86,9 +87,12 @@ CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<c
   d.n_outputs = r.get<uint32_t>();
   d.num_slices = r.get<uint32_t>();
   if (d.num_slices < 1) bad("num_slices 0");
+  d.chunks = r.get<uint32_t>();
   if (d.update_fn < -1) bad("update function " + std::to_string(d.update_fn));
   d.total = r.get<int64_t>();
   if (d.total < -1) bad("row count " + std::to_string(d.total));
+  if (d.chunks > kMaxChunks || (d.total >= 0 ? static_cast<int64_t>(d.chunks) > d.total : d.chunks > 1))
+    bad(std::to_string(d.chunks) + " row chunks for " + std::to_string(d.total) + " rows");
   const uint8_t kind = r.get<uint8_t>();
   if (kind > static_cast<uint8_t>(Batch::Kind::indices)) bad("batch kind " + std::to_string(kind));
   d.batch = static_cast<Batch::Kind>(kind);

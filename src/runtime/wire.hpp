@@ -103,12 +103,22 @@ struct InputDesc {
   size_t seg_bytes = 0;
 };
 
+// The most row chunks of a deterministic call (RuntimeOptions::deterministic).
+constexpr uint32_t kMaxChunks = 4096;
+
 struct CallDesc {
   uint32_t fn = 0;         // def index (train: the gradient def)
   int32_t update_fn = -1;  // train: the update def; -1 for a plain call
   uint32_t n_outputs = 0;  // outputs reported (train: the others are gradients)
   uint32_t num_slices = 1;
+  // Deterministic mode (RuntimeOptions::deterministic): the batch is split
+  // into this many fixed row chunks (<= total; 1 when nothing is
+  // scattered), each computed with a dropout key of its own and combined in
+  // chunk order; 0: the ordinary split over ranks and slices.
+  uint32_t chunks = 0;
   int64_t total = -1;      // rows over all ranks; -1: nothing scattered
+  // Ranks report one piece per chunk (a deterministic call with scattered inputs).
+  bool chunked() const { return chunks > 0 && total >= 0; }
   Batch::Kind batch = Batch::Kind::all;
   int64_t range_begin = 0;
   const int64_t* indices = nullptr;

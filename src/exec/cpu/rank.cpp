@@ -47,7 +47,7 @@ class CpuExecutor final : public SessionExecutor<Session, Function> {
 
  private:
   // Floats, so that scratch for gradients is aligned for them.
-  std::vector<float> scratch_[3];
+  std::vector<float> scratch_[4];
 };
 
 }  // namespace

@@ -68,11 +68,14 @@ struct Session::Impl {
     arena_bytes = static_cast<int64_t>(size);
   }
 
-  // into: the caller's output buffers (call_into), or null to return arrays.
-  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, void* const* into = nullptr);
+  // into: the caller's output buffers (call_into), or null to return arrays;
+  // key: the caller's dropout key, or null for (rank, call count).
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, void* const* into = nullptr,
+                          const CallKey* dropout_key = nullptr);
 };
 
-std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs, void* const* into) {
+std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs, void* const* into,
+                                       const CallKey* dropout_key) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
@@ -104,8 +107,9 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   cpu::RunContext ctx;
   ctx.function = &def.name;
   ctx.seed = opts.seed;
-  ctx.rank = opts.rank;
+  ctx.rank = dropout_key ? 0 : opts.rank;
   ctx.call = calls++;
+  if (dropout_key) ctx.call = dropout_key->value;
   cpu::execute(plan, nodes, arena.get(), inputs, vars.ptrs(), ctx, into);
 
   std::vector<Array> outs;
@@ -147,6 +151,20 @@ void Function::call_into(const std::vector<ArrayView>& inputs, const std::vector
     throw ArgumentError(fn_label(d) + ": call_into got " + std::to_string(outputs.size()) + " output buffers for " +
                         std::to_string(d.outputs.size()) + " outputs");
   s_->impl_->call(index_, inputs, outputs.data());
+}
+
+std::vector<Array> Function::operator()(const std::vector<ArrayView>& inputs, CallKey key) const {
+  if (!s_) throw ArgumentError("call of an empty synk::Function");
+  return s_->impl_->call(index_, inputs, nullptr, &key);
+}
+
+void Function::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs, CallKey key) const {
+  if (!s_) throw ArgumentError("call_into of an empty synk::Function");
+  const FunctionDef& d = def();
+  if (outputs.size() != d.outputs.size())
+    throw ArgumentError(fn_label(d) + ": call_into got " + std::to_string(outputs.size()) + " output buffers for " +
+                        std::to_string(d.outputs.size()) + " outputs");
+  s_->impl_->call(index_, inputs, outputs.data(), &key);
 }
 
 const FunctionDef& Function::def() const {

@@ -93,7 +93,7 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
 
  private:
 #if SYNK_HAVE_CUDA
-  cuda::DeviceBuffer scratch_[3];  // members of the derived class: freed before the session
+  cuda::DeviceBuffer scratch_[4];  // members of the derived class: freed before the session
 #endif
 };
 
