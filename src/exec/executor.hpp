@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "synk/array.hpp"
@@ -75,6 +76,10 @@ class Executor {
   // y[i] = w * x[i] (add: y[i] += w * x[i]) for n floats of the rank's
   // memory; x may equal y.
   virtual void scale_add(float* y, const float* x, size_t n, float w, bool add) = 0;
+  // y[i] = sum over c of w[c] * x[c * n + i] for n floats, added in order
+  // c = 0, 1, ... starting from +0 (each product rounded, then added): the
+  // deterministic runtime's chunks summed in chunk order.
+  virtual void weighted_sum(float* y, const float* x, size_t n, std::span<const float> w) = 0;
   virtual void zero(void* p, size_t nb) = 0;
 
   // The stream the calls run on (a cudaStream_t), nullptr on the CPU.

@@ -463,22 +463,36 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
   }
 }
 
-// A deterministic training step (CallDesc::chunks). Each chunk's mean
-// gradient, weighted by its share of the batch, goes to its own slot of a
-// chunks x gradients buffer (zero elsewhere); one all-reduce (sum) of that
-// buffer is exact, since every element has one non-zero term, and gives
-// every rank every chunk's gradient; each rank then adds the chunks up in
-// chunk order. So the combined gradient is the same bits whatever the rank
-// count. Every rank computes a call without scattered inputs whole, with
-// the same key, so there is nothing to combine.
+// A deterministic training step (CallDesc::chunks). Every chunk's mean
+// gradient goes to its own slot of a chunks x gradients buffer, every rank
+// gets every slot, and each rank sums the slots in chunk order, weighted by
+// the chunks' shares of the batch (Executor::weighted_sum): the combined
+// gradient is the same bits whatever the rank count. The slots travel by
+// an all-gather where the ranks hold equally many chunks (12 chunks on 1,
+// 2, 3, 4 or 6 ranks), else by an all-reduce (sum) of the buffer zeroed
+// outside each rank's slots, exact too since every element has one term.
+// A call without scattered inputs is computed whole by every rank with the
+// same key: there is nothing to combine.
 void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
+  using exec::Executor;
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
+  const size_t G = g.n;
   const int64_t K = sh.scattered ? sh.chunks : 1;
-  float* const buf = sh.scattered ? static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::chunks,
-                                                                       static_cast<size_t>(K) * g.n * sizeof(float)))
-                                  : g.flat;
-  if (sh.scattered) L.ex->zero(buf, static_cast<size_t>(K) * g.n * sizeof(float));
+  const bool even = K % L.ranks == 0;
+  float* all = g.flat;  // chunk c's gradients at all + c * G
+  float* mine = g.flat;  // this rank's chunks, in order
+  if (sh.scattered) {
+    all = static_cast<float*>(L.ex->scratch(Executor::Scratch::chunks, static_cast<size_t>(K) * G * sizeof(float)));
+    if (L.ranks == 1) {
+      mine = all;
+    } else if (even) {
+      mine = static_cast<float*>(L.ex->scratch(Executor::Scratch::slice, static_cast<size_t>(sh.slices) * G * sizeof(float)));
+    } else {
+      L.ex->zero(all, static_cast<size_t>(K) * G * sizeof(float));
+      mine = all + static_cast<size_t>(sh.first_chunk) * G;
+    }
+  }
   std::vector<ArrayView> views;
   std::vector<Array> outs;
   std::vector<void*> ptrs;
@@ -490,7 +504,7 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
       slice_views(L, d, off, n, views);
     }
     trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
-    float* const into = sh.scattered ? buf + static_cast<size_t>(sh.first_chunk + s) * g.n : buf;
+    float* const into = mine + static_cast<size_t>(s) * G;
     outs.clear();
     ptrs.clear();
     for (size_t i = 0; i < n_out; ++i) {
@@ -503,19 +517,19 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
     L.ex->call_into(L.fns[d.fn], views, ptrs, &key);
     t.end();
     rep.add(outs, sh.weight(n));
-    if (sh.scattered)
-      L.ex->scale_add(into, into, g.n, static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total)), false);
   }
   if (!sh.scattered) return;
   if (L.ranks > 1) {
     trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-    L.comm->all_reduce(buf, buf, static_cast<size_t>(K) * g.n, comm::ElemType::f32, ReduceOp::sum, L.ex->stream());
+    if (even) L.comm->all_gather(mine, all, static_cast<size_t>(sh.slices) * G, comm::ElemType::f32, L.ex->stream());
+    else L.comm->all_reduce(all, all, static_cast<size_t>(K) * G, comm::ElemType::f32, ReduceOp::sum, L.ex->stream());
     L.comm->wait();
   }
-  // From +0, so a -0 gradient adds up alike whether or not it crossed the
-  // all-reduce (x + 0 there may turn -0 into +0).
-  L.ex->zero(g.flat, g.n * sizeof(float));
-  for (int64_t c = 0; c < K; ++c) L.ex->scale_add(g.flat, buf + static_cast<size_t>(c) * g.n, g.n, 1.f, true);
+  std::vector<float> w(static_cast<size_t>(K));
+  for (int64_t c = 0; c < K; ++c)
+    w[static_cast<size_t>(c)] = static_cast<float>(
+        static_cast<double>(chunk_start(sh.total, K, c + 1) - chunk_start(sh.total, K, c)) / static_cast<double>(sh.total));
+  L.ex->weighted_sum(g.flat, all, G, w);
 }
 
 // A training step: this rank's gradients into the flat buffer (by the

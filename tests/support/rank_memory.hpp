@@ -41,6 +41,25 @@ inline void check_rank_memory(synk::exec::Executor& ex) {
   ex.zero(dy, n * sizeof(float));
   ex.copy_out(got_y.data(), dy, n * sizeof(float));
   for (size_t i = 0; i < n; ++i) EXPECT_EQ(got_y[i], 0.f) << "zero at " << i;
+  // Chunks summed in order with weights: the same roundings as adding the
+  // weighted chunks one by one from +0.
+  {
+    const size_t k = 3;
+    std::vector<float> xs(k * n), w = {0.25f, 0.6f, 0.15f};
+    for (size_t i = 0; i < xs.size(); ++i) xs[i] = std::sin(0.013f * static_cast<float>(i * i % 977));
+    auto* dxs = static_cast<float*>(ex.scratch(Scratch::chunks, k * n * sizeof(float)));
+    ex.copy_in(dxs, xs.data(), k * n * sizeof(float));
+    ex.weighted_sum(dy, dxs, n, w);
+    ex.copy_out(got_y.data(), dy, n * sizeof(float));
+    for (size_t i = 0; i < n; ++i) {
+      float acc = 0.f;
+      for (size_t c = 0; c < k; ++c) {
+        const volatile float p = w[c] * xs[c * n + i];
+        acc = acc + p;
+      }
+      EXPECT_EQ(got_y[i], acc) << "weighted sum at " << i;
+    }
+  }
   // A larger request of one use leaves the others' contents alone.
   auto* big = ex.scratch(Scratch::staging, 4 * n * sizeof(float));
   ex.zero(big, 4 * n * sizeof(float));

@@ -1,5 +1,6 @@
 // src/exec/cpu/rank.cpp — the CPU backend as a rank's Executor: a Session,
 // variables and outputs in host memory.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -37,6 +38,22 @@ class CpuExecutor final : public SessionExecutor<Session, Function> {
   void scale_add(float* y, const float* x, size_t n, float w, bool add) override {
     if (add) for (size_t i = 0; i < n; ++i) y[i] += w * x[i];
     else for (size_t i = 0; i < n; ++i) y[i] = w * x[i];
+  }
+  void weighted_sum(float* y, const float* x, size_t n, std::span<const float> w) override {
+    // Blocks of y stay in L1 while every chunk's block is added to them:
+    // one pass over x, not one per chunk.
+    constexpr size_t kBlock = 1024;
+    alignas(64) float acc[kBlock];
+    for (size_t b = 0; b < n; b += kBlock) {
+      const size_t m = std::min(kBlock, n - b);
+      for (size_t i = 0; i < m; ++i) acc[i] = 0.f;
+      for (size_t c = 0; c < w.size(); ++c) {
+        const float wc = w[c];
+        const float* xc = x + c * n + b;
+        for (size_t i = 0; i < m; ++i) acc[i] += wc * xc[i];
+      }
+      std::memcpy(y + b, acc, m * sizeof(float));
+    }
   }
   void zero(void* p, size_t nb) override {
     if (nb) std::memset(p, 0, nb);

@@ -82,6 +82,11 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
   void zero(void* p, size_t nb) override {
     if (nb) SYNK_CUDA_CHECK(cudaMemsetAsync(p, 0, nb, s_.stream()));
   }
+  // One kernel per chunk: the same roundings, in the same order, as the CPU.
+  void weighted_sum(float* y, const float* x, size_t n, std::span<const float> w) override {
+    zero(y, n * sizeof(float));
+    for (size_t c = 0; c < w.size(); ++c) scale_add(y, x + c * n, n, w[c], true);
+  }
 #else
   [[noreturn]] static void no_cuda() { throw BackendError("CUDA executor: synk was built without CUDA"); }
   void* scratch(Scratch, size_t) override { no_cuda(); }
@@ -89,6 +94,7 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
   void copy_out(void*, const void*, size_t) override { no_cuda(); }
   void scale_add(float*, const float*, size_t, float, bool) override { no_cuda(); }
   void zero(void*, size_t) override { no_cuda(); }
+  void weighted_sum(float*, const float*, size_t, std::span<const float>) override { no_cuda(); }
 #endif
 
  private:
