@@ -122,6 +122,8 @@ TEST(RuntimeDeterministic, FewerRowsThanChunks) {
   // 5 rows: 5 chunks of one row; 4 ranks get 2, 1, 1, 1 of them.
   const Outcome one = train(1, 5);
   for (int n : {2, 4}) expect_same(one, train(n, 5), std::to_string(n) + " ranks, 5 rows");
+  // 3 rows on 4 ranks: the last rank has no chunk and still takes part.
+  expect_same(train(1, 3), train(4, 3), "4 ranks, 3 rows");
 }
 
 TEST(RuntimeDeterministic, TheChunksMatter) {

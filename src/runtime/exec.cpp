@@ -463,45 +463,40 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
   }
 }
 
-// A deterministic training step (CallDesc::chunks). Every chunk's mean
-// gradient goes to its own slot of a chunks x gradients buffer, every rank
-// gets every slot, and each rank sums the slots in chunk order, weighted by
-// the chunks' shares of the batch (Executor::weighted_sum): the combined
-// gradient is the same bits whatever the rank count. The slots travel by
-// an all-gather where the ranks hold equally many chunks (12 chunks on 1,
-// 2, 3, 4 or 6 ranks), else by an all-reduce (sum) of the buffer zeroed
-// outside each rank's slots, exact too since every element has one term.
-// A call without scattered inputs is computed whole by every rank with the
-// same key: there is nothing to combine.
+// A deterministic training step (CallDesc::chunks). The combined gradient
+// is, element by element, the sum over chunks in chunk order of each
+// chunk's mean gradient weighted by its share of the batch, from +0
+// (Executor::weighted_sum): the same bits whatever the rank count, since
+// every chunk's gradient is (its rows, its dropout key, its shapes). The
+// gradient elements are split into one range per rank; rank q gathers every
+// chunk's values of its range (one gatherv per rank, each rank's chunks
+// being consecutive chunks), sums them, and an all-gather of the ranges
+// gives every rank the whole. Each rank so receives its range of the other
+// ranks' chunks and the other ranges, not every chunk whole. A call without
+// scattered inputs is computed whole by every rank with the same key:
+// there is nothing to combine.
 void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
-  using exec::Executor;
+  using Scratch = exec::Executor::Scratch;
+  exec::Executor& ex = *L.ex;
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
   const size_t G = g.n;
+  const int n = L.ranks;
   const int64_t K = sh.scattered ? sh.chunks : 1;
-  const bool even = K % L.ranks == 0;
-  float* all = g.flat;  // chunk c's gradients at all + c * G
-  float* mine = g.flat;  // this rank's chunks, in order
-  if (sh.scattered) {
-    all = static_cast<float*>(L.ex->scratch(Executor::Scratch::chunks, static_cast<size_t>(K) * G * sizeof(float)));
-    if (L.ranks == 1) {
-      mine = all;
-    } else if (even) {
-      mine = static_cast<float*>(L.ex->scratch(Executor::Scratch::slice, static_cast<size_t>(sh.slices) * G * sizeof(float)));
-    } else {
-      L.ex->zero(all, static_cast<size_t>(K) * G * sizeof(float));
-      mine = all + static_cast<size_t>(sh.first_chunk) * G;
-    }
-  }
+  auto floats = [&](Scratch use, size_t count) {
+    return static_cast<float*>(ex.scratch(use, std::max<size_t>(count, 1) * sizeof(float)));
+  };
+  // This rank's chunks, in order (all of them on one rank).
+  float* const mine = !sh.scattered ? g.flat : floats(Scratch::slice, static_cast<size_t>(sh.slices) * G);
   std::vector<ArrayView> views;
   std::vector<Array> outs;
   std::vector<void*> ptrs;
   for (int64_t s = 0; s < sh.slices; ++s) {
-    int64_t off, n;
-    sh.slice(s, off, n);
+    int64_t off, rows;
+    sh.slice(s, off, rows);
     {
       trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
-      slice_views(L, d, off, n, views);
+      slice_views(L, d, off, rows, views);
     }
     trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
     float* const into = mine + static_cast<size_t>(s) * G;
@@ -509,27 +504,46 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
     ptrs.clear();
     for (size_t i = 0; i < n_out; ++i) {
       const Node& node = L.graph->node(def.outputs[i]);
-      outs.emplace_back(node.dtype, resolve(node.shape, n));
+      outs.emplace_back(node.dtype, resolve(node.shape, rows));
       ptrs.push_back(outs.back().raw());
     }
     for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
     const CallKey key = chunk_key(d, off);
-    L.ex->call_into(L.fns[d.fn], views, ptrs, &key);
+    ex.call_into(L.fns[d.fn], views, ptrs, &key);
     t.end();
-    rep.add(outs, sh.weight(n));
+    rep.add(outs, sh.weight(rows));
   }
   if (!sh.scattered) return;
-  if (L.ranks > 1) {
-    trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-    if (even) L.comm->all_gather(mine, all, static_cast<size_t>(sh.slices) * G, comm::ElemType::f32, L.ex->stream());
-    else L.comm->all_reduce(all, all, static_cast<size_t>(K) * G, comm::ElemType::f32, ReduceOp::sum, L.ex->stream());
-    L.comm->wait();
-  }
   std::vector<float> w(static_cast<size_t>(K));
   for (int64_t c = 0; c < K; ++c)
     w[static_cast<size_t>(c)] = static_cast<float>(
         static_cast<double>(chunk_start(sh.total, K, c + 1) - chunk_start(sh.total, K, c)) / static_cast<double>(sh.total));
-  L.ex->weighted_sum(g.flat, all, G, w);
+  if (n == 1) {
+    ex.weighted_sum(g.flat, mine, G, w);
+    return;
+  }
+  trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
+  // Rank q's range of gradient elements: [q E, q E + len(q)).
+  const size_t E = (G + static_cast<size_t>(n) - 1) / static_cast<size_t>(n);
+  auto range_len = [&](int q) { return std::min(G, (static_cast<size_t>(q) + 1) * E) - std::min(G, static_cast<size_t>(q) * E); };
+  std::vector<size_t> rank_chunks(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) rank_chunks[static_cast<size_t>(r)] = static_cast<size_t>(rank_share(sh.total, n, r, static_cast<uint32_t>(K)).n_chunks);
+  const size_t kc = static_cast<size_t>(sh.slices);
+  float* const pack = floats(Scratch::staging, std::max<size_t>(kc, 1) * E);
+  float* const recv = floats(Scratch::chunks, static_cast<size_t>(std::max<int64_t>(K, n)) * E);
+  std::vector<size_t> counts(static_cast<size_t>(n));
+  for (int q = 0; q < n; ++q) {
+    const size_t b = std::min(G, static_cast<size_t>(q) * E), len = range_len(q);
+    for (size_t j = 0; j < kc; ++j) ex.scale_add(pack + j * len, mine + j * G + b, len, 1.f, false);  // a copy
+    for (int r = 0; r < n; ++r) counts[static_cast<size_t>(r)] = rank_chunks[static_cast<size_t>(r)] * len;
+    L.comm->gatherv(pack, q == L.rank ? recv : nullptr, counts, comm::ElemType::f32, q, ex.stream());
+    L.comm->wait();  // pack is packed again for the next range
+  }
+  // recv: every chunk's values of this rank's range, chunk after chunk.
+  ex.weighted_sum(pack, recv, range_len(L.rank), w);
+  L.comm->all_gather(pack, recv, E, comm::ElemType::f32, ex.stream());
+  L.comm->wait();
+  ex.scale_add(g.flat, recv, G, 1.f, false);  // ranges back to back: the first G elements
 }
 
 // A training step: this rank's gradients into the flat buffer (by the
