@@ -10,7 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -23,6 +22,7 @@
 
 #include "data/npz_internal.hpp"
 #include "runtime/fork_server.hpp"
+#include "support/npz_sample.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
@@ -58,36 +58,8 @@ std::vector<uint8_t> file_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-Array f32_array(Shape shape, float scale, float offset) {
-  Array a(f32, shape);
-  float* p = a.data<float>();
-  for (int64_t i = 0; i < a.numel(); ++i) p[i] = static_cast<float>(i) * scale + offset;
-  return a;
-}
-
-// Names with a folder part, a non-ASCII one, every dtype and the odd shapes
-// (scalar, empty, 1-d), and floats whose bits matter.
-VarValues sample_values() {
-  Array special(f32, {6});
-  float* s = special.data<float>();
-  s[0] = std::numeric_limits<float>::quiet_NaN();
-  s[1] = std::bit_cast<float>(0x7fc12345u);  // NaN with a payload
-  s[2] = -0.f;
-  s[3] = std::numeric_limits<float>::infinity();
-  s[4] = std::numeric_limits<float>::denorm_min();
-  s[5] = -std::numeric_limits<float>::max();
-  Array ints(i32, {5});
-  for (int i = 0; i < 5; ++i) ints.data<int32_t>()[i] = i == 4 ? std::numeric_limits<int32_t>::min() : i * 7 - 3;
-  VarValues v;
-  v.emplace_back("l1/W", f32_array({3, 4}, 0.25f, -1.f));
-  v.emplace_back("l1/b", f32_array({4}, 0.5f, 0.f));
-  v.emplace_back("steps", ints);
-  v.emplace_back("t", Array::scalar_f32(42.f));
-  v.emplace_back("empty", Array(f32, {0, 3}));
-  v.emplace_back("special", special);
-  v.emplace_back("caf\xc3\xa9/\xce\xbb", f32_array({2}, 1.f, 1.f));
-  return v;
-}
+Array f32_array(Shape shape, float scale, float offset) { return synk_test::ramp(std::move(shape), scale, offset); }
+VarValues sample_values() { return synk_test::npz_sample(); }
 
 std::vector<uint8_t> bits(const Array& a) {
   const auto* p = static_cast<const uint8_t*>(a.raw());
