@@ -207,7 +207,7 @@ int run(int argc, char** argv) {
   std::vector<int64_t> order(static_cast<size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
-  std::vector<double> epoch_seconds, train_losses;
+  std::vector<double> epoch_seconds, train_losses, test_losses, test_accuracies;  // per epoch
   double train_time = 0;
   std::string gpu_text;
   nlohmann::json gpu_json;
@@ -244,6 +244,8 @@ int run(int argc, char** argv) {
       epoch_seconds.push_back(secs);
       train_losses.push_back(loss_sum / static_cast<double>(steps));
       EvalResult val = eval_test();
+      test_losses.push_back(val.loss);
+      test_accuracies.push_back(val.accuracy);
       std::printf("epoch %d/%d  %.2fs  train loss %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n", e, epochs,
                   secs, train_losses.back(), val.loss, val.accuracy, static_cast<double>(steps * batch) / secs);
       if (!save_path.empty()) {
@@ -325,6 +327,7 @@ int run(int argc, char** argv) {
                         {"epochs", epochs},        {"batch", batch},          {"samples_per_sec", sps},
                         {"epoch_seconds", epoch_seconds}, {"train_loss", train_losses},
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
+                        {"test_loss_per_epoch", test_losses}, {"test_accuracy_per_epoch", test_accuracies},
                         {"threads", threads},      {"seed", seed},
                         {"blas_core", mnist::blas_core_name()}};
     if (cuda) j["gpu"] = gpu_json;
