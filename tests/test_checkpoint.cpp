@@ -488,4 +488,27 @@ TEST(Checkpoint, FromAFailedRuntime) {
   for (int r = 0; r < 2; ++r) EXPECT_EQ(bits(rt.get("l2/W", r)), bits(before[2].second));
 }
 
+// ---- a GPU session (label gpu; skipped without a device) ----------------------------------
+
+TEST(GpuCheckpoint, CudaSessionLoadsAndSavesTheSameBits) {
+  if (!CudaSession::available()) GTEST_SKIP() << "no CUDA device (or synk built without CUDA)";
+  TempDir d;
+  const Array X = inputs_x(), Y = targets_y();
+  Model m;
+  Session cpu(m.g, {.seed = 3});
+  Function train = cpu.function(m.spec());
+  for (int i = 0; i < 3; ++i) train({X, Y});
+  save_checkpoint(d / "cpu.npz", cpu);
+  CudaSession gpu(m.g, {.seed = 9});
+  load_checkpoint(d / "cpu.npz", gpu);
+  for (const auto& [name, value] : all_values(cpu)) EXPECT_EQ(bits(gpu.get(name)), bits(value)) << name;
+  save_checkpoint(d / "gpu.npz", gpu);
+  EXPECT_EQ(file_bytes(d / "gpu.npz"), file_bytes(d / "cpu.npz"));
+  Model other(7);
+  Session so(other.g, {.seed = 4});
+  save_checkpoint(d / "other.npz", so);
+  EXPECT_THROW(load_checkpoint(d / "other.npz", gpu), ShapeError);
+  EXPECT_EQ(bits(gpu.get("l1/W")), bits(cpu.get("l1/W")));
+}
+
 }  // namespace

@@ -501,34 +501,40 @@ Array read_member(const Source& src, const Member& m, uint64_t data, const Where
              " compressed (corrupt)");
     std::vector<uint8_t> packed(static_cast<size_t>(std::max<uint64_t>(m.csize, 1)));
     src.read(data, static_cast<size_t>(m.csize), packed.data());
-    inflated.resize(static_cast<size_t>(std::max<uint64_t>(m.usize, 1)));
+    // The output grows as data really arrives (never to a size only
+    // claimed), up to one byte past the directory's size to catch excess.
     z_stream z{};
     if (inflateInit2(&z, -MAX_WBITS) != Z_OK) w.fail("zlib's inflateInit2 failed");
     z.next_in = packed.data();
-    z.next_out = inflated.data();
-    uint64_t in_left = m.csize, out_left = m.usize;
-    constexpr uint64_t kStep = uint64_t{1} << 30;
+    uint64_t in_left = m.csize, have = 0;
+    constexpr uint64_t kStep = uint64_t{1} << 30, kGrow = uint64_t{1} << 20;
     int rc = Z_OK;
     do {
       if (z.avail_in == 0) {
         z.avail_in = static_cast<uInt>(std::min(in_left, kStep));
         in_left -= z.avail_in;
       }
-      if (z.avail_out == 0) {
-        z.avail_out = static_cast<uInt>(std::min(out_left, kStep));
-        out_left -= z.avail_out;
+      if (have == inflated.size()) {
+        if (have > m.usize) break;
+        inflated.resize(static_cast<size_t>(std::min(have + std::max<uint64_t>(kGrow, have), m.usize + 1)));
       }
+      z.next_out = inflated.data() + have;
+      z.avail_out = static_cast<uInt>(std::min<uint64_t>(inflated.size() - have, kStep));
+      const uInt room = z.avail_out;
       rc = inflate(&z, Z_NO_FLUSH);
+      have += room - z.avail_out;
     } while (rc == Z_OK);
     const std::string msg = z.msg ? z.msg : "";
     in_left += z.avail_in;
-    out_left += z.avail_out;
     inflateEnd(&z);
+    if (have > m.usize)
+      w.fail("compressed data inflates to more than the " + std::to_string(m.usize) + " bytes the directory says");
     if (rc != Z_STREAM_END)
       w.fail("corrupt compressed data" + (msg.empty() ? std::string(" (the deflate stream ends early)") : ": " + msg));
-    if (out_left != 0 || in_left != 0)
-      w.fail("compressed data inflates to " + std::to_string(m.usize - out_left) + " bytes, the directory says " +
+    if (have != m.usize || in_left != 0)
+      w.fail("compressed data inflates to " + std::to_string(have) + " bytes, the directory says " +
              std::to_string(m.usize) + (in_left ? " (and is followed by stray bytes)" : ""));
+    inflated.resize(static_cast<size_t>(have));
   }
 
   uint32_t crc = crc_update(0, nullptr, 0);
@@ -590,6 +596,7 @@ VarValues decode(const Source& src, const Where& w) {
     if (m.name.size() <= 4 || !m.name.ends_with(".npy"))
       mw.fail("member is not a .npy array (a .npz holds '<name>.npy' members only)");
     mw.var = m.name.substr(0, m.name.size() - 4);
+    if (mw.var.find('\0') != std::string::npos) mw.fail("the name holds a NUL byte");
     if (!seen.insert(mw.var).second) mw.fail("appears twice in the archive");
     if (m.flags & kFlagEncrypted) mw.fail("encrypted members are not supported");
     if (m.method != kStored && m.method != kDeflated)
