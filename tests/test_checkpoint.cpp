@@ -163,6 +163,17 @@ TEST(Npz, EveryTruncationIsAnErrorNamingTheFile) {
   EXPECT_TRUE(contains(message_of({}), "empty file")) << message_of({});
 }
 
+TEST(Npz, HugeSizesAreRefusedNotTrusted) {
+  // A local header alone (no directory) whose ZIP64 extra claims ~2^64 bytes.
+  std::vector<uint8_t> b = {'P', 'K', 3, 4, 45, 0, 0, 0, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0,
+                            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 5, 0, 20, 0,
+                            'a', '.', 'n', 'p', 'y', 1, 0, 16, 0};
+  for (int i = 0; i < 16; ++i) b.push_back(0xf0);
+  b.resize(b.size() + 40, 0);
+  const std::string m = message_of(b);
+  EXPECT_TRUE(contains(m, "variable 'a': truncated") && contains(m, "run past the end of the file")) << m;
+}
+
 TEST(Npz, EveryCorruptedByteIsCaughtOrHarmless) {
   const VarValues v = {{"a", f32_array({3}, 1, 0)}, {"b", Array(i32, {2})}};
   const std::vector<uint8_t> b = encode_npz(v);

@@ -381,7 +381,8 @@ void apply_zip64(const uint8_t* extra, size_t len, Member& m, bool has_offset, c
     m.csize = get32(h + 18);
     m.usize = get32(h + 22);
     const uint16_t nlen = get16(h + 26), xlen = get16(h + 28);
-    if (pos + kLocalBytes + nlen + xlen > size) w.fail("truncated at byte " + std::to_string(size) + ", inside a member's header");
+    if (pos + kLocalBytes + nlen + xlen > size)
+      w.fail("truncated at byte " + std::to_string(size) + ", inside a member's header");
     std::string name(nlen, '\0'), extra(xlen, '\0');
     src.read(pos + kLocalBytes, nlen, name.data());
     src.read(pos + kLocalBytes + nlen, xlen, extra.data());
@@ -392,10 +393,11 @@ void apply_zip64(const uint8_t* extra, size_t len, Member& m, bool has_offset, c
       apply_zip64(reinterpret_cast<const uint8_t*>(extra.data()), extra.size(), m, false, w);
     }
     if (m.flags & 8) w.fail("truncated or not a .npz archive: no ZIP end record (file of " + std::to_string(size) + " bytes)");
-    const uint64_t end = pos + kLocalBytes + nlen + xlen + m.csize;
-    if (end > size)
-      w.fail("truncated: the data ends at byte " + std::to_string(end) + " but the file has " + std::to_string(size) +
-             " bytes");
+    const uint64_t data = pos + kLocalBytes + nlen + xlen;
+    if (m.csize > size - data)
+      w.fail("truncated: the member's " + std::to_string(m.csize) + " bytes from byte " + std::to_string(data) +
+             " run past the end of the file (" + std::to_string(size) + " bytes)");
+    const uint64_t end = data + m.csize;
     last = w.var;
     w.var.clear();
     pos = end;
@@ -428,7 +430,9 @@ Directory read_directory(const Source& src, const Where& w) {
   if (at == std::string::npos) diagnose_truncation(src, w);
   const uint8_t* e = &tail[at];
   const uint64_t end_pos = size - tail_len + at;
-  if (get16(e + 4) != 0 || get16(e + 6) != 0) w.fail("multi-volume ZIP archives are not supported");
+  // Disk numbers: 0, or 0xffff where a ZIP64 record holds them.
+  for (int f : {4, 6})
+    if (get16(e + f) != 0 && get16(e + f) != kMax16) w.fail("multi-volume ZIP archives are not supported");
   uint64_t count = get16(e + 10), cd_size = get32(e + 12), cd_off = get32(e + 16);
   uint64_t cd_limit = end_pos;
   if (end_pos >= kLocator64Bytes) {
