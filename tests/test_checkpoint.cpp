@@ -439,6 +439,8 @@ TEST(Checkpoint, RuntimeOfNRanksLoadsWithMRanksAndIntoASession) {
     Runtime rt = synk::fork(synk_test::opts(2));
     ParallelFunction f = rt.function(m.spec());
     EXPECT_THROW(load_checkpoint(d / "none.npz", rt), ArgumentError);  // before distribute()
+    EXPECT_THROW(save_checkpoint(d / "none.npz", rt), ArgumentError);
+    EXPECT_FALSE(fs::exists(d / "none.npz"));
     rt.distribute();
     for (int i = 0; i < 3; ++i) f({X, Y});
     save_checkpoint(d / "ck.npz", rt);

@@ -81,7 +81,8 @@ struct LoadOptions {
 // Every variable of the session's graph, in graph order.
 void save_checkpoint(const std::string& path, const Session& s);
 void save_checkpoint(const std::string& path, const CudaSession& s);
-// The master's values (Runtime::snapshot): works on a failed runtime too.
+// The master's values (Runtime::snapshot): works on a failed runtime too;
+// refused (ArgumentError) before distribute(), when there is nothing to save.
 void save_checkpoint(const std::string& path, const Runtime& rt);
 
 void load_checkpoint(const std::string& path, Session& s, const LoadOptions& opts = {});

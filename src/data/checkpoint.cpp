@@ -85,7 +85,12 @@ void save_checkpoint(const std::string& path, const CudaSession& s) {
 }
 
 void save_checkpoint(const std::string& path, const Runtime& rt) {
-  detail::write_npz(path, rt.snapshot(), "save_checkpoint");
+  const VarValues values = rt.snapshot();
+  // An empty file would load into nothing and hide the mistake.
+  if (values.empty())
+    throw ArgumentError("save_checkpoint: '" + path +
+                        "': the runtime has no distributed variables (call distribute() first)");
+  detail::write_npz(path, values, "save_checkpoint");
 }
 
 void load_checkpoint(const std::string& path, Session& s, const LoadOptions& opts) {
