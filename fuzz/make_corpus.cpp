@@ -4,6 +4,7 @@
 // gzipped. The files are committed under fuzz/corpus/; rerun this after a
 // format change:  build-fuzz/bin/synk_make_corpus fuzz/corpus
 #include <synk/synk.hpp>
+#include "data/npz_internal.hpp"
 #include <zlib.h>
 
 #include <cstdint>
@@ -108,7 +109,7 @@ Bytes shapes_and_reductions() {
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/{deserialize,idx}/)\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CORPUS_DIR   (writes CORPUS_DIR/{deserialize,idx,checkpoint}/)\n", argv[0]);
     return 2;
   }
   try {
@@ -144,6 +145,27 @@ int main(int argc, char** argv) {
     Bytes corrupt = gz;
     corrupt[corrupt.size() - 6] ^= 0xff;  // inside the CRC32 trailer
     write(id / "bad_crc.idx.gz", corrupt);
+
+    // Checkpoints (.npz). numpy_savez*.npz in the same folder were written
+    // by numpy (tests/python/check_npz.py) and are kept as they are.
+    const fs::path ck = fs::path(argv[1]) / "checkpoint";
+    fs::create_directories(ck);
+    synk::Array w(synk::f32, {2, 3}), n(synk::i32, {3});
+    for (int i = 0; i < 6; ++i) w.data<float>()[i] = 0.5f * static_cast<float>(i) - 1.f;
+    for (int i = 0; i < 3; ++i) n.data<int32_t>()[i] = i - 1;
+    const synk::VarValues values = {{"l1/W", w}, {"steps", n}, {"t", synk::Array::scalar_f32(3.f)},
+                                    {"empty", synk::Array(synk::f32, {0, 2})}};
+    write(ck / "synk.npz", synk::encode_npz(values));
+    write(ck / "empty_archive.npz", synk::encode_npz({}));
+    {
+      // ZIP64 fields everywhere, as for members of 4 GiB and more.
+      const uint64_t saved = synk::detail::npz_zip64_threshold;
+      synk::detail::npz_zip64_threshold = 0;
+      write(ck / "synk_zip64.npz", synk::encode_npz(values));
+      synk::detail::npz_zip64_threshold = saved;
+    }
+    const Bytes ok = synk::encode_npz({{"W", w}});
+    write(ck / "truncated.npz", Bytes(ok.begin(), ok.begin() + static_cast<long>(ok.size() / 2)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "synk_make_corpus: %s\n", e.what());
     return 1;

@@ -20,7 +20,7 @@ cd "$root"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(fuzz_deserialize fuzz_idx)
+((${#targets[@]})) || targets=(fuzz_deserialize fuzz_idx fuzz_checkpoint)
 build_dir=build-fuzz
 cxx=${SYNK_FUZZ_CXX:-clang++}
 

@@ -21,6 +21,7 @@ packages=(
   libfmt-dev
   nlohmann-json3-dev   # benchmark JSON results
   dataset-fashion-mnist  # /usr/share/datasets/fashion-mnist (IDX, 28x28)
+  python3-numpy        # tests/python: numpy reads synk's checkpoints (.npz)
 )
 
 missing=()

@@ -3,6 +3,9 @@
 // and accuracy; the headline benchmark of synk.
 //
 //   synk-mnist --model mlp --epochs 10 --json mlp.json
+//   synk-mnist --model mlp --epochs 5 --save ck.npz         # checkpoint after every epoch
+//   synk-mnist --model mlp --epochs 5 --resume ck.npz       # train on from it
+//   synk-mnist --model mlp --epochs 0 --resume ck.npz       # evaluate it
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -115,13 +118,15 @@ EvalResult evaluate(const Fn& fn, const synk::Array& X, const synk::Array& Y, in
 
 int run(int argc, char** argv) {
   CLI::App app{"synk-mnist: train the Lasagne MNIST example models with synk"};
-  std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path, trace_path;
+  std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path, trace_path, save_path,
+              resume_path;
   int epochs = 10, workers = 0, threads = 1;
   int64_t batch = 500, train_limit = 0;
   uint64_t seed = 1;
   float lr = 0.01f, momentum = 0.9f;
   app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
-  app.add_option("--epochs", epochs, "training epochs")->check(bench::integer(1, 100000));
+  app.add_option("--epochs", epochs, "training epochs (0: only with --resume, evaluates the checkpoint)")
+      ->check(bench::integer(0, 100000));
   app.add_option("--batch", batch, "minibatch size")->check(bench::integer(1, uint64_t{1} << 30));
   app.add_option("--workers", workers,
                  "ranks in total; 0 (default): one per GPU with --device cuda, one per core on the CPU; "
@@ -135,6 +140,12 @@ int run(int argc, char** argv) {
                  "write a timeline of every rank to this file at the end (Chrome trace JSON: ui.perfetto.dev); "
                  "with one worker the run then goes through the runtime")
       ->check(bench::writable_file());
+  app.add_option("--save", save_path,
+                 "write a checkpoint (.npz: parameters and optimizer state, numpy reads it) after every epoch "
+                 "(atomically: a crash leaves the previous one)")
+      ->check(bench::writable_file());
+  app.add_option("--resume", resume_path, "start from this checkpoint (written by --save, any worker count)")
+      ->check(CLI::ExistingFile);
   app.add_option("--lr", lr, "learning rate")->check(bench::number(0, INFINITY, true));
   app.add_option("--momentum", momentum, "Nesterov momentum")->check(bench::number(0, 1, false, true));
   app.add_option("--threads", threads, "BLAS threads per process")->check(bench::integer(1, 256));
@@ -153,6 +164,8 @@ int run(int argc, char** argv) {
   if (!bench::parse(app, argc, argv)) return 0;
 
   // Flags that only mean something with others: refused rather than ignored.
+  if (epochs == 0 && resume_path.empty())
+    throw synk::ArgumentError("--epochs 0: only with --resume FILE (evaluates that checkpoint)");
   if (host_staged_flag->count() && !(device == "cuda" && workers != 1))
     throw synk::ArgumentError("--host-staged: needs --device cuda and more than one worker");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
@@ -206,7 +219,7 @@ int run(int argc, char** argv) {
   std::vector<int64_t> order(static_cast<size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
-  std::vector<double> epoch_seconds, train_losses;
+  std::vector<double> epoch_seconds, train_losses, test_losses, test_accuracies;  // per epoch
   double train_time = 0;
   std::string gpu_text;
   nlohmann::json gpu_json;
@@ -224,7 +237,8 @@ int run(int argc, char** argv) {
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
               static_cast<long long>(n_train), epochs, gpu_text.c_str());
   // One epoch of training through `step(s)`, then a test evaluation.
-  auto run_epochs = [&](auto&& step, auto&& eval_test) {
+  // After every epoch (and once when no epoch runs), --save.
+  auto run_epochs = [&](auto&& step, auto&& eval_test, auto&& save) {
     for (int e = 1; e <= epochs; ++e) {
       std::shuffle(order.begin(), order.end(), rng);
       Progress bar(tty, e, epochs, static_cast<size_t>(steps));
@@ -242,12 +256,23 @@ int run(int argc, char** argv) {
       epoch_seconds.push_back(secs);
       train_losses.push_back(loss_sum / static_cast<double>(steps));
       EvalResult val = eval_test();
+      test_losses.push_back(val.loss);
+      test_accuracies.push_back(val.accuracy);
       std::printf("epoch %d/%d  %.2fs  train loss %.4f  test loss %.4f  test acc %.4f  %.0f samples/s\n", e, epochs,
                   secs, train_losses.back(), val.loss, val.accuracy, static_cast<double>(steps * batch) / secs);
+      if (!save_path.empty()) {
+        save();
+        std::printf("checkpoint: saved %s\n", save_path.c_str());
+      }
       std::fflush(stdout);
+    }
+    if (epochs == 0 && !save_path.empty()) {
+      save();
+      std::printf("checkpoint: saved %s\n", save_path.c_str());
     }
     return eval_test();
   };
+  auto resumed = [&] { std::printf("checkpoint: resumed from %s\n", resume_path.c_str()); };
   EvalResult test;
   // One process: the same training loop over a CPU Session or, on a GPU,
   // a CudaSession (the same functions compiled by the CUDA executor).
@@ -256,6 +281,10 @@ int run(int argc, char** argv) {
     auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
     auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
     auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
+    if (!resume_path.empty()) {
+      synk::load_checkpoint(resume_path, session);
+      resumed();
+    }
     synk::Array xb(ds.train_images.dtype(), with_rows(ds.train_images.shape(), batch));
     synk::Array yb(ds.train_labels.dtype(), with_rows(ds.train_labels.shape(), batch));
     return run_epochs(
@@ -264,7 +293,8 @@ int run(int argc, char** argv) {
           gather_rows(ds.train_labels, order, static_cast<size_t>(s * batch), static_cast<size_t>((s + 1) * batch), yb);
           return static_cast<double>(train({xb, yb})[0].scalar());
         },
-        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); });
+        [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); },
+        [&] { synk::save_checkpoint(save_path, session); });
   };
   // One rank without a runtime, unless a trace asks for the runtime's timeline.
   const bool single = workers == 1 && trace_path.empty() && !deterministic;
@@ -285,6 +315,10 @@ int run(int argc, char** argv) {
                                 }});
     auto eval = rt.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
     rt.distribute();
+    if (!resume_path.empty()) {
+      synk::load_checkpoint(resume_path, rt);  // every rank: a checkpoint of any worker count
+      resumed();
+    }
     synk::Data X = rt.data(ds.train_images), Y = rt.data(ds.train_labels);
     synk::Data TX = rt.data(ds.test_images), TY = rt.data(ds.test_labels);
     test = run_epochs(
@@ -292,10 +326,15 @@ int run(int argc, char** argv) {
           std::span<const int64_t> idx(order.data() + s * batch, static_cast<size_t>(batch));
           return static_cast<double>(train({X, Y}, {.batch = idx})[0].scalar());
         },
-        [&] { return evaluate(eval, TX, TY, batch); });
+        [&] { return evaluate(eval, TX, TY, batch); },
+        [&] { synk::save_checkpoint(save_path, rt); });  // the master's copy
   }
-  const double sps = static_cast<double>(steps * batch) * epochs / train_time;
-  std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
+  // No epoch: no throughput (NaN, null in the JSON).
+  const double sps = epochs ? static_cast<double>(steps * batch) * epochs / train_time : NAN;
+  if (epochs)
+    std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
+  else
+    std::printf("result: no training (--epochs 0), test loss %.4f, test accuracy %.4f\n", test.loss, test.accuracy);
   if (!trace_path.empty()) {
     rt.close();  // writes the timeline
     std::printf("trace: %s (open in ui.perfetto.dev or chrome://tracing)\n", trace_path.c_str());
@@ -306,9 +345,11 @@ int run(int argc, char** argv) {
                         {"epochs", epochs},        {"batch", batch},          {"samples_per_sec", sps},
                         {"epoch_seconds", epoch_seconds}, {"train_loss", train_losses},
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
+                        {"test_loss_per_epoch", test_losses}, {"test_accuracy_per_epoch", test_accuracies},
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()}};
     if (cuda) j["gpu"] = gpu_json;
+    if (!resume_path.empty()) j["resumed_from"] = resume_path;
     bench::write_json(json_path, j);
   }
   return 0;

@@ -22,6 +22,7 @@
 #include "synk/config.hpp"
 #include "synk/array.hpp"
 #include "synk/autodiff.hpp"
+#include "synk/checkpoint.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/data.hpp"
 #include "synk/dtype.hpp"

@@ -1,0 +1,77 @@
+# bench/mnist/checkpoint_test.cmake — synk-mnist --save, then --resume:
+#   1. --epochs 1 --save ck.npz --json trained.json (SAVE_WORKERS ranks);
+#   2. numpy alone (PYTHON, when it has numpy) reads every parameter and its
+#      optimizer state with the right shape and dtype;
+#   3. --epochs 0 --resume ck.npz --json resumed.json (LOAD_WORKERS ranks)
+#      evaluates the checkpoint: with as many ranks as the run that saved
+#      it, the same test accuracy and loss exactly (EXACT=ON); with another
+#      count (EXACT=OFF) it must load and run, and both results are shown
+#      (the same parameters, but the evaluation's rows split differently
+#      over the ranks, so its float sums may differ in the last bits).
+#
+#   cmake -DMNIST=<synk-mnist> -DDIR=<work dir> -DSAVE_WORKERS=2 -DLOAD_WORKERS=2 -DEXACT=ON
+#         [-DPYTHON=<python3>] -P checkpoint_test.cmake
+cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE "${DIR}")
+file(MAKE_DIRECTORY "${DIR}")
+set(common --model mlp --train-limit 1000 --batch 100 --seed 3)
+
+function(run_mnist json)
+  execute_process(COMMAND "${MNIST}" ${common} ${ARGN} --json "${DIR}/${json}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message(STATUS "synk-mnist ${ARGN}:\n${out}${err}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "synk-mnist ${ARGN} failed (${rc})")
+  endif()
+endfunction()
+
+run_mnist(trained.json --workers ${SAVE_WORKERS} --epochs 1 --save "${DIR}/ck.npz")
+if(NOT EXISTS "${DIR}/ck.npz")
+  message(FATAL_ERROR "--save wrote no ${DIR}/ck.npz")
+endif()
+file(GLOB leftovers "${DIR}/ck.npz.tmp-*")
+if(leftovers)
+  message(FATAL_ERROR "temporary files left behind: ${leftovers}")
+endif()
+
+if(PYTHON)
+  set(check [=[
+import sys
+try:
+    import numpy as np
+except ImportError:
+    print("numpy check skipped: no numpy for " + sys.executable)
+    sys.exit(0)
+shapes = {"l1/W": (784, 800), "l1/b": (800,), "l2/W": (800, 800), "l2/b": (800,),
+          "out/W": (800, 10), "out/b": (10,)}
+want = dict(shapes)
+want.update({k + "/velocity": v for k, v in shapes.items()})
+f = np.load(sys.argv[1])
+got = {k: (f[k].shape, f[k].dtype) for k in f.files}
+assert set(got) == set(want), f"names {sorted(got)} != {sorted(want)}"
+for k, shape in want.items():
+    assert got[k] == (shape, np.float32), f"{k}: {got[k]}, expected {shape} float32"
+    assert np.isfinite(f[k]).all(), k
+assert np.abs(f["l1/W/velocity"]).max() > 0, "no optimizer state after an epoch"
+print(f"numpy read {len(got)} arrays with the right shapes from {sys.argv[1]}")
+]=])
+  execute_process(COMMAND "${PYTHON}" -c "${check}" "${DIR}/ck.npz" RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err)
+  message(STATUS "${out}${err}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "numpy could not read the checkpoint properly")
+  endif()
+endif()
+
+run_mnist(resumed.json --workers ${LOAD_WORKERS} --epochs 0 --resume "${DIR}/ck.npz")
+
+file(READ "${DIR}/trained.json" trained)
+file(READ "${DIR}/resumed.json" resumed)
+foreach(key test_accuracy test_loss)
+  string(JSON a GET "${trained}" ${key})
+  string(JSON b GET "${resumed}" ${key})
+  if(EXACT AND NOT a STREQUAL b)
+    message(FATAL_ERROR "${key}: ${a} after training, ${b} from the checkpoint (must be equal)")
+  endif()
+  message(STATUS "${key}: ${a} after training, ${b} from the checkpoint")
+endforeach()
