@@ -834,3 +834,24 @@ TEST(GpuRankMemory, MatchesCpu) {
 }
 
 }  // namespace
+
+namespace {
+
+// A caller's dropout key draws the same masks on the GPU as on the CPU,
+// whatever the sessions' ranks and call counts (CallKey).
+TEST(GpuKeyedDropout, MatchesCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 300});
+  Tensor y = dropout(x, 0.3f);
+  Session cpu(g, {.seed = 9, .rank = 0});
+  CudaSession gpu(g, {.seed = 9, .rank = 2});
+  Function fc = cpu.function(FunctionSpec{"d", {x}, {{y}}});
+  CudaFunction fg = gpu.function(FunctionSpec{"d", {x}, {{y}}});
+  const Array X = Array::from(std::vector<float>(5 * 300, 1.f), {5, 300});
+  fg({X});  // one more call on the GPU: the key, not the count, decides
+  EXPECT_EQ(fg({X}, CallKey{77})[0].to_vector<float>(), fc({X}, CallKey{77})[0].to_vector<float>());
+  EXPECT_NE(fg({X}, CallKey{78})[0].to_vector<float>(), fc({X}, CallKey{77})[0].to_vector<float>());
+}
+
+}  // namespace

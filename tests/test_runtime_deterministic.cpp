@@ -1,8 +1,8 @@
 // Tests of the deterministic runtime (RuntimeOptions::deterministic): train
 // steps with dropout give bitwise-equal parameters and losses for 1 to 4
 // ranks and in repeated runs; plain calls' outputs in every collect mode do
-// too; small batches (fewer rows than chunks), batches without scattered
-// inputs, and the refusal for CUDA ranks.
+// too; small batches (fewer rows than chunks) and batches without scattered
+// inputs. CUDA ranks: test_runtime_gpu.cpp (GpuRuntime.Deterministic*).
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -173,22 +173,6 @@ TEST(RuntimeDeterministic, BroadcastOnlyStep) {
   const auto one = run(1);
   EXPECT_EQ(one[2], one[3]);
   EXPECT_EQ(run(3), one);
-}
-
-TEST(RuntimeDeterministic, RefusedForCudaRanks) {
-  auto& hooks = detail::test_hooks();
-  hooks.fake_gpu_count = 1;
-  RuntimeOptions o = synk_test::opts(1);
-  o.device = "cuda";
-  o.deterministic = true;
-  try {
-    Runtime rt = synk::fork(o);
-    hooks.fake_gpu_count = -1;
-    FAIL() << "fork accepted deterministic CUDA ranks";
-  } catch (const ArgumentError& e) {
-    hooks.fake_gpu_count = -1;
-    EXPECT_NE(std::string(e.what()).find("deterministic"), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

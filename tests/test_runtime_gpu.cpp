@@ -84,6 +84,24 @@ void expect_cuda_equals_cpu(int workers, CommBackend comm, int rows) {
   expect_close(gpu.second, cpu.second, "W");
 }
 
+// Deterministic CUDA ranks: one rank and two host-staged ranks on one GPU
+// give the same bits (10 rows: 10 chunks of one row), and stay close to the
+// deterministic CPU runtime.
+TEST(GpuRuntime, DeterministicOneAndTwoRanksSameBits) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  RuntimeOptions o{.workers = 2, .seed = 3, .deterministic = true};
+  auto cpu = train(o, 10);
+  o.device = "cuda";
+  o.comm = CommBackend::host_staged;
+  auto two = train(o, 10);
+  o.workers = 1;
+  auto one = train(o, 10);
+  EXPECT_EQ(two.first, one.first) << "losses";
+  EXPECT_EQ(two.second, one.second) << "W";
+  expect_close(one.first, cpu.first, "loss");
+  expect_close(one.second, cpu.second, "W");
+}
+
 TEST(GpuRuntime, HostStagedTwoRanksOneGpuEqualsCpu) {
   if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
   expect_cuda_equals_cpu(2, CommBackend::host_staged, 10);

@@ -30,6 +30,7 @@
 
 #include "synk/array.hpp"
 #include "synk/graph.hpp"
+#include "synk/session.hpp"  // CallKey
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -62,6 +63,10 @@ class CudaFunction {
   // all-reduce, then fed to the update function). Returns when the copies
   // are done.
   void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const;
+  // With dropout keyed by the caller (synk::CallKey, as Function's): the
+  // same key draws the same masks as a Session with the same seed.
+  std::vector<Array> operator()(const std::vector<ArrayView>& inputs, CallKey key) const;
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs, CallKey key) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 

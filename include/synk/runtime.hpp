@@ -166,18 +166,20 @@ struct RuntimeOptions {
   // set; else no timeline (and no cost). fork() refuses a path it cannot
   // write (ArgumentError).
   const char* trace = nullptr;
-  // Reproducible results whatever the rank count (CPU ranks): every call's
+  // Reproducible results whatever the rank count: every call's
   // batch is split into 12 fixed row chunks (fewer for a batch of fewer
   // rows), the same for any number of ranks; each chunk is computed with
   // dropout keyed by the call and the chunk's first row (not by the rank),
   // and training gradients and reported outputs are combined chunk by chunk
   // in chunk order. Two runs with the same seed then give bitwise-equal
   // parameters and outputs, and so do runs with any worker count. Costs:
-  // 12 smaller matrix products per call, and a training step all-reduces
-  // 12 gradient buffers instead of one (bench/results/ has the figures).
+  // 12 smaller matrix products per call, and a training step exchanges
+  // every chunk's gradients instead of one summed buffer (bench/results/
+  // has the figures).
   // Updates of plain calls stay per rank (as without this option), and
-  // CallOptions::num_slices is ignored (the chunks are the slices).
-  // fork() refuses it with CUDA ranks (ArgumentError).
+  // CallOptions::num_slices is ignored (the chunks are the slices). CUDA
+  // ranks are reproducible alike among GPUs of one model (cuBLAS picks its
+  // kernels by device), not bit-equal to CPU ranks.
   bool deterministic = false;
 };
 

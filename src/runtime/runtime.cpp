@@ -604,9 +604,6 @@ Runtime fork(const RuntimeOptions& opts) {
   const int n = opts.workers != 0 ? opts.workers : cuda ? std::min(gpus, kMaxRanks)
                                                         : std::min(static_cast<int>(cpus.size()), kMaxRanks);
   if (cuda) {
-    if (opts.deterministic)
-      throw ArgumentError("synk::fork: deterministic = true needs CPU ranks (device \"cpu\"); CUDA ranks do not "
-                          "take a caller's dropout key yet");
     if (n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
                           " visible GPU(s); more workers than GPUs need comm = CommBackend::host_staged");

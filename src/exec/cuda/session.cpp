@@ -34,7 +34,9 @@ namespace {
 
 struct FunctionState {
   FunctionDef def;
-  std::map<int64_t, std::unique_ptr<cuda::CudaPlan>> plans;  // by batch size (-1: none)
+  // By (batch size (-1: none), keyed): a keyed call's plan draws its
+  // dropout keys without the rank (CallKey).
+  std::map<std::pair<int64_t, bool>, std::unique_ptr<cuda::CudaPlan>> plans;
 };
 
 std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
@@ -106,7 +108,8 @@ struct CudaSession::Impl {
   int64_t check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
   void check_labels(const cuda::CudaPlan& cp, const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
   // Outputs to `into` (host or device pointers) when given, else returned.
-  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, const std::vector<void*>* into);
+  std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, const std::vector<void*>* into,
+                          const CallKey* dropout_key = nullptr);
 };
 
 // The shared input rules (exec/common.hpp); returns the batch size (-1
@@ -136,7 +139,7 @@ void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef
 }
 
 std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayView>& inputs,
-                                           const std::vector<void*>* into) {
+                                           const std::vector<void*>* into, const CallKey* dropout_key) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
@@ -148,12 +151,13 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   ensure_variables();
 
   // ---- plan for this batch size ----------------------------------------------------
-  auto it = f.plans.find(b);
+  const std::pair<int64_t, bool> plan_key{b, dropout_key != nullptr};
+  auto it = f.plans.find(plan_key);
   if (it == f.plans.end()) {
     plan::Plan plan = plan::compile(nodes, def, b, cuda::plan_options());
     auto cp = std::make_unique<cuda::CudaPlan>(
-        cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, opts.rank, s()));
-    it = f.plans.emplace(b, std::move(cp)).first;
+        cuda::make_cuda_plan(std::move(plan), nodes, def, opts.seed, dropout_key ? 0 : opts.rank, s()));
+    it = f.plans.emplace(plan_key, std::move(cp)).first;
   }
   cuda::CudaPlan& cp = *it->second;
   if (into)
@@ -163,6 +167,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   // From here on the call counts, as on the CPU, where a bad label is found
   // while the call runs.
   call_no = calls++;
+  if (dropout_key) call_no = dropout_key->value;  // the CPU Session's keyed call_key(base, key)
   check_labels(cp, def, inputs);
   reserve_arena(cp.arena_bytes);
   auto* base = static_cast<uint8_t*>(arena.data());
@@ -257,6 +262,17 @@ std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>& inputs
 void CudaFunction::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs) const {
   if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
   s_->impl_->call(index_, inputs, &outputs);
+}
+
+std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>& inputs, CallKey key) const {
+  if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
+  return s_->impl_->call(index_, inputs, nullptr, &key);
+}
+
+void CudaFunction::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                             CallKey key) const {
+  if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
+  s_->impl_->call(index_, inputs, &outputs, &key);
 }
 
 const FunctionDef& CudaFunction::def() const {
@@ -376,6 +392,8 @@ struct CudaSession::Impl {};
 
 std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&) const { no_cuda(); }
 void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&) const { no_cuda(); }
+std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&, CallKey) const { no_cuda(); }
+void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&, CallKey) const { no_cuda(); }
 const FunctionDef& CudaFunction::def() const { no_cuda(); }
 bool CudaSession::available() noexcept { return false; }
 CudaSession::CudaSession(const Graph&, CudaSessionOptions) { no_cuda(); }
