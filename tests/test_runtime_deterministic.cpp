@@ -64,10 +64,12 @@ struct Outcome {
 
 // Trains `steps` steps of `batch` rows (index batches over 29 rows) on `n`
 // ranks, then evaluates all rows with a plain call.
-Outcome train(int n, int64_t batch_rows, int steps = 3) {
+Outcome train(int n, int64_t batch_rows, int chunks = 12) {
+  const int steps = 3;
   Mlp m;
   RuntimeOptions o = synk_test::opts(n, 11);
   o.deterministic = true;
+  o.deterministic_chunks = chunks;
   Runtime rt = synk::fork(o);
   ParallelFunction step = rt.train_step({.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.loss}},
                                          .loss = m.loss, .params = m.params,
@@ -124,6 +126,20 @@ TEST(RuntimeDeterministic, FewerRowsThanChunks) {
   for (int n : {2, 4}) expect_same(one, train(n, 5), std::to_string(n) + " ranks, 5 rows");
   // 3 rows on 4 ranks: the last rank has no chunk and still takes part.
   expect_same(train(1, 3), train(4, 3), "4 ranks, 3 rows");
+}
+
+TEST(RuntimeDeterministic, ChunkCountIsAnOption) {
+  // 4 chunks: 3 ranks hold 2, 1 and 1 of them, and the bits still agree;
+  // another chunk count is another computation.
+  const Outcome one = train(1, 13, 4);
+  expect_same(one, train(3, 13, 4), "3 ranks, 4 chunks");
+  EXPECT_NE(one.params, train(1, 13, 12).params) << "4 and 12 chunks gave the same parameters";
+  for (int bad : {0, -1, 4097}) {
+    RuntimeOptions o = synk_test::opts(2);
+    o.deterministic = true;
+    o.deterministic_chunks = bad;
+    EXPECT_THROW(synk::fork(o), ArgumentError) << bad;
+  }
 }
 
 TEST(RuntimeDeterministic, TheChunksMatter) {

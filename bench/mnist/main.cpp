@@ -153,6 +153,10 @@ int run(int argc, char** argv) {
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
   bool tf32 = false, graphs = true, host_staged = false, deterministic = false;
+  int det_chunks = 12;
+  auto* det_chunks_opt = app.add_option("--deterministic-chunks", det_chunks,
+                 "--deterministic: row chunks per batch (results depend on it, not on the worker count)")
+      ->check(bench::integer(1, 4096));
   app.add_flag("--deterministic", deterministic,
                "bitwise-reproducible training for any worker count (fixed row chunks combined in order; "
                "with one worker the run then goes through the runtime)");
@@ -169,6 +173,7 @@ int run(int argc, char** argv) {
   if (host_staged_flag->count() && !(device == "cuda" && workers != 1))
     throw synk::ArgumentError("--host-staged: needs --device cuda and more than one worker");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
+  if (det_chunks_opt->count() && !deterministic) throw synk::ArgumentError("--deterministic-chunks: needs --deterministic");
   if (graphs_flag->count() && device != "cuda")
     throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
   struct stat data_st {};
@@ -189,7 +194,8 @@ int run(int argc, char** argv) {
                      .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
                      .seed = seed,
                      .trace = trace_path.empty() ? nullptr : trace_path.c_str(),
-                     .deterministic = deterministic});
+                     .deterministic = deterministic,
+                     .deterministic_chunks = det_chunks});
     workers = rt.size();  // 0 resolved by the runtime: one rank per GPU or per core
     // One GPU or core: the single-process path, no runtime (unless traced).
     if (workers == 1 && trace_path.empty() && !deterministic) rt.close();

@@ -167,13 +167,13 @@ struct RuntimeOptions {
   // write (ArgumentError).
   const char* trace = nullptr;
   // Reproducible results whatever the rank count: every call's
-  // batch is split into 12 fixed row chunks (fewer for a batch of fewer
-  // rows), the same for any number of ranks; each chunk is computed with
+  // batch is split into deterministic_chunks fixed row chunks (fewer for a
+  // batch of fewer rows), the same for any number of ranks; each chunk is computed with
   // dropout keyed by the call and the chunk's first row (not by the rank),
   // and training gradients and reported outputs are combined chunk by chunk
   // in chunk order. Two runs with the same seed then give bitwise-equal
   // parameters and outputs, and so do runs with any worker count. Costs:
-  // 12 smaller matrix products per call, and a training step exchanges
+  // smaller matrix products (one per chunk), and a training step exchanges
   // every chunk's gradients instead of one summed buffer (bench/results/
   // has the figures).
   // Updates of plain calls stay per rank (as without this option), and
@@ -181,6 +181,10 @@ struct RuntimeOptions {
   // ranks are reproducible alike among GPUs of one model (cuBLAS picks its
   // kernels by device), not bit-equal to CPU ranks.
   bool deterministic = false;
+  // The chunks of a deterministic call (1 to 4096). Results depend on it
+  // (compare runs with the same value) but not on the rank count; 12 splits
+  // evenly over 1, 2, 3, 4 or 6 ranks, fewer chunks cost less.
+  int deterministic_chunks = 12;
 };
 
 // Shared variables' values by name (Runtime::snapshot / restore).

@@ -274,10 +274,10 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   }
 
   // Deterministic mode: fixed row chunks (as many as the batch has rows, at
-  // most kChunks), each rank's chunks in turn.
+  // most RuntimeOptions::deterministic_chunks), each rank's chunks in turn.
   const uint32_t chunks = !c.opts.deterministic ? 0
                           : total < 0          ? 1
-                                               : static_cast<uint32_t>(std::min<int64_t>(total, RuntimeCore::kChunks));
+                                               : static_cast<uint32_t>(std::min<int64_t>(total, c.opts.deterministic_chunks));
   // Result space per rank (outputs with a batch dim are gathered: refused
   // otherwise when the function was made).
   std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1), rank_pieces(static_cast<size_t>(c.n), 1);

@@ -262,9 +262,6 @@ struct Label {
 };
 
 struct RuntimeCore {
-  // Row chunks of a deterministic call (RuntimeOptions::deterministic):
-  // divisible by 1 to 4 ranks (and 6 and 12), so those split it evenly.
-  static constexpr int64_t kChunks = 12;
   RuntimeOptions opts;
   int n = 1;
   pid_t master_pid = 0;

@@ -468,26 +468,43 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
 // chunk's mean gradient weighted by its share of the batch, from +0
 // (Executor::weighted_sum): the same bits whatever the rank count, since
 // every chunk's gradient is (its rows, its dropout key, its shapes). The
-// gradient elements are split into one range per rank; rank q gathers every
-// chunk's values of its range (one gatherv per rank, each rank's chunks
-// being consecutive chunks), sums them, and an all-gather of the ranges
-// gives every rank the whole. Each rank so receives its range of the other
-// ranks' chunks and the other ranges, not every chunk whole. A call without
-// scattered inputs is computed whole by every rank with the same key:
-// there is nothing to combine.
+// gradient tensors are split into one range per rank (at tensor
+// boundaries, about G / ranks elements each); each chunk's gradients are
+// written straight into per-range blocks, rank q gathers every chunk's
+// block of range q (a gatherv: each rank's chunks are consecutive chunks),
+// sums it into its range of the flat buffer, and broadcasts that range. A
+// rank so receives its range of the other ranks' chunks and the others'
+// sums, not every chunk whole, and nothing is copied to be sent. A call
+// without scattered inputs is computed whole by every rank with the same
+// key: there is nothing to combine.
 void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
   using Scratch = exec::Executor::Scratch;
   exec::Executor& ex = *L.ex;
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
-  const size_t G = g.n;
-  const int n = L.ranks;
+  const size_t G = g.n, n_grads = g.off.size();
+  const int n = sh.scattered ? L.ranks : 1;
   const int64_t K = sh.scattered ? sh.chunks : 1;
-  auto floats = [&](Scratch use, size_t count) {
-    return static_cast<float*>(ex.scratch(use, std::max<size_t>(count, 1) * sizeof(float)));
+  const size_t kc = static_cast<size_t>(sh.slices);
+  // Range q: gradient elements [bound[q], bound[q + 1]), whole tensors.
+  std::vector<size_t> bound(static_cast<size_t>(n) + 1, G);
+  bound[0] = 0;
+  for (int q = 1; q < n; ++q) {
+    const size_t target = G * static_cast<size_t>(q) / static_cast<size_t>(n);
+    size_t at = bound[static_cast<size_t>(q) - 1];
+    for (size_t gi = 0; gi < n_grads && at < target; ++gi)
+      if (g.off[gi] >= at) at = g.off[gi] + static_cast<size_t>(numel(L.graph->node(def.outputs[n_out + gi]).shape));
+    bound[static_cast<size_t>(q)] = std::min(at, G);
+  }
+  // This rank's chunks: range q's block at blocks + kc * bound[q], chunk j's
+  // part of it at + j * (range length). One rank without scattered inputs
+  // writes the flat buffer itself.
+  float* const blocks = !sh.scattered ? g.flat
+                                      : static_cast<float*>(ex.scratch(Scratch::slice, std::max<size_t>(kc * G, 1) * sizeof(float)));
+  auto block = [&](int q, size_t j) {
+    const size_t b = bound[static_cast<size_t>(q)], len = bound[static_cast<size_t>(q) + 1] - b;
+    return blocks + kc * b + j * len;
   };
-  // This rank's chunks, in order (all of them on one rank).
-  float* const mine = !sh.scattered ? g.flat : floats(Scratch::slice, static_cast<size_t>(sh.slices) * G);
   std::vector<ArrayView> views;
   std::vector<Array> outs;
   std::vector<void*> ptrs;
@@ -499,7 +516,6 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
       slice_views(L, d, off, rows, views);
     }
     trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
-    float* const into = mine + static_cast<size_t>(s) * G;
     outs.clear();
     ptrs.clear();
     for (size_t i = 0; i < n_out; ++i) {
@@ -507,7 +523,11 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
       outs.emplace_back(node.dtype, resolve(node.shape, rows));
       ptrs.push_back(outs.back().raw());
     }
-    for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
+    for (size_t gi = 0; gi < n_grads; ++gi) {
+      int q = 0;
+      while (q + 1 < n && g.off[gi] >= bound[static_cast<size_t>(q) + 1]) ++q;
+      ptrs.push_back(block(q, static_cast<size_t>(s)) + (g.off[gi] - bound[static_cast<size_t>(q)]));
+    }
     const CallKey key = chunk_key(d, off);
     ex.call_into(L.fns[d.fn], views, ptrs, &key);
     t.end();
@@ -519,31 +539,27 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
     w[static_cast<size_t>(c)] = static_cast<float>(
         static_cast<double>(chunk_start(sh.total, K, c + 1) - chunk_start(sh.total, K, c)) / static_cast<double>(sh.total));
   if (n == 1) {
-    ex.weighted_sum(g.flat, mine, G, w);
+    ex.weighted_sum(g.flat, blocks, G, w);
     return;
   }
   trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-  // Rank q's range of gradient elements: [q E, q E + len(q)).
-  const size_t E = (G + static_cast<size_t>(n) - 1) / static_cast<size_t>(n);
-  auto range_len = [&](int q) { return std::min(G, (static_cast<size_t>(q) + 1) * E) - std::min(G, static_cast<size_t>(q) * E); };
-  std::vector<size_t> rank_chunks(static_cast<size_t>(n));
-  for (int r = 0; r < n; ++r) rank_chunks[static_cast<size_t>(r)] = static_cast<size_t>(rank_share(sh.total, n, r, static_cast<uint32_t>(K)).n_chunks);
-  const size_t kc = static_cast<size_t>(sh.slices);
-  float* const pack = floats(Scratch::staging, std::max<size_t>(kc, 1) * E);
-  float* const recv = floats(Scratch::chunks, static_cast<size_t>(std::max<int64_t>(K, n)) * E);
-  std::vector<size_t> counts(static_cast<size_t>(n));
+  std::vector<size_t> rank_chunks(static_cast<size_t>(n)), counts(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r)
+    rank_chunks[static_cast<size_t>(r)] = static_cast<size_t>(rank_share(sh.total, n, r, static_cast<uint32_t>(K)).n_chunks);
+  const size_t me = static_cast<size_t>(L.rank);
+  float* const recv = static_cast<float*>(
+      ex.scratch(Scratch::chunks, std::max<size_t>(static_cast<size_t>(K) * (bound[me + 1] - bound[me]), 1) * sizeof(float)));
   for (int q = 0; q < n; ++q) {
-    const size_t b = std::min(G, static_cast<size_t>(q) * E), len = range_len(q);
-    for (size_t j = 0; j < kc; ++j) ex.scale_add(pack + j * len, mine + j * G + b, len, 1.f, false);  // a copy
+    const size_t len = bound[static_cast<size_t>(q) + 1] - bound[static_cast<size_t>(q)];
     for (int r = 0; r < n; ++r) counts[static_cast<size_t>(r)] = rank_chunks[static_cast<size_t>(r)] * len;
-    L.comm->gatherv(pack, q == L.rank ? recv : nullptr, counts, comm::ElemType::f32, q, ex.stream());
-    L.comm->wait();  // pack is packed again for the next range
+    L.comm->gatherv(block(q, 0), q == L.rank ? recv : nullptr, counts, comm::ElemType::f32, q, ex.stream());
   }
-  // recv: every chunk's values of this rank's range, chunk after chunk.
-  ex.weighted_sum(pack, recv, range_len(L.rank), w);
-  L.comm->all_gather(pack, recv, E, comm::ElemType::f32, ex.stream());
+  // recv: every chunk's block of this rank's range, chunk after chunk.
+  ex.weighted_sum(g.flat + bound[me], recv, bound[me + 1] - bound[me], w);
+  for (int q = 0; q < n; ++q)
+    L.comm->broadcast(g.flat + bound[static_cast<size_t>(q)], bound[static_cast<size_t>(q) + 1] - bound[static_cast<size_t>(q)],
+                      comm::ElemType::f32, q, ex.stream());
   L.comm->wait();
-  ex.scale_add(g.flat, recv, G, 1.f, false);  // ranges back to back: the first G elements
 }
 
 // A training step: this rank's gradients into the flat buffer (by the

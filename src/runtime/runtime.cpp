@@ -587,6 +587,9 @@ Runtime fork(const RuntimeOptions& opts) {
                         std::to_string(opts.close_timeout.count()) + " ms");
   if (opts.spin.count() < 0)
     throw ArgumentError("synk::fork: spin must not be negative, got " + std::to_string(opts.spin.count()) + " ns");
+  if (opts.deterministic_chunks < 1 || opts.deterministic_chunks > static_cast<int>(kMaxChunks))
+    throw ArgumentError("synk::fork: deterministic_chunks must be in [1, " + std::to_string(kMaxChunks) + "], got " +
+                        std::to_string(opts.deterministic_chunks));
   if (static_cast<uint8_t>(opts.comm) > static_cast<uint8_t>(CommBackend::host_staged))
     throw ArgumentError("synk::fork: comm " + std::to_string(static_cast<int>(opts.comm)) +
                         " is not a synk::CommBackend (automatic, nccl, host_staged)");
