@@ -168,12 +168,21 @@ void RuntimeCore::fail_collective(const std::string& what, const std::string& er
   throw_failure(what);
 }
 
-Busy::Busy(RuntimeCore& c, const std::string& what) : c_(c) {
+Busy::Busy(RuntimeCore& c, const std::string& what, bool keep_jobs) : c_(c) {
   bool expected = false;
   if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
     throw ArgumentError("Runtime::" + what +
                         ": another runtime call is running (from another thread, or re-entrant from a map job); "
                         "a runtime is used by one thread at a time");
+  // Queued async jobs hold the workers: every other call finishes them first.
+  if (!keep_jobs && c.stream) {
+    try {
+      finish_jobs(c);
+    } catch (...) {
+      c.busy.store(false, std::memory_order_release);
+      throw;
+    }
+  }
 }
 
 void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
@@ -222,6 +231,7 @@ void RuntimeCore::watch() {
 
 void RuntimeCore::close() noexcept {
   if (!open) return;
+  cancel_jobs(*this);  // queued async jobs that no rank took never run
   open = false;
   if (n > 1 && cb) {
     stopping.store(true);
@@ -260,6 +270,9 @@ void RuntimeCore::close() noexcept {
 #endif
   executor.reset();
   results.clear();
+  arenas.clear();
+  arena_ids.clear();
+  if (master_pid == ::getpid()) clear_rank_locals();
   args.reset();
   seg_ptr.clear();
   group.reset();
@@ -547,8 +560,10 @@ Runtime fork(const RuntimeOptions& opts) {
     if (cuda && gpus == 0) throw BackendError("synk::fork: device 'cuda' but " + why);
   }
   // workers = 0: one rank per visible GPU for CUDA ranks, else per usable CPU.
-  const int n = opts.workers != 0 ? opts.workers : cuda ? std::min(gpus, kMaxRanks)
-                                                        : std::min(static_cast<int>(cpus.size()), kMaxRanks);
+  // workers = 0: SYNK_WORKERS if set; else one rank per visible GPU for
+  // CUDA ranks, or for CPU ranks OMP_NUM_THREADS if set, else cpu_count().
+  const int from_env = opts.workers != 0 ? 0 : default_workers(cuda);
+  const int n = opts.workers != 0 ? opts.workers : std::min(from_env > 0 ? from_env : gpus, kMaxRanks);
   if (cuda) {
     if (n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
