@@ -225,6 +225,9 @@ void clear_rank_locals() noexcept;
 // The default rank count for CPU ranks: SYNK_WORKERS, else OMP_NUM_THREADS,
 // else cpu_count() (ArgumentError for a malformed variable).
 int default_workers(bool cuda);
+// The master pins itself to one CPU while a runtime is open: fork() notes
+// how many it could use before (0: not pinned), which cpu_count() reports.
+void note_unpinned_cpus(int n) noexcept;
 
 // ---- the master's state ------------------------------------------------------------
 

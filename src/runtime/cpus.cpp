@@ -1,6 +1,9 @@
 // src/runtime/cpus.cpp — synk::cpu_count() (usable CPUs: affinity, capped by
 // a cgroup CPU quota) and the default rank count of synk::fork().
 #include <sched.h>
+#include <unistd.h>
+
+#include <atomic>
 
 #include <cerrno>
 #include <climits>
@@ -15,6 +18,9 @@
 namespace synk {
 
 namespace {
+
+std::atomic<int> g_unpinned{0};
+std::atomic<pid_t> g_pinner{0};
 
 // CPUs a quota allows ("max" or absent: no limit), rounded up.
 int quota_cpus(double quota, double period) {
@@ -57,6 +63,7 @@ int cpu_count() {
   cpu_set_t set;
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+  if (const int u = g_unpinned.load(); u > 0 && ::getpid() == g_pinner.load()) n = u;  // the master, pinned by fork()
   if (n <= 0) n = 1;
   std::ifstream cg("/proc/self/cgroup");
   std::string line;
@@ -74,6 +81,11 @@ int cpu_count() {
 }
 
 namespace detail {
+
+void note_unpinned_cpus(int n) noexcept {
+  g_pinner.store(::getpid());
+  g_unpinned.store(n);
+}
 
 namespace {
 // A positive count from an environment variable; 0 when unset or empty.

@@ -281,6 +281,7 @@ void RuntimeCore::close() noexcept {
   if (affinity_saved) {
     ::sched_setaffinity(0, old_affinity.size(), reinterpret_cast<cpu_set_t*>(old_affinity.data()));
     affinity_saved = false;
+    note_unpinned_cpus(0);
   }
   if (master_pid == ::getpid()) release_fork_server();
   g_open.store(false);
@@ -643,6 +644,7 @@ Runtime fork(const RuntimeOptions& opts) {
     release_fork_server(cuda);  // CPU ranks: the server's work is done
     c.group->bind(0);
     if (opts.pin) {
+      note_unpinned_cpus(static_cast<int>(cpus.size()));  // cpu_count() keeps saying what the process may use
       c.old_affinity.resize(sizeof(cpu_set_t));
       if (::sched_getaffinity(0, sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(c.old_affinity.data())) == 0) {
         c.affinity_saved = true;
