@@ -310,8 +310,11 @@ std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& b, uint64
 bool batch_ready(const std::shared_ptr<JobBatch>& b, uint64_t i);
 
 // (thunk, fn): how any rank runs a job. The thunk decodes the job, calls
-// the function and encodes the result into `out`.
-using JobThunk = void (*)(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_len, ByteWriter& out);
+// the function and stores the result: a trivially copyable one that fits
+// straight into `slot` (returns its size), any other encoded into `out`
+// (returns -1).
+using JobThunk = int64_t (*)(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_len, ByteWriter& out,
+                             uint8_t* slot, size_t slot_bytes);
 
 template <class F> constexpr bool kIsFnPtr = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
 
@@ -355,17 +358,39 @@ template <class F, class J> constexpr void check_job() {
 }
 
 template <class F, class J>
-void job_thunk(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_len, ByteWriter& out) {
-  ByteReader r(job, job_len);
-  const J j = decode_value<J>(r);
+int64_t job_thunk(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_len, ByteWriter& out, uint8_t* slot,
+                  size_t slot_bytes) {
   const F f = fn_from<F>(fn);
-  if constexpr (std::is_void_v<JobRet<F, J>>) {
-    if constexpr (kTakesCtx<F, J>) f(ctx, j);
-    else f(j);
-  } else if constexpr (kTakesCtx<F, J>) {
-    encode_value(out, f(ctx, j));
+  auto call = [&]() -> decltype(auto) {
+    if constexpr (std::is_trivially_copyable_v<J> && !requires(ByteReader& rr) { Codec<J>::read(rr); }) {
+      if (job_len != sizeof(J)) throw FormatError("synk jobs: a job of " + std::to_string(job_len) + " bytes, expected " +
+                                                  std::to_string(sizeof(J)));
+      J j;
+      std::memcpy(static_cast<void*>(&j), job, sizeof(J));
+      if constexpr (kTakesCtx<F, J>) return f(ctx, static_cast<const J&>(j));
+      else return f(static_cast<const J&>(j));
+    } else {
+      ByteReader r(job, job_len);
+      const J j = decode_value<J>(r);
+      if constexpr (kTakesCtx<F, J>) return f(ctx, j);
+      else return f(j);
+    }
+  };
+  using Ret = JobRet<F, J>;
+  if constexpr (std::is_void_v<Ret>) {
+    call();
+    return 0;
   } else {
-    encode_value(out, f(j));
+    using R = std::decay_t<Ret>;
+    if constexpr (std::is_trivially_copyable_v<R> && !requires(ByteWriter& ww, const R& vv) { Codec<R>::write(ww, vv); }) {
+      if (sizeof(R) <= slot_bytes) {
+        const R r = call();
+        std::memcpy(slot, static_cast<const void*>(&r), sizeof(R));
+        return static_cast<int64_t>(sizeof(R));
+      }
+    }
+    encode_value(out, call());
+    return -1;
   }
 }
 

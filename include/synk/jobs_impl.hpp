@@ -48,9 +48,13 @@ template <class F, class J> auto Runtime::map(F fn, const std::vector<J>& jobs) 
              JobSink(), "map");
   } else {
     std::vector<R> out(jobs.size());
-    run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
-             detail::result_slot<R>(), false,
-             [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map");
+    if constexpr (std::is_trivially_copyable_v<R> && detail::result_slot<R>() == sizeof(R))
+      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
+               sizeof(R), true, JobSink(), "map", static_cast<void*>(out.data()));
+    else
+      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
+               detail::result_slot<R>(), true,
+               [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map");
     return out;
   }
 }
@@ -82,7 +86,8 @@ T Runtime::map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red redu
 template <class F, class J> auto Runtime::apply_async(F fn, const J& job) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
-  ByteWriter w;
+  thread_local ByteWriter w;
+  w.clear();
   encode_value(w, job);
   uint64_t index = 0;
   std::shared_ptr<detail::JobBatch> b = submit(&detail::job_thunk<F, J>, detail::fn_word(fn), w.bytes().data(),

@@ -332,6 +332,7 @@ struct RuntimeCore {
   std::vector<comm::SharedSegment> arenas;
   std::vector<uint64_t> arena_ids;
   std::shared_ptr<JobStream> stream;
+  std::shared_ptr<JobBatch> batch;  // the futures' view of `stream`
 
   uint64_t publish(const comm::SharedSegment& seg, int rank);  // rank -1: every worker
   void release(uint64_t id, int rank) noexcept;

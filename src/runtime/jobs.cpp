@@ -44,7 +44,8 @@ namespace {
 template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
 
 constexpr uint64_t kMagic = 0x73796e6b6a6f6273ull;  // "synkjobs"
-constexpr uint8_t kPassed = 1, kDone = 2, kFailed = 4;
+// state bits; kInline: the result is in the job's slot (no JobInfo written).
+constexpr uint8_t kPassed = 1, kDone = 2, kFailed = 4, kInline = 8;
 constexpr int64_t kSliceNs = 50'000'000;  // the master's futex sleep slice
 
 struct JobTable {
@@ -59,6 +60,9 @@ struct JobTable {
   uint64_t ring_off;
   uint64_t arena_cap;
   uint64_t total;
+  // A map's jobs share one thunk and function and have one size: no
+  // records (job i at bytes_off + i * uniform_stride). 0: records.
+  uint64_t uniform_thunk, uniform_fn, uniform_stride;
   uint64_t arena_id[kMaxRanks];
 };
 
@@ -75,7 +79,7 @@ struct JobInfo {
 uint64_t up64(uint64_t x) { return (x + 63) / 64 * 64; }
 
 // Lays out a table for `capacity` jobs with `bytes_cap` job bytes.
-JobTable layout(uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot) {
+JobTable layout(uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot, bool ring) {
   JobTable t{};
   t.magic = kMagic;
   t.capacity = capacity;
@@ -92,8 +96,8 @@ JobTable layout(uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot) {
   off = up64(off + capacity * sizeof(JobInfo));
   t.state_off = off;
   off = up64(off + capacity);
-  t.ring_off = off;
-  off = up64(off + capacity * sizeof(uint64_t));
+  t.ring_off = ring ? off : 0;  // 0: no ring (nobody folds in completion order)
+  if (ring) off = up64(off + capacity * sizeof(uint64_t));
   t.total = off;
   t.arena_cap = kJobResultSpace;
   return t;
@@ -158,7 +162,7 @@ struct JobEnv {
 
   void pass_ordered(uint64_t i) const {
     at(state(i)).fetch_or(kPassed, std::memory_order_seq_cst);
-    advance_ordered();
+    if (at(s->ordered_waiters).load(std::memory_order_seq_cst) != 0) advance_ordered();
   }
 
   // Space in this rank's result space (throws when it is full).
@@ -187,32 +191,44 @@ struct JobEnv {
       inf.off = 0;
       inf.len = 0;
     }
-    at(state(i)).fetch_or(kFailed, std::memory_order_seq_cst);
   }
 
-  // Runs claimed job i on this rank.
-  void run(uint64_t i) {
-    const JobRec r = recs()[i];
+  // Job i's thunk, function and bytes.
+  JobRec rec(uint64_t i) const {
+    if (t.uniform_thunk) return {t.uniform_thunk, t.uniform_fn, i * t.uniform_stride, t.uniform_stride};
+    return recs()[i];
+  }
+
+  // Runs claimed job i on this rank; returns its state bits (stored by the
+  // caller, release: the result is written first).
+  uint8_t run_one(uint64_t i) {
+    const JobRec r = rec(i);
     JobContext ctx(this, i);
     out.clear();
     try {
       if (r.off > t.bytes_cap || r.len > t.bytes_cap - r.off || r.thunk == 0)
         throw FormatError("runtime: corrupt job record " + std::to_string(i));
-      reinterpret_cast<JobThunk>(r.thunk)(ctx, r.fn, base + t.bytes_off + r.off, r.len, out);
-      const std::vector<uint8_t>& b = out.bytes();
-      JobInfo& inf = infos()[i];
-      inf.rank = static_cast<uint32_t>(rank);
-      inf.len = b.size();
-      if (b.size() <= t.result_slot) {
-        inf.where = 0;
-        inf.off = 0;
-        if (!b.empty()) std::memcpy(slot(i), b.data(), b.size());
-      } else {
-        inf.off = take_space(b.size(), i);
-        inf.where = 1;
-        std::memcpy(arena + inf.off, b.data(), b.size());
+      const int64_t direct =
+          reinterpret_cast<JobThunk>(r.thunk)(ctx, r.fn, base + t.bytes_off + r.off, r.len, out, slot(i), t.result_slot);
+      if (direct >= 0) {
+        if (static_cast<uint64_t>(direct) == t.result_slot) return kDone | kInline;
+        infos()[i] = {static_cast<uint32_t>(rank), 0, 0, static_cast<uint64_t>(direct)};
+        return kDone;
       }
-      at(state(i)).fetch_or(kDone, std::memory_order_seq_cst);
+      const std::vector<uint8_t>& b = out.bytes();
+      if (b.size() <= t.result_slot) {
+        if (!b.empty()) std::memcpy(slot(i), b.data(), b.size());
+        if (b.size() != t.result_slot) {
+          JobInfo& inf = infos()[i];
+          inf = {static_cast<uint32_t>(rank), 0, 0, b.size()};
+          return kDone;
+        }
+        return kDone | kInline;
+      }
+      JobInfo& inf = infos()[i];
+      inf = {static_cast<uint32_t>(rank), 1, take_space(b.size(), i), b.size()};
+      std::memcpy(arena + inf.off, b.data(), b.size());
+      return kDone;
     } catch (const std::exception& e) {
       if (in_critical) unlock_critical();
       fail_job(i, e.what());
@@ -220,10 +236,40 @@ struct JobEnv {
       if (in_critical) unlock_critical();
       fail_job(i, "unknown exception");
     }
-    if (!(at(state(i)).load(std::memory_order_seq_cst) & kPassed)) pass_ordered(i);
-    const uint64_t d = at(s->done_count).fetch_add(1, std::memory_order_seq_cst);
-    at(ring()[d]).store(i + 1, std::memory_order_release);
+    return kFailed;
+  }
+
+  // Runs claimed jobs [b, e): each job's state is stored as it finishes
+  // (with kPassed unless it passed its ordered section already); then the
+  // chunk is announced at once (ring, done_count, one wake-up).
+  void run_chunk(uint64_t b, uint64_t e) {
+    for (uint64_t i = b; i < e; ++i) {
+      const uint8_t st = run_one(i);
+      auto sref = at(state(i));
+      sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | st | kPassed), std::memory_order_release);
+    }
+    const uint64_t d = at(s->done_count).fetch_add(e - b, std::memory_order_seq_cst);  // a full fence too
+    if (t.ring_off)
+      for (uint64_t i = b; i < e; ++i) at(ring()[d + (i - b)]).store(i + 1, std::memory_order_release);
+    // Someone waits in an ordered section: move ordered_next past these.
+    if (at(s->ordered_waiters).load(std::memory_order_seq_cst) != 0) advance_ordered();
     bump(&s->done_gen, &s->master_sleeps);
+  }
+
+  // Takes the next jobs below `pub` (guided: a share of what is left), if any.
+  bool claim(uint64_t pub, uint64_t& b, uint64_t& e) const {
+    auto next = at(cb->map_next);
+    uint64_t cur = next.load(std::memory_order_seq_cst);
+    while (cur < pub) {
+      const uint64_t left = pub - cur;
+      const uint64_t k = std::clamp<uint64_t>(left / (2 * static_cast<uint64_t>(ranks)), 1, 4096);
+      if (next.compare_exchange_weak(cur, cur + k, std::memory_order_seq_cst)) {
+        b = cur;
+        e = cur + k;
+        return true;
+      }
+    }
+    return false;
   }
 
   void lock_critical() {
@@ -262,8 +308,9 @@ JobTable check_table(const uint8_t* args, size_t n) {
   if (t.magic != kMagic || cap > (uint64_t{1} << 40) || t.result_slot > (uint64_t{1} << 20) ||
       !inside(t.recs_off, sizeof(JobRec), cap) || !inside(t.bytes_off, 1, t.bytes_cap) ||
       !inside(t.slots_off, t.result_slot, cap) || !inside(t.infos_off, sizeof(JobInfo), cap) ||
-      !inside(t.state_off, 1, cap) || !inside(t.ring_off, sizeof(uint64_t), cap) || t.recs_off % 8 ||
-      t.infos_off % 8 || t.ring_off % 8)
+      !inside(t.state_off, 1, cap) || (t.ring_off && !inside(t.ring_off, sizeof(uint64_t), cap)) || t.recs_off % 8 ||
+      t.infos_off % 8 || t.ring_off % 8 ||
+      (t.uniform_thunk && t.uniform_stride && cap > t.bytes_cap / t.uniform_stride))
     throw FormatError("runtime: corrupt job table");
   return t;
 }
@@ -289,28 +336,22 @@ void run_jobs_worker(ControlBlock* cb, uint8_t* args, size_t n, int rank, int ra
     e.arena = a.data();
   }
   JobSync& s = cb->jobs;
-  auto next = at(cb->map_next);
   for (;;) {
-    // A cancelled table (close(), or a map whose fold threw): take nothing
-    // more; a job already claimed still runs (the master counts it).
+    // A cancelled table (close(), or a map whose fold threw): take nothing more.
     if (at(s.cancel).load(std::memory_order_seq_cst)) break;
-    const uint64_t i = next.fetch_add(1, std::memory_order_seq_cst);
-    // Wait for job i to be published, or for the end of the table.
-    bool run = false;
-    for (;;) {
-      const uint32_t g = at(s.pub_gen).load(std::memory_order_seq_cst);
-      const uint64_t pub = at(s.published).load(std::memory_order_seq_cst);
-      if (pub > e.t.capacity) throw FormatError("runtime: corrupt job table (more jobs than slots)");
-      if (i < pub) {
-        run = true;
-        break;
-      }
-      if (at(s.cancel).load(std::memory_order_seq_cst)) break;
-      if (at(s.closed).load(std::memory_order_seq_cst) && i >= at(s.published).load(std::memory_order_seq_cst)) break;
-      e.sleep_on(&s.pub_gen, g, &s.pub_sleepers);
+    const uint32_t g = at(s.pub_gen).load(std::memory_order_seq_cst);
+    const uint64_t pub = at(s.published).load(std::memory_order_seq_cst);
+    if (pub > e.t.capacity) throw FormatError("runtime: corrupt job table (more jobs than slots)");
+    uint64_t b, end;
+    if (e.claim(pub, b, end)) {
+      e.run_chunk(b, end);
+      continue;
     }
-    if (!run) break;
-    e.run(i);
+    // Nothing left to take: the end of the table, or wait for more jobs.
+    if (at(s.closed).load(std::memory_order_seq_cst) &&
+        at(cb->map_next).load(std::memory_order_seq_cst) >= at(s.published).load(std::memory_order_seq_cst))
+      break;
+    e.sleep_on(&s.pub_gen, g, &s.pub_sleepers);
   }
   out = std::move(e.out);
 }
@@ -359,9 +400,12 @@ void ensure_arenas(RuntimeCore& c) {
 }
 
 std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot,
-                                       const std::string& label) {
+                                       const std::string& label, const JobRec& uniform = {}, bool ring = false) {
   ensure_arenas(c);
-  JobTable t = layout(capacity, bytes_cap, result_slot);
+  JobTable t = layout(capacity, bytes_cap, result_slot, ring);
+  t.uniform_thunk = uniform.thunk;
+  t.uniform_fn = uniform.fn;
+  t.uniform_stride = uniform.len;
   for (int r = 1; r < c.n; ++r) t.arena_id[r] = c.arena_ids[static_cast<size_t>(r)];
   if (c.n > 1) c.ensure_args(t.total);
   auto st = std::make_shared<JobStream>();
@@ -374,12 +418,12 @@ std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64
   } else {
     st->env.out = ByteWriter();
     static thread_local std::vector<uint8_t> single;
-    single.assign(t.total, 0);
+    if (single.size() < t.total) single.resize(t.total);
     base = single.data();
   }
   std::memcpy(base, &t, sizeof t);
   std::memset(base + t.state_off, 0, capacity);
-  std::memset(base + t.ring_off, 0, capacity * sizeof(uint64_t));
+  if (ring) std::memset(base + t.ring_off, 0, capacity * sizeof(uint64_t));
   JobSync& s = c.cb->jobs;
   at(s.published).store(0);
   at(s.closed).store(0);
@@ -430,16 +474,12 @@ void push(JobStream& st, JobThunk thunk, uint64_t fn, const uint8_t* job, uint64
   e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
 }
 
-// The master takes the next published job, if there is one.
-bool claim(JobStream& st, uint64_t& i) {
-  auto next = at(st.env.cb->map_next);
-  uint64_t cur = next.load(std::memory_order_seq_cst);
-  while (cur < st.published)
-    if (next.compare_exchange_weak(cur, cur + 1, std::memory_order_seq_cst)) {
-      i = cur;
-      return true;
-    }
-  return false;
+// The master takes the next published jobs and runs them; false if none.
+bool run_some(JobStream& st) {
+  uint64_t b, e;
+  if (!st.env.claim(st.published, b, e)) return false;
+  st.env.run_chunk(b, e);
+  return true;
 }
 
 // Waits (a slice at most) for another job to finish after `gen` was read.
@@ -470,11 +510,7 @@ void close_stream(JobStream& st) {
   e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
   int64_t last = comm::monotonic_ns();
   for (;;) {
-    uint64_t i;
-    if (claim(st, i)) {
-      e.run(i);
-      continue;
-    }
+    if (run_some(st)) continue;
     const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
     if (at(e.s->done_count).load(std::memory_order_seq_cst) >= st.published) break;
     wait_done(st, g, last);
@@ -487,6 +523,7 @@ void close_stream(JobStream& st) {
 }
 
 std::span<const uint8_t> live_result(const JobEnv& e, RuntimeCore& c, uint64_t i) {
+  if (at(e.state(i)).load(std::memory_order_acquire) & kInline) return {e.slot(i), e.t.result_slot};
   const JobInfo& inf = e.infos()[i];
   if (inf.where == 0) return {e.slot(i), inf.len};
   const uint8_t* a = static_cast<const uint8_t*>(c.arenas[inf.rank].data());
@@ -514,7 +551,7 @@ void save_batch(JobBatch& b) {
   for (uint64_t i = 0; i < st.published; ++i) {
     JobBatch::Saved& s = b.saved[i];
     const uint8_t state = at(e.state(i)).load();
-    s.rank = static_cast<int>(e.infos()[i].rank);
+    s.rank = (state & kInline) ? 0 : static_cast<int>(e.infos()[i].rank);
     if (state & kDone) {
       std::span<const uint8_t> r = live_result(e, *st.c, i);
       s.state = kDone;
@@ -533,21 +570,11 @@ void save_batch(JobBatch& b) {
   b.stream.reset();
 }
 
-struct OpenBatch {
-  std::shared_ptr<JobBatch> batch;
-};
-// The batch of the runtime's open stream (one per RuntimeCore).
-std::unordered_map<const RuntimeCore*, std::shared_ptr<JobBatch>>& open_batches() {
-  static std::unordered_map<const RuntimeCore*, std::shared_ptr<JobBatch>> m;
-  return m;
-}
-
 }  // namespace
 
 void finish_jobs(RuntimeCore& c) {
   if (!c.stream) return;
-  std::shared_ptr<JobBatch> b = open_batches()[&c];
-  open_batches().erase(&c);
+  std::shared_ptr<JobBatch> b = std::move(c.batch);
   std::shared_ptr<JobStream> st = std::move(c.stream);
   try {
     close_stream(*st);
@@ -565,9 +592,8 @@ void finish_jobs(RuntimeCore& c) {
 
 void cancel_jobs(RuntimeCore& c) noexcept {
   if (!c.stream) return;
-  auto it = open_batches().find(&c);
-  if (it != open_batches().end()) {
-    JobBatch& b = *it->second;
+  if (c.batch) {
+    JobBatch& b = *c.batch;
     // Keep what finished; the rest never ran.
     try {
       save_batch(b);
@@ -577,7 +603,7 @@ void cancel_jobs(RuntimeCore& c) noexcept {
     }
     b.finished = true;
     b.stream.reset();
-    open_batches().erase(it);
+    c.batch.reset();
   }
   JobSync& s = c.cb->jobs;
   at(s.cancel).store(1, std::memory_order_seq_cst);
@@ -593,7 +619,7 @@ std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint6
     std::shared_ptr<RuntimeCore> owner = b.owner.lock();
     if (!owner) throw ArgumentError("Future::get: the runtime is gone");
     RuntimeCore& c = *owner;
-    c.check_usable("Future::get");
+    if (!c.usable()) c.check_usable("Future::get");
     Busy busy(c, "Future::get", true);
     JobStream& st = *b.stream;
     JobEnv& e = st.env;
@@ -602,11 +628,7 @@ std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint6
       const uint8_t state = at(e.state(i)).load(std::memory_order_seq_cst);
       if (state & kDone) return live_result(e, c, i);
       if (state & kFailed) throw_job_error("Future::get", i, static_cast<int>(e.infos()[i].rank), job_error(e, c, i));
-      uint64_t k;
-      if (claim(st, k)) {
-        e.run(k);
-        continue;
-      }
+      if (run_some(st)) continue;
       const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
       if (at(e.state(i)).load(std::memory_order_seq_cst) & (kDone | kFailed)) continue;
       wait_done(st, g, last);
@@ -673,6 +695,14 @@ void JobContext::enter_ordered() {
     throw ArgumentError("JobContext::ordered: job " + std::to_string(job_) +
                         " entered an ordered section twice (at most once per job)");
   auto next = std::atomic_ref<uint64_t>(e.s->ordered_next);
+  // Counted as a waiter throughout, so that every rank finishing a job
+  // moves ordered_next on for us (JobEnv::run_chunk).
+  auto waiters = std::atomic_ref<uint32_t>(e.s->ordered_waiters);
+  waiters.fetch_add(1, std::memory_order_seq_cst);
+  struct Leave {
+    std::atomic_ref<uint32_t> w;
+    ~Leave() { w.fetch_sub(1, std::memory_order_seq_cst); }
+  } leave{waiters};
   for (;;) {
     const uint32_t g = std::atomic_ref<uint32_t>(e.s->ordered_gen).load(std::memory_order_seq_cst);
     e.advance_ordered();
@@ -714,19 +744,28 @@ using detail::JobStream;
 using detail::RuntimeCore;
 
 void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
-                       size_t result_slot, bool in_order, const JobSink& sink, const char* what) {
+                       size_t result_slot, bool in_order, const JobSink& sink, const char* what,
+                       void* direct_out) {
   RuntimeCore& c = checked(what);
   detail::Busy busy(c, what);
   if (count == 0) return;
   if (!thunk || !offsets) throw ArgumentError(std::string("Runtime::") + what + ": no function or jobs");
   const uint64_t bytes = offsets[count] - offsets[0];
-  std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what);
+  // Jobs of one size need no records.
+  const uint64_t stride = offsets[1] - offsets[0];
+  bool uniform = true;
+  for (size_t i = 1; i <= count && uniform; ++i) uniform = offsets[i] - offsets[0] == i * stride;
+  detail::JobRec one{};
+  if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, 0, stride};
+  std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order);
   JobEnv& e = st->env;
-  // Every job at once: the records, then one publish.
+  // Every job at once: the bytes (and records), then one publish.
   if (bytes) std::memcpy(e.base + e.t.bytes_off, jobs + offsets[0], bytes);
-  detail::JobRec* recs = e.recs();
-  for (size_t i = 0; i < count; ++i)
-    recs[i] = {reinterpret_cast<uint64_t>(thunk), fn, offsets[i] - offsets[0], offsets[i + 1] - offsets[i]};
+  if (!uniform) {
+    detail::JobRec* recs = e.recs();
+    for (size_t i = 0; i < count; ++i)
+      recs[i] = {reinterpret_cast<uint64_t>(thunk), fn, offsets[i] - offsets[0], offsets[i + 1] - offsets[i]};
+  }
   st->published = count;
   st->bytes_used = bytes;
   std::atomic_ref<uint64_t>(e.s->published).store(count, std::memory_order_seq_cst);
@@ -755,6 +794,7 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
     }
   };
   auto fold_arrived = [&] {
+    if (direct_out) return;  // copied at the end
     if (in_order) {
       while (folded < count && (std::atomic_ref<uint8_t>(e.state(folded)).load(std::memory_order_acquire) &
                                 (detail::kDone | detail::kFailed)))
@@ -773,18 +813,14 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
   try {
     for (;;) {
       fold_arrived();
-      uint64_t i;
-      if (!sink_exc && detail::claim(*st, i)) {
-        e.run(i);
-        continue;
-      }
+      if (!sink_exc && detail::run_some(*st)) continue;
       const uint32_t g = std::atomic_ref<uint32_t>(e.s->done_gen).load(std::memory_order_seq_cst);
       const uint64_t done = std::atomic_ref<uint64_t>(e.s->done_count).load(std::memory_order_seq_cst);
       if (sink_exc) {
         // Cancelled: wait only for the jobs that were taken.
         const uint64_t taken = std::min<uint64_t>(count, std::atomic_ref<uint64_t>(c.cb->map_next).load());
         if (done >= taken) break;
-      } else if (folded >= count) {
+      } else if (direct_out ? done >= count : folded >= count) {
         break;
       }
       if (!sink_exc && done >= count) continue;  // the last ones are being folded
@@ -803,6 +839,29 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
     c.wait_workers(what);
   }
   if (sink_exc) std::rethrow_exception(sink_exc);
+  if (direct_out) {
+    // Every job's state: failures, and whether every result is in its slot.
+    bool all_inline = true;
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint8_t s = std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_acquire);
+      if (s & detail::kFailed) {
+        first_failed = i;
+        break;
+      }
+      all_inline = all_inline && (s & detail::kInline);
+    }
+    if (first_failed == count) {
+      if (all_inline) {
+        std::memcpy(direct_out, e.slot(0), count * result_slot);
+      } else {
+        for (uint64_t i = 0; i < count; ++i) {
+          std::span<const uint8_t> r = detail::live_result(e, c, i);
+          if (r.size() != result_slot) throw FormatError("runtime: a job's result has the wrong size");
+          std::memcpy(static_cast<uint8_t*>(direct_out) + i * result_slot, r.data(), result_slot);
+        }
+      }
+    }
+  }
   if (first_failed < count)
     detail::throw_job_error(std::string("Runtime::") + what, first_failed, static_cast<int>(e.infos()[first_failed].rank),
                             detail::job_error(e, c, first_failed));
@@ -823,12 +882,11 @@ std::shared_ptr<detail::JobBatch> Runtime::submit(detail::JobThunk thunk, uint64
     c.stream = detail::open_stream(c, kCapacity, std::max<uint64_t>(kBytes, job_bytes),
                                    std::max<uint64_t>(kSlot, result_slot), "apply_async");
     b->stream = c.stream;
-    detail::open_batches()[&c] = b;
+    c.batch = std::move(b);
   }
-  std::shared_ptr<detail::JobBatch> b = detail::open_batches()[&c];
   index = c.stream->published;
   detail::push(*c.stream, thunk, fn, job, job_bytes);
-  return b;
+  return c.batch;
 }
 
 void Runtime::join() {

@@ -126,7 +126,7 @@ RuntimeCore::~RuntimeCore() { close(); }
 void RuntimeCore::check_usable(const std::string& what) {
   // A worker holds a forked copy of the master's runtime object; using it
   // would publish commands from the wrong process.
-  if (open && ::getpid() != master_pid)
+  if (open && self_pid() != master_pid)
     throw ArgumentError("Runtime::" + what + ": called in a worker process (pid " + std::to_string(::getpid()) +
                         "); only the master (pid " + std::to_string(master_pid) + ") may use the runtime");
   if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
@@ -510,7 +510,7 @@ RuntimeCore& Runtime::checked(const char* what) const {
     throw ArgumentError(std::string("Runtime::") + what +
                         ": the runtime was never started in this process (call synk::fork; in a worker process, "
                         "e.g. a map job, it is an empty copy made before fork returned)");
-  impl_->check_usable(what);
+  if (!impl_->usable()) impl_->check_usable(what);
   return *impl_;
 }
 
