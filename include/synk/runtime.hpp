@@ -130,8 +130,11 @@ class WorkerError : public Error {
 enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 
 struct RuntimeOptions {
-  // Ranks in total, master included. 0: one per visible GPU for CUDA ranks
-  // (device "cuda", or "auto" with a GPU), else one per usable CPU.
+  // Ranks in total, master included. 0: the environment variable
+  // SYNK_WORKERS if set; else one per visible GPU for CUDA ranks (device
+  // "cuda", or "auto" with a GPU); else OMP_NUM_THREADS if set (its first
+  // level), as sharedmem does; else synk::cpu_count() (jobs.hpp: affinity
+  // and cgroup quota). A malformed variable is an ArgumentError.
   int workers = 0;
   // "cpu"; "cuda": rank r computes on GPU r of the visible ones (a
   // CudaSession per rank; more ranks than GPUs only with comm =

@@ -131,6 +131,18 @@ struct JobEnv {
     if (core && core->failed.load()) core->throw_failure(what);
   }
 
+  // The master gives up on a critical or ordered section it has waited
+  // for longer than RuntimeOptions::timeout (a stopped rank holding it).
+  void check_wait(const char* what, int64_t since) const {
+    check_failed(what);
+    if (core && comm::monotonic_ns() - since > core->opts.timeout.count() * 1'000'000) {
+      core->fail(std::string(what) + ": the master waited longer than the timeout of " +
+                     std::to_string(core->opts.timeout.count()) + " ms; the workers were stopped",
+                 -1);
+      core->throw_failure(what);
+    }
+  }
+
   // Sleeps while *word == v (spinning first), a slice at most.
   void sleep_on(uint32_t* word, uint32_t v, uint32_t* sleepers) const {
     const int64_t t0 = comm::monotonic_ns();
@@ -277,8 +289,9 @@ struct JobEnv {
     uint32_t c = 0;
     if (!w.compare_exchange_strong(c, 1, std::memory_order_acquire)) {
       if (c != 2) c = w.exchange(2, std::memory_order_acquire);
+      const int64_t since = comm::monotonic_ns();
       while (c != 0) {
-        check_failed("JobContext::critical");
+        check_wait("JobContext::critical", since);
         comm::futex_wait(&s->crit, 2, kSliceNs);
         c = w.exchange(2, std::memory_order_acquire);
       }
@@ -703,11 +716,12 @@ void JobContext::enter_ordered() {
     std::atomic_ref<uint32_t> w;
     ~Leave() { w.fetch_sub(1, std::memory_order_seq_cst); }
   } leave{waiters};
+  const int64_t since = comm::monotonic_ns();
   for (;;) {
     const uint32_t g = std::atomic_ref<uint32_t>(e.s->ordered_gen).load(std::memory_order_seq_cst);
     e.advance_ordered();
     if (next.load(std::memory_order_seq_cst) == job_) return;
-    e.check_failed("JobContext::ordered");
+    e.check_wait("JobContext::ordered", since);
     e.sleep_on(&e.s->ordered_gen, g, &e.s->ordered_waiters);
   }
 }
