@@ -59,6 +59,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <span>
@@ -293,6 +294,7 @@ class JobContext {
   void* resolve(const DataRef& d, DType want, int64_t first, int64_t& count) const;
 
   JobContext(detail::JobEnv* env, uint64_t job) : env_(env), job_(job) {}
+  JobContext at_job(uint64_t job) const { return JobContext(env_, job); }
 
  private:
   detail::JobEnv* env_;
@@ -315,6 +317,20 @@ bool batch_ready(const std::shared_ptr<JobBatch>& b, uint64_t i);
 // (returns -1).
 using JobThunk = int64_t (*)(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_len, ByteWriter& out,
                              uint8_t* slot, size_t slot_bytes);
+
+// The fast path of a map whose jobs are trivially copyable, of one size,
+// and whose results fit their slots: runs jobs [b, e) in one call (the
+// function inlined where it can be), storing result i in slots + i *
+// sizeof(R) and then states[i] |= done_bits (release). Stops at a job that
+// throws: its exception in `err`, its index returned; e when none threw.
+using ChunkThunk = uint64_t (*)(const JobContext& ctx, uint64_t fn, const uint8_t* jobs, uint8_t* slots,
+                                uint8_t* states, uint8_t done_bits, uint64_t b, uint64_t e, std::exception_ptr& err);
+
+struct JobsFast {
+  size_t stride = 0;            // jobs without offsets: job i at jobs + i * stride
+  ChunkThunk chunk = nullptr;   // with stride: the fast path
+  void* direct_out = nullptr;   // count results of result_slot bytes copied here at the end
+};
 
 template <class F> constexpr bool kIsFnPtr = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
 
@@ -392,6 +408,39 @@ int64_t job_thunk(JobContext& ctx, uint64_t fn, const uint8_t* job, size_t job_l
     encode_value(out, call());
     return -1;
   }
+}
+
+template <class F, class J>
+uint64_t chunk_thunk(const JobContext& ctx, uint64_t fn, const uint8_t* jobs, uint8_t* slots, uint8_t* states,
+                     uint8_t done_bits, uint64_t b, uint64_t e, std::exception_ptr& err) {
+  const F f = fn_from<F>(fn);
+  using Ret = JobRet<F, J>;
+  for (uint64_t i = b; i < e; ++i) {
+    try {
+      J j;
+      std::memcpy(static_cast<void*>(&j), jobs + i * sizeof(J), sizeof(J));
+      if constexpr (kTakesCtx<F, J>) {
+        JobContext c = ctx.at_job(i);
+        if constexpr (std::is_void_v<Ret>) f(c, static_cast<const J&>(j));
+        else {
+          const std::decay_t<Ret> r = f(c, static_cast<const J&>(j));
+          std::memcpy(slots + i * sizeof(r), static_cast<const void*>(&r), sizeof(r));
+        }
+      } else {
+        if constexpr (std::is_void_v<Ret>) f(static_cast<const J&>(j));
+        else {
+          const std::decay_t<Ret> r = f(static_cast<const J&>(j));
+          std::memcpy(slots + i * sizeof(r), static_cast<const void*>(&r), sizeof(r));
+        }
+      }
+    } catch (...) {
+      err = std::current_exception();
+      return i;
+    }
+    __atomic_store_n(&states[i], static_cast<uint8_t>(__atomic_load_n(&states[i], __ATOMIC_RELAXED) | done_bits),
+                     __ATOMIC_RELEASE);
+  }
+  return e;
 }
 
 template <class R> R decode_result(std::span<const uint8_t> b) {

@@ -42,20 +42,32 @@ template <class R> constexpr size_t result_slot() {
 template <class F, class J> auto Runtime::map(F fn, const std::vector<J>& jobs) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
-  detail::EncodedJobs<J> e(jobs);
-  if constexpr (std::is_void_v<detail::JobRet<F, J>>) {
-    run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(), 0, false,
-             JobSink(), "map");
+  using Ret = detail::JobRet<F, J>;
+  constexpr bool plain_job = std::is_trivially_copyable_v<J> && !requires(ByteReader& rr) { Codec<J>::read(rr); };
+  constexpr bool plain_result =
+      std::is_void_v<Ret> || (std::is_trivially_copyable_v<R> && !requires(ByteWriter& ww, const R& vv) {
+        Codec<R>::write(ww, vv);
+      });
+  constexpr size_t slot = std::is_void_v<Ret> ? 0 : detail::result_slot<R>();
+  if constexpr (plain_job && plain_result) {
+    // The fast path: the jobs as they lie, run a chunk at a time, results
+    // copied out at the end.
+    std::vector<R> out(std::is_void_v<Ret> ? 0 : jobs.size());
+    detail::JobsFast fast{sizeof(J), &detail::chunk_thunk<F, J>, std::is_void_v<Ret> ? nullptr : static_cast<void*>(out.data())};
+    run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), reinterpret_cast<const uint8_t*>(jobs.data()), nullptr,
+             jobs.size(), slot, true, JobSink(), "map", fast);
+    if constexpr (!std::is_void_v<Ret>) return out;
   } else {
-    std::vector<R> out(jobs.size());
-    if constexpr (std::is_trivially_copyable_v<R> && detail::result_slot<R>() == sizeof(R))
-      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
-               sizeof(R), true, JobSink(), "map", static_cast<void*>(out.data()));
-    else
-      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
-               detail::result_slot<R>(), true,
-               [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map");
-    return out;
+    detail::EncodedJobs<J> e(jobs);
+    if constexpr (std::is_void_v<Ret>) {
+      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(), 0,
+               false, JobSink(), "map");
+    } else {
+      std::vector<R> out(jobs.size());
+      run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(), slot,
+               true, [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map");
+      return out;
+    }
   }
 }
 

@@ -322,10 +322,11 @@ class Runtime {
   // result bytes) is called in the master as results arrive (in job order
   // when `in_order`).
   using JobSink = std::function<void(uint64_t i, std::span<const uint8_t> result)>;
-  // direct_out: count results of result_slot bytes each are copied there
-  // at the end instead of going through sink (trivially copyable results).
+  // fast: jobs of one size without offsets, their chunk runner, results
+  // copied out at the end instead of through sink (jobs.hpp: JobsFast).
   void run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
-                size_t result_slot, bool in_order, const JobSink& sink, const char* what, void* direct_out = nullptr);
+                size_t result_slot, bool in_order, const JobSink& sink, const char* what,
+                const detail::JobsFast& fast = {});
   std::shared_ptr<detail::JobBatch> submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job, size_t job_bytes,
                                            size_t result_slot, uint64_t& index);
   // The legacy untyped map: thunk(fn, job, result) on every job.

@@ -63,6 +63,7 @@ struct JobTable {
   // A map's jobs share one thunk and function and have one size: no
   // records (job i at bytes_off + i * uniform_stride). 0: records.
   uint64_t uniform_thunk, uniform_fn, uniform_stride;
+  uint64_t uniform_chunk;  // with uniform jobs: a ChunkThunk running many at once (0: none)
   uint64_t arena_id[kMaxRanks];
 };
 
@@ -255,11 +256,44 @@ struct JobEnv {
   // (with kPassed unless it passed its ordered section already); then the
   // chunk is announced at once (ring, done_count, one wake-up).
   void run_chunk(uint64_t b, uint64_t e) {
+    if (t.uniform_chunk) {
+      // Trivially copyable jobs and results: the chunk in one call.
+      const JobContext ctx(this, b);
+      for (uint64_t from = b; from < e;) {
+        std::exception_ptr err;
+        const uint64_t stop = reinterpret_cast<ChunkThunk>(t.uniform_chunk)(
+            ctx, t.uniform_fn, base + t.bytes_off, base + t.slots_off, base + t.state_off, kDone | kInline | kPassed,
+            from, e, err);
+        if (stop >= e) break;
+        std::string msg = "unknown exception";
+        try {
+          std::rethrow_exception(err);
+        } catch (const std::exception& x) {
+          msg = x.what();
+        } catch (...) {
+        }
+        if (in_critical) unlock_critical();
+        fail_job(stop, msg.c_str());
+        auto sref = at(state(stop));
+        sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | kFailed | kPassed),
+                   std::memory_order_release);
+        from = stop + 1;
+      }
+    } else {
+      run_each(b, e);
+    }
+    announce(b, e);
+  }
+
+  void run_each(uint64_t b, uint64_t e) {
     for (uint64_t i = b; i < e; ++i) {
       const uint8_t st = run_one(i);
       auto sref = at(state(i));
       sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | st | kPassed), std::memory_order_release);
     }
+  }
+
+  void announce(uint64_t b, uint64_t e) {
     const uint64_t d = at(s->done_count).fetch_add(e - b, std::memory_order_seq_cst);  // a full fence too
     if (t.ring_off)
       for (uint64_t i = b; i < e; ++i) at(ring()[d + (i - b)]).store(i + 1, std::memory_order_release);
@@ -419,6 +453,7 @@ std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64
   t.uniform_thunk = uniform.thunk;
   t.uniform_fn = uniform.fn;
   t.uniform_stride = uniform.len;
+  t.uniform_chunk = uniform.off;  // (the ChunkThunk travels in the record's offset field)
   for (int r = 1; r < c.n; ++r) t.arena_id[r] = c.arena_ids[static_cast<size_t>(r)];
   if (c.n > 1) c.ensure_args(t.total);
   auto st = std::make_shared<JobStream>();
@@ -759,22 +794,26 @@ using detail::RuntimeCore;
 
 void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
                        size_t result_slot, bool in_order, const JobSink& sink, const char* what,
-                       void* direct_out) {
+                       const detail::JobsFast& fast) {
+  void* direct_out = fast.direct_out;
   RuntimeCore& c = checked(what);
   detail::Busy busy(c, what);
   if (count == 0) return;
-  if (!thunk || !offsets) throw ArgumentError(std::string("Runtime::") + what + ": no function or jobs");
-  const uint64_t bytes = offsets[count] - offsets[0];
+  if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
+  if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
+  const uint64_t first = offsets ? offsets[0] : 0;
+  const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
   // Jobs of one size need no records.
-  const uint64_t stride = offsets[1] - offsets[0];
+  const uint64_t stride = offsets ? offsets[1] - offsets[0] : fast.stride;
   bool uniform = true;
-  for (size_t i = 1; i <= count && uniform; ++i) uniform = offsets[i] - offsets[0] == i * stride;
+  if (offsets)
+    for (size_t i = 1; i <= count && uniform; ++i) uniform = offsets[i] - offsets[0] == i * stride;
   detail::JobRec one{};
-  if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, 0, stride};
+  if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, offsets ? 0 : reinterpret_cast<uint64_t>(fast.chunk), stride};
   std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order);
   JobEnv& e = st->env;
   // Every job at once: the bytes (and records), then one publish.
-  if (bytes) std::memcpy(e.base + e.t.bytes_off, jobs + offsets[0], bytes);
+  if (bytes) std::memcpy(e.base + e.t.bytes_off, jobs + first, bytes);
   if (!uniform) {
     detail::JobRec* recs = e.recs();
     for (size_t i = 0; i < count; ++i)
