@@ -28,9 +28,12 @@
 // Job functions. A job function is a plain function or a lambda without
 // captures (a worker runs its own forked copy of the program, so captured
 // state would not travel; pass it in the jobs), called as fn(job) or
-// fn(ctx, job) with a JobContext& first. Jobs are taken by the ranks (the
-// master, rank 0, too) in job-index order as each rank becomes free
-// (dynamic balance); a job may run on any rank.
+// fn(ctx, job) with a JobContext& first. The ranks (the master, rank 0,
+// too) take jobs in job-index order as each becomes free, in guided chunks
+// (a rank takes a share of what is left, at least one job, so the last
+// jobs go one at a time); a job may run on any rank. With one rank
+// (SYNK_WORKERS=1) every job runs in the master, where a debugger sees it
+// (sharedmem's debug mode).
 //
 // Jobs and results travel through shared memory as bytes: a trivially
 // copyable type (not a pointer) is copied as is; any other type needs a
