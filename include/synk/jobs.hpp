@@ -324,7 +324,8 @@ using JobThunk = int64_t (*)(JobContext& ctx, uint64_t fn, const uint8_t* job, s
 // The fast path of a map whose jobs are trivially copyable, of one size,
 // and whose results fit their slots: runs jobs [b, e) in one call (the
 // function inlined where it can be), storing result i in slots + i *
-// sizeof(R) and then states[i] |= done_bits (release). Stops at a job that
+// sizeof(R) and then, for a job taking a JobContext, states[i] |=
+// done_bits (release; the others' states stay 0). Stops at a job that
 // throws: its exception in `err`, its index returned; e when none threw.
 using ChunkThunk = uint64_t (*)(const JobContext& ctx, uint64_t fn, const uint8_t* jobs, uint8_t* slots,
                                 uint8_t* states, uint8_t done_bits, uint64_t b, uint64_t e, std::exception_ptr& err);
@@ -440,8 +441,12 @@ uint64_t chunk_thunk(const JobContext& ctx, uint64_t fn, const uint8_t* jobs, ui
       err = std::current_exception();
       return i;
     }
-    __atomic_store_n(&states[i], static_cast<uint8_t>(__atomic_load_n(&states[i], __ATOMIC_RELAXED) | done_bits),
-                     __ATOMIC_RELEASE);
+    // Only a job with a context can have an ordered section, whose
+    // progress the state records; the others' states stay 0 (done: the
+    // chunk's announcement says so, failures are stored by the caller).
+    if constexpr (kTakesCtx<F, J>)
+      __atomic_store_n(&states[i], static_cast<uint8_t>(__atomic_load_n(&states[i], __ATOMIC_RELAXED) | done_bits),
+                       __ATOMIC_RELEASE);
   }
   return e;
 }

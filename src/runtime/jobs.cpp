@@ -847,7 +847,7 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
     }
   };
   auto fold_arrived = [&] {
-    if (direct_out) return;  // copied at the end
+    if (fast.chunk) return;  // the fast path: results copied at the end, no sink
     if (in_order) {
       while (folded < count && (std::atomic_ref<uint8_t>(e.state(folded)).load(std::memory_order_acquire) &
                                 (detail::kDone | detail::kFailed)))
@@ -873,7 +873,7 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
         // Cancelled: wait only for the jobs that were taken.
         const uint64_t taken = std::min<uint64_t>(count, std::atomic_ref<uint64_t>(c.cb->map_next).load());
         if (done >= taken) break;
-      } else if (direct_out ? done >= count : folded >= count) {
+      } else if (fast.chunk ? done >= count : folded >= count) {
         break;
       }
       if (!sink_exc && done >= count) continue;  // the last ones are being folded
@@ -892,28 +892,16 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
     c.wait_workers(what);
   }
   if (sink_exc) std::rethrow_exception(sink_exc);
-  if (direct_out) {
-    // Every job's state: failures, and whether every result is in its slot.
-    bool all_inline = true;
-    for (uint64_t i = 0; i < count; ++i) {
-      const uint8_t s = std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_acquire);
-      if (s & detail::kFailed) {
+  if (fast.chunk) {
+    // The fast path (JobsFast): every result is in its slot; a failed job
+    // is the only one whose state may say so.
+    for (uint64_t i = 0; i < count; ++i)
+      if (std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_relaxed) & detail::kFailed) {
         first_failed = i;
         break;
       }
-      all_inline = all_inline && (s & detail::kInline);
-    }
-    if (first_failed == count) {
-      if (all_inline) {
-        std::memcpy(direct_out, e.slot(0), count * result_slot);
-      } else {
-        for (uint64_t i = 0; i < count; ++i) {
-          std::span<const uint8_t> r = detail::live_result(e, c, i);
-          if (r.size() != result_slot) throw FormatError("runtime: a job's result has the wrong size");
-          std::memcpy(static_cast<uint8_t*>(direct_out) + i * result_slot, r.data(), result_slot);
-        }
-      }
-    }
+    if (first_failed == count && direct_out && count * result_slot != 0)
+      std::memcpy(direct_out, e.slot(0), count * result_slot);
   }
   if (first_failed < count)
     detail::throw_job_error(std::string("Runtime::") + what, first_failed, static_cast<int>(e.infos()[first_failed].rank),
