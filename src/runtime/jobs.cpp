@@ -644,9 +644,7 @@ void cancel_jobs(RuntimeCore& c) noexcept {
     JobBatch& b = *c.batch;
     // Keep what finished; the rest never ran.
     try {
-      save_batch(b);
-      for (auto& s : b.saved)
-        if (s.state == 0) s.state = 0;
+      save_batch(b);  // jobs not run keep state 0: their get() says "never ran"
     } catch (...) {
     }
     b.finished = true;
@@ -862,8 +860,10 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
       }
     }
   };
+  // A failed runtime (a dead or stuck rank) throws out of wait_done; the
+  // runtime is unusable then and close() ends the command.
   int64_t last = comm::monotonic_ns();
-  try {
+  {
     for (;;) {
       fold_arrived();
       if (!sink_exc && detail::run_some(*st)) continue;
@@ -879,12 +879,6 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
       if (!sink_exc && done >= count) continue;  // the last ones are being folded
       detail::wait_done(*st, g, last);
     }
-  } catch (...) {
-    if (st->signalled) {
-      // The runtime failed (a dead or stuck worker): it is unusable now.
-      st->signalled = false;
-    }
-    throw;
   }
   st->open = false;
   if (st->signalled) {
