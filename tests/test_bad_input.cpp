@@ -252,6 +252,19 @@ TEST(BadInput, EveryRuntimeMethod) {
     rt.map_raw(reinterpret_cast<void (*)()>(&slow_job_for_sweep), &sweep_thunk, in, 4, 4, nullptr, 4);
   }, "no results");
 
+  // plain jobs (jobs.hpp)
+  refused<ArgumentError>(fx, "run_jobs: no function", [&] {
+    const uint64_t offsets[2] = {0, 4};
+    const uint8_t job[4] = {};
+    rt.run_jobs(nullptr, 0, job, offsets, 1, 4, false, {}, "map");
+  }, "no function");
+  refused<ArgumentError>(fx, "argsort: empty Data", [&] { rt.argsort(Data()); }, "empty Data");
+  refused<ArgumentError>(fx, "argsort: column out of range", [&] { rt.argsort(fx.X, 3); }, "column 3");
+  refused<ArgumentError>(fx, "argsort: negative column", [&] { rt.argsort(fx.X, -1); }, "column -1");
+  refused<ArgumentError>(fx, "sort: column out of range", [&] { rt.sort(fx.X, 7); }, "column 7");
+  refused<ShapeError>(fx, "argsort: a scalar Data", [&] { rt.argsort(rt.data(f32, {})); }, "[rows]");
+  refused<ArgumentError>(fx, "Future::get: an empty future", [&] { Future<int>().get(); }, "empty Future");
+
   // restore
   refused<ArgumentError>(fx, "restore: unknown name", [&] { rt.restore({{"nope", Array::zeros(f32, {3})}}); }, "'nope'");
   refused<ShapeError>(fx, "restore: wrong dtype", [&] { rt.restore({{"W", Array::zeros(i32, {3})}}); }, "i32");

@@ -59,6 +59,7 @@ class Batch {
 };
 
 class Runtime;
+struct DataRef;
 
 class Data {
  public:
@@ -81,6 +82,9 @@ class Data {
   // New row count; the first min(old, new) rows keep their values, new rows
   // are zero.
   void resize(int64_t rows);
+  // This Data as a job can carry it (synk/jobs.hpp: JobContext::rows): jobs
+  // read and write its rows in place.
+  DataRef ref() const;
 
   struct Impl;
   explicit Data(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -94,6 +94,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -103,6 +104,7 @@
 #include "synk/data.hpp"
 #include "synk/error.hpp"
 #include "synk/graph.hpp"
+#include "synk/jobs.hpp"
 
 namespace synk {
 
@@ -128,8 +130,11 @@ class WorkerError : public Error {
 enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 
 struct RuntimeOptions {
-  // Ranks in total, master included. 0: one per visible GPU for CUDA ranks
-  // (device "cuda", or "auto" with a GPU), else one per usable CPU.
+  // Ranks in total, master included. 0: the environment variable
+  // SYNK_WORKERS if set; else one per visible GPU for CUDA ranks (device
+  // "cuda", or "auto" with a GPU); else OMP_NUM_THREADS if set (its first
+  // level), as sharedmem does; else synk::cpu_count() (jobs.hpp: affinity
+  // and cgroup quota). A malformed variable is an ArgumentError.
   int workers = 0;
   // "cpu"; "cuda": rank r computes on GPU r of the visible ones (a
   // CudaSession per rank; more ranks than GPUs only with comm =
@@ -312,29 +317,51 @@ class Runtime {
   void set(const VarRef& var, const ArrayView& value, int rank);  // one rank
   void set(const VarRef& var, const ArrayView& value);            // every rank
 
-  // ---- plain jobs --------------------------------------------------------------
-  // Runs fn(jobs[i]) for every i on all ranks (dynamically balanced) and
-  // returns the results in job order. J and R are trivially copyable; fn is a
-  // plain function (the workers run their forked copy of it).
-  template <class R, class J>
-  std::vector<R> map(R (*fn)(const J&), const std::vector<J>& jobs) {
-    static_assert(std::is_trivially_copyable_v<J> && std::is_trivially_copyable_v<R>,
-                  "Runtime::map: jobs and results must be trivially copyable");
-    std::vector<R> out(jobs.size());
-    map_raw(reinterpret_cast<void (*)()>(fn), &Runtime::map_thunk<R, J>, jobs.data(), sizeof(J),
-            jobs.size(), out.data(), sizeof(R));
-    return out;
-  }
-  // map, then fold the results in the master in job order.
-  template <class R, class J, class F>
-  R map_reduce(R (*fn)(const J&), const std::vector<J>& jobs, R init, F reduce) {
-    for (const R& r : map(fn, jobs)) init = reduce(std::move(init), r);
-    return init;
-  }
-  // The untyped core of map: thunk(fn, job, result) on every job.
+  // ---- plain jobs (synk/jobs.hpp says how jobs run, travel and fail) ------------
+  // fn(job) or fn(ctx, job) for every job on all ranks, dynamically
+  // balanced; the results in job order (nothing for a void fn).
+  template <class F, class J> auto map(F fn, const std::vector<J>& jobs);
+  // map, folding each result into `init` in the master as soon as it
+  // arrives: init = reduce(std::move(init), result), in the order the jobs
+  // finish (any order; the master folds between jobs of its own and while
+  // it waits). Use it for associative, commutative folds.
+  template <class F, class J, class T, class Red> T map_reduce(F fn, const std::vector<J>& jobs, T init, Red reduce);
+  // The same, folded in job order: result i as soon as results 0..i are in.
+  template <class F, class J, class T, class Red>
+  T map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce);
+  // Queues one job and returns at once (multiprocessing's apply_async).
+  template <class F, class J> auto apply_async(F fn, const J& job);
+  // Queues every job; one future per job, in job order.
+  template <class F, class J> auto map_async(F fn, const std::vector<J>& jobs);
+  // Finishes every queued job (their futures stay readable).
+  void join();
+  // A zero-filled shared array for jobs to write (Data::ref()); sharedmem's
+  // empty / zeros (the memory of a new segment is always zero).
+  Data zeros(DType dtype, Shape shape) { return data(dtype, std::move(shape)); }
+  Data empty(DType dtype, Shape shape) { return data(dtype, std::move(shape)); }
+  // Stable argsort of column `column` of a Data ([rows] or [rows, cols],
+  // f32 or i32) over every rank: a parallel merge sort; the same order as
+  // std::stable_sort with `<` (f32 NaNs last, -0.0 equal to 0.0).
+  std::vector<int64_t> argsort(const Data& d, int64_t column = 0);
+  // That column's values in that order.
+  Array sort(const Data& d, int64_t column = 0);
+
+  // The untyped cores of the above (synk/jobs.hpp's templates call them).
+  // jobs: count jobs, job i at bytes [offsets[i], offsets[i+1]); sink(i,
+  // result bytes) is called in the master as results arrive (in job order
+  // when `in_order`).
+  using JobSink = std::function<void(uint64_t i, std::span<const uint8_t> result)>;
+  // fast: jobs of one size without offsets, their chunk runner, results
+  // copied out at the end instead of through sink (jobs.hpp: JobsFast).
+  void run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
+                size_t result_slot, bool in_order, const JobSink& sink, const char* what,
+                const detail::JobsFast& fast = {});
+  std::shared_ptr<detail::JobBatch> submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job, size_t job_bytes,
+                                           size_t result_slot, uint64_t& index);
+  // The legacy untyped map: thunk(fn, job, result) on every job.
   using MapThunk = void (*)(void (*fn)(), const void* job, void* result);
-  void map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count,
-               void* results, size_t result_bytes);
+  void map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,
+               size_t result_bytes);
 
   // ---- recovery ------------------------------------------------------------------
   // The master's (rank 0's) value of every distributed shared variable, in
@@ -353,15 +380,10 @@ class Runtime {
   explicit Runtime(std::shared_ptr<detail::RuntimeCore> core);
 
  private:
-  template <class R, class J>
-  static void map_thunk(void (*fn)(), const void* job, void* result) {
-    J j;
-    std::memcpy(&j, job, sizeof(J));
-    R r = reinterpret_cast<R (*)(const J&)>(fn)(j);
-    std::memcpy(result, &r, sizeof(R));
-  }
   detail::RuntimeCore& checked(const char* what) const;
   std::shared_ptr<detail::RuntimeCore> impl_;
 };
 
 }  // namespace synk
+
+#include "synk/jobs_impl.hpp"

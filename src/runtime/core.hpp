@@ -46,7 +46,7 @@ namespace synk::detail {
 
 constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;
 
-enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map, comm_init };
+enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map, comm_init, jobs };
 const char* cmd_name(Cmd c);
 
 // Commands whose workers enter CpuGroup collectives: a worker that fails in
@@ -76,11 +76,28 @@ struct CommandHeader {
   uint64_t result_cap[kMaxRanks];
 };
 
+// The shared words of a job table (Cmd::jobs; runtime/jobs.cpp), all atomic.
+struct JobSync {
+  alignas(64) uint64_t published;  // jobs the master has written
+  uint32_t pub_gen;                // futex word: bumped per publish, close and cancel
+  uint32_t pub_sleepers;           // workers sleeping on pub_gen
+  uint32_t closed;                 // 1: no more jobs will be published
+  uint32_t cancel;                 // 1: take no more jobs (close())
+  alignas(64) uint32_t crit;       // JobContext::critical: 0 free, 1 held, 2 held with waiters
+  alignas(64) uint64_t ordered_next;  // JobContext::ordered: jobs below this have passed
+  uint32_t ordered_gen;               // futex word: bumped per advance
+  uint32_t ordered_waiters;
+  alignas(64) uint64_t done_count;  // jobs finished (ring entries)
+  uint32_t done_gen;                // futex word: bumped per finished job
+  uint32_t master_sleeps;           // the master sleeps on done_gen
+};
+
 struct ControlBlock {
   alignas(128) uint32_t seq;  // atomic futex word: bumped per command
   uint32_t sleepers;          // atomic: workers sleeping on seq
   alignas(128) CommandHeader cmd;
-  alignas(128) uint64_t map_next;  // atomic: next job of a map
+  alignas(128) uint64_t map_next;  // atomic: next job of a map (Cmd::map, Cmd::jobs)
+  alignas(128) JobSync jobs;        // Cmd::jobs (runtime/jobs.cpp)
   alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
   uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
   alignas(128) WorkerSlot slots[kMaxRanks];
@@ -232,6 +249,24 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
 // u64 jobs offset, u64 results offset (results are written into the args).
 void run_map(ControlBlock* cb, uint8_t* args, size_t n);
 
+// Cmd::jobs on a worker: takes jobs of the table in `args` until it is
+// closed (or cancelled); `seg` maps a segment id (throws for an unknown one).
+void run_jobs_worker(ControlBlock* cb, uint8_t* args, size_t n, int rank, int ranks, int64_t spin_ns,
+                     const std::function<std::span<uint8_t>(uint64_t)>& seg);
+struct JobStream;
+// The master's open stream of async jobs, if any: finish it (every job run,
+// results kept for their futures) / cancel it (close()).
+void finish_jobs(RuntimeCore& c);
+void cancel_jobs(RuntimeCore& c) noexcept;
+// Forgets the master's JobContext::local objects (close()).
+void clear_rank_locals() noexcept;
+// The default rank count for CPU ranks: SYNK_WORKERS, else OMP_NUM_THREADS,
+// else cpu_count() (ArgumentError for a malformed variable).
+int default_workers(bool cuda);
+// The master pins itself to one CPU while a runtime is open: fork() notes
+// how many it could use before (0: not pinned), which cpu_count() reports.
+void note_unpinned_cpus(int n) noexcept;
+
 // ---- the master's state ------------------------------------------------------------
 
 struct Entry {
@@ -332,6 +367,13 @@ struct RuntimeCore {
   void close() noexcept;
   void watch();
 
+  // jobs (runtime/jobs.cpp): the per-rank result spaces and the open stream
+  // of async jobs.
+  std::vector<comm::SharedSegment> arenas;
+  std::vector<uint64_t> arena_ids;
+  std::shared_ptr<JobStream> stream;
+  std::shared_ptr<JobBatch> batch;  // the futures' view of `stream`
+
   uint64_t publish(const comm::SharedSegment& seg, int rank);  // rank -1: every worker
   void release(uint64_t id, int rank) noexcept;
   void ensure_args(size_t bytes);
@@ -364,7 +406,9 @@ struct RuntimeCore {
 // block: the master's side of the runtime is single-threaded by design.
 class Busy {
  public:
-  Busy(RuntimeCore& c, const std::string& what);
+  // Finishes an open stream of async jobs first unless `keep_jobs` (the
+  // job calls themselves).
+  Busy(RuntimeCore& c, const std::string& what, bool keep_jobs = false);
   ~Busy() { c_.busy.store(false, std::memory_order_release); }
   Busy(const Busy&) = delete;
   Busy& operator=(const Busy&) = delete;

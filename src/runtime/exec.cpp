@@ -21,6 +21,7 @@ const char* cmd_name(Cmd c) {
     case Cmd::var_set: return "set";
     case Cmd::map: return "map";
     case Cmd::comm_init: return "comm_init";
+    case Cmd::jobs: return "jobs";
   }
   return "?";
 }

@@ -127,7 +127,7 @@ RuntimeCore::~RuntimeCore() { close(); }
 void RuntimeCore::check_usable(const std::string& what) {
   // A worker holds a forked copy of the master's runtime object; using it
   // would publish commands from the wrong process.
-  if (open && ::getpid() != master_pid)
+  if (open && self_pid() != master_pid)
     throw ArgumentError("Runtime::" + what + ": called in a worker process (pid " + std::to_string(::getpid()) +
                         "); only the master (pid " + std::to_string(master_pid) + ") may use the runtime");
   if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
@@ -169,12 +169,21 @@ void RuntimeCore::fail_collective(const std::string& what, const std::string& er
   throw_failure(what);
 }
 
-Busy::Busy(RuntimeCore& c, const std::string& what) : c_(c) {
+Busy::Busy(RuntimeCore& c, const std::string& what, bool keep_jobs) : c_(c) {
   bool expected = false;
   if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
     throw ArgumentError("Runtime::" + what +
                         ": another runtime call is running (from another thread, or re-entrant from a map job); "
                         "a runtime is used by one thread at a time");
+  // Queued async jobs hold the workers: every other call finishes them first.
+  if (!keep_jobs && c.stream) {
+    try {
+      finish_jobs(c);
+    } catch (...) {
+      c.busy.store(false, std::memory_order_release);
+      throw;
+    }
+  }
 }
 
 void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
@@ -223,6 +232,7 @@ void RuntimeCore::watch() {
 
 void RuntimeCore::close() noexcept {
   if (!open) return;
+  cancel_jobs(*this);  // queued async jobs that no rank took never run
   open = false;
   // The timeline is written below, once every worker has stopped writing it.
   if (trace) trace::detach();
@@ -273,6 +283,9 @@ void RuntimeCore::close() noexcept {
   comm.reset();
   executor.reset();
   results.clear();
+  arenas.clear();
+  arena_ids.clear();
+  if (master_pid == ::getpid()) clear_rank_locals();
   args.reset();
   seg_ptr.clear();
   group.reset();
@@ -281,6 +294,7 @@ void RuntimeCore::close() noexcept {
   if (affinity_saved) {
     ::sched_setaffinity(0, old_affinity.size(), reinterpret_cast<cpu_set_t*>(old_affinity.data()));
     affinity_saved = false;
+    note_unpinned_cpus(0);
   }
   if (master_pid == ::getpid()) release_fork_server();
   g_open.store(false);
@@ -511,7 +525,7 @@ RuntimeCore& Runtime::checked(const char* what) const {
     throw ArgumentError(std::string("Runtime::") + what +
                         ": the runtime was never started in this process (call synk::fork; in a worker process, "
                         "e.g. a map job, it is an empty copy made before fork returned)");
-  impl_->check_usable(what);
+  if (!impl_->usable()) impl_->check_usable(what);
   return *impl_;
 }
 
@@ -604,8 +618,10 @@ Runtime fork(const RuntimeOptions& opts) {
     if (cuda && gpus == 0) throw BackendError("synk::fork: device 'cuda' but " + why);
   }
   // workers = 0: one rank per visible GPU for CUDA ranks, else per usable CPU.
-  const int n = opts.workers != 0 ? opts.workers : cuda ? std::min(gpus, kMaxRanks)
-                                                        : std::min(static_cast<int>(cpus.size()), kMaxRanks);
+  // workers = 0: SYNK_WORKERS if set; else one rank per visible GPU for
+  // CUDA ranks, or for CPU ranks OMP_NUM_THREADS if set, else cpu_count().
+  const int from_env = opts.workers != 0 ? 0 : default_workers(cuda);
+  const int n = opts.workers != 0 ? opts.workers : std::min(from_env > 0 ? from_env : gpus, kMaxRanks);
   if (cuda) {
     if (n > gpus && opts.comm != CommBackend::host_staged)
       throw ArgumentError("synk::fork: " + std::to_string(n) + " CUDA workers but " + std::to_string(gpus) +
@@ -685,6 +701,7 @@ Runtime fork(const RuntimeOptions& opts) {
     release_fork_server(cuda);  // CPU ranks: the server's work is done
     c.group->bind(0);
     if (opts.pin) {
+      note_unpinned_cpus(static_cast<int>(cpus.size()));  // cpu_count() keeps saying what the process may use
       c.old_affinity.resize(sizeof(cpu_set_t));
       if (::sched_getaffinity(0, sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(c.old_affinity.data())) == 0) {
         c.affinity_saved = true;

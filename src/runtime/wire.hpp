@@ -12,7 +12,9 @@
 //   Cmd::collective  encode_var_ops / decode_var_ops
 //   Cmd::var_get     encode_var_get / decode_var_get
 //   Cmd::var_set     encode_var_set / decode_var_set
-//   Cmd::map         encode_map / decode_map
+//   Cmd::map         encode_map / decode_map (the legacy Runtime::map_raw)
+//   Cmd::jobs        runtime/jobs.cpp: layout / check_table (the job table
+//                    lives in the args segment while the ranks work on it)
 //   results          write_result / read_result
 //   socket           SegMsg (a segment's fd, or its release)
 #pragma once

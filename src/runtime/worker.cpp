@@ -215,6 +215,12 @@ class Worker {
         return;
       }
       case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);
+      case Cmd::jobs:
+        return run_jobs_worker(cb_, args(), hdr_.args_bytes, rank_, c_.n, c_.spin_ns,
+                               [this](uint64_t id) -> std::span<uint8_t> {
+                                 const Mapping m = seg(id);
+                                 return {m.p, m.size};
+                               });
       case Cmd::comm_init: return join_comm();
       default: throw FormatError("corrupt command: unknown command kind " + std::to_string(static_cast<uint32_t>(cmd)));
     }

@@ -1,0 +1,933 @@
+// src/runtime/jobs.cpp — plain jobs on every rank (synk/jobs.hpp): the job
+// table in shared memory, the loop every rank runs over it, the master's
+// side (map with results folded as they arrive, streams of async jobs and
+// their futures), critical and ordered sections, per-rank storage.
+//
+// The job table lives in the args segment (Cmd::jobs):
+//
+//   JobTable  header: capacity, where each region starts, result spaces
+//   JobRec    per job: its thunk and function, where its bytes are
+//   bytes     the jobs' bytes
+//   slots     per job: result_slot bytes for a result that fits
+//   JobInfo   per job: which rank ran it, where its result (or error) is
+//   state     per job: u8 bits (kPassed, kDone, kFailed)
+//   ring      the job indices in the order they finished (+1; 0: not yet)
+//
+// and the shared words in ControlBlock::jobs (JobSync). The master writes
+// jobs and bumps `published`; every rank claims the next job index from
+// ControlBlock::map_next (workers with fetch_add and then wait for that job
+// to be published; the master only claims published jobs, with a CAS, since
+// it is the one publishing). A finished job appends its index to the ring
+// and bumps done_count, which is what the master's fold reads.
+//
+// Results larger than the slot (and job errors) go to the rank's result
+// space, a sparse memfd segment of kJobResultSpace bytes per rank made once
+// per runtime; the rank bumps its own offset, reset per command.
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "comm/futex.hpp"
+#include "runtime/core.hpp"
+
+namespace synk {
+
+namespace detail {
+
+namespace {
+
+template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
+
+constexpr uint64_t kMagic = 0x73796e6b6a6f6273ull;  // "synkjobs"
+// state bits; kInline: the result is in the job's slot (no JobInfo written).
+constexpr uint8_t kPassed = 1, kDone = 2, kFailed = 4, kInline = 8;
+constexpr int64_t kSliceNs = 50'000'000;  // the master's futex sleep slice
+
+struct JobTable {
+  uint64_t magic;
+  uint64_t capacity;
+  uint64_t result_slot;
+  uint64_t recs_off;
+  uint64_t bytes_off, bytes_cap;
+  uint64_t slots_off;
+  uint64_t infos_off;
+  uint64_t state_off;
+  uint64_t ring_off;
+  uint64_t arena_cap;
+  uint64_t total;
+  // A map's jobs share one thunk and function and have one size: no
+  // records (job i at bytes_off + i * uniform_stride). 0: records.
+  uint64_t uniform_thunk, uniform_fn, uniform_stride;
+  uint64_t uniform_chunk;  // with uniform jobs: a ChunkThunk running many at once (0: none)
+  uint64_t arena_id[kMaxRanks];
+};
+
+struct JobRec {
+  uint64_t thunk, fn, off, len;
+};
+
+struct JobInfo {
+  uint32_t rank;
+  uint32_t where;  // 0 inline in the slot, 1 in the rank's result space, 2 an error message there
+  uint64_t off, len;
+};
+
+uint64_t up64(uint64_t x) { return (x + 63) / 64 * 64; }
+
+// Lays out a table for `capacity` jobs with `bytes_cap` job bytes.
+JobTable layout(uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot, bool ring) {
+  JobTable t{};
+  t.magic = kMagic;
+  t.capacity = capacity;
+  t.result_slot = result_slot;
+  uint64_t off = up64(sizeof(JobTable));
+  t.recs_off = off;
+  off = up64(off + capacity * sizeof(JobRec));
+  t.bytes_off = off;
+  t.bytes_cap = bytes_cap;
+  off = up64(off + bytes_cap);
+  t.slots_off = off;
+  off = up64(off + capacity * result_slot);
+  t.infos_off = off;
+  off = up64(off + capacity * sizeof(JobInfo));
+  t.state_off = off;
+  off = up64(off + capacity);
+  t.ring_off = ring ? off : 0;  // 0: no ring (nobody folds in completion order)
+  if (ring) off = up64(off + capacity * sizeof(uint64_t));
+  t.total = off;
+  t.arena_cap = kJobResultSpace;
+  return t;
+}
+
+}  // namespace
+
+// One rank's view of the running table.
+struct JobEnv {
+  ControlBlock* cb = nullptr;
+  JobSync* s = nullptr;
+  uint8_t* base = nullptr;
+  JobTable t{};
+  int rank = 0, ranks = 1;
+  int64_t spin_ns = 0;
+  uint8_t* arena = nullptr;
+  uint64_t arena_used = 0;
+  RuntimeCore* core = nullptr;  // the master's, for failure checks (null in workers)
+  std::function<std::span<uint8_t>(uint64_t)> seg;
+  ByteWriter out;
+  bool in_critical = false;
+
+  JobRec* recs() const { return reinterpret_cast<JobRec*>(base + t.recs_off); }
+  JobInfo* infos() const { return reinterpret_cast<JobInfo*>(base + t.infos_off); }
+  uint8_t& state(uint64_t i) const { return base[t.state_off + i]; }
+  uint64_t* ring() const { return reinterpret_cast<uint64_t*>(base + t.ring_off); }
+  uint8_t* slot(uint64_t i) const { return base + t.slots_off + i * t.result_slot; }
+
+  // The master's waits wake every kSliceNs to see a failure of the runtime.
+  void check_failed(const char* what) const {
+    if (core && core->failed.load()) core->throw_failure(what);
+  }
+
+  // The master gives up on a critical or ordered section it has waited
+  // for longer than RuntimeOptions::timeout (a stopped rank holding it).
+  void check_wait(const char* what, int64_t since) const {
+    check_failed(what);
+    if (core && comm::monotonic_ns() - since > core->opts.timeout.count() * 1'000'000) {
+      core->fail(std::string(what) + ": the master waited longer than the timeout of " +
+                     std::to_string(core->opts.timeout.count()) + " ms; the workers were stopped",
+                 -1);
+      core->throw_failure(what);
+    }
+  }
+
+  // Sleeps while *word == v (spinning first), a slice at most.
+  void sleep_on(uint32_t* word, uint32_t v, uint32_t* sleepers) const {
+    const int64_t t0 = comm::monotonic_ns();
+    for (uint32_t i = 1;; ++i) {
+      comm::cpu_relax();
+      if (at(*word).load(std::memory_order_acquire) != v) return;
+      if ((i & 255) == 0 && comm::monotonic_ns() - t0 >= spin_ns) break;
+    }
+    at(*sleepers).fetch_add(1, std::memory_order_seq_cst);
+    if (at(*word).load(std::memory_order_seq_cst) == v) comm::futex_wait(word, v, kSliceNs);
+    at(*sleepers).fetch_sub(1, std::memory_order_seq_cst);
+  }
+
+  void bump(uint32_t* gen, uint32_t* sleepers) const {
+    at(*gen).fetch_add(1, std::memory_order_seq_cst);
+    if (at(*sleepers).load(std::memory_order_seq_cst) != 0) comm::futex_wake(gen);
+  }
+
+  // ordered: moves ordered_next past every job that has passed.
+  void advance_ordered() const {
+    auto next = at(s->ordered_next);
+    const uint64_t pub = at(s->published).load(std::memory_order_acquire);
+    for (;;) {
+      uint64_t k = next.load(std::memory_order_seq_cst);
+      if (k >= pub || !(at(state(k)).load(std::memory_order_seq_cst) & kPassed)) return;
+      if (next.compare_exchange_strong(k, k + 1, std::memory_order_seq_cst)) bump(&s->ordered_gen, &s->ordered_waiters);
+    }
+  }
+
+  void pass_ordered(uint64_t i) const {
+    at(state(i)).fetch_or(kPassed, std::memory_order_seq_cst);
+    if (at(s->ordered_waiters).load(std::memory_order_seq_cst) != 0) advance_ordered();
+  }
+
+  // Space in this rank's result space (throws when it is full).
+  uint64_t take_space(uint64_t n, uint64_t job) {
+    if (!arena || n > t.arena_cap - arena_used)
+      throw Error("job " + std::to_string(job) + ": its result of " + std::to_string(n) + " bytes does not fit in rank " +
+                  std::to_string(rank) + "'s result space (" + std::to_string(t.arena_cap - arena_used) + " of " +
+                  std::to_string(t.arena_cap) + " bytes left in this map)");
+    const uint64_t off = arena_used;
+    arena_used += (n + 7) / 8 * 8;
+    return off;
+  }
+
+  void fail_job(uint64_t i, const char* msg) {
+    JobInfo& inf = infos()[i];
+    inf.rank = static_cast<uint32_t>(rank);
+    const size_t len = std::min<size_t>(std::strlen(msg), 4000);
+    if (arena && len + 8 <= t.arena_cap - arena_used) {
+      const uint64_t off = take_space(len, i);
+      std::memcpy(arena + off, msg, len);
+      inf.where = 2;
+      inf.off = off;
+      inf.len = len;
+    } else {
+      inf.where = 2;
+      inf.off = 0;
+      inf.len = 0;
+    }
+  }
+
+  // Job i's thunk, function and bytes.
+  JobRec rec(uint64_t i) const {
+    if (t.uniform_thunk) return {t.uniform_thunk, t.uniform_fn, i * t.uniform_stride, t.uniform_stride};
+    return recs()[i];
+  }
+
+  // Runs claimed job i on this rank; returns its state bits (stored by the
+  // caller, release: the result is written first).
+  uint8_t run_one(uint64_t i) {
+    const JobRec r = rec(i);
+    JobContext ctx(this, i);
+    out.clear();
+    try {
+      if (r.off > t.bytes_cap || r.len > t.bytes_cap - r.off || r.thunk == 0)
+        throw FormatError("runtime: corrupt job record " + std::to_string(i));
+      const int64_t direct =
+          reinterpret_cast<JobThunk>(r.thunk)(ctx, r.fn, base + t.bytes_off + r.off, r.len, out, slot(i), t.result_slot);
+      if (direct >= 0) {
+        if (static_cast<uint64_t>(direct) == t.result_slot) return kDone | kInline;
+        infos()[i] = {static_cast<uint32_t>(rank), 0, 0, static_cast<uint64_t>(direct)};
+        return kDone;
+      }
+      const std::vector<uint8_t>& b = out.bytes();
+      if (b.size() <= t.result_slot) {
+        if (!b.empty()) std::memcpy(slot(i), b.data(), b.size());
+        if (b.size() != t.result_slot) {
+          JobInfo& inf = infos()[i];
+          inf = {static_cast<uint32_t>(rank), 0, 0, b.size()};
+          return kDone;
+        }
+        return kDone | kInline;
+      }
+      JobInfo& inf = infos()[i];
+      inf = {static_cast<uint32_t>(rank), 1, take_space(b.size(), i), b.size()};
+      std::memcpy(arena + inf.off, b.data(), b.size());
+      return kDone;
+    } catch (const std::exception& e) {
+      if (in_critical) unlock_critical();
+      fail_job(i, e.what());
+    } catch (...) {
+      if (in_critical) unlock_critical();
+      fail_job(i, "unknown exception");
+    }
+    return kFailed;
+  }
+
+  // Runs claimed jobs [b, e): each job's state is stored as it finishes
+  // (with kPassed unless it passed its ordered section already); then the
+  // chunk is announced at once (ring, done_count, one wake-up).
+  void run_chunk(uint64_t b, uint64_t e) {
+    if (t.uniform_chunk) {
+      // Trivially copyable jobs and results: the chunk in one call.
+      const JobContext ctx(this, b);
+      for (uint64_t from = b; from < e;) {
+        std::exception_ptr err;
+        const uint64_t stop = reinterpret_cast<ChunkThunk>(t.uniform_chunk)(
+            ctx, t.uniform_fn, base + t.bytes_off, base + t.slots_off, base + t.state_off, kDone | kInline | kPassed,
+            from, e, err);
+        if (stop >= e) break;
+        std::string msg = "unknown exception";
+        try {
+          std::rethrow_exception(err);
+        } catch (const std::exception& x) {
+          msg = x.what();
+        } catch (...) {
+        }
+        if (in_critical) unlock_critical();
+        fail_job(stop, msg.c_str());
+        auto sref = at(state(stop));
+        sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | kFailed | kPassed),
+                   std::memory_order_release);
+        from = stop + 1;
+      }
+    } else {
+      run_each(b, e);
+    }
+    announce(b, e);
+  }
+
+  void run_each(uint64_t b, uint64_t e) {
+    for (uint64_t i = b; i < e; ++i) {
+      const uint8_t st = run_one(i);
+      auto sref = at(state(i));
+      sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | st | kPassed), std::memory_order_release);
+    }
+  }
+
+  void announce(uint64_t b, uint64_t e) {
+    const uint64_t d = at(s->done_count).fetch_add(e - b, std::memory_order_seq_cst);  // a full fence too
+    if (t.ring_off)
+      for (uint64_t i = b; i < e; ++i) at(ring()[d + (i - b)]).store(i + 1, std::memory_order_release);
+    // Someone waits in an ordered section: move ordered_next past these.
+    if (at(s->ordered_waiters).load(std::memory_order_seq_cst) != 0) advance_ordered();
+    bump(&s->done_gen, &s->master_sleeps);
+  }
+
+  // Takes the next jobs below `pub` (guided: a share of what is left), if any.
+  bool claim(uint64_t pub, uint64_t& b, uint64_t& e) const {
+    auto next = at(cb->map_next);
+    uint64_t cur = next.load(std::memory_order_seq_cst);
+    while (cur < pub) {
+      const uint64_t left = pub - cur;
+      const uint64_t k = std::clamp<uint64_t>(left / (2 * static_cast<uint64_t>(ranks)), 1, 4096);
+      if (next.compare_exchange_weak(cur, cur + k, std::memory_order_seq_cst)) {
+        b = cur;
+        e = cur + k;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void lock_critical() {
+    auto w = at(s->crit);
+    uint32_t c = 0;
+    if (!w.compare_exchange_strong(c, 1, std::memory_order_acquire)) {
+      if (c != 2) c = w.exchange(2, std::memory_order_acquire);
+      const int64_t since = comm::monotonic_ns();
+      while (c != 0) {
+        check_wait("JobContext::critical", since);
+        comm::futex_wait(&s->crit, 2, kSliceNs);
+        c = w.exchange(2, std::memory_order_acquire);
+      }
+    }
+    in_critical = true;
+  }
+  void unlock_critical() noexcept {
+    in_critical = false;
+    if (at(s->crit).fetch_sub(1, std::memory_order_release) != 1) {
+      at(s->crit).store(0, std::memory_order_release);
+      comm::futex_wake(&s->crit, 1);
+    }
+  }
+};
+
+namespace {
+
+// Checks a table read from shared memory against the n bytes it lies in.
+JobTable check_table(const uint8_t* args, size_t n) {
+  JobTable t;
+  if (n < sizeof t) throw FormatError("runtime: corrupt job table (too short)");
+  std::memcpy(&t, args, sizeof t);
+  const uint64_t cap = t.capacity;
+  auto inside = [n](uint64_t off, uint64_t each, uint64_t k) {
+    return off <= n && (each == 0 || k <= (n - off) / each);
+  };
+  if (t.magic != kMagic || cap > (uint64_t{1} << 40) || t.result_slot > (uint64_t{1} << 20) ||
+      !inside(t.recs_off, sizeof(JobRec), cap) || !inside(t.bytes_off, 1, t.bytes_cap) ||
+      !inside(t.slots_off, t.result_slot, cap) || !inside(t.infos_off, sizeof(JobInfo), cap) ||
+      !inside(t.state_off, 1, cap) || (t.ring_off && !inside(t.ring_off, sizeof(uint64_t), cap)) || t.recs_off % 8 ||
+      t.infos_off % 8 || t.ring_off % 8 ||
+      (t.uniform_thunk && t.uniform_stride && cap > t.bytes_cap / t.uniform_stride))
+    throw FormatError("runtime: corrupt job table");
+  return t;
+}
+
+}  // namespace
+
+void run_jobs_worker(ControlBlock* cb, uint8_t* args, size_t n, int rank, int ranks, int64_t spin_ns,
+                     const std::function<std::span<uint8_t>(uint64_t)>& seg) {
+  static ByteWriter out;  // kept from one command to the next (no allocation per job)
+  JobEnv e;
+  e.cb = cb;
+  e.s = &cb->jobs;
+  e.base = args;
+  e.t = check_table(args, n);
+  e.rank = rank;
+  e.ranks = ranks;
+  e.spin_ns = spin_ns;
+  e.seg = seg;
+  e.out = std::move(out);
+  if (e.t.arena_id[rank]) {
+    std::span<uint8_t> a = seg(e.t.arena_id[rank]);
+    if (a.size() < e.t.arena_cap) throw FormatError("runtime: corrupt job table (result space)");
+    e.arena = a.data();
+  }
+  JobSync& s = cb->jobs;
+  for (;;) {
+    // A cancelled table (close(), or a map whose fold threw): take nothing more.
+    if (at(s.cancel).load(std::memory_order_seq_cst)) break;
+    const uint32_t g = at(s.pub_gen).load(std::memory_order_seq_cst);
+    const uint64_t pub = at(s.published).load(std::memory_order_seq_cst);
+    if (pub > e.t.capacity) throw FormatError("runtime: corrupt job table (more jobs than slots)");
+    uint64_t b, end;
+    if (e.claim(pub, b, end)) {
+      e.run_chunk(b, end);
+      continue;
+    }
+    // Nothing left to take: the end of the table, or wait for more jobs.
+    if (at(s.closed).load(std::memory_order_seq_cst) &&
+        at(cb->map_next).load(std::memory_order_seq_cst) >= at(s.published).load(std::memory_order_seq_cst))
+      break;
+    e.sleep_on(&s.pub_gen, g, &s.pub_sleepers);
+  }
+  out = std::move(e.out);
+}
+
+// ---- the master's side --------------------------------------------------------------------
+
+// A job table the master has opened: a map, or a stream of async jobs.
+struct JobStream {
+  RuntimeCore* c = nullptr;
+  JobEnv env;
+  uint64_t published = 0;
+  uint64_t bytes_used = 0;
+  bool signalled = false;
+  bool open = false;
+  std::string label;
+};
+
+// A stream's jobs as their futures see them: live in the table while it
+// runs, copied out when it is finished.
+struct JobBatch {
+  std::weak_ptr<RuntimeCore> owner;
+  RuntimeCore* c = nullptr;
+  std::shared_ptr<JobStream> stream;  // while it runs
+  bool finished = false;
+  std::string failure;  // the runtime failed (every unsaved job throws this)
+  int failure_rank = -1;
+  struct Saved {
+    uint8_t state = 0;  // kDone, kFailed, 0: never ran (cancelled)
+    int rank = 0;
+    uint64_t off = 0, len = 0;
+  };
+  std::vector<Saved> saved;
+  std::vector<uint8_t> bytes;
+};
+
+namespace {
+
+void ensure_arenas(RuntimeCore& c) {
+  if (!c.arenas.empty()) return;
+  c.arenas.resize(static_cast<size_t>(c.n));
+  c.arena_ids.assign(static_cast<size_t>(c.n), 0);
+  for (int r = 0; r < c.n; ++r) {
+    c.arenas[static_cast<size_t>(r)] = comm::SharedSegment::create(kJobResultSpace, "synk-job-results");
+    if (r > 0) c.arena_ids[static_cast<size_t>(r)] = c.publish(c.arenas[static_cast<size_t>(r)], r);
+  }
+}
+
+std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot,
+                                       const std::string& label, const JobRec& uniform = {}, bool ring = false) {
+  ensure_arenas(c);
+  JobTable t = layout(capacity, bytes_cap, result_slot, ring);
+  t.uniform_thunk = uniform.thunk;
+  t.uniform_fn = uniform.fn;
+  t.uniform_stride = uniform.len;
+  t.uniform_chunk = uniform.off;  // (the ChunkThunk travels in the record's offset field)
+  for (int r = 1; r < c.n; ++r) t.arena_id[r] = c.arena_ids[static_cast<size_t>(r)];
+  if (c.n > 1) c.ensure_args(t.total);
+  auto st = std::make_shared<JobStream>();
+  st->c = &c;
+  st->label = label;
+  std::vector<uint8_t> local;  // one rank: the table lives in the master only
+  uint8_t* base = nullptr;
+  if (c.n > 1) {
+    base = static_cast<uint8_t*>(c.args.data());
+  } else {
+    st->env.out = ByteWriter();
+    static thread_local std::vector<uint8_t> single;
+    if (single.size() < t.total) single.resize(t.total);
+    base = single.data();
+  }
+  std::memcpy(base, &t, sizeof t);
+  std::memset(base + t.state_off, 0, capacity);
+  if (ring) std::memset(base + t.ring_off, 0, capacity * sizeof(uint64_t));
+  JobSync& s = c.cb->jobs;
+  at(s.published).store(0);
+  at(s.closed).store(0);
+  at(s.cancel).store(0);
+  at(s.crit).store(0);
+  at(s.ordered_next).store(0);
+  at(s.done_count).store(0);
+  at(c.cb->map_next).store(0);
+  JobEnv& e = st->env;
+  e.cb = c.cb;
+  e.s = &s;
+  e.base = base;
+  e.t = t;
+  e.rank = 0;
+  e.ranks = c.n;
+  e.spin_ns = c.spin_ns;
+  e.arena = static_cast<uint8_t*>(c.arenas[0].data());
+  e.arena_used = 0;
+  e.core = &c;
+  e.seg = [&c](uint64_t id) -> std::span<uint8_t> {
+    auto it = c.seg_ptr.find(id);
+    if (it == c.seg_ptr.end()) throw ArgumentError("JobContext::rows: the Data is gone (unknown segment)");
+    return {const_cast<uint8_t*>(it->second.data()), it->second.size()};
+  };
+  ++c.calls;
+  if (c.n > 1) {
+    c.cb->cmd.args_id = c.args_id;
+    c.cb->cmd.args_bytes = t.total;
+    c.signal(Cmd::jobs, false);
+    st->signalled = true;
+  }
+  st->open = true;
+  return st;
+}
+
+bool has_room(const JobStream& st, uint64_t bytes) {
+  return st.published < st.env.t.capacity && bytes <= st.env.t.bytes_cap - st.bytes_used;
+}
+
+void push(JobStream& st, JobThunk thunk, uint64_t fn, const uint8_t* job, uint64_t len) {
+  JobEnv& e = st.env;
+  const uint64_t i = st.published;
+  if (len) std::memcpy(e.base + e.t.bytes_off + st.bytes_used, job, len);
+  e.recs()[i] = {reinterpret_cast<uint64_t>(thunk), fn, st.bytes_used, len};
+  st.bytes_used += len;
+  st.published = i + 1;
+  at(e.s->published).store(i + 1, std::memory_order_seq_cst);
+  e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
+}
+
+// The master takes the next published jobs and runs them; false if none.
+bool run_some(JobStream& st) {
+  uint64_t b, e;
+  if (!st.env.claim(st.published, b, e)) return false;
+  st.env.run_chunk(b, e);
+  return true;
+}
+
+// Waits (a slice at most) for another job to finish after `gen` was read.
+void wait_done(JobStream& st, uint32_t gen, int64_t& last_progress) {
+  JobEnv& e = st.env;
+  e.check_failed(st.label.c_str());
+  e.sleep_on(&e.s->done_gen, gen, &e.s->master_sleeps);
+  e.check_failed(st.label.c_str());
+  const int64_t now = comm::monotonic_ns();
+  if (at(e.s->done_gen).load() != gen) {
+    last_progress = now;
+    return;
+  }
+  RuntimeCore& c = *st.c;
+  if (now - last_progress > c.opts.timeout.count() * 1'000'000) {
+    c.fail("no job of " + st.label + " finished within the timeout of " + std::to_string(c.opts.timeout.count()) +
+               " ms; the workers were stopped",
+           -1);
+    c.throw_failure(st.label);
+  }
+}
+
+// Ends the stream: no more jobs; the master runs what is left, waits for
+// every job and for the workers to leave the command.
+void close_stream(JobStream& st) {
+  JobEnv& e = st.env;
+  at(e.s->closed).store(1, std::memory_order_seq_cst);
+  e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
+  int64_t last = comm::monotonic_ns();
+  for (;;) {
+    if (run_some(st)) continue;
+    const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
+    if (at(e.s->done_count).load(std::memory_order_seq_cst) >= st.published) break;
+    wait_done(st, g, last);
+  }
+  st.open = false;
+  if (st.signalled) {
+    st.signalled = false;
+    st.c->wait_workers(st.label);
+  }
+}
+
+std::span<const uint8_t> live_result(const JobEnv& e, RuntimeCore& c, uint64_t i) {
+  if (at(e.state(i)).load(std::memory_order_acquire) & kInline) return {e.slot(i), e.t.result_slot};
+  const JobInfo& inf = e.infos()[i];
+  if (inf.where == 0) return {e.slot(i), inf.len};
+  const uint8_t* a = static_cast<const uint8_t*>(c.arenas[inf.rank].data());
+  return {a + inf.off, inf.len};
+}
+
+std::string job_error(const JobEnv& e, RuntimeCore& c, uint64_t i) {
+  const JobInfo& inf = e.infos()[i];
+  if (inf.where != 2 || inf.rank >= c.arenas.size()) return "?";
+  const char* a = static_cast<const char*>(c.arenas[inf.rank].data());
+  return std::string(a + inf.off, inf.len);
+}
+
+[[noreturn]] void throw_job_error(const std::string& what, uint64_t i, int rank, const std::string& msg) {
+  throw WorkerError("synk runtime: " + what + ": job " + std::to_string(i) + " failed on rank " +
+                        std::to_string(rank) + (rank == 0 ? " (master)" : "") + ": " + msg,
+                    rank);
+}
+
+// Copies a finished stream's results into its batch for the futures.
+void save_batch(JobBatch& b) {
+  JobStream& st = *b.stream;
+  const JobEnv& e = st.env;
+  b.saved.resize(st.published);
+  for (uint64_t i = 0; i < st.published; ++i) {
+    JobBatch::Saved& s = b.saved[i];
+    const uint8_t state = at(e.state(i)).load();
+    s.rank = (state & kInline) ? 0 : static_cast<int>(e.infos()[i].rank);
+    if (state & kDone) {
+      std::span<const uint8_t> r = live_result(e, *st.c, i);
+      s.state = kDone;
+      s.off = b.bytes.size();
+      s.len = r.size();
+      b.bytes.insert(b.bytes.end(), r.begin(), r.end());
+    } else if (state & kFailed) {
+      const std::string m = job_error(e, *st.c, i);
+      s.state = kFailed;
+      s.off = b.bytes.size();
+      s.len = m.size();
+      b.bytes.insert(b.bytes.end(), m.begin(), m.end());
+    }
+  }
+  b.finished = true;
+  b.stream.reset();
+}
+
+}  // namespace
+
+void finish_jobs(RuntimeCore& c) {
+  if (!c.stream) return;
+  std::shared_ptr<JobBatch> b = std::move(c.batch);
+  std::shared_ptr<JobStream> st = std::move(c.stream);
+  try {
+    close_stream(*st);
+  } catch (const WorkerError& e) {
+    if (b) {
+      b->failure = e.what();
+      b->failure_rank = e.rank();
+      b->finished = true;
+      b->stream.reset();
+    }
+    throw;
+  }
+  if (b) save_batch(*b);
+}
+
+void cancel_jobs(RuntimeCore& c) noexcept {
+  if (!c.stream) return;
+  if (c.batch) {
+    JobBatch& b = *c.batch;
+    // Keep what finished; the rest never ran.
+    try {
+      save_batch(b);  // jobs not run keep state 0: their get() says "never ran"
+    } catch (...) {
+    }
+    b.finished = true;
+    b.stream.reset();
+    c.batch.reset();
+  }
+  JobSync& s = c.cb->jobs;
+  at(s.cancel).store(1, std::memory_order_seq_cst);
+  at(s.closed).store(1, std::memory_order_seq_cst);
+  at(s.pub_gen).fetch_add(1);
+  comm::futex_wake(&s.pub_gen);
+  c.stream.reset();
+}
+
+std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
+  JobBatch& b = *bp;
+  if (!b.finished) {
+    std::shared_ptr<RuntimeCore> owner = b.owner.lock();
+    if (!owner) throw ArgumentError("Future::get: the runtime is gone");
+    RuntimeCore& c = *owner;
+    if (!c.usable()) c.check_usable("Future::get");
+    Busy busy(c, "Future::get", true);
+    JobStream& st = *b.stream;
+    JobEnv& e = st.env;
+    int64_t last = comm::monotonic_ns();
+    for (;;) {
+      const uint8_t state = at(e.state(i)).load(std::memory_order_seq_cst);
+      if (state & kDone) return live_result(e, c, i);
+      if (state & kFailed) throw_job_error("Future::get", i, static_cast<int>(e.infos()[i].rank), job_error(e, c, i));
+      if (run_some(st)) continue;
+      const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
+      if (at(e.state(i)).load(std::memory_order_seq_cst) & (kDone | kFailed)) continue;
+      wait_done(st, g, last);
+    }
+  }
+  if (i < b.saved.size()) {
+    const JobBatch::Saved& s = b.saved[i];
+    if (s.state == kDone) return {b.bytes.data() + s.off, s.len};
+    if (s.state == kFailed)
+      throw_job_error("Future::get", i, s.rank, std::string(reinterpret_cast<const char*>(b.bytes.data() + s.off), s.len));
+  }
+  if (!b.failure.empty()) throw WorkerError(b.failure, b.failure_rank);
+  throw ArgumentError("Future::get: job " + std::to_string(i) + " never ran: the runtime was closed first");
+}
+
+bool batch_ready(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
+  const JobBatch& b = *bp;
+  if (b.finished) return true;
+  return (at(b.stream->env.state(i)).load() & (kDone | kFailed)) != 0;
+}
+
+// ---- per-rank storage --------------------------------------------------------------------
+
+namespace {
+struct RankLocal {
+  void* p;
+  void (*destroy)(void*);
+};
+std::unordered_map<std::type_index, RankLocal>& locals() {
+  static std::unordered_map<std::type_index, RankLocal> m;
+  return m;
+}
+}  // namespace
+
+void* rank_local(std::type_index key, void* (*make)(), void (*destroy)(void*)) {
+  auto& m = locals();
+  auto it = m.find(key);
+  if (it != m.end()) return it->second.p;
+  void* p = make();
+  m.emplace(key, RankLocal{p, destroy});
+  return p;
+}
+
+void clear_rank_locals() noexcept {
+  for (auto& [k, v] : locals()) v.destroy(v.p);
+  locals().clear();
+}
+
+}  // namespace detail
+
+// ---- JobContext ---------------------------------------------------------------------------
+
+int JobContext::rank() const { return env_->rank; }
+int JobContext::ranks() const { return env_->ranks; }
+void JobContext::lock_critical() {
+  if (env_->in_critical) throw ArgumentError("JobContext::critical: already inside a critical section (not re-entrant)");
+  env_->lock_critical();
+}
+void JobContext::unlock_critical() noexcept { env_->unlock_critical(); }
+
+void JobContext::enter_ordered() {
+  detail::JobEnv& e = *env_;
+  if (std::atomic_ref<uint8_t>(e.state(job_)).load() & detail::kPassed)
+    throw ArgumentError("JobContext::ordered: job " + std::to_string(job_) +
+                        " entered an ordered section twice (at most once per job)");
+  auto next = std::atomic_ref<uint64_t>(e.s->ordered_next);
+  // Counted as a waiter throughout, so that every rank finishing a job
+  // moves ordered_next on for us (JobEnv::run_chunk).
+  auto waiters = std::atomic_ref<uint32_t>(e.s->ordered_waiters);
+  waiters.fetch_add(1, std::memory_order_seq_cst);
+  struct Leave {
+    std::atomic_ref<uint32_t> w;
+    ~Leave() { w.fetch_sub(1, std::memory_order_seq_cst); }
+  } leave{waiters};
+  const int64_t since = comm::monotonic_ns();
+  for (;;) {
+    const uint32_t g = std::atomic_ref<uint32_t>(e.s->ordered_gen).load(std::memory_order_seq_cst);
+    e.advance_ordered();
+    if (next.load(std::memory_order_seq_cst) == job_) return;
+    e.check_wait("JobContext::ordered", since);
+    e.sleep_on(&e.s->ordered_gen, g, &e.s->ordered_waiters);
+  }
+}
+void JobContext::leave_ordered() noexcept { env_->pass_ordered(job_); }
+
+void* JobContext::resolve(const DataRef& d, DType want, int64_t first, int64_t& count) const {
+  if (d.dtype != want)
+    throw TypeError(std::string("JobContext::rows: the Data has dtype ") + dtype_name(d.dtype) + ", asked for " +
+                    dtype_name(want));
+  if (count < 0) count = d.rows - first;
+  if (first < 0 || count < 0 || first > d.rows || count > d.rows - first || d.row_elems < 0)
+    throw ArgumentError("JobContext::rows: rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
+                        ") of a Data with " + std::to_string(d.rows) + " rows");
+  std::span<uint8_t> m = env_->seg(d.segment);
+  const uint64_t need = static_cast<uint64_t>(d.rows) * static_cast<uint64_t>(d.row_elems) * 4;
+  if (m.size() < need) throw ArgumentError("JobContext::rows: the Data's segment is smaller than the DataRef says");
+  return m.data() + static_cast<uint64_t>(first) * static_cast<uint64_t>(d.row_elems) * 4;
+}
+
+DataRef Data::ref() const {
+  const Impl& d = checked("ref");
+  DataRef r;
+  r.segment = d.id;
+  r.dtype = d.dtype;
+  r.rows = d.shape.empty() ? 1 : d.shape[0];
+  r.row_elems = d.shape.empty() ? 1 : numel(Shape(d.shape.begin() + 1, d.shape.end()));
+  return r;
+}
+
+// ---- Runtime ------------------------------------------------------------------------------
+
+using detail::JobEnv;
+using detail::JobStream;
+using detail::RuntimeCore;
+
+void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
+                       size_t result_slot, bool in_order, const JobSink& sink, const char* what,
+                       const detail::JobsFast& fast) {
+  void* direct_out = fast.direct_out;
+  RuntimeCore& c = checked(what);
+  detail::Busy busy(c, what);
+  if (count == 0) return;
+  if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
+  if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
+  const uint64_t first = offsets ? offsets[0] : 0;
+  const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
+  // Jobs of one size need no records.
+  const uint64_t stride = offsets ? offsets[1] - offsets[0] : fast.stride;
+  bool uniform = true;
+  if (offsets)
+    for (size_t i = 1; i <= count && uniform; ++i) uniform = offsets[i] - offsets[0] == i * stride;
+  detail::JobRec one{};
+  if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, offsets ? 0 : reinterpret_cast<uint64_t>(fast.chunk), stride};
+  std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order);
+  JobEnv& e = st->env;
+  // Every job at once: the bytes (and records), then one publish.
+  if (bytes) std::memcpy(e.base + e.t.bytes_off, jobs + first, bytes);
+  if (!uniform) {
+    detail::JobRec* recs = e.recs();
+    for (size_t i = 0; i < count; ++i)
+      recs[i] = {reinterpret_cast<uint64_t>(thunk), fn, offsets[i] - offsets[0], offsets[i + 1] - offsets[i]};
+  }
+  st->published = count;
+  st->bytes_used = bytes;
+  std::atomic_ref<uint64_t>(e.s->published).store(count, std::memory_order_seq_cst);
+  std::atomic_ref<uint32_t>(e.s->closed).store(1, std::memory_order_seq_cst);
+  e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
+
+  // The master runs jobs too, and folds what has arrived between them.
+  uint64_t folded = 0;          // ring entries (or job indices, in order) delivered
+  uint64_t first_failed = count;
+  std::string sink_error;
+  std::exception_ptr sink_exc;
+  auto deliver = [&](uint64_t i) {
+    const uint8_t s = std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_acquire);
+    if (s & detail::kFailed) {
+      first_failed = std::min<uint64_t>(first_failed, i);
+      return;
+    }
+    if (!sink || sink_exc) return;
+    try {
+      sink(i, detail::live_result(e, c, i));
+    } catch (...) {
+      sink_exc = std::current_exception();
+      // Take no more jobs; the ones running finish.
+      std::atomic_ref<uint32_t>(e.s->cancel).store(1, std::memory_order_seq_cst);
+      e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
+    }
+  };
+  auto fold_arrived = [&] {
+    if (fast.chunk) return;  // the fast path: results copied at the end, no sink
+    if (in_order) {
+      while (folded < count && (std::atomic_ref<uint8_t>(e.state(folded)).load(std::memory_order_acquire) &
+                                (detail::kDone | detail::kFailed)))
+        deliver(folded++);
+    } else {
+      const uint64_t done = std::atomic_ref<uint64_t>(e.s->done_count).load(std::memory_order_acquire);
+      while (folded < done) {
+        uint64_t v;
+        while ((v = std::atomic_ref<uint64_t>(e.ring()[folded]).load(std::memory_order_acquire)) == 0) comm::cpu_relax();
+        deliver(v - 1);
+        ++folded;
+      }
+    }
+  };
+  // A failed runtime (a dead or stuck rank) throws out of wait_done; the
+  // runtime is unusable then and close() ends the command.
+  int64_t last = comm::monotonic_ns();
+  {
+    for (;;) {
+      fold_arrived();
+      if (!sink_exc && detail::run_some(*st)) continue;
+      const uint32_t g = std::atomic_ref<uint32_t>(e.s->done_gen).load(std::memory_order_seq_cst);
+      const uint64_t done = std::atomic_ref<uint64_t>(e.s->done_count).load(std::memory_order_seq_cst);
+      if (sink_exc) {
+        // Cancelled: wait only for the jobs that were taken.
+        const uint64_t taken = std::min<uint64_t>(count, std::atomic_ref<uint64_t>(c.cb->map_next).load());
+        if (done >= taken) break;
+      } else if (fast.chunk ? done >= count : folded >= count) {
+        break;
+      }
+      if (!sink_exc && done >= count) continue;  // the last ones are being folded
+      detail::wait_done(*st, g, last);
+    }
+  }
+  st->open = false;
+  if (st->signalled) {
+    st->signalled = false;
+    c.wait_workers(what);
+  }
+  if (sink_exc) std::rethrow_exception(sink_exc);
+  if (fast.chunk) {
+    // The fast path (JobsFast): every result is in its slot; a failed job
+    // is the only one whose state may say so.
+    for (uint64_t i = 0; i < count; ++i)
+      if (std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_relaxed) & detail::kFailed) {
+        first_failed = i;
+        break;
+      }
+    if (first_failed == count && direct_out && count * result_slot != 0)
+      std::memcpy(direct_out, e.slot(0), count * result_slot);
+  }
+  if (first_failed < count)
+    detail::throw_job_error(std::string("Runtime::") + what, first_failed, static_cast<int>(e.infos()[first_failed].rank),
+                            detail::job_error(e, c, first_failed));
+}
+
+std::shared_ptr<detail::JobBatch> Runtime::submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job,
+                                                  size_t job_bytes, size_t result_slot, uint64_t& index) {
+  RuntimeCore& c = checked("apply_async");
+  detail::Busy busy(c, "apply_async", true);
+  if (!thunk) throw ArgumentError("Runtime::apply_async: no function");
+  constexpr uint64_t kCapacity = 1 << 16, kBytes = uint64_t{64} << 20, kSlot = 64;
+  if (c.stream && (!detail::has_room(*c.stream, job_bytes) || result_slot > c.stream->env.t.result_slot))
+    detail::finish_jobs(c);
+  if (!c.stream) {
+    auto b = std::make_shared<detail::JobBatch>();
+    b->owner = impl_;
+    b->c = &c;
+    c.stream = detail::open_stream(c, kCapacity, std::max<uint64_t>(kBytes, job_bytes),
+                                   std::max<uint64_t>(kSlot, result_slot), "apply_async");
+    b->stream = c.stream;
+    c.batch = std::move(b);
+  }
+  index = c.stream->published;
+  detail::push(*c.stream, thunk, fn, job, job_bytes);
+  return c.batch;
+}
+
+void Runtime::join() {
+  RuntimeCore& c = checked("join");
+  detail::Busy busy(c, "join", true);
+  detail::finish_jobs(c);
+}
+
+}  // namespace synk
