@@ -423,6 +423,44 @@ struct Grads {
   float* flat = nullptr;
 };
 
+// The per-slice buffers of a training step, reused from slice to slice.
+struct SliceBuffers {
+  std::vector<ArrayView> views;
+  std::vector<Array> outs;
+  std::vector<void*> ptrs;
+};
+
+// Slice s of a training step's gradient function: its input rows gathered,
+// its reported outputs into `rep`, gradient output gi written to
+// grad_ptr(gi); a deterministic call keys its dropout by the slice's first
+// row (chunk_key). Returns the slice's rows.
+template <class GradPtr>
+int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Reported& rep, SliceBuffers& b,
+                   GradPtr&& grad_ptr) {
+  const FunctionDef& def = L.defs[d.fn];
+  const size_t n_out = d.collects.size();
+  int64_t off, rows;
+  sh.slice(s, off, rows);
+  {
+    trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
+    slice_views(L, d, off, rows, b.views);
+  }
+  trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
+  b.outs.clear();
+  b.ptrs.clear();
+  for (size_t i = 0; i < n_out; ++i) {
+    const Node& node = L.graph->node(def.outputs[i]);
+    b.outs.emplace_back(node.dtype, resolve(node.shape, rows));
+    b.ptrs.push_back(b.outs.back().raw());
+  }
+  for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) b.ptrs.push_back(grad_ptr(gi));
+  const CallKey key = chunk_key(d, off);
+  L.ex->call_into(L.fns[d.fn], b.views, b.ptrs, d.chunks > 0 ? &key : nullptr);
+  t.end();
+  rep.add(b.outs, sh.weight(rows));
+  return rows;
+}
+
 // This rank's gradients into the flat buffer, weighted so that the
 // all-reduce by grad_reduce() gives the batch mean. One slice (direct):
 // the gradient function writes straight into the flat buffer, no copy and
@@ -431,33 +469,12 @@ struct Grads {
 // gradients (a mean over its rows) go to the executor's slice scratch and
 // are added into the flat buffer weighted by the slice's share of the batch.
 void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
-  const FunctionDef& def = L.defs[d.fn];
-  const size_t n_out = d.collects.size();
   float* const into = path == GradPath::direct
                           ? g.flat
                           : static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::slice, g.n * sizeof(float)));
-  std::vector<ArrayView> views;
-  std::vector<Array> outs;
-  std::vector<void*> ptrs;
+  SliceBuffers b;
   for (int64_t s = 0; s < sh.slices; ++s) {
-    int64_t off, n;
-    sh.slice(s, off, n);
-    {
-      trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
-      slice_views(L, d, off, n, views);
-    }
-    trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
-    outs.clear();
-    ptrs.clear();
-    for (size_t i = 0; i < n_out; ++i) {
-      const Node& node = L.graph->node(def.outputs[i]);
-      outs.emplace_back(node.dtype, resolve(node.shape, n));
-      ptrs.push_back(outs.back().raw());
-    }
-    for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) ptrs.push_back(into + g.off[gi]);
-    L.ex->call_into(L.fns[d.fn], views, ptrs, nullptr);
-    t.end();
-    rep.add(outs, sh.weight(n));
+    const int64_t n = grad_slice(L, d, sh, s, rep, b, [&](size_t gi) { return into + g.off[gi]; });
     const float w = static_cast<float>(static_cast<double>(n) / static_cast<double>(sh.total));
     if (path == GradPath::sliced) L.ex->scale_add(g.flat, into, g.n, w, s > 0);
     else if (!sh.equal) L.ex->scale_add(g.flat, g.flat, g.n, w, false);
@@ -506,34 +523,13 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
     const size_t b = bound[static_cast<size_t>(q)], len = bound[static_cast<size_t>(q) + 1] - b;
     return blocks + kc * b + j * len;
   };
-  std::vector<ArrayView> views;
-  std::vector<Array> outs;
-  std::vector<void*> ptrs;
-  for (int64_t s = 0; s < sh.slices; ++s) {
-    int64_t off, rows;
-    sh.slice(s, off, rows);
-    {
-      trace::Span t(trace::Kind::inputs, d.call_no, static_cast<int32_t>(d.fn));
-      slice_views(L, d, off, rows, views);
-    }
-    trace::Span t(trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));
-    outs.clear();
-    ptrs.clear();
-    for (size_t i = 0; i < n_out; ++i) {
-      const Node& node = L.graph->node(def.outputs[i]);
-      outs.emplace_back(node.dtype, resolve(node.shape, rows));
-      ptrs.push_back(outs.back().raw());
-    }
-    for (size_t gi = 0; gi < n_grads; ++gi) {
+  SliceBuffers buf;
+  for (int64_t s = 0; s < sh.slices; ++s)
+    grad_slice(L, d, sh, s, rep, buf, [&](size_t gi) {
       int q = 0;
       while (q + 1 < n && g.off[gi] >= bound[static_cast<size_t>(q) + 1]) ++q;
-      ptrs.push_back(block(q, static_cast<size_t>(s)) + (g.off[gi] - bound[static_cast<size_t>(q)]));
-    }
-    const CallKey key = chunk_key(d, off);
-    ex.call_into(L.fns[d.fn], views, ptrs, &key);
-    t.end();
-    rep.add(outs, sh.weight(rows));
-  }
+      return block(q, static_cast<size_t>(s)) + (g.off[gi] - bound[static_cast<size_t>(q)]);
+    });
   if (!sh.scattered) return;
   std::vector<float> w(static_cast<size_t>(K));
   for (int64_t c = 0; c < K; ++c)
