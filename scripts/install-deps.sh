@@ -22,6 +22,8 @@ packages=(
   nlohmann-json3-dev   # benchmark JSON results
   dataset-fashion-mnist  # /usr/share/datasets/fashion-mnist (IDX, 28x28)
   python3-numpy        # tests/python: numpy reads synk's checkpoints (.npz)
+  openmpi-bin          # mpirun: multi-node jobs and the `mpi` tests
+  libopenmpi-dev       # MPI headers and library (optional: without them synk is single-node)
 )
 
 missing=()

@@ -129,6 +129,17 @@ class WorkerError : public Error {
 // else host_staged.
 enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 
+// Whether fork() joins the processes of a multi-node launch
+// (RuntimeOptions::multi_node; docs/multinode.md). A launcher (mpirun,
+// srun) starts one process per node; each calls fork() and becomes its
+// node's master; MPI joins the masters. automatic: join when the
+// environment shows a launcher that started more than one process
+// (OMPI_COMM_WORLD_SIZE, PMI_SIZE, or SLURM_NTASKS inside an srun step) and
+// the build has MPI; off: this process is a node alone whatever the
+// environment; mpi: join through MPI (even a single process), an
+// ArgumentError in a build without MPI.
+enum class MultiNode : uint8_t { automatic = 0, off, mpi };
+
 struct RuntimeOptions {
   // Ranks in total, master included. 0: the environment variable
   // SYNK_WORKERS if set; else one per visible GPU for CUDA ranks (device
@@ -190,6 +201,15 @@ struct RuntimeOptions {
   // (compare runs with the same value) but not on the rank count; 12 splits
   // evenly over 1, 2, 3, 4 or 6 ranks, fewer chunks cost less.
   int deterministic_chunks = 12;
+  // Multi-node jobs. Every node's process makes the same calls in the same
+  // order (checked: a call that differs between nodes is an ArgumentError
+  // naming both, not a hang); each loads the data itself; ranks are
+  // numbered globally, node by node, and size() counts all of them. Rank
+  // shares, Collect modes, collectives, training steps and map() span every
+  // node, and every node's master gets the same results. Nodes may have
+  // different worker counts but must agree on device, comm, seed and the
+  // deterministic options. A failure anywhere ends the job (docs/multinode.md).
+  MultiNode multi_node = MultiNode::automatic;
 };
 
 // Shared variables' values by name (Runtime::snapshot / restore).
@@ -263,6 +283,7 @@ class ParallelFunction {
       : owner_(std::move(o)), index_(index) {}
 
  private:
+  std::vector<Array> call(const std::vector<Arg>& inputs, const CallOptions& opts) const;
   std::shared_ptr<detail::RuntimeCore> owner_;
   int index_ = -1;
 };
@@ -279,7 +300,15 @@ class Runtime {
   ~Runtime();  // close(), never throws
 
   bool is_open() const;
-  int size() const;  // ranks in total (0 when closed)
+  int size() const;  // ranks in total, of every node (0 when closed)
+  // Multi-node jobs (RuntimeOptions::multi_node): this node's index and the
+  // node count (0 and 1 on one machine), this node's own rank count, and
+  // the global rank of this process (its node's first rank; 0 on one
+  // machine). Print and write files from node 0.
+  int node() const;
+  int nodes() const;
+  int local_size() const;
+  int rank() const;
 
   // ---- functions ------------------------------------------------------------
   // `broadcast` lists inputs given whole to every rank; the others are

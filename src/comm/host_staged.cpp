@@ -12,6 +12,8 @@
 
 #include "comm/host_staged.hpp"
 
+#include "comm/cpu_comm.hpp"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,7 +31,12 @@ const char* at(const void* p, size_t bytes) { return static_cast<const char*>(p)
 
 }  // namespace
 
-HostStagedComm::HostStagedComm(CpuGroup& group, const HostStagedOptions& opts) : group_(group), opts_(opts) {
+HostStagedComm::HostStagedComm(CpuGroup& group, const HostStagedOptions& opts)
+    : HostStagedComm(std::make_unique<CpuComm>(group), opts) {}
+
+HostStagedComm::HostStagedComm(std::unique_ptr<Comm> host, const HostStagedOptions& opts)
+    : owned_(std::move(host)), host_(*owned_), opts_(opts) {
+  const Comm& group = host_;
   if (group.rank() < 0)
     throw ArgumentError("HostStagedComm: the CpuGroup is not bound to a rank in this process (call bind first)");
   if (opts.device < 0)
@@ -114,7 +121,7 @@ void HostStagedComm::all_reduce(const void* in, void* out, size_t count, ElemTyp
     const size_t m = std::min(piece, count - b);
     d2h(st, at(in, b * es), m * es);
     host_ready();
-    cpu("all_reduce", [&] { group_.all_reduce(st, st, m, t, op); });
+    cpu("all_reduce", [&] { host_.all_reduce(st, st, m, t, op, nullptr); });
     h2d(at(out, b * es), st, m * es);
   }
   end(stream);
@@ -133,7 +140,7 @@ void HostStagedComm::reduce(const void* in, void* out, size_t count, ElemType t,
     const size_t m = std::min(piece, count - b);
     d2h(sin, at(in, b * es), m * es);
     host_ready();
-    cpu("reduce", [&] { group_.reduce(sin, receives ? sout : nullptr, m, t, op, root); });
+    cpu("reduce", [&] { host_.reduce(sin, receives ? sout : nullptr, m, t, op, root, nullptr); });
     if (receives) h2d(at(out, b * es), sout, m * es);
   }
   end(stream);
@@ -150,7 +157,7 @@ void HostStagedComm::broadcast(void* buf, size_t count, ElemType t, int root, St
     const size_t m = std::min(piece, count - b);
     if (source) d2h(st, at(buf, b * es), m * es);
     host_ready();  // also: the previous piece's copy out of st is done
-    cpu("broadcast", [&] { group_.broadcast(st, m, t, root); });
+    cpu("broadcast", [&] { host_.broadcast(st, m, t, root, nullptr); });
     if (!source) h2d(at(buf, b * es), st, m * es);
   }
   end(stream);
@@ -167,7 +174,7 @@ void HostStagedComm::all_gather(const void* in, void* out, size_t count, ElemTyp
     const size_t m = std::min(piece, count - b);
     d2h(sin, at(in, b * es), m * es);
     host_ready();
-    cpu("all_gather", [&] { group_.all_gather(sin, sout, m, t); });
+    cpu("all_gather", [&] { host_.all_gather(sin, sout, m, t, nullptr); });
     // Rank r's piece lands at out + (r * count + b): n rows of m elements,
     // source pitch m, destination pitch count.
     SYNK_CUDA_CHECK(cudaMemcpy2DAsync(at(out, b * es), count * es, sout, m * es, m * es, n,
@@ -194,7 +201,7 @@ void HostStagedComm::gatherv(const void* in, void* out, std::span<const size_t> 
     for (int r = 0; r < n; ++r) pieces[r] = counts[r] > b ? std::min(q, counts[r] - b) : 0;
     d2h(sin, at(in, b * es), pieces[me] * es);
     host_ready();
-    cpu("gatherv", [&] { group_.gatherv(sin, me == root ? sout : nullptr, pieces, t, root); });
+    cpu("gatherv", [&] { host_.gatherv(sin, me == root ? sout : nullptr, pieces, t, root, nullptr); });
     if (me == root) {
       size_t packed = 0;  // pieces lie back to back in rank order in sout
       for (int r = 0; r < n; ++r) {
@@ -229,7 +236,7 @@ void HostStagedComm::scatterv(const void* in, void* out, std::span<const size_t>
       }
     }
     host_ready();
-    cpu("scatterv", [&] { group_.scatterv(me == root ? sin : nullptr, sout, pieces, t, root); });
+    cpu("scatterv", [&] { host_.scatterv(me == root ? sin : nullptr, sout, pieces, t, root, nullptr); });
     h2d(at(out, b * es), sout, pieces[me] * es);
   }
   end(stream);

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -50,12 +51,15 @@ class HostStagedComm final : public Comm {
   // group is unbound or the staging area is too small for one element per
   // rank and piece, BackendError if CUDA fails.
   HostStagedComm(CpuGroup& group, const HostStagedOptions& opts);
+  // Over any host-memory comm (e.g. the two-level comm of a multi-node
+  // job, comm/node_comm.hpp), which it owns.
+  HostStagedComm(std::unique_ptr<Comm> host, const HostStagedOptions& opts);
   ~HostStagedComm() override;  // waits for the copy stream; never throws
   HostStagedComm(const HostStagedComm&) = delete;
   HostStagedComm& operator=(const HostStagedComm&) = delete;
 
-  int rank() const noexcept override { return group_.rank(); }
-  int size() const noexcept override { return group_.size(); }
+  int rank() const noexcept override { return host_.rank(); }
+  int size() const noexcept override { return host_.size(); }
   int device() const noexcept override { return opts_.device; }
   const char* backend() const noexcept override { return "host-staged"; }
 
@@ -90,7 +94,8 @@ class HostStagedComm final : public Comm {
   void check_root(int root, const char* coll) const;
   void check_counts(std::span<const size_t> counts, const char* coll) const;
 
-  CpuGroup& group_;
+  std::unique_ptr<Comm> owned_;
+  Comm& host_;
   HostStagedOptions opts_;
   SharedSegment staging_;  // this rank's (private use) page-aligned staging area
   bool registered_ = false;

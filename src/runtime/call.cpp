@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "runtime/core.hpp"
+#include "runtime/nodes.hpp"
 #include "synk/autodiff.hpp"
 #include "synk/serialize.hpp"
 
@@ -146,11 +147,28 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   return gf;
 }
 
+namespace {
+void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes);
+}  // namespace
+
 void Runtime::distribute() {
   RuntimeCore& c = checked("distribute");
   detail::Busy busy(c, "distribute");
   if (!c.graph) throw ArgumentError("Runtime::distribute: no function was made yet");
   std::vector<uint8_t> bytes = serialize(*c.graph, c.defs);
+  c.on_every_node([&] { distribute_impl(c, bytes); });
+}
+
+namespace {
+void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
+  if (c.multi()) {
+    // Every node must build the same graph and functions.
+    uint64_t h = 1469598103934665603ull;
+    for (uint8_t b : bytes) h = (h ^ b) * 1099511628211ull;
+    c.agree("distribute", h, c.defs.size(),
+            "distribute of " + std::to_string(c.defs.size()) + " functions over " + std::to_string(c.graph->size()) +
+                " graph nodes");
+  }
   if (c.n > 1) {
     c.set_args(bytes);
     c.signal(Cmd::distribute, false);
@@ -173,6 +191,7 @@ void Runtime::distribute() {
   c.distributed_nodes = c.graph->size();
   if (!c.local.comm) c.init_nccl();  // the first distribute of NCCL ranks
 }
+}  // namespace
 
 const std::string& ParallelFunction::name() const {
   if (!owner_) throw ArgumentError("name() of an empty synk::ParallelFunction");
@@ -181,6 +200,10 @@ const std::string& ParallelFunction::name() const {
 
 std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, const CallOptions& opts) const {
   if (!owner_) throw ArgumentError("call of an empty synk::ParallelFunction");
+  return owner_->on_every_node([&] { return call(args, opts); });
+}
+
+std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const CallOptions& opts) const {
   RuntimeCore& c = *owner_;
   // Claim the runtime before reading any of its state: another thread may be
   // inside a call (that is refused here, and must not race with it).
@@ -283,7 +306,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   std::vector<int64_t> rank_rows(static_cast<size_t>(c.n), 1), rank_pieces(static_cast<size_t>(c.n), 1);
   if (total >= 0) {
     for (int r = 0; r < c.n; ++r) {
-      const detail::RankShare s = detail::rank_share(total, c.n, r, chunks);
+      const detail::RankShare s = detail::rank_share(total, c.world, c.base + r, chunks);
       rank_rows[static_cast<size_t>(r)] = s.rows;
       rank_pieces[static_cast<size_t>(r)] =
           chunks > 0 ? s.n_chunks : std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, s.rows));
@@ -291,6 +314,12 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   }
 
   // ---- run -------------------------------------------------------------------------
+  // Several nodes: every node must be at this same call (else its
+  // collectives would pair with another call's).
+  if (c.multi())
+    c.agree("call", static_cast<uint64_t>(e.fn) | (static_cast<uint64_t>(e.update_fn + 1) << 32),
+            static_cast<uint64_t>(total) * 1000003u + static_cast<uint64_t>(opts.num_slices) * 7919u,
+            label() + (total >= 0 ? " (" + std::to_string(total) + " rows)" : ""));
   detail::trace::Span send(detail::trace::Kind::send, c.calls + 1, e.fn);
   ++c.calls;
   CallDesc d;
@@ -351,7 +380,7 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
     err = ex.what();
     // Either the master failed (then the workers are stuck in the
     // all-reduce) or a worker aborted the group: the runtime fails.
-    if (train && c.n > 1) c.fail_collective(label(), err);
+    if (train && c.world > 1) c.fail_collective(label(), err);
   }
   if (c.n > 1) {
     detail::trace::Span wait(detail::trace::Kind::wait_ranks, c.calls, e.fn);
@@ -367,6 +396,8 @@ std::vector<Array> ParallelFunction::operator()(const std::vector<Arg>& args, co
   for (int r = 1; r < c.n; ++r)
     views[static_cast<size_t>(r)] = detail::read_result(static_cast<const uint8_t*>(c.results[static_cast<size_t>(r)].data()),
                                                         c.results[static_cast<size_t>(r)].size());
+  std::vector<uint8_t> from_nodes;
+  if (c.multi()) views = detail::exchange_results(c, views, from_nodes, label());
   std::vector<int64_t> chunk_rows;
   if (d.chunked())
     for (uint32_t k = 0; k < chunks; ++k)

@@ -94,6 +94,15 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
                              size_t out_bytes, const char* what) {
   const std::vector<uint8_t> args_bytes = detail::encode_var_ops(ops, extra);
   std::vector<uint8_t> out(out_bytes);
+  if (c.multi()) {
+    // The same collectives on every node (the ops, not scatter's values).
+    uint64_t h = 1469598103934665603ull;
+    for (const VarOp& o : ops)
+      for (uint64_t x : {uint64_t(o.kind), uint64_t(o.op), uint64_t(uint32_t(o.root)), uint64_t(uint32_t(o.var))})
+        h = (h ^ x) * 1099511628211ull;
+    // (Not the call number: get/set count calls on the node that holds the rank only.)
+    c.agree("collective", h, ops.size(), what);
+  }
   ++c.calls;
   const std::string label = std::string(what) + " #" + std::to_string(c.calls);
   if (c.n > 1) {
@@ -113,9 +122,9 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
 }
 
 void check_root(RuntimeCore& c, int root, const char* what) {
-  if (root < 0 || root >= c.n)
+  if (root < 0 || root >= c.world)
     throw ArgumentError(std::string("Runtime::") + what + ": root " + std::to_string(root) + " out of range [0, " +
-                        std::to_string(c.n) + ")");
+                        std::to_string(c.world) + ")");
 }
 
 void check_distributed(RuntimeCore& c, const char* what) {
@@ -157,7 +166,7 @@ void Runtime::broadcast(const std::vector<VarRef>& vars, int root) {
   detail::Busy busy(c, "broadcast");
   check_distributed(c, "broadcast");
   check_root(c, root, "broadcast");
-  run_ops(c, var_ops(c, vars, VarOpKind::broadcast, ReduceOp::sum, root, "broadcast"), {}, 0, "broadcast");
+  c.on_every_node([&] { run_ops(c, var_ops(c, vars, VarOpKind::broadcast, ReduceOp::sum, root, "broadcast"), {}, 0, "broadcast"); });
 }
 
 void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
@@ -165,7 +174,7 @@ void Runtime::all_reduce(const std::vector<VarRef>& vars, ReduceOp op) {
   detail::Busy busy(c, "all_reduce");
   check_distributed(c, "all_reduce");
   check_op(op, "all_reduce");
-  run_ops(c, var_ops(c, vars, VarOpKind::all_reduce, op, 0, "all_reduce"), {}, 0, "all_reduce");
+  c.on_every_node([&] { run_ops(c, var_ops(c, vars, VarOpKind::all_reduce, op, 0, "all_reduce"), {}, 0, "all_reduce"); });
 }
 
 void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
@@ -174,7 +183,7 @@ void Runtime::reduce(const std::vector<VarRef>& vars, ReduceOp op, int root) {
   check_distributed(c, "reduce");
   check_root(c, root, "reduce");
   check_op(op, "reduce");
-  run_ops(c, var_ops(c, vars, VarOpKind::reduce, op, root, "reduce"), {}, 0, "reduce");
+  c.on_every_node([&] { run_ops(c, var_ops(c, vars, VarOpKind::reduce, op, root, "reduce"), {}, 0, "reduce"); });
 }
 
 namespace {
@@ -183,8 +192,12 @@ Array gather_impl(RuntimeCore& c, const VarRef& var, VarOpKind kind, const char*
   const int32_t id = c.var_id(var, what);
   const Node& n = c.graph->node(id);
   Shape s = n.shape;
-  s.insert(s.begin(), c.n);
-  std::vector<uint8_t> out = run_ops(c, {{kind, ReduceOp::sum, 0, id}}, {}, var_bytes(c, id) * static_cast<size_t>(c.n), what);
+  s.insert(s.begin(), c.world);
+  // Several nodes: every node's master returns the values, so every rank
+  // receives them (a gather reaches only global rank 0).
+  if (c.multi()) kind = VarOpKind::all_gather;
+  std::vector<uint8_t> out = c.on_every_node(
+      [&] { return run_ops(c, {{kind, ReduceOp::sum, 0, id}}, {}, var_bytes(c, id) * static_cast<size_t>(c.world), what); });
   Array a(n.dtype, s);
   if (a.nbytes()) std::memcpy(a.raw(), out.data(), a.nbytes());
   return a;
@@ -209,16 +222,16 @@ void Runtime::scatter(const VarRef& var, const ArrayView& values) {
   const int32_t id = c.var_id(var, "scatter");
   const Node& n = c.graph->node(id);
   Shape want = n.shape;
-  want.insert(want.begin(), c.n);
+  want.insert(want.begin(), c.world);
   if (values.dtype != n.dtype)
     throw TypeError("Runtime::scatter: '" + n.name + "' has dtype " + dtype_name(n.dtype) + ", values " +
                     dtype_name(values.dtype));
   if (values.shape != want)
     throw ShapeError("Runtime::scatter: values for '" + n.name + "' must have shape " + to_string(want) + ", got " +
                      to_string(values.shape));
-  std::vector<uint8_t> extra(var_bytes(c, id) * static_cast<size_t>(c.n));
+  std::vector<uint8_t> extra(var_bytes(c, id) * static_cast<size_t>(c.world));
   if (!extra.empty()) std::memcpy(extra.data(), values.data, extra.size());
-  run_ops(c, {{VarOpKind::scatter, ReduceOp::sum, 0, id, 0}}, extra, 0, "scatter");
+  c.on_every_node([&] { run_ops(c, {{VarOpKind::scatter, ReduceOp::sum, 0, id, 0}}, extra, 0, "scatter"); });
 }
 
 Array Runtime::get(const VarRef& var, int rank) {
@@ -228,18 +241,25 @@ Array Runtime::get(const VarRef& var, int rank) {
   check_root(c, rank, "get");
   const int32_t id = c.var_id(var, "get");
   const Node& n = c.graph->node(id);
-  Array a(n.dtype, n.shape);
-  if (rank == 0) {
-    detail::var_read(c.local, id, a.raw(), a.nbytes());
+  return c.on_every_node([&] {
+    Array a(n.dtype, n.shape);
+    // Several nodes: the rank's node reads it and sends it to the others.
+    const int owner = c.node_of(rank);
+    c.agree("get", static_cast<uint64_t>(id), static_cast<uint64_t>(rank), "get of '" + n.name + "'");
+    const int local = rank - c.base;
+    if (owner == c.node && local == 0) {
+      detail::var_read(c.local, id, a.raw(), a.nbytes());
+    } else if (owner == c.node) {
+      c.ensure_result(local, a.nbytes() + 64);
+      ++c.calls;
+      c.set_args(detail::encode_var_get(local, id));
+      c.signal(Cmd::var_get, false);
+      c.wait_workers("get");
+      if (a.nbytes()) std::memcpy(a.raw(), c.results[static_cast<size_t>(local)].data(), a.nbytes());
+    }
+    if (c.multi()) c.over_link("get", [&] { c.link->broadcast(a.raw(), a.nbytes(), owner, "get"); });
     return a;
-  }
-  c.ensure_result(rank, a.nbytes() + 64);
-  ++c.calls;
-  c.set_args(detail::encode_var_get(rank, id));
-  c.signal(Cmd::var_get, false);
-  c.wait_workers("get");
-  if (a.nbytes()) std::memcpy(a.raw(), c.results[static_cast<size_t>(rank)].data(), a.nbytes());
-  return a;
+  });
 }
 
 namespace {
@@ -253,6 +273,13 @@ void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int ran
     throw ShapeError("Runtime::set: '" + n.name + "' has shape " + to_string(n.shape) + ", value " + to_string(value.shape));
   const size_t nb = var_bytes(c, id);
   if (nb && !value.data) throw ArgumentError("Runtime::set: the value has no data");
+  c.agree("set", static_cast<uint64_t>(id), static_cast<uint64_t>(rank + 1), "set of '" + n.name + "'");
+  // Global rank -> this node's local rank (-1: every rank); another
+  // node's rank: nothing to do here.
+  if (rank >= 0) {
+    if (c.node_of(rank) != c.node) return;
+    rank -= c.base;
+  }
   if (rank <= 0 && nb) detail::var_write(c.local, id, value.data, nb);
   if (rank == 0 || c.n == 1) return;
   ++c.calls;
@@ -266,13 +293,13 @@ void Runtime::set(const VarRef& var, const ArrayView& value, int rank) {
   RuntimeCore& c = checked("set");
   detail::Busy busy(c, "set");
   check_root(c, rank, "set");
-  set_impl(c, var, value, rank);
+  c.on_every_node([&] { set_impl(c, var, value, rank); });
 }
 
 void Runtime::set(const VarRef& var, const ArrayView& value) {
   RuntimeCore& c = checked("set");
   detail::Busy busy(c, "set");
-  set_impl(c, var, value, -1);
+  c.on_every_node([&] { set_impl(c, var, value, -1); });
 }
 
 // ---- recovery --------------------------------------------------------------------------
@@ -311,7 +338,9 @@ void Runtime::restore(const VarValues& values) {
                        ", the saved value " + dtype_name(value.dtype()) + " " + to_string(value.shape()));
     ids.push_back(id);
   }
-  for (size_t i = 0; i < values.size(); ++i) set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
+  c.on_every_node([&] {
+    for (size_t i = 0; i < values.size(); ++i) set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
+  });
 }
 
 void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,

@@ -34,6 +34,7 @@
 
 #include "comm/comm.hpp"
 #include "comm/cpu_group.hpp"
+#include "comm/node_link.hpp"
 #include "comm/shm.hpp"
 #include "exec/executor.hpp"
 #include "synk/config.hpp"
@@ -44,7 +45,8 @@
 
 namespace synk::detail {
 
-constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;
+constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;  // per node
+constexpr int kMaxNodes = 1024;
 
 enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map, comm_init, jobs };
 const char* cmd_name(Cmd c);
@@ -100,6 +102,10 @@ struct ControlBlock {
   alignas(128) JobSync jobs;        // Cmd::jobs (runtime/jobs.cpp)
   alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
   uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
+  // Multi-node (docs/multinode.md): this node and every node's rank count,
+  // written by the master before it starts the workers.
+  alignas(128) int32_t node, nodes;
+  int32_t node_sizes[kMaxNodes];
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
 
@@ -396,9 +402,66 @@ struct RuntimeCore {
   // NCCL ranks: after the first distribute, every rank joins one
   // communicator (Cmd::comm_init); a failure fails the runtime.
   void init_nccl();
+
+  // ---- multi-node (runtime/nodes.cpp; docs/multinode.md) ----
+  // Ranks are global and node-major: this node's local rank r is global
+  // rank base + r; world counts every node's ranks. One node: 0, 1, 0, n.
+  int node = 0, nodes = 1, base = 0, world = 1;
+  std::vector<int> node_sizes;            // ranks of each node
+  std::unique_ptr<comm::NodeLink> link;   // the master's MPI end (nodes > 1)
+  bool multi() const { return nodes > 1; }
+  int node_of(int rank) const;            // the node of a global rank
+  int node_base(int k) const;             // node k's first global rank
+  // Every node master must make the same call at the same point: compares
+  // (kind, a, b, text) over the masters and throws ArgumentError naming
+  // both nodes' calls if they differ. Nothing on one node.
+  void agree(const char* kind, uint64_t a, uint64_t b, const std::string& text);
+  // Runs one exchange over the link; a failure there (a peer node's failure
+  // notice, a timeout, MPI) fails this runtime and throws its WorkerError.
+  template <class F> auto over_link(const std::string& what, F&& f) -> decltype(f());
+  // Tells the other nodes that this runtime failed (master thread; once).
+  void notify_nodes() noexcept;
+  // Runs a master call; with several nodes, an exception out of it fails
+  // the runtime and tells the other nodes (they would otherwise wait for
+  // this node at the next exchange): a failure anywhere ends the job.
+  template <class F> auto on_every_node(F&& f) -> decltype(f());
   // Whether a peer's failure ends the waits of this rank's comm.
   bool comm_cancelled() const { return failed.load() || (group && group->aborted()); }
 };
+
+template <class F> auto RuntimeCore::over_link(const std::string& what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const WorkerError&) {
+    throw;
+  } catch (const ArgumentError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(e.what(), -1);
+    throw_failure(what);
+  }
+}
+
+template <class F> auto RuntimeCore::on_every_node(F&& f) -> decltype(f()) {
+  if (!multi()) return f();
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    if (open && self_pid() == master_pid) {
+      fail("node " + std::to_string(node) + ": " + e.what(), -1);
+      notify_nodes();
+    }
+    throw;
+  }
+}
+
+// Multi-node set-up in fork() (runtime/nodes.cpp): whether to join other
+// nodes (RuntimeOptions::multi_node and the launcher's environment), and
+// joining them: the link, every node's rank count (n here), the options
+// every node must share checked. Fills c.node, nodes, base, world,
+// node_sizes and the control block's copy.
+bool want_nodes(const RuntimeOptions& o);
+void join_nodes(RuntimeCore& c, int n);
 
 // Marks a master call as running for its lifetime. A second call while one
 // runs (from another thread, or re-entrant from inside a map job in the

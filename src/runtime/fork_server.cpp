@@ -110,6 +110,14 @@ int recv_request(int sock, WorkerStart& w, int (&fds)[3]) {
     c->ctl_seg = comm::SharedSegment::adopt(fds[0]);
     if (c->ctl_seg.size() < sizeof(ControlBlock)) ::_exit(71);
     c->cb = static_cast<ControlBlock*>(c->ctl_seg.data());
+    // The node layout the master wrote before starting the workers.
+    c->nodes = c->cb->nodes;
+    c->node = c->cb->node;
+    if (c->nodes < 1 || c->nodes > kMaxNodes || c->node < 0 || c->node >= c->nodes) ::_exit(71);
+    c->node_sizes.assign(c->cb->node_sizes, c->cb->node_sizes + c->nodes);
+    if (c->node_sizes[static_cast<size_t>(c->node)] != w.ranks) ::_exit(71);
+    c->base = c->node_base(c->node);
+    c->world = c->node_base(c->nodes);
     c->group = std::make_unique<comm::CpuGroup>(
         comm::CpuGroupOptions{.ranks = w.ranks,
                               .spin = std::chrono::nanoseconds(w.spin_ns),

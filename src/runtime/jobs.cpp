@@ -790,15 +790,17 @@ using detail::JobEnv;
 using detail::JobStream;
 using detail::RuntimeCore;
 
-void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
-                       size_t result_slot, bool in_order, const JobSink& sink, const char* what,
-                       const detail::JobsFast& fast) {
+namespace detail {
+namespace {
+
+// run_jobs on this node's ranks; jobs are numbered from index_base in
+// messages (a node's block of a multi-node map).
+void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
+                   size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
+                   const JobsFast& fast, uint64_t index_base) {
+  using detail::JobEnv;
+  using detail::JobStream;
   void* direct_out = fast.direct_out;
-  RuntimeCore& c = checked(what);
-  detail::Busy busy(c, what);
-  if (count == 0) return;
-  if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
-  if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
   const uint64_t first = offsets ? offsets[0] : 0;
   const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
   // Jobs of one size need no records.
@@ -898,8 +900,104 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
       std::memcpy(direct_out, e.slot(0), count * result_slot);
   }
   if (first_failed < count)
-    detail::throw_job_error(std::string("Runtime::") + what, first_failed, static_cast<int>(e.infos()[first_failed].rank),
-                            detail::job_error(e, c, first_failed));
+    detail::throw_job_error(std::string("Runtime::") + what, index_base + first_failed,
+                            c.base + static_cast<int>(e.infos()[first_failed].rank), detail::job_error(e, c, first_failed));
+}
+
+// A map over several nodes: node k runs a contiguous block of the jobs on
+// its ranks (balanced inside the node), then the masters exchange every
+// job's result (or the first failure), and each delivers all of them in
+// job order: every node gets the same results.
+void run_jobs_nodes(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
+                    size_t count, size_t result_slot, const Runtime::JobSink& sink, const char* what,
+                    const JobsFast& fast) {
+  int64_t lo = 0, mine = 0;
+  split_rows(static_cast<int64_t>(count), c.nodes, c.node, lo, mine);
+  // (not fn: a function's address differs between processes)
+  c.agree("map", count, static_cast<uint64_t>(result_slot), std::string(what) + " of " +
+          std::to_string(count) + " jobs");
+  std::vector<uint8_t> blob(8);  // u64 error length, the error, then the results
+  std::string err;
+  std::vector<uint8_t> direct;
+  try {
+    if (mine > 0) {
+      if (fast.chunk) {
+        JobsFast f = fast;
+        direct.resize(static_cast<size_t>(mine) * result_slot);
+        f.direct_out = fast.direct_out ? direct.data() : nullptr;
+        run_jobs_here(c, thunk, fn, jobs + static_cast<size_t>(lo) * fast.stride, nullptr, static_cast<size_t>(mine),
+                      result_slot, true, sink, what, f, static_cast<uint64_t>(lo));
+      } else {
+        std::vector<uint8_t>& b = direct;
+        run_jobs_here(c, thunk, fn, jobs, offsets ? offsets + lo : nullptr, static_cast<size_t>(mine), result_slot,
+                      true,
+                      [&b](uint64_t, std::span<const uint8_t> r) {
+                        const uint64_t n = r.size();
+                        const size_t at = b.size();
+                        b.resize(at + 8 + ((n + 7) & ~uint64_t{7}));
+                        std::memcpy(b.data() + at, &n, 8);
+                        if (n) std::memcpy(b.data() + at + 8, r.data(), n);
+                      },
+                      what, fast, static_cast<uint64_t>(lo));
+      }
+    }
+  } catch (const std::exception& e) {
+    if (c.failed.load()) {
+      c.notify_nodes();
+      throw;
+    }
+    err = e.what();
+  }
+  const uint64_t nerr = err.size();
+  std::memcpy(blob.data(), &nerr, 8);
+  blob.insert(blob.end(), err.begin(), err.end());
+  blob.resize((blob.size() + 7) & ~size_t{7});
+  blob.insert(blob.end(), direct.begin(), direct.end());
+  std::vector<size_t> sizes;
+  const std::vector<uint8_t> all =
+      c.over_link(what, [&] { return c.link->all_gather_bytes(blob, &sizes, "the exchange of job results"); });
+  // The first failure (in job order) is every node's error.
+  size_t off = 0;
+  std::vector<std::pair<size_t, size_t>> parts;  // each node's results
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    uint64_t n = 0;
+    std::memcpy(&n, all.data() + off, 8);
+    if (n) throw WorkerError(std::string(reinterpret_cast<const char*>(all.data() + off + 8), n), -1);
+    parts.emplace_back(off + 8, sizes[k] - 8);
+    off += sizes[k];
+  }
+  if (fast.chunk) {
+    uint8_t* out = static_cast<uint8_t*>(fast.direct_out);
+    for (const auto& [at, n] : parts) {
+      if (out && n) std::memcpy(out, all.data() + at, n);
+      if (out) out += n;
+    }
+    return;
+  }
+  uint64_t i = 0;
+  for (const auto& [at, n] : parts) {
+    for (size_t q = at; q < at + n; ++i) {
+      uint64_t len = 0;
+      std::memcpy(&len, all.data() + q, 8);
+      if (sink) sink(i, {all.data() + q + 8, len});
+      q += 8 + ((len + 7) & ~uint64_t{7});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
+                       size_t result_slot, bool in_order, const JobSink& sink, const char* what,
+                       const detail::JobsFast& fast) {
+  RuntimeCore& c = checked(what);
+  detail::Busy busy(c, what);
+  if (count == 0) return;
+  if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
+  if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
+  if (c.multi()) return detail::run_jobs_nodes(c, thunk, fn, jobs, offsets, count, result_slot, sink, what, fast);
+  detail::run_jobs_here(c, thunk, fn, jobs, offsets, count, result_slot, in_order, sink, what, fast, 0);
 }
 
 std::shared_ptr<detail::JobBatch> Runtime::submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job,

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "comm/cpu_comm.hpp"
+#include "comm/node_comm.hpp"
 #include "runtime/core.hpp"
 
 #if SYNK_HAVE_CUDA
@@ -88,14 +89,26 @@ std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const Runtime
   return exec::make_executor(g, o);
 }
 
+namespace {
+// The host collectives of a rank: the node's shared-memory group, and with
+// several nodes the two-level comm over it and the masters' MPI link.
+std::unique_ptr<comm::Comm> host_comm(const RuntimeCore& c, int rank) {
+  auto local = std::make_unique<comm::CpuComm>(*c.group);
+  if (!c.multi()) return local;
+  return std::make_unique<comm::NodeComm>(std::move(local), rank == 0 ? c.link.get() : nullptr,
+                                          comm::NodeLayout{.node = c.node, .sizes = c.node_sizes});
+}
+}  // namespace
+
 std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::function<bool()> cancelled) {
-  if (!c.cuda) return std::make_unique<comm::CpuComm>(*c.group);
+  if (!c.cuda) return host_comm(c, rank);
 #if SYNK_HAVE_NCCL
   if (c.nccl) {
+    // One communicator over every rank of every node (global ranks).
     comm::NcclId id;
     std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
-    return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.n,
-                                                                       .rank = rank,
+    return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.world,
+                                                                       .rank = c.base + rank,
                                                                        .device = rank_gpu(c, rank),
                                                                        .timeout = c.opts.collective_timeout,
                                                                        .cancelled = std::move(cancelled)});
@@ -104,7 +117,8 @@ std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::
   (void)cancelled;
 #endif
 #if SYNK_HAVE_CUDA
-  return std::make_unique<comm::HostStagedComm>(*c.group, comm::HostStagedOptions{.device = rank_gpu(c, rank)});
+  return std::make_unique<comm::HostStagedComm>(host_comm(c, rank),
+                                                comm::HostStagedOptions{.device = rank_gpu(c, rank)});
 #else
   (void)rank;
   throw BackendError("synk runtime: CUDA ranks in a build without CUDA");
@@ -112,9 +126,12 @@ std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::
 }
 
 void RuntimeCore::init_nccl() {
-  const std::string what = "NCCL initialisation (" + std::to_string(n) + " ranks)";
+  const std::string what = "NCCL initialisation (" + std::to_string(world) + " ranks)";
 #if SYNK_HAVE_NCCL
-  const comm::NcclId id = comm::make_nccl_id();
+  // Several nodes: node 0's master makes the id and sends it to the others.
+  comm::NcclId id{};
+  if (node == 0) id = comm::make_nccl_id();
+  if (multi()) over_link(what, [&] { link->broadcast(id.bytes, sizeof id.bytes, 0, "the NCCL id"); });
   std::memcpy(cb->nccl_id, id.bytes, sizeof id.bytes);
 #endif
   signal(Cmd::comm_init, true);

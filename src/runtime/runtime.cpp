@@ -192,6 +192,15 @@ void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
     if (failed.load()) return;
     fail_msg = msg;
     fail_rank = rank;
+    if (multi()) {
+      // Name the node and the global rank: the message may end up on
+      // another node's screen (notify_nodes) or in the launcher's output.
+      if (msg.rfind("node ", 0) != 0)
+        fail_msg = "node " + std::to_string(node) + " (" + link->host() + ")" +
+                   (rank > 0 ? ", global rank " + std::to_string(base + rank) : "") + ": " + msg;
+      if (rank > 0) fail_rank = base + rank;
+      comm::note_mpi_failure();
+    }
     stopping.store(true);
     failed.store(true);
   }
@@ -467,8 +476,8 @@ void RuntimeCore::attach_graph(Graph* g, const char* what) {
     local.graph = g;
     local.ex = executor.get();
     local.comm = comm.get();
-    local.rank = 0;
-    local.ranks = n;
+    local.rank = base;
+    local.ranks = world;
   } else if (graph != g) {
     throw ArgumentError(std::string("Runtime::") + what +
                         ": all functions of a runtime must belong to one Graph (this one is another)");
@@ -518,7 +527,11 @@ Runtime& Runtime::operator=(Runtime&& o) noexcept {
 Runtime::~Runtime() { close(); }
 
 bool Runtime::is_open() const { return impl_ && impl_->open; }
-int Runtime::size() const { return is_open() ? impl_->n : 0; }
+int Runtime::size() const { return is_open() ? impl_->world : 0; }
+int Runtime::node() const { return is_open() ? impl_->node : 0; }
+int Runtime::nodes() const { return is_open() ? impl_->nodes : 1; }
+int Runtime::local_size() const { return is_open() ? impl_->n : 0; }
+int Runtime::rank() const { return is_open() ? impl_->base : 0; }
 
 RuntimeCore& Runtime::checked(const char* what) const {
   if (!impl_)
@@ -648,6 +661,17 @@ Runtime fork(const RuntimeOptions& opts) {
     c.spin_ns = n > static_cast<int>(cpus.size()) ? 2000 : std::max<int64_t>(0, opts.spin.count());
     c.ctl_seg = comm::SharedSegment::create(sizeof(ControlBlock), "synk-control");
     c.cb = static_cast<ControlBlock*>(c.ctl_seg.data());
+    c.world = n;
+    c.node_sizes = {n};
+    c.cb->nodes = 1;
+    c.cb->node_sizes[0] = n;
+    if (want_nodes(opts)) {
+      join_nodes(c, n);
+      // CUDA ranks of several nodes: NCCL joins all of them when each node
+      // has a GPU per rank (the rule of one node, with the job's rank count).
+      if (cuda && opts.comm != CommBackend::host_staged) c.nccl = want_nccl(opts.comm, std::max(c.world, 2), n <= gpus ? c.world : 0);
+      nccl = c.nccl;
+    }
     c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
         .ranks = n, .spin = std::chrono::nanoseconds(c.spin_ns), .timeout = opts.collective_timeout});
     c.pids.assign(static_cast<size_t>(n), 0);

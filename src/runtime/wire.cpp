@@ -190,29 +190,51 @@ size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs) {
   return b;
 }
 
-size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap) {
+namespace {
+size_t write_result_impl(bool ran_, int64_t rows, size_t n_outs, const std::function<ArrayView(size_t)>& out,
+                         uint8_t* dst, size_t cap) {
   std::vector<std::pair<DType, Shape>> shapes;
-  for (const Array& a : r.outs) shapes.emplace_back(a.dtype(), a.shape());
+  for (size_t i = 0; i < n_outs; ++i) {
+    ArrayView a = out(i);
+    shapes.emplace_back(a.dtype, a.shape);
+  }
   const size_t need = result_bytes(shapes);
   if (need > cap)
     throw BackendError("runtime: the outputs need " + std::to_string(need) + " bytes but the result buffer has " +
                        std::to_string(cap));
-  uint32_t ran = r.ran ? 1 : 0, n = static_cast<uint32_t>(r.outs.size());
+  uint32_t ran = ran_ ? 1 : 0, n = static_cast<uint32_t>(n_outs);
   std::memcpy(dst, &ran, 4);
-  std::memcpy(dst + 8, &r.rows, 8);
+  std::memcpy(dst + 8, &rows, 8);
   std::memcpy(dst + 16, &n, 4);
   size_t off = kResultHead;
-  for (const Array& a : r.outs) {
+  for (size_t i = 0; i < n_outs; ++i) {
+    const ArrayView a = out(i);
     uint8_t* h = dst + off;
-    uint32_t t = static_cast<uint32_t>(a.dtype()), nd = static_cast<uint32_t>(a.shape().size());
+    uint32_t t = static_cast<uint32_t>(a.dtype), nd = static_cast<uint32_t>(a.shape.size());
     std::memcpy(h, &t, 4);
     std::memcpy(h + 4, &nd, 4);
-    for (uint32_t k = 0; k < nd; ++k) std::memcpy(h + 8 + 8 * k, &a.shape()[k], 8);
+    for (uint32_t k = 0; k < nd; ++k) std::memcpy(h + 8 + 8 * k, &a.shape[k], 8);
     off += align64(out_head(nd));
-    if (a.nbytes()) std::memcpy(dst + off, a.raw(), a.nbytes());
-    off += align64(a.nbytes());
+    const size_t nb = static_cast<size_t>(a.numel()) * dtype_size(a.dtype);
+    if (nb) std::memcpy(dst + off, a.data, nb);
+    off += align64(nb);
   }
   return off;
+}
+}  // namespace
+
+size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap) {
+  return write_result_impl(r.ran, r.rows, r.outs.size(), [&](size_t i) { return r.outs[i].view(); }, dst, cap);
+}
+
+size_t result_view_bytes(const ResultView& v) {
+  std::vector<std::pair<DType, Shape>> shapes;
+  for (const ArrayView& a : v.outs) shapes.emplace_back(a.dtype, a.shape);
+  return result_bytes(shapes);
+}
+
+size_t write_result_view(const ResultView& v, uint8_t* dst, size_t cap) {
+  return write_result_impl(v.ran, v.rows, v.outs.size(), [&](size_t i) { return v.outs[i]; }, dst, cap);
 }
 
 ResultView read_result(const uint8_t* src, size_t cap) {

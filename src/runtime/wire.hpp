@@ -168,6 +168,10 @@ struct ResultView {
   std::vector<ArrayView> outs;
 };
 ResultView read_result(const uint8_t* src, size_t cap);
+// The same format from a view (a node master forwarding its ranks'
+// results to the other nodes): its size, and writing it.
+size_t result_view_bytes(const ResultView& v);
+size_t write_result_view(const ResultView& v, uint8_t* dst, size_t cap);
 
 // ---- variable collectives (Cmd::collective) ----------------------------------------
 // u32 count, then one fixed record per op (kVarOpBytes: u8 kind, u8 ReduceOp,

@@ -253,8 +253,8 @@ class Worker {
     }
     L.comm = comm_.get();
     L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the executor
-    L.rank = rank_;
-    L.ranks = c_.n;
+    L.rank = c_.base + rank_;  // global: several nodes number their ranks node by node
+    L.ranks = c_.world;
     L.add_defs(defs);
     local_ = std::move(L);
     executor_ = std::move(ex);

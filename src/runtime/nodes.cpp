@@ -1,0 +1,215 @@
+// src/runtime/nodes.cpp — the runtime across nodes (docs/multinode.md): the
+// decision to join, the join itself (every node's rank count, the options
+// every node must share), agreement checks that turn "nodes making
+// different calls" into an error instead of a hang, and the exchange of
+// call results between node masters.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+
+#include "runtime/core.hpp"
+#include "runtime/nodes.hpp"
+
+namespace synk::detail {
+
+namespace {
+
+// What every node must agree on at fork(), and its rank count.
+struct ForkStamp {
+  int32_t ranks = 0;
+  uint8_t cuda = 0, nccl = 0, comm = 0, deterministic = 0;
+  uint64_t seed = 0;
+  int32_t chunks = 0;
+  int32_t host_index = 0;
+  uint64_t exe_size = 0;
+  char exe[64] = {};
+  std::string describe() const {
+    return std::string("program '") + exe + "' (" + std::to_string(exe_size) + " bytes), device " +
+           (cuda ? "cuda" : "cpu") + (cuda ? (nccl ? " with nccl" : " host-staged") : "") + ", seed " +
+           std::to_string(seed) + (deterministic ? ", deterministic with " + std::to_string(chunks) + " chunks" : "");
+  }
+  bool same(const ForkStamp& o) const {
+    return cuda == o.cuda && nccl == o.nccl && comm == o.comm && deterministic == o.deterministic &&
+           seed == o.seed && chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
+  }
+};
+
+struct CallStamp {
+  char kind[16] = {};
+  uint64_t a = 0, b = 0;
+  char text[96] = {};
+  bool same(const CallStamp& o) const { return std::strcmp(kind, o.kind) == 0 && a == o.a && b == o.b; }
+  std::string describe() const { return std::string(kind) + " " + text; }
+};
+
+template <class T> std::span<const uint8_t> bytes_of(const T& x) {
+  return {reinterpret_cast<const uint8_t*>(&x), sizeof x};
+}
+
+void copy_text(char* dst, size_t cap, const std::string& s) {
+  const size_t n = std::min(cap - 1, s.size());
+  std::memcpy(dst, s.data(), n);
+  dst[n] = '\0';
+}
+
+}  // namespace
+
+bool want_nodes(const RuntimeOptions& o) {
+  switch (o.multi_node) {
+    case MultiNode::off: return false;
+    case MultiNode::mpi:
+      if (!comm::mpi_available())
+        throw ArgumentError("synk::fork: multi_node = mpi, but synk was built without MPI (install libopenmpi-dev "
+                            "and rebuild; cmake then says \"synk: MPI (multi-node) ON\")");
+      return true;
+    case MultiNode::automatic: break;
+  }
+  if (static_cast<uint8_t>(o.multi_node) > static_cast<uint8_t>(MultiNode::mpi))
+    throw ArgumentError("synk::fork: multi_node " + std::to_string(static_cast<int>(o.multi_node)) +
+                        " is not a synk::MultiNode (automatic, off, mpi)");
+  const comm::Launch l = comm::detect_launch();
+  if (l.processes <= 1) return false;
+  if (!comm::mpi_available())
+    throw ArgumentError("synk::fork: this process is one of " + std::to_string(l.processes) + " started by a launcher (" +
+                        l.how + "), but synk was built without MPI and cannot join them; rebuild with MPI "
+                        "(libopenmpi-dev), or set RuntimeOptions::multi_node = MultiNode::off to run every process "
+                        "as a node alone");
+  return true;
+}
+
+void join_nodes(RuntimeCore& c, int n) {
+  c.link = comm::NodeLink::join({.timeout = c.opts.collective_timeout, .spin_ns = c.spin_ns, .check = {}});
+  comm::NodeLink& link = *c.link;
+  link.set_check([&c] {
+    if (c.failed.load()) {
+      c.notify_nodes();
+      c.throw_failure("the exchange with the other nodes");
+    }
+  });
+  ForkStamp me;
+  me.ranks = n;
+  me.cuda = c.cuda;
+  me.nccl = c.nccl;
+  me.comm = static_cast<uint8_t>(c.opts.comm);
+  me.deterministic = c.opts.deterministic;
+  me.seed = c.opts.seed;
+  me.chunks = c.opts.deterministic ? c.opts.deterministic_chunks : 0;
+  char exe[PATH_MAX] = {};
+  const ssize_t k = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string path = k > 0 ? std::string(exe, static_cast<size_t>(k)) : "?";
+  struct stat st{};
+  if (k > 0 && ::stat(path.c_str(), &st) == 0) me.exe_size = static_cast<uint64_t>(st.st_size);
+  copy_text(me.exe, sizeof me.exe, path.substr(path.find_last_of('/') + 1));
+  std::vector<size_t> sizes;
+  const std::vector<uint8_t> all = link.all_gather_bytes(bytes_of(me), &sizes, "fork");
+  const int nodes = link.nodes();
+  if (nodes > kMaxNodes)
+    throw ArgumentError("synk::fork: " + std::to_string(nodes) + " nodes, but this build serves at most " +
+                        std::to_string(kMaxNodes));
+  c.node = link.node();
+  c.nodes = nodes;
+  c.node_sizes.assign(static_cast<size_t>(nodes), 0);
+  int64_t world = 0;
+  for (int j = 0; j < nodes; ++j) {
+    ForkStamp o;
+    std::memcpy(&o, all.data() + static_cast<size_t>(j) * sizeof o, sizeof o);
+    if (!o.same(me))
+      throw ArgumentError("synk::fork: the nodes of this job differ: node " + std::to_string(c.node) + " runs " +
+                          me.describe() + ", node " + std::to_string(j) + " runs " + o.describe() +
+                          "; every node must run the same program with the same options");
+    c.node_sizes[static_cast<size_t>(j)] = o.ranks;
+    if (j < c.node) c.base += o.ranks;
+    world += o.ranks;
+  }
+  if (world > INT_MAX / 2) throw ArgumentError("synk::fork: " + std::to_string(world) + " ranks in total are too many");
+  c.world = static_cast<int>(world);
+  c.cb->node = c.node;
+  c.cb->nodes = nodes;
+  for (int j = 0; j < nodes; ++j) c.cb->node_sizes[j] = c.node_sizes[static_cast<size_t>(j)];
+}
+
+int RuntimeCore::node_of(int rank) const {
+  int k = 0;
+  for (int b = 0; k + 1 < nodes && b + node_sizes[static_cast<size_t>(k)] <= rank; ++k) b += node_sizes[static_cast<size_t>(k)];
+  return k;
+}
+
+int RuntimeCore::node_base(int k) const {
+  int b = 0;
+  for (int j = 0; j < k; ++j) b += node_sizes[static_cast<size_t>(j)];
+  return b;
+}
+
+void RuntimeCore::notify_nodes() noexcept {
+  if (!link) return;
+  std::string msg;
+  {
+    std::lock_guard<std::mutex> lk(fail_mu);
+    msg = fail_msg;
+  }
+  link->notify_failure(msg.empty() ? "the runtime failed" : msg);
+}
+
+void RuntimeCore::agree(const char* kind, uint64_t a, uint64_t b, const std::string& text) {
+  if (!multi()) return;
+  CallStamp me;
+  copy_text(me.kind, sizeof me.kind, kind);
+  me.a = a;
+  me.b = b;
+  copy_text(me.text, sizeof me.text, text);
+  const std::vector<uint8_t> all =
+      over_link(text, [&] { return link->all_gather_bytes(bytes_of(me), nullptr, "the call check between nodes"); });
+  for (int j = 0; j < nodes; ++j) {
+    CallStamp o;
+    std::memcpy(&o, all.data() + static_cast<size_t>(j) * sizeof o, sizeof o);
+    if (o.same(me)) continue;
+    const std::string msg = "the nodes make different calls: node " + std::to_string(node) + " makes " +
+                            me.describe() + ", node " + std::to_string(j) + " makes " + o.describe() +
+                            " (every node must make the same calls in the same order)";
+    fail(msg, -1);
+    notify_nodes();
+    throw ArgumentError("synk runtime: " + msg);
+  }
+}
+
+std::vector<ResultView> exchange_results(RuntimeCore& c, const std::vector<ResultView>& mine,
+                                         std::vector<uint8_t>& storage, const std::string& what) {
+  // This node's blob: u64 rank count, then per rank u64 bytes and its
+  // result (write_result's format), each 64-byte aligned.
+  std::vector<uint8_t> blob(64);
+  const uint64_t count = mine.size();
+  std::memcpy(blob.data(), &count, 8);
+  for (const ResultView& v : mine) {
+    const size_t need = result_view_bytes(v);
+    const size_t at = blob.size();
+    blob.resize(at + 64 + need);
+    const uint64_t nb = need;
+    std::memcpy(blob.data() + at, &nb, 8);
+    write_result_view(v, blob.data() + at + 64, need);
+  }
+  std::vector<size_t> sizes;
+  storage = c.over_link(what, [&] { return c.link->all_gather_bytes(blob, &sizes, "the exchange of results"); });
+  std::vector<ResultView> all;
+  size_t off = 0;
+  for (int j = 0; j < c.nodes; ++j) {
+    const uint8_t* p = storage.data() + off;
+    uint64_t n = 0;
+    std::memcpy(&n, p, 8);
+    if (n != static_cast<uint64_t>(c.node_sizes[static_cast<size_t>(j)]))
+      throw BackendError("synk runtime: " + what + ": node " + std::to_string(j) + " sent results of " +
+                         std::to_string(n) + " ranks, expected " + std::to_string(c.node_sizes[static_cast<size_t>(j)]));
+    size_t q = 64;
+    for (uint64_t r = 0; r < n; ++r) {
+      uint64_t nb = 0;
+      std::memcpy(&nb, p + q, 8);
+      all.push_back(read_result(p + q + 64, nb));
+      q += 64 + nb;
+    }
+    off += sizes[static_cast<size_t>(j)];
+  }
+  return all;
+}
+
+}  // namespace synk::detail

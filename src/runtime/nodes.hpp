@@ -1,0 +1,21 @@
+// src/runtime/nodes.hpp — the runtime's multi-node pieces used by the call
+// path (runtime/nodes.cpp; docs/multinode.md).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/wire.hpp"
+
+namespace synk::detail {
+
+struct RuntimeCore;
+
+// Every node master sends its ranks' results (views, in local rank order)
+// to every other; returns every rank's view in global rank order, pointing
+// into `storage`. The same list on every node, so every node combines to
+// the same outputs.
+std::vector<ResultView> exchange_results(RuntimeCore& c, const std::vector<ResultView>& mine,
+                                         std::vector<uint8_t>& storage, const std::string& what);
+
+}  // namespace synk::detail

@@ -1,0 +1,231 @@
+// tests/mpi/multinode.cpp — the runtime over several "nodes" (label `mpi`):
+// run by CTest under `mpirun --oversubscribe -np NODES` on one machine,
+// every process a node master with --workers ranks of its own
+// (tests/CMakeLists.txt starts 2 and 3 nodes of 1 and 2 ranks).
+//
+// Every node runs every test; expectations are computed from the global
+// layout (size(), rank(), nodes()), so a rank count or order that is off
+// shows as a wrong value, and every node checks the results it got itself
+// (all nodes must get the same). The single-node reference of the training
+// test runs on node 0 only, after the multi-node runtime closed.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "../support/runtime_helpers.hpp"
+#include "synk/synk.hpp"
+
+namespace {
+
+using namespace synk;
+using namespace synk_test;
+
+int g_workers = 1;
+
+int launched_nodes() {
+  const char* v = std::getenv("OMPI_COMM_WORLD_SIZE");
+  return v ? std::atoi(v) : 1;
+}
+
+RuntimeOptions mopts(int workers = g_workers) {
+  RuntimeOptions o = opts(workers);
+  o.multi_node = MultiNode::mpi;
+  return o;
+}
+
+Array ints(int64_t n, int32_t base) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = base + static_cast<int32_t>(i * 3 % 7) - 2;
+  return Array::from(v, {n});
+}
+
+TEST(MultiNode, Layout) {
+  Runtime rt = synk::fork(mopts());
+  EXPECT_EQ(rt.nodes(), launched_nodes());
+  EXPECT_EQ(rt.local_size(), g_workers);
+  EXPECT_EQ(rt.size(), rt.nodes() * g_workers);
+  EXPECT_EQ(rt.rank(), rt.node() * g_workers);
+  rt.close();
+}
+
+TEST(MultiNode, CollectivesExactOnIntegers) {
+  for (int64_t size : {1, 7, 1001}) {
+    Graph g;
+    Tensor v = g.variable("v", {size}, Init::zeros(), i32);
+    Tensor x = g.input("x", f32, {batch});
+    Runtime rt = synk::fork(mopts());
+    const int n = rt.size();
+    rt.function({"f", {x}, {{synk::sum(x), Collect::sum}}});
+    rt.distribute();
+    auto reset = [&] {
+      for (int r = 0; r < n; ++r) rt.set("v", ints(size, r + 1), r);
+    };
+    auto expect = [&](int r, const std::vector<int32_t>& want, const char* what) {
+      EXPECT_EQ(rt.get(v, r).to_vector<int32_t>(), want)
+          << what << " ranks=" << n << " size=" << size << " rank " << r << " seen from node " << rt.node();
+    };
+    auto combine = [&](auto op) {
+      std::vector<int32_t> acc = ints(size, 1).to_vector<int32_t>();
+      for (int r = 1; r < n; ++r) {
+        auto y = ints(size, r + 1).to_vector<int32_t>();
+        for (size_t i = 0; i < acc.size(); ++i) acc[i] = op(acc[i], y[i]);
+      }
+      return acc;
+    };
+    const auto sum = combine([](int32_t a, int32_t b) { return a + b; });
+    const auto mx = combine([](int32_t a, int32_t b) { return std::max(a, b); });
+    const auto mn = combine([](int32_t a, int32_t b) { return std::min(a, b); });
+    std::vector<int32_t> avg = sum;
+    for (auto& a : avg) a /= n;
+    reset();
+    rt.all_reduce({"v"}, ReduceOp::sum);
+    for (int r = 0; r < n; ++r) expect(r, sum, "all_reduce sum");
+    reset();
+    rt.all_reduce({v}, ReduceOp::max);
+    for (int r = 0; r < n; ++r) expect(r, mx, "all_reduce max");
+    reset();
+    rt.all_reduce({v}, ReduceOp::min);
+    for (int r = 0; r < n; ++r) expect(r, mn, "all_reduce min");
+    reset();
+    rt.all_reduce({v}, ReduceOp::avg);
+    for (int r = 0; r < n; ++r) expect(r, avg, "all_reduce avg");
+    for (int root : {0, n - 1, n / 2}) {
+      reset();
+      rt.reduce({"v"}, ReduceOp::sum, root);
+      expect(root, sum, "reduce root");
+      reset();
+      rt.broadcast({"v"}, root);
+      for (int r = 0; r < n; ++r) expect(r, ints(size, root + 1).to_vector<int32_t>(), "broadcast");
+    }
+    reset();
+    std::vector<int32_t> stacked;
+    for (int r = 0; r < n; ++r) {
+      auto y = ints(size, r + 1).to_vector<int32_t>();
+      stacked.insert(stacked.end(), y.begin(), y.end());
+    }
+    EXPECT_EQ(rt.gather(v).to_vector<int32_t>(), stacked) << "gather";
+    EXPECT_EQ(rt.gather(v).shape(), (Shape{n, size}));
+    EXPECT_EQ(rt.all_gather(v).to_vector<int32_t>(), stacked) << "all_gather";
+    std::vector<int32_t> to_scatter(stacked.rbegin(), stacked.rend());
+    rt.scatter(v, Array::from(to_scatter, {n, size}).view());
+    for (int r = 0; r < n; ++r)
+      expect(r, std::vector<int32_t>(to_scatter.begin() + r * size, to_scatter.begin() + (r + 1) * size), "scatter");
+    rt.close();
+  }
+}
+
+TEST(MultiNode, CallsInEveryCollectMode) {
+  Net m;
+  Runtime rt = synk::fork(mopts());
+  const int n = rt.size();
+  ParallelFunction f = rt.function(m.spec());
+  rt.distribute();
+  Session ref(*m.g, {.seed = 7});
+  Function rf = ref.function(FunctionSpec{"f", {m.x}, {{m.avg}, {m.sum}, {m.max}, {m.min}, {m.prod}, {m.z}}});
+  for (int64_t rows : {int64_t{1}, int64_t{n}, int64_t{2 * n + 1}, int64_t{37}}) {
+    Array X = rows_of(rows);
+    Data D = rt.data(X);
+    std::vector<Array> got = f({D});
+    std::vector<Array> want = rf({X});
+    const std::string what = std::to_string(rows) + " rows over " + std::to_string(n) + " ranks, node " +
+                             std::to_string(rt.node());
+    expect_near(got[0], want[0], 1e-5f, "avg " + what);
+    expect_near(got[1], want[1], 1e-5f, "sum " + what);
+    expect_near(got[2], want[2], 1e-6f, "max " + what);
+    expect_near(got[3], want[3], 1e-6f, "min " + what);
+    expect_near(got[4], want[4], 1e-4f, "prod " + what);
+    expect_near(got[5], want[5], 1e-6f, "gather " + what);
+    // A batch of indices picks the same rows on every node.
+    std::vector<int64_t> idx;
+    for (int64_t i = rows - 1; i >= 0; i -= 2) idx.push_back(i);
+    got = f({D}, {.batch = idx});
+    expect_near(got[5], rf({select(X, idx)})[5], 1e-6f, "gather of indices " + what);
+  }
+  // Global rank 0 had rows in all 8 calls and applied the update each time;
+  // the last rank had none in the 1-row calls.
+  EXPECT_EQ(rt.get("counter", 0).to_vector<float>()[0], 8.f);
+  if (n > 1) EXPECT_LE(rt.get("counter", n - 1).to_vector<float>()[0], 6.f);
+  rt.close();
+}
+
+// Training steps over N nodes x W ranks equal those of one node with N x W ranks.
+std::vector<float> train(Runtime& rt, int steps) {
+  Net m;
+  Tensor y = m.g->input("y", f32, {batch, 2});
+  Tensor loss = mean(synk::square(m.z - y));
+  ParallelFunction step = rt.train_step({.name = "train",
+                                         .inputs = {m.x, y},
+                                         .outputs = {{loss}},
+                                         .loss = loss,
+                                         .params = {m.W},
+                                         .optimizer = [](auto& p, auto& g) { return optim::sgd(p, g, {.lr = 0.05f}); }});
+  rt.distribute();
+  Array X = rows_of(29);
+  std::vector<float> yv(29 * 2);
+  for (size_t i = 0; i < yv.size(); ++i) yv[i] = static_cast<float>(i % 5) * 0.3f - 0.5f;
+  Data Dx = rt.data(X), Dy = rt.data(Array::from(yv, {29, 2}));
+  std::vector<float> out;
+  for (int s = 0; s < steps; ++s) out.push_back(step({Dx, Dy}, {.batch = Range{s % 3, 29}}).at(0).scalar());
+  const std::vector<float> w0 = rt.get("W").to_vector<float>();
+  // Every rank holds the same parameters.
+  for (int r = 1; r < rt.size(); ++r) EXPECT_EQ(rt.get("W", r).to_vector<float>(), w0) << "rank " << r;
+  out.insert(out.end(), w0.begin(), w0.end());
+  rt.close();  // before the graph goes
+  return out;
+}
+
+TEST(MultiNode, TrainStepsEqualOneNode) {
+  Runtime rt = synk::fork(mopts());
+  const int world = rt.size(), node = rt.node();
+  const std::vector<float> multi = train(rt, 6);
+  if (node != 0) return;
+  RuntimeOptions one = opts(world);
+  one.multi_node = MultiNode::off;
+  Runtime single = synk::fork(one);
+  const std::vector<float> ref = train(single, 6);
+  ASSERT_EQ(multi.size(), ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(multi[i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
+}
+
+TEST(MultiNode, DeterministicMatchesOneNode) {
+  RuntimeOptions o = mopts();
+  o.deterministic = true;
+  Runtime rt = synk::fork(o);
+  const int world = rt.size(), node = rt.node();
+  const std::vector<float> multi = train(rt, 4);
+  if (node != 0) return;
+  RuntimeOptions one = opts(1);
+  one.multi_node = MultiNode::off;
+  one.deterministic = true;
+  Runtime single = synk::fork(one);
+  const std::vector<float> ref = train(single, 4);
+  EXPECT_EQ(multi, ref) << "deterministic mode: bitwise the same over " << world << " ranks of several nodes as on 1 rank";
+}
+
+TEST(MultiNode, MapOverEveryRank) {
+  Runtime rt = synk::fork(mopts());
+  std::vector<int> jobs(101);
+  std::iota(jobs.begin(), jobs.end(), 0);
+  std::vector<int64_t> got = rt.map([](int j) { return int64_t{j} * j - 3; }, jobs);
+  ASSERT_EQ(got.size(), jobs.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], int64_t(i) * int64_t(i) - 3) << i;
+  // Variable-size results, folded in job order.
+  std::vector<std::string> words{"a", "bb", "ccc", "dddd", "eeeee", "f", "gg"};
+  std::string joined = rt.map_reduce_ordered([](const std::string& s) { return s + "|"; }, words, std::string(),
+                                             [](std::string acc, std::string s) { return acc + s; });
+  EXPECT_EQ(joined, "a|bb|ccc|dddd|eeeee|f|gg|");
+  rt.close();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--workers") == 0) g_workers = std::atoi(argv[i + 1]);
+  return RUN_ALL_TESTS();
+}
