@@ -188,7 +188,11 @@ int run(int argc, char** argv) {
   // Fork first: the workers start small and share everything else through
   // the runtime's shared memory.
   synk::Runtime rt;
-  if (workers != 1 || !trace_path.empty() || deterministic) {
+  // Under mpirun or srun (several processes): one node each, joined by the
+  // runtime (docs/multinode.md); node 0 prints and writes files.
+  const bool launched = synk::launched_processes() > 1;
+  int nodes = 1;
+  if (workers != 1 || !trace_path.empty() || deterministic || launched) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
                      .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
@@ -196,10 +200,14 @@ int run(int argc, char** argv) {
                      .trace = trace_path.empty() ? nullptr : trace_path.c_str(),
                      .deterministic = deterministic,
                      .deterministic_chunks = det_chunks});
-    workers = rt.size();  // 0 resolved by the runtime: one rank per GPU or per core
+    workers = rt.local_size();  // 0 resolved by the runtime: one rank per GPU or per core
+    nodes = rt.nodes();
+    if (rt.node() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
+    if (rt.node() != 0) json_path.clear();
     // One GPU or core: the single-process path, no runtime (unless traced).
-    if (workers == 1 && trace_path.empty() && !deterministic) rt.close();
+    if (workers == 1 && nodes == 1 && trace_path.empty() && !deterministic) rt.close();
   }
+  const int ranks = workers * nodes;
 
   synk::MnistSet ds = synk::load_mnist(data);
   if (train_limit > 0 && train_limit < ds.train_images.rows()) {
@@ -238,6 +246,7 @@ int run(int argc, char** argv) {
     gpu_json["graphs"] = graphs;
   }
 #endif
+  if (nodes > 1) std::printf("synk-mnist: %d nodes x %d workers = %d ranks\n", nodes, workers, ranks);
   std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
               static_cast<long long>(n_train), epochs, gpu_text.c_str());
@@ -302,7 +311,7 @@ int run(int argc, char** argv) {
         [&] { synk::save_checkpoint(save_path, session); });
   };
   // One rank without a runtime, unless a trace asks for the runtime's timeline.
-  const bool single = workers == 1 && trace_path.empty() && !deterministic;
+  const bool single = workers == 1 && nodes == 1 && trace_path.empty() && !deterministic;
   if (cuda && single) {
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
     test = train_single(session);
@@ -332,7 +341,9 @@ int run(int argc, char** argv) {
           return static_cast<double>(train({X, Y}, {.batch = idx})[0].scalar());
         },
         [&] { return evaluate(eval, TX, TY, batch); },
-        [&] { synk::save_checkpoint(save_path, rt); });  // the master's copy
+        [&] {
+          if (rt.node() == 0) synk::save_checkpoint(save_path, rt);  // the master's copy (the same on every node)
+        });
   }
   // No epoch: no throughput (NaN, null in the JSON).
   const double sps = epochs ? static_cast<double>(steps * batch) * epochs / train_time : NAN;
@@ -352,7 +363,8 @@ int run(int argc, char** argv) {
                         {"test_loss", test.loss},  {"test_accuracy", test.accuracy}, {"framework", "synk"},
                         {"test_loss_per_epoch", test_losses}, {"test_accuracy_per_epoch", test_accuracies},
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
-                        {"blas_core", mnist::blas_core_name()}};
+                        {"blas_core", mnist::blas_core_name()},
+                        {"nodes", nodes},          {"ranks", ranks}};
     if (cuda) j["gpu"] = gpu_json;
     if (!resume_path.empty()) j["resumed_from"] = resume_path;
     bench::write_json(json_path, j);

@@ -289,6 +289,11 @@ class ParallelFunction {
 };
 
 Runtime fork(const RuntimeOptions& opts = {});
+// How many processes a launcher (mpirun, srun) started together with this
+// one, from the environment (1: none); fork() joins them as nodes
+// (RuntimeOptions::multi_node). Programs use it to take the runtime's path
+// even with one rank per node.
+int launched_processes();
 
 class Runtime {
  public:

@@ -213,3 +213,7 @@ std::vector<ResultView> exchange_results(RuntimeCore& c, const std::vector<Resul
 }
 
 }  // namespace synk::detail
+
+namespace synk {
+int launched_processes() { return comm::detect_launch().processes; }
+}  // namespace synk
