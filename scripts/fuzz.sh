@@ -44,7 +44,7 @@ echo "=== fuzz.sh: build ($build_dir, $cxx)"
 # Static libsynk: the targets are self-contained and instrumented throughout.
 SYNK_BUILD_DIR=$build_dir SYNK_BUILD_TYPE=RelWithDebInfo scripts/build.sh \
   -DCMAKE_CXX_COMPILER="$cxx" -DSYNK_BUILD_FUZZERS=ON -DBUILD_SHARED_LIBS=OFF \
-  -DSYNK_WITH_CUDA=OFF -DSYNK_BUILD_TESTS=OFF -DSYNK_BUILD_BENCH=OFF -DSYNK_BUILD_EXAMPLES=OFF
+  -DSYNK_WITH_CUDA=OFF -DSYNK_WITH_MPI=OFF -DSYNK_BUILD_TESTS=OFF -DSYNK_BUILD_BENCH=OFF -DSYNK_BUILD_EXAMPLES=OFF
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

@@ -89,6 +89,11 @@ int run(int argc, char** argv) {
           ->check(CLI::IsMember({"auto", "nccl", "host-staged"}));
   app.add_option("--iters", iters, "timed calls")->check(bench::integer(1, 100000000));
   app.add_option("--warmup", warmup, "untimed calls first")->check(bench::integer(0, 100000000));
+  int64_t allreduce_bytes = 0;
+  app.add_option("--allreduce", allreduce_bytes,
+                 "time Runtime::all_reduce (sum) of a float variable of this many bytes instead of an empty call "
+                 "(with busbw); under mpirun, over every rank of every node")
+      ->check(bench::integer(0, int64_t{1} << 32));
   app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
   if (!bench::parse(app, argc, argv)) return 0;
   if (backend_opt->count() && device != "cuda") throw synk::ArgumentError("--backend: needs --device cuda");
@@ -100,27 +105,52 @@ int run(int argc, char** argv) {
   // trip is still the control plane alone (no kernel runs).
   synk::Runtime rt = synk::fork({.workers = workers, .device = device.c_str(), .comm = comm});
   synk::Graph g;
-  synk::Tensor v = g.variable("v", {1});
+  synk::Tensor v = g.variable("v", {std::max<int64_t>(1, allreduce_bytes / 4)});
   rt.function({"touch", {}, {{v, synk::Collect::none}}, {}});  // makes g the runtime's graph
   // No inputs, no outputs, no updates: nothing but the dispatch.
   synk::ParallelFunction f = rt.function({"empty", {}, {}, {}}, {});
   rt.distribute();
-  for (int i = 0; i < warmup; ++i) f({});
+  // Several nodes (under mpirun): node 0 prints and writes the JSON.
+  const int nodes = rt.nodes(), ranks = rt.size();
+  workers = rt.local_size();
+  if (rt.node() != 0) {
+    json_path.clear();
+    if (!std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
+  }
+  auto op = [&] {
+    if (allreduce_bytes > 0) rt.all_reduce({v}, synk::ReduceOp::sum);
+    else f({});
+  };
+  for (int i = 0; i < warmup; ++i) op();
   std::vector<double> us(static_cast<size_t>(iters));
   for (int i = 0; i < iters; ++i) {
     auto t0 = std::chrono::steady_clock::now();
-    f({});
+    op();
     us[static_cast<size_t>(i)] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
   }
   rt.close();
   const double mean = std::accumulate(us.begin(), us.end(), 0.0) / static_cast<double>(us.size());
   const double p50 = pct(us, 0.50), p99 = pct(us, 0.99);
+  if (allreduce_bytes > 0) {
+    // nccl-tests' bus bandwidth: algbw x 2(n-1)/n for an all-reduce.
+    const double algbw = static_cast<double>(allreduce_bytes) / (p50 * 1e3);
+    const double busbw = algbw * 2.0 * (ranks - 1) / ranks;
+    std::printf("synk-dispatch: all_reduce of %lld bytes over %d ranks (%d nodes x %d workers): p50 %.2f us, "
+                "mean %.2f us, algbw %.3f GB/s, busbw %.3f GB/s\n",
+                static_cast<long long>(allreduce_bytes), ranks, nodes, workers, p50, mean, algbw, busbw);
+    if (!json_path.empty())
+      bench::write_json(json_path, {{"op", "all_reduce"}, {"bytes", allreduce_bytes}, {"nodes", nodes},
+                                    {"ranks", ranks}, {"workers", workers}, {"p50_us", p50}, {"mean_us", mean},
+                                    {"algbw_gbs", algbw}, {"busbw_gbs", busbw}, {"iters", iters}});
+    return 0;
+  }
   const double raw = raw_round_trip_p50(std::min(iters, 100000));
   std::printf("synk-dispatch: workers %d, device %s, %d calls: p50 %.2f us, p99 %.2f us, mean %.2f us; "
               "raw cross-CPU round trip p50 %.3f us (dispatch p50 = %.1f x raw)\n",
               workers, device.c_str(), iters, p50, p99, mean, raw, p50 / raw);
   if (!json_path.empty()) {
-    nlohmann::json j = {{"workers", workers}, {"device", device}, {"backend", device == "cuda" ? backend : "cpu"},
+    nlohmann::json j = {{"workers", workers}, {"nodes", nodes}, {"ranks", ranks}, {"device", device},
+                        {"backend", device == "cuda" ? backend : "cpu"},
                         {"p50_us", p50}, {"p99_us", p99}, {"mean_us", mean}, {"iters", iters},
                         {"raw_round_trip_p50_us", std::isnan(raw) ? nlohmann::json() : nlohmann::json(raw)}};
     bench::write_json(json_path, j);

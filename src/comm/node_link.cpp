@@ -151,6 +151,11 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions& opts) {
   MPI_Comm_set_errhandler(m.notice, MPI_ERRORS_RETURN);
   MPI_Comm_rank(m.comm, &l->node_);
   MPI_Comm_size(m.comm, &l->nodes_);
+  MPI_Comm same_host = MPI_COMM_NULL;
+  if (MPI_Comm_split_type(m.comm, MPI_COMM_TYPE_SHARED, l->node_, MPI_INFO_NULL, &same_host) == MPI_SUCCESS) {
+    MPI_Comm_rank(same_host, &l->host_index_);
+    MPI_Comm_free(&same_host);
+  }
   char host[MPI_MAX_PROCESSOR_NAME] = {};
   int len = 0;
   MPI_Get_processor_name(host, &len);
@@ -228,8 +233,11 @@ void wait_req(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOp
         throw BackendError("node " + std::to_string(l.node()) + " (" + l.host() + "): " + what + " timed out after " +
                            std::to_string(o.timeout.count()) +
                            " ms waiting for the other nodes (one is slow, hung, or making different calls)");
-      if (t > o.spin_ns + 2'000'000) {
-        const timespec ts{0, 50'000};
+      // MPI's non-blocking collectives advance only inside MPI calls, so
+      // keep testing (yielding the core to others now and then) and sleep
+      // only once the wait is long (a node far behind).
+      if (t > 100'000'000) {
+        const timespec ts{0, 100'000};
         ::nanosleep(&ts, nullptr);
       } else if (t > o.spin_ns) {
         ::sched_yield();

@@ -66,6 +66,10 @@ class NodeLink {
   int node() const noexcept { return node_; }
   int nodes() const noexcept { return nodes_; }
   const std::string& host() const noexcept { return host_; }
+  // This node's index among the job's processes on the same machine (0
+  // when alone there): several "nodes" on one machine pin their ranks to
+  // different CPUs by it.
+  int host_index() const noexcept { return host_index_; }
   void set_check(std::function<void()> check) { opts_.check = std::move(check); }
 
   // In place: every node gets the reduction (sum, max, min, prod; avg is
@@ -99,7 +103,7 @@ class NodeLink {
  private:
   NodeLink() = default;
   NodeLinkOptions opts_;
-  int node_ = 0, nodes_ = 1;
+  int node_ = 0, nodes_ = 1, host_index_ = 0;
   std::string host_;
   std::unique_ptr<Impl> impl_;
 };

@@ -583,6 +583,12 @@ std::string trace_path_of(const RuntimeOptions& o) {
 void start_trace(RuntimeCore& c, const std::string& path) {
   if (path.empty()) return;
   c.trace_path = path;
+  // Several nodes: node k > 0 writes "<name>.node<k><.ext>" beside node 0's file.
+  if (c.multi() && c.node > 0) {
+    const size_t slash = path.find_last_of('/'), dot = path.find_last_of('.');
+    const size_t at = dot != std::string::npos && (slash == std::string::npos || dot > slash) ? dot : path.size();
+    c.trace_path = path.substr(0, at) + ".node" + std::to_string(c.node) + path.substr(at);
+  }
   c.trace = std::make_unique<trace::Logs>(c.n, kTraceEvents);
   if (c.n > 1) {
     const uint64_t id = c.publish(c.trace->segment(), -1);
@@ -672,6 +678,9 @@ Runtime fork(const RuntimeOptions& opts) {
       if (cuda && opts.comm != CommBackend::host_staged) c.nccl = want_nccl(opts.comm, std::max(c.world, 2), n <= gpus ? c.world : 0);
       nccl = c.nccl;
     }
+    // Several nodes on one machine (a test, or a fat node split in two):
+    // each pins its ranks after those of the nodes before it there.
+    const int pin_first = c.link ? c.link->host_index() * n : 0;
     c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
         .ranks = n, .spin = std::chrono::nanoseconds(c.spin_ns), .timeout = opts.collective_timeout});
     c.pids.assign(static_cast<size_t>(n), 0);
@@ -699,7 +708,7 @@ Runtime fork(const RuntimeOptions& opts) {
         w.rank = r;
         w.ranks = n;
         w.master_pid = c.master_pid;
-        w.cpu = opts.pin ? cpus[static_cast<size_t>(r) % cpus.size()] : -1;
+        w.cpu = opts.pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
         w.cuda = cuda;
         w.nccl = nccl;
         w.comm = static_cast<uint8_t>(opts.comm);
@@ -729,7 +738,7 @@ Runtime fork(const RuntimeOptions& opts) {
       c.old_affinity.resize(sizeof(cpu_set_t));
       if (::sched_getaffinity(0, sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(c.old_affinity.data())) == 0) {
         c.affinity_saved = true;
-        pin_to(cpus[0]);
+        pin_to(cpus[static_cast<size_t>(pin_first) % cpus.size()]);
       }
     }
     if (n > 1) {
