@@ -34,7 +34,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "comm/cpu_comm.hpp"
 #include "comm/cpu_group.hpp"
+#include "comm/node_comm.hpp"
 #include "common/bench_main.hpp"
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
@@ -85,6 +87,18 @@ struct Row {
   double time_us = 0, algbw = 0, busbw = 0;
   uint64_t wrong = 0;
 };
+
+// Under mpirun or srun (several processes): every process is a node of
+// --workers ranks, and the collectives span every rank of every node
+// (comm/node_comm.hpp: the node's shared memory, MPI between the node
+// masters), as in the runtime. One process: a single node, link null.
+struct Nodes {
+  std::unique_ptr<synk::comm::NodeLink> link;  // this process (local rank 0)
+  synk::comm::NodeLayout layout;
+  int base = 0, world = 1, count = 1;
+  int pin_first = 0;  // several nodes on one machine pin after one another
+};
+Nodes g_nodes;
 
 // What rank 0 reads back from the others after each size.
 struct Shared {
@@ -225,8 +239,21 @@ template <class T> struct GpuRank {
 
 // Everything one rank does; rank 0 also prints. Returns the rows (rank 0).
 template <class T>
-std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
-  const int n = g.size();
+std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) {
+  const int n = g_nodes.world;           // ranks of every node
+  const int rank = g_nodes.base + lrank;  // this rank among them
+  // Several nodes: the two-level comm; the node master holds the MPI link.
+  std::unique_ptr<synk::comm::Comm> nodes;
+  if (g_nodes.count > 1)
+    nodes = std::make_unique<synk::comm::NodeComm>(std::make_unique<synk::comm::CpuComm>(g),
+                                                   lrank == 0 ? g_nodes.link.get() : nullptr, g_nodes.layout);
+  auto barrier = [&] {
+    g.barrier();
+    if (nodes) {
+      if (lrank == 0) g_nodes.link->all_gather_bytes({}, nullptr, "barrier");
+      g.barrier();
+    }
+  };
   const Op op = parse_op(cfg.op);
   const ReduceOp rop = parse_redop(cfg.redop);
   const ElemType et = synk::comm::elem_type_of<T>();
@@ -271,6 +298,18 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
 #if SYNK_HAVE_CUDA
       if (gpu) return gpu->call(op, per_rank, et, rop, root);
 #endif
+      if (nodes) {
+        synk::comm::Comm& c = *nodes;
+        switch (op) {
+          case Op::all_reduce: c.all_reduce(in.data(), out.data(), per_rank, et, rop, nullptr); break;
+          case Op::reduce: c.reduce(in.data(), out.data(), per_rank, et, rop, root, nullptr); break;
+          case Op::broadcast: c.broadcast(out.data(), per_rank, et, root, nullptr); break;
+          case Op::all_gather: c.all_gather(in.data(), out.data(), per_rank, et, nullptr); break;
+          case Op::gather: c.gather(in.data(), out.data(), per_rank, et, root, nullptr); break;
+          case Op::scatter: c.scatter(in.data(), out.data(), per_rank, et, root, nullptr); break;
+        }
+        return;
+      }
       switch (op) {
         case Op::all_reduce: g.all_reduce(in.data(), out.data(), per_rank, et, rop); break;
         case Op::reduce: g.reduce(in.data(), out.data(), per_rank, et, rop, root); break;
@@ -318,23 +357,38 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
         for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(0, rank * per_rank + i, rop);
         break;
     }
-    sh.wrong[rank] = wrong;
+    sh.wrong[lrank] = wrong;
     // ---- timed calls ----
     for (int w = 0; w < cfg.warmup; ++w) call();
     for (int it = 0; it < cfg.iters; ++it) {
-      g.barrier();
+      barrier();
       const double t0 = now_s();
       call();
-      sh.times[rank * cfg.iters + it] = now_s() - t0;
+      sh.times[lrank * cfg.iters + it] = now_s() - t0;
     }
     g.barrier();
-    if (rank == 0) {
+    if (lrank == 0) {
       std::vector<double> per_iter(cfg.iters, 0.0);
       uint64_t wrong_all = 0;
-      for (int r = 0; r < n; ++r) {
+      for (int r = 0; r < g.size(); ++r) {
         wrong_all += sh.wrong[r];
         for (int it = 0; it < cfg.iters; ++it)
           per_iter[it] = std::max(per_iter[it], sh.times[r * cfg.iters + it]);
+      }
+      if (nodes) {
+        // The slowest rank of every node, and every node's #wrong.
+        std::vector<double> mine = per_iter;
+        mine.push_back(static_cast<double>(wrong_all));
+        const auto* p = reinterpret_cast<const uint8_t*>(mine.data());
+        const std::vector<uint8_t> all =
+            g_nodes.link->all_gather_bytes({p, mine.size() * sizeof(double)}, nullptr, "timings");
+        const auto* d = reinterpret_cast<const double*>(all.data());
+        wrong_all = 0;
+        for (int k = 0; k < g_nodes.count; ++k) {
+          const double* q = d + static_cast<size_t>(k) * mine.size();
+          for (int it = 0; it < cfg.iters; ++it) per_iter[it] = std::max(per_iter[it], q[it]);
+          wrong_all += static_cast<uint64_t>(q[cfg.iters]);
+        }
       }
       std::sort(per_iter.begin(), per_iter.end());
       const double t = cfg.iters % 2 ? per_iter[cfg.iters / 2]
@@ -352,7 +406,7 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int rank) {
       std::fflush(stdout);
       rows.push_back(row);
     }
-    g.barrier();  // rank 0 has read this size's results before anyone overwrites them
+    barrier();  // rank 0 has read this size's results before anyone overwrites them
     if (bytes > cfg.max_bytes / 2) break;  // (avoid overflow on the doubling)
   }
   return rows;
@@ -369,6 +423,31 @@ void pin_to_cpu(int rank) {
 
 template <class T> int run(const Config& cfg) {
   const int n = cfg.workers;
+  if (const synk::comm::Launch l = synk::comm::detect_launch(); l.processes > 1) {
+    if (cfg.device != "cpu")
+      throw synk::ArgumentError("synk-collectives: several nodes (" + l.how +
+                                ") with --device cuda are not supported here; synk-dispatch --allreduce times the "
+                                "runtime's collectives over the nodes");
+    g_nodes.link = synk::comm::NodeLink::join({.timeout = std::chrono::milliseconds(cfg.timeout_ms),
+                                               .spin_ns = static_cast<int64_t>(cfg.spin_us * 1000), .check = {}});
+    const int32_t mine = n;
+    std::vector<size_t> sizes;
+    const std::vector<uint8_t> all = g_nodes.link->all_gather_bytes(
+        {reinterpret_cast<const uint8_t*>(&mine), sizeof mine}, &sizes, "worker counts");
+    g_nodes.count = g_nodes.link->nodes();
+    g_nodes.layout.node = g_nodes.link->node();
+    g_nodes.layout.sizes.assign(reinterpret_cast<const int32_t*>(all.data()),
+                                reinterpret_cast<const int32_t*>(all.data()) + g_nodes.count);
+    g_nodes.world = 0;
+    for (int k = 0; k < g_nodes.count; ++k) {
+      if (k < g_nodes.layout.node) g_nodes.base += g_nodes.layout.sizes[static_cast<size_t>(k)];
+      g_nodes.world += g_nodes.layout.sizes[static_cast<size_t>(k)];
+    }
+    g_nodes.pin_first = g_nodes.link->host_index() * n;
+    if (g_nodes.layout.node != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
+  } else {
+    g_nodes.world = n;
+  }
   CpuGroup g({.ranks = n,
               .slot_bytes = cfg.slot_bytes,
               .spin = std::chrono::nanoseconds(static_cast<int64_t>(cfg.spin_us * 1000)),
@@ -380,6 +459,9 @@ template <class T> int run(const Config& cfg) {
             reinterpret_cast<uint64_t*>(static_cast<double*>(seg.data()) + n * cfg.iters)};
 
   if (cfg.device == "cpu") {
+  if (g_nodes.count > 1)
+    std::printf("# %d nodes x %d ranks (mpirun/srun): node masters joined by MPI, every rank of every node "
+                "in each collective\n", g_nodes.count, n);
   std::printf("# synk-collectives: op %s, %d ranks (rank 0 + %d forked workers), device cpu, type %s, "
               "redop %s, root %d\n# iters %d, warmup %d, staging slot %zu B, spin %.1f us, streaming stores from %zu B, pinned %s; "
               "time = median over iters of the slowest rank\n",
@@ -401,7 +483,7 @@ template <class T> int run(const Config& cfg) {
       int rc = 0;
       try {
         g.bind(r);
-        if (cfg.pin) pin_to_cpu(r);
+        if (cfg.pin) pin_to_cpu(g_nodes.pin_first + r);
         run_rank<T>(cfg, g, sh, r);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "rank %d: %s\n", r, e.what());
@@ -416,7 +498,7 @@ template <class T> int run(const Config& cfg) {
   int rc = 0;
   try {
     g.bind(0);
-    if (cfg.pin) pin_to_cpu(0);
+    if (cfg.pin) pin_to_cpu(g_nodes.pin_first);
     rows = run_rank<T>(cfg, g, sh, 0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank 0: %s\n", e.what());
@@ -433,8 +515,9 @@ template <class T> int run(const Config& cfg) {
   for (const Row& r : rows) wrong += r.wrong, busbw_sum += r.busbw;
   std::printf("# wrong: %llu\n# avg busbw: %.2f GB/s\n", static_cast<unsigned long long>(wrong),
               rows.empty() ? 0.0 : busbw_sum / rows.size());
-  if (!cfg.json.empty()) {
-    nlohmann::json j{{"op", cfg.op}, {"workers", n}, {"device", cfg.device}, {"type", cfg.type},
+  if (!cfg.json.empty() && g_nodes.layout.node == 0) {
+    nlohmann::json j{{"op", cfg.op}, {"workers", n}, {"nodes", g_nodes.count}, {"ranks", g_nodes.world},
+                     {"device", cfg.device}, {"type", cfg.type},
                      {"redop", cfg.redop}, {"iters", cfg.iters}, {"rows", nlohmann::json::array()}};
 #if SYNK_HAVE_CUDA
     if (cfg.device == "cuda") j["gpu"] = g_gpu_json;

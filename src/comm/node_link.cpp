@@ -154,6 +154,7 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions& opts) {
   MPI_Comm same_host = MPI_COMM_NULL;
   if (MPI_Comm_split_type(m.comm, MPI_COMM_TYPE_SHARED, l->node_, MPI_INFO_NULL, &same_host) == MPI_SUCCESS) {
     MPI_Comm_rank(same_host, &l->host_index_);
+    MPI_Comm_size(same_host, &l->host_count_);
     MPI_Comm_free(&same_host);
   }
   char host[MPI_MAX_PROCESSOR_NAME] = {};
@@ -167,6 +168,9 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions& opts) {
 
 NodeLink::~NodeLink() {
   if (!impl_ || g_failed.load()) return;  // a failed job: leave MPI alone, the launcher ends it
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;  // a link that outlived MPI (a static object destroyed after the atexit handler)
   Impl& m = *impl_;
   if (m.notice_req != MPI_REQUEST_NULL) {
     MPI_Cancel(&m.notice_req);

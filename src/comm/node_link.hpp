@@ -70,6 +70,7 @@ class NodeLink {
   // when alone there): several "nodes" on one machine pin their ranks to
   // different CPUs by it.
   int host_index() const noexcept { return host_index_; }
+  int host_count() const noexcept { return host_count_; }  // the job's processes on this machine
   void set_check(std::function<void()> check) { opts_.check = std::move(check); }
 
   // In place: every node gets the reduction (sum, max, min, prod; avg is
@@ -103,7 +104,7 @@ class NodeLink {
  private:
   NodeLink() = default;
   NodeLinkOptions opts_;
-  int node_ = 0, nodes_ = 1, host_index_ = 0;
+  int node_ = 0, nodes_ = 1, host_index_ = 0, host_count_ = 1;
   std::string host_;
   std::unique_ptr<Impl> impl_;
 };

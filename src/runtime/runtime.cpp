@@ -681,6 +681,9 @@ Runtime fork(const RuntimeOptions& opts) {
     // Several nodes on one machine (a test, or a fat node split in two):
     // each pins its ranks after those of the nodes before it there.
     const int pin_first = c.link ? c.link->host_index() * n : 0;
+    // Their ranks together may outnumber the cores: then waiting ranks
+    // spin briefly, as one node's do (RuntimeOptions::spin).
+    if (c.link && static_cast<size_t>(c.link->host_count()) * static_cast<size_t>(n) > cpus.size()) c.spin_ns = 2000;
     c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
         .ranks = n, .spin = std::chrono::nanoseconds(c.spin_ns), .timeout = opts.collective_timeout});
     c.pids.assign(static_cast<size_t>(n), 0);
