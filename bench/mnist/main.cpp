@@ -154,6 +154,10 @@ int run(int argc, char** argv) {
       ->check(bench::integer(1));
   bool tf32 = false, graphs = true, host_staged = false, deterministic = false;
   int det_chunks = 12;
+  int64_t bucket_bytes = int64_t{1} << 20;
+  app.add_option("--bucket-bytes", bucket_bytes,
+                 "gradient all-reduce buckets, each sent while backward goes on (0: one all-reduce after backward)")
+      ->check(bench::integer(0, int64_t{1} << 40));
   auto* det_chunks_opt = app.add_option("--deterministic-chunks", det_chunks,
                  "--deterministic: row chunks per batch (results depend on it, not on the worker count)")
       ->check(bench::integer(1, 4096));
@@ -199,7 +203,8 @@ int run(int argc, char** argv) {
                      .seed = seed,
                      .trace = trace_path.empty() ? nullptr : trace_path.c_str(),
                      .deterministic = deterministic,
-                     .deterministic_chunks = det_chunks});
+                     .deterministic_chunks = det_chunks,
+                     .bucket_bytes = static_cast<size_t>(bucket_bytes)});
     workers = rt.local_size();  // 0 resolved by the runtime: one rank per GPU or per core
     nodes = rt.nodes();
     if (rt.node() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
@@ -364,7 +369,7 @@ int run(int argc, char** argv) {
                         {"test_loss_per_epoch", test_losses}, {"test_accuracy_per_epoch", test_accuracies},
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()},
-                        {"nodes", nodes},          {"ranks", ranks}};
+                        {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes}};
     if (cuda) j["gpu"] = gpu_json;
     if (!resume_path.empty()) j["resumed_from"] = resume_path;
     bench::write_json(json_path, j);

@@ -201,6 +201,15 @@ struct RuntimeOptions {
   // (compare runs with the same value) but not on the rank count; 12 splits
   // evenly over 1, 2, 3, 4 or 6 ranks, fewer chunks cost less.
   int deterministic_chunks = 12;
+  // Training steps all-reduce their gradients in buckets of about this many
+  // bytes, each as soon as the backward pass has produced it (last layer
+  // first), while backward goes on through the layers before it; the
+  // results are the same bits as one all-reduce after backward (0: that).
+  // On CPU ranks a bucket is reduced while it is still in cache (with
+  // multi-slice and deterministic calls, and on CUDA ranks for now, the
+  // all-reduce follows the backward pass). Applies to calls with one
+  // slice; DDP's bucket_cap_mb plays the same part (25 MB there).
+  size_t bucket_bytes = size_t{1} << 20;
   // Multi-node jobs. Every node's process makes the same calls in the same
   // order (checked: a call that differs between nodes is an ArgumentError
   // naming both, not a hang); each loads the data itself; ranks are

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,15 @@ class Function {
   // mode keys each row chunk of a batch by its call and first row).
   std::vector<Array> operator()(const std::vector<ArrayView>& inputs, CallKey key) const;
   void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs, CallKey key) const;
+  // call_into, calling ready(i) as soon as output i is final in outputs[i],
+  // while the rest of the function still runs (no later step reads or
+  // writes that buffer): e.g. to start sending a layer's gradient while
+  // the backward pass goes on through the layers before it. Every output
+  // gets exactly one ready() before the call returns, in the order they
+  // are done (updates are applied after the last). An exception from
+  // ready() ends the call.
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                 const std::function<void(size_t)>& ready) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 

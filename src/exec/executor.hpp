@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -52,6 +53,16 @@ class Executor {
   // (below). Inputs may be either too.
   virtual void call_into(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
                          const CallKey* key) = 0;
+  // Same (no key), calling ready(i) once output i is final, as early as the
+  // backend can tell (Function::call_into with ready): on the CPU from the
+  // step that last touches it, while later steps run. The default, for
+  // backends that cannot tell, runs the call and then reports every
+  // output; work queued on stream() is then ordered after the whole call.
+  virtual void call_into_ready(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                               const std::function<void(size_t)>& ready) {
+    call_into(fn, inputs, outputs, nullptr);
+    for (size_t k = 0; k < outputs.size(); ++k) ready(k);
+  }
 
   // ---- the rank's memory -------------------------------------------------------
   // Variables, scratch and the rank's comm (comm/comm.hpp) live in one

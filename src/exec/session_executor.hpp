@@ -35,6 +35,11 @@ class SessionExecutor : public Executor {
     if constexpr (requires(FunctionT& f) { f.call_into(inputs, outputs, *key); }) at(fn).call_into(inputs, outputs, *key);
     else no_keys();
   }
+  void call_into_ready(int fn, const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                       const std::function<void(size_t)>& ready) override {
+    if constexpr (requires(FunctionT& f) { f.call_into(inputs, outputs, ready); }) at(fn).call_into(inputs, outputs, ready);
+    else Executor::call_into_ready(fn, inputs, outputs, ready);
+  }
   void* variable_storage(int32_t id) override { return s_.variable_data(id); }
 
  protected:

@@ -176,6 +176,7 @@ struct Local {
   std::vector<int> fns;     // executor index of defs[i]
   std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
   int rank = 0, ranks = 1;
+  size_t bucket_bytes = 0;  // RuntimeOptions::bucket_bytes (0: one all-reduce after backward)
   std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
   // Data segments page-locked for the input copies (Executor::pin_host),
   // by segment id (null: not pinned, or refused).

@@ -436,7 +436,7 @@ struct SliceBuffers {
 // row (chunk_key). Returns the slice's rows.
 template <class GradPtr>
 int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Reported& rep, SliceBuffers& b,
-                   GradPtr&& grad_ptr) {
+                   GradPtr&& grad_ptr, const std::function<void(size_t)>* ready = nullptr) {
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
   int64_t off, rows;
@@ -455,7 +455,8 @@ int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Repo
   }
   for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) b.ptrs.push_back(grad_ptr(gi));
   const CallKey key = chunk_key(d, off);
-  L.ex->call_into(L.fns[d.fn], b.views, b.ptrs, d.chunks > 0 ? &key : nullptr);
+  if (ready) L.ex->call_into_ready(L.fns[d.fn], b.views, b.ptrs, *ready);
+  else L.ex->call_into(L.fns[d.fn], b.views, b.ptrs, d.chunks > 0 ? &key : nullptr);
   t.end();
   rep.add(b.outs, sh.weight(rows));
   return rows;
@@ -480,6 +481,81 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
     else if (!sh.equal) L.ex->scale_add(g.flat, g.flat, g.n, w, false);
   }
 }
+
+// The gradient all-reduce in buckets, overlapped with the backward pass
+// (RuntimeOptions::bucket_bytes; a direct-path step): the gradient
+// tensors, last parameter first (the order backward produces them in), are
+// grouped into buckets of at least bucket_bytes, and bucket b is
+// all-reduced as soon as its tensors are final and buckets 0..b-1 went,
+// from inside the gradient function (Executor::call_into_ready), while
+// the layers before it are still differentiated. Every rank issues the
+// same buckets in the same order (a rank without rows all of them after
+// zeroing), so the collectives pair up; each element is reduced exactly as
+// by one all-reduce of the whole buffer, so the results are the same bits.
+// Why it pays on CPU ranks too: a bucket is reduced while it is still in
+// cache, instead of the whole gradient buffer read back from memory after
+// backward.
+class Buckets {
+ public:
+  Buckets(Local& L, const CallDesc& d, const Share& sh, const Grads& g, ReduceOp op, size_t bucket_bytes)
+      : L_(L), d_(d), g_(g), op_(op), w_(static_cast<float>(static_cast<double>(sh.rows) / static_cast<double>(sh.total))),
+        scale_(!sh.equal && sh.ran()) {
+    const size_t n = g.off.size();
+    for (size_t gi = 0; gi < n; ++gi) len_.push_back((gi + 1 < n ? g.off[gi + 1] : g.n) - g.off[gi]);
+    size_t bytes = 0;
+    for (size_t k = n; k-- > 0;) {
+      if (buckets_.empty() || bytes >= bucket_bytes) {
+        buckets_.emplace_back();
+        bytes = 0;
+      }
+      buckets_.back().push_back(k);
+      bytes += len_[k] * sizeof(float);
+    }
+    bucket_of_.resize(n);
+    missing_.resize(buckets_.size());
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      missing_[b] = buckets_[b].size();
+      for (size_t gi : buckets_[b]) bucket_of_[gi] = b;
+    }
+  }
+  // Gradient gi is final: send what is complete, in bucket order.
+  void ready(size_t gi) {
+    --missing_[bucket_of_[gi]];
+    while (next_ < buckets_.size() && missing_[next_] == 0) send(next_++);
+  }
+  // After the function (or for a rank without rows): every bucket not sent yet.
+  void finish() {
+    while (next_ < buckets_.size()) send(next_++);
+  }
+
+ private:
+  void send(size_t b) {
+    trace::Span span(trace::Kind::all_reduce, d_.call_no, static_cast<int32_t>(d_.fn));
+    // The bucket's tensors are adjacent in the flat buffer (consecutive
+    // parameters): one collective per run of adjacent tensors.
+    std::vector<size_t> gis = buckets_[b];
+    std::sort(gis.begin(), gis.end());
+    for (size_t i = 0; i < gis.size();) {
+      size_t j = i + 1;
+      while (j < gis.size() && gis[j] == gis[j - 1] + 1) ++j;
+      float* p = g_.flat + g_.off[gis[i]];
+      const size_t n = g_.off[gis[j - 1]] + len_[gis[j - 1]] - g_.off[gis[i]];
+      if (scale_) L_.ex->scale_add(p, p, n, w_, false);
+      L_.comm->all_reduce(p, p, n, comm::ElemType::f32, op_, L_.ex->stream());
+      i = j;
+    }
+  }
+  Local& L_;
+  const CallDesc& d_;
+  const Grads& g_;
+  ReduceOp op_;
+  float w_;
+  bool scale_;
+  std::vector<std::vector<size_t>> buckets_;
+  std::vector<size_t> bucket_of_, missing_;
+  size_t next_ = 0;
+  std::vector<size_t> len_;  // elements of each gradient tensor
+};
 
 // A deterministic training step (CallDesc::chunks). The combined gradient
 // is, element by element, the sum over chunks in chunk order of each
@@ -582,6 +658,25 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
       R.rows = sh.scattered ? sh.rows : 1;
       R.outs = rep.finish();
     }
+  } else if (L.bucket_bytes > 0 && path == GradPath::direct && !g.off.empty()) {
+    // Buckets all-reduced during the backward pass (the choice depends on
+    // the call alone: every rank takes it).
+    Buckets buckets(L, d, sh, g, grad_reduce(path, sh.total, L.ranks, sh.rows), L.bucket_bytes);
+    if (!sh.ran()) {
+      L.ex->zero(g.flat, g.n * sizeof(float));
+    } else {
+      const size_t n_out = d.collects.size();
+      const std::function<void(size_t)> ready = [&](size_t k) {
+        if (k >= n_out) buckets.ready(k - n_out);
+      };
+      SliceBuffers b;
+      grad_slice(L, d, sh, 0, rep, b, [&](size_t gi) { return g.flat + g.off[gi]; }, &ready);
+      R.ran = true;
+      R.rows = sh.scattered ? sh.rows : 1;
+      R.outs = rep.finish();
+    }
+    buckets.finish();
+    L.comm->wait();
   } else {
     if (!sh.ran()) {
       L.ex->zero(g.flat, g.n * sizeof(float));  // a rank with no rows adds nothing

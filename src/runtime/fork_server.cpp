@@ -101,6 +101,7 @@ int recv_request(int sock, WorkerStart& w, int (&fds)[3]) {
     c->opts.spin = std::chrono::nanoseconds(w.spin_ns);
     c->opts.timeout = std::chrono::milliseconds(w.timeout_ms);
     c->opts.collective_timeout = std::chrono::milliseconds(w.collective_timeout_ms);
+    c->opts.bucket_bytes = w.bucket_bytes;
     c->n = w.ranks;
     c->cuda = w.cuda != 0;
     c->nccl = w.nccl != 0;

@@ -50,6 +50,7 @@ struct WorkerStart {
   int64_t spin_ns = 0;                // the runtime's spin (and the CpuGroup's)
   int64_t collective_timeout_ms = 0;  // the CpuGroup's timeout
   int64_t timeout_ms = 0;
+  uint64_t bucket_bytes = 0;          // RuntimeOptions::bucket_bytes
 };
 
 class ForkServer {

@@ -478,6 +478,7 @@ void RuntimeCore::attach_graph(Graph* g, const char* what) {
     local.comm = comm.get();
     local.rank = base;
     local.ranks = world;
+    local.bucket_bytes = opts.bucket_bytes;
   } else if (graph != g) {
     throw ArgumentError(std::string("Runtime::") + what +
                         ": all functions of a runtime must belong to one Graph (this one is another)");
@@ -720,6 +721,7 @@ Runtime fork(const RuntimeOptions& opts) {
         w.spin_ns = c.spin_ns;
         w.collective_timeout_ms = opts.collective_timeout.count();
         w.timeout_ms = opts.timeout.count();
+        w.bucket_bytes = opts.bucket_bytes;
         const pid_t pid = server.spawn(w, c.ctl_seg.fd(), c.group->segment_fd(), child_end[static_cast<size_t>(r)]);
         ::close(child_end[static_cast<size_t>(r)]);
         child_end[static_cast<size_t>(r)] = -1;

@@ -255,6 +255,7 @@ class Worker {
     L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the executor
     L.rank = c_.base + rank_;  // global: several nodes number their ranks node by node
     L.ranks = c_.world;
+    L.bucket_bytes = c_.opts.bucket_bytes;
     L.add_defs(defs);
     local_ = std::move(L);
     executor_ = std::move(ex);

@@ -162,7 +162,7 @@ void run_fused(const Step& s, Plan& p, const RunContext& ctx) {
 
 void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
              const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
-             void* const* outputs) {
+             void* const* outputs, const std::function<void(size_t)>* after_step) {
   for (int32_t id : p.bound) {
     const ValueLoc& l = p.loc[static_cast<size_t>(id)];
     void* ptr = nullptr;
@@ -177,7 +177,8 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
     p.ptr[static_cast<size_t>(id)] = ptr;
   }
   float* work = reinterpret_cast<float*>(arena + p.work_offset);
-  for (const Step& s : p.steps) {
+  for (size_t si = 0; si < p.steps.size(); ++si) {
+    const Step& s = p.steps[si];
     const auto t0 = g_profile.on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     try {
       if (s.fused >= 0) {
@@ -217,8 +218,36 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
       g_profile.ms[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       g_profile.count[k]++;
     }
+    if (after_step) (*after_step)(si);
   }
   (void)nodes;
+}
+
+std::vector<int64_t> output_ready_steps(const plan::Plan& p) {
+  std::vector<int64_t> ready(p.outputs.size(), -1);
+  auto touch = [&](int32_t id, size_t si) {
+    if (id < 0) return;
+    const ValueLoc& l = p.loc[static_cast<size_t>(id)];
+    if (l.kind == Loc::Output && l.index >= 0 && static_cast<size_t>(l.index) < ready.size())
+      ready[static_cast<size_t>(l.index)] = static_cast<int64_t>(si);
+  };
+  for (size_t si = 0; si < p.steps.size(); ++si) {
+    const Step& s = p.steps[si];
+    touch(s.node, si);
+    for (int32_t in : s.in) touch(in, si);
+    if (s.fused >= 0) {
+      const plan::EwProgram& f = p.fused[static_cast<size_t>(s.fused)];
+      for (int32_t id : f.inputs) touch(id, si);
+      for (int32_t id : f.outputs) touch(id, si);
+    }
+  }
+  // Only outputs computed in their own buffer: a buffer shared with another
+  // output is filled by the copies after the run.
+  for (size_t k = 0; k < ready.size(); ++k) {
+    const ValueLoc& l = p.loc[static_cast<size_t>(p.outputs[k])];
+    if (!(l.kind == Loc::Output && l.index == static_cast<int32_t>(k))) ready[k] = -1;
+  }
+  return ready;
 }
 
 }  // namespace synk::cpu

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,16 @@ struct RunContext {
 // Runs the steps of a compiled plan. `inputs` in FunctionDef order;
 // `var_ptr` is indexed by node id; `outputs` (by output position) are the
 // caller's buffers for Loc::Output values (null if the plan has none).
-// Does not copy outputs or apply update copies.
+// Does not copy outputs or apply update copies. after_step (optional) is
+// called with each step's index once the step is done.
 void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
              const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
-             void* const* outputs = nullptr);
+             void* const* outputs = nullptr, const std::function<void(size_t)>* after_step = nullptr);
+
+// For each output k computed in place into the caller's buffer: the index of
+// the last step that writes or reads it (once that step is done, no later
+// step touches the buffer, so the caller may use it while the rest runs);
+// -1 for outputs that are copied into the caller's buffer after the run.
+std::vector<int64_t> output_ready_steps(const plan::Plan& p);
 
 }  // namespace synk::cpu

@@ -28,6 +28,8 @@ struct FunctionState {
   // Updates whose value lives in a variable that another update overwrites:
   // staged through the arena before any variable is written.
   std::map<std::pair<int64_t, bool>, std::vector<int64_t>> staging;  // arena offset per copy (-1: none)
+  // Per plan: after which step each output is final (cpu::output_ready_steps).
+  std::map<std::pair<int64_t, bool>, std::vector<int64_t>> ready_steps;
 };
 
 struct FreeBytes {
@@ -70,12 +72,13 @@ struct Session::Impl {
 
   // into: the caller's output buffers (call_into), or null to return arrays;
   // key: the caller's dropout key, or null for (rank, call count).
+  // ready: called with each output's index once it is final (call_into).
   std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, void* const* into = nullptr,
-                          const CallKey* dropout_key = nullptr);
+                          const CallKey* dropout_key = nullptr, const std::function<void(size_t)>* ready = nullptr);
 };
 
 std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& inputs, void* const* into,
-                                       const CallKey* dropout_key) {
+                                       const CallKey* dropout_key, const std::function<void(size_t)>* ready) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
@@ -110,7 +113,22 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   ctx.rank = dropout_key ? 0 : opts.rank;
   ctx.call = calls++;
   if (dropout_key) ctx.call = dropout_key->value;
-  cpu::execute(plan, nodes, arena.get(), inputs, vars.ptrs(), ctx, into);
+  if (ready) {
+    // Outputs final before the end are handed over from the step that
+    // last touches them; the others after the copies below.
+    auto rs = f.ready_steps.find(key);
+    if (rs == f.ready_steps.end()) rs = f.ready_steps.emplace(key, cpu::output_ready_steps(plan)).first;
+    const std::vector<int64_t>& at = rs->second;
+    std::vector<std::vector<size_t>> by_step(plan.steps.size());
+    for (size_t k = 0; k < at.size(); ++k)
+      if (at[k] >= 0) by_step[static_cast<size_t>(at[k])].push_back(k);
+    const std::function<void(size_t)> after = [&](size_t step) {
+      for (size_t k : by_step[step]) (*ready)(k);
+    };
+    cpu::execute(plan, nodes, arena.get(), inputs, vars.ptrs(), ctx, into, &after);
+  } else {
+    cpu::execute(plan, nodes, arena.get(), inputs, vars.ptrs(), ctx, into);
+  }
 
   std::vector<Array> outs;
   if (into) {
@@ -122,6 +140,11 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
       if (l.kind == plan::Loc::Output && l.index == static_cast<int32_t>(k)) continue;
       const size_t bytes = static_cast<size_t>(plan.bytes(id));
       if (bytes > 0) std::memmove(into[k], plan.ptr[static_cast<size_t>(id)], bytes);
+    }
+    if (ready) {
+      const std::vector<int64_t>& at = f.ready_steps.at(key);
+      for (size_t k = 0; k < at.size(); ++k)
+        if (at[k] < 0) (*ready)(k);
     }
   }
   if (!into) outs.reserve(plan.outputs.size());
@@ -167,6 +190,16 @@ void Function::call_into(const std::vector<ArrayView>& inputs, const std::vector
   s_->impl_->call(index_, inputs, outputs.data(), &key);
 }
 
+void Function::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                         const std::function<void(size_t)>& ready) const {
+  if (!s_) throw ArgumentError("call_into of an empty synk::Function");
+  const FunctionDef& d = def();
+  if (outputs.size() != d.outputs.size())
+    throw ArgumentError(fn_label(d) + ": call_into got " + std::to_string(outputs.size()) + " output buffers for " +
+                        std::to_string(d.outputs.size()) + " outputs");
+  s_->impl_->call(index_, inputs, outputs.data(), nullptr, &ready);
+}
+
 const FunctionDef& Function::def() const {
   if (!s_) throw ArgumentError("def() of an empty synk::Function");
   return s_->impl_->fns.at(static_cast<size_t>(index_)).def;
@@ -192,7 +225,7 @@ Function Session::function(const FunctionSpec& spec) {
 Function Session::function(const FunctionDef& def) {
   validate_function_def(impl_->g->nodes(), def);
   impl_->ensure_variables();
-  impl_->fns.push_back(FunctionState{def, {}, {}});
+  impl_->fns.push_back(FunctionState{def, {}, {}, {}});
   return Function(this, static_cast<int>(impl_->fns.size() - 1));
 }
 
