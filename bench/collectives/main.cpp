@@ -96,7 +96,8 @@ struct Nodes {
   std::unique_ptr<synk::comm::NodeLink> link;  // this process (local rank 0)
   synk::comm::NodeLayout layout;
   int base = 0, world = 1, count = 1;
-  int pin_first = 0;  // several nodes on one machine pin after one another
+  int pin_first = 0;     // several nodes on one machine pin after one another
+  bool crowded = false;  // ... or not at all when they outnumber the cores
 };
 Nodes g_nodes;
 
@@ -443,6 +444,10 @@ template <class T> int run(const Config& cfg) {
       if (k < g_nodes.layout.node) g_nodes.base += g_nodes.layout.sizes[static_cast<size_t>(k)];
       g_nodes.world += g_nodes.layout.sizes[static_cast<size_t>(k)];
     }
+    // As the runtime places several nodes on one machine (runtime.cpp):
+    // one after the other, or unpinned when they outnumber the cores.
+    const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    g_nodes.crowded = static_cast<long>(g_nodes.link->host_count()) * n > cpus;
     g_nodes.pin_first = g_nodes.link->host_index() * n;
     if (g_nodes.layout.node != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
   } else {
@@ -483,7 +488,7 @@ template <class T> int run(const Config& cfg) {
       int rc = 0;
       try {
         g.bind(r);
-        if (cfg.pin) pin_to_cpu(g_nodes.pin_first + r);
+        if (cfg.pin && !g_nodes.crowded) pin_to_cpu(g_nodes.pin_first + r);
         run_rank<T>(cfg, g, sh, r);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "rank %d: %s\n", r, e.what());
@@ -498,7 +503,7 @@ template <class T> int run(const Config& cfg) {
   int rc = 0;
   try {
     g.bind(0);
-    if (cfg.pin) pin_to_cpu(g_nodes.pin_first);
+    if (cfg.pin && !g_nodes.crowded) pin_to_cpu(g_nodes.pin_first);
     rows = run_rank<T>(cfg, g, sh, 0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank 0: %s\n", e.what());

@@ -680,11 +680,17 @@ Runtime fork(const RuntimeOptions& opts) {
       nccl = c.nccl;
     }
     // Several nodes on one machine (a test, or a fat node split in two):
-    // each pins its ranks after those of the nodes before it there.
+    // each pins its ranks after those of the nodes before it there. If
+    // together they outnumber the cores, nobody is pinned (measured: any
+    // fixed placement puts two node masters, who talk to each other over
+    // MPI, or a master and the rank it waits for, on one core; the
+    // scheduler does better) and waiting ranks spin briefly, as one
+    // node's do (RuntimeOptions::spin).
+    const bool crowded =
+        c.link && static_cast<size_t>(c.link->host_count()) * static_cast<size_t>(n) > cpus.size();
     const int pin_first = c.link ? c.link->host_index() * n : 0;
-    // Their ranks together may outnumber the cores: then waiting ranks
-    // spin briefly, as one node's do (RuntimeOptions::spin).
-    if (c.link && static_cast<size_t>(c.link->host_count()) * static_cast<size_t>(n) > cpus.size()) c.spin_ns = 2000;
+    const bool pin = opts.pin && !crowded;
+    if (crowded) c.spin_ns = 2000;
     c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
         .ranks = n, .spin = std::chrono::nanoseconds(c.spin_ns), .timeout = opts.collective_timeout});
     c.pids.assign(static_cast<size_t>(n), 0);
@@ -712,7 +718,7 @@ Runtime fork(const RuntimeOptions& opts) {
         w.rank = r;
         w.ranks = n;
         w.master_pid = c.master_pid;
-        w.cpu = opts.pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
+        w.cpu = pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
         w.cuda = cuda;
         w.nccl = nccl;
         w.comm = static_cast<uint8_t>(opts.comm);
@@ -738,7 +744,7 @@ Runtime fork(const RuntimeOptions& opts) {
     }
     release_fork_server(cuda);  // CPU ranks: the server's work is done
     c.group->bind(0);
-    if (opts.pin) {
+    if (pin) {
       note_unpinned_cpus(static_cast<int>(cpus.size()));  // cpu_count() keeps saying what the process may use
       c.old_affinity.resize(sizeof(cpu_set_t));
       if (::sched_getaffinity(0, sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(c.old_affinity.data())) == 0) {

@@ -24,11 +24,20 @@ namespace {
 using namespace synk;
 using namespace synk_test;
 
-int g_workers = 1;
+// --workers W (every node) or W0,W1,... (node k has Wk ranks).
+std::vector<int> g_workers_by_node{1};
+int g_workers = 1;  // this node's
 
 int launched_nodes() {
   const char* v = std::getenv("OMPI_COMM_WORLD_SIZE");
   return v ? std::atoi(v) : 1;
+}
+int launched_index() {
+  const char* v = std::getenv("OMPI_COMM_WORLD_RANK");
+  return v ? std::atoi(v) : 0;
+}
+int workers_of(int node) {
+  return g_workers_by_node[std::min<size_t>(static_cast<size_t>(node), g_workers_by_node.size() - 1)];
 }
 
 RuntimeOptions mopts(int workers = g_workers) {
@@ -46,9 +55,15 @@ Array ints(int64_t n, int32_t base) {
 TEST(MultiNode, Layout) {
   Runtime rt = synk::fork(mopts());
   EXPECT_EQ(rt.nodes(), launched_nodes());
+  EXPECT_EQ(rt.node(), launched_index());
   EXPECT_EQ(rt.local_size(), g_workers);
-  EXPECT_EQ(rt.size(), rt.nodes() * g_workers);
-  EXPECT_EQ(rt.rank(), rt.node() * g_workers);
+  int world = 0, before = 0;
+  for (int k = 0; k < rt.nodes(); ++k) {
+    if (k < rt.node()) before += workers_of(k);
+    world += workers_of(k);
+  }
+  EXPECT_EQ(rt.size(), world);
+  EXPECT_EQ(rt.rank(), before);
   rt.close();
 }
 
@@ -225,7 +240,15 @@ TEST(MultiNode, MapOverEveryRank) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], "--workers") == 0) g_workers = std::atoi(argv[i + 1]);
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--workers") != 0) continue;
+    g_workers_by_node.clear();
+    for (const char* p = argv[i + 1]; *p;) {
+      g_workers_by_node.push_back(std::atoi(p));
+      while (*p && *p != ',') ++p;
+      if (*p == ',') ++p;
+    }
+  }
+  g_workers = workers_of(launched_index());
   return RUN_ALL_TESTS();
 }
