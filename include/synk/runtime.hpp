@@ -363,6 +363,12 @@ class Runtime {
   // ---- plain jobs (synk/jobs.hpp says how jobs run, travel and fail) ------------
   // fn(job) or fn(ctx, job) for every job on all ranks, dynamically
   // balanced; the results in job order (nothing for a void fn).
+  // Several nodes: node k runs the k-th contiguous block of the jobs on its
+  // own ranks (JobContext::rank()/ranks() count those), and every node gets
+  // every result, in job order (map_reduce folds them in job order too). A
+  // job's writes into a Data reach only its own node's copy: jobs that
+  // should be seen everywhere return their results. apply_async/map_async,
+  // argsort and sort stay on the node that calls them.
   template <class F, class J> auto map(F fn, const std::vector<J>& jobs);
   // map, folding each result into `init` in the master as soon as it
   // arrives: init = reduce(std::move(init), result), in the order the jobs

@@ -411,6 +411,9 @@ struct RuntimeCore {
   std::vector<int> node_sizes;            // ranks of each node
   std::unique_ptr<comm::NodeLink> link;   // the master's MPI end (nodes > 1)
   bool multi() const { return nodes > 1; }
+  // Set while the runtime's own jobs run on this node only (argsort, whose
+  // jobs write into this node's shared arrays).
+  bool jobs_here = false;
   int node_of(int rank) const;            // the node of a global rank
   int node_base(int k) const;             // node k's first global rank
   // Every node master must make the same call at the same point: compares

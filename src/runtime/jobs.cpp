@@ -996,7 +996,8 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
   if (count == 0) return;
   if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
   if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
-  if (c.multi()) return detail::run_jobs_nodes(c, thunk, fn, jobs, offsets, count, result_slot, sink, what, fast);
+  if (c.multi() && !c.jobs_here)
+    return detail::run_jobs_nodes(c, thunk, fn, jobs, offsets, count, result_slot, sink, what, fast);
   detail::run_jobs_here(c, thunk, fn, jobs, offsets, count, result_slot, in_order, sink, what, fast, 0);
 }
 

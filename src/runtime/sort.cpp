@@ -94,7 +94,14 @@ std::vector<int64_t> Runtime::argsort(const Data& d, int64_t column) {
   if (n >= (int64_t{1} << 32)) throw ArgumentError("Runtime::argsort: at most 2^32 - 1 rows");
   std::vector<int64_t> out(static_cast<size_t>(n));
   if (n == 0) return out;
-  const int ranks = size();
+  // On this node only, with several nodes: the jobs fill this node's shared
+  // arrays (every node sorts the same data to the same order).
+  const int ranks = local_size();
+  struct Here {
+    detail::RuntimeCore& c;
+    explicit Here(detail::RuntimeCore& c) : c(c) { c.jobs_here = true; }
+    ~Here() { c.jobs_here = false; }
+  } here(*impl_);
   Data A = data(DType::i32, {2 * n}), B = data(DType::i32, {2 * n});
   // Round 0: sorted chunks, one per rank.
   const int64_t chunks = std::min<int64_t>(ranks, std::max<int64_t>(1, n / 1024));

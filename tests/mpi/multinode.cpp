@@ -233,6 +233,15 @@ TEST(MultiNode, MapOverEveryRank) {
   std::string joined = rt.map_reduce_ordered([](const std::string& s) { return s + "|"; }, words, std::string(),
                                              [](std::string acc, std::string s) { return acc + s; });
   EXPECT_EQ(joined, "a|bb|ccc|dddd|eeeee|f|gg|");
+  // argsort runs on each node (its jobs fill the node's shared arrays) and
+  // every node gets the whole order.
+  std::vector<float> v(5000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1013) * 0.5f;
+  Data D = rt.data(Array::from(v, {static_cast<int64_t>(v.size())}));
+  std::vector<int64_t> want(v.size());
+  std::iota(want.begin(), want.end(), 0);
+  std::stable_sort(want.begin(), want.end(), [&](int64_t a, int64_t b) { return v[a] < v[b]; });
+  EXPECT_EQ(rt.argsort(D), want);
   rt.close();
 }
 
