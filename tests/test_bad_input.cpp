@@ -60,9 +60,6 @@ struct Fixture {
   }
 };
 
-int32_t slow_job_for_sweep(const int32_t& v) { return v; }
-void sweep_thunk(void (*)(), const void*, void*) {}
-
 // Runs `bad`, expects exception E (message containing `text`), then checks
 // the workers were untouched and the next valid call works.
 template <class E>
@@ -129,9 +126,6 @@ TEST(BadInput, NamesVariablesAndCollectives) {
   refused<ShapeError>(fx, "set: wrong shape", [&] { rt.set("W", Array::zeros(f32, {4})); }, "shape");
   refused<TypeError>(fx, "set: wrong dtype", [&] { rt.set("W", Array::from(std::vector<int32_t>(3, 1), {3})); });
   refused<ShapeError>(fx, "scatter: wrong shape", [&] { rt.scatter("W", Array::zeros(f32, {2, 3})); }, "shape");
-  refused<ArgumentError>(fx, "map: no function", [&] {
-    rt.map_raw(nullptr, nullptr, nullptr, 4, 1, nullptr, 4);
-  });
   refused<ShapeError>(fx, "restore: wrong shape", [&] { rt.restore({{"W", Array::zeros(f32, {2})}}); });
   refused<ArgumentError>(fx, "Data resize negative", [&] { fx.X.resize(-1); }, "negative");
   refused<ShapeError>(fx, "Data with a negative dim", [&] { rt.data(f32, {-3}); });
@@ -241,16 +235,6 @@ TEST(BadInput, EveryRuntimeMethod) {
   refused<ArgumentError>(fx, "get: rank -1", [&] { rt.get("W", -1); }, "out of range");
   const Tensor late = g.variable("late", {1});
   refused<ArgumentError>(fx, "get: a variable made after distribute", [&] { rt.get(late); }, "distribute");
-
-  // map
-  refused<ArgumentError>(fx, "map: jobs without a buffer", [&] {
-    int32_t out[4];
-    rt.map_raw(reinterpret_cast<void (*)()>(&slow_job_for_sweep), &sweep_thunk, nullptr, 4, 4, out, 4);
-  }, "no jobs");
-  refused<ArgumentError>(fx, "map: results without a buffer", [&] {
-    int32_t in[4] = {0, 0, 0, 0};
-    rt.map_raw(reinterpret_cast<void (*)()>(&slow_job_for_sweep), &sweep_thunk, in, 4, 4, nullptr, 4);
-  }, "no results");
 
   // plain jobs (jobs.hpp)
   refused<ArgumentError>(fx, "run_jobs: no function", [&] {

@@ -407,10 +407,6 @@ class Runtime {
                 const detail::JobsFast& fast = {});
   std::shared_ptr<detail::JobBatch> submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job, size_t job_bytes,
                                            size_t result_slot, uint64_t& index);
-  // The legacy untyped map: thunk(fn, job, result) on every job.
-  using MapThunk = void (*)(void (*fn)(), const void* job, void* result);
-  void map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,
-               size_t result_bytes);
 
   // ---- recovery ------------------------------------------------------------------
   // The master's (rank 0's) value of every distributed shared variable, in

@@ -1,6 +1,6 @@
 // src/runtime/collectives.cpp — collectives on shared variables (every rank's
 // copy, moved by the CpuGroup in shared memory or by NCCL on the GPUs),
-// get/set of one rank's value, and map() of plain functions over jobs.
+// get/set of one rank's value.
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,17 +69,6 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
     }
     // The watchdog: a failed or missing peer raises here, op by op.
     comm.wait();
-  }
-}
-
-void run_map(ControlBlock* cb, uint8_t* args, size_t n) {
-  trace::Span span(trace::Kind::map);
-  const MapJobs m = decode_map(args, n);
-  std::atomic_ref<uint64_t> next(cb->map_next);
-  for (;;) {
-    const uint64_t i = next.fetch_add(1);
-    if (i >= m.count) return;
-    m.thunk(m.fn, args + m.jobs_off + i * m.job_bytes, args + m.results_off + i * m.result_bytes);
   }
 }
 
@@ -341,40 +330,6 @@ void Runtime::restore(const VarValues& values) {
   c.on_every_node([&] {
     for (size_t i = 0; i < values.size(); ++i) set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
   });
-}
-
-void Runtime::map_raw(void (*fn)(), MapThunk thunk, const void* jobs, size_t job_bytes, size_t count, void* results,
-                      size_t result_bytes) {
-  RuntimeCore& c = checked("map");
-  detail::Busy busy(c, "map");
-  if (!fn || !thunk) throw ArgumentError("Runtime::map: no function");
-  if (count == 0) return;
-  if ((job_bytes && !jobs) || (result_bytes && !results))
-    throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs but no " + (jobs ? "results" : "jobs") +
-                        " buffer");
-  constexpr size_t kMaxBytes = size_t{1} << 40;  // far beyond memory; keeps the offsets below from overflowing
-  if (job_bytes > kMaxBytes / count || result_bytes > kMaxBytes / count)
-    throw ArgumentError("Runtime::map: " + std::to_string(count) + " jobs of " + std::to_string(job_bytes) +
-                        " bytes (results of " + std::to_string(result_bytes) + ") are too large");
-  std::vector<uint8_t> bytes = detail::encode_map(fn, thunk, jobs, job_bytes, count, result_bytes);
-  const uint64_t res_off = detail::map_results_at(job_bytes, count);
-  ++c.calls;
-  std::atomic_ref<uint64_t>(c.cb->map_next).store(0);
-  uint8_t* args = bytes.data();
-  if (c.n > 1) {
-    c.set_args(bytes);
-    c.signal(Cmd::map, false);
-    args = static_cast<uint8_t*>(c.args.data());
-  }
-  std::string err;
-  try {
-    detail::run_map(c.cb, args, bytes.size());
-  } catch (const std::exception& e) {
-    err = e.what();
-  }
-  if (c.n > 1) c.wait_workers("map");
-  if (!err.empty()) throw Error(std::string("synk runtime: map failed on rank 0 (master): ") + err);
-  std::memcpy(results, args + res_off, result_bytes * count);
 }
 
 }  // namespace synk

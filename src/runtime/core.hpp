@@ -48,7 +48,7 @@ namespace synk::detail {
 constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;  // per node
 constexpr int kMaxNodes = 1024;
 
-enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, map, comm_init, jobs };
+enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, comm_init, jobs };
 const char* cmd_name(Cmd c);
 
 // Commands whose workers enter CpuGroup collectives: a worker that fails in
@@ -98,7 +98,7 @@ struct ControlBlock {
   alignas(128) uint32_t seq;  // atomic futex word: bumped per command
   uint32_t sleepers;          // atomic: workers sleeping on seq
   alignas(128) CommandHeader cmd;
-  alignas(128) uint64_t map_next;  // atomic: next job of a map (Cmd::map, Cmd::jobs)
+  alignas(128) uint64_t map_next;  // atomic: next job of a job table (Cmd::jobs)
   alignas(128) JobSync jobs;        // Cmd::jobs (runtime/jobs.cpp)
   alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
   uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
@@ -251,10 +251,6 @@ std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vect
 // after op.
 void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
 
-// Cmd::map on one rank: takes jobs from cb->map_next until none are left.
-// Args: u64 fn, u64 thunk, u64 job_bytes, u64 count, u64 result_bytes,
-// u64 jobs offset, u64 results offset (results are written into the args).
-void run_map(ControlBlock* cb, uint8_t* args, size_t n);
 
 // Cmd::jobs on a worker: takes jobs of the table in `args` until it is
 // closed (or cancelled); `seg` maps a segment id (throws for an unknown one).

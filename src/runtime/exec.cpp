@@ -19,7 +19,6 @@ const char* cmd_name(Cmd c) {
     case Cmd::collective: return "collective";
     case Cmd::var_get: return "get";
     case Cmd::var_set: return "set";
-    case Cmd::map: return "map";
     case Cmd::comm_init: return "comm_init";
     case Cmd::jobs: return "jobs";
   }

@@ -343,42 +343,5 @@ VarAccess decode_var_set(const uint8_t* p, size_t n) {
   return a;
 }
 
-// ---- map -----------------------------------------------------------------------------------
-
-std::vector<uint8_t> encode_map(void (*fn)(), Runtime::MapThunk thunk, const void* jobs, size_t job_bytes,
-                                size_t count, size_t result_bytes) {
-  Writer w;
-  w.put<uint64_t>(reinterpret_cast<uint64_t>(fn));
-  w.put<uint64_t>(reinterpret_cast<uint64_t>(thunk));
-  w.put<uint64_t>(job_bytes);
-  w.put<uint64_t>(count);
-  w.put<uint64_t>(result_bytes);
-  const uint64_t res_off = map_results_at(job_bytes, count);
-  w.put<uint64_t>(kJobsAt);
-  w.put<uint64_t>(res_off);
-  w.align(kJobsAt);
-  w.bytes(jobs, job_bytes * count);
-  w.buf.resize(res_off + result_bytes * count);
-  return std::move(w.buf);
-}
-
-MapJobs decode_map(const uint8_t* p, size_t n) {
-  Reader r(p, n);
-  MapJobs m;
-  m.fn = reinterpret_cast<void (*)()>(r.get<uint64_t>());
-  m.thunk = reinterpret_cast<Runtime::MapThunk>(r.get<uint64_t>());
-  m.job_bytes = r.get<uint64_t>();
-  m.count = r.get<uint64_t>();
-  m.result_bytes = r.get<uint64_t>();
-  m.jobs_off = r.get<uint64_t>();
-  m.results_off = r.get<uint64_t>();
-  // Jobs and results must lie inside the arguments (overflow-safe).
-  auto inside = [n](uint64_t off, uint64_t each, uint64_t k) {
-    return off <= n && (each == 0 || k <= (n - off) / each);
-  };
-  if (!m.fn || !m.thunk || !inside(m.jobs_off, m.job_bytes, m.count) || !inside(m.results_off, m.result_bytes, m.count))
-    throw FormatError("runtime: corrupt map command");
-  return m;
-}
 
 }  // namespace synk::detail

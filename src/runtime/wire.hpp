@@ -12,7 +12,6 @@
 //   Cmd::collective  encode_var_ops / decode_var_ops
 //   Cmd::var_get     encode_var_get / decode_var_get
 //   Cmd::var_set     encode_var_set / decode_var_set
-//   Cmd::map         encode_map / decode_map (the legacy Runtime::map_raw)
 //   Cmd::jobs        runtime/jobs.cpp: layout / check_table (the job table
 //                    lives in the args segment while the ranks work on it)
 //   results          write_result / read_result
@@ -205,24 +204,5 @@ std::vector<uint8_t> encode_var_set(int32_t rank, int32_t var, const void* value
 VarAccess decode_var_get(const uint8_t* p, size_t n);
 VarAccess decode_var_set(const uint8_t* p, size_t n);  // checks the value's offset
 
-// ---- map (Cmd::map) -----------------------------------------------------------------
-// u64 fn, u64 thunk, u64 job_bytes, u64 count, u64 result_bytes, u64 jobs
-// offset, u64 results offset; the jobs at kJobsAt, room for the results after
-// them (the workers write them into the arguments).
-inline constexpr uint64_t kJobsAt = 64;
-struct MapJobs {
-  void (*fn)() = nullptr;
-  Runtime::MapThunk thunk = nullptr;
-  uint64_t job_bytes = 0, count = 0, result_bytes = 0;
-  uint64_t jobs_off = 0, results_off = 0;
-};
-// Where the results start: after the jobs, 64-byte aligned.
-inline uint64_t map_results_at(uint64_t job_bytes, uint64_t count) {
-  return (kJobsAt + job_bytes * count + 63) / 64 * 64;
-}
-std::vector<uint8_t> encode_map(void (*fn)(), Runtime::MapThunk thunk, const void* jobs, size_t job_bytes,
-                                size_t count, size_t result_bytes);
-// Checks that jobs and results lie inside the n bytes (overflow-safe).
-MapJobs decode_map(const uint8_t* p, size_t n);
 
 }  // namespace synk::detail

@@ -214,7 +214,6 @@ class Worker {
         var_write(local_, s.var, s.value, nb);
         return;
       }
-      case Cmd::map: return run_map(cb_, args(), hdr_.args_bytes);
       case Cmd::jobs:
         return run_jobs_worker(cb_, args(), hdr_.args_bytes, rank_, c_.n, c_.spin_ns,
                                [this](uint64_t id) -> std::span<uint8_t> {
