@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/core.hpp"  // test_hooks
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
 
@@ -96,6 +97,23 @@ TEST(RuntimeBuckets, SameBitsAsOneAllReduce) {
       const Outcome b = train(n, bucket, batches);
       EXPECT_EQ(b.losses, whole.losses) << n << " ranks, buckets of " << bucket << " bytes: losses differ";
       EXPECT_EQ(b.params, whole.params) << n << " ranks, buckets of " << bucket << " bytes: parameters differ";
+    }
+  }
+}
+
+// CPU ranks keep their gradients in shared memory and all-reduce them in
+// place (CpuGroup::all_reduce_peers); the path through the group's staging
+// gives the same bits.
+TEST(RuntimeBuckets, SharedGradientBuffersSameBitsAsStaging) {
+  const std::vector<int64_t> batches{12, 29, 7, 2};
+  for (int n : {2, 3, 4}) {
+    for (size_t bucket : {size_t{0}, size_t{200}}) {
+      synk::detail::test_hooks().no_shared_grads = true;
+      const Outcome staged = train(n, bucket, batches);
+      synk::detail::test_hooks().no_shared_grads = false;
+      const Outcome shared = train(n, bucket, batches);
+      EXPECT_EQ(shared.losses, staged.losses) << n << " ranks, buckets " << bucket;
+      EXPECT_EQ(shared.params, staged.params) << n << " ranks, buckets " << bucket;
     }
   }
 }

@@ -50,6 +50,9 @@ class CpuComm final : public Comm {
   }
   void wait() override {}
 
+  // The group itself, for what only shared memory allows (all_reduce_peers).
+  CpuGroup& group() noexcept { return g_; }
+
  private:
   CpuGroup& g_;
 };

@@ -638,6 +638,34 @@ std::vector<uint64_t> CpuGroup::all_gather_u64(uint64_t value) {
   return out;
 }
 
+void CpuGroup::all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op) {
+  check_bound("all_reduce_peers");
+  const size_t esz = elem_size(t);
+  if (n_ == 1) {
+    // avg over one rank: x / 1, the same bits.
+    return;
+  }
+  barrier();
+  // This rank's slice, in whole 64-byte lines where the range allows, so
+  // no two ranks write into one cache line of a buffer.
+  const size_t line = std::max<size_t>(1, 64 / esz);
+  const size_t lines = (count + line - 1) / line;
+  const size_t per = lines / static_cast<size_t>(n_), rem = lines % static_cast<size_t>(n_);
+  const size_t me = static_cast<size_t>(rank_);
+  const size_t first = (me * per + std::min(me, rem)) * line;
+  const size_t last = std::min(count, ((me + 1) * per + std::min(me + 1, rem)) * line);
+  if (first < last) {
+    const size_t at = (offset + first) * esz, len = last - first;
+    std::vector<const void*> src(static_cast<size_t>(n_));
+    for (int r = 0; r < n_; ++r) src[static_cast<size_t>(r)] = static_cast<const std::byte*>(bufs[r]) + at;
+    void* mine = static_cast<std::byte*>(bufs[rank_]) + at;
+    kernels::combine(mine, src.data(), n_, len, t, op);
+    for (int r = 0; r < n_; ++r)
+      if (r != rank_) std::memcpy(static_cast<std::byte*>(bufs[r]) + at, mine, len * esz);
+  }
+  barrier();
+}
+
 void CpuGroup::barrier() {
   check_bound("barrier");
   const Desc d{static_cast<uint8_t>(Coll::barrier), 0, 0, 0, -1, op_seq_++, 0, 0};

@@ -130,6 +130,14 @@ class CpuGroup {
   void broadcast(void* buf, size_t count, ElemType t, int root);
   // out holds size() * count elements, rank r's input at r * count.
   void all_gather(const void* in, void* out, size_t count, ElemType t);
+  // In place over buffers every rank can see: bufs[r] is rank r's buffer as
+  // mapped in this process (shared memory). After a barrier (every rank's
+  // elements [offset, offset + count) are final), each rank reduces its
+  // 1/N of the range straight from every rank's buffer and writes the
+  // result into all of them; a second barrier ends it. No staging copies:
+  // about half the memory traffic of all_reduce. Combines in rank order
+  // 0..N-1 like all_reduce, so the results are the same bits.
+  void all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op);
   // Equal counts: root's out holds size() * count elements.
   void gather(const void* in, void* out, size_t count, ElemType t, int root);
   // Per-rank counts, known to every rank (counts.size() == size(), counts[rank()]

@@ -352,6 +352,9 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
       }
       c.ensure_result(r, need);
     }
+    // CPU ranks of one node: the gradients live in shared memory, where the
+    // all-reduce reads every rank's directly (CpuGroup::all_reduce_peers).
+    if (train && !c.cuda && !c.multi() && !detail::test_hooks().no_shared_grads) c.ensure_shared_grads(e.flat_size);
     c.set_args(detail::encode_call(d, ins, indices));
     c.signal(Cmd::call, train);
   }

@@ -102,6 +102,12 @@ struct ControlBlock {
   alignas(128) JobSync jobs;        // Cmd::jobs (runtime/jobs.cpp)
   alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
   uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
+  // Training steps of CPU ranks on one node: every rank's gradient buffer
+  // in shared memory (segment ids by rank, their size, bumped per change),
+  // all-reduced in place (CpuGroup::all_reduce_peers).
+  alignas(128) uint64_t grads_gen;
+  uint64_t grads_bytes;
+  uint64_t grads_seg[kMaxRanks];
   // Multi-node (docs/multinode.md): this node and every node's rank count,
   // written by the master before it starts the workers.
   alignas(128) int32_t node, nodes;
@@ -120,6 +126,10 @@ struct TestHooks {
   void (*on_command)(int cmd, int rank, CommandHeader& hdr) = nullptr;
   // A worker calls this in distribute() before compiling the functions.
   void (*before_compile)(int rank) = nullptr;
+  // Training steps keep their gradients in the executor's scratch and
+  // all-reduce them through the group's staging (the path without shared
+  // gradient buffers), to compare the two.
+  bool no_shared_grads = false;
   // >= 0: fork() takes this as the number of visible GPUs instead of
   // counting them, and skips its check that this process has not
   // initialised CUDA (tests of the rank count, whose ranks never use CUDA,
@@ -177,6 +187,11 @@ struct Local {
   std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
   int rank = 0, ranks = 1;
   size_t bucket_bytes = 0;  // RuntimeOptions::bucket_bytes (0: one all-reduce after backward)
+  // Every rank's gradient buffer as mapped here (ControlBlock::grads_seg),
+  // peer_bytes each; empty: the executor's scratch and the comm's all_reduce.
+  std::vector<void*> peer_grads;
+  size_t peer_bytes = 0;
+  uint64_t peer_gen = 0;
   std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
   // Data segments page-locked for the input copies (Executor::pin_host),
   // by segment id (null: not pinned, or refused).
@@ -369,6 +384,12 @@ struct RuntimeCore {
   [[noreturn]] void fail_collective(const std::string& what, const std::string& err);
   void close() noexcept;
   void watch();
+
+  // Shared gradient buffers (ControlBlock::grads_seg): made or grown before
+  // a training step of CPU ranks on one node needs `elems` floats.
+  std::vector<comm::SharedSegment> grads_segs;
+  std::vector<uint64_t> grads_ids;
+  void ensure_shared_grads(size_t elems);
 
   // jobs (runtime/jobs.cpp): the per-rank result spaces and the open stream
   // of async jobs.

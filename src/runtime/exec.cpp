@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "comm/cpu_comm.hpp"
 #include "runtime/core.hpp"
 
 namespace synk::detail {
@@ -420,6 +421,7 @@ struct Grads {
   std::vector<size_t> off;
   size_t n = 0;
   float* flat = nullptr;
+  comm::CpuGroup* peers = nullptr;  // flat is this rank's shared buffer: all_reduce_peers
 };
 
 // The per-slice buffers of a training step, reused from slice to slice.
@@ -481,6 +483,17 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
   }
 }
 
+// All-reduces n gradient elements at p (inside the flat buffer g.flat):
+// in place across the ranks' shared gradient buffers where they exist
+// (CPU ranks of one node, Local::peer_grads), else by the rank's comm.
+void reduce_grads(Local& L, const Grads& g, float* p, size_t n, ReduceOp op) {
+  if (g.peers) {
+    g.peers->all_reduce_peers(L.peer_grads.data(), static_cast<size_t>(p - g.flat), n, comm::ElemType::f32, op);
+    return;
+  }
+  L.comm->all_reduce(p, p, n, comm::ElemType::f32, op, L.ex->stream());
+}
+
 // The gradient all-reduce in buckets, overlapped with the backward pass
 // (RuntimeOptions::bucket_bytes; a direct-path step): the gradient
 // tensors, last parameter first (the order backward produces them in), are
@@ -540,7 +553,7 @@ class Buckets {
       float* p = g_.flat + g_.off[gis[i]];
       const size_t n = g_.off[gis[j - 1]] + len_[gis[j - 1]] - g_.off[gis[i]];
       if (scale_) L_.ex->scale_add(p, p, n, w_, false);
-      L_.comm->all_reduce(p, p, n, comm::ElemType::f32, op_, L_.ex->stream());
+      reduce_grads(L_, g_, p, n, op_);
       i = j;
     }
   }
@@ -646,7 +659,16 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     g.off.push_back(g.n);
     g.n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
   }
-  g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, g.n * sizeof(float)));
+  // This rank's buffer in shared memory where the master made them (CPU
+  // ranks of one node), else the executor's scratch.
+  auto* cpu = dynamic_cast<comm::CpuComm*>(L.comm);
+  if (cpu && !L.peer_grads.empty() && L.peer_bytes >= g.n * sizeof(float) &&
+      static_cast<size_t>(L.rank) < L.peer_grads.size()) {
+    g.flat = static_cast<float*>(L.peer_grads[static_cast<size_t>(L.rank)]);
+    g.peers = &cpu->group();
+  } else {
+    g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, g.n * sizeof(float)));
+  }
   const GradPath path = grad_path(sh.total, d.num_slices, sh.rows);
   ShareResult R;
   Reported rep(L, d);
@@ -686,8 +708,7 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
       R.outs = rep.finish();
     }
     trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-    L.comm->all_reduce(g.flat, g.flat, g.n, comm::ElemType::f32, grad_reduce(path, sh.total, L.ranks, sh.rows),
-                       L.ex->stream());
+    reduce_grads(L, g, g.flat, g.n, grad_reduce(path, sh.total, L.ranks, sh.rows));
     // The watchdog: a failed or missing peer raises here instead of hanging
     // the update's synchronisation.
     L.comm->wait();

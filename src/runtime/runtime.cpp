@@ -385,6 +385,29 @@ void RuntimeCore::ensure_args(size_t bytes) {
   args_id = id;
 }
 
+void RuntimeCore::ensure_shared_grads(size_t elems) {
+  const size_t bytes = std::max<size_t>(elems, 1) * sizeof(float);
+  if (!grads_segs.empty() && grads_segs[0].size() >= bytes) return;
+  // One buffer per rank, every one mapped by every rank. New ones replace
+  // the old (released once the workers map the new, at the next command).
+  std::vector<comm::SharedSegment> segs;
+  std::vector<uint64_t> ids;
+  for (int r = 0; r < n; ++r) {
+    segs.push_back(comm::SharedSegment::create(bytes, "synk-grads"));
+    ids.push_back(publish(segs.back(), -1));
+  }
+  for (uint64_t id : grads_ids) release(id, -1);
+  for (int r = 0; r < n; ++r) cb->grads_seg[r] = ids[static_cast<size_t>(r)];
+  cb->grads_bytes = bytes;
+  ++cb->grads_gen;
+  local.peer_grads.assign(static_cast<size_t>(n), nullptr);
+  for (int r = 0; r < n; ++r) local.peer_grads[static_cast<size_t>(r)] = segs[static_cast<size_t>(r)].data();
+  local.peer_bytes = bytes;
+  local.peer_gen = cb->grads_gen;
+  grads_segs = std::move(segs);
+  grads_ids = std::move(ids);
+}
+
 void RuntimeCore::ensure_result(int rank, size_t bytes) {
   auto& seg = results[static_cast<size_t>(rank)];
   if (seg && seg.size() >= bytes) return;

@@ -281,10 +281,26 @@ class Worker {
       const Mapping m = seg(id);
       return {m.p, m.size};
     });
+    if (at(cb_->grads_gen).load(std::memory_order_acquire) != local_.peer_gen) map_grads();
     ShareResult r = run_share(local_, d);
     trace::Span span(trace::Kind::results, d.call_no, static_cast<int32_t>(d.fn));
     Mapping out = seg(hdr_.result_id[rank_]);
     write_result(r, out.p, out.size);
+  }
+
+  // The master's new shared gradient buffers (ControlBlock::grads_seg):
+  // every rank's, from the segments already received.
+  void map_grads() {
+    const uint64_t bytes = cb_->grads_bytes;
+    std::vector<void*> bufs(static_cast<size_t>(c_.n));
+    for (int r = 0; r < c_.n; ++r) {
+      const Mapping m = seg(cb_->grads_seg[r]);
+      if (m.size < bytes) throw FormatError("corrupt command: a gradient buffer smaller than its stated size");
+      bufs[static_cast<size_t>(r)] = m.p;
+    }
+    local_.peer_grads = std::move(bufs);
+    local_.peer_bytes = bytes;
+    local_.peer_gen = cb_->grads_gen;
   }
 
   RuntimeCore& c_;
