@@ -278,7 +278,8 @@ void RuntimeCore::close() noexcept {
     try {
       std::vector<std::string> names;
       for (const FunctionDef& d : defs) names.push_back(d.name);
-      trace->write(trace_path, names);
+      trace->write(trace_path, names, base,
+                   multi() ? "node " + std::to_string(node) + " of " + std::to_string(nodes) : std::string());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "synk: %s\n", e.what());
     }

@@ -101,7 +101,8 @@ void Logs::attach(void* seg, size_t bytes, int rank, int ranks) {
 
 void detach() noexcept { g_recorder = Recorder{}; }
 
-void Logs::write(const std::string& path, const std::vector<std::string>& fn_names) const {
+void Logs::write(const std::string& path, const std::vector<std::string>& fn_names, int first_rank,
+                 const std::string& node) const {
   void* seg = seg_.data();
   int64_t t_min = INT64_MAX;
   for (int r = 0; r < ranks_; ++r) {
@@ -114,7 +115,8 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
   std::string out;
   out.reserve(1 << 16);
   out += "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
-  out += "{\"ph\":\"M\",\"pid\":1,\"tid\":0,\"name\":\"process_name\",\"args\":{\"name\":\"synk runtime\"}}";
+  out += "{\"ph\":\"M\",\"pid\":1,\"tid\":0,\"name\":\"process_name\",\"args\":{\"name\":\"synk runtime" +
+         (node.empty() ? std::string() : ", " + node) + "\"}}";
   uint64_t dropped = 0;
   char buf[256];
   for (int r = 0; r < ranks_; ++r) {
@@ -124,7 +126,7 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
     std::snprintf(buf, sizeof buf,
                   ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank %d%s "
                   "(pid %d)\"}}",
-                  r, r, r == 0 ? " master" : "", static_cast<int>(log->pid));
+                  r, first_rank + r, r == 0 ? " master" : "", static_cast<int>(log->pid));
     out += buf;
     std::snprintf(buf, sizeof buf,
                   ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_index\":%d}}", r,

@@ -109,8 +109,11 @@ class Logs {
   static void attach(void* seg, size_t bytes, int rank, int ranks);
   void attach(int rank) { attach(seg_.data(), seg_.size(), rank, ranks_); }
   // Writes the Chrome trace of every rank's log to `path`; fn_names name
-  // the functions. Throws BackendError naming the file.
-  void write(const std::string& path, const std::vector<std::string>& fn_names) const;
+  // the functions; the tracks are named by global rank (first_rank + the
+  // log's rank) and the process after `node` ("" on one machine). Throws
+  // BackendError naming the file.
+  void write(const std::string& path, const std::vector<std::string>& fn_names, int first_rank = 0,
+             const std::string& node = "") const;
 
  private:
   comm::SharedSegment seg_;

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 #include <string>
 
@@ -243,6 +245,29 @@ TEST(MultiNode, MapOverEveryRank) {
   std::stable_sort(want.begin(), want.end(), [&](int64_t a, int64_t b) { return v[a] < v[b]; });
   EXPECT_EQ(rt.argsort(D), want);
   rt.close();
+}
+
+// A timeline per node: node 0 writes the given file, node k "<name>.node<k>.json",
+// each naming its tracks by global rank.
+TEST(MultiNode, TimelinePerNode) {
+  const std::string dir = ::testing::TempDir();
+  const std::string given = dir + "synk_mpi_trace.json";
+  RuntimeOptions o = mopts();
+  o.trace = given.c_str();
+  Runtime rt = synk::fork(o);
+  const int node = rt.node(), base = rt.rank(), local = rt.local_size();
+  Net m;
+  ParallelFunction f = rt.function(m.spec());
+  rt.distribute();
+  f({rows_of(7)});
+  rt.close();
+  const std::string mine = node == 0 ? given : dir + "synk_mpi_trace.node" + std::to_string(node) + ".json";
+  std::ifstream in(mine);
+  ASSERT_TRUE(in.good()) << "node " << node << ": no timeline " << mine;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (int r = 0; r < local; ++r)
+    EXPECT_NE(text.find("\"rank " + std::to_string(base + r)), std::string::npos) << "node " << node << " rank " << base + r;
+  EXPECT_NE(text.find("node " + std::to_string(node) + " of"), std::string::npos);
 }
 
 }  // namespace
