@@ -180,7 +180,8 @@ struct RuntimeOptions {
   // call, waiting for the workers, combining) with the function and call
   // number. Null or empty: the SYNK_TRACE environment variable's path, if
   // set; else no timeline (and no cost). fork() refuses a path it cannot
-  // write (ArgumentError).
+  // write (ArgumentError). Several nodes: node 0 writes this file, node k
+  // "<name>.node<k><.ext>" beside it, tracks named by global rank.
   const char* trace = nullptr;
   // Reproducible results whatever the rank count: every call's
   // batch is split into deterministic_chunks fixed row chunks (fewer for a
