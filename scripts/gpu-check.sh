@@ -135,9 +135,11 @@ EOF
   [ -d "$data" ] || die "pack: --data $data: no such folder (Fashion-MNIST IDX files)"
 
   # 1. The build: CUDA on, one architecture, install RPATH in the build tree.
+  # Without MPI: the GPU machine has one node and no OpenMPI to bring along.
   if [ "$do_build" = 1 ]; then
-    note "configuring $build (Release, CUDA on, sm_$arch)"
-    cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSYNK_WITH_CUDA=ON \
+    note "configuring $build (Release, CUDA on, sm_$arch, no MPI)"
+    mkdir -p "$(dirname "$build")"  # ~/.cache may not exist on a fresh machine
+    cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSYNK_WITH_CUDA=ON -DSYNK_WITH_MPI=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$arch" -DSYNK_BUILD_EXAMPLES=OFF \
       -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON \
       "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags" \
