@@ -112,67 +112,66 @@ void NodeComm::all_gather(const void* in, void* out, size_t count, ElemType t, S
   local_.broadcast(out, static_cast<size_t>(world_) * count, t, 0, s);
 }
 
+NodeComm::Blocks NodeComm::blocks(std::span<const size_t> counts, int root, const char* what) const {
+  check_counts(counts, what);
+  Blocks b;
+  b.root_node = node_of(root);
+  b.root_local = root - base_[static_cast<size_t>(b.root_node)];
+  const size_t me = static_cast<size_t>(layout_.node);
+  b.mine = counts.subspan(static_cast<size_t>(base_[me]), static_cast<size_t>(layout_.sizes[me]));
+  b.node_total.resize(layout_.sizes.size());
+  for (size_t k = 0; k < b.node_total.size(); ++k) {
+    b.node_total[k] =
+        std::accumulate(counts.begin() + base_[k], counts.begin() + base_[k] + layout_.sizes[k], size_t{0});
+    b.total += b.node_total[k];
+    if (k < me) b.disp += b.node_total[k];
+  }
+  return b;
+}
+
 void NodeComm::gatherv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,
                        StreamHandle s) {
-  check_counts(counts, "gatherv");
-  const int rn = node_of(root);
-  const int rl = root - base_[static_cast<size_t>(rn)];
-  const size_t esz = elem_size(t);
-  const size_t me = static_cast<size_t>(layout_.node);
-  const std::span<const size_t> mine = counts.subspan(static_cast<size_t>(base_[me]), static_cast<size_t>(layout_.sizes[me]));
-  std::vector<size_t> node_total(layout_.sizes.size());
-  for (size_t k = 0; k < node_total.size(); ++k)
-    node_total[k] = std::accumulate(counts.begin() + base_[k], counts.begin() + base_[k] + layout_.sizes[k], size_t{0});
-  const size_t total = std::accumulate(node_total.begin(), node_total.end(), size_t{0});
-  size_t disp = 0;  // this node's block in the whole
-  for (size_t k = 0; k < me; ++k) disp += node_total[k];
+  const Blocks b = blocks(counts, root, "gatherv");
+  const size_t esz = elem_size(t), me = static_cast<size_t>(layout_.node);
+  const bool root_node = static_cast<int>(me) == b.root_node;
   // Where the master collects: the whole lands in `out` when the master is
   // the root, else in scratch (the master of the root's node hands it on).
   const bool master_is_root = link_ && rank() == root;
   uint8_t* whole = nullptr;
-  if (link_) whole = master_is_root ? static_cast<uint8_t*>(out) : tmp(1, total * esz);
-  local_.gatherv(in, link_ ? whole + disp * esz : nullptr, mine, t, 0, s);
-  if (link_) link_->gatherv(whole + disp * esz, whole, node_total, t, rn, "gatherv");
-  if (static_cast<int>(me) == rn && rl != 0)
-    local_.scatterv(whole, rank() == root ? out : nullptr, only(layout_.sizes[me], rl, total), t, 0, s);
+  if (link_) whole = master_is_root ? static_cast<uint8_t*>(out) : tmp(1, b.total * esz);
+  local_.gatherv(in, link_ ? whole + b.disp * esz : nullptr, b.mine, t, 0, s);
+  if (link_) link_->gatherv(whole + b.disp * esz, whole, b.node_total, t, b.root_node, "gatherv");
+  if (root_node && b.root_local != 0)
+    local_.scatterv(whole, rank() == root ? out : nullptr, only(layout_.sizes[me], b.root_local, b.total), t, 0, s);
 }
 
 void NodeComm::scatterv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,
                         StreamHandle s) {
-  check_counts(counts, "scatterv");
-  const int rn = node_of(root);
-  const int rl = root - base_[static_cast<size_t>(rn)];
-  const size_t esz = elem_size(t);
-  const size_t me = static_cast<size_t>(layout_.node);
-  const std::span<const size_t> mine = counts.subspan(static_cast<size_t>(base_[me]), static_cast<size_t>(layout_.sizes[me]));
-  std::vector<size_t> node_total(layout_.sizes.size());
-  for (size_t k = 0; k < node_total.size(); ++k)
-    node_total[k] = std::accumulate(counts.begin() + base_[k], counts.begin() + base_[k] + layout_.sizes[k], size_t{0});
-  const size_t total = std::accumulate(node_total.begin(), node_total.end(), size_t{0});
-  size_t disp = 0;
-  for (size_t k = 0; k < me; ++k) disp += node_total[k];
+  const Blocks b = blocks(counts, root, "scatterv");
+  const size_t esz = elem_size(t), me = static_cast<size_t>(layout_.node);
+  const bool root_node = static_cast<int>(me) == b.root_node;
   // The whole, on the root node's master: the root's own input, or moved
   // there from the root.
   const uint8_t* whole = nullptr;
-  if (static_cast<int>(me) == rn) {
-    if (rl == 0) {
+  if (root_node) {
+    if (b.root_local == 0) {
       whole = static_cast<const uint8_t*>(in);
     } else {
-      uint8_t* w = link_ ? tmp(1, total * esz) : nullptr;
-      local_.gatherv(rank() == root ? in : nullptr, w, only(layout_.sizes[me], rl, total), t, 0, s);
+      uint8_t* w = link_ ? tmp(1, b.total * esz) : nullptr;
+      local_.gatherv(rank() == root ? in : nullptr, w, only(layout_.sizes[me], b.root_local, b.total), t, 0, s);
       whole = w;
     }
   }
   uint8_t* block = nullptr;  // this node's block on its master
   if (link_) {
-    if (static_cast<int>(me) == rn) {
-      block = const_cast<uint8_t*>(whole) + disp * esz;  // read only: the link leaves it in place
+    if (root_node) {
+      block = const_cast<uint8_t*>(whole) + b.disp * esz;  // read only: the link leaves it in place
     } else {
-      block = tmp(0, node_total[me] * esz);
+      block = tmp(0, b.node_total[me] * esz);
     }
-    link_->scatterv(whole, block, node_total, t, rn, "scatterv");
+    link_->scatterv(whole, block, b.node_total, t, b.root_node, "scatterv");
   }
-  local_.scatterv(block, out, mine, t, 0, s);
+  local_.scatterv(block, out, b.mine, t, 0, s);
 }
 
 void NodeComm::gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle s) {

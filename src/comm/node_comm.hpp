@@ -65,6 +65,16 @@ class NodeComm final : public Comm {
  private:
   int node_of(int rank) const;
   void check_counts(std::span<const size_t> counts, const char* what) const;
+  // gatherv/scatterv geometry from per-rank counts: the root's node and
+  // local rank, this node's counts, every node's total, the whole's size
+  // and this node's displacement in it (elements).
+  struct Blocks {
+    int root_node = 0, root_local = 0;
+    std::span<const size_t> mine;
+    std::vector<size_t> node_total;
+    size_t total = 0, disp = 0;
+  };
+  Blocks blocks(std::span<const size_t> counts, int root, const char* what) const;
   uint8_t* tmp(int which, size_t bytes);
 
   std::unique_ptr<Comm> owned_;

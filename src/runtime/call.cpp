@@ -163,9 +163,7 @@ namespace {
 void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
   if (c.multi()) {
     // Every node must build the same graph and functions.
-    uint64_t h = 1469598103934665603ull;
-    for (uint8_t b : bytes) h = (h ^ b) * 1099511628211ull;
-    c.agree("distribute", h, c.defs.size(),
+    c.agree("distribute", detail::fingerprint(bytes), c.defs.size(),
             "distribute of " + std::to_string(c.defs.size()) + " functions over " + std::to_string(c.graph->size()) +
                 " graph nodes");
   }

@@ -8,6 +8,7 @@
 
 #include "comm/futex.hpp"
 #include "runtime/core.hpp"
+#include "runtime/nodes.hpp"
 
 namespace synk {
 
@@ -84,13 +85,11 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
   const std::vector<uint8_t> args_bytes = detail::encode_var_ops(ops, extra);
   std::vector<uint8_t> out(out_bytes);
   if (c.multi()) {
-    // The same collectives on every node (the ops, not scatter's values).
-    uint64_t h = 1469598103934665603ull;
-    for (const VarOp& o : ops)
-      for (uint64_t x : {uint64_t(o.kind), uint64_t(o.op), uint64_t(uint32_t(o.root)), uint64_t(uint32_t(o.var))})
-        h = (h ^ x) * 1099511628211ull;
-    // (Not the call number: get/set count calls on the node that holds the rank only.)
-    c.agree("collective", h, ops.size(), what);
+    // The same collectives on every node: the encoded ops, not scatter's
+    // values. (Not the call number: get/set count calls on the node that
+    // holds the rank only.)
+    const size_t op_bytes = 4 + ops.size() * detail::kVarOpBytes;
+    c.agree("collective", detail::fingerprint({args_bytes.data(), op_bytes}), ops.size(), what);
   }
   ++c.calls;
   const std::string label = std::string(what) + " #" + std::to_string(c.calls);

@@ -798,8 +798,6 @@ namespace {
 void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                    size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
                    const JobsFast& fast, uint64_t index_base) {
-  using detail::JobEnv;
-  using detail::JobStream;
   void* direct_out = fast.direct_out;
   const uint64_t first = offsets ? offsets[0] : 0;
   const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;

@@ -700,7 +700,7 @@ Runtime fork(const RuntimeOptions& opts) {
       join_nodes(c, n);
       // CUDA ranks of several nodes: NCCL joins all of them when each node
       // has a GPU per rank (the rule of one node, with the job's rank count).
-      if (cuda && opts.comm != CommBackend::host_staged) c.nccl = want_nccl(opts.comm, std::max(c.world, 2), n <= gpus ? c.world : 0);
+      if (cuda) c.nccl = n <= gpus && want_nccl(opts.comm, c.world, c.world);
       nccl = c.nccl;
     }
     // Several nodes on one machine (a test, or a fat node split in two):
