@@ -15,12 +15,6 @@ namespace {
 using namespace synk;
 using namespace synk_test;
 
-Array ints(int64_t n, int32_t base) {
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = base + static_cast<int32_t>(i * 3 % 7) - 2;
-  return Array::from(v, {n});
-}
-
 TEST(RuntimeCollectives, ExactOnIntegers) {
   for (int n : {1, 2, 3, 4}) {
     for (int64_t size : {0, 1, 7, 13}) {
@@ -36,14 +30,7 @@ TEST(RuntimeCollectives, ExactOnIntegers) {
       auto expect = [&](int r, const std::vector<int32_t>& want, const char* what) {
         EXPECT_EQ(rt.get(v, r).to_vector<int32_t>(), want) << what << " n=" << n << " size=" << size << " rank " << r;
       };
-      auto combine = [&](auto op) {
-        std::vector<int32_t> acc = ints(size, 1).to_vector<int32_t>();
-        for (int r = 1; r < n; ++r) {
-          auto x = ints(size, r + 1).to_vector<int32_t>();
-          for (size_t i = 0; i < acc.size(); ++i) acc[i] = op(acc[i], x[i]);
-        }
-        return acc;
-      };
+      auto combine = [&](auto op) { return fold_ints(n, size, op); };
       const auto sum = combine([](int32_t a, int32_t b) { return a + b; });
       const auto mx = combine([](int32_t a, int32_t b) { return std::max(a, b); });
       const auto mn = combine([](int32_t a, int32_t b) { return std::min(a, b); });

@@ -48,12 +48,6 @@ RuntimeOptions mopts(int workers = g_workers) {
   return o;
 }
 
-Array ints(int64_t n, int32_t base) {
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = base + static_cast<int32_t>(i * 3 % 7) - 2;
-  return Array::from(v, {n});
-}
-
 TEST(MultiNode, Layout) {
   Runtime rt = synk::fork(mopts());
   EXPECT_EQ(rt.nodes(), launched_nodes());
@@ -85,14 +79,7 @@ TEST(MultiNode, CollectivesExactOnIntegers) {
       EXPECT_EQ(rt.get(v, r).to_vector<int32_t>(), want)
           << what << " ranks=" << n << " size=" << size << " rank " << r << " seen from node " << rt.node();
     };
-    auto combine = [&](auto op) {
-      std::vector<int32_t> acc = ints(size, 1).to_vector<int32_t>();
-      for (int r = 1; r < n; ++r) {
-        auto y = ints(size, r + 1).to_vector<int32_t>();
-        for (size_t i = 0; i < acc.size(); ++i) acc[i] = op(acc[i], y[i]);
-      }
-      return acc;
-    };
+    auto combine = [&](auto op) { return fold_ints(n, size, op); };
     const auto sum = combine([](int32_t a, int32_t b) { return a + b; });
     const auto mx = combine([](int32_t a, int32_t b) { return std::max(a, b); });
     const auto mn = combine([](int32_t a, int32_t b) { return std::min(a, b); });

@@ -66,6 +66,25 @@ inline synk::Array select(const synk::Array& a, const std::vector<int64_t>& idx)
   return out;
 }
 
+// `n` int32 values, different for each `base` (rank r's are ints(n, r + 1)
+// in the collective tests: exact results to compare with).
+inline synk::Array ints(int64_t n, int32_t base) {
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = base + static_cast<int32_t>(i * 3 % 7) - 2;
+  return synk::Array::from(v, {n});
+}
+
+// ints(size, 1) op ints(size, 2) op ... op ints(size, ranks), element by
+// element in rank order: what a reduction over `ranks` ranks must give.
+template <class Op> std::vector<int32_t> fold_ints(int ranks, int64_t size, Op op) {
+  std::vector<int32_t> acc = ints(size, 1).to_vector<int32_t>();
+  for (int r = 1; r < ranks; ++r) {
+    const std::vector<int32_t> x = ints(size, r + 1).to_vector<int32_t>();
+    for (size_t i = 0; i < acc.size(); ++i) acc[i] = op(acc[i], x[i]);
+  }
+  return acc;
+}
+
 // Same shape, and every element within tol * (1 + |b|).
 inline void expect_near(const synk::Array& a, const synk::Array& b, float tol, const std::string& what) {
   ASSERT_EQ(a.shape(), b.shape()) << what;
