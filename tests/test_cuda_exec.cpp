@@ -9,6 +9,7 @@
 // Floats compare with |gpu - cpu| <= atol + rtol * |cpu|; integers exactly.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -410,6 +411,65 @@ TEST(GpuGraphReplay, ReplayEqualsFirstCallAndEagerRun) {
   auto fd = debug.function(spec);
   auto d = fd({x, y});
   for (size_t k = 0; k < first.size(); ++k) expect_close(first[k], d[k], 1e-6f, 1e-6f, "sync_each_step " + std::to_string(k));
+}
+
+// call_into with ready (what the NCCL rank's gradient buckets rest on):
+// gradients bound for device memory are handed over during the call, the
+// last layer's first, each with its copy queued before ready() (a copy
+// queued on the stream inside ready() sees the final values); the loss
+// (host memory) comes after the call; every output once; the values are
+// those of a plain call, eager and replayed (one graph per segment).
+TEST(GpuSession, CallIntoReadyHandsOverGradientsDuringTheCall) {
+  SYNK_REQUIRE_GPU();
+#if SYNK_HAVE_CUDA
+  Net n(0.f);
+  FunctionSpec spec{.name = "grads", .inputs = {n.x, n.y}, .outputs = {{n.loss}}, .updates = {}};
+  for (const Tensor& t : n.grads) spec.outputs.emplace_back(t);
+  const Array x = net_x(7, 41), y = net_y(x);
+  for (bool graphs : {true, false}) {
+    const std::string mode = graphs ? "graphs" : "eager";
+    CudaSession s(n.g, {.seed = 4, .graphs = graphs});
+    CudaFunction f = s.function(spec);
+    const std::vector<Array> want = f({x, y});  // the plan's eager first call
+    Array loss(f32, want[0].shape());
+    std::vector<cuda::DeviceBuffer> dev, seen;
+    std::vector<void*> ptrs{loss.raw()};
+    for (size_t k = 1; k < want.size(); ++k) {
+      dev.emplace_back(want[k].nbytes());
+      seen.emplace_back(want[k].nbytes());
+      ptrs.push_back(dev.back().data());
+    }
+    const uint64_t captures_before = s.graph_captures();
+    for (int call = 0; call < 3; ++call) {
+      std::vector<size_t> order;
+      f.call_into({x, y}, ptrs, [&](size_t k) {
+        order.push_back(k);
+        if (k == 0) return;
+        EXPECT_EQ(cudaMemcpyAsync(seen[k - 1].data(), dev[k - 1].data(), want[k].nbytes(), cudaMemcpyDeviceToDevice,
+                                  s.stream()),
+                  cudaSuccess);
+      });
+      ASSERT_EQ(cudaStreamSynchronize(s.stream()), cudaSuccess);
+      ASSERT_EQ(order.size(), want.size()) << mode;
+      std::vector<size_t> sorted = order;
+      std::sort(sorted.begin(), sorted.end());
+      for (size_t k = 0; k < sorted.size(); ++k) EXPECT_EQ(sorted[k], k) << mode << ": every output once";
+      EXPECT_EQ(order.back(), 0u) << mode << ": the loss (host memory) is handed over after the call";
+      const auto pos = [&](size_t k) { return std::find(order.begin(), order.end(), k) - order.begin(); };
+      EXPECT_LT(pos(5), pos(1)) << mode << ": d2/W's gradient before c1/W's";
+      expect_close(want[0], loss, 1e-6f, 1e-6f, mode + " loss");
+      for (size_t k = 1; k < want.size(); ++k) {
+        Array got(f32, want[k].shape()), at_ready(f32, want[k].shape());
+        dev[k - 1].download(got.raw());
+        seen[k - 1].download(at_ready.raw());
+        expect_close(got, at_ready, 0.f, 0.f, mode + ": output " + std::to_string(k) + " changed after ready()");
+        expect_close(want[k], got, 1e-6f, 1e-6f, mode + ": output " + std::to_string(k));
+      }
+    }
+    if (graphs) EXPECT_GT(s.graph_captures(), captures_before + 1) << "one graph per segment";
+    else EXPECT_EQ(s.graph_captures(), 0u);
+  }
+#endif
 }
 
 TEST(GpuGraphReplay, DropoutDrawsNewMasksPerCallLikeTheCpu) {

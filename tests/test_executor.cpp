@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "exec/cpu/executor.hpp"
 #include "exec/executor.hpp"
+#include "exec/plan/plan.hpp"
 #include "support/rank_memory.hpp"
 #include "synk/synk.hpp"
 
@@ -631,6 +633,69 @@ TEST(Session, CallKeyFixesTheDropoutMasks) {
   for (float v : ka) kept += v != 0.f;
   EXPECT_GT(kept, 64);
   EXPECT_LT(kept, 192) << "p = 0.5 keeps about half";
+}
+
+// plan::output_last_steps on a plan laid out as CUDA ranks get it (outputs
+// in the arena, no fused groups, buffers reused): run by the CPU executor,
+// each output computed by a step holds its final bytes already after its
+// last step (nothing later writes over it: what CudaFunction::call_into
+// with ready relies on to copy it out early), the last layer's gradients
+// come before the first layer's and before the plan's end, and outputs no
+// step computes (an input, a variable) have none.
+TEST(PlanOutputLastSteps, ArenaOutputsFinalFromTheirStep) {
+  Mlp m(false);
+  auto grads = synk::grad(m.loss, m.params);
+  synk::FunctionSpec spec{"g", {m.x, m.y}, {{m.loss}, {m.x}, {m.params[1]}}, {}};
+  for (const Tensor& t : grads) spec.outputs.push_back({t});
+  spec.outputs.push_back({synk::reshape(grads[0], {16, 6})});  // an alias of output 3's value
+  const synk::FunctionDef def = synk::make_function_def(spec);
+  synk::plan::CompileOptions o = synk::plan::default_compile_options();
+  o.fuse_elementwise = false;
+  o.outputs_external = false;
+  o.reuse = true;
+  const int rows = 7;
+  synk::plan::Plan p = synk::plan::compile(m.g.nodes(), def, rows, o);
+  const std::vector<int64_t> last = synk::plan::output_last_steps(p);
+  ASSERT_EQ(last.size(), spec.outputs.size());
+  EXPECT_EQ(last[1], -1) << "an input is computed by no step";
+  EXPECT_EQ(last[2], -1) << "a variable is computed by no step";
+  for (size_t k : {size_t{0}, size_t{3}, size_t{4}, size_t{5}, size_t{6}, size_t{7}}) EXPECT_GE(last[k], 0) << k;
+  EXPECT_EQ(last[7], last[3]) << "an alias shares its value's bytes";
+  EXPECT_LT(last[5], last[3]) << "l2/W's gradient is final before l1/W's";
+  EXPECT_LT(last[5], static_cast<int64_t>(p.steps.size()) - 1) << "a gradient final before the plan ends";
+
+  // Variables and the arena (filled with a pattern no result has).
+  std::vector<Array> vars;
+  std::vector<void*> var_ptr(m.g.nodes().size(), nullptr);
+  for (const Tensor& t : m.params) {
+    const synk::Node& n = m.g.node(t.id());
+    std::vector<float> v(static_cast<size_t>(synk::numel(n.shape)));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.3f * std::sin(0.37f * static_cast<float>(i + 1) + t.id());
+    vars.push_back(Array::from(v, n.shape));
+    var_ptr[static_cast<size_t>(t.id())] = vars.back().raw();
+  }
+  std::vector<float> arena_f(static_cast<size_t>(p.arena_bytes / 4 + 16), std::nanf("1"));
+  auto* arena = reinterpret_cast<uint8_t*>(arena_f.data());
+  const Array X = batch_x(rows, 0.f), Y = batch_y(rows);
+  std::vector<std::vector<uint8_t>> at_last(last.size());
+  const std::function<void(size_t)> after = [&](size_t si) {
+    for (size_t k = 0; k < last.size(); ++k) {
+      if (last[k] != static_cast<int64_t>(si)) continue;
+      const auto* b = static_cast<const uint8_t*>(p.ptr[static_cast<size_t>(p.outputs[k])]);
+      at_last[k].assign(b, b + p.bytes(p.outputs[k]));
+    }
+  };
+  synk::cpu::RunContext ctx;
+  ctx.seed = 5;
+  synk::cpu::execute(p, m.g.nodes(), arena, {X.view(), Y.view()}, var_ptr.data(), ctx, nullptr, &after);
+  for (size_t k = 0; k < last.size(); ++k) {
+    if (last[k] < 0) continue;
+    const auto* b = static_cast<const uint8_t*>(p.ptr[static_cast<size_t>(p.outputs[k])]);
+    EXPECT_EQ(at_last[k], std::vector<uint8_t>(b, b + p.bytes(p.outputs[k]))) << "output " << k << " changed after its last step";
+    bool finite = true;
+    for (int64_t i = 0; i < p.bytes(p.outputs[k]) / 4; ++i) finite = finite && std::isfinite(reinterpret_cast<const float*>(b)[i]);
+    EXPECT_TRUE(finite) << "output " << k << " still holds the arena's fill";
+  }
 }
 
 }  // namespace

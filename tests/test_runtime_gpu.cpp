@@ -127,6 +127,65 @@ TEST(GpuRuntime, NcclTwoRanksEqualsCpu) {
   expect_cuda_equals_cpu(2, CommBackend::nccl, 10);
 }
 
+// Three layers: six gradients, so buckets of 64 bytes make several.
+struct Deep {
+  Graph g;
+  Tensor x, y, loss;
+  std::vector<Tensor> params;
+  Deep() {
+    x = g.input("x", f32, {batch, 6});
+    y = g.input("y", i32, {batch});
+    nn::Dense l1 = nn::dense(g, "l1", 6, 40), l2 = nn::dense(g, "l2", 40, 30), l3 = nn::dense(g, "l3", 30, 4);
+    loss = mean(softmax_cross_entropy(l3(relu(l2(relu(l1(x))))), y));
+    params = {l1.W, l1.b, l2.W, l2.b, l3.W, l3.b};
+  }
+};
+
+// The bytes of 3 steps' losses and of every parameter on every rank.
+std::vector<std::vector<uint8_t>> train_deep(RuntimeOptions o, int rows) {
+  Deep m;
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step(
+      {.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.loss}}, .loss = m.loss, .params = m.params,
+       .optimizer = [](auto& p, auto& gr) { return optim::nesterov(p, gr, {.lr = 0.1f, .momentum = 0.9f}); }});
+  rt.distribute();
+  std::vector<float> xv(static_cast<size_t>(rows) * 6);
+  std::vector<int32_t> yv(static_cast<size_t>(rows));
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.7f * static_cast<float>(i));
+  for (size_t i = 0; i < yv.size(); ++i) yv[i] = static_cast<int32_t>((i * 5) % 4);
+  Data X = rt.data(Array::from(xv, {rows, 6})), Y = rt.data(Array::from(yv, {rows}));
+  auto bytes = [](const Array& a) {
+    const auto* p = static_cast<const uint8_t*>(a.raw());
+    return std::vector<uint8_t>(p, p + a.nbytes());
+  };
+  std::vector<std::vector<uint8_t>> out;
+  for (int it = 0; it < 3; ++it) out.push_back(bytes(step({X, Y})[0]));
+  for (const Tensor& p : m.params)
+    for (int r = 0; r < o.workers; ++r) out.push_back(bytes(rt.get(p, r)));
+  rt.close();
+  return out;
+}
+
+// Gradient buckets on CUDA ranks (RuntimeOptions::bucket_bytes): an NCCL
+// rank all-reduces each bucket on the comm's side stream while backward
+// goes on (the call runs in segments), host-staged ranks between the
+// segments; both give the bits of one all-reduce after backward.
+TEST(GpuRuntime, BucketsDuringBackwardSameBits) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  std::vector<std::pair<int, CommBackend>> runs{{2, CommBackend::host_staged}};
+  if (SYNK_HAVE_NCCL) runs.emplace_back(1, CommBackend::nccl);
+  for (auto [workers, comm] : runs) {
+    RuntimeOptions o{.workers = workers, .device = "cuda", .comm = comm, .seed = 3};
+    o.bucket_bytes = 0;
+    const auto whole = train_deep(o, 10);
+    for (size_t bucket : {size_t{64}, size_t{1} << 20}) {
+      o.bucket_bytes = bucket;
+      EXPECT_EQ(train_deep(o, 10), whole) << workers << " rank(s), " << (comm == CommBackend::nccl ? "nccl" : "host-staged")
+                                          << ", buckets of " << bucket << " bytes";
+    }
+  }
+}
+
 // Runs f in a forked child, so that whatever CUDA state it makes (and the
 // record of it) stays there; returns what f returned ("" when it passed).
 std::string in_child(const std::function<std::string()>& f) {

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,17 @@ class CudaFunction {
   // same key draws the same masks as a Session with the same seed.
   std::vector<Array> operator()(const std::vector<ArrayView>& inputs, CallKey key) const;
   void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs, CallKey key) const;
+  // call_into, calling ready(i) once per output (as synk::Function's): an
+  // output in device memory that a step computes is handed over as soon as
+  // the step that last touches it is queued, with its copy to outputs[i]
+  // queued after it, while the rest of the function is still to be queued
+  // (the call then runs in segments, one CUDA graph each). Work queued on
+  // stream() from ready(i) on (or ordered after it by an event: a
+  // collective on a side stream) sees output i final. Outputs to host
+  // memory, and those the updates would overwrite, are handed over after
+  // the call, complete. An exception from ready() ends the call.
+  void call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                 const std::function<void(size_t)>& ready) const;
   const FunctionDef& def() const;
   int index() const { return index_; }
 
@@ -111,8 +123,9 @@ class CudaSession {
   // order other work (collectives) with the calls.
   CUstream_st* stream() const;
   // CUDA graphs captured so far: one per function and batch size called at
-  // least twice, plus a re-capture when the arena had to grow. Tests use it
-  // to see replays.
+  // least twice, plus a re-capture when the arena had to grow; a call that
+  // hands outputs over early (call_into with ready) captures one per
+  // segment. Tests use it to see replays.
   uint64_t graph_captures() const;
 
   struct Impl;

@@ -63,6 +63,18 @@ class Comm {
   virtual void gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
   virtual void scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
 
+  // Overlap with the caller's later work (the training step's gradient
+  // buckets during backward). From begin_overlap(stream) to end_overlap(),
+  // a collective is still ordered after the work queued on `stream` before
+  // it, but work queued on `stream` after it is not ordered after it, so
+  // the two run side by side; the caller leaves the collectives' buffers
+  // alone until end_overlap(), which orders the stream's later work after
+  // every one of them (wait() ends an overlap first). Backends whose
+  // collectives are complete when they return (host memory, host staging)
+  // have nothing to defer: the defaults do nothing.
+  virtual void begin_overlap(StreamHandle stream) { (void)stream; }
+  virtual void end_overlap() {}
+
   // Blocks until every collective issued so far has completed; throws
   // BackendError naming rank, device and collective if one failed or timed out.
   virtual void wait() = 0;

@@ -259,10 +259,24 @@ void NcclComm::begin(const char* coll, StreamHandle stream) {
 }
 
 void NcclComm::end(StreamHandle stream) {
-  side_->hand_back(stream);
+  if (!overlapping_) side_->hand_back(stream);
+}
+
+void NcclComm::begin_overlap(StreamHandle stream) {
+  check_usable("begin_overlap");
+  overlap_ = stream;
+  overlapping_ = true;
+}
+
+void NcclComm::end_overlap() {
+  if (!overlapping_) return;
+  overlapping_ = false;
+  check_usable(coll_);
+  side_->hand_back(overlap_);
 }
 
 void NcclComm::wait() {
+  end_overlap();
   check_usable(coll_);
   const auto start = Clock::now();
   const auto deadline = start + opts_.timeout;

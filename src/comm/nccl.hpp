@@ -119,6 +119,10 @@ class NcclComm final : public Comm {
   void gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) override;
   void scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) override;
 
+  // Collectives between them leave `stream` free to run on (Comm::begin_overlap).
+  void begin_overlap(StreamHandle stream) override;
+  void end_overlap() override;
+
   // Watchdog: polls the last collective's completion event and
   // ncclCommGetAsyncError until done, an error, or the timeout (then aborts).
   void wait() override;
@@ -138,7 +142,8 @@ class NcclComm final : public Comm {
  private:
   // Records an event on `stream` and makes the communication stream wait for it.
   void begin(const char* coll, StreamHandle stream);
-  // Makes `stream` wait for the communication stream's work so far.
+  // Makes `stream` wait for the communication stream's work so far (during
+  // an overlap: nothing until end_overlap()).
   void end(StreamHandle stream);
   // Result of an NCCL call on this communicator: success, or ncclInProgress
   // waited out with ncclCommGetAsyncError; anything else aborts and throws.
@@ -157,6 +162,8 @@ class NcclComm final : public Comm {
   std::string abort_reason_;
   const char* coll_ = "init";  // collective in flight, for messages
   uint64_t calls_ = 0;         // collectives issued, for messages
+  StreamHandle overlap_ = nullptr;  // the caller's stream during an overlap
+  bool overlapping_ = false;
   bool counted_ = false;       // in live()
 };
 

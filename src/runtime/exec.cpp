@@ -506,7 +506,11 @@ void reduce_grads(Local& L, const Grads& g, float* p, size_t n, ReduceOp op) {
 // by one all-reduce of the whole buffer, so the results are the same bits.
 // Why it pays on CPU ranks too: a bucket is reduced while it is still in
 // cache, instead of the whole gradient buffer read back from memory after
-// backward.
+// backward. On NCCL ranks the CUDA call hands each gradient over once the
+// step that finishes it is queued (CudaFunction::call_into with ready: the
+// call runs in segments) and the bucket's all-reduce runs on the comm's
+// side stream (Comm::begin_overlap) while the rest of backward runs on the
+// compute stream.
 class Buckets {
  public:
   Buckets(Local& L, const CallDesc& d, const Share& sh, const Grads& g, ReduceOp op, size_t bucket_bytes)
@@ -529,15 +533,28 @@ class Buckets {
       missing_[b] = buckets_[b].size();
       for (size_t gi : buckets_[b]) bucket_of_[gi] = b;
     }
+    // A device comm (NCCL) leaves the compute stream free while a bucket
+    // is reduced: backward goes on beside it, the update waits (finish).
+    L_.comm->begin_overlap(L_.ex->stream());
   }
+  ~Buckets() {
+    try {
+      L_.comm->end_overlap();
+    } catch (...) {  // an aborted comm: the step already failed
+    }
+  }
+  Buckets(const Buckets&) = delete;
+  Buckets& operator=(const Buckets&) = delete;
   // Gradient gi is final: send what is complete, in bucket order.
   void ready(size_t gi) {
     --missing_[bucket_of_[gi]];
     while (next_ < buckets_.size() && missing_[next_] == 0) send(next_++);
   }
   // After the function (or for a rank without rows): every bucket not sent yet.
+  // The compute stream's later work (the update) then runs after all of them.
   void finish() {
     while (next_ < buckets_.size()) send(next_++);
+    L_.comm->end_overlap();
   }
 
  private:

@@ -224,23 +224,7 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
 }
 
 std::vector<int64_t> output_ready_steps(const plan::Plan& p) {
-  std::vector<int64_t> ready(p.outputs.size(), -1);
-  auto touch = [&](int32_t id, size_t si) {
-    if (id < 0) return;
-    const ValueLoc& l = p.loc[static_cast<size_t>(id)];
-    if (l.kind == Loc::Output && l.index >= 0 && static_cast<size_t>(l.index) < ready.size())
-      ready[static_cast<size_t>(l.index)] = static_cast<int64_t>(si);
-  };
-  for (size_t si = 0; si < p.steps.size(); ++si) {
-    const Step& s = p.steps[si];
-    touch(s.node, si);
-    for (int32_t in : s.in) touch(in, si);
-    if (s.fused >= 0) {
-      const plan::EwProgram& f = p.fused[static_cast<size_t>(s.fused)];
-      for (int32_t id : f.inputs) touch(id, si);
-      for (int32_t id : f.outputs) touch(id, si);
-    }
-  }
+  std::vector<int64_t> ready = plan::output_last_steps(p);
   // Only outputs computed in their own buffer: a buffer shared with another
   // output is filled by the copies after the run.
   for (size_t k = 0; k < ready.size(); ++k) {

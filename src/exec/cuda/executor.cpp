@@ -319,9 +319,10 @@ void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
   }
 }
 
-void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
+void enqueue_steps(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx, size_t first, size_t end) {
   plan::Plan& p = cp.p;
-  for (size_t si = 0; si < p.steps.size(); ++si) {
+  (void)nodes;
+  for (size_t si = first; si < end && si < p.steps.size(); ++si) {
     const plan::Step& s = p.steps[si];
     try {
       run_step(s, si, cp, cx);
@@ -335,6 +336,11 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
       throw Error(msg);
     }
   }
+  SYNK_CUDA_CHECK(cudaGetLastError());
+}
+
+void enqueue_tail(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
+  plan::Plan& p = cp.p;
   // Outputs the update copies below would overwrite.
   for (size_t i = 0; i < p.outputs.size(); ++i) {
     if (cp.snapshot_offset[i] < 0) continue;
@@ -350,6 +356,11 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
   });
   SYNK_CUDA_CHECK(cudaGetLastError());
   if (cx.sync_each_step) SYNK_CUDA_CHECK(cudaStreamSynchronize(cx.stream));
+}
+
+void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
+  enqueue_steps(cp, nodes, cx, 0, cp.p.steps.size());
+  enqueue_tail(cp, nodes, cx);
 }
 
 }  // namespace synk::cuda

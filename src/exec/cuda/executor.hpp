@@ -34,6 +34,14 @@ struct CudaPlan {
   bool warm = false;                    // ran once eagerly (before capture)
   GraphExec exec;                       // captured work (graphs on)
   uint64_t exec_gen = 0;                // arena generation it was captured for
+  // A call that hands outputs over while it runs (CudaFunction::call_into
+  // with ready) runs the steps in segments, the output copies between them:
+  // segment i ends with step seg_last[i], the last one with the plan's end
+  // and the tail; one captured graph each (graphs on).
+  std::vector<int64_t> last_steps;      // plan::output_last_steps, made on first use
+  std::vector<size_t> seg_last;         // the splits the graphs below were captured for
+  std::vector<GraphExec> segs;
+  uint64_t segs_gen = 0;
 };
 
 // What one call's work is enqueued with.
@@ -68,5 +76,9 @@ void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr);
 // (ExecContext::counter) are in place: every step, the output snapshots and
 // the update copies. Errors name the function, op and node.
 void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
+// The same in parts: steps [first, end), then the tail (the output
+// snapshots and the update copies) once after the last step.
+void enqueue_steps(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx, size_t first, size_t end);
+void enqueue_tail(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
 
 }  // namespace synk::cuda

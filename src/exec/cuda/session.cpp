@@ -15,6 +15,7 @@
 
 #if SYNK_HAVE_CUDA
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -108,8 +109,9 @@ struct CudaSession::Impl {
   int64_t check_inputs(const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
   void check_labels(const cuda::CudaPlan& cp, const FunctionDef& def, const std::vector<ArrayView>& inputs) const;
   // Outputs to `into` (host or device pointers) when given, else returned.
+  // ready (with into): outputs handed over as CudaFunction::call_into says.
   std::vector<Array> call(int index, const std::vector<ArrayView>& inputs, const std::vector<void*>* into,
-                          const CallKey* dropout_key = nullptr);
+                          const CallKey* dropout_key = nullptr, const std::function<void(size_t)>* ready = nullptr);
 };
 
 // The shared input rules (exec/common.hpp); returns the batch size (-1
@@ -139,7 +141,8 @@ void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef
 }
 
 std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayView>& inputs,
-                                           const std::vector<void*>* into, const CallKey* dropout_key) {
+                                           const std::vector<void*>* into, const CallKey* dropout_key,
+                                           const std::function<void(size_t)>* ready) {
   FunctionState& f = fns.at(static_cast<size_t>(index));
   const FunctionDef& def = f.def;
   const auto& nodes = g->nodes();
@@ -196,12 +199,50 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
         SYNK_CUDA_CHECK(cudaMemcpyAsync(base + cp.input_offset[i], inputs[i].data, bytes, cudaMemcpyDefault, s()));
     }
 
-    // ---- the work: replayed graph, or enqueued directly ------------------------------
+    // ---- outputs handed over while the call runs (call_into with ready) -------------
+    // Those a step computes, read in place (no snapshot) and bound for
+    // device memory: a copy to host memory would hold the host until the
+    // stream got there, and nothing more would be queued meanwhile. The
+    // steps then run in segments, each ending after a step that finishes
+    // one of them (splits); the last segment also holds the tail.
+    const size_t n_steps = cp.p.steps.size();
+    std::vector<char> early(cp.p.outputs.size(), 0);
+    std::vector<size_t> splits;
+    if (ready) {
+      if (cp.last_steps.size() != cp.p.outputs.size()) cp.last_steps = plan::output_last_steps(cp.p);
+      for (size_t k = 0; k < cp.p.outputs.size(); ++k) {
+        const int64_t at = cp.last_steps[k];
+        if (at < 0 || cp.snapshot_offset[k] >= 0 || cp.p.bytes(cp.p.outputs[k]) == 0 || !on_device((*into)[k]))
+          continue;
+        early[k] = 1;
+        if (static_cast<size_t>(at) + 1 < n_steps) splits.push_back(static_cast<size_t>(at));
+      }
+      std::sort(splits.begin(), splits.end());
+      splits.erase(std::unique(splits.begin(), splits.end()), splits.end());
+      if (splits.empty()) std::fill(early.begin(), early.end(), 0);  // all final at the end anyway
+    }
+    auto output_src = [&](size_t i) -> const void* {
+      return cp.snapshot_offset[i] >= 0 ? base + cp.snapshot_offset[i] : cp.p.ptr[static_cast<size_t>(cp.p.outputs[i])];
+    };
+    // The early outputs finished by steps [first, end): copy queued, then ready().
+    auto hand_over = [&](size_t first, size_t end) {
+      for (size_t k = 0; k < early.size(); ++k) {
+        const size_t at = static_cast<size_t>(cp.last_steps[k]);
+        if (!early[k] || at < first || at >= end) continue;
+        SYNK_CUDA_CHECK(cudaMemcpyAsync((*into)[k], output_src(k), static_cast<size_t>(cp.p.bytes(cp.p.outputs[k])),
+                                        cudaMemcpyDeviceToDevice, s()));
+        (*ready)(k);
+      }
+    };
+    auto seg_begin = [&](size_t i) { return i == 0 ? size_t{0} : splits[i - 1] + 1; };
+    auto seg_end = [&](size_t i) { return i < splits.size() ? splits[i] + 1 : n_steps; };
+
+    // ---- the work: replayed graph(s), or enqueued directly ---------------------------
     // The first call of a plan runs eagerly: it loads kernels and lets
     // cuBLAS settle before anything is captured. Later calls capture once
     // and replay.
     const bool replay = opts.graphs && !opts.sync_each_step && cp.warm;
-    if (replay) {
+    if (splits.empty() && replay) {
       if (cp.exec.empty() || cp.exec_gen != arena_gen) {
         cp.exec.reset();
         cp.exec = cuda::capture(s(), [&] { cuda::enqueue(cp, nodes, cx); });
@@ -209,8 +250,31 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
         ++captures;
       }
       SYNK_CUDA_CHECK(cudaGraphLaunch(cp.exec.get(), s()));
-    } else {
+    } else if (splits.empty()) {
       cuda::enqueue(cp, nodes, cx);
+      cp.warm = true;
+    } else if (replay) {
+      if (cp.segs.empty() || cp.segs_gen != arena_gen || cp.seg_last != splits) {
+        cp.segs.clear();
+        for (size_t i = 0; i <= splits.size(); ++i)
+          cp.segs.push_back(cuda::capture(s(), [&] {
+            cuda::enqueue_steps(cp, nodes, cx, seg_begin(i), seg_end(i));
+            if (i == splits.size()) cuda::enqueue_tail(cp, nodes, cx);
+          }));
+        captures += cp.segs.size();
+        cp.seg_last = splits;
+        cp.segs_gen = arena_gen;
+      }
+      for (size_t i = 0; i <= splits.size(); ++i) {
+        SYNK_CUDA_CHECK(cudaGraphLaunch(cp.segs[i].get(), s()));
+        hand_over(seg_begin(i), seg_end(i));
+      }
+    } else {
+      for (size_t i = 0; i <= splits.size(); ++i) {
+        cuda::enqueue_steps(cp, nodes, cx, seg_begin(i), seg_end(i));
+        if (i == splits.size()) cuda::enqueue_tail(cp, nodes, cx);
+        hand_over(seg_begin(i), seg_end(i));
+      }
       cp.warm = true;
     }
 
@@ -221,14 +285,14 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
       const int32_t id = cp.p.outputs[i];
       const DType t = nodes[static_cast<size_t>(id)].dtype;
       const Shape& shape = cp.p.shapes[static_cast<size_t>(id)];
-      const void* src = cp.snapshot_offset[i] >= 0 ? base + cp.snapshot_offset[i] : cp.p.ptr[static_cast<size_t>(id)];
       if (into) {
         const size_t nb = static_cast<size_t>(numel(shape)) * dtype_size(t);
-        if (nb > 0) SYNK_CUDA_CHECK(cudaMemcpyAsync((*into)[i], src, nb, cudaMemcpyDefault, s()));
+        if (nb > 0 && !early[i]) SYNK_CUDA_CHECK(cudaMemcpyAsync((*into)[i], output_src(i), nb, cudaMemcpyDefault, s()));
         continue;
       }
       Array a(t, shape);
-      if (a.nbytes() > 0) SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), src, a.nbytes(), cudaMemcpyDeviceToHost, s()));
+      if (a.nbytes() > 0)
+        SYNK_CUDA_CHECK(cudaMemcpyAsync(a.raw(), output_src(i), a.nbytes(), cudaMemcpyDeviceToHost, s()));
       outs.push_back(std::move(a));
     }
     unsigned long long bad = kNoBadRow;
@@ -242,6 +306,9 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
       throw ArgumentError(fn_label(def) + ": SoftmaxCrossEntropy on the GPU: a computed label at row " +
                           std::to_string(bad) + " is out of range (results of this call are invalid)");
     }
+    if (ready)
+      for (size_t k = 0; k < early.size(); ++k)
+        if (!early[k]) (*ready)(k);
     return outs;
   } catch (const ArgumentError&) {
     throw;
@@ -273,6 +340,12 @@ void CudaFunction::call_into(const std::vector<ArrayView>& inputs, const std::ve
                              CallKey key) const {
   if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
   s_->impl_->call(index_, inputs, &outputs, &key);
+}
+
+void CudaFunction::call_into(const std::vector<ArrayView>& inputs, const std::vector<void*>& outputs,
+                             const std::function<void(size_t)>& ready) const {
+  if (!s_) throw ArgumentError("call of an empty synk::CudaFunction");
+  s_->impl_->call(index_, inputs, &outputs, nullptr, &ready);
 }
 
 const FunctionDef& CudaFunction::def() const {
@@ -394,6 +467,10 @@ std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&) const
 void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&) const { no_cuda(); }
 std::vector<Array> CudaFunction::operator()(const std::vector<ArrayView>&, CallKey) const { no_cuda(); }
 void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&, CallKey) const { no_cuda(); }
+void CudaFunction::call_into(const std::vector<ArrayView>&, const std::vector<void*>&,
+                             const std::function<void(size_t)>&) const {
+  no_cuda();
+}
 const FunctionDef& CudaFunction::def() const { no_cuda(); }
 bool CudaSession::available() noexcept { return false; }
 CudaSession::CudaSession(const Graph&, CudaSessionOptions) { no_cuda(); }

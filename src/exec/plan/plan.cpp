@@ -880,6 +880,36 @@ std::vector<int64_t> stage_updates(const Plan& q, const std::vector<Node>& nodes
   return stage;
 }
 
+std::vector<int64_t> output_last_steps(const Plan& p) {
+  // Two values share memory when both are in the caller's output buffer k,
+  // or their arena byte ranges intersect.
+  auto shares = [&](int32_t a, int32_t b) {
+    const ValueLoc &x = p.loc[static_cast<size_t>(a)], &y = p.loc[static_cast<size_t>(b)];
+    if (x.kind != y.kind) return false;
+    if (x.kind == Loc::Output) return x.index == y.index;
+    if (x.kind != Loc::Arena) return false;
+    const int64_t xb = p.bytes(a), yb = p.bytes(b);
+    return xb > 0 && yb > 0 && x.offset < y.offset + yb && y.offset < x.offset + xb;
+  };
+  std::vector<int64_t> last(p.outputs.size(), -1);
+  auto touch = [&](int32_t id, size_t si) {
+    if (id < 0) return;
+    for (size_t k = 0; k < p.outputs.size(); ++k)
+      if (shares(id, p.outputs[k])) last[k] = static_cast<int64_t>(si);
+  };
+  for (size_t si = 0; si < p.steps.size(); ++si) {
+    const Step& s = p.steps[si];
+    touch(s.node, si);
+    for (int32_t in : s.in) touch(in, si);
+    if (s.fused >= 0) {
+      const EwProgram& f = p.fused[static_cast<size_t>(s.fused)];
+      for (int32_t id : f.inputs) touch(id, si);
+      for (int32_t id : f.outputs) touch(id, si);
+    }
+  }
+  return last;
+}
+
 Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
              const CompileOptions& opts) {
   return Compiler(nodes, def, batch, opts).run();

@@ -108,6 +108,14 @@ struct Plan {
 Plan compile(const std::vector<Node>& nodes, const FunctionDef& def, int64_t batch,
              const CompileOptions& opts);
 
+// For each output k: the last step that reads or writes the memory its
+// value lives in (its own bytes, shared by its aliases), -1 where no step
+// does (an input, a variable, a constant, an empty value). Outputs and
+// their aliases live until the end of the plan, so after that step the
+// value is final and no later step touches it: a backend may hand it over
+// while the rest of the plan runs (Function::call_into with ready).
+std::vector<int64_t> output_last_steps(const Plan& p);
+
 // ---- update copies (every backend) -------------------------------------------------
 // Updates run after the outputs, as copies of their values into the
 // variables. A value that lives in a variable another copy overwrites (a
