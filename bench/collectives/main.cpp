@@ -422,6 +422,24 @@ void pin_to_cpu(int rank) {
   ::sched_setaffinity(0, sizeof set, &set);  // best effort
 }
 
+// The checks that depend on the number of ranks: --workers here, and
+// again for the ranks of every node once the nodes have joined (run).
+void check_ranks(const Config& cfg, int ranks, const char* what) {
+  const std::string of = std::to_string(ranks) + " ranks (" + what + ")";
+  if (cfg.root >= ranks)
+    throw synk::ArgumentError("--root " + std::to_string(cfg.root) + ": out of range for " + of);
+  // Every size must hold whole elements, and a split op at least one per rank.
+  const size_t elem = cfg.type == "float" || cfg.type == "int32" ? 4 : 8;
+  const size_t smallest = split_op(parse_op(cfg.op)) ? elem * static_cast<size_t>(ranks) : elem;
+  if (cfg.min_bytes % elem != 0)
+    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": must be a multiple of " +
+                              std::to_string(elem) + " (one " + cfg.type + ")");
+  if (cfg.min_bytes < smallest)
+    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": " + cfg.op + " over " + of +
+                              " needs at least " + std::to_string(smallest) + " bytes (one " + cfg.type +
+                              " per rank)");
+}
+
 template <class T> int run(const Config& cfg) {
   const int n = cfg.workers;
   if (const synk::comm::Launch l = synk::comm::detect_launch(); l.processes > 1) {
@@ -450,6 +468,8 @@ template <class T> int run(const Config& cfg) {
     g_nodes.crowded = static_cast<long>(g_nodes.link->host_count()) * n > cpus;
     g_nodes.pin_first = g_nodes.link->host_index() * n;
     if (g_nodes.layout.node != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
+    // The same on every node (each has every node's count): all refuse alike.
+    check_ranks(cfg, g_nodes.world, "every node's --workers");
   } else {
     g_nodes.world = n;
   }
@@ -466,17 +486,19 @@ template <class T> int run(const Config& cfg) {
             reinterpret_cast<uint64_t*>(static_cast<double*>(seg.data()) + n * cfg.iters)};
 
   if (cfg.device == "cpu") {
-  if (g_nodes.count > 1)
-    std::printf("# %d nodes x %d ranks (mpirun/srun): node masters joined by MPI, every rank of every node "
-                "in each collective\n", g_nodes.count, n);
-  std::printf("# synk-collectives: op %s, %d ranks (rank 0 + %d forked workers), device cpu, type %s, "
-              "redop %s, root %d\n# iters %d, warmup %d, staging slot %zu B, spin %.1f us, streaming stores from %zu B, pinned %s; "
-              "time = median over iters of the slowest rank\n",
-              cfg.op.c_str(), n, n - 1, cfg.type.c_str(), cfg.redop.c_str(), cfg.root, cfg.iters, cfg.warmup,
-              g.options().slot_bytes, cfg.spin_us, cfg.stream_min_bytes, cfg.pin ? "yes" : "no");
-  std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
-              "algbw(GB/s)", "busbw(GB/s)", "#wrong");
-  std::fflush(nullptr);
+    if (g_nodes.count > 1)
+      std::printf("# %d nodes x %d ranks (mpirun/srun): node masters joined by MPI, every rank of every node "
+                  "in each collective\n",
+                  g_nodes.count, n);
+    std::printf("# synk-collectives: op %s, %d ranks (per node: rank 0 + %d forked workers), device cpu, type %s, "
+                "redop %s, root %d\n# iters %d, warmup %d, staging slot %zu B, spin %.1f us, streaming stores from "
+                "%zu B, pinned %s; time = median over iters of the slowest rank\n",
+                cfg.op.c_str(), g_nodes.world, n - 1, cfg.type.c_str(), cfg.redop.c_str(), cfg.root, cfg.iters,
+                cfg.warmup, g.options().slot_bytes, spin_us, cfg.stream_min_bytes,
+                cfg.pin && !g_nodes.crowded ? "yes" : g_nodes.crowded ? "no (nodes outnumber the cores)" : "no");
+    std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
+                "algbw(GB/s)", "busbw(GB/s)", "#wrong");
+    std::fflush(nullptr);
   }
 
   std::vector<pid_t> pids;
@@ -591,20 +613,7 @@ int run_main(int argc, char** argv) {
   } else if (cfg.backend != "auto") {
     throw synk::ArgumentError("--backend " + cfg.backend + " needs --device cuda");
   }
-  if (cfg.root >= cfg.workers)
-    throw synk::ArgumentError("--root " + std::to_string(cfg.root) + ": out of range for " +
-                              std::to_string(cfg.workers) + " ranks (--workers)");
-  // Every size must hold whole elements, and a split op at least one per rank.
-  const size_t elem = cfg.type == "float" || cfg.type == "int32" ? 4 : 8;
-  const bool split = split_op(parse_op(cfg.op));
-  const size_t smallest = split ? elem * static_cast<size_t>(cfg.workers) : elem;
-  if (cfg.min_bytes % elem != 0)
-    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": must be a multiple of " +
-                              std::to_string(elem) + " (one " + cfg.type + ")");
-  if (cfg.min_bytes < smallest)
-    throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": " + cfg.op + " over " +
-                              std::to_string(cfg.workers) + " ranks needs at least " + std::to_string(smallest) +
-                              " bytes (one " + cfg.type + " per rank)");
+  check_ranks(cfg, cfg.workers, "--workers");
   if (cfg.max_bytes < cfg.min_bytes)
     throw synk::ArgumentError("--max-bytes " + std::to_string(cfg.max_bytes) + ": smaller than --min-bytes " +
                               std::to_string(cfg.min_bytes));
