@@ -11,6 +11,7 @@
 //
 //   synk-gemm --rows 250,500 --copies 1          # one process
 //   synk-gemm --rows 250 --copies 2              # two processes at once (synk::fork + map)
+//   synk-gemm --rows 250 --copies 2 --operands distinct   # each layer's operands in their own memory
 //
 // Per step: for each dense layer (in -> out), forward X[r,in] W[in,out],
 // weight gradient X^T dY, and (except the first layer) input gradient
@@ -40,6 +41,7 @@ struct Job {
   int reps = 0;
   int n_sizes = 0;
   int sizes[kMaxLayers + 1] = {};
+  bool distinct = false;  // --operands distinct
 };
 struct Result {
   double median_ms = 0;  // one step's sgemm calls
@@ -50,19 +52,66 @@ Result time_step(const Job& j) {
   // One BLAS thread per process, as synk's CPU executor runs it (OpenBLAS
   // would otherwise use every core, and copies would fight over them).
   openblas_set_num_threads(1);
-  struct Call { bool ta, tb; int m, n, k; };
-  std::vector<Call> calls;
+  struct Call {
+    bool ta, tb;
+    int m, n, k;
+    const float *a, *b;
+    float* c;
+  };
+  const int L = j.n_sizes - 1, R = j.rows;
+  auto in = [&](int l) { return j.sizes[l]; };
+  auto out = [&](int l) { return j.sizes[l + 1]; };
+  // Operands. shared: one set sized for the largest call, every call
+  // reading and writing the same three buffers (the working set of one
+  // layer). distinct: what the executor holds, each in its own memory: the
+  // activations X[l] (rows x in), weights W[l], output gradients dY[l]
+  // (rows x out) and weight gradients dW[l] of every layer, so two
+  // processes at once also compete for the L3 with a whole step's working
+  // set.
+  std::vector<std::vector<float>> X(static_cast<size_t>(L) + 1), W(L), dY(L), dW(L);
   size_t most = 0;
-  for (int l = 0; l + 1 < j.n_sizes; ++l) {
-    const int in = j.sizes[l], out = j.sizes[l + 1];
-    calls.push_back({false, false, j.rows, out, in});  // forward
-    calls.push_back({true, false, in, out, j.rows});   // weight gradient
-    if (l > 0) calls.push_back({false, true, j.rows, in, out});  // input gradient
-    most = std::max(most, static_cast<size_t>(std::max({j.rows, in, out})) * static_cast<size_t>(std::max(in, out)));
+  for (int l = 0; l < L; ++l)
+    most = std::max(most, static_cast<size_t>(std::max({R, in(l), out(l)})) * static_cast<size_t>(std::max(in(l), out(l))));
+  std::vector<float> a, b, c;
+  if (j.distinct) {
+    for (int l = 0; l <= L; ++l) X[static_cast<size_t>(l)].assign(static_cast<size_t>(R) * j.sizes[l], 0.01f);
+    for (int l = 0; l < L; ++l) {
+      W[static_cast<size_t>(l)].assign(static_cast<size_t>(in(l)) * out(l), 0.02f);
+      dW[static_cast<size_t>(l)].assign(static_cast<size_t>(in(l)) * out(l), 0.f);
+      dY[static_cast<size_t>(l)].assign(static_cast<size_t>(R) * out(l), 0.01f);
+    }
+  } else {
+    a.assign(most, 0.01f), b.assign(most, 0.02f), c.assign(most, 0.f);
   }
-  // Separate operand buffers per call site would only add cache misses the
-  // real executor does not have; one set sized for the largest call.
-  std::vector<float> a(most, 0.01f), b(most, 0.02f), c(most, 0.f);
+  auto op = [&](std::vector<std::vector<float>>& v, int l, const std::vector<float>& shared_one) -> float* {
+    return j.distinct ? v[static_cast<size_t>(l)].data() : const_cast<float*>(shared_one.data());
+  };
+  auto forward = [&](int l) -> Call {  // X[l+1] = X[l] W[l]
+    return {false, false, R, out(l), in(l), op(X, l, a), op(W, l, b), op(X, l + 1, c)};
+  };
+  auto weight_grad = [&](int l) -> Call {  // dW[l] = X[l]^T dY[l]
+    return {true, false, in(l), out(l), R, op(X, l, a), op(dY, l, b), op(dW, l, c)};
+  };
+  auto input_grad = [&](int l) -> Call {  // dY[l-1] = dY[l] W[l]^T
+    return {false, true, R, in(l), out(l), op(dY, l, a), op(W, l, b), op(dY, l - 1, c)};
+  };
+  // distinct: the executor's order (forward, then backward last layer
+  // first); shared: layer by layer, as this tool always measured it (with
+  // one set of buffers the order changes nothing).
+  std::vector<Call> calls;
+  if (j.distinct) {
+    for (int l = 0; l < L; ++l) calls.push_back(forward(l));
+    for (int l = L - 1; l >= 0; --l) {
+      calls.push_back(weight_grad(l));
+      if (l > 0) calls.push_back(input_grad(l));
+    }
+  } else {
+    for (int l = 0; l < L; ++l) {
+      calls.push_back(forward(l));
+      calls.push_back(weight_grad(l));
+      if (l > 0) calls.push_back(input_grad(l));
+    }
+  }
   double flop = 0;
   for (const Call& k : calls) flop += 2.0 * k.m * k.n * k.k;
   std::vector<double> ms;
@@ -70,7 +119,7 @@ Result time_step(const Job& j) {
     const auto t0 = std::chrono::steady_clock::now();
     for (const Call& k : calls)
       cblas_sgemm(CblasRowMajor, k.ta ? CblasTrans : CblasNoTrans, k.tb ? CblasTrans : CblasNoTrans, k.m, k.n, k.k,
-                  1.f, a.data(), k.ta ? k.m : k.k, b.data(), k.tb ? k.k : k.n, 0.f, c.data(), k.n);
+                  1.f, k.a, k.ta ? k.m : k.k, k.b, k.tb ? k.k : k.n, 0.f, k.c, k.n);
     if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
@@ -99,12 +148,17 @@ int run(int argc, char** argv) {
   CLI::App app{"synk-gemm: the sgemm calls of one MLP training step at several batch sizes"};
   std::string rows_s = "125,250,500", layers_s = "784,800,800,10", json_path;
   int copies = 1, reps = 40;
+  std::string operands = "shared";
   app.add_option("--rows", rows_s, "comma-separated rows per process (batch share)");
   app.add_option("--layers", layers_s, "comma-separated layer sizes, input first");
   app.add_option("--copies", copies, "processes running the same measurement at once, one per core")
       ->check(bench::integer(1, 256));
   app.add_option("--reps", reps, "timed steps per measurement (the median is reported)")
       ->check(bench::integer(1, 100000));
+  app.add_option("--operands", operands,
+                 "shared: one set of buffers for every call (the sgemm alone); distinct: each layer's activations, "
+                 "weights and gradients in their own memory, as the executor holds them")
+      ->check(CLI::IsMember({"shared", "distinct"}));
   app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
   if (!bench::parse(app, argc, argv)) return 0;
   const std::vector<int> rows = parse_list(rows_s, "--rows");
@@ -113,8 +167,8 @@ int run(int argc, char** argv) {
     throw synk::ArgumentError("--layers " + layers_s + ": needs 2 to " + std::to_string(kMaxLayers + 1) + " sizes");
 
   synk::Runtime rt = synk::fork({.workers = copies});
-  std::printf("synk-gemm: layers %s, %d process(es) at once, median of %d steps, single-threaded BLAS\n",
-              layers_s.c_str(), copies, reps);
+  std::printf("synk-gemm: layers %s, %d process(es) at once, median of %d steps, single-threaded BLAS, %s operands\n",
+              layers_s.c_str(), copies, reps, operands.c_str());
   std::printf("%8s %12s %10s %16s %12s\n", "rows", "step(ms)", "GFLOP/s", "ms per 250 rows", "vs largest");
   nlohmann::json out_rows = nlohmann::json::array();
   std::vector<std::pair<int, double>> per_row;
@@ -122,6 +176,7 @@ int run(int argc, char** argv) {
     Job j;
     j.rows = r;
     j.reps = reps;
+    j.distinct = operands == "distinct";
     j.n_sizes = static_cast<int>(sizes.size());
     std::copy(sizes.begin(), sizes.end(), j.sizes);
     // One job per rank: every process measures at the same time.
@@ -146,7 +201,7 @@ int run(int argc, char** argv) {
   }
   rt.close();
   if (!json_path.empty()) {
-    nlohmann::json j = {{"layers", sizes}, {"copies", copies}, {"reps", reps}, {"rows", out_rows}};
+    nlohmann::json j = {{"layers", sizes}, {"copies", copies}, {"reps", reps}, {"operands", operands}, {"rows", out_rows}};
     bench::write_json(json_path, j);
   }
   return 0;
