@@ -30,6 +30,7 @@
 #   collectives-*             synk-collectives: NCCL (one rank per GPU), 2 and 4 host-staged ranks
 #   dispatch, kernels         synk-dispatch --device cuda, synk-kernels
 #   mnist-mlp-hs2             synk-mnist with 2 host-staged CUDA ranks on one GPU
+#   mnist-mlp-nccl1-*         one NCCL rank with gradient buckets during backward, and without
 #   torch-peer                bench/peers/torch_mnist_gpu.py (eager and CUDA graphs)
 # What comes back is at most 5 files in $OUT (default ./gpu-out):
 # summary.json (one line per step), tests.json (every GPU test with its
@@ -612,6 +613,15 @@ EOF
   fi
   step mnist-mlp-hs2 25 gpu -- $S "$B/synk-mnist" --device cuda --workers 2 --host-staged --model mlp --epochs 1 \
     --seed 1 --data "$data" --json "$res/mnist-cuda-mlp-hs2.json"
+  # One runtime rank on NCCL (a trace makes synk-mnist use the runtime):
+  # gradient buckets all-reduced on NCCL's stream during backward (the
+  # call in segments), then the same run with one all-reduce after
+  # backward. The trace (in logs.tar.gz) shows where the buckets ran.
+  step mnist-mlp-nccl1-buckets 30 gpu -- $S "$B/synk-mnist" --device cuda --workers 1 --model mlp --epochs 1 \
+    --seed 1 --data "$data" --trace "$logs/trace-cuda-mlp-nccl1.json" --json "$res/mnist-cuda-mlp-nccl1-buckets.json"
+  step mnist-mlp-nccl1-nobuckets 30 gpu -- $S "$B/synk-mnist" --device cuda --workers 1 --model mlp --epochs 1 \
+    --seed 1 --data "$data" --trace "$logs/trace-cuda-mlp-nccl1-nobuckets.json" --bucket-bytes 0 \
+    --json "$res/mnist-cuda-mlp-nccl1-nobuckets.json"
   if [ "$ngpu" -ge 2 ]; then
     step mnist-mlp-nccl 30 gpu -- $S "$B/synk-mnist" --device cuda --workers "$ngpu" --model mlp --epochs 1 \
       --seed 1 --data "$data" --json "$res/mnist-cuda-mlp-nccl$ngpu.json"
