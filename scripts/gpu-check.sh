@@ -613,13 +613,13 @@ EOF
   fi
   step mnist-mlp-hs2 25 gpu -- $S "$B/synk-mnist" --device cuda --workers 2 --host-staged --model mlp --epochs 1 \
     --seed 1 --data "$data" --json "$res/mnist-cuda-mlp-hs2.json"
-  # One runtime rank on NCCL (a trace makes synk-mnist use the runtime):
+  # One runtime rank on NCCL (--nccl):
   # gradient buckets all-reduced on NCCL's stream during backward (the
   # call in segments), then the same run with one all-reduce after
   # backward. The trace (in logs.tar.gz) shows where the buckets ran.
-  step mnist-mlp-nccl1-buckets 30 gpu -- $S "$B/synk-mnist" --device cuda --workers 1 --model mlp --epochs 1 \
+  step mnist-mlp-nccl1-buckets 30 gpu -- $S "$B/synk-mnist" --device cuda --nccl --workers 1 --model mlp --epochs 1 \
     --seed 1 --data "$data" --trace "$logs/trace-cuda-mlp-nccl1.json" --json "$res/mnist-cuda-mlp-nccl1-buckets.json"
-  step mnist-mlp-nccl1-nobuckets 30 gpu -- $S "$B/synk-mnist" --device cuda --workers 1 --model mlp --epochs 1 \
+  step mnist-mlp-nccl1-nobuckets 30 gpu -- $S "$B/synk-mnist" --device cuda --nccl --workers 1 --model mlp --epochs 1 \
     --seed 1 --data "$data" --trace "$logs/trace-cuda-mlp-nccl1-nobuckets.json" --bucket-bytes 0 \
     --json "$res/mnist-cuda-mlp-nccl1-nobuckets.json"
   if [ "$ngpu" -ge 2 ]; then

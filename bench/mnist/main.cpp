@@ -152,7 +152,7 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
-  bool tf32 = false, graphs = true, host_staged = false, deterministic = false;
+  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false;
   int det_chunks = 12;
   int64_t bucket_bytes = int64_t{1} << 20;
   app.add_option("--bucket-bytes", bucket_bytes,
@@ -166,6 +166,9 @@ int run(int argc, char** argv) {
                "with one worker the run then goes through the runtime)");
   auto* host_staged_flag = app.add_flag("--host-staged", host_staged,
                "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
+  auto* nccl_flag = app.add_flag("--nccl", nccl,
+               "--device cuda: the ranks combine through NCCL even when there is one (it then goes through the "
+               "runtime, as several do; default: NCCL for several ranks on one GPU each)");
   auto* tf32_flag = app.add_flag("--tf32", tf32, "--device cuda: let cuBLAS use TF32 tensor cores (default FP32)");
   auto* graphs_flag =
       app.add_flag("--graphs,!--no-graphs", graphs, "--device cuda: replay each function as a CUDA graph (default on)");
@@ -176,6 +179,8 @@ int run(int argc, char** argv) {
     throw synk::ArgumentError("--epochs 0: only with --resume FILE (evaluates that checkpoint)");
   if (host_staged_flag->count() && !(device == "cuda" && workers != 1))
     throw synk::ArgumentError("--host-staged: needs --device cuda and more than one worker");
+  if (nccl_flag->count() && device != "cuda") throw synk::ArgumentError("--nccl: needs --device cuda");
+  if (nccl && host_staged) throw synk::ArgumentError("--nccl: not with --host-staged (one way to combine)");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
   if (det_chunks_opt->count() && !deterministic) throw synk::ArgumentError("--deterministic-chunks: needs --deterministic");
   if (graphs_flag->count() && device != "cuda")
@@ -196,10 +201,12 @@ int run(int argc, char** argv) {
   // runtime (docs/multinode.md); node 0 prints and writes files.
   const bool launched = synk::launched_processes() > 1;
   int nodes = 1;
-  if (workers != 1 || !trace_path.empty() || deterministic || launched) {
+  if (workers != 1 || !trace_path.empty() || deterministic || launched || nccl) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
-                     .comm = host_staged ? synk::CommBackend::host_staged : synk::CommBackend::automatic,
+                     .comm = host_staged ? synk::CommBackend::host_staged
+                             : nccl      ? synk::CommBackend::nccl
+                                         : synk::CommBackend::automatic,
                      .seed = seed,
                      .trace = trace_path.empty() ? nullptr : trace_path.c_str(),
                      .deterministic = deterministic,
@@ -210,7 +217,7 @@ int run(int argc, char** argv) {
     if (rt.node() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
     if (rt.node() != 0) json_path.clear();
     // One GPU or core: the single-process path, no runtime (unless traced).
-    if (workers == 1 && nodes == 1 && trace_path.empty() && !deterministic) rt.close();
+    if (workers == 1 && nodes == 1 && trace_path.empty() && !deterministic && !nccl) rt.close();
   }
   const int ranks = workers * nodes;
 
@@ -316,7 +323,7 @@ int run(int argc, char** argv) {
         [&] { synk::save_checkpoint(save_path, session); });
   };
   // One rank without a runtime, unless a trace asks for the runtime's timeline.
-  const bool single = workers == 1 && nodes == 1 && trace_path.empty() && !deterministic;
+  const bool single = workers == 1 && nodes == 1 && trace_path.empty() && !deterministic && !nccl;
   if (cuda && single) {
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
     test = train_single(session);
@@ -370,7 +377,11 @@ int run(int argc, char** argv) {
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()},
                         {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes}};
-    if (cuda) j["gpu"] = gpu_json;
+    if (cuda) {
+      j["gpu"] = gpu_json;
+      // How the ranks combined: asked for, or what the runtime picks.
+      j["comm"] = host_staged ? "host_staged" : nccl ? "nccl" : "automatic";
+    }
     if (!resume_path.empty()) j["resumed_from"] = resume_path;
     bench::write_json(json_path, j);
   }
