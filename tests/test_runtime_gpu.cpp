@@ -10,12 +10,15 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
@@ -184,6 +187,56 @@ TEST(GpuRuntime, BucketsDuringBackwardSameBits) {
                                           << ", buckets of " << bucket << " bytes";
     }
   }
+}
+
+// The timeline of an NCCL rank (RuntimeOptions::trace): its compute stream
+// and its comm's stream get tracks of their own, timed on the GPU
+// (comm::GpuMarks), and with buckets some of a step's all-reduces start on
+// the comm's stream before that step's forward+backward ends there.
+TEST(GpuRuntime, TraceShowsTheBucketsOnTheCommStreamDuringBackward) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  if (!SYNK_HAVE_NCCL) GTEST_SKIP() << "synk was built without NCCL";
+  const std::string path = ::testing::TempDir() + "synk_gpu_trace_" + std::to_string(::getpid()) + ".json";
+  std::remove(path.c_str());
+  RuntimeOptions o{.workers = 1, .device = "cuda", .comm = CommBackend::nccl, .seed = 3};
+  o.bucket_bytes = 64;
+  o.trace = path.c_str();
+  train_deep(o, 10);  // 3 steps: calls 1..3
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good()) << "no trace " << path;
+  const nlohmann::json t = nlohmann::json::parse(f);
+  std::map<int, std::string> track;
+  for (const auto& e : t.at("traceEvents"))
+    if (e.at("ph") == "M" && e.at("name") == "thread_name") track[e.at("tid").get<int>()] = e.at("args").at("name");
+  EXPECT_EQ(track[1], "rank 0 GPU compute stream");  // tid lane * ranks + rank
+  EXPECT_EQ(track[2], "rank 0 GPU comm stream");
+  struct Times {
+    double fb_end = -1;
+    int updates = 0, reduces = 0;
+    double first_reduce = 1e300;
+  };
+  std::map<uint64_t, Times> calls;
+  for (const auto& e : t.at("traceEvents")) {
+    if (e.at("ph") != "X" || !e.at("args").contains("call")) continue;
+    const int tid = e.at("tid");
+    const std::string name = e.at("name");
+    const double ts = e.at("ts"), dur = e.at("dur");
+    Times& c = calls[e.at("args").at("call").get<uint64_t>()];
+    if (tid == 1 && name == "forward+backward") c.fb_end = ts + dur;
+    if (tid == 1 && name == "update") ++c.updates;
+    if (tid == 2 && name == "gradient all-reduce") {
+      ++c.reduces;
+      c.first_reduce = std::min(c.first_reduce, ts);
+    }
+  }
+  for (uint64_t call = 1; call <= 3; ++call) {
+    const Times& c = calls[call];
+    EXPECT_GE(c.fb_end, 0) << "call " << call << ": no forward+backward on the compute stream";
+    EXPECT_EQ(c.updates, 1) << "call " << call;
+    EXPECT_GE(c.reduces, 2) << "call " << call << ": six gradients in buckets of 64 bytes";
+    EXPECT_LT(c.first_reduce, c.fb_end) << "call " << call << ": the first bucket went before backward ended";
+  }
+  std::remove(path.c_str());
 }
 
 // Runs f in a forked child, so that whatever CUDA state it makes (and the

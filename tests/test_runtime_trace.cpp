@@ -19,6 +19,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "comm/comm.hpp"  // GpuMarks::Lane
+#include "runtime/trace.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
@@ -213,3 +215,58 @@ TEST(RuntimeTrace, UnwritablePathIsRefusedAtFork) {
 }
 
 }  // namespace
+
+// The GPU tracks (a CUDA rank's compute stream and comm stream, recorded by
+// comm::GpuMarks through trace::record_gpu): each lane of a rank that
+// recorded any gets its own named track right after the rank's host track;
+// a rank without GPU spans keeps its host track alone; bad lanes and kinds
+// are dropped. Written from logs filled here, so it runs without a GPU.
+TEST(TraceFile, GpuStreamsGetTracksOfTheirOwn) {
+  namespace tr = synk::detail::trace;
+  using Lane = synk::comm::GpuMarks::Lane;
+  const std::string path = temp_path("lanes");
+  {
+    tr::Logs logs(2, 64);
+    logs.attach(1);
+    const auto k = [](tr::Kind x) { return static_cast<uint16_t>(x); };
+    tr::record(tr::Kind::compute, 1000, 5000, 7, 0);                                      // host track
+    tr::record_gpu(k(tr::Kind::compute), 1500, 4800, 7, 0, Lane::compute);              // compute stream
+    tr::record_gpu(k(tr::Kind::all_reduce), 3000, 3500, 7, 0, Lane::comm);              // during backward
+    tr::record_gpu(k(tr::Kind::update), 5100, 5300, 7, 1, Lane::compute);
+    tr::record_gpu(k(tr::Kind::update), 1, 2, 7, 1, 3);                                  // no such lane
+    tr::record_gpu(static_cast<uint16_t>(tr::Kind::count_), 1, 2, 7, 1, Lane::compute);  // no such kind
+    tr::detach();
+    logs.write(path, {"train", "train/update"});
+  }
+  const json t = read_json(path);
+  std::map<int, std::string> names;
+  std::map<int, int> sort;
+  for (const json& e : t.at("traceEvents")) {
+    if (e.at("ph") != "M") continue;
+    if (e.at("name") == "thread_name") names[e.at("tid").get<int>()] = e.at("args").at("name");
+    if (e.at("name") == "thread_sort_index") sort[e.at("tid").get<int>()] = e.at("args").at("sort_index");
+  }
+  ASSERT_EQ(names.size(), 4u) << "rank 0 and 1 host tracks, rank 1's two streams";
+  EXPECT_EQ(names.at(0).rfind("rank 0 master", 0), 0u) << names.at(0);
+  EXPECT_EQ(names.at(1).rfind("rank 1 (pid", 0), 0u) << names.at(1);
+  EXPECT_EQ(names.at(3), "rank 1 GPU compute stream");  // tid lane * ranks + rank
+  EXPECT_EQ(names.at(5), "rank 1 GPU comm stream");
+  EXPECT_LT(sort.at(0), sort.at(1));
+  EXPECT_LT(sort.at(1), sort.at(3)) << "a rank's streams right after its host track";
+  EXPECT_LT(sort.at(3), sort.at(5));
+  const auto by_tid = spans_by_rank(t);
+  ASSERT_EQ(by_tid.count(3), 1u);
+  ASSERT_EQ(by_tid.count(5), 1u);
+  ASSERT_EQ(by_tid.at(3).size(), 2u) << "the bad lane and kind were dropped";
+  EXPECT_EQ(by_tid.at(3)[0].name, "forward+backward");
+  EXPECT_EQ(by_tid.at(3)[1].name, "update");
+  EXPECT_EQ(by_tid.at(3)[1].fn, "train/update");
+  ASSERT_EQ(by_tid.at(5).size(), 1u);
+  const Span& ar = by_tid.at(5)[0];
+  EXPECT_EQ(ar.name, "gradient all-reduce");
+  EXPECT_EQ(ar.call, 7u);
+  EXPECT_DOUBLE_EQ(ar.ts, 2.0);  // us from the first event (t0 1000 ns)
+  EXPECT_DOUBLE_EQ(ar.dur, 0.5);
+  EXPECT_EQ(by_tid.at(1).size(), 1u) << "the host track keeps its own span";
+  std::remove(path.c_str());
+}

@@ -178,7 +178,10 @@ struct RuntimeOptions {
   // phases (waiting for the command, gathering input rows, forward+backward,
   // the gradient all-reduce, the update, writing results; in the master the
   // call, waiting for the workers, combining) with the function and call
-  // number. Null or empty: the SYNK_TRACE environment variable's path, if
+  // number; a CUDA rank also gets a track for its compute stream and one for
+  // its comm's stream, with each training step's work there as the GPU ran
+  // it (CUDA events; the step then waits for its device work). Null or
+  // empty: the SYNK_TRACE environment variable's path, if
   // set; else no timeline (and no cost). fork() refuses a path it cannot
   // write (ArgumentError). Several nodes: node 0 writes this file, node k
   // "<name>.node<k><.ext>" beside it, tracks named by global rank.

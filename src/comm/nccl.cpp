@@ -256,9 +256,11 @@ void NcclComm::begin(const char* coll, StreamHandle stream) {
   coll_ = coll;
   ++calls_;
   side_->wait_for(stream);
+  if (marks_) marks_->comm_begin(side_->get());  // after the wait: the span starts with the collective
 }
 
 void NcclComm::end(StreamHandle stream) {
+  if (marks_) marks_->comm_end(side_->get());
   if (!overlapping_) side_->hand_back(stream);
 }
 

@@ -122,6 +122,7 @@ class NcclComm final : public Comm {
   // Collectives between them leave `stream` free to run on (Comm::begin_overlap).
   void begin_overlap(StreamHandle stream) override;
   void end_overlap() override;
+  void set_marks(GpuMarks* marks) override { marks_ = marks; }
 
   // Watchdog: polls the last collective's completion event and
   // ncclCommGetAsyncError until done, an error, or the timeout (then aborts).
@@ -164,6 +165,7 @@ class NcclComm final : public Comm {
   uint64_t calls_ = 0;         // collectives issued, for messages
   StreamHandle overlap_ = nullptr;  // the caller's stream during an overlap
   bool overlapping_ = false;
+  GpuMarks* marks_ = nullptr;  // the timeline's marks on side_ (set_marks)
   bool counted_ = false;       // in live()
 };
 

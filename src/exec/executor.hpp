@@ -25,6 +25,10 @@
 #include "synk/graph.hpp"
 #include "synk/session.hpp"  // CallKey
 
+namespace synk::comm {
+class GpuMarks;  // comm/comm.hpp
+}
+
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace synk::exec {
@@ -100,6 +104,10 @@ class Executor {
   // before the memory is unmapped.
   virtual bool pin_host(const void* p, size_t bytes) = 0;
   virtual void unpin_host(const void* p) noexcept = 0;
+  // Timing marks on the rank's streams for the timeline's GPU tracks
+  // (comm::GpuMarks), made on the first request; null where the rank has
+  // no device stream (the CPU: its host track is the whole story).
+  virtual comm::GpuMarks* gpu_marks() { return nullptr; }
 };
 
 // The rank's executor for `device` (BackendError where the backend is not

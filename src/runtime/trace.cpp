@@ -74,6 +74,11 @@ const char* kind_name(Kind k) noexcept {
   return "?";
 }
 
+void record_gpu(uint16_t kind, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane) noexcept {
+  if (g_recorder.log && kind < static_cast<uint16_t>(Kind::count_) && lane < kLanes)
+    record(static_cast<Kind>(kind), t0, t1, call, fn, lane);
+}
+
 int64_t now_ns() noexcept {
   timespec ts;
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -123,21 +128,37 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
     const RankLog* log = rank_log(seg, events_, r);
     const uint64_t n = std::min(log->count, events_);
     dropped += log->count - n;
-    std::snprintf(buf, sizeof buf,
-                  ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank %d%s "
-                  "(pid %d)\"}}",
-                  r, first_rank + r, r == 0 ? " master" : "", static_cast<int>(log->pid));
-    out += buf;
-    std::snprintf(buf, sizeof buf,
-                  ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_index\":%d}}", r,
-                  r);
-    out += buf;
     const auto* ev = reinterpret_cast<const Event*>(log + 1);
+    bool lanes[kLanes] = {true, false, false};  // the host track always
+    for (uint64_t i = 0; i < n; ++i)
+      if (ev[i].lane < kLanes) lanes[ev[i].lane] = true;
+    static const char* const lane_names[kLanes] = {"", " GPU compute stream", " GPU comm stream"};
+    for (int lane = 0; lane < kLanes; ++lane) {
+      if (!lanes[lane]) continue;
+      const int tid = lane * ranks_ + r;
+      if (lane == 0)
+        std::snprintf(buf, sizeof buf,
+                      ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank "
+                      "%d%s (pid %d)\"}}",
+                      tid, first_rank + r, r == 0 ? " master" : "", static_cast<int>(log->pid));
+      else
+        std::snprintf(buf, sizeof buf,
+                      ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank "
+                      "%d%s\"}}",
+                      tid, first_rank + r, lane_names[lane]);
+      out += buf;
+      std::snprintf(buf, sizeof buf,
+                    ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_"
+                    "index\":%d}}",
+                    tid, r * kLanes + lane);
+      out += buf;
+    }
     for (uint64_t i = 0; i < n; ++i) {
       const Event& e = ev[i];
+      if (e.lane >= kLanes) continue;
       const Kind k = e.kind < static_cast<uint16_t>(Kind::count_) ? static_cast<Kind>(e.kind) : Kind::count_;
-      std::snprintf(buf, sizeof buf, ",\n{\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"name\":\"%s\",\"ts\":%.3f,\"dur\":%.3f", r,
-                    kind_name(k), static_cast<double>(e.t0 - t_min) / 1e3,
+      std::snprintf(buf, sizeof buf, ",\n{\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"name\":\"%s\",\"ts\":%.3f,\"dur\":%.3f",
+                    e.lane * ranks_ + r, kind_name(k), static_cast<double>(e.t0 - t_min) / 1e3,
                     static_cast<double>(std::max<int64_t>(0, e.t1 - e.t0)) / 1e3);
       out += buf;
       out += ",\"args\":{";

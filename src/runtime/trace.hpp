@@ -1,7 +1,9 @@
 // src/runtime/trace.hpp — the runtime's timeline (RuntimeOptions::trace,
 // SYNK_TRACE): what every rank spent its time on, written at close() as a
 // Chrome trace-event JSON file that Perfetto (ui.perfetto.dev) and
-// chrome://tracing open, one track per rank.
+// chrome://tracing open, one track per rank, and on a CUDA rank two more:
+// its compute stream and its comm's stream, as the GPU ran them
+// (comm::GpuMarks, flushed into the rank's log after each training step).
 //
 // Why shared memory: every rank appends fixed-size events to its own log in
 // one segment the master made and shared like a Data segment, so recording
@@ -48,7 +50,7 @@ struct Event {
   uint64_t call;     // the runtime's call number (0: none)
   int32_t fn;        // function (definition index), -1: none
   uint16_t kind;
-  uint16_t pad;
+  uint16_t lane;     // 0: the rank's host track; comm::GpuMarks::Lane: a GPU stream's
 };
 static_assert(sizeof(Event) == 32);
 
@@ -69,11 +71,14 @@ extern Recorder g_recorder;
 
 int64_t now_ns() noexcept;
 
-inline void record(Kind k, int64_t t0, int64_t t1, uint64_t call, int32_t fn) noexcept {
+inline void record(Kind k, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane = 0) noexcept {
   Recorder& r = g_recorder;
   const uint64_t i = r.log->count++;
-  if (i < r.cap) r.ev[i] = Event{t0, t1, call, fn, static_cast<uint16_t>(k), 0};
+  if (i < r.cap) r.ev[i] = Event{t0, t1, call, fn, static_cast<uint16_t>(k), lane};
 }
+// The same for a span measured on a GPU stream (a comm::GpuMarks::Sink).
+void record_gpu(uint16_t kind, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane) noexcept;
+constexpr uint16_t kLanes = 3;  // host, compute stream, comm stream
 
 // A span from construction to destruction (or end()).
 class Span {
@@ -110,8 +115,10 @@ class Logs {
   void attach(int rank) { attach(seg_.data(), seg_.size(), rank, ranks_); }
   // Writes the Chrome trace of every rank's log to `path`; fn_names name
   // the functions; the tracks are named by global rank (first_rank + the
-  // log's rank) and the process after `node` ("" on one machine). Throws
-  // BackendError naming the file.
+  // log's rank) and the process after `node` ("" on one machine). Rank r's
+  // host track is tid r; its GPU streams' tracks (where it recorded any)
+  // are tid lane * ranks + r, shown right after it. Throws BackendError
+  // naming the file.
   void write(const std::string& path, const std::vector<std::string>& fn_names, int first_rank = 0,
              const std::string& node = "") const;
 

@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include "exec/cuda/device.hpp"
+#include "exec/cuda/timeline.hpp"
 #include "ops.cuh"
 #endif
 
@@ -87,6 +88,10 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
     zero(y, n * sizeof(float));
     for (size_t c = 0; c < w.size(); ++c) scale_add(y, x + c * n, n, w[c], true);
   }
+  comm::GpuMarks* gpu_marks() override {
+    if (!timeline_) timeline_ = std::make_unique<cuda::StreamTimeline>();
+    return timeline_.get();
+  }
 #else
   [[noreturn]] static void no_cuda() { throw BackendError("CUDA executor: synk was built without CUDA"); }
   void* scratch(Scratch, size_t) override { no_cuda(); }
@@ -100,6 +105,7 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
  private:
 #if SYNK_HAVE_CUDA
   cuda::DeviceBuffer scratch_[4];  // members of the derived class: freed before the session
+  std::unique_ptr<cuda::StreamTimeline> timeline_;  // the timeline's GPU tracks (gpu_marks)
 #endif
 };
 
