@@ -83,8 +83,8 @@ Result time_step(const Job& j) {
   } else {
     a.assign(most, 0.01f), b.assign(most, 0.02f), c.assign(most, 0.f);
   }
-  auto op = [&](std::vector<std::vector<float>>& v, int l, const std::vector<float>& shared_one) -> float* {
-    return j.distinct ? v[static_cast<size_t>(l)].data() : const_cast<float*>(shared_one.data());
+  auto op = [&](std::vector<std::vector<float>>& v, int l, std::vector<float>& shared_one) -> float* {
+    return j.distinct ? v[static_cast<size_t>(l)].data() : shared_one.data();
   };
   auto forward = [&](int l) -> Call {  // X[l+1] = X[l] W[l]
     return {false, false, R, out(l), in(l), op(X, l, a), op(W, l, b), op(X, l + 1, c)};

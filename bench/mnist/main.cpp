@@ -200,8 +200,11 @@ int run(int argc, char** argv) {
   // Under mpirun or srun (several processes): one node each, joined by the
   // runtime (docs/multinode.md); node 0 prints and writes files.
   const bool launched = synk::launched_processes() > 1;
+  // What only the runtime gives, even to one rank: its timeline, its
+  // deterministic mode, a comm.
+  const bool runtime_asked = !trace_path.empty() || deterministic || nccl;
   int nodes = 1;
-  if (workers != 1 || !trace_path.empty() || deterministic || launched || nccl) {
+  if (workers != 1 || launched || runtime_asked) {
     rt = synk::fork({.workers = workers,
                      .device = device.c_str(),
                      .comm = host_staged ? synk::CommBackend::host_staged
@@ -216,8 +219,8 @@ int run(int argc, char** argv) {
     nodes = rt.nodes();
     if (rt.node() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fclose(stdout);
     if (rt.node() != 0) json_path.clear();
-    // One GPU or core: the single-process path, no runtime (unless traced).
-    if (workers == 1 && nodes == 1 && trace_path.empty() && !deterministic && !nccl) rt.close();
+    // One GPU or core: the single-process path, no runtime (unless asked for).
+    if (workers == 1 && nodes == 1 && !runtime_asked) rt.close();
   }
   const int ranks = workers * nodes;
 
@@ -322,8 +325,8 @@ int run(int argc, char** argv) {
         [&] { return evaluate(eval, ds.test_images, ds.test_labels, batch); },
         [&] { synk::save_checkpoint(save_path, session); });
   };
-  // One rank without a runtime, unless a trace asks for the runtime's timeline.
-  const bool single = workers == 1 && nodes == 1 && trace_path.empty() && !deterministic && !nccl;
+  // One rank without a runtime, unless something only the runtime gives was asked for.
+  const bool single = workers == 1 && nodes == 1 && !runtime_asked;
   if (cuda && single) {
     synk::CudaSession session(g, {.seed = seed, .device = 0, .tf32 = tf32, .graphs = graphs});
     test = train_single(session);

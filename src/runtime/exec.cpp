@@ -431,19 +431,34 @@ struct SliceBuffers {
   std::vector<void*> ptrs;
 };
 
-// Slice s of a training step's gradient function: its input rows gathered,
-// its reported outputs into `rep`, gradient output gi written to
-// grad_ptr(gi); a deterministic call keys its dropout by the slice's first
-// row (chunk_key). Returns the slice's rows.
 // The GPU tracks of a training step on a device rank under a trace
-// (comm::GpuMarks): the compute stream's spans are opened here, the comm's
-// spans (named as the step's gradient all-reduce) by the comm itself
-// around each collective; flush() moves them into the rank's log once the
-// step's work is done. Nothing at all without a trace or a device.
+// (comm::GpuMarks; nothing at all without a trace or a device). GpuSpan:
+// one span on the rank's compute stream, from construction to destruction.
+// GpuTracks: for the whole step, the comm marks its collectives on its own
+// stream as the step's gradient all-reduce, and flush() moves every span
+// into the rank's log once the step's work is done.
+comm::GpuMarks* gpu_marks(Local& L) { return trace::on() ? L.ex->gpu_marks() : nullptr; }
+
+class GpuSpan {
+ public:
+  GpuSpan(Local& L, trace::Kind k, uint64_t call, int32_t fn) : L_(L), m_(gpu_marks(L)) {
+    if (m_) m_->begin(L.ex->stream(), static_cast<uint16_t>(k), call, fn);
+  }
+  ~GpuSpan() {
+    if (m_) m_->end(L_.ex->stream());
+  }
+  GpuSpan(const GpuSpan&) = delete;
+  GpuSpan& operator=(const GpuSpan&) = delete;
+
+ private:
+  Local& L_;
+  comm::GpuMarks* m_;
+};
+
 class GpuTracks {
  public:
-  GpuTracks(Local& L, const CallDesc& d) : L_(L) {
-    if (!trace::on() || !(m_ = L.ex->gpu_marks())) return;
+  GpuTracks(Local& L, const CallDesc& d) : L_(L), m_(gpu_marks(L)) {
+    if (!m_) return;
     m_->comm_context(static_cast<uint16_t>(trace::Kind::all_reduce), d.call_no, static_cast<int32_t>(d.fn));
     L.comm->set_marks(m_);
   }
@@ -452,21 +467,19 @@ class GpuTracks {
   }
   GpuTracks(const GpuTracks&) = delete;
   GpuTracks& operator=(const GpuTracks&) = delete;
-  void begin(trace::Kind k, uint64_t call, int32_t fn) {
-    if (m_) m_->begin(L_.ex->stream(), static_cast<uint16_t>(k), call, fn);
-  }
-  void end() {
-    if (m_) m_->end(L_.ex->stream());
-  }
   void flush() {
     if (m_) m_->flush(L_.ex->stream(), &trace::record_gpu);
   }
 
  private:
   Local& L_;
-  comm::GpuMarks* m_ = nullptr;
+  comm::GpuMarks* m_;
 };
 
+// Slice s of a training step's gradient function: its input rows gathered,
+// its reported outputs into `rep`, gradient output gi written to
+// grad_ptr(gi); a deterministic call keys its dropout by the slice's first
+// row (chunk_key). Returns the slice's rows.
 template <class GradPtr>
 int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Reported& rep, SliceBuffers& b,
                    GradPtr&& grad_ptr, const std::function<void(size_t)>* ready = nullptr) {
@@ -488,12 +501,11 @@ int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Repo
   }
   for (size_t gi = 0; gi + n_out < def.outputs.size(); ++gi) b.ptrs.push_back(grad_ptr(gi));
   const CallKey key = chunk_key(d, off);
-  // The slice on the compute stream's track too (a device rank under a trace).
-  comm::GpuMarks* gm = trace::on() ? L.ex->gpu_marks() : nullptr;
-  if (gm) gm->begin(L.ex->stream(), static_cast<uint16_t>(trace::Kind::compute), d.call_no, static_cast<int32_t>(d.fn));
-  if (ready) L.ex->call_into_ready(L.fns[d.fn], b.views, b.ptrs, *ready);
-  else L.ex->call_into(L.fns[d.fn], b.views, b.ptrs, d.chunks > 0 ? &key : nullptr);
-  if (gm) gm->end(L.ex->stream());
+  {
+    GpuSpan gpu(L, trace::Kind::compute, d.call_no, static_cast<int32_t>(d.fn));  // the compute stream's track
+    if (ready) L.ex->call_into_ready(L.fns[d.fn], b.views, b.ptrs, *ready);
+    else L.ex->call_into(L.fns[d.fn], b.views, b.ptrs, d.chunks > 0 ? &key : nullptr);
+  }
   t.end();
   rep.add(b.outs, sh.weight(rows));
   return rows;
@@ -774,9 +786,10 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
     const Node& gn = L.graph->node(ud.inputs[gi]);
     gv.push_back({DType::f32, gn.shape, g.flat + g.off.at(gi)});
   }
-  gpu.begin(trace::Kind::update, d.call_no, d.update_fn);
-  run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
-  gpu.end();
+  {
+    GpuSpan gpu_update(L, trace::Kind::update, d.call_no, d.update_fn);
+    run_fn(L, static_cast<uint32_t>(d.update_fn), false, gv);
+  }
   update.end();
   gpu.flush();  // waits for the step's device work: a trace's cost on device ranks
   return R;

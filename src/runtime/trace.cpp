@@ -132,20 +132,16 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
     bool lanes[kLanes] = {true, false, false};  // the host track always
     for (uint64_t i = 0; i < n; ++i)
       if (ev[i].lane < kLanes) lanes[ev[i].lane] = true;
-    static const char* const lane_names[kLanes] = {"", " GPU compute stream", " GPU comm stream"};
+    char host[64];
+    std::snprintf(host, sizeof host, "%s (pid %d)", r == 0 ? " master" : "", static_cast<int>(log->pid));
+    const char* const lane_names[kLanes] = {host, " GPU compute stream", " GPU comm stream"};
     for (int lane = 0; lane < kLanes; ++lane) {
       if (!lanes[lane]) continue;
       const int tid = lane * ranks_ + r;
-      if (lane == 0)
-        std::snprintf(buf, sizeof buf,
-                      ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank "
-                      "%d%s (pid %d)\"}}",
-                      tid, first_rank + r, r == 0 ? " master" : "", static_cast<int>(log->pid));
-      else
-        std::snprintf(buf, sizeof buf,
-                      ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank "
-                      "%d%s\"}}",
-                      tid, first_rank + r, lane_names[lane]);
+      std::snprintf(buf, sizeof buf,
+                    ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_name\",\"args\":{\"name\":\"rank "
+                    "%d%s\"}}",
+                    tid, first_rank + r, lane_names[lane]);
       out += buf;
       std::snprintf(buf, sizeof buf,
                     ",\n{\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"name\":\"thread_sort_index\",\"args\":{\"sort_"

@@ -319,9 +319,8 @@ void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
   }
 }
 
-void enqueue_steps(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx, size_t first, size_t end) {
+void enqueue_steps(CudaPlan& cp, const ExecContext& cx, size_t first, size_t end) {
   plan::Plan& p = cp.p;
-  (void)nodes;
   for (size_t si = first; si < end && si < p.steps.size(); ++si) {
     const plan::Step& s = p.steps[si];
     try {
@@ -359,7 +358,7 @@ void enqueue_tail(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContex
 }
 
 void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx) {
-  enqueue_steps(cp, nodes, cx, 0, cp.p.steps.size());
+  enqueue_steps(cp, cx, 0, cp.p.steps.size());
   enqueue_tail(cp, nodes, cx);
 }
 

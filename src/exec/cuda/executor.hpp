@@ -78,7 +78,7 @@ void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr);
 void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
 // The same in parts: steps [first, end), then the tail (the output
 // snapshots and the update copies) once after the last step.
-void enqueue_steps(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx, size_t first, size_t end);
+void enqueue_steps(CudaPlan& cp, const ExecContext& cx, size_t first, size_t end);
 void enqueue_tail(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
 
 }  // namespace synk::cuda

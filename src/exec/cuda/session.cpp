@@ -236,6 +236,11 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
     };
     auto seg_begin = [&](size_t i) { return i == 0 ? size_t{0} : splits[i - 1] + 1; };
     auto seg_end = [&](size_t i) { return i < splits.size() ? splits[i] + 1 : n_steps; };
+    // Segment i's work: its steps, and after the last one the tail.
+    auto enqueue_segment = [&](size_t i) {
+      cuda::enqueue_steps(cp, cx, seg_begin(i), seg_end(i));
+      if (i == splits.size()) cuda::enqueue_tail(cp, nodes, cx);
+    };
 
     // ---- the work: replayed graph(s), or enqueued directly ---------------------------
     // The first call of a plan runs eagerly: it loads kernels and lets
@@ -257,10 +262,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
       if (cp.segs.empty() || cp.segs_gen != arena_gen || cp.seg_last != splits) {
         cp.segs.clear();
         for (size_t i = 0; i <= splits.size(); ++i)
-          cp.segs.push_back(cuda::capture(s(), [&] {
-            cuda::enqueue_steps(cp, nodes, cx, seg_begin(i), seg_end(i));
-            if (i == splits.size()) cuda::enqueue_tail(cp, nodes, cx);
-          }));
+          cp.segs.push_back(cuda::capture(s(), [&] { enqueue_segment(i); }));
         captures += cp.segs.size();
         cp.seg_last = splits;
         cp.segs_gen = arena_gen;
@@ -271,8 +273,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
       }
     } else {
       for (size_t i = 0; i <= splits.size(); ++i) {
-        cuda::enqueue_steps(cp, nodes, cx, seg_begin(i), seg_end(i));
-        if (i == splits.size()) cuda::enqueue_tail(cp, nodes, cx);
+        enqueue_segment(i);
         hand_over(seg_begin(i), seg_end(i));
       }
       cp.warm = true;
