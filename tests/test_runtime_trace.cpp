@@ -202,6 +202,43 @@ TEST(RuntimeTrace, KeepsWhatAKilledWorkerRecorded) {
   std::remove(path.c_str());
 }
 
+int32_t slow_square(const int32_t& x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  return x * x;
+}
+
+// Plain jobs appear on every rank's track, the master's included: with one
+// rank (every job in the master), and with three, for map, argsort and
+// futures.
+TEST(RuntimeTrace, JobsAppearOnEveryRankTheMasterIncluded) {
+  for (int ranks : {1, 3}) {
+    SCOPED_TRACE("ranks " + std::to_string(ranks));
+    const std::string path = temp_path("jobs");
+    std::remove(path.c_str());
+    {
+      RuntimeOptions o = synk_test::opts(ranks);
+      o.trace = path.c_str();
+      Runtime rt = synk::fork(o);
+      EXPECT_EQ(rt.map(&slow_square, std::vector<int32_t>(60, 3)).size(), 60u);
+      Data d = rt.data(values(5000, 1, 0.f));
+      EXPECT_EQ(rt.argsort(d).size(), 5000u);
+      auto fs = rt.map_async(&slow_square, std::vector<int32_t>(30, 2));
+      rt.join();
+      rt.close();
+    }
+    const auto by_rank = spans_by_rank(read_json(path));
+    ASSERT_EQ(by_rank.size(), static_cast<size_t>(ranks));
+    for (const auto& [rank, spans] : by_rank) {
+      std::set<uint64_t> calls;
+      for (const Span& s : spans)
+        if (s.name == "map jobs") calls.insert(s.call);
+      // The map, argsort's two rounds at least, and the futures.
+      EXPECT_GE(calls.size(), 3u) << "rank " << rank << " recorded jobs of " << calls.size() << " calls";
+    }
+    std::remove(path.c_str());
+  }
+}
+
 TEST(RuntimeTrace, UnwritablePathIsRefusedAtFork) {
   RuntimeOptions o = synk_test::opts(2);
   o.trace = "/nonexistent-synk-dir/trace.json";

@@ -183,7 +183,9 @@ struct RuntimeOptions {
   // it (CUDA events; the step then waits for its device work). Null or
   // empty: the SYNK_TRACE environment variable's path, if
   // set; else no timeline (and no cost). fork() refuses a path it cannot
-  // write (ArgumentError). Several nodes: node 0 writes this file, node k
+  // write (ArgumentError); a relative path is taken from the directory
+  // current at fork(). A file that cannot be written at close() makes
+  // close() throw IoError (a destructor prints it). Several nodes: node 0 writes this file, node k
   // "<name>.node<k><.ext>" beside it, tracks named by global rank.
   const char* trace = nullptr;
   // Reproducible results whatever the rank count: every call's
@@ -422,8 +424,15 @@ class Runtime {
   void restore(const VarValues& values);
 
   // Shuts the workers down and frees the runtime's own shared segments
-  // (control block, collectives, call arguments and results). A Data keeps
-  // its segment until its last handle goes (data.hpp). Idempotent.
+  // (control block, collectives, call arguments and results, gradient
+  // buffers), also while ParallelFunction handles live (their calls are then
+  // refused). A Data keeps its segment until its last handle goes
+  // (data.hpp); the next runtime refuses it. A call running in another
+  // thread is waited for, then the runtime closes; from inside a call of the
+  // same thread (a map job the master runs) close() is refused
+  // (ArgumentError; the destructor instead closes when that call ends); in
+  // a worker process it is refused. Throws IoError if the timeline could
+  // not be written (the runtime is closed all the same). Idempotent.
   void close();
 
   explicit Runtime(std::shared_ptr<detail::RuntimeCore> core);

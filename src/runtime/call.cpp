@@ -236,7 +236,7 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
     if (const Data* d = args[i].data()) {
       if (!d->valid()) throw ArgumentError(label() + ": input '" + node.name + "' is an empty Data");
       auto& di = *d->impl();
-      if (di.core != &c || !di.seg) throw ArgumentError(label() + ": input '" + node.name + "' is a Data of another or a closed runtime");
+      if (!detail::owns_data(c, di)) detail::refuse_data(c, di, label() + ": input '" + node.name + "'");
       ci.seg = di.id;
       ci.view = {di.dtype, di.shape, di.seg.data()};
     } else {

@@ -43,6 +43,22 @@
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
 
+namespace synk {
+
+// A Data's handle state (data.hpp); its segment stays mapped while a handle lives.
+struct Data::Impl {
+  std::weak_ptr<detail::RuntimeCore> rt;
+  detail::RuntimeCore* core = nullptr;
+  uint64_t gen = 0;  // core->gen when made: core alone could be a new runtime at the old address
+  uint64_t id = 0;
+  comm::SharedSegment seg;
+  DType dtype = DType::f32;
+  Shape shape;
+  ~Impl();
+};
+
+}  // namespace synk
+
 namespace synk::detail {
 
 constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;  // per node
@@ -271,6 +287,8 @@ void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
 // closed (or cancelled); `seg` maps a segment id (throws for an unknown one).
 void run_jobs_worker(ControlBlock* cb, uint8_t* args, size_t n, int rank, int ranks, int64_t spin_ns,
                      const std::function<std::span<uint8_t>(uint64_t)>& seg);
+// The message for a job's DataRef whose segment this rank does not hold.
+std::string unknown_segment(uint64_t id);
 struct JobStream;
 // The master's open stream of async jobs, if any: finish it (every job run,
 // results kept for their futures) / cancel it (close()).
@@ -334,6 +352,19 @@ struct RuntimeCore {
   bool open = false;
   std::atomic<bool> failed{false};
   std::atomic<bool> busy{false};       // a master call is running (see Busy)
+  std::atomic<const void*> busy_owner{nullptr};  // the thread running it (thread_mark())
+  // Runtime's destructor ran inside a call of the same thread (a map job
+  // the master runs): the call closes the runtime as it ends (Busy), and
+  // `keep_alive` holds this core until then.
+  std::atomic<bool> close_pending{false};
+  std::shared_ptr<RuntimeCore> keep_alive;
+  // Process-unique: a Data or DataRef of a closed runtime never names a
+  // runtime or segment of a later one (segment ids come from one counter
+  // per process too).
+  uint64_t gen = 0;
+  // A failure close() could not throw (it runs from destructors): the
+  // timeline's file not written. Runtime::close() throws it as IoError.
+  std::string close_error;
   std::atomic<bool> stopping{false};   // exits are expected (close or after a failure)
   std::atomic<int> reaped{0};
   std::mutex fail_mu;
@@ -346,7 +377,6 @@ struct RuntimeCore {
   uint64_t calls = 0;
 
   // segments known to the workers: id -> master mapping
-  uint64_t next_seg = 1;
   std::unordered_map<uint64_t, std::span<const uint8_t>> seg_ptr;
   comm::SharedSegment args;
   uint64_t args_id = 0;
@@ -383,6 +413,18 @@ struct RuntimeCore {
   // failed and throws.
   [[noreturn]] void fail_collective(const std::string& what, const std::string& err);
   void close() noexcept;
+  // close() from the API: waits for a call another thread is running, then
+  // closes. Inside a call of this thread (a map job the master runs) it is
+  // refused (ArgumentError) when `may_throw`, else (a destructor) deferred to
+  // the call's end; in a worker process it is refused, or does nothing.
+  // `self` is the caller's handle of this core. Then throws close_error
+  // (IoError) when `may_throw`, else prints it.
+  void close_from_api(const std::shared_ptr<RuntimeCore>& self, bool may_throw);
+  // Claims the runtime as a call does (busy), waiting while another thread
+  // runs a call; false without claiming when this thread runs one. A
+  // claim is given back by unclaim().
+  bool claim() noexcept;
+  void unclaim() noexcept;
   void watch();
 
   // Shared gradient buffers (ControlBlock::grads_seg): made or grown before
@@ -482,6 +524,12 @@ template <class F> auto RuntimeCore::on_every_node(F&& f) -> decltype(f()) {
 // every node must share checked. Fills c.node, nodes, base, world,
 // node_sizes and the control block's copy.
 bool want_nodes(const RuntimeOptions& o);
+
+// Whether `d` is a live Data of runtime `c` (made by it, and `c` is the
+// runtime that made it, not a later one at the same address); else an
+// ArgumentError for `what` naming the Data (dtype, shape, segment) and why.
+inline bool owns_data(const RuntimeCore& c, const Data::Impl& d) { return d.core == &c && d.gen == c.gen && d.seg; }
+[[noreturn]] void refuse_data(const RuntimeCore& c, const Data::Impl& d, const std::string& what);
 void join_nodes(RuntimeCore& c, int n);
 
 // Marks a master call as running for its lifetime. A second call while one
@@ -493,13 +541,25 @@ class Busy {
   // Finishes an open stream of async jobs first unless `keep_jobs` (the
   // job calls themselves).
   Busy(RuntimeCore& c, const std::string& what, bool keep_jobs = false);
-  ~Busy() { c_.busy.store(false, std::memory_order_release); }
+  ~Busy() {
+    if (c_.close_pending.load(std::memory_order_relaxed)) [[unlikely]]
+      finish_deferred_close();
+    c_.busy_owner.store(nullptr, std::memory_order_relaxed);
+    c_.busy.store(false, std::memory_order_release);
+  }
   Busy(const Busy&) = delete;
   Busy& operator=(const Busy&) = delete;
 
  private:
+  void finish_deferred_close() noexcept;
   RuntimeCore& c_;
 };
+
+// This thread's identity without a system call: the address of a
+// thread_local (Busy::busy_owner).
+const void* thread_mark() noexcept;
+// A process-unique number (segment ids, RuntimeCore::gen), never 0.
+uint64_t next_unique_id() noexcept;
 
 // ---- CUDA ranks (runtime/cuda_ranks.cpp) --------------------------------------
 // Whether CUDA ranks use NCCL: comm = nccl (any rank count, one GPU each),
@@ -517,17 +577,3 @@ void unpin_all(Local& L) noexcept;
 [[noreturn]] void worker_main(RuntimeCore& core, int rank) noexcept;
 
 }  // namespace synk::detail
-
-namespace synk {
-
-struct Data::Impl {
-  std::weak_ptr<detail::RuntimeCore> rt;
-  detail::RuntimeCore* core = nullptr;
-  uint64_t id = 0;
-  comm::SharedSegment seg;
-  DType dtype = DType::f32;
-  Shape shape;
-  ~Impl();
-};
-
-}  // namespace synk

@@ -12,7 +12,14 @@ namespace synk {
 using detail::RuntimeCore;
 
 Data::Impl::~Impl() {
-  if (auto rt = this->rt.lock(); rt && id) rt->release(id, -1);
+  auto rt = this->rt.lock();
+  if (!rt || !id) return;
+  // The last handle may go in another thread while a call runs: wait for
+  // it (release() changes what the call reads). In the thread of the call
+  // (a job the master runs) nothing else runs meanwhile.
+  const bool claimed = rt->claim();
+  rt->release(id, -1);
+  if (claimed) rt->unclaim();
 }
 
 namespace {
@@ -47,6 +54,21 @@ void fill(Data::Impl& d, RuntimeCore& c, DType t, Shape shape, const void* src, 
 
 }  // namespace
 
+namespace detail {
+
+void refuse_data(const RuntimeCore& c, const Data::Impl& d, const std::string& what) {
+  std::string name = std::string("a Data of ") + dtype_name(d.dtype) + " " + to_string(d.shape) + " (segment " +
+                     std::to_string(d.id) + ")";
+  const auto owner = d.rt.lock();
+  if (!owner || !owner->open || d.gen != owner->gen)
+    throw ArgumentError(what + ": " + name + " belongs to a runtime that was closed; make it again with this " +
+                        "runtime's data()");
+  if (owner.get() != &c) throw ArgumentError(what + ": " + name + " belongs to another runtime");
+  throw ArgumentError(what + ": " + name + " has no segment");
+}
+
+}  // namespace detail
+
 Data Runtime::data(const ArrayView& value) {
   RuntimeCore& c = checked("data");
   detail::Busy busy(c, "data");
@@ -54,6 +76,7 @@ Data Runtime::data(const ArrayView& value) {
   auto d = std::make_shared<Data::Impl>();
   d->rt = impl_;
   d->core = &c;
+  d->gen = c.gen;
   fill(*d, c, value.dtype, value.shape, value.data, 0);
   return Data(std::move(d));
 }
@@ -64,6 +87,7 @@ Data Runtime::data(DType dtype, Shape shape) {
   auto d = std::make_shared<Data::Impl>();
   d->rt = impl_;
   d->core = &c;
+  d->gen = c.gen;
   fill(*d, c, dtype, std::move(shape), nullptr, 0);
   return Data(std::move(d));
 }

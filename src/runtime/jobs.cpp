@@ -106,6 +106,14 @@ JobTable layout(uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot, boo
 
 }  // namespace
 
+std::string unknown_segment(uint64_t id) {
+  // Segment ids are unique in the process, so an id this rank does not
+  // hold was never one of this runtime's live arrays.
+  return "JobContext::rows: the DataRef names segment " + std::to_string(id) +
+         ", which this runtime does not hold: its Data was destroyed (its last handle went) or belongs to a "
+         "runtime that was closed";
+}
+
 // One rank's view of the running table.
 struct JobEnv {
   ControlBlock* cb = nullptr;
@@ -383,6 +391,7 @@ void run_jobs_worker(ControlBlock* cb, uint8_t* args, size_t n, int rank, int ra
     e.arena = a.data();
   }
   JobSync& s = cb->jobs;
+  trace::Span span(trace::Kind::map, cb->cmd.call_no);
   for (;;) {
     // A cancelled table (close(), or a map whose fold threw): take nothing more.
     if (at(s.cancel).load(std::memory_order_seq_cst)) break;
@@ -414,6 +423,7 @@ struct JobStream {
   bool signalled = false;
   bool open = false;
   std::string label;
+  uint64_t call = 0;  // the runtime's call number of the stream (the timeline's spans)
 };
 
 // A stream's jobs as their futures see them: live in the table while it
@@ -493,10 +503,10 @@ std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64
   e.core = &c;
   e.seg = [&c](uint64_t id) -> std::span<uint8_t> {
     auto it = c.seg_ptr.find(id);
-    if (it == c.seg_ptr.end()) throw ArgumentError("JobContext::rows: the Data is gone (unknown segment)");
+    if (it == c.seg_ptr.end()) throw ArgumentError(unknown_segment(id));
     return {const_cast<uint8_t*>(it->second.data()), it->second.size()};
   };
-  ++c.calls;
+  st->call = ++c.calls;
   if (c.n > 1) {
     c.cb->cmd.args_id = c.args_id;
     c.cb->cmd.args_bytes = t.total;
@@ -553,6 +563,7 @@ void wait_done(JobStream& st, uint32_t gen, int64_t& last_progress) {
 // Ends the stream: no more jobs; the master runs what is left, waits for
 // every job and for the workers to leave the command.
 void close_stream(JobStream& st) {
+  trace::Span span(trace::Kind::map, st.call);  // the master's async jobs and its wait for the rest
   JobEnv& e = st.env;
   at(e.s->closed).store(1, std::memory_order_seq_cst);
   e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
@@ -667,7 +678,12 @@ std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint6
     RuntimeCore& c = *owner;
     if (!c.usable()) c.check_usable("Future::get");
     Busy busy(c, "Future::get", true);
+    // close() or another call of another thread may have finished the
+    // batch before this one claimed the runtime.
+    if (b.finished) return batch_result(bp, i);
+    if (!c.usable()) c.check_usable("Future::get");
     JobStream& st = *b.stream;
+    trace::Span span(trace::Kind::map, st.call);
     JobEnv& e = st.env;
     int64_t last = comm::monotonic_ns();
     for (;;) {
@@ -764,18 +780,32 @@ void* JobContext::resolve(const DataRef& d, DType want, int64_t first, int64_t& 
   if (d.dtype != want)
     throw TypeError(std::string("JobContext::rows: the Data has dtype ") + dtype_name(d.dtype) + ", asked for " +
                     dtype_name(want));
+  if (d.rows < 0 || d.row_elems < 0)
+    throw ArgumentError("JobContext::rows: a DataRef with " + std::to_string(d.rows) + " rows of " +
+                        std::to_string(d.row_elems) + " elements");
   if (count < 0) count = d.rows - first;
-  if (first < 0 || count < 0 || first > d.rows || count > d.rows - first || d.row_elems < 0)
-    throw ArgumentError("JobContext::rows: rows [" + std::to_string(first) + ", " + std::to_string(first + count) +
-                        ") of a Data with " + std::to_string(d.rows) + " rows");
+  if (first < 0 || count < 0 || first > d.rows || count > d.rows - first)
+    throw ArgumentError("JobContext::rows: rows [" + std::to_string(first) + ", " + std::to_string(first) + " + " +
+                        std::to_string(count) + ") of a Data with " + std::to_string(d.rows) + " rows");
   std::span<uint8_t> m = env_->seg(d.segment);
-  const uint64_t need = static_cast<uint64_t>(d.rows) * static_cast<uint64_t>(d.row_elems) * 4;
-  if (m.size() < need) throw ArgumentError("JobContext::rows: the Data's segment is smaller than the DataRef says");
-  return m.data() + static_cast<uint64_t>(first) * static_cast<uint64_t>(d.row_elems) * 4;
+  // rows * row_elems * 4 may not fit in 64 bits (a forged DataRef): compare
+  // by division, which cannot overflow.
+  const uint64_t row_bytes = static_cast<uint64_t>(d.row_elems) * 4;  // row_elems < 2^63
+  if (row_bytes / 4 != static_cast<uint64_t>(d.row_elems) ||
+      (row_bytes != 0 && static_cast<uint64_t>(d.rows) > m.size() / row_bytes))
+    throw ArgumentError("JobContext::rows: the DataRef says " + std::to_string(d.rows) + " rows of " +
+                        std::to_string(d.row_elems) + " elements, more than its Data's segment of " +
+                        std::to_string(m.size()) + " bytes holds");
+  return m.data() + static_cast<uint64_t>(first) * row_bytes;
 }
 
 DataRef Data::ref() const {
   const Impl& d = checked("ref");
+  // A job carrying it would name a segment no rank holds any more.
+  const auto owner = d.rt.lock();
+  if (!owner || !owner->open || owner->gen != d.gen)
+    throw ArgumentError("Data::ref: the Data (" + std::string(dtype_name(d.dtype)) + " " + to_string(d.shape) +
+                        ") belongs to a runtime that was closed; jobs can only use a Data of the open runtime");
   DataRef r;
   r.segment = d.id;
   r.dtype = d.dtype;
@@ -809,6 +839,7 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
   detail::JobRec one{};
   if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, offsets ? 0 : reinterpret_cast<uint64_t>(fast.chunk), stride};
   std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order);
+  trace::Span span(trace::Kind::map, st->call);  // the master's jobs, its folding and waiting
   JobEnv& e = st->env;
   // Every job at once: the bytes (and records), then one publish.
   if (bytes) std::memcpy(e.base + e.t.bytes_off, jobs + first, bytes);

@@ -44,6 +44,13 @@ constexpr int64_t kPollNs = 50'000'000;  // the master's futex sleep slice
 
 std::atomic<bool> g_open{false};  // one open runtime per process
 
+// Cores whose Runtime was destroyed inside one of their own calls
+// (Busy::finish_deferred_close), kept until the next fork().
+std::vector<std::shared_ptr<RuntimeCore>>& deferred_cores() {
+  static std::vector<std::shared_ptr<RuntimeCore>> cores;
+  return cores;
+}
+
 template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
 
 std::string errno_text(const char* call) { return std::string(call) + ": " + std::strerror(errno); }
@@ -117,6 +124,16 @@ pid_t self_pid() noexcept {
   return g_pid.load(std::memory_order_relaxed);
 }
 
+const void* thread_mark() noexcept {
+  thread_local const char mark = 0;
+  return &mark;
+}
+
+uint64_t next_unique_id() noexcept {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 TestHooks& test_hooks() {
   static TestHooks hooks;
   return hooks;
@@ -175,15 +192,76 @@ Busy::Busy(RuntimeCore& c, const std::string& what, bool keep_jobs) : c_(c) {
     throw ArgumentError("Runtime::" + what +
                         ": another runtime call is running (from another thread, or re-entrant from a map job); "
                         "a runtime is used by one thread at a time");
+  c.busy_owner.store(thread_mark(), std::memory_order_relaxed);
   // Queued async jobs hold the workers: every other call finishes them first.
   if (!keep_jobs && c.stream) {
     try {
       finish_jobs(c);
     } catch (...) {
+      c.busy_owner.store(nullptr, std::memory_order_relaxed);
       c.busy.store(false, std::memory_order_release);
       throw;
     }
   }
+}
+
+void Busy::finish_deferred_close() noexcept {
+  c_.close_pending.store(false);
+  c_.close();
+  // The Runtime that owned this core is gone; the frames of the call that
+  // is ending still use the core, so it lives on (closed, holding nothing
+  // of the runtime's) until the next fork().
+  deferred_cores().push_back(std::move(c_.keep_alive));
+}
+
+void RuntimeCore::close_from_api(const std::shared_ptr<RuntimeCore>& self, bool may_throw) {
+  auto report = [&] {
+    if (close_error.empty()) return;
+    std::string e = std::move(close_error);
+    close_error.clear();
+    if (may_throw) throw IoError("Runtime::close: " + e);
+    std::fprintf(stderr, "synk: %s\n", e.c_str());
+  };
+  if (!open) return report();
+  // A worker holds a forked copy of the master's runtime: closing it there
+  // would stop every worker.
+  if (self_pid() != master_pid) {
+    if (may_throw)
+      throw ArgumentError("Runtime::close: called in a worker process (pid " + std::to_string(::getpid()) +
+                          "); only the master (pid " + std::to_string(master_pid) + ") may close the runtime");
+    return;
+  }
+  // Claim the runtime as a call does, so that close() never frees what a
+  // running call uses: a call of another thread is waited for (calls made
+  // meanwhile are refused as concurrent ones always are).
+  if (!claim()) {
+    if (may_throw)
+      throw ArgumentError(
+          "Runtime::close: called inside a runtime call of the same thread (e.g. from a map job the master "
+          "runs); close() the runtime after the call has returned");
+    keep_alive = self;
+    close_pending.store(true);
+    return;
+  }
+  close();
+  unclaim();
+  report();
+}
+
+bool RuntimeCore::claim() noexcept {
+  const void* me = thread_mark();
+  for (bool expected = false; !busy.compare_exchange_strong(expected, true, std::memory_order_acquire);
+       expected = false) {
+    if (busy_owner.load(std::memory_order_relaxed) == me) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  busy_owner.store(me, std::memory_order_relaxed);
+  return true;
+}
+
+void RuntimeCore::unclaim() noexcept {
+  busy_owner.store(nullptr, std::memory_order_relaxed);
+  busy.store(false, std::memory_order_release);
 }
 
 void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
@@ -240,7 +318,7 @@ void RuntimeCore::watch() {
 }
 
 void RuntimeCore::close() noexcept {
-  if (!open) return;
+  if (!open || self_pid() != master_pid) return;
   cancel_jobs(*this);  // queued async jobs that no rank took never run
   open = false;
   // The timeline is written below, once every worker has stopped writing it.
@@ -281,7 +359,7 @@ void RuntimeCore::close() noexcept {
       trace->write(trace_path, names, base,
                    multi() ? "node " + std::to_string(node) + " of " + std::to_string(nodes) : std::string());
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "synk: %s\n", e.what());
+      close_error = e.what();
     }
     trace.reset();
   }
@@ -293,6 +371,8 @@ void RuntimeCore::close() noexcept {
   comm.reset();
   executor.reset();
   results.clear();
+  grads_segs.clear();
+  grads_ids.clear();
   arenas.clear();
   arena_ids.clear();
   if (master_pid == ::getpid()) clear_rank_locals();
@@ -344,7 +424,7 @@ bool send_msg(int sock, const SegMsg& m, int fd, uint32_t& sent) {
 }  // namespace
 
 uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
-  const uint64_t id = next_seg++;
+  const uint64_t id = next_unique_id();
   seg_ptr[id] = {static_cast<const uint8_t*>(seg.data()), seg.size()};
   SegMsg m{id, seg.size(), 1, 0};
   for (int r = 1; r < n; ++r) {
@@ -544,12 +624,14 @@ Runtime::Runtime(std::shared_ptr<RuntimeCore> core) : impl_(std::move(core)) {}
 Runtime::Runtime(Runtime&&) noexcept = default;
 Runtime& Runtime::operator=(Runtime&& o) noexcept {
   if (this != &o) {
-    close();
+    if (impl_) impl_->close_from_api(impl_, false);
     impl_ = std::move(o.impl_);
   }
   return *this;
 }
-Runtime::~Runtime() { close(); }
+Runtime::~Runtime() {
+  if (impl_) impl_->close_from_api(impl_, false);
+}
 
 bool Runtime::is_open() const { return impl_ && impl_->open; }
 int Runtime::size() const { return is_open() ? impl_->world : 0; }
@@ -568,7 +650,7 @@ RuntimeCore& Runtime::checked(const char* what) const {
 }
 
 void Runtime::close() {
-  if (impl_) impl_->close();
+  if (impl_) impl_->close_from_api(impl_, true);
 }
 
 namespace detail {
@@ -589,15 +671,26 @@ constexpr uint64_t kTraceEvents = uint64_t{1} << 20;
 
 // The timeline's file: RuntimeOptions::trace, else SYNK_TRACE, else none
 // (""). A path that cannot be written is refused now, before any process is
-// made, not found after the run.
+// made, not found after the run. A relative path is made absolute now: the
+// file is written at close(), when the current directory may be another.
 std::string trace_path_of(const RuntimeOptions& o) {
   const char* env = std::getenv("SYNK_TRACE");
-  const char* path = o.trace && *o.trace ? o.trace : env && *env ? env : nullptr;
-  if (!path) return "";
-  const std::string probe = std::string(path) + ".tmp";
+  const char* given = o.trace && *o.trace ? o.trace : env && *env ? env : nullptr;
+  if (!given) return "";
+  std::string path = given;
+  if (path[0] != '/') {
+    std::vector<char> cwd(4096);
+    while (!::getcwd(cwd.data(), cwd.size())) {
+      if (errno != ERANGE)
+        throw ArgumentError("synk::fork: the trace path '" + path + "' is relative and " + errno_text("getcwd"));
+      cwd.resize(cwd.size() * 2);
+    }
+    path = std::string(cwd.data()) + "/" + path;
+  }
+  const std::string probe = path + ".tmp";
   FILE* f = std::fopen(probe.c_str(), "wb");
   if (!f)
-    throw ArgumentError(std::string("synk::fork: cannot write the trace '") + path + "': " + std::strerror(errno));
+    throw ArgumentError(std::string("synk::fork: cannot write the trace '") + given + "': " + std::strerror(errno));
   std::fclose(f);
   std::remove(probe.c_str());
   return path;
@@ -676,8 +769,10 @@ Runtime fork(const RuntimeOptions& opts) {
   if (!g_open.compare_exchange_strong(expected, true))
     throw ArgumentError("synk::fork: a runtime is already open in this process (close it first)");
 
+  std::erase_if(deferred_cores(), [](const auto& p) { return !p->busy.load(); });
   auto core = std::make_shared<RuntimeCore>();
   RuntimeCore& c = *core;
+  c.gen = next_unique_id();
   std::vector<int> child_end;
   try {
     // Before any segment or socket exists, so the server holds none of them.

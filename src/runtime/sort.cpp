@@ -84,6 +84,7 @@ void merge_piece(JobContext& ctx, const MergeJob& j) {
 std::vector<int64_t> Runtime::argsort(const Data& d, int64_t column) {
   checked("argsort");
   if (!d.valid()) throw ArgumentError("Runtime::argsort: empty Data");
+  if (!detail::owns_data(*impl_, *d.impl())) detail::refuse_data(*impl_, *d.impl(), "Runtime::argsort");
   const Shape& s = d.shape();
   if (s.size() != 1 && s.size() != 2)
     throw ShapeError("Runtime::argsort: the Data must be [rows] or [rows, cols], got " + to_string(s));

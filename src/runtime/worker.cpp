@@ -217,8 +217,9 @@ class Worker {
       case Cmd::jobs:
         return run_jobs_worker(cb_, args(), hdr_.args_bytes, rank_, c_.n, c_.spin_ns,
                                [this](uint64_t id) -> std::span<uint8_t> {
-                                 const Mapping m = seg(id);
-                                 return {m.p, m.size};
+                                 auto it = segs_.find(id);
+                                 if (it == segs_.end()) throw ArgumentError(unknown_segment(id));
+                                 return {it->second.p, it->second.size};
                                });
       case Cmd::comm_init: return join_comm();
       default: throw FormatError("corrupt command: unknown command kind " + std::to_string(static_cast<uint32_t>(cmd)));
