@@ -3,7 +3,22 @@
 # them every run. Sets SYNK_HAVE_CUDA and SYNK_HAVE_NCCL.
 set(SYNK_HAVE_CUDA OFF)
 set(SYNK_HAVE_NCCL OFF)
-if(NOT SYNK_WITH_CUDA STREQUAL "OFF")
+if(SYNK_CUDA_EMU)
+  # The CUDA emulation for tests (tests/cuda_emu, docs/testing.md): the CUDA
+  # parts compile with the C++ compiler against the real CUDA headers and
+  # link an emulated CUDA runtime, cuBLAS and NCCL that run on the CPU. No
+  # nvcc, driver or GPU needed; never what users link.
+  find_path(SYNK_CUDA_EMU_INCLUDE cuda_runtime_api.h
+            HINTS ${CUDAToolkit_ROOT} ENV CUDA_HOME PATH_SUFFIXES include PATHS /usr/local/cuda)
+  find_path(SYNK_CUDA_EMU_NCCL_INCLUDE nccl.h
+            HINTS ${NCCL_ROOT} ${SYNK_CUDA_EMU_INCLUDE} PATH_SUFFIXES include PATHS /usr/local/cuda)
+  if(NOT SYNK_CUDA_EMU_INCLUDE OR NOT SYNK_CUDA_EMU_NCCL_INCLUDE)
+    message(FATAL_ERROR "SYNK_CUDA_EMU=ON needs the CUDA headers (cuda_runtime_api.h, cublas_v2.h) and nccl.h: "
+                        "set CUDAToolkit_ROOT / NCCL_ROOT")
+  endif()
+  set(SYNK_HAVE_CUDA ON)
+  set(SYNK_HAVE_NCCL ON)
+elseif(NOT SYNK_WITH_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
