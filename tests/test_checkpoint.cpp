@@ -7,6 +7,8 @@
 // numpy reads what synk writes and the other way round.
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 #include "support/npz_sample.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
+#include "support/watchdog.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -319,6 +322,65 @@ VarValues all_values(const Session& s) {
   for (const Node& n : s.graph().nodes())
     if (n.op == Op::Variable) out.emplace_back(n.name, s.get(n.name));
   return out;
+}
+
+// The special files a reader or writer must refuse at once, with the kind
+// each is reported as. /dev/null and /dev/zero are read only: a writer of
+// the code before the fix would rename its file over them.
+struct SpecialFile {
+  std::string path, kind;
+};
+std::vector<SpecialFile> special_files(const TempDir& d) {
+  synk_test::make_fifo(d / "fifo.npz");
+  synk_test::make_socket(d / "sock.npz");
+  return {{d / "fifo.npz", "is a named pipe (FIFO), not a regular file"},
+          {d / "sock.npz", "is a socket, not a regular file"},
+          {"/dev/null", "is a character device, not a regular file"},
+          {"/dev/zero", "is a character device, not a regular file"}};
+}
+
+void expect_refused(const synk_test::WatchedOutcome& r, const std::string& who, const SpecialFile& f) {
+  EXPECT_FALSE(r.hung) << who << " on " << f.path << ": " << r.text;
+  EXPECT_TRUE(contains(r.text, "IoError: " + who + ": '" + f.path + "': " + f.kind)) << r.text;
+}
+
+// Issue 25, item 6: a plain open() of a named pipe waited for a writer
+// forever; a socket was "cannot open: No such device or address".
+TEST(NpzFile, ReadersRefuseFifosSocketsAndDevicesAtOnce) {
+  TempDir d;
+  Model m;
+  Session s(m.g, {.seed = 3});
+  for (const SpecialFile& f : special_files(d)) {
+    expect_refused(synk_test::io_error_of([&] { read_npz(f.path); }), "read_npz", f);
+    expect_refused(synk_test::io_error_of([&] { load_checkpoint(f.path, s); }), "load_checkpoint", f);
+  }
+}
+
+// A checkpoint is renamed over its target: over a FIFO, a socket or a
+// device that deleted it (as root, /dev/null itself). Refused, and the
+// file stays what it was.
+TEST(NpzFile, WritersRefuseFifosSocketsAndDevices) {
+  TempDir d;
+  Model m;
+  Session s(m.g, {.seed = 3});
+  std::vector<SpecialFile> files = special_files(d);
+  files.resize(2);  // not the real /dev/null and /dev/zero (see special_files)
+  // A device of our own, where this process may make one (as root).
+  if (::mknod((d / "null.npz").c_str(), S_IFCHR | 0600, ::makedev(1, 3)) == 0)
+    files.push_back({d / "null.npz", "is a character device, not a regular file"});
+  else
+    std::printf("(no device of our own: mknod: %s)\n", std::strerror(errno));
+  const std::vector<std::string> before = d.files();
+  for (const SpecialFile& f : files) {
+    struct stat st0 {};
+    ASSERT_EQ(::stat(f.path.c_str(), &st0), 0);
+    expect_refused(synk_test::io_error_of([&] { write_npz(f.path, sample_values()); }), "write_npz", f);
+    expect_refused(synk_test::io_error_of([&] { save_checkpoint(f.path, s); }), "save_checkpoint", f);
+    struct stat st {};
+    ASSERT_EQ(::stat(f.path.c_str(), &st), 0) << f.path << " was removed";
+    EXPECT_EQ(st.st_mode & S_IFMT, st0.st_mode & S_IFMT) << f.path << " was replaced";
+  }
+  EXPECT_EQ(d.files(), before) << "a temporary file was left behind";
 }
 
 TEST(Checkpoint, SessionSavesParametersAndOptimizerState) {

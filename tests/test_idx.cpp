@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "support/watchdog.hpp"
 #include "synk/idx.hpp"
 
 namespace fs = std::filesystem;
@@ -167,6 +168,36 @@ TEST(Idx, MissingFile) {
   TempDir dir;
   expect_read_error(dir / "nope", "missing");
   expect_read_error(dir.str(), "directory");
+}
+
+// Issue 25, item 6: gzopen's plain open() of a named pipe waited for a
+// writer forever. Every special file is refused at once, naming its kind;
+// each read runs in a child under a 5 s alarm, so a hang fails the test.
+TEST(Idx, RefusesFifosSocketsAndDevicesAtOnce) {
+  TempDir dir;
+  synk_test::make_fifo(dir / "fifo");
+  synk_test::make_socket(dir / "sock");
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {dir / "fifo", "is a named pipe (FIFO), not a regular file"},
+      {dir / "sock", "is a socket, not a regular file"},
+      {"/dev/null", "is a character device, not a regular file"},
+      {"/dev/zero", "is a character device, not a regular file"}};
+  for (const auto& [path, kind] : files) {
+    const synk_test::WatchedOutcome r = synk_test::io_error_of([&] { synk::read_idx(path); });
+    EXPECT_FALSE(r.hung) << path << ": " << r.text;
+    EXPECT_NE(r.text.find("IoError: IDX file '" + path + "': " + kind), std::string::npos) << r.text;
+  }
+  // load_mnist finds a FIFO by its name and says what it is (it used to
+  // skip it and call the file missing).
+  TempDir set;
+  synk_test::make_fifo(set / "train-images-idx3-ubyte");
+  synk_test::make_fifo(set / "train-labels-idx1-ubyte");
+  const synk_test::WatchedOutcome r = synk_test::io_error_of([&] { synk::load_mnist(set.str()); });
+  EXPECT_FALSE(r.hung) << r.text;
+  EXPECT_NE(r.text.find("IoError: IDX file '" + (set / "train-images-idx3-ubyte") +
+                        "': is a named pipe (FIFO), not a regular file"),
+            std::string::npos)
+      << r.text;
 }
 
 TEST(Idx, EmptyAndShortHeader) {

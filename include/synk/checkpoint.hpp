@@ -28,7 +28,9 @@
 // same folder, flushed to disk (fsync), then renamed over `path`; a crash
 // mid-write leaves the previous checkpoint intact (and at worst that
 // temporary file, which nothing reads). A write that fails removes its
-// temporary file and throws IoError naming the file.
+// temporary file and throws IoError naming the file. A `path` that is a
+// named pipe, a socket, a device or a directory is refused with IoError
+// before anything is written (renaming over it would delete it).
 //
 // Loading reads and checks the whole file before changing anything: a
 // truncated, corrupted (every member's CRC-32 is checked) or unsupported file
@@ -37,6 +39,9 @@
 // throws ArgumentError, TypeError or ShapeError naming both. In each case no
 // variable is changed. A variable of the target missing from the file is an
 // error too, unless LoadOptions::partial is set (then it keeps its value).
+// Only regular files are read: a named pipe, a socket, a device or a
+// directory is refused at once with IoError naming the file and its kind
+// (never an open() that waits for a pipe's writer).
 //
 // Readable: .npy versions 1.0 to 3.0 with dtype little-endian float32 ('<f4')
 // or int32 ('<i4') in C order; members stored (np.savez) or deflated

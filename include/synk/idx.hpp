@@ -25,8 +25,10 @@ struct IdxFile {
 };
 
 // Reads one IDX file (u8 elements). Throws IoError naming the file and what
-// is wrong: missing, unreadable, bad magic, unsupported type, truncated,
-// trailing data, or dims whose product is implausibly large for the file.
+// is wrong: missing, unreadable, not a regular file (a named pipe, socket,
+// device or directory: refused at once, never waited on), bad magic,
+// unsupported type, truncated, trailing data, or dims whose product is
+// implausibly large for the file.
 IdxFile read_idx(const std::string& path);
 
 inline constexpr const char* kDefaultMnistDir = "/usr/share/datasets/fashion-mnist";

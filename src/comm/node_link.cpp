@@ -36,7 +36,12 @@ bool env_int(const char* name, int& out) {
   return true;
 }
 
+// A failure that may leave MPI work pending here or a peer waiting for
+// this node: MPI is then left unfinished at exit.
 std::atomic<bool> g_failed{false};
+// The runtime's failure is one every node saw at the same completed
+// exchange (note_agreed_failure): it leaves MPI as it was.
+std::atomic<bool> g_agreed{false};
 
 }  // namespace
 
@@ -60,7 +65,11 @@ Launch detect_launch() {
   return l;
 }
 
-void note_mpi_failure() noexcept { g_failed.store(true); }
+void note_mpi_failure() noexcept {
+  if (!g_agreed.load()) g_failed.store(true);
+}
+
+void note_agreed_failure() noexcept { g_agreed.store(true); }
 
 #if SYNK_HAVE_MPI
 
@@ -141,6 +150,8 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions& opts) {
     g_we_initialised = true;
     std::atexit(finalize_at_exit);
   }
+  // A new runtime: its failures count again (an agreed one ended the last).
+  g_agreed.store(false);
   std::unique_ptr<NodeLink> l(new NodeLink());
   l->opts_ = opts;
   l->impl_ = std::make_unique<Impl>();
@@ -197,6 +208,7 @@ std::string NodeLink::peer_failure() {
 }
 
 void NodeLink::notify_failure(const std::string& msg) noexcept {
+  if (g_agreed.load()) return;  // every node knows already
   g_failed.store(true);
   if (!impl_ || impl_->notified) return;
   impl_->notified = true;
@@ -408,7 +420,9 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions&) {
 }
 NodeLink::~NodeLink() = default;
 std::string NodeLink::peer_failure() { return {}; }
-void NodeLink::notify_failure(const std::string&) noexcept { g_failed.store(true); }
+void NodeLink::notify_failure(const std::string&) noexcept {
+  if (!g_agreed.load()) g_failed.store(true);
+}
 void NodeLink::all_reduce(void*, size_t, ElemType, ReduceOp, const char*) {}
 void NodeLink::broadcast(void*, size_t, int, const char*) {}
 void NodeLink::all_gatherv(void*, std::span<const size_t>, ElemType, const char*) {}

@@ -113,5 +113,12 @@ class NodeLink {
 // a process that saw a failure leaves it unfinished, so the launcher sees an
 // abnormal end and stops the other nodes.
 void note_mpi_failure() noexcept;
+// Says, before the runtime fails, that every node sees this failure at the
+// same point: a refused call check, whose exchange completed on every node.
+// Then nothing of MPI is pending anywhere and no node waits for another, so
+// the failure leaves MPI to end normally at exit (a program that catches the
+// error and closes ends with its own status, 0 included) and sends no
+// notice (every node knows). Holds until the next NodeLink::join.
+void note_agreed_failure() noexcept;
 
 }  // namespace synk::comm

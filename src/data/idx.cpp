@@ -7,6 +7,7 @@
 // the file really holds.
 #include "synk/idx.hpp"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <memory>
 
+#include "data/user_file.hpp"
 #include "synk/error.hpp"
 
 namespace synk {
@@ -90,6 +92,9 @@ std::string find_file(const std::string& dir, const std::string& name) {
   std::error_code ec;
   if (fs::is_regular_file(plain, ec)) return plain.string();
   if (fs::is_regular_file(gz, ec)) return gz.string();
+  // Something else by that name (a FIFO, a directory): read_idx says what.
+  if (fs::exists(plain, ec)) return plain.string();
+  if (fs::exists(gz, ec)) return gz.string();
   throw IoError("load_mnist: data file missing: tried '" + plain.string() + "' and '" +
                 gz.string() + "'");
 }
@@ -127,13 +132,17 @@ void load_pair(const std::string& dir, const std::string& prefix, Array& images,
 }  // namespace
 
 IdxFile read_idx(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) fail(path, "missing (no such file)");
-  if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory, not a file");
-
-  errno = 0;
-  GzPtr f(gzopen(path.c_str(), "rb"));
-  if (!f) fail(path, std::string("cannot open: ") + (errno ? std::strerror(errno) : "out of memory"));
+  // Never gzopen(path): its plain open() of a named pipe waits for a writer
+  // forever.
+  std::string why;
+  int err = 0;
+  const int fd = detail::open_regular_for_read(path, why, err);
+  if (fd < 0) fail(path, err == ENOENT ? "missing (no such file)" : why);
+  GzPtr f(gzdopen(fd, "rb"));
+  if (!f) {
+    ::close(fd);  // gzdopen leaves it open when it fails
+    fail(path, "cannot open: out of memory");
+  }
 
   uint8_t head[4];
   if (read_some(f.get(), path, head, 4) != 4) fail(path, "truncated header (fewer than 4 bytes)");

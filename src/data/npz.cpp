@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "data/npz_internal.hpp"
+#include "data/user_file.hpp"
 #include "synk/checkpoint.hpp"
 #include "synk/error.hpp"
 
@@ -813,6 +814,11 @@ namespace detail {
 void write_npz(const std::string& path, const VarValues& values, const char* who) {
   check_values(values, who);
   if (path.empty()) throw ArgumentError(std::string(who) + ": empty file name");
+  // The new file is renamed over the target: over a FIFO, a socket or a
+  // device that would silently delete it (as root, /dev/null itself), and
+  // writing into one instead could wait for a reader forever. Refused.
+  if (const std::string why = refuse_replacing(path); !why.empty())
+    Where{who, path, ""}.fail(why + "; a checkpoint is written to a temporary file and renamed over it");
   static std::atomic<unsigned> counter{0};
   std::string tmp;
   int fd = -1;
@@ -849,12 +855,14 @@ void write_npz(const std::string& path, const VarValues& values, const char* who
 
 VarValues read_npz(const std::string& path, const char* who) {
   Where w{who, path, ""};
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) w.fail(std::string("cannot open: ") + std::strerror(errno));
+  // Never a plain open(): on a named pipe it would wait for a writer forever.
+  std::string why;
+  int err = 0;
+  const int fd = open_regular_for_read(path, why, err);
+  if (fd < 0) w.fail(why);
   Fd file(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) w.fail(std::string("cannot stat: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) w.fail("not a regular file");
   FileSource src(fd, static_cast<uint64_t>(st.st_size), w);
   return decode(src, w);
 }

@@ -168,9 +168,16 @@ void RuntimeCore::agree(const char* kind, uint64_t a, uint64_t b, const std::str
     const std::string msg = "the nodes make different calls: node " + std::to_string(node) + " makes " +
                             me.describe() + ", node " + std::to_string(j) + " makes " + o.describe() +
                             " (every node must make the same calls in the same order)";
+    // Every node compared the same stamps, so every node refuses this same
+    // call, and the exchange completed on all of them: no notice is needed
+    // and MPI can still end normally, so a program that catches this, closes
+    // and returns 0 ends the job with status 0.
+    comm::note_agreed_failure();
     fail(msg, -1);
-    notify_nodes();
-    throw ArgumentError("synk runtime: " + msg);
+    throw ArgumentError("synk runtime: " + msg +
+                        "; the runtime is now failed on every node and a runtime of several nodes cannot be forked "
+                        "again: close() it, end the job, fix the program and start it again (from a checkpoint: "
+                        "save_checkpoint still works on the failed runtime)");
   }
 }
 

@@ -150,8 +150,13 @@ void RuntimeCore::check_usable(const std::string& what) {
   if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
   if (failed.load()) {
     std::lock_guard<std::mutex> lk(fail_mu);
+    // Across nodes there is no recovery in place (docs/multinode.md,
+    // Failures): the other nodes have failed too or are ending.
     throw WorkerError("synk runtime: " + what + " refused: the runtime failed earlier (" + fail_msg +
-                          "); close() it and fork() again (see Runtime::snapshot)",
+                          (multi() ? "); a runtime of several nodes cannot be forked again: save a checkpoint "
+                                     "(save_checkpoint works on the failed runtime), close() it, end the job and "
+                                     "start it again from the checkpoint"
+                                   : "); close() it and fork() again (see Runtime::snapshot)"),
                       fail_rank);
   }
 }

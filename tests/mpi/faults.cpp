@@ -4,6 +4,10 @@
 //   kill_worker  node 1's worker is SIGKILLed inside a map job
 //   kill_node    node 1's master SIGKILLs itself between training steps
 //   mismatch     node 0 calls one function, node 1 another
+//   mismatch_caught  the same, but every node catches the ArgumentError,
+//                sees its next call refused, closes and returns 0 (printing
+//                "node K: caught: ...", "node K: next call: ...",
+//                "node K: closed")
 // Prints "FAULT_AT <ms since the epoch>" just before the fault and, on the
 // error each node then gets, "node K: <message>"; exits 1 on an error.
 #include <signal.h>
@@ -73,6 +77,30 @@ int main(int argc, char** argv) {
       if (node == 0) fault_at();
       if (node == 0) f({X});
       else h({X});
+    } else if (scenario == "mismatch_caught") {
+      // Each node makes a different call and the program handles the
+      // error: prints it, closes the runtime and ends normally.
+      if (node == 0) fault_at();
+      try {
+        if (node == 0) f({X});
+        else h({X});
+        std::printf("node %d: the diverging call was not refused\n", node);
+        return 1;
+      } catch (const synk::ArgumentError& e) {
+        std::printf("node %d: caught: %s\n", node, e.what());
+      }
+      // The next call is refused: the runtime failed for good.
+      try {
+        step({X});
+        std::printf("node %d: a call after the refused one worked\n", node);
+        return 1;
+      } catch (const synk::Error& e) {
+        std::printf("node %d: next call: %s\n", node, e.what());
+      }
+      rt.close();
+      std::printf("node %d: closed\n", node);
+      std::fflush(stdout);
+      return 0;
     } else {
       std::fprintf(stderr, "unknown scenario '%s'\n", scenario.c_str());
       return 2;
