@@ -410,7 +410,7 @@ env_step() {
     echo "compute-sanitizer: $("$sanitizer" --version 2>/dev/null | grep -io 'version [0-9.]*' | head -1)"
     echo "ctest: $(ctest --version 2>/dev/null | head -1)"
     echo "python3: $(python3 --version 2>&1)"
-    echo "torch: $(timeout 60 python3 -c "$TORCH_PROBE" 2>&1 | tail -1)"
+    echo "torch: $(timeout 30 python3 -c "$TORCH_PROBE" 2>&1 | tail -1)"
     echo "glibc: $(ldd --version 2>/dev/null | head -1)"
     echo "cuda libraries: $cuda_dirs"
     echo "nccl folder: ${nccl_lib:-none beside the CUDA libraries}"
@@ -616,7 +616,7 @@ find_cuda_libs() {
 # twice: planning=1 only lists them (plan.tsv: what a cut-off run did not reach).
 run_steps() {
   local S="env LD_LIBRARY_PATH=$SYNK_LD" B=$bindir m
-  step env 30 cpu -- bash "$self" _env
+  step env 45 cpu -- bash "$self" _env
   step ldd 20 cpu -- bash "$self" _ldd
   step help 20 cpu -- bash "$self" _help
 
