@@ -49,6 +49,11 @@ void use_rank_device(int rank, int device) {
   // finds its device current and switches nothing, so no scope restores
   // device 0 on leaving (since CUDA 12 that makes a context on GPU 0 in
   // every rank, and fails under EXCLUSIVE_PROCESS compute mode).
+  // Recorded first, failure or not: cudaSetDevice initialises CUDA in this
+  // process (the master is rank 0), and a later fork() must then reuse the
+  // fork server made before it, or refuse, instead of starting a new
+  // server whose children cannot use CUDA.
+  note_cuda_context();
   const cudaError_t e = cudaSetDevice(device);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
