@@ -160,6 +160,31 @@ TEST(CommGpu, NcclCheckNamesCallFileAndNcclText) {
 #endif
 }
 
+// gather/scatter take NCCL's own ncclGather/ncclScatter only where the
+// libnccl loaded at run time is 2.28 or newer and has both symbols (the GPU
+// machine's library may be older than the headers synk was built with);
+// else the grouped send/recv of gatherv/scatterv.
+TEST(CommNccl, NativeGatherScatterChosenByTheLoadedLibrary) {
+#if !SYNK_HAVE_NCCL
+  GTEST_SKIP() << "synk was built without NCCL";
+#else
+  using synk::comm::use_native_gather_scatter;
+  EXPECT_TRUE(use_native_gather_scatter(22800, true)) << "2.28.0";
+  EXPECT_TRUE(use_native_gather_scatter(22809, true)) << "2.28.9";
+  EXPECT_TRUE(use_native_gather_scatter(30000, true)) << "3.0.0";
+  EXPECT_FALSE(use_native_gather_scatter(22799, true)) << "2.27.99";
+  EXPECT_FALSE(use_native_gather_scatter(22703, true)) << "2.27.3";
+  EXPECT_FALSE(use_native_gather_scatter(21805, true)) << "2.18.5";
+  EXPECT_FALSE(use_native_gather_scatter(2804, true)) << "2.8.4 (the old version code)";
+  EXPECT_FALSE(use_native_gather_scatter(0, true)) << "version unknown";
+  EXPECT_FALSE(use_native_gather_scatter(22800, false)) << "a 2.28 library without the symbols";
+  // This process: its libnccl decides, and where it is new enough the
+  // symbols are found in it (dlsym; no GPU needed).
+  const int v = synk::comm::nccl_version();
+  EXPECT_EQ(synk::comm::native_gather_scatter(), v >= 22800) << "libnccl " << v;
+#endif
+}
+
 TEST(CommGpu, NcclCommRefusesBadRank) {
 #if !SYNK_HAVE_NCCL
   GTEST_SKIP() << "synk was built without NCCL";
