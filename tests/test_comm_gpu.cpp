@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -26,9 +28,9 @@
 #include "synk/config.hpp"
 #include "synk/error.hpp"
 
+#include "comm/host_staged.hpp"  // choose_staging in every build
 #if SYNK_HAVE_CUDA
 #include "comm/cpu_group.hpp"
-#include "comm/host_staged.hpp"
 #include "exec/cuda/device.hpp"
 #include "support/device_array.hpp"
 #endif
@@ -140,6 +142,31 @@ TEST(CommGpu, HostStagedRefusesUnboundGroupAndTinyStaging) {
 #endif
 }
 
+// Where cudaHostRegister refuses the staging area (some sandboxes), the
+// host-staged comm stages through pageable memory instead of failing, and
+// says so once per process, naming rank, GPU and CUDA's error.
+TEST(CommHostStaged, RefusedRegistrationFallsBackToPageableStagingSaidOnce) {
+  std::atomic<bool> said{false};
+  std::FILE* out = std::tmpfile();
+  ASSERT_NE(out, nullptr);
+  using synk::comm::Staging;
+  EXPECT_EQ(synk::comm::choose_staging(0, "cudaSuccess", 0, 0, said, out), Staging::pinned);
+  EXPECT_FALSE(said.load()) << "nothing to say when registration worked";
+  EXPECT_EQ(synk::comm::choose_staging(801, "cudaErrorNotSupported", 1, 3, said, out), Staging::pageable);
+  EXPECT_TRUE(said.load());
+  EXPECT_EQ(synk::comm::choose_staging(801, "cudaErrorNotSupported", 2, 3, said, out), Staging::pageable);
+  EXPECT_EQ(synk::comm::choose_staging(1, nullptr, 2, 3, said, out), Staging::pageable);
+  std::rewind(out);
+  std::string text;
+  for (int ch; (ch = std::fgetc(out)) != EOF;) text += static_cast<char>(ch);
+  std::fclose(out);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << "said once: " << text;
+  EXPECT_NE(text.find("rank 1, GPU 3"), std::string::npos) << text;
+  EXPECT_NE(text.find("cudaHostRegister"), std::string::npos) << text;
+  EXPECT_NE(text.find("cudaErrorNotSupported"), std::string::npos) << text;
+  EXPECT_NE(text.find("pageable"), std::string::npos) << text;
+}
+
 TEST(CommGpu, NcclCheckNamesCallFileAndNcclText) {
 #if !SYNK_HAVE_NCCL
   GTEST_SKIP() << "synk was built without NCCL";
@@ -157,6 +184,31 @@ TEST(CommGpu, NcclCheckNamesCallFileAndNcclText) {
   }
   EXPECT_NO_THROW(SYNK_NCCL_CHECK(0));
   EXPECT_GE(synk::comm::nccl_version(), 0);
+#endif
+}
+
+// gather/scatter take NCCL's own ncclGather/ncclScatter only where the
+// libnccl loaded at run time is 2.28 or newer and has both symbols (the GPU
+// machine's library may be older than the headers synk was built with);
+// else the grouped send/recv of gatherv/scatterv.
+TEST(CommNccl, NativeGatherScatterChosenByTheLoadedLibrary) {
+#if !SYNK_HAVE_NCCL
+  GTEST_SKIP() << "synk was built without NCCL";
+#else
+  using synk::comm::use_native_gather_scatter;
+  EXPECT_TRUE(use_native_gather_scatter(22800, true)) << "2.28.0";
+  EXPECT_TRUE(use_native_gather_scatter(22809, true)) << "2.28.9";
+  EXPECT_TRUE(use_native_gather_scatter(30000, true)) << "3.0.0";
+  EXPECT_FALSE(use_native_gather_scatter(22799, true)) << "2.27.99";
+  EXPECT_FALSE(use_native_gather_scatter(22703, true)) << "2.27.3";
+  EXPECT_FALSE(use_native_gather_scatter(21805, true)) << "2.18.5";
+  EXPECT_FALSE(use_native_gather_scatter(2804, true)) << "2.8.4 (the old version code)";
+  EXPECT_FALSE(use_native_gather_scatter(0, true)) << "version unknown";
+  EXPECT_FALSE(use_native_gather_scatter(22800, false)) << "a 2.28 library without the symbols";
+  // This process: its libnccl decides, and where it is new enough the
+  // symbols are found in it (dlsym; no GPU needed).
+  const int v = synk::comm::nccl_version();
+  EXPECT_EQ(synk::comm::native_gather_scatter(), v >= 22800) << "libnccl " << v;
 #endif
 }
 
@@ -200,6 +252,26 @@ TEST(GpuHostStaged, OneRankCollectivesReturnTheInput) {
   synk::comm::HostStagedComm comm(g, {.device = 0, .staging_bytes = 256});
   EXPECT_STREQ(comm.backend(), "host-staged");
   check_one_rank(comm);
+#endif
+}
+
+// The pageable staging path (what a refused cudaHostRegister leaves) gives
+// the same results, in pieces too.
+TEST(GpuHostStaged, PageableStagingCollectivesReturnTheInput) {
+#if !SYNK_HAVE_CUDA
+  GTEST_SKIP() << "synk was built without CUDA";
+#else
+  SYNK_REQUIRE_GPU();
+  synk::comm::CpuGroup g({.ranks = 1});
+  g.bind(0);
+  synk::comm::HostStagedComm comm(g, {.device = 0, .staging_bytes = 256, .pin_staging = false});
+  EXPECT_FALSE(comm.pinned());
+  check_one_rank(comm);
+  // Asked to pin: page-locked, or (a sandbox refusing it) pageable and said
+  // on stderr; the collectives work either way.
+  synk::comm::HostStagedComm asked(g, {.device = 0, .staging_bytes = 256});
+  if (!asked.pinned()) std::printf("note: cudaHostRegister refused here; the pinned path was not run\n");
+  check_one_rank(asked);
 #endif
 }
 

@@ -472,6 +472,83 @@ TEST(GpuSession, CallIntoReadyHandsOverGradientsDuringTheCall) {
 #endif
 }
 
+// Segment graphs (call_into with ready) recaptured for new splits where a
+// capture fails midway (made to throw at the second segment): the failed set
+// is dropped whole, so a later call with the splits captured before replays
+// their graphs (not the failed set's first segment and nothing for the
+// rest), and a call with the failed splits captures them afresh; every value
+// as the plain call's.
+TEST(GpuGraphReplay, FailedSegmentCaptureLeavesNoPartialGraphs) {
+  SYNK_REQUIRE_GPU();
+#if SYNK_HAVE_CUDA
+  Net n(0.f);
+  FunctionSpec spec{.name = "grads", .inputs = {n.x, n.y}, .outputs = {{n.loss}}, .updates = {}};
+  for (const Tensor& t : n.grads) spec.outputs.emplace_back(t);
+  const Array x = net_x(7, 43), y = net_y(x);
+  CudaSession s(n.g, {.seed = 4});
+  CudaFunction f = s.function(spec);
+  const std::vector<Array> want = f({x, y});  // the plan's eager first call
+  Array loss(f32, want[0].shape());
+  std::vector<cuda::DeviceBuffer> dev;
+  std::vector<Array> host;
+  for (size_t k = 1; k < want.size(); ++k) {
+    dev.emplace_back(want[k].nbytes());
+    host.emplace_back(f32, want[k].shape());
+  }
+  // Splits A: every gradient to device memory; splits B: only d2's
+  // (outputs 5 and 6, finished early in the backward pass, so B has
+  // segments too), the rest to host memory.
+  auto to_device = [](bool all, size_t k) { return all || k >= 5; };
+  auto ptrs = [&](bool all) {
+    std::vector<void*> p{loss.raw()};
+    for (size_t k = 1; k < want.size(); ++k) p.push_back(to_device(all, k) ? dev[k - 1].data() : host[k - 1].raw());
+    return p;
+  };
+  auto call = [&](bool all) {
+    size_t handed = 0;
+    f.call_into({x, y}, ptrs(all), [&](size_t) { ++handed; });
+    return handed;
+  };
+  auto check = [&](bool all, const std::string& what) {
+    expect_close(want[0], loss, 1e-6f, 1e-6f, what + ": loss");
+    for (size_t k = 1; k < want.size(); ++k) {
+      Array got(f32, want[k].shape());
+      if (to_device(all, k)) dev[k - 1].download(got.raw());
+      else got = host[k - 1];
+      expect_close(want[k], got, 1e-6f, 1e-6f, what + ": output " + std::to_string(k));
+    }
+  };
+  struct Unhook {
+    ~Unhook() { cuda::test_before_segment_capture = nullptr; }
+  } unhook;
+
+  ASSERT_EQ(call(true), want.size());
+  check(true, "splits A, captured");
+  const uint64_t after_a = s.graph_captures();
+  ASSERT_GT(after_a, 1u) << "splits A run as several segment graphs";
+
+  cuda::test_before_segment_capture = [](size_t segment) {
+    if (segment == 1) throw BackendError("test: the capture of segment 1 refused");
+  };
+  try {
+    call(false);
+    ADD_FAILURE() << "the refused capture did not fail the call";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("segment 1 refused"), std::string::npos) << e.what();
+  }
+  cuda::test_before_segment_capture = nullptr;
+  EXPECT_EQ(s.graph_captures(), after_a) << "no graph of the failed set counted";
+
+  ASSERT_EQ(call(true), want.size());
+  check(true, "splits A after B's capture failed");
+  EXPECT_EQ(s.graph_captures(), after_a) << "A's graphs kept and replayed";
+
+  ASSERT_EQ(call(false), want.size());
+  check(false, "splits B, captured afresh");
+  EXPECT_GT(s.graph_captures(), after_a + 1) << "B's segments captured whole";
+#endif
+}
+
 TEST(GpuGraphReplay, DropoutDrawsNewMasksPerCallLikeTheCpu) {
   SYNK_REQUIRE_GPU();
   Graph g;

@@ -5,7 +5,10 @@
 //
 // Header-only; include only where SYNK_HAVE_CUDA is 1 and the target links
 // CUDA::cudart. Initialises CUDA in the calling process: in a program that
-// forks GPU workers, call it after fork().
+// forks GPU workers, call it after fork(). It records that with synk first,
+// so a synk::fork() after it reuses the fork server made before it, or
+// refuses CUDA ranks saying why, instead of forking workers that cannot use
+// CUDA.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,6 +19,10 @@
 #include <nlohmann/json.hpp>
 
 #include "synk/error.hpp"
+
+namespace synk::detail {
+void note_cuda_context() noexcept;  // libsynk (src/runtime/runtime.cpp)
+}  // namespace synk::detail
 
 namespace bench {
 
@@ -34,6 +41,7 @@ inline std::string cuda_version_string(int v) {
 }
 
 inline GpuInfo gpu_info(int device) {
+  synk::detail::note_cuda_context();  // before the first CUDA call below, failed or not
   GpuInfo g;
   g.device = device;
   cudaDeviceProp p{};

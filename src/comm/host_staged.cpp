@@ -1,16 +1,38 @@
 // src/comm/host_staged.cpp — HostStagedComm (comm/host_staged.hpp): device
 // buffers through a page-locked staging area and the CpuGroup collectives.
 //
-// Built only with CUDA (host compiler; CUDA headers from CUDA::cudart).
+// The comm is built only with CUDA (host compiler; CUDA headers from
+// CUDA::cudart); choose_staging, which needs no CUDA, in every build.
 // Piece sizes: all_reduce works in place on the whole staging area; the
 // other collectives keep separate input and output regions, sized so one
 // piece of every rank fits: `q` elements per rank and piece, the input
 // region holding q (or, for scatter on root, n x q) and the output n x q.
 #include "synk/config.hpp"
 
-#if SYNK_HAVE_CUDA
-
 #include "comm/host_staged.hpp"
+
+#include <string>
+
+namespace synk::comm {
+
+Staging choose_staging(int register_status, const char* error_name, int rank, int device, std::atomic<bool>& said,
+                       std::FILE* out) {
+  if (register_status == 0) return Staging::pinned;
+  if (!said.exchange(true) && out) {
+    const std::string name =
+        error_name && *error_name ? error_name : "CUDA error " + std::to_string(register_status);
+    std::fprintf(out,
+                 "synk: host-staged comm on rank %d, GPU %d: cudaHostRegister refused the staging area (%s); "
+                 "staging through pageable memory instead (correct, slower). Said once per process.\n",
+                 rank, device, name.c_str());
+    std::fflush(out);
+  }
+  return Staging::pageable;
+}
+
+}  // namespace synk::comm
+
+#if SYNK_HAVE_CUDA
 
 #include "comm/cpu_comm.hpp"
 
@@ -50,8 +72,16 @@ HostStagedComm::HostStagedComm(std::unique_ptr<Comm> host, const HostStagedOptio
   // A private memfd mapping: page-aligned and zero-filled; only this process uses it.
   staging_ = SharedSegment::create(opts.staging_bytes, "synk-host-staged");
   try {
-    SYNK_CUDA_CHECK(cudaHostRegister(staging_.data(), staging_.size(), cudaHostRegisterDefault));
-    registered_ = true;
+    if (opts.pin_staging) {
+      // A refusal (some sandboxes allow no page-locking of this memory) is
+      // not fatal, as for Data segments (cuda::register_host): pageable
+      // staging is correct, only slower.
+      static std::atomic<bool> said{false};
+      const cudaError_t e = cudaHostRegister(staging_.data(), staging_.size(), cudaHostRegisterDefault);
+      if (e != cudaSuccess) (void)cudaGetLastError();  // not sticky: clear it for the calls after
+      registered_ = choose_staging(static_cast<int>(e), cudaGetErrorName(e), host_.rank(), opts.device, said,
+                                   stderr) == Staging::pinned;
+    }
     copy_.emplace();
   } catch (...) {
     if (registered_) (void)cudaHostUnregister(staging_.data());

@@ -1,6 +1,7 @@
 // src/comm/host_staged.hpp — collectives on device buffers through host
-// memory and the shared-memory CPU collectives (private header; exists only
-// where SYNK_HAVE_CUDA is 1, guard with synk/config.hpp).
+// memory and the shared-memory CPU collectives (private header; the comm
+// exists only where SYNK_HAVE_CUDA is 1, guard with synk/config.hpp; the
+// staging choice, choose_staging, in every build).
 //
 // Why: NCCL cannot put two ranks on one GPU, and may be missing. This
 // backend lets any number of GPU workers (e.g. several on the one GPU of a
@@ -8,7 +9,9 @@
 // into its own page-locked staging area (cudaHostRegister'ed, so the copies
 // are real asynchronous DMA on a copy stream), the CpuGroup combines the
 // staging areas of all ranks through shared memory, and the result is
-// copied back to the device.
+// copied back to the device. Where cudaHostRegister is refused (some
+// sandboxes and containers) the area stays pageable: correct, slower, said
+// once per process on stderr (choose_staging).
 //
 //   synk::comm::CpuGroup group({.ranks = n});          // before fork()
 //   ... fork; in every rank: group.bind(rank);
@@ -25,7 +28,9 @@
 // and collective; the CpuGroup is then unusable (its rules).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <span>
@@ -35,6 +40,22 @@
 #include "comm/shm.hpp"
 #include "synk/config.hpp"
 
+namespace synk::comm {
+
+// How a rank's staging area is used once cudaHostRegister answered
+// `register_status` (0: it page-locked the area; `error_name` is CUDA's name
+// for anything else). Refused, the area stays pageable: the copies are then
+// synchronous for the host and go through the driver's own pinned buffers,
+// correct but slower, so the run goes on instead of failing. The first
+// refusal that finds `said` false writes one line on `out` naming rank, GPU
+// and the error, and sets it (HostStagedComm passes one flag per process
+// and stderr). No CUDA here: built and tested on any machine.
+enum class Staging { pinned, pageable };
+Staging choose_staging(int register_status, const char* error_name, int rank, int device, std::atomic<bool>& said,
+                       std::FILE* out);
+
+}  // namespace synk::comm
+
 #if SYNK_HAVE_CUDA
 
 namespace synk::comm {
@@ -42,6 +63,9 @@ namespace synk::comm {
 struct HostStagedOptions {
   int device = 0;                          // CUDA device ordinal of this rank
   size_t staging_bytes = size_t{8} << 20;  // page-locked staging area of this rank
+  // false: leave the staging area pageable without asking (the path taken
+  // where cudaHostRegister is refused; tests run it on any GPU).
+  bool pin_staging = true;
 };
 
 class HostStagedComm final : public Comm {
@@ -79,6 +103,8 @@ class HostStagedComm final : public Comm {
   void wait() override;
 
   StreamHandle copy_stream() const noexcept { return copy_->get(); }
+  // Whether the staging area is page-locked (choose_staging).
+  bool pinned() const noexcept { return registered_; }
 
  private:
   // Orders the copy stream after `stream`'s work so far.

@@ -10,6 +10,7 @@
 #include "comm/nccl.hpp"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include <atomic>
@@ -113,6 +114,51 @@ int nccl_version() noexcept {
   if (ncclGetVersion(&v) != ncclSuccess) return 0;
   return v;
 }
+
+bool use_native_gather_scatter(int library_version, bool symbols_found) noexcept {
+  // NCCL_VERSION(2, 28, 0), written out: the threshold is the library's,
+  // whatever the headers at hand say. Versions before 2.9 were coded
+  // major * 1000 + minor * 100 + patch (2.8.4: 2804), below it too.
+  constexpr int kFirstWithGatherScatter = 22800;
+  return library_version >= kFirstWithGatherScatter && symbols_found;
+}
+
+namespace {
+
+// ncclGather and ncclScatter have this signature (nccl.h of 2.28); declared
+// here so that nothing in libsynk refers to the symbols themselves.
+using RootCollective = ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+struct NativeRootCollectives {
+  RootCollective gather = nullptr, scatter = nullptr;
+};
+
+// Looked up once, in the libnccl that answered ncclGetVersion (the one this
+// process runs), else in the global scope (NCCL linked statically).
+const NativeRootCollectives& native_root_collectives() noexcept {
+  static const NativeRootCollectives found = [] {
+    NativeRootCollectives r;
+    const int version = nccl_version();
+    if (!use_native_gather_scatter(version, true)) return r;  // too old: not even looked for
+    void* lib = nullptr;
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&ncclGetVersion), &info) != 0 && info.dli_fname)
+      lib = ::dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);  // already loaded: a handle, nothing new
+    void* scope = lib ? lib : RTLD_DEFAULT;
+    void* g = ::dlsym(scope, "ncclGather");
+    void* s = ::dlsym(scope, "ncclScatter");
+    if (use_native_gather_scatter(version, g && s)) {
+      r.gather = reinterpret_cast<RootCollective>(g);
+      r.scatter = reinterpret_cast<RootCollective>(s);
+    }
+    if (lib) ::dlclose(lib);  // drops the reference dlopen took; the library stays (the process links it)
+    return r;
+  }();
+  return found;
+}
+
+}  // namespace
+
+bool native_gather_scatter() noexcept { return native_root_collectives().gather != nullptr; }
 
 NcclComm::NcclComm(const NcclId& id, const NcclCommOptions& opts) : opts_(opts) {
   if (opts.ranks < 1 || opts.rank < 0 || opts.rank >= opts.ranks)
@@ -399,27 +445,33 @@ void NcclComm::scatterv(const void* in, void* out, std::span<const size_t> count
 }
 
 void NcclComm::gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) {
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
+  const RootCollective native = native_root_collectives().gather;
+  if (!native) {
+    std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);
+    gatherv(in, out, counts, t, root, stream);
+    return;
+  }
   check_root(root, "gather");
   begin("gather", stream);
-  if (count != 0) SYNK_NCCL_COMM_CALL(ncclGather(in, out, count, nccl_type(t), root, comm_, side_->get()));
+  if (count != 0)
+    finish(static_cast<int>(native(in, out, count, nccl_type(t), root, comm_, side_->get())),
+           "ncclGather(in, out, count, type, root, comm, stream)", __FILE__, __LINE__);
   end(stream);
-#else
-  std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);
-  gatherv(in, out, counts, t, root, stream);
-#endif
 }
 
 void NcclComm::scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) {
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
+  const RootCollective native = native_root_collectives().scatter;
+  if (!native) {
+    std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);
+    scatterv(in, out, counts, t, root, stream);
+    return;
+  }
   check_root(root, "scatter");
   begin("scatter", stream);
-  if (count != 0) SYNK_NCCL_COMM_CALL(ncclScatter(in, out, count, nccl_type(t), root, comm_, side_->get()));
+  if (count != 0)
+    finish(static_cast<int>(native(in, out, count, nccl_type(t), root, comm_, side_->get())),
+           "ncclScatter(in, out, count, type, root, comm, stream)", __FILE__, __LINE__);
   end(stream);
-#else
-  std::vector<size_t> counts(static_cast<size_t>(opts_.ranks), count);
-  scatterv(in, out, counts, t, root, stream);
-#endif
 }
 
 }  // namespace synk::comm

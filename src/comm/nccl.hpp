@@ -58,6 +58,17 @@ NcclId make_nccl_id();
 // NCCL's library version (e.g. 22809 for 2.28.9); 0 if it cannot be queried.
 int nccl_version() noexcept;
 
+// Whether gather and scatter use NCCL's own ncclGather/ncclScatter: only
+// when the libnccl this process loaded (`library_version`, nccl_version(),
+// not the headers synk was built with) is 2.28 or newer and both symbols
+// were found in it. Else they take the grouped send/recv of
+// gatherv/scatterv, which every NCCL since 2.7 has. Why at run time: the
+// library on a GPU machine may be older than the headers, and a direct call
+// to a symbol it lacks ends the process at the first gather.
+bool use_native_gather_scatter(int library_version, bool symbols_found) noexcept;
+// The choice for this process (symbols looked up once, with dlsym).
+bool native_gather_scatter() noexcept;
+
 // Throws BackendError for a failed NCCL call: call text, file:line, rank
 // (-1: not part of a communicator), current device and NCCL's error string
 // (plus `detail`, e.g. ncclGetLastError, when given).
@@ -114,8 +125,8 @@ class NcclComm final : public Comm {
                StreamHandle stream) override;
   void scatterv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,
                 StreamHandle stream) override;
-  // NCCL's native ncclGather/ncclScatter where the library has them (>= 2.28),
-  // else the grouped send/recv of gatherv/scatterv.
+  // NCCL's native ncclGather/ncclScatter where the loaded library has them
+  // (native_gather_scatter()), else the grouped send/recv of gatherv/scatterv.
   void gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) override;
   void scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) override;
 

@@ -163,9 +163,12 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions& opts) {
   MPI_Comm_rank(m.comm, &l->node_);
   MPI_Comm_size(m.comm, &l->nodes_);
   MPI_Comm same_host = MPI_COMM_NULL;
+  l->host_leader_ = l->node_;
   if (MPI_Comm_split_type(m.comm, MPI_COMM_TYPE_SHARED, l->node_, MPI_INFO_NULL, &same_host) == MPI_SUCCESS) {
     MPI_Comm_rank(same_host, &l->host_index_);
     MPI_Comm_size(same_host, &l->host_count_);
+    // Ordered by node index (the split's key): the first is the lowest.
+    MPI_Bcast(&l->host_leader_, 1, MPI_INT, 0, same_host);
     MPI_Comm_free(&same_host);
   }
   char host[MPI_MAX_PROCESSOR_NAME] = {};

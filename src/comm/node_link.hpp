@@ -71,6 +71,9 @@ class NodeLink {
   // different CPUs by it.
   int host_index() const noexcept { return host_index_; }
   int host_count() const noexcept { return host_count_; }  // the job's processes on this machine
+  // The lowest node index on this machine: nodes with the same value share
+  // it (and may share its GPUs).
+  int host_leader() const noexcept { return host_leader_; }
   void set_check(std::function<void()> check) { opts_.check = std::move(check); }
 
   // In place: every node gets the reduction (sum, max, min, prod; avg is
@@ -104,7 +107,7 @@ class NodeLink {
  private:
   NodeLink() = default;
   NodeLinkOptions opts_;
-  int node_ = 0, nodes_ = 1, host_index_ = 0, host_count_ = 1;
+  int node_ = 0, nodes_ = 1, host_index_ = 0, host_count_ = 1, host_leader_ = 0;
   std::string host_;
   std::unique_ptr<Impl> impl_;
 };

@@ -128,6 +128,7 @@ struct ControlBlock {
   // written by the master before it starts the workers.
   alignas(128) int32_t node, nodes;
   int32_t node_sizes[kMaxNodes];
+  int32_t gpu_first;  // RuntimeCore::gpu_first
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
 
@@ -223,8 +224,8 @@ struct Local {
 
 struct RuntimeCore;
 // Rank `rank`'s executor over g, for the master and the workers alike (one
-// device rule): CPU ranks on the CPU; CUDA ranks on GPU rank % gpus, made
-// current first (use_rank_device).
+// device rule): CPU ranks on the CPU; CUDA ranks on GPU
+// rank_gpu(gpu_first, rank, gpus), made current first (use_rank_device).
 std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank);
 // Rank `rank`'s comm, made once its executor exists (a CUDA rank's device is
 // current then): the CpuGroup on CPU ranks, the host-staged backend on CUDA
@@ -392,6 +393,10 @@ struct RuntimeCore {
   std::unique_ptr<exec::Executor> executor;  // rank 0's (CPU or CUDA)
   bool cuda = false;   // ranks compute on GPUs
   int gpus = 0;        // visible GPUs when cuda
+  // CUDA ranks of the nodes before this one that share its GPUs (several
+  // nodes on one machine; 0 when alone): local rank r uses GPU
+  // rank_gpu(gpu_first, r, gpus).
+  int gpu_first = 0;
   bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
   std::unique_ptr<comm::Comm> comm;  // rank 0's (NCCL: after the first distribute)
   std::vector<FunctionDef> defs;
@@ -561,11 +566,37 @@ const void* thread_mark() noexcept;
 // A process-unique number (segment ids, RuntimeCore::gen), never 0.
 uint64_t next_unique_id() noexcept;
 
-// ---- CUDA ranks (runtime/cuda_ranks.cpp) --------------------------------------
+// ---- CUDA ranks (runtime/rank_setup.cpp) --------------------------------------
 // Whether CUDA ranks use NCCL: comm = nccl (any rank count, one GPU each),
 // or automatic with more than one rank, one GPU each, in a build with NCCL.
 // Throws ArgumentError for comm = nccl in a build without NCCL.
 bool want_nccl(CommBackend comm, int ranks, int gpus);
+
+// The GPU of local rank `local_rank` of a node whose machine's GPUs (`gpus`
+// of them) the ranks of other nodes of the job use too, `gpu_first` of them
+// from nodes before this one (0 for a node alone). Every rank of the
+// machine gets a GPU of its own while there are enough (what NCCL needs);
+// beyond that, host-staged ranks share them in turn.
+int rank_gpu(int gpu_first, int local_rank, int gpus);
+
+// A node of a multi-node job as its fork stamp describes it.
+struct NodeGpus {
+  int ranks = 0;          // its CUDA ranks
+  int gpus = 0;           // the GPUs it sees
+  int host = 0;           // the lowest node index on its machine (comm::NodeLink::host_leader)
+  uint64_t devices = 0;   // which GPUs of the machine it sees: a hash of CUDA_VISIBLE_DEVICES, 0 when unset
+};
+// The joint GPU decisions of the nodes, made alike on every node from every
+// node's stamp. Nodes on one machine seeing the same devices share its GPUs:
+// their ranks are numbered one after the other there (gpu_first), and
+// unless comm is host_staged they need a GPU per rank all together (else
+// ArgumentError, the same on every node, naming those nodes). nccl: one
+// communicator over the job's ranks, by want_nccl for the job's rank count.
+struct NodesGpuPlan {
+  int gpu_first = 0;  // for RuntimeCore::gpu_first of node `node`
+  bool nccl = false;
+};
+NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBackend comm);
 // Page-locks a Data segment once (where the executor does that; a no-op on
 // the CPU) /
 // unlocks it before it is unmapped.

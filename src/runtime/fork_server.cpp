@@ -117,6 +117,8 @@ int recv_request(int sock, WorkerStart& w, int (&fds)[3]) {
     if (c->nodes < 1 || c->nodes > kMaxNodes || c->node < 0 || c->node >= c->nodes) ::_exit(71);
     c->node_sizes.assign(c->cb->node_sizes, c->cb->node_sizes + c->nodes);
     if (c->node_sizes[static_cast<size_t>(c->node)] != w.ranks) ::_exit(71);
+    c->gpu_first = c->cb->gpu_first;
+    if (c->gpu_first < 0) ::_exit(71);
     c->base = c->node_base(c->node);
     c->world = c->node_base(c->nodes);
     c->group = std::make_unique<comm::CpuGroup>(

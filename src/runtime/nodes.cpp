@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/core.hpp"
@@ -16,23 +17,48 @@ namespace synk::detail {
 
 namespace {
 
-// What every node must agree on at fork(), and its rank count.
+const char* comm_name(uint8_t comm) {
+  switch (static_cast<CommBackend>(comm)) {
+    case CommBackend::automatic: return "automatic";
+    case CommBackend::nccl: return "nccl";
+    case CommBackend::host_staged: return "host_staged";
+  }
+  return "?";
+}
+
+// Which GPUs of its machine a process sees: a hash of CUDA_VISIBLE_DEVICES,
+// 0 when it is unset (every GPU).
+uint64_t visible_devices_hash() {
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (!v) return 0;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const char* p = v; *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+  return h | 1;  // never 0, also for ""
+}
+
+// What every node must agree on at fork(), its rank count, and what the
+// nodes' joint GPU decisions need (plan_node_gpus). The stamp holds the
+// comm asked for, not whether this node alone would use NCCL: that depends
+// on its rank count (one rank alone does not under automatic), so nodes of
+// different sizes would seem to differ; the job decides jointly.
 struct ForkStamp {
   int32_t ranks = 0;
-  uint8_t cuda = 0, nccl = 0, comm = 0, deterministic = 0;
+  uint8_t cuda = 0, comm = 0, deterministic = 0, pad = 0;
   uint64_t seed = 0;
   int32_t chunks = 0;
-  int32_t host_index = 0;
+  int32_t gpus = 0;         // the GPUs this node sees (CUDA ranks)
+  int32_t host = 0;         // comm::NodeLink::host_leader
+  uint64_t devices = 0;     // visible_devices_hash
   uint64_t exe_size = 0;
   char exe[64] = {};
   std::string describe() const {
     return std::string("program '") + exe + "' (" + std::to_string(exe_size) + " bytes), device " +
-           (cuda ? "cuda" : "cpu") + (cuda ? (nccl ? " with nccl" : " host-staged") : "") + ", seed " +
+           (cuda ? "cuda" : "cpu") + (cuda ? std::string(", comm ") + comm_name(comm) : "") + ", seed " +
            std::to_string(seed) + (deterministic ? ", deterministic with " + std::to_string(chunks) + " chunks" : "");
   }
   bool same(const ForkStamp& o) const {
-    return cuda == o.cuda && nccl == o.nccl && comm == o.comm && deterministic == o.deterministic &&
-           seed == o.seed && chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
+    return cuda == o.cuda && comm == o.comm && deterministic == o.deterministic && seed == o.seed &&
+           chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
   }
 };
 
@@ -91,8 +117,10 @@ void join_nodes(RuntimeCore& c, int n) {
   ForkStamp me;
   me.ranks = n;
   me.cuda = c.cuda;
-  me.nccl = c.nccl;
   me.comm = static_cast<uint8_t>(c.opts.comm);
+  me.gpus = c.gpus;
+  me.host = link.host_leader();
+  me.devices = visible_devices_hash();
   me.deterministic = c.opts.deterministic;
   me.seed = c.opts.seed;
   me.chunks = c.opts.deterministic ? c.opts.deterministic_chunks : 0;
@@ -112,9 +140,11 @@ void join_nodes(RuntimeCore& c, int n) {
   c.nodes = nodes;
   c.node_sizes.assign(static_cast<size_t>(nodes), 0);
   int64_t world = 0;
+  std::vector<NodeGpus> gpus(static_cast<size_t>(nodes));
   for (int j = 0; j < nodes; ++j) {
     ForkStamp o;
     std::memcpy(&o, all.data() + static_cast<size_t>(j) * sizeof o, sizeof o);
+    gpus[static_cast<size_t>(j)] = {.ranks = o.ranks, .gpus = o.gpus, .host = o.host, .devices = o.devices};
     if (!o.same(me))
       throw ArgumentError("synk::fork: the nodes of this job differ: node " + std::to_string(c.node) + " runs " +
                           me.describe() + ", node " + std::to_string(j) + " runs " + o.describe() +
@@ -125,6 +155,12 @@ void join_nodes(RuntimeCore& c, int n) {
   }
   if (world > INT_MAX / 2) throw ArgumentError("synk::fork: " + std::to_string(world) + " ranks in total are too many");
   c.world = static_cast<int>(world);
+  if (c.cuda) {
+    const NodesGpuPlan plan = plan_node_gpus(gpus, c.node, c.opts.comm);
+    c.nccl = plan.nccl;
+    c.gpu_first = plan.gpu_first;
+  }
+  c.cb->gpu_first = c.gpu_first;
   c.cb->node = c.node;
   c.cb->nodes = nodes;
   for (int j = 0; j < nodes; ++j) c.cb->node_sizes[j] = c.node_sizes[static_cast<size_t>(j)];

@@ -12,6 +12,7 @@
 // every other rank's NCCL wait polls that abort (NcclCommOptions::cancelled),
 // so a failed or killed rank ends everyone's wait at once instead of at
 // NCCL's timeout.
+#include <climits>
 #include <cstring>
 
 #include "comm/cpu_comm.hpp"
@@ -49,6 +50,11 @@ void use_rank_device(int rank, int device) {
   // finds its device current and switches nothing, so no scope restores
   // device 0 on leaving (since CUDA 12 that makes a context on GPU 0 in
   // every rank, and fails under EXCLUSIVE_PROCESS compute mode).
+  // Recorded first, failure or not: cudaSetDevice initialises CUDA in this
+  // process (the master is rank 0), and a later fork() must then reuse the
+  // fork server made before it, or refuse, instead of starting a new
+  // server whose children cannot use CUDA.
+  note_cuda_context();
   const cudaError_t e = cudaSetDevice(device);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
@@ -74,16 +80,62 @@ bool want_nccl(CommBackend comm, int ranks, int gpus) {
   return SYNK_HAVE_NCCL && ranks > 1 && ranks <= gpus;
 }
 
+int rank_gpu(int gpu_first, int local_rank, int gpus) {
+  // Nodes sharing a machine's GPUs count their ranks on from the nodes
+  // before them there: with local_rank % gpus alone, two nodes would both
+  // put their rank 0 on GPU 0, which NCCL refuses (one device per rank).
+  return gpus > 0 ? (gpu_first + local_rank) % gpus : 0;
+}
+
+NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBackend comm) {
+  auto shares = [&](size_t a, size_t b) {
+    return nodes[a].host == nodes[b].host && nodes[a].devices == nodes[b].devices;
+  };
+  NodesGpuPlan plan;
+  int64_t world = 0;
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    world += nodes[j].ranks;
+    if (static_cast<int>(j) < node && shares(j, static_cast<size_t>(node))) plan.gpu_first += nodes[j].ranks;
+  }
+  // Every group of nodes sharing GPUs, checked in node order from its
+  // first node, so that every node refuses the same group in the same words.
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    bool first = true;
+    for (size_t i = 0; i < j; ++i) first = first && !shares(i, j);
+    if (!first) continue;
+    int64_t ranks = 0;
+    int gpus = nodes[j].gpus;
+    std::string who;
+    for (size_t i = j; i < nodes.size(); ++i) {
+      if (!shares(i, j)) continue;
+      ranks += nodes[i].ranks;
+      gpus = std::min(gpus, nodes[i].gpus);
+      who += (who.empty() ? "" : ", ") + std::to_string(i);
+    }
+    if (ranks > gpus && comm != CommBackend::host_staged)
+      throw ArgumentError("synk::fork: node(s) " + who + " of this job share the " + std::to_string(gpus) +
+                          " GPU(s) of one machine but start " + std::to_string(ranks) +
+                          " CUDA ranks there together; NCCL needs a GPU per rank: start fewer ranks per node "
+                          "(RuntimeOptions::workers), give the nodes different GPUs (CUDA_VISIBLE_DEVICES), or "
+                          "use comm = CommBackend::host_staged");
+  }
+  // One communicator over every rank of every node; the decision is the
+  // job's (its rank count), never one node's, so all nodes make the same.
+  const int w = static_cast<int>(std::min<int64_t>(world, INT_MAX));
+  plan.nccl = want_nccl(comm, w, w);
+  return plan;
+}
+
 namespace {
-// CUDA ranks on GPU rank % gpus: host-staged ranks may share GPUs.
-int rank_gpu(const RuntimeCore& c, int rank) { return rank % c.gpus; }
+// CUDA ranks of this node: host-staged ranks may share GPUs.
+int gpu_of(const RuntimeCore& c, int rank) { return rank_gpu(c.gpu_first, rank, c.gpus); }
 }  // namespace
 
 std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank) {
   exec::ExecutorOptions o{.seed = c.opts.seed, .rank = rank, .blas_threads = 1};
   if (c.cuda) {
     o.device = exec::Device::cuda;
-    o.ordinal = rank_gpu(c, rank);
+    o.ordinal = gpu_of(c, rank);
     use_rank_device(rank, o.ordinal);
   }
   return exec::make_executor(g, o);
@@ -109,7 +161,7 @@ std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::
     std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
     return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.world,
                                                                        .rank = c.base + rank,
-                                                                       .device = rank_gpu(c, rank),
+                                                                       .device = gpu_of(c, rank),
                                                                        .timeout = c.opts.collective_timeout,
                                                                        .cancelled = std::move(cancelled)});
   }
@@ -118,7 +170,7 @@ std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::
 #endif
 #if SYNK_HAVE_CUDA
   return std::make_unique<comm::HostStagedComm>(host_comm(c, rank),
-                                                comm::HostStagedOptions{.device = rank_gpu(c, rank)});
+                                                comm::HostStagedOptions{.device = gpu_of(c, rank)});
 #else
   (void)rank;
   throw BackendError("synk runtime: CUDA ranks in a build without CUDA");

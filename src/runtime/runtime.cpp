@@ -797,10 +797,9 @@ Runtime fork(const RuntimeOptions& opts) {
     c.cb->nodes = 1;
     c.cb->node_sizes[0] = n;
     if (want_nodes(opts)) {
+      // CUDA ranks of several nodes: the nodes decide NCCL and each rank's
+      // GPU jointly there (plan_node_gpus).
       join_nodes(c, n);
-      // CUDA ranks of several nodes: NCCL joins all of them when each node
-      // has a GPU per rank (the rule of one node, with the job's rank count).
-      if (cuda) c.nccl = n <= gpus && want_nccl(opts.comm, c.world, c.world);
       nccl = c.nccl;
     }
     // Several nodes on one machine (a test, or a fat node split in two):

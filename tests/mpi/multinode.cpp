@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/runtime_helpers.hpp"
+#include "runtime/core.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -255,6 +256,50 @@ TEST(MultiNode, TimelinePerNode) {
   for (int r = 0; r < local; ++r)
     EXPECT_NE(text.find("\"rank " + std::to_string(base + r)), std::string::npos) << "node " << node << " rank " << base + r;
   EXPECT_NE(text.find("node " + std::to_string(node) + " of"), std::string::npos);
+}
+
+// CUDA ranks on nodes of different sizes (node k: 1 + k % 2 ranks, whatever
+// --workers says), all on this machine, with its GPU count faked (the ranks
+// compile nothing, so no GPU is touched). With a GPU per rank of the
+// machine the nodes join: the fork stamp holds the comm asked for, and the
+// job decides NCCL, not each node (alone, a node of one rank would not use
+// it under automatic, one of two would). With one GPU fewer every node
+// refuses NCCL alike (automatic or asked for), naming the nodes; host_staged
+// ranks may share the GPUs.
+TEST(MultiNode, CudaNodesOfDifferentSizes) {
+  struct Reset {
+    ~Reset() { detail::test_hooks().fake_gpu_count = -1; }
+  } reset;
+  const int mine = 1 + launched_index() % 2;
+  int machine = 0;
+  for (int k = 0; k < launched_nodes(); ++k) machine += 1 + k % 2;
+  auto cuda = [&](int gpus, CommBackend comm) {
+    detail::test_hooks().fake_gpu_count = gpus;
+    RuntimeOptions o = mopts(mine);
+    o.device = "cuda";
+    o.comm = comm;
+    return o;
+  };
+  for (CommBackend comm : {CommBackend::automatic, CommBackend::nccl, CommBackend::host_staged}) {
+    Runtime rt = synk::fork(cuda(machine, comm));
+    EXPECT_EQ(rt.local_size(), mine);
+    EXPECT_EQ(rt.size(), machine);
+    rt.close();
+  }
+  if (machine - 1 < 2) return;  // one node alone: nothing to share
+  for (CommBackend comm : {CommBackend::automatic, CommBackend::nccl}) {
+    try {
+      Runtime rt = synk::fork(cuda(machine - 1, comm));
+      rt.close();
+      ADD_FAILURE() << "node " << launched_index() << ": " << machine << " NCCL ranks on " << machine - 1
+                    << " GPUs of one machine accepted";
+    } catch (const ArgumentError& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA ranks there together"), std::string::npos) << e.what();
+    }
+  }
+  Runtime rt = synk::fork(cuda(machine - 1, CommBackend::host_staged));
+  EXPECT_EQ(rt.size(), machine);
+  rt.close();
 }
 
 }  // namespace

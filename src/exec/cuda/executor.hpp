@@ -81,4 +81,11 @@ void enqueue(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx
 void enqueue_steps(CudaPlan& cp, const ExecContext& cx, size_t first, size_t end);
 void enqueue_tail(CudaPlan& cp, const std::vector<Node>& nodes, const ExecContext& cx);
 
+// Test-only (tests/test_cuda_exec.cpp): when set, a call that captures its
+// segments' graphs calls it inside each segment's capture, before the
+// segment's work, with the segment's index; it may throw, to check that a
+// capture failing midway leaves no partial set of graphs behind. Never set
+// by the library.
+extern void (*test_before_segment_capture)(size_t segment);
+
 }  // namespace synk::cuda

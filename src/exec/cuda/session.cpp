@@ -31,6 +31,8 @@ namespace detail {
 void note_cuda_context() noexcept;  // runtime/runtime.cpp
 }  // namespace detail
 
+void (*cuda::test_before_segment_capture)(size_t) = nullptr;
+
 namespace {
 
 struct FunctionState {
@@ -260,10 +262,20 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
       cp.warm = true;
     } else if (replay) {
       if (cp.segs.empty() || cp.segs_gen != arena_gen || cp.seg_last != splits) {
-        cp.segs.clear();
+        // Into a set of their own, committed with the splits and arena
+        // generation they belong to only once every segment is captured: a
+        // capture that throws midway leaves the plan's graphs, splits and
+        // generation as they were (or empty), never a partial set that a
+        // later call with the old splits would launch.
+        std::vector<cuda::GraphExec> fresh;
+        fresh.reserve(splits.size() + 1);
         for (size_t i = 0; i <= splits.size(); ++i)
-          cp.segs.push_back(cuda::capture(s(), [&] { enqueue_segment(i); }));
-        captures += cp.segs.size();
+          fresh.push_back(cuda::capture(s(), [&] {
+            if (cuda::test_before_segment_capture) cuda::test_before_segment_capture(i);
+            enqueue_segment(i);
+          }));
+        captures += fresh.size();
+        cp.segs = std::move(fresh);
         cp.seg_last = splits;
         cp.segs_gen = arena_gen;
       }
