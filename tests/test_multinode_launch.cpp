@@ -7,10 +7,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "runtime/core.hpp"  // detail::host_place
 #include "support/runtime_helpers.hpp"
 #include "synk/config.hpp"
 #include "synk/synk.hpp"
@@ -121,3 +124,23 @@ TEST(MultiNodeLaunch, WithoutMpiALaunchOfSeveralIsAnError) {
 #endif
 
 }  // namespace
+
+// Nodes of different sizes sharing a machine take CPU slots one after the
+// other (before: host index x this node's size, so a 2-rank node after a
+// 1-rank one started at slot 2 and a later 1-rank node at slot 2 again).
+TEST(MultiNodePlacement, NodesOfDifferentSizesOnOneMachineGetDistinctCpuSlots) {
+  using synk::detail::NodeGpus;
+  const std::vector<NodeGpus> nodes{{.ranks = 1, .host = 0}, {.ranks = 2, .host = 0}, {.ranks = 3, .host = 2},
+                                    {.ranks = 1, .host = 0}};
+  std::set<int> slots;
+  for (int k : {0, 1, 3}) {
+    const synk::detail::HostPlace p = synk::detail::host_place(nodes, k);
+    EXPECT_EQ(p.ranks, 4) << "node " << k;
+    for (int r = 0; r < nodes[static_cast<size_t>(k)].ranks; ++r)
+      EXPECT_TRUE(slots.insert(p.first + r).second) << "node " << k << " rank " << r << " shares slot " << p.first + r;
+  }
+  EXPECT_EQ(slots, (std::set<int>{0, 1, 2, 3}));
+  const synk::detail::HostPlace alone = synk::detail::host_place(nodes, 2);
+  EXPECT_EQ(alone.first, 0);
+  EXPECT_EQ(alone.ranks, 3);
+}

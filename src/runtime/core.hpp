@@ -64,6 +64,14 @@ namespace synk::detail {
 constexpr int kMaxRanks = comm::CpuGroup::kMaxRanks;  // per node
 constexpr int kMaxNodes = 1024;
 
+// Where a node's ranks go among the CPUs of its machine: after the ranks of
+// the nodes before it there (`first`), `ranks` on the machine in all (nodes
+// of different sizes included); host_place() below.
+struct HostPlace {
+  int first = 0;
+  int ranks = 0;
+};
+
 enum class Cmd : uint32_t { none = 0, stop, sync, distribute, call, collective, var_get, var_set, comm_init, jobs };
 const char* cmd_name(Cmd c);
 
@@ -397,6 +405,8 @@ struct RuntimeCore {
   // nodes on one machine; 0 when alone): local rank r uses GPU
   // rank_gpu(gpu_first, r, gpus).
   int gpu_first = 0;
+  // This node's place among the ranks of its machine (host_place; nodes > 1).
+  HostPlace place;
   bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
   std::unique_ptr<comm::Comm> comm;  // rank 0's (NCCL: after the first distribute)
   std::vector<FunctionDef> defs;
@@ -597,6 +607,8 @@ struct NodesGpuPlan {
   bool nccl = false;
 };
 NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBackend comm);
+// Where node `node`'s ranks go among the CPUs of its machine (HostPlace).
+HostPlace host_place(std::span<const NodeGpus> nodes, int node);
 // Page-locks a Data segment once (where the executor does that; a no-op on
 // the CPU) /
 // unlocks it before it is unmapped.

@@ -155,6 +155,7 @@ void join_nodes(RuntimeCore& c, int n) {
   }
   if (world > INT_MAX / 2) throw ArgumentError("synk::fork: " + std::to_string(world) + " ranks in total are too many");
   c.world = static_cast<int>(world);
+  c.place = host_place(gpus, c.node);
   if (c.cuda) {
     const NodesGpuPlan plan = plan_node_gpus(gpus, c.node, c.opts.comm);
     c.nccl = plan.nccl;
@@ -164,6 +165,16 @@ void join_nodes(RuntimeCore& c, int n) {
   c.cb->node = c.node;
   c.cb->nodes = nodes;
   for (int j = 0; j < nodes; ++j) c.cb->node_sizes[j] = c.node_sizes[static_cast<size_t>(j)];
+}
+
+HostPlace host_place(std::span<const NodeGpus> nodes, int node) {
+  HostPlace p;
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    if (nodes[j].host != nodes[static_cast<size_t>(node)].host) continue;
+    p.ranks += nodes[j].ranks;
+    if (static_cast<int>(j) < node) p.first += nodes[j].ranks;
+  }
+  return p;
 }
 
 int RuntimeCore::node_of(int rank) const {

@@ -809,9 +809,8 @@ Runtime fork(const RuntimeOptions& opts) {
     // MPI, or a master and the rank it waits for, on one core; the
     // scheduler does better) and waiting ranks spin briefly, as one
     // node's do (RuntimeOptions::spin).
-    const bool crowded =
-        c.link && static_cast<size_t>(c.link->host_count()) * static_cast<size_t>(n) > cpus.size();
-    const int pin_first = c.link ? c.link->host_index() * n : 0;
+    const bool crowded = c.link && static_cast<size_t>(c.place.ranks) > cpus.size();
+    const int pin_first = c.link ? c.place.first : 0;
     const bool pin = opts.pin && !crowded;
     if (crowded) c.spin_ns = 2000;
     c.group = std::make_unique<comm::CpuGroup>(comm::CpuGroupOptions{
