@@ -15,7 +15,10 @@ namespace synk_emu {
 // stream's worker thread, or recorded into the graph while the stream
 // captures. `what` names it in errors. Returns what the CUDA call returns
 // (e.g. cudaErrorInvalidResourceHandle for a destroyed stream) and sets the
-// calling thread's last error as CUDA would.
+// calling thread's last error as CUDA would. Recorded work runs once per
+// graph launch, so it must copy what it needs. Work that throws fails its
+// device as a kernel fault does: the message goes to stderr and the
+// device's later synchronisations and launches return cudaErrorLaunchFailure.
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work, const char* what);
 
 // The device the calling host thread has current (cudaSetDevice), and the
@@ -28,7 +31,8 @@ int stream_device(cudaStream_t stream);
 // inside it. Kernel, copy and collective paths check their pointers with it.
 bool device_accessible(const void* p, size_t bytes);
 
-// Sets the calling thread's last error (cudaGetLastError) unless one is set.
+// Sets the calling thread's last error (cudaGetLastError), as a failing CUDA
+// call does: the latest error replaces an earlier one (CUDA's "last").
 void set_last_error(cudaError_t e);
 
 }  // namespace synk_emu
