@@ -215,7 +215,13 @@ DeviceBuffer::~DeviceBuffer() {
 }
 
 void DeviceBuffer::upload(const void* host) {
-  if (bytes_ != 0) SYNK_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice));
+  if (bytes_ == 0) return;
+  SYNK_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice));
+  // From pageable memory cudaMemcpy may return once the source is staged,
+  // before the data lands; work on a non-blocking stream (which does not
+  // wait for the legacy stream) could then read the old contents. The
+  // buffer is whole when upload() returns.
+  SYNK_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
 void DeviceBuffer::download(void* host) const {
