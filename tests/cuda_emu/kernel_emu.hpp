@@ -101,13 +101,14 @@ cudaError_t launch(KernelDesc& kernel, dim3 grid, dim3 block, size_t smem, cudaS
                    std::shared_ptr<const void> args, ThreadFn thread, const void* const* ptrs, int nptrs);
 
 template <auto F>
-const char* kernel_name() {
+constexpr const char* kernel_name() {
   // "... [with auto F = synk::kernels::{anonymous}::reduce_kernel<...>]"
   return __PRETTY_FUNCTION__;
 }
 
+// One per kernel, constant-initialised (no start-up order to mind).
 template <auto F>
-inline KernelDesc kernel_desc{kernel_name<F>()};
+constinit inline KernelDesc kernel_desc{kernel_name<F>()};
 
 template <class... P>
 std::tuple<std::remove_cvref_t<P>...> params_of(void (*)(P...));
