@@ -79,6 +79,17 @@ __global__ void row_sum_missing_barrier(int64_t cols, const int32_t* x, int32_t*
   if (tid == 0) y[blockIdx.x] = buf[0];
 }
 
+// Each thread reads the slot its left neighbour wrote, with the barrier
+// missing: right if the threads ran in index order (each neighbour would
+// have written already), wrong under a random order.
+__global__ void shift_missing_barrier(const int32_t* x, int32_t* y) {
+  __shared__ int32_t buf[kMaxBlock];
+  const int tid = threadIdx.x;
+  buf[tid] = x[blockIdx.x * blockDim.x + tid];
+  y[blockIdx.x * blockDim.x + tid] = buf[tid > 0 ? tid - 1 : 0];
+  __syncthreads();
+}
+
 // Threads >= keep return before the barrier (keep < 0: none do).
 __global__ void early_exit(int keep, int32_t* y) {
   if (keep >= 0 && static_cast<int>(threadIdx.x) >= keep) return;
@@ -142,9 +153,25 @@ TEST(EmuKernels, SharedMemoryReductionForEveryBlockSize) {
   }
 }
 
-// The point of the random order: without it (threads in index order, each
-// to its barrier) the kernel missing a barrier would still be right.
+// A kernel missing a barrier reads stale shared memory. The tree reduction
+// goes wrong even in index order (low threads read high slots); the shift
+// goes wrong only because the order is random: that is its point.
 TEST(EmuKernels, MissingBarrierGivesWrongResults) {
+  {
+    const int blocks = 8, threads = 256;
+    const auto x = random_ints(blocks * threads, 5);
+    Dev<int32_t> dx(x.size()), dy(x.size());
+    dx.put(x);
+    SYNK_LAUNCH(shift_missing_barrier, blocks, threads, 0, nullptr)(dx.p, dy.p);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const auto y = dy.get();
+    int wrong = 0;
+    for (int b = 0; b < blocks; ++b)
+      for (int t = 0; t < threads; ++t) wrong += y[b * threads + t] != x[b * threads + (t > 0 ? t - 1 : 0)];
+    EXPECT_GT(wrong, 0) << "the shift missing its barrier read every neighbour's fresh value: threads ran in "
+                           "index order? SYNK_EMU_SEED=" << synk_emu::kernel::order_seed();
+    std::printf("missing barrier (shift): %d of %d values stale\n", wrong, blocks * threads);
+  }
   const int64_t rows = 64, cols = 256;
   int wrong = 0;
   for (uint32_t trial = 0; trial < 4; ++trial) {
