@@ -22,8 +22,8 @@ inline int grid_for(int64_t n) {
 // emulation for tests (SYNK_CUDA_EMU: .cu files compiled as C++ under
 // tests/cuda_emu/kernel_emu.hpp) the emulated launch, which runs the grid on
 // the CPU in stream order. Every launch site uses it, so the same sources
-// build both ways. A kernel template with several arguments goes in
-// parentheses.
+// build both ways. The kernel argument must hold no top-level comma (the
+// preprocessor would split it): name such a template instance by an alias.
 #if defined(__CUDACC__)
 #define SYNK_LAUNCH(k, grid, block, smem, stream) k<<<grid, block, smem, stream>>>
 #elif defined(SYNK_CUDA_EMU_KERNELS)
