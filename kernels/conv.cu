@@ -128,32 +128,32 @@ void im2col(const ConvGeom& g, int64_t count, const float* x, float* col, int64_
             cudaStream_t stream) {
   const int64_t n = count * g.c * g.kh * g.kw * g.oh * g.ow;
   if (n <= 0) return;
-  im2col_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, count, x, col, stride_i, stride_k);
+  SYNK_LAUNCH(im2col_kernel, grid_for(n), kThreads, 0, stream)(g, count, x, col, stride_i, stride_k);
 }
 
 void col2im(const ConvGeom& g, int64_t count, const float* col, float* dx, cudaStream_t stream) {
   const int64_t n = count * g.c * g.h * g.w;
   if (n <= 0) return;
-  col2im_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, count, col, dx);
+  SYNK_LAUNCH(col2im_kernel, grid_for(n), kThreads, 0, stream)(g, count, col, dx);
 }
 
 void pack_channels(int64_t count, int64_t o, int64_t p, const float* x, float* y, cudaStream_t stream) {
   const int64_t n = count * o * p;
   if (n <= 0) return;
-  pack_kernel<<<grid_for(n), kThreads, 0, stream>>>(count, o, p, x, y);
+  SYNK_LAUNCH(pack_kernel, grid_for(n), kThreads, 0, stream)(count, o, p, x, y);
 }
 
 void max_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream) {
   const int64_t n = g.n * g.c * g.oh * g.ow;
   if (n <= 0) return;
-  max_pool_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, x, y);
+  SYNK_LAUNCH(max_pool_kernel, grid_for(n), kThreads, 0, stream)(g, x, y);
 }
 
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx, cudaStream_t stream) {
   const int64_t n = g.n * g.c * g.h * g.w;
   if (n <= 0) return;
   // With no output window the loops are empty and dx is all zeros.
-  max_pool_grad_kernel<<<grid_for(n), kThreads, 0, stream>>>(g, x, dy, dx);
+  SYNK_LAUNCH(max_pool_grad_kernel, grid_for(n), kThreads, 0, stream)(g, x, dy, dx);
 }
 
 }  // namespace synk::kernels

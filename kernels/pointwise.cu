@@ -180,73 +180,73 @@ __global__ void scale_add_kernel(int64_t n, float w, const float* x, float* y, b
 
 void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o, cudaStream_t stream) {
   if (g.numel <= 0) return;
-  binary_f32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(op, g, a, b, o);
+  SYNK_LAUNCH(binary_f32_kernel, grid_for(g.numel), kThreads, 0, stream)(op, g, a, b, o);
 }
 
 void binary_i32(BinOp op, const Strided& g, const int32_t* a, const int32_t* b, int32_t* o,
                 cudaStream_t stream) {
   if (g.numel <= 0) return;
-  binary_i32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(op, g, a, b, o);
+  SYNK_LAUNCH(binary_i32_kernel, grid_for(g.numel), kThreads, 0, stream)(op, g, a, b, o);
 }
 
 void equal_f32(const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
   if (g.numel <= 0) return;
-  equal_f32_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(g, a, b, o);
+  SYNK_LAUNCH(equal_f32_kernel, grid_for(g.numel), kThreads, 0, stream)(g, a, b, o);
 }
 
 void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream) {
   if (n <= 0) return;
-  unary_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(op, n, x, y, p);
+  SYNK_LAUNCH(unary_f32_kernel, grid_for(n), kThreads, 0, stream)(op, n, x, y, p);
 }
 
 void neg_i32(int64_t n, const int32_t* x, int32_t* y, cudaStream_t stream) {
   if (n <= 0) return;
-  neg_i32_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, x, y);
+  SYNK_LAUNCH(neg_i32_kernel, grid_for(n), kThreads, 0, stream)(n, x, y);
 }
 
 void cast_f32_i32(int64_t n, const float* x, int32_t* y, cudaStream_t stream) {
   if (n <= 0) return;
-  cast_f32_i32_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, x, y);
+  SYNK_LAUNCH(cast_f32_i32_kernel, grid_for(n), kThreads, 0, stream)(n, x, y);
 }
 
 void cast_i32_f32(int64_t n, const int32_t* x, float* y, cudaStream_t stream) {
   if (n <= 0) return;
-  cast_i32_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, x, y);
+  SYNK_LAUNCH(cast_i32_f32_kernel, grid_for(n), kThreads, 0, stream)(n, x, y);
 }
 
 void strided_copy(const Strided& g, const uint32_t* x, uint32_t* y, bool scaled, float scale,
                   cudaStream_t stream) {
   if (g.numel <= 0) return;
-  strided_copy_kernel<<<grid_for(g.numel), kThreads, 0, stream>>>(g, x, y, scaled, scale);
+  SYNK_LAUNCH(strided_copy_kernel, grid_for(g.numel), kThreads, 0, stream)(g, x, y, scaled, scale);
 }
 
 void bias_relu_cols(int64_t rows, int64_t cols, const float* bias, bool relu, float* y, cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n <= 0 || (!bias && !relu)) return;
-  bias_relu_cols_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, cols, bias, relu, y);
+  SYNK_LAUNCH(bias_relu_cols_kernel, grid_for(n), kThreads, 0, stream)(n, cols, bias, relu, y);
 }
 
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y,
                     cudaStream_t stream) {
   const int64_t n = rows * cols;
   if (n <= 0 || (!bias && !relu) || (bias && nb <= 0)) return;
-  bias_relu_rows_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, cols, bias, nb, relu, y);
+  SYNK_LAUNCH(bias_relu_rows_kernel, grid_for(n), kThreads, 0, stream)(n, cols, bias, nb, relu, y);
 }
 
 void dropout_mask(int64_t n, uint32_t thr, float scale, uint64_t key_base, const unsigned long long* counter,
                   float* y, cudaStream_t stream) {
   if (n <= 0) return;
-  dropout_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, thr, scale, key_base, counter, y);
+  SYNK_LAUNCH(dropout_kernel, grid_for(n), kThreads, 0, stream)(n, thr, scale, key_base, counter, y);
 }
 
 void fill(int64_t n, float value, float* y, cudaStream_t stream) {
   if (n <= 0) return;
-  fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, value, y);
+  SYNK_LAUNCH(fill_kernel, grid_for(n), kThreads, 0, stream)(n, value, y);
 }
 
 void scale_add(int64_t n, float w, const float* x, float* y, bool add, cudaStream_t stream) {
   if (n <= 0) return;
-  scale_add_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, w, x, y, add);
+  SYNK_LAUNCH(scale_add_kernel, grid_for(n), kThreads, 0, stream)(n, w, x, y, add);
 }
 
 }  // namespace synk::kernels

@@ -110,7 +110,7 @@ void launch_reduce(const Reduce& g, const typename R::T* x, typename R::T* y, bo
   int threads = 32;
   while (threads < kRedThreads && threads < g.r_count) threads *= 2;
   const int blocks = static_cast<int>(g.out_numel < (int64_t{1} << 20) ? g.out_numel : (int64_t{1} << 20));
-  reduce_kernel<R><<<blocks, threads, 0, stream>>>(g, x, y, mean, inv);
+  SYNK_LAUNCH(reduce_kernel<R>, blocks, threads, 0, stream)(g, x, y, mean, inv);
 }
 
 template <class T>
@@ -211,31 +211,31 @@ void reduce_i32(ReduceKind op, const Reduce& g, const int32_t* x, int32_t* y, cu
 void argmax_f32(const AxisGeom& g, const float* x, int32_t* y, cudaStream_t stream) {
   const int64_t rows = g.outer * g.inner;
   if (rows <= 0) return;
-  argmax_kernel<float><<<grid_for(rows), kThreads, 0, stream>>>(g, x, y);
+  SYNK_LAUNCH(argmax_kernel<float>, grid_for(rows), kThreads, 0, stream)(g, x, y);
 }
 
 void argmax_i32(const AxisGeom& g, const int32_t* x, int32_t* y, cudaStream_t stream) {
   const int64_t rows = g.outer * g.inner;
   if (rows <= 0) return;
-  argmax_kernel<int32_t><<<grid_for(rows), kThreads, 0, stream>>>(g, x, y);
+  SYNK_LAUNCH(argmax_kernel<int32_t>, grid_for(rows), kThreads, 0, stream)(g, x, y);
 }
 
 void softmax(const AxisGeom& g, const float* x, float* y, bool log, cudaStream_t stream) {
   const int64_t rows = g.outer * g.inner;
   if (rows <= 0 || g.n <= 0) return;
-  softmax_kernel<<<grid_for(rows), kThreads, 0, stream>>>(g, x, y, log);
+  SYNK_LAUNCH(softmax_kernel, grid_for(rows), kThreads, 0, stream)(g, x, y, log);
 }
 
 void softmax_xent(int64_t n, int64_t c, const float* logits, const int32_t* labels, float* loss,
                   unsigned long long* bad_row, cudaStream_t stream) {
   if (n <= 0) return;
-  xent_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, c, logits, labels, loss, bad_row);
+  SYNK_LAUNCH(xent_kernel, grid_for(n), kThreads, 0, stream)(n, c, logits, labels, loss, bad_row);
 }
 
 void softmax_xent_grad(int64_t n, int64_t c, const float* logits, const int32_t* labels, const float* g,
                        float* dx, unsigned long long* bad_row, cudaStream_t stream) {
   if (n <= 0) return;
-  xent_grad_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, c, logits, labels, g, dx, bad_row);
+  SYNK_LAUNCH(xent_grad_kernel, grid_for(n), kThreads, 0, stream)(n, c, logits, labels, g, dx, bad_row);
 }
 
 }  // namespace synk::kernels

@@ -15,6 +15,7 @@ packages=(
   ninja-build
   pkg-config
   libopenblas-dev      # sgemm for the CPU executor
+  libboost-context-dev # fibers for the CUDA emulation's kernel threads (tests/cuda_emu)
   zlib1g-dev           # .gz datasets
   libgtest-dev         # the test suite
   libcli11-dev         # command lines of the benchmark and tools

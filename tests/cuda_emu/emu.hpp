@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 
 #include <functional>
+#include <stdexcept>
+#include <string>
 
 namespace synk_emu {
 
@@ -30,6 +32,15 @@ int stream_device(cudaStream_t stream);
 // (cudaMalloc) or registered host memory; `bytes` from there on must lie
 // inside it. Kernel, copy and collective paths check their pointers with it.
 bool device_accessible(const void* p, size_t bytes);
+
+// Thrown by queued work that fails as a faulting kernel fails on a GPU (a
+// barrier error, an illegal address), after it wrote its message to
+// stderr: the stream's worker then makes `error` sticky, so the next
+// synchronisation and every later call return it, as on a GPU.
+struct Fault : std::runtime_error {
+  cudaError_t error;
+  Fault(cudaError_t e, const std::string& what) : std::runtime_error(what), error(e) {}
+};
 
 // Sets the calling thread's last error (cudaGetLastError), as a failing CUDA
 // call does: the latest error replaces an earlier one (CUDA's "last").

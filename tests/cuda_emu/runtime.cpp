@@ -268,6 +268,8 @@ void run_op(CUstream_st* s, Op& op) {
       if (sticky(s->device) != cudaSuccess) break;  // a failed device runs nothing more
       try {
         op.fn();
+      } catch (const synk_emu::Fault& f) {  // its message is on stderr already
+        G().sticky[static_cast<size_t>(s->device)]->store(f.error);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "synk cuda emulation: %s on device %d failed: %s\n", op.what, s->device, e.what());
         G().sticky[static_cast<size_t>(s->device)]->store(cudaErrorLaunchFailure);
