@@ -71,8 +71,10 @@ int emu_segments() {
 }
 
 // Forks n ranks running body(rank) (its result is the exit code) and
-// returns their wait statuses.
-std::vector<int> run_ranks(int n, const std::function<int(int)>& body) {
+// returns their wait statuses. A rank still running after `limit` is
+// killed (SIGKILL status): a hang fails the test instead of stalling it.
+std::vector<int> run_ranks(int n, const std::function<int(int)>& body,
+                           std::chrono::seconds limit = std::chrono::seconds(60)) {
   std::vector<pid_t> pids;
   for (int r = 0; r < n; ++r) {
     const pid_t p = ::fork();
@@ -88,11 +90,24 @@ std::vector<int> run_ranks(int n, const std::function<int(int)>& body) {
     }
     pids.push_back(p);
   }
-  std::vector<int> status;
-  for (pid_t p : pids) {
-    int st = 0;
-    ::waitpid(p, &st, 0);
-    status.push_back(st);
+  std::vector<int> status(static_cast<size_t>(n), -1);
+  const auto deadline = Clock::now() + limit;
+  for (int left = n; left > 0;) {
+    for (size_t r = 0; r < pids.size(); ++r) {
+      if (status[r] != -1) continue;
+      int st = 0;
+      if (::waitpid(pids[r], &st, WNOHANG) == pids[r]) {
+        status[r] = st;
+        --left;
+      } else if (Clock::now() > deadline) {
+        std::fprintf(stderr, "rank %zu still running after %llds: killed\n", r, static_cast<long long>(limit.count()));
+        ::kill(pids[r], SIGKILL);
+        ::waitpid(pids[r], &st, 0);
+        status[r] = st;
+        --left;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return status;
 }
@@ -433,6 +448,8 @@ TEST_F(EmuNcclFaults, AbortWakesWaitingPeers) {
     if (me == 1) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       RCHECK_NCCL(ncclCommAbort(comm));
+      // Alive well past the peers' 2 s: only the abort may end their waits.
+      std::this_thread::sleep_for(std::chrono::milliseconds(2500));
       return failures;
     }
     cudaStream_t s = nullptr;
@@ -528,7 +545,7 @@ TEST_F(EmuNcclFaults, KilledRankEndsPeersWaits) {
     RCHECK(cudaStreamDestroy(s) == cudaSuccess);
     RCHECK(emu_segments() == 0);
     return failures;
-  });
+  }, std::chrono::seconds(10));
   ASSERT_EQ(status.size(), 3u);
   for (int r = 0; r < 2; ++r) {
     EXPECT_TRUE(WIFEXITED(status[static_cast<size_t>(r)]));
@@ -561,63 +578,75 @@ TEST_F(EmuNcclFaults, MismatchedCallsFailEverywhere) {
   }));
 }
 
-// Arguments NCCL refuses, refused at the call.
+// Arguments NCCL refuses, refused at the call. (In a child: the test
+// process itself never initialises CUDA, so later tests may still fork ranks.)
 TEST_F(EmuNcclFaults, BadArguments) {
-  ncclComm_t comm = nullptr;
-  ncclUniqueId bogus{};
-  EXPECT_EQ(ncclCommInitRank(&comm, 2, bogus, 0), ncclInvalidArgument);
-  const ncclUniqueId id = new_id();
-  EXPECT_EQ(ncclCommInitRank(&comm, 2, id, 2), ncclInvalidArgument);
-  EXPECT_EQ(ncclCommInitRank(&comm, 0, id, 0), ncclInvalidArgument);
-  ASSERT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);  // one rank: no peer to wait for
-  int host[4] = {};
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  EXPECT_EQ(ncclAllReduce(host, host, 4, ncclInt32, ncclSum, comm, s), ncclInvalidArgument) << "host memory";
-  Dev<int32_t> buf(4);
-  EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 5, ncclInt32, ncclSum, comm, s), ncclInvalidArgument) << "too short";
-  EXPECT_EQ(ncclBroadcast(buf.p, buf.p, 4, ncclInt32, 1, comm, s), ncclInvalidArgument) << "root";
-  EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 4, ncclFloat16, ncclSum, comm, s), ncclInvalidArgument) << "half";
-  EXPECT_EQ(ncclGroupEnd(), ncclInvalidUsage);
-  buf.put({1, 2, 3, 4});
-  EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 4, ncclInt32, ncclProd, comm, s), ncclSuccess);
-  EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
-  EXPECT_EQ(buf.get(), (std::vector<int32_t>{1, 2, 3, 4}));
-  EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
-  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
-  EXPECT_EQ(emu_segments(), 0);
-  int v = 0;
-  EXPECT_EQ(ncclGetVersion(&v), ncclSuccess);
-  EXPECT_GE(v, NCCL_VERSION(2, 28, 0));
-  EXPECT_STRNE(ncclGetErrorString(ncclRemoteError), ncclGetErrorString(ncclSuccess));
+  expect_all_ok(run_ranks(1, [](int) {
+    ncclComm_t comm = nullptr;
+    ncclUniqueId bogus{};
+    EXPECT_EQ(ncclCommInitRank(&comm, 2, bogus, 0), ncclInvalidArgument);
+    const ncclUniqueId id = new_id();
+    EXPECT_EQ(ncclCommInitRank(&comm, 2, id, 2), ncclInvalidArgument);
+    EXPECT_EQ(ncclCommInitRank(&comm, 0, id, 0), ncclInvalidArgument);
+    EXPECT_EQ(ncclCommInitRank(&comm, 1, id, 0), ncclSuccess);  // one rank: no peer to wait for
+    if (!comm) return 1;
+    int host[4] = {};
+    cudaStream_t s = nullptr;
+    EXPECT_EQ(cudaStreamCreate(&s), cudaSuccess);
+    EXPECT_EQ(ncclAllReduce(host, host, 4, ncclInt32, ncclSum, comm, s), ncclInvalidArgument) << "host memory";
+    Dev<int32_t> buf(4);
+    EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 5, ncclInt32, ncclSum, comm, s), ncclInvalidArgument) << "too short";
+    EXPECT_EQ(ncclBroadcast(buf.p, buf.p, 4, ncclInt32, 1, comm, s), ncclInvalidArgument) << "root";
+    EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 4, ncclFloat16, ncclSum, comm, s), ncclInvalidArgument) << "half";
+    EXPECT_EQ(ncclGroupEnd(), ncclInvalidUsage);
+    buf.put({1, 2, 3, 4});
+    EXPECT_EQ(ncclAllReduce(buf.p, buf.p, 4, ncclInt32, ncclProd, comm, s), ncclSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    EXPECT_EQ(buf.get(), (std::vector<int32_t>{1, 2, 3, 4}));
+    EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
+    EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+    EXPECT_EQ(emu_segments(), 0);
+    int v = 0;
+    EXPECT_EQ(ncclGetVersion(&v), ncclSuccess);
+    EXPECT_GE(v, NCCL_VERSION(2, 28, 0));
+    EXPECT_STRNE(ncclGetErrorString(ncclRemoteError), ncclGetErrorString(ncclSuccess));
+    return ::testing::Test::HasFailure() ? 1 : 0;
+  }));
 }
 
-// Ranks as threads of one process, each with its own communicator.
+// Ranks as threads of one process (in a child, as above), each with its own
+// communicator and, as NCCL requires, its own device (the emulation's
+// default two): two ranks sharing a device and its legacy default stream
+// would deadlock on a GPU too.
 TEST_F(EmuNcclFaults, ThreadRanks) {
-  const int n = 3;
-  const ncclUniqueId id = new_id();
-  std::atomic<int> failures_all{0};
-  std::vector<std::thread> ts;
-  for (int me = 0; me < n; ++me)
-    ts.emplace_back([&, me] {
-      int failures = 0;
-      ncclComm_t comm = init_blocking(id, n, me);
-      RCHECK(comm != nullptr);
-      if (comm) {
-        cudaStream_t s = nullptr;
-        RCHECK(cudaStreamCreate(&s) == cudaSuccess);
-        for (size_t count : {size_t{1}, size_t{1001}}) {
-          failures += check_collectives<int32_t>(comm, s, me, n, count);
-          failures += check_p2p(comm, s, me, n, count);
+  expect_all_ok(run_ranks(1, [](int) {
+    const int n = 2;
+    const ncclUniqueId id = new_id();
+    std::atomic<int> failures_all{0};
+    std::vector<std::thread> ts;
+    for (int me = 0; me < n; ++me)
+      ts.emplace_back([&, me] {
+        int failures = 0;
+        RCHECK(cudaSetDevice(me) == cudaSuccess);
+        ncclComm_t comm = init_blocking(id, n, me);
+        RCHECK(comm != nullptr);
+        if (comm) {
+          cudaStream_t s = nullptr;
+          RCHECK(cudaStreamCreate(&s) == cudaSuccess);
+          for (size_t count : {size_t{1}, size_t{1001}}) {
+            failures += check_collectives<int32_t>(comm, s, me, n, count);
+            failures += check_p2p(comm, s, me, n, count);
+          }
+          RCHECK_NCCL(ncclCommDestroy(comm));
+          RCHECK(cudaStreamDestroy(s) == cudaSuccess);
         }
-        RCHECK_NCCL(ncclCommDestroy(comm));
-        RCHECK(cudaStreamDestroy(s) == cudaSuccess);
-      }
-      failures_all += failures;
-    });
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(failures_all.load(), 0);
-  EXPECT_EQ(emu_segments(), 0);
+        failures_all += failures;
+      });
+    for (auto& t : ts) t.join();
+    int failures = failures_all.load();
+    RCHECK(emu_segments() == 0);
+    return failures;
+  }));
 }
 
 }  // namespace
