@@ -77,7 +77,7 @@ int emu_segments() {
 // returns their wait statuses. A rank still running after `limit` is
 // killed (SIGKILL status): a hang fails the test instead of stalling it.
 std::vector<int> run_ranks(int n, const std::function<int(int)>& body,
-                           std::chrono::seconds limit = std::chrono::seconds(60)) {
+                           std::chrono::seconds limit = std::chrono::seconds(30)) {
   std::vector<pid_t> pids;
   for (int r = 0; r < n; ++r) {
     const pid_t p = ::fork();
@@ -408,7 +408,10 @@ TEST_P(EmuNcclRanks, RunsInStreamOrder) {
     Dev<int32_t> in(count), out(count);
     const std::vector<int32_t> host_in = mine<int32_t>(me, count);
     std::vector<int32_t> host_out(count, -1);
+    Dev<char> slow(size_t{64} << 20);
     for (int round = 0; round < 3; ++round) {
+      // Keeps the stream busy for a while, so what follows runs well after the calls return.
+      RCHECK(cudaMemsetAsync(slow.p, round, slow.n, s) == cudaSuccess);
       RCHECK(cudaMemcpyAsync(in.p, host_in.data(), count * sizeof(int32_t), cudaMemcpyHostToDevice, s) == cudaSuccess);
       RCHECK_NCCL(ncclAllReduce(in.p, out.p, count, ncclInt32, ncclSum, comm, s));
       RCHECK(cudaMemcpyAsync(host_out.data(), out.p, count * sizeof(int32_t), cudaMemcpyDeviceToHost, s) ==
