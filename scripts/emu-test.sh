@@ -6,7 +6,7 @@
 # it) and failed. CI's fourth stage (.ci/run).
 #
 # Environment: SYNK_EMU_BUILD_DIR (default build-emu), SYNK_JOBS (default 2),
-# SYNK_EMU_DEVICES (emulated GPUs, default 2), SYNK_EMU_SEED (the thread
+# SYNK_EMU_DEVICES (emulated GPUs, default 4 here), SYNK_EMU_SEED (the thread
 # order inside blocks); extra arguments go to cmake.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +22,8 @@ SYNK_BUILD_DIR=$build_dir SYNK_BUILD_TYPE=Release scripts/build.sh \
   -DSYNK_CUDA_EMU=ON -DSYNK_WITH_MPI=OFF -DSYNK_BUILD_TESTS=ON -DSYNK_BUILD_EXAMPLES=OFF "$@"
 
 cd "$build_dir"
+# Four emulated GPUs: the tests of 3 NCCL ranks (one GPU each) run too.
+export SYNK_EMU_DEVICES=${SYNK_EMU_DEVICES:-4}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0

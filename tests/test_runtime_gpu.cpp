@@ -201,7 +201,11 @@ TEST(GpuRuntime, TraceShowsTheBucketsOnTheCommStreamDuringBackward) {
   RuntimeOptions o{.workers = 1, .device = "cuda", .comm = CommBackend::nccl, .seed = 3};
   o.bucket_bytes = 64;
   o.trace = path.c_str();
-  train_deep(o, 10);  // 3 steps: calls 1..3
+  // Enough rows that the backward of l2 and l1 (kernels over rows x 40
+  // elements) outlasts the comm stream's start on the first bucket (l3's
+  // gradients): with a handful of rows, backward may end before any stream
+  // could begin, on a GPU and under the emulation alike.
+  train_deep(o, 4000);  // 3 steps: calls 1..3
   std::ifstream f(path);
   ASSERT_TRUE(f.good()) << "no trace " << path;
   const nlohmann::json t = nlohmann::json::parse(f);

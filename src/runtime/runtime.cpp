@@ -185,6 +185,18 @@ void RuntimeCore::fail_collective(const std::string& what, const std::string& er
           reason = "worker rank " + std::to_string(blame) + ": " + std::string(s.msg, strnlen(s.msg, sizeof s.msg));
       }
     }
+    // A stopped peer (SIGSTOP, a debugger) is why the others' waits ran
+    // out, whichever wait gave up first: an NCCL wait cannot tell which
+    // peer it waits for, so its rank blames itself.
+    for (int r = 1; r < n; ++r) {
+      if (r == blame || pids[static_cast<size_t>(r)] <= 0) continue;
+      const std::string state = process_state(pids[static_cast<size_t>(r)]);
+      if (state.rfind("stopped", 0) != 0) continue;
+      reason = "worker rank " + std::to_string(r) + " (pid " + std::to_string(pids[static_cast<size_t>(r)]) +
+               ") is " + state + ", so its peers' waits ran out: " + reason;
+      blame = r;
+      break;
+    }
     if (blame <= 0 || blame >= n) blame = 0;
     fail(blame == 0 ? "rank 0 (master): " + reason : reason, blame);
   }

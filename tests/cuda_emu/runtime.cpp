@@ -834,6 +834,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
   return fail(sticky(t_device));
 }
 
+// CUDA: asynchronous with respect to the host (device memory), on the
+// legacy default stream.
+cudaError_t cudaMemset(void* dst, int value, size_t n) { return memset_async(dst, n, value, n, 1, nullptr); }
+
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t n, cudaStream_t stream) {
   return memset_async(dst, n, value, n, 1, stream);
 }
