@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/core.hpp"
+#include "support/watchdog.hpp"
 #include "synk/synk.hpp"
 #if SYNK_HAVE_CUDA
 #include "common/gpu_info.hpp"
@@ -121,24 +122,6 @@ TEST(CudaNodesPlan, TooFewGpusForTheMachinesRanksAreRefused) {
 
 // ---- CUDA initialised in this process is recorded before the CUDA call -------------------
 
-int in_child(int (*scenario)()) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = scenario();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "scenario threw: %s\n", e.what());
-      code = 98;
-    }
-    ::_exit(code);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 // After the CUDA work `touch` did (successful or not), fork() refuses CUDA
 // ranks saying why: this process has no fork server from before it.
@@ -170,7 +153,7 @@ int refused_after(void (*touch)()) {
 TEST(CudaContextRecord, UseRankDeviceRecordsBeforeCudaSetDevice) {
   if (!SYNK_HAVE_CUDA) GTEST_SKIP() << "synk was built without CUDA";
   SKIP_IF_CUDA_NOTED();
-  EXPECT_EQ(in_child([] { return refused_after([] { detail::use_rank_device(0, 0); }); }), 0)
+  EXPECT_EQ(synk_test::exit_code_in_child([] { return refused_after([] { detail::use_rank_device(0, 0); }); }), 0)
       << "10: noted before; 11: not noted after use_rank_device; 12: fork accepted; 13: other message";
 }
 
@@ -179,7 +162,7 @@ TEST(CudaContextRecord, BenchGpuInfoRecordsBeforeItsFirstCudaCall) {
   GTEST_SKIP() << "synk was built without CUDA";
 #else
   SKIP_IF_CUDA_NOTED();
-  EXPECT_EQ(in_child([] { return refused_after([] { (void)bench::gpu_info(0); }); }), 0)
+  EXPECT_EQ(synk_test::exit_code_in_child([] { return refused_after([] { (void)bench::gpu_info(0); }); }), 0)
       << "10: noted before; 11: not noted after gpu_info; 12: fork accepted; 13: other message";
 #endif
 }

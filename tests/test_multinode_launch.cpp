@@ -15,6 +15,7 @@
 
 #include "runtime/core.hpp"  // detail::host_place
 #include "support/runtime_helpers.hpp"
+#include "support/watchdog.hpp"
 #include "synk/config.hpp"
 #include "synk/synk.hpp"
 
@@ -22,23 +23,6 @@ namespace {
 
 using namespace synk;
 
-// Runs f in a forked child with the environment changed by `env`; the
-// child's exit status is f's result (0: as expected).
-template <class F> int in_child(F f) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int rc = 99;
-    try {
-      rc = f();
-    } catch (...) {
-      rc = 98;
-    }
-    ::_exit(rc);
-  }
-  int st = 0;
-  ::waitpid(pid, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 97;
-}
 
 void clear_launch_env() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "PMI_RANK", "SLURM_STEP_ID",
@@ -47,7 +31,7 @@ void clear_launch_env() {
 }
 
 TEST(MultiNodeLaunch, LaunchedProcessesReadsTheLaunchers) {
-  EXPECT_EQ(in_child([] {
+  EXPECT_EQ(synk_test::exit_code_in_child([] {
               clear_launch_env();
               if (launched_processes() != 1) return 1;
               ::setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
@@ -74,7 +58,7 @@ TEST(MultiNodeLaunch, LaunchedProcessesReadsTheLaunchers) {
 }
 
 TEST(MultiNodeLaunch, OffRunsOneNodeUnderALauncher) {
-  EXPECT_EQ(in_child([] {
+  EXPECT_EQ(synk_test::exit_code_in_child([] {
               clear_launch_env();
               ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
               ::setenv("OMPI_COMM_WORLD_RANK", "1", 1);
@@ -98,7 +82,7 @@ TEST(MultiNodeLaunch, BadMultiNodeValueIsRefused) {
 #if !SYNK_HAVE_MPI
 // A build without MPI runs one node and says so when asked for more.
 TEST(MultiNodeLaunch, WithoutMpiALaunchOfSeveralIsAnError) {
-  EXPECT_EQ(in_child([] {
+  EXPECT_EQ(synk_test::exit_code_in_child([] {
               clear_launch_env();
               ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
               ::setenv("OMPI_COMM_WORLD_RANK", "0", 1);

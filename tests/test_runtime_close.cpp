@@ -47,24 +47,7 @@ int32_t sleep_job(const int32_t& ms) {
   return ms;
 }
 
-// A small model with a training step and a plain function.
-struct Model {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l;
-  Model() {
-    x = g.input("x", f32, {batch, 4});
-    y = g.input("y", f32, {batch, 2});
-    l = nn::dense(g, "l", 4, 2, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    loss = mean(square(l(x) - y));
-  }
-  TrainSpec train() {
-    return {.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
-            .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
-              return optim::sgd(p, gr, {.lr = 0.1f});
-            }};
-  }
-};
+using Model = synk_test::SmallDense;
 
 Array filled(Shape s, float v) {
   Array a = Array::zeros(f32, s);

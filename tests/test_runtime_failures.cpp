@@ -25,6 +25,7 @@
 #include "runtime/fork_server.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
+#include "support/watchdog.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -389,32 +390,14 @@ int no_clean_server_scenario() {
   return 0;
 }
 
-int in_child(int (*scenario)()) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = scenario();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "scenario threw: %s\n", e.what());
-      code = 98;
-    }
-    ::_exit(code);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 TEST(RuntimeForkServer, CudaMasterKeepsACleanServerForLaterForks) {
   if (detail::cuda_context_noted()) GTEST_SKIP() << "this process already initialised CUDA; run the test alone";
-  EXPECT_EQ(in_child(&fork_server_scenario), 0) << "see the return codes in fork_server_scenario";
+  EXPECT_EQ(synk_test::exit_code_in_child(&fork_server_scenario), 0) << "see the return codes in fork_server_scenario";
 }
 
 TEST(RuntimeForkServer, NoCleanServerRefusesCudaRanks) {
-  EXPECT_EQ(in_child(&no_clean_server_scenario), 0) << "see the return codes in no_clean_server_scenario";
+  EXPECT_EQ(synk_test::exit_code_in_child(&no_clean_server_scenario), 0) << "see the return codes in no_clean_server_scenario";
 }
 
 // The point of the fork server, on a GPU: a CUDA worker dies mid-training,

@@ -22,6 +22,7 @@
 
 #include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
+#include "support/watchdog.hpp"
 #include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
@@ -245,37 +246,7 @@ TEST(GpuRuntime, TraceShowsTheBucketsOnTheCommStreamDuringBackward) {
 
 // Runs f in a forked child, so that whatever CUDA state it makes (and the
 // record of it) stays there; returns what f returned ("" when it passed).
-std::string in_child(const std::function<std::string()>& f) {
-  int fds[2];
-  if (::pipe(fds) != 0) return "pipe failed";
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) return "fork failed";
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string r;
-    try {
-      r = f();
-    } catch (const std::exception& e) {
-      r = std::string("unexpected exception: ") + e.what();
-    }
-    for (size_t off = 0; off < r.size();) {
-      const ssize_t w = ::write(fds[1], r.data() + off, r.size() - off);
-      if (w <= 0) break;
-      off += static_cast<size_t>(w);
-    }
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  std::string r;
-  char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) r.append(buf, static_cast<size_t>(n));
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) r += " (the child died: status " + std::to_string(status) + ")";
-  return r;
-}
+std::string in_child(const std::function<std::string()>& f) { return synk_test::run_watched(0, f).text; }
 
 // Issue 16, item 3: CudaSession::available() asks in a child, so the
 // natural `if (CudaSession::available()) fork({.device = "cuda"})` forks

@@ -60,24 +60,7 @@ std::map<int, std::vector<Span>> spans_by_rank(const json& t) {
   return out;
 }
 
-// A training step of a small dense model.
-struct Model {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l;
-  Model() {
-    x = g.input("x", f32, {batch, 4});
-    y = g.input("y", f32, {batch, 2});
-    l = nn::dense(g, "l", 4, 2, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    loss = mean(square(l(x) - y));
-  }
-  ParallelFunction step(Runtime& rt) {
-    return rt.train_step({.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
-                          .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
-                            return optim::sgd(p, gr, {.lr = 0.1f});
-                          }});
-  }
-};
+using Model = synk_test::SmallDense;
 
 Array values(int64_t rows, int64_t cols, float phase) {
   std::vector<float> v(static_cast<size_t>(rows * cols));

@@ -48,6 +48,29 @@ struct Net {
   }
 };
 
+// A one-layer dense model (4 -> 2, squared error) and its training step
+// (sgd, lr 0.1): the smallest model with a train step, for tests of what a
+// runtime does around calls (timeline, close, failures).
+struct SmallDense {
+  synk::Graph g;
+  synk::Tensor x, y, loss;
+  synk::nn::Dense l;
+  SmallDense() {
+    using namespace synk;
+    x = g.input("x", f32, {batch, 4});
+    y = g.input("y", f32, {batch, 2});
+    l = nn::dense(g, "l", 4, 2, Init::uniform(-0.5f, 0.5f), Init::zeros());
+    loss = mean(square(l(x) - y));
+  }
+  synk::TrainSpec train() {
+    return {.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
+            .optimizer = [](const std::vector<synk::Tensor>& p, const std::vector<synk::Tensor>& gr) {
+              return synk::optim::sgd(p, gr, {.lr = 0.1f});
+            }};
+  }
+  synk::ParallelFunction step(synk::Runtime& rt) { return rt.train_step(train()); }
+};
+
 // `n` rows of 3 floats, all different.
 inline synk::Array rows_of(int64_t n) {
   std::vector<float> v(static_cast<size_t>(n * 3));

@@ -1,7 +1,9 @@
-// tests/support/watchdog.hpp — runs a step that might hang (a read of a
-// named pipe) in a forked child under alarm(), so that a hang fails the test
-// instead of stalling the suite; and the special files such tests need (a
-// FIFO, a unix socket). Header only.
+// tests/support/watchdog.hpp — runs a step in a forked child: one that
+// might hang (a read of a named pipe) under alarm(), so that a hang fails the
+// test instead of stalling the suite, or one whose process state (CUDA
+// initialised, the environment changed) must not leak into the test
+// process; and the special files such tests need (a FIFO, a unix socket).
+// Header only.
 #pragma once
 
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
@@ -70,6 +73,30 @@ inline WatchedOutcome run_watched(unsigned seconds, const std::function<std::str
     r.text = "the child ended abnormally (wait status " + std::to_string(st) + "): " + r.text;
   }
   return r;
+}
+
+// Runs fn in a forked child and returns its exit status: fn's result (0 for
+// what was expected), 98 when it threw (the message on stderr), 128 + the
+// signal when the child was killed. The child never runs the parent's exit
+// handlers.
+template <class F> int exit_code_in_child(F fn) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "in the child: %s\n", e.what());
+      code = 98;
+    }
+    ::_exit(code);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 // Runs fn (which should throw IoError) under the watchdog: "IoError: <message>",
