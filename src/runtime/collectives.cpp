@@ -88,8 +88,8 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
     // The same collectives on every node: the encoded ops, not scatter's
     // values. (Not the call number: get/set count calls on the node that
     // holds the rank only.)
-    const size_t op_bytes = 4 + ops.size() * detail::kVarOpBytes;
-    c.agree("collective", detail::fingerprint({args_bytes.data(), op_bytes}), ops.size(), what);
+    c.agree("collective", detail::fingerprint({args_bytes.data(), detail::var_ops_bytes(ops.size())}), ops.size(),
+            what);
   }
   ++c.calls;
   const std::string label = std::string(what) + " #" + std::to_string(c.calls);
@@ -238,12 +238,14 @@ Array Runtime::get(const VarRef& var, int rank) {
     if (owner == c.node && local == 0) {
       detail::var_read(c.local, id, a.raw(), a.nbytes());
     } else if (owner == c.node) {
-      c.ensure_result(local, a.nbytes() + 64);
+      c.ensure_result(local, detail::var_value_result_bytes(a.nbytes()));
       ++c.calls;
       c.set_args(detail::encode_var_get(local, id));
       c.signal(Cmd::var_get, false);
       c.wait_workers("get");
-      if (a.nbytes()) std::memcpy(a.raw(), c.results[static_cast<size_t>(local)].data(), a.nbytes());
+      const auto& res = c.results[static_cast<size_t>(local)];
+      const uint8_t* value = detail::read_var_value(static_cast<const uint8_t*>(res.data()), res.size(), a.nbytes());
+      if (a.nbytes()) std::memcpy(a.raw(), value, a.nbytes());
     }
     if (c.multi()) c.over_link("get", [&] { c.link->broadcast(a.raw(), a.nbytes(), owner, "get"); });
     return a;

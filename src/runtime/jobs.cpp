@@ -945,7 +945,6 @@ void run_jobs_nodes(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* 
   // (not fn: a function's address differs between processes)
   c.agree("map", count, static_cast<uint64_t>(result_slot), std::string(what) + " of " +
           std::to_string(count) + " jobs");
-  std::vector<uint8_t> blob(8);  // u64 error length, the error, then the results
   std::string err;
   std::vector<uint8_t> direct;
   try {
@@ -957,17 +956,11 @@ void run_jobs_nodes(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* 
         run_jobs_here(c, thunk, fn, jobs + static_cast<size_t>(lo) * fast.stride, nullptr, static_cast<size_t>(mine),
                       result_slot, true, sink, what, f, static_cast<uint64_t>(lo));
       } else {
-        std::vector<uint8_t>& b = direct;
+        Writer w;
         run_jobs_here(c, thunk, fn, jobs, offsets ? offsets + lo : nullptr, static_cast<size_t>(mine), result_slot,
-                      true,
-                      [&b](uint64_t, std::span<const uint8_t> r) {
-                        const uint64_t n = r.size();
-                        const size_t at = b.size();
-                        b.resize(at + 8 + ((n + 7) & ~uint64_t{7}));
-                        std::memcpy(b.data() + at, &n, 8);
-                        if (n) std::memcpy(b.data() + at + 8, r.data(), n);
-                      },
-                      what, fast, static_cast<uint64_t>(lo));
+                      true, [&w](uint64_t, std::span<const uint8_t> r) { append_job_result(w, r); }, what, fast,
+                      static_cast<uint64_t>(lo));
+        direct = std::move(w.buf);
       }
     }
   } catch (const std::exception& e) {
@@ -977,41 +970,55 @@ void run_jobs_nodes(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* 
     }
     err = e.what();
   }
-  const uint64_t nerr = err.size();
-  std::memcpy(blob.data(), &nerr, 8);
-  blob.insert(blob.end(), err.begin(), err.end());
-  blob.resize((blob.size() + 7) & ~size_t{7});
-  blob.insert(blob.end(), direct.begin(), direct.end());
+  const std::vector<uint8_t> blob = encode_job_results(err, direct);
   std::vector<size_t> sizes;
   const std::vector<uint8_t> all =
       c.over_link(what, [&] { return c.link->all_gather_bytes(blob, &sizes, "the exchange of job results"); });
+  if (sizes.size() != static_cast<size_t>(c.nodes))
+    throw FormatError("synk runtime: " + std::string(what) + ": job results from " + std::to_string(sizes.size()) +
+                      " nodes, expected " + std::to_string(c.nodes));
   // The first failure (in job order) is every node's error.
   size_t off = 0;
-  std::vector<std::pair<size_t, size_t>> parts;  // each node's results
+  std::vector<std::span<const uint8_t>> parts;  // each node's results
   for (size_t k = 0; k < sizes.size(); ++k) {
-    uint64_t n = 0;
-    std::memcpy(&n, all.data() + off, 8);
-    if (n) throw WorkerError(std::string(reinterpret_cast<const char*>(all.data() + off + 8), n), -1);
-    parts.emplace_back(off + 8, sizes[k] - 8);
+    if (off > all.size() || sizes[k] > all.size() - off)
+      throw FormatError("synk runtime: " + std::string(what) + ": the job results of node " + std::to_string(k) +
+                        " lie outside the bytes received");
+    JobResults j = decode_job_results(all.data() + off, sizes[k], static_cast<int>(k));
+    if (!j.error.empty()) throw WorkerError(j.error, -1);
+    parts.push_back(j.results);
     off += sizes[k];
   }
+  // Node k ran its block of the jobs: its results must be that many.
+  auto jobs_of = [&](size_t k) {
+    int64_t first = 0, n = 0;
+    split_rows(static_cast<int64_t>(count), c.nodes, static_cast<int>(k), first, n);
+    return static_cast<uint64_t>(n);
+  };
+  auto refuse = [&](size_t k, uint64_t got) {
+    throw FormatError("synk runtime: " + std::string(what) + ": node " + std::to_string(k) + " sent " +
+                      std::to_string(got) + " job results, expected " + std::to_string(jobs_of(k)));
+  };
   if (fast.chunk) {
+    for (size_t k = 0; k < parts.size(); ++k)
+      if (parts[k].size() != jobs_of(k) * result_slot) refuse(k, result_slot ? parts[k].size() / result_slot : 0);
     uint8_t* out = static_cast<uint8_t*>(fast.direct_out);
-    for (const auto& [at, n] : parts) {
-      if (out && n) std::memcpy(out, all.data() + at, n);
-      if (out) out += n;
+    for (std::span<const uint8_t> p : parts) {
+      if (out && !p.empty()) std::memcpy(out, p.data(), p.size());
+      if (out) out += p.size();
     }
     return;
   }
+  // Every node's results are checked before the first is delivered.
+  for (size_t k = 0; k < parts.size(); ++k)
+    if (const uint64_t got = read_job_results(parts[k], [](std::span<const uint8_t>) {}); got != jobs_of(k))
+      refuse(k, got);
   uint64_t i = 0;
-  for (const auto& [at, n] : parts) {
-    for (size_t q = at; q < at + n; ++i) {
-      uint64_t len = 0;
-      std::memcpy(&len, all.data() + q, 8);
-      if (sink) sink(i, {all.data() + q + 8, len});
-      q += 8 + ((len + 7) & ~uint64_t{7});
-    }
-  }
+  for (std::span<const uint8_t> p : parts)
+    read_job_results(p, [&](std::span<const uint8_t> r) {
+      if (sink) sink(i, r);
+      ++i;
+    });
 }
 
 }  // namespace

@@ -17,15 +17,6 @@ namespace synk::detail {
 
 namespace {
 
-const char* comm_name(uint8_t comm) {
-  switch (static_cast<CommBackend>(comm)) {
-    case CommBackend::automatic: return "automatic";
-    case CommBackend::nccl: return "nccl";
-    case CommBackend::host_staged: return "host_staged";
-  }
-  return "?";
-}
-
 // Which GPUs of its machine a process sees: a hash of CUDA_VISIBLE_DEVICES,
 // 0 when it is unset (every GPU).
 uint64_t visible_devices_hash() {
@@ -36,42 +27,12 @@ uint64_t visible_devices_hash() {
   return h | 1;  // never 0, also for ""
 }
 
-// What every node must agree on at fork(), its rank count, and what the
-// nodes' joint GPU decisions need (plan_node_gpus). The stamp holds the
-// comm asked for, not whether this node alone would use NCCL: that depends
-// on its rank count (one rank alone does not under automatic), so nodes of
-// different sizes would seem to differ; the job decides jointly.
-struct ForkStamp {
-  int32_t ranks = 0;
-  uint8_t cuda = 0, comm = 0, deterministic = 0, pad = 0;
-  uint64_t seed = 0;
-  int32_t chunks = 0;
-  int32_t gpus = 0;         // the GPUs this node sees (CUDA ranks)
-  int32_t host = 0;         // comm::NodeLink::host_leader
-  uint64_t devices = 0;     // visible_devices_hash
-  uint64_t exe_size = 0;
-  char exe[64] = {};
-  std::string describe() const {
-    return std::string("program '") + exe + "' (" + std::to_string(exe_size) + " bytes), device " +
-           (cuda ? "cuda" : "cpu") + (cuda ? std::string(", comm ") + comm_name(comm) : "") + ", seed " +
-           std::to_string(seed) + (deterministic ? ", deterministic with " + std::to_string(chunks) + " chunks" : "");
-  }
-  bool same(const ForkStamp& o) const {
-    return cuda == o.cuda && comm == o.comm && deterministic == o.deterministic && seed == o.seed &&
-           chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
-  }
-};
-
-struct CallStamp {
-  char kind[16] = {};
-  uint64_t a = 0, b = 0;
-  char text[96] = {};
-  bool same(const CallStamp& o) const { return std::strcmp(kind, o.kind) == 0 && a == o.a && b == o.b; }
-  std::string describe() const { return std::string(kind) + " " + text; }
-};
-
-template <class T> std::span<const uint8_t> bytes_of(const T& x) {
-  return {reinterpret_cast<const uint8_t*>(&x), sizeof x};
+// Node j's part of an all_gather_bytes answer, after checking that it lies
+// inside the bytes received.
+size_t node_bytes(const std::vector<uint8_t>& all, const std::vector<size_t>& sizes, size_t off, int j) {
+  if (static_cast<size_t>(j) >= sizes.size() || off > all.size() || sizes[static_cast<size_t>(j)] > all.size() - off)
+    throw FormatError("synk runtime: the bytes of node " + std::to_string(j) + " lie outside those received");
+  return sizes[static_cast<size_t>(j)];
 }
 
 void copy_text(char* dst, size_t cap, const std::string& s) {
@@ -130,8 +91,10 @@ void join_nodes(RuntimeCore& c, int n) {
   struct stat st{};
   if (k > 0 && ::stat(path.c_str(), &st) == 0) me.exe_size = static_cast<uint64_t>(st.st_size);
   copy_text(me.exe, sizeof me.exe, path.substr(path.find_last_of('/') + 1));
+  uint8_t mine[kForkStampBytes];
+  encode_fork_stamp(me, mine);
   std::vector<size_t> sizes;
-  const std::vector<uint8_t> all = link.all_gather_bytes(bytes_of(me), &sizes, "fork");
+  const std::vector<uint8_t> all = link.all_gather_bytes(mine, &sizes, "fork");
   const int nodes = link.nodes();
   if (nodes > kMaxNodes)
     throw ArgumentError("synk::fork: " + std::to_string(nodes) + " nodes, but this build serves at most " +
@@ -141,9 +104,10 @@ void join_nodes(RuntimeCore& c, int n) {
   c.node_sizes.assign(static_cast<size_t>(nodes), 0);
   int64_t world = 0;
   std::vector<NodeGpus> gpus(static_cast<size_t>(nodes));
+  size_t off = 0;
   for (int j = 0; j < nodes; ++j) {
-    ForkStamp o;
-    std::memcpy(&o, all.data() + static_cast<size_t>(j) * sizeof o, sizeof o);
+    const ForkStamp o = decode_fork_stamp(all.data() + off, node_bytes(all, sizes, off, j), j);
+    off += sizes[static_cast<size_t>(j)];
     gpus[static_cast<size_t>(j)] = {.ranks = o.ranks, .gpus = o.gpus, .host = o.host, .devices = o.devices};
     if (!o.same(me))
       throw ArgumentError("synk::fork: the nodes of this job differ: node " + std::to_string(c.node) + " runs " +
@@ -206,11 +170,15 @@ void RuntimeCore::agree(const char* kind, uint64_t a, uint64_t b, const std::str
   me.a = a;
   me.b = b;
   copy_text(me.text, sizeof me.text, text);
+  uint8_t mine[kCallStampBytes];
+  encode_call_stamp(me, mine);
+  std::vector<size_t> sizes;
   const std::vector<uint8_t> all =
-      over_link(text, [&] { return link->all_gather_bytes(bytes_of(me), nullptr, "the call check between nodes"); });
+      over_link(text, [&] { return link->all_gather_bytes(mine, &sizes, "the call check between nodes"); });
+  size_t off = 0;
   for (int j = 0; j < nodes; ++j) {
-    CallStamp o;
-    std::memcpy(&o, all.data() + static_cast<size_t>(j) * sizeof o, sizeof o);
+    const CallStamp o = decode_call_stamp(all.data() + off, node_bytes(all, sizes, off, j), j);
+    off += sizes[static_cast<size_t>(j)];
     if (o.same(me)) continue;
     const std::string msg = "the nodes make different calls: node " + std::to_string(node) + " makes " +
                             me.describe() + ", node " + std::to_string(j) + " makes " + o.describe() +
@@ -230,38 +198,15 @@ void RuntimeCore::agree(const char* kind, uint64_t a, uint64_t b, const std::str
 
 std::vector<ResultView> exchange_results(RuntimeCore& c, const std::vector<ResultView>& mine,
                                          std::vector<uint8_t>& storage, const std::string& what) {
-  // This node's blob: u64 rank count, then per rank u64 bytes and its
-  // result (write_result's format), each 64-byte aligned.
-  std::vector<uint8_t> blob(64);
-  const uint64_t count = mine.size();
-  std::memcpy(blob.data(), &count, 8);
-  for (const ResultView& v : mine) {
-    const size_t need = result_view_bytes(v);
-    const size_t at = blob.size();
-    blob.resize(at + 64 + need);
-    const uint64_t nb = need;
-    std::memcpy(blob.data() + at, &nb, 8);
-    write_result_view(v, blob.data() + at + 64, need);
-  }
+  const std::vector<uint8_t> blob = encode_node_results(mine);
   std::vector<size_t> sizes;
   storage = c.over_link(what, [&] { return c.link->all_gather_bytes(blob, &sizes, "the exchange of results"); });
   std::vector<ResultView> all;
   size_t off = 0;
   for (int j = 0; j < c.nodes; ++j) {
-    const uint8_t* p = storage.data() + off;
-    uint64_t n = 0;
-    std::memcpy(&n, p, 8);
-    if (n != static_cast<uint64_t>(c.node_sizes[static_cast<size_t>(j)]))
-      throw BackendError("synk runtime: " + what + ": node " + std::to_string(j) + " sent results of " +
-                         std::to_string(n) + " ranks, expected " + std::to_string(c.node_sizes[static_cast<size_t>(j)]));
-    size_t q = 64;
-    for (uint64_t r = 0; r < n; ++r) {
-      uint64_t nb = 0;
-      std::memcpy(&nb, p + q, 8);
-      all.push_back(read_result(p + q + 64, nb));
-      q += 64 + nb;
-    }
-    off += sizes[static_cast<size_t>(j)];
+    const size_t nb = node_bytes(storage, sizes, off, j);
+    decode_node_results(storage.data() + off, nb, j, c.node_sizes[static_cast<size_t>(j)], all);
+    off += nb;
   }
   return all;
 }

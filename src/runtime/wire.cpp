@@ -62,15 +62,17 @@ namespace {
 // a + b <= limit without overflow.
 bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
 
-// Bytes of a dense array, refusing negative dims and overflow.
-uint64_t checked_bytes(const Shape& s, DType t) {
+// Bytes of a dense array, refusing negative dims and overflow (a corrupt
+// `what`).
+uint64_t checked_bytes(const Shape& s, DType t, const char* what = "call command") {
+  auto refuse = [&](const std::string& m) { throw FormatError(std::string("runtime: corrupt ") + what + ": " + m); };
   uint64_t n = 1;
   for (Dim d : s) {
-    if (d < 0) bad("negative dim in shape " + to_string(s));
-    if (d != 0 && n > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) bad("shape " + to_string(s) + " overflows");
+    if (d < 0) refuse("negative dim in shape " + to_string(s));
+    if (d != 0 && n > (uint64_t{1} << 62) / static_cast<uint64_t>(d)) refuse("shape " + to_string(s) + " overflows");
     n *= static_cast<uint64_t>(d);
   }
-  if (n > (uint64_t{1} << 62) / dtype_size(t)) bad("shape " + to_string(s) + " overflows");
+  if (n > (uint64_t{1} << 62) / dtype_size(t)) refuse("shape " + to_string(s) + " overflows");
   return n * dtype_size(t);
 }
 
@@ -176,6 +178,7 @@ CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<c
 
 namespace {
 constexpr size_t kResultHead = 64;
+constexpr uint32_t kMaxResultDims = 64;
 size_t out_head(size_t ndim) { return 8 + 8 * ndim; }
 size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 }  // namespace
@@ -191,35 +194,35 @@ size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs) {
 }
 
 namespace {
-size_t write_result_impl(bool ran_, int64_t rows, size_t n_outs, const std::function<ArrayView(size_t)>& out,
-                         uint8_t* dst, size_t cap) {
-  std::vector<std::pair<DType, Shape>> shapes;
+// `out(i)` gives output i's view (an ArrayView or something holding one):
+// a template, not a std::function, so writing a result allocates nothing.
+template <class Out>
+size_t write_result_impl(bool ran, int64_t rows, size_t n_outs, const Out& out, uint8_t* dst, size_t cap) {
+  size_t need = kResultHead;
   for (size_t i = 0; i < n_outs; ++i) {
-    ArrayView a = out(i);
-    shapes.emplace_back(a.dtype, a.shape);
+    const ArrayView& a = out(i);
+    need += result_out_bytes(a.dtype, a.shape.size(), a.numel());
   }
-  const size_t need = result_bytes(shapes);
   if (need > cap)
     throw BackendError("runtime: the outputs need " + std::to_string(need) + " bytes but the result buffer has " +
                        std::to_string(cap));
-  uint32_t ran = ran_ ? 1 : 0, n = static_cast<uint32_t>(n_outs);
-  std::memcpy(dst, &ran, 4);
-  std::memcpy(dst + 8, &rows, 8);
-  std::memcpy(dst + 16, &n, 4);
-  size_t off = kResultHead;
+  // The head: u32 ran, pad, i64 rows, u32 count, padded to kResultHead.
+  Writer w(dst, cap);
+  w.put<uint32_t>(ran ? 1 : 0);
+  w.put<uint32_t>(0);
+  w.put<int64_t>(rows);
+  w.put<uint32_t>(static_cast<uint32_t>(n_outs));
+  w.align(kResultHead);
   for (size_t i = 0; i < n_outs; ++i) {
-    const ArrayView a = out(i);
-    uint8_t* h = dst + off;
-    uint32_t t = static_cast<uint32_t>(a.dtype), nd = static_cast<uint32_t>(a.shape.size());
-    std::memcpy(h, &t, 4);
-    std::memcpy(h + 4, &nd, 4);
-    for (uint32_t k = 0; k < nd; ++k) std::memcpy(h + 8 + 8 * k, &a.shape[k], 8);
-    off += align64(out_head(nd));
-    const size_t nb = static_cast<size_t>(a.numel()) * dtype_size(a.dtype);
-    if (nb) std::memcpy(dst + off, a.data, nb);
-    off += align64(nb);
+    const ArrayView& a = out(i);
+    w.put<uint32_t>(static_cast<uint32_t>(a.dtype));
+    w.put<uint32_t>(static_cast<uint32_t>(a.shape.size()));
+    for (Dim x : a.shape) w.put<int64_t>(x);
+    w.align(64);
+    w.bytes(a.data, static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
+    w.align(64);
   }
-  return off;
+  return w.size();
 }
 }  // namespace
 
@@ -228,39 +231,194 @@ size_t write_result(const ShareResult& r, uint8_t* dst, size_t cap) {
 }
 
 size_t result_view_bytes(const ResultView& v) {
-  std::vector<std::pair<DType, Shape>> shapes;
-  for (const ArrayView& a : v.outs) shapes.emplace_back(a.dtype, a.shape);
-  return result_bytes(shapes);
+  size_t b = kResultHead;
+  for (const ArrayView& a : v.outs) b += result_out_bytes(a.dtype, a.shape.size(), a.numel());
+  return b;
 }
 
 size_t write_result_view(const ResultView& v, uint8_t* dst, size_t cap) {
-  return write_result_impl(v.ran, v.rows, v.outs.size(), [&](size_t i) { return v.outs[i]; }, dst, cap);
+  return write_result_impl(v.ran, v.rows, v.outs.size(), [&](size_t i) -> const ArrayView& { return v.outs[i]; },
+                           dst, cap);
 }
 
+// write_result's reader: every field is read through a Reader bounded by
+// `cap`, and every dtype, dim count and shape is checked before its data is
+// taken, so a short or corrupt buffer is a FormatError, never a read past it.
 ResultView read_result(const uint8_t* src, size_t cap) {
+  Reader r(src, cap, "result buffer");
   ResultView v;
-  uint32_t ran = 0, n = 0;
-  std::memcpy(&ran, src, 4);
-  std::memcpy(&v.rows, src + 8, 8);
-  std::memcpy(&n, src + 16, 4);
-  v.ran = ran != 0;
-  size_t off = kResultHead;
+  v.ran = r.get<uint32_t>() != 0;
+  r.get<uint32_t>();
+  v.rows = r.get<int64_t>();
+  const uint32_t n = r.get<uint32_t>();
+  r.align(kResultHead);
   for (uint32_t i = 0; i < n; ++i) {
-    const uint8_t* h = src + off;
-    uint32_t t = 0, nd = 0;
-    std::memcpy(&t, h, 4);
-    std::memcpy(&nd, h + 4, 4);
+    const uint32_t t = r.get<uint32_t>(), nd = r.get<uint32_t>();
+    if (t > static_cast<uint32_t>(DType::i32))
+      throw FormatError("runtime: corrupt result buffer: dtype " + std::to_string(t) + " of output " + std::to_string(i));
+    if (nd > kMaxResultDims)
+      throw FormatError("runtime: corrupt result buffer: output " + std::to_string(i) + " has " + std::to_string(nd) +
+                        " dims");
     ArrayView a;
     a.dtype = static_cast<DType>(t);
     a.shape.resize(nd);
-    for (uint32_t k = 0; k < nd; ++k) std::memcpy(&a.shape[k], h + 8 + 8 * k, 8);
-    off += align64(out_head(nd));
-    a.data = src + off;
-    off += align64(static_cast<size_t>(a.numel()) * dtype_size(a.dtype));
-    if (off > cap) throw FormatError("runtime: corrupt result buffer");
+    for (uint32_t k = 0; k < nd; ++k) a.shape[k] = r.get<int64_t>();
+    r.align(64);
+    const uint64_t nb = checked_bytes(a.shape, a.dtype, "result buffer");
+    a.data = r.take(nb);
+    r.align(64);
     v.outs.push_back(std::move(a));
   }
   return v;
+}
+
+std::vector<uint8_t> encode_node_results(const std::vector<ResultView>& mine) {
+  Writer w;
+  w.put<uint64_t>(mine.size());
+  w.align(64);
+  for (const ResultView& v : mine) {
+    const size_t need = result_view_bytes(v);
+    w.put<uint64_t>(need);
+    w.align(64);
+    write_result_view(v, w.grow(need), need);
+  }
+  return std::move(w.buf);
+}
+
+void decode_node_results(const uint8_t* bytes, size_t n, int node, int ranks, std::vector<ResultView>& all) {
+  Reader r(bytes, n, "results from another node");
+  const uint64_t count = r.get<uint64_t>();
+  if (count != static_cast<uint64_t>(ranks))
+    throw FormatError("runtime: node " + std::to_string(node) + " sent results of " + std::to_string(count) +
+                      " ranks, expected " + std::to_string(ranks));
+  r.align(64);
+  for (uint64_t k = 0; k < count; ++k) {
+    const uint64_t nb = r.get<uint64_t>();
+    r.align(64);
+    all.push_back(read_result(r.take(nb), nb));
+  }
+}
+
+// ---- the checks between nodes -------------------------------------------------------
+
+namespace {
+const char* comm_name(uint8_t comm) {
+  switch (static_cast<CommBackend>(comm)) {
+    case CommBackend::automatic: return "automatic";
+    case CommBackend::nccl: return "nccl";
+    case CommBackend::host_staged: return "host_staged";
+  }
+  return "?";
+}
+
+// A stamp is fixed-size: any other size is another build of synk.
+void stamp_size(size_t n, size_t want, int node, const char* what) {
+  if (n != want)
+    throw FormatError(std::string("runtime: node ") + std::to_string(node) + " sent a " + what + " of " +
+                      std::to_string(n) + " bytes, expected " + std::to_string(want) +
+                      " (every node must run the same build of synk)");
+}
+}  // namespace
+
+std::string ForkStamp::describe() const {
+  return std::string("program '") + exe + "' (" + std::to_string(exe_size) + " bytes), device " +
+         (cuda ? "cuda" : "cpu") + (cuda ? std::string(", comm ") + comm_name(comm) : "") + ", seed " +
+         std::to_string(seed) + (deterministic ? ", deterministic with " + std::to_string(chunks) + " chunks" : "");
+}
+
+void encode_fork_stamp(const ForkStamp& s, uint8_t* dst) {
+  Writer w(dst, kForkStampBytes);
+  w.put(s.ranks);
+  w.put(s.cuda);
+  w.put(s.comm);
+  w.put(s.deterministic);
+  w.put<uint8_t>(0);
+  w.put(s.seed);
+  w.put(s.chunks);
+  w.put(s.gpus);
+  w.put(s.host);
+  w.put(s.devices);
+  w.put(s.exe_size);
+  w.text(s.exe, sizeof s.exe);
+}
+
+ForkStamp decode_fork_stamp(const uint8_t* p, size_t n, int node) {
+  stamp_size(n, kForkStampBytes, node, "fork stamp");
+  Reader r(p, n, "fork stamp");
+  ForkStamp s;
+  s.ranks = r.get<int32_t>();
+  s.cuda = r.get<uint8_t>();
+  s.comm = r.get<uint8_t>();
+  s.deterministic = r.get<uint8_t>();
+  r.get<uint8_t>();
+  s.seed = r.get<uint64_t>();
+  s.chunks = r.get<int32_t>();
+  s.gpus = r.get<int32_t>();
+  s.host = r.get<int32_t>();
+  s.devices = r.get<uint64_t>();
+  s.exe_size = r.get<uint64_t>();
+  r.text(s.exe, sizeof s.exe);
+  return s;
+}
+
+void encode_call_stamp(const CallStamp& s, uint8_t* dst) {
+  Writer w(dst, kCallStampBytes);
+  w.text(s.kind, sizeof s.kind);
+  w.put(s.a);
+  w.put(s.b);
+  w.text(s.text, sizeof s.text);
+}
+
+CallStamp decode_call_stamp(const uint8_t* p, size_t n, int node) {
+  stamp_size(n, kCallStampBytes, node, "call stamp");
+  Reader r(p, n, "call stamp");
+  CallStamp s;
+  r.text(s.kind, sizeof s.kind);
+  s.a = r.get<uint64_t>();
+  s.b = r.get<uint64_t>();
+  r.text(s.text, sizeof s.text);
+  return s;
+}
+
+// ---- a map's results between nodes ---------------------------------------------------
+
+void append_job_result(Writer& w, std::span<const uint8_t> result) {
+  w.put<uint64_t>(result.size());
+  w.bytes(result.data(), result.size());
+  w.align(8);
+}
+
+std::vector<uint8_t> encode_job_results(const std::string& error, std::span<const uint8_t> results) {
+  Writer w;
+  w.put<uint64_t>(error.size());
+  w.bytes(error.data(), error.size());
+  w.align(8);
+  w.bytes(results.data(), results.size());
+  return std::move(w.buf);
+}
+
+JobResults decode_job_results(const uint8_t* p, size_t n, int node) {
+  const std::string what = "job results from node " + std::to_string(node);
+  Reader r(p, n, what.c_str());
+  JobResults j;
+  const uint64_t nerr = r.get<uint64_t>();
+  const uint8_t* err = r.take(nerr);
+  j.error.assign(reinterpret_cast<const char*>(err), nerr);
+  r.align(8);
+  j.results = {r.at(r.offset()), r.remaining()};
+  return j;
+}
+
+uint64_t read_job_results(std::span<const uint8_t> results, const std::function<void(std::span<const uint8_t>)>& each) {
+  Reader r(results.data(), results.size(), "job results");
+  uint64_t k = 0;
+  for (; r.remaining() > 0; ++k) {
+    const uint64_t len = r.get<uint64_t>();
+    const uint8_t* b = r.take(len);
+    r.align(8);
+    each({b, len});
+  }
+  return k;
 }
 
 // ---- variable collectives ----------------------------------------------------------------
@@ -280,6 +438,8 @@ std::vector<uint8_t> encode_var_ops(const std::vector<VarOp>& ops, std::span<con
   w.bytes(extra.data(), extra.size());
   return std::move(w.buf);
 }
+
+size_t var_ops_bytes(size_t count) { return 4 + count * kVarOpBytes; }
 
 std::vector<VarOp> decode_var_ops(const uint8_t* p, size_t n) {
   Reader r(p, n);
@@ -341,6 +501,23 @@ VarAccess decode_var_set(const uint8_t* p, size_t n) {
   a.value = p + off;
   a.value_bytes = n - off;
   return a;
+}
+
+// (+64: a variable of no bytes still gets a buffer.)
+size_t var_value_result_bytes(size_t nb) { return nb + 64; }
+
+uint8_t* var_value_slot(uint8_t* dst, size_t cap, size_t nb) {
+  if (nb > cap)
+    throw FormatError("runtime: corrupt command: a value of " + std::to_string(nb) + " bytes for a result buffer of " +
+                      std::to_string(cap));
+  return dst;
+}
+
+const uint8_t* read_var_value(const uint8_t* src, size_t cap, size_t nb) {
+  if (nb > cap)
+    throw FormatError("runtime: truncated result buffer: a value of " + std::to_string(nb) + " bytes in " +
+                      std::to_string(cap));
+  return src;
 }
 
 

@@ -14,15 +14,22 @@
 //   Cmd::var_set     encode_var_set / decode_var_set
 //   Cmd::jobs        runtime/jobs.cpp: layout / check_table (the job table
 //                    lives in the args segment while the ranks work on it)
-//   results          write_result / read_result
+//   results          write_result / read_result (Cmd::call);
+//                    var_value_slot / read_var_value (Cmd::var_get)
+//   between nodes    encode_node_results / decode_node_results (a call's
+//                    results), encode/decode_fork_stamp (fork),
+//                    encode/decode_call_stamp (RuntimeCore::agree),
+//                    encode/decode_job_results (a map's results)
 //   socket           SegMsg (a segment's fd, or its release)
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -42,55 +49,106 @@ struct SegMsg {
   uint32_t pad;
 };
 
-// ---- a minimal append/read byte format for command arguments ------------------
+// ---- a minimal append/read byte format for everything on the wire ------------
 
+// Appends to its own vector, or (constructed over caller-owned bytes) writes
+// into them without allocating, refusing to write past their end: the
+// result format goes straight into a result segment, the call stamps into a
+// stack buffer (both run per call).
 class Writer {
  public:
+  Writer() = default;
+  Writer(uint8_t* p, size_t cap) : fixed_(p), cap_(cap) {}
   template <class T> void put(const T& v) {
     static_assert(std::is_trivially_copyable_v<T>);
     bytes(&v, sizeof(T));
   }
   void bytes(const void* p, size_t n) {
     if (n == 0) return;
-    const size_t at = buf.size();
-    buf.resize(at + n);
-    std::memcpy(buf.data() + at, p, n);
+    std::memcpy(grow(n), p, n);
   }
   void str(const std::string& s) {
     put<uint32_t>(static_cast<uint32_t>(s.size()));
     bytes(s.data(), s.size());
   }
-  void align(size_t a) { buf.resize((buf.size() + a - 1) / a * a); }
-  std::vector<uint8_t> buf;
+  // A fixed-size text field of `n` bytes: s cut to n - 1, NUL-padded.
+  void text(std::string_view s, size_t n) {
+    uint8_t* d = grow(n);
+    const size_t k = std::min(n - 1, s.size());
+    std::memcpy(d, s.data(), k);
+    std::memset(d + k, 0, n - k);
+  }
+  // Zero bytes up to the next multiple of `a` (from the start).
+  void align(size_t a) {
+    const size_t pad = (size() + a - 1) / a * a - size();
+    if (pad) std::memset(grow(pad), 0, pad);
+  }
+  // `n` more bytes for the caller to fill (valid until the next write).
+  uint8_t* grow(size_t n) {
+    if (fixed_) {
+      if (n > cap_ - off_)
+        throw BackendError("runtime: " + std::to_string(off_ + n) + " bytes to write, the buffer has " +
+                           std::to_string(cap_));
+      uint8_t* d = fixed_ + off_;
+      off_ += n;
+      return d;
+    }
+    const size_t at = buf.size();
+    buf.resize(at + n);
+    return buf.data() + at;
+  }
+  size_t size() const { return fixed_ ? off_ : buf.size(); }
+  std::vector<uint8_t> buf;  // the bytes written (unless writing into caller-owned bytes)
+
+ private:
+  uint8_t* fixed_ = nullptr;
+  size_t cap_ = 0, off_ = 0;
 };
 
+// Reads what a Writer wrote, never past the n bytes it was given: running
+// out is a FormatError naming `what` (e.g. "command arguments").
 class Reader {
  public:
-  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  Reader(const uint8_t* p, size_t n, const char* what = "command arguments") : p_(p), n_(n), what_(what) {}
   template <class T> T get() {
     T v;
-    need(sizeof(T));
-    std::memcpy(&v, p_ + off_, sizeof(T));
-    off_ += sizeof(T);
+    std::memcpy(&v, take(sizeof(T)), sizeof(T));
     return v;
   }
   std::string str() {
     uint32_t n = get<uint32_t>();
+    const uint8_t* s = take(n);
+    return std::string(reinterpret_cast<const char*>(s), n);
+  }
+  // A fixed-size text field of n bytes into dst[n], NUL-terminated whatever
+  // the bytes say (a corrupt field is cut, never read past).
+  void text(char* dst, size_t n) {
+    std::memcpy(dst, take(n), n);
+    dst[n - 1] = '\0';
+  }
+  // The next n bytes, in place.
+  const uint8_t* take(size_t n) {
     need(n);
-    std::string s(reinterpret_cast<const char*>(p_ + off_), n);
+    const uint8_t* s = p_ + off_;
     off_ += n;
     return s;
   }
+  // Past the padding to the next multiple of `a` (which must be there).
+  void align(size_t a) { take((off_ + a - 1) / a * a - off_); }
   const uint8_t* at(size_t off) const { return p_ + off; }
   size_t offset() const { return off_; }
+  size_t remaining() const { return n_ - off_; }
 
  private:
   void need(size_t k) const {
-    if (off_ + k > n_) throw FormatError("runtime: truncated command arguments");
+    if (k > n_ - off_)
+      throw FormatError(std::string("runtime: truncated ") + what_ + ": " + std::to_string(k) + " bytes wanted at " +
+                        std::to_string(off_) + " of " + std::to_string(n_));
   }
   const uint8_t* p_;
   size_t n_;
   size_t off_ = 0;
+  const char* what_;
 };
 
 // ---- a call (Cmd::call) as every rank sees it ------------------------------------------------
@@ -154,9 +212,11 @@ struct ShareResult {
 };
 
 // ---- results (a worker's result segment, read by the master) ------------------------
-// u32 ran at 0, i64 rows at 8, u32 count at 16 (a 64-byte head), then per
-// output u32 dtype, u32 ndim, i64 dims... (64-byte aligned), and its data
-// 64-byte aligned.
+// u32 ran, u32 pad, i64 rows, u32 count (a 64-byte head), then per output
+// u32 dtype, u32 ndim, i64 dims... (64-byte aligned), and its data 64-byte
+// aligned. write_result refuses a buffer too small (BackendError);
+// read_result reads nothing outside [src, src + cap) and refuses a short or
+// corrupt buffer (FormatError).
 size_t result_bytes(const std::vector<std::pair<DType, Shape>>& outs);
 // One output's part of that: `ndim` dims, `numel` elements.
 size_t result_out_bytes(DType t, size_t ndim, int64_t numel);
@@ -172,6 +232,75 @@ ResultView read_result(const uint8_t* src, size_t cap);
 size_t result_view_bytes(const ResultView& v);
 size_t write_result_view(const ResultView& v, uint8_t* dst, size_t cap);
 
+// A node master's results for the other nodes (exchange_results): u64 rank
+// count (a 64-byte head), then per rank u64 bytes (a 64-byte head) and its
+// result in write_result's format.
+std::vector<uint8_t> encode_node_results(const std::vector<ResultView>& mine);
+// Appends node `node`'s results (`bytes` as it sent them) to `all`: exactly
+// `ranks` of them, each inside the bytes, or a FormatError. The views point
+// into `bytes`.
+void decode_node_results(const uint8_t* bytes, size_t n, int node, int ranks, std::vector<ResultView>& all);
+
+// ---- the checks between nodes (runtime/nodes.cpp) ---------------------------------
+
+// What every node must agree on at fork(), its rank count, and what the
+// nodes' joint GPU decisions need (plan_node_gpus). The stamp holds the
+// comm asked for, not whether this node alone would use NCCL: that depends
+// on its rank count (one rank alone does not under automatic), so nodes of
+// different sizes would seem to differ; the job decides jointly.
+// On the wire (kForkStampBytes): i32 ranks, u8 cuda, u8 comm, u8
+// deterministic, u8 pad, u64 seed, i32 chunks, i32 gpus, i32 host, u64
+// devices, u64 exe_size, char exe[64].
+struct ForkStamp {
+  int32_t ranks = 0;
+  uint8_t cuda = 0, comm = 0, deterministic = 0;
+  uint64_t seed = 0;
+  int32_t chunks = 0;
+  int32_t gpus = 0;         // the GPUs this node sees (CUDA ranks)
+  int32_t host = 0;         // comm::NodeLink::host_leader
+  uint64_t devices = 0;     // a hash of CUDA_VISIBLE_DEVICES (0: unset)
+  uint64_t exe_size = 0;
+  char exe[64] = {};
+  std::string describe() const;
+  bool same(const ForkStamp& o) const {
+    return cuda == o.cuda && comm == o.comm && deterministic == o.deterministic && seed == o.seed &&
+           chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
+  }
+};
+inline constexpr size_t kForkStampBytes = 4 + 4 + 8 + 4 + 4 + 4 + 8 + 8 + 64;
+// Into dst[kForkStampBytes].
+void encode_fork_stamp(const ForkStamp& s, uint8_t* dst);
+// Node `node`'s n bytes: exactly kForkStampBytes, or a FormatError.
+ForkStamp decode_fork_stamp(const uint8_t* p, size_t n, int node);
+
+// One call as a node makes it (RuntimeCore::agree). On the wire
+// (kCallStampBytes): char kind[16], u64 a, u64 b, char text[96].
+struct CallStamp {
+  char kind[16] = {};
+  uint64_t a = 0, b = 0;
+  char text[96] = {};
+  bool same(const CallStamp& o) const { return std::strcmp(kind, o.kind) == 0 && a == o.a && b == o.b; }
+  std::string describe() const { return std::string(kind) + " " + text; }
+};
+inline constexpr size_t kCallStampBytes = 16 + 8 + 8 + 96;
+void encode_call_stamp(const CallStamp& s, uint8_t* dst);
+CallStamp decode_call_stamp(const uint8_t* p, size_t n, int node);
+
+// A map's results from one node (run_jobs_nodes): u64 error length, the
+// error's text (8-byte aligned), then the node's results: fixed-size slots
+// (a fast map), or per job u64 length and its bytes, 8-byte aligned.
+void append_job_result(Writer& w, std::span<const uint8_t> result);
+std::vector<uint8_t> encode_job_results(const std::string& error, std::span<const uint8_t> results);
+struct JobResults {
+  std::string error;  // "": every job of the node ran
+  std::span<const uint8_t> results;
+};
+// Node `node`'s n bytes (FormatError when they are short).
+JobResults decode_job_results(const uint8_t* p, size_t n, int node);
+// Calls each(result) per appended result in `results`; returns how many
+// (FormatError when a length runs past the bytes).
+uint64_t read_job_results(std::span<const uint8_t> results, const std::function<void(std::span<const uint8_t>)>& each);
+
 // ---- variable collectives (Cmd::collective) ----------------------------------------
 // u32 count, then one fixed record per op (kVarOpBytes: u8 kind, u8 ReduceOp,
 // i32 root, i32 variable id, u64 offset of scatter's values in the
@@ -186,6 +315,9 @@ struct VarOp {
 };
 inline constexpr size_t kVarOpBytes = 1 + 1 + 4 + 4 + 8;
 std::vector<uint8_t> encode_var_ops(const std::vector<VarOp>& ops, std::span<const uint8_t> extra);
+// The first bytes of that which say what every rank does (the count and the
+// op records, not scatter's values): what the nodes compare.
+size_t var_ops_bytes(size_t count);
 // Checks kinds, ops and that scatter offsets lie inside the n bytes.
 std::vector<VarOp> decode_var_ops(const uint8_t* p, size_t n);
 
@@ -203,6 +335,13 @@ std::vector<uint8_t> encode_var_get(int32_t rank, int32_t var);
 std::vector<uint8_t> encode_var_set(int32_t rank, int32_t var, const void* value, size_t nb);
 VarAccess decode_var_get(const uint8_t* p, size_t n);
 VarAccess decode_var_set(const uint8_t* p, size_t n);  // checks the value's offset
+// Cmd::var_get's result: the value's nb bytes at the start of the rank's
+// result buffer. The capacity the master provides for it; where the rank
+// writes it (checked against the buffer's cap, FormatError); where the
+// master reads it (the same check).
+size_t var_value_result_bytes(size_t nb);
+uint8_t* var_value_slot(uint8_t* dst, size_t cap, size_t nb);
+const uint8_t* read_var_value(const uint8_t* src, size_t cap, size_t nb);
 
 
 }  // namespace synk::detail

@@ -201,8 +201,7 @@ class Worker {
         if (g.rank != rank_) return;
         Mapping out = seg(hdr_.result_id[rank_]);
         const size_t nb = variable(var);
-        if (nb > out.size) throw FormatError("corrupt command: result buffer too small for variable " + std::to_string(var));
-        var_read(local_, var, out.p, nb);
+        var_read(local_, var, var_value_slot(out.p, out.size, nb), nb);
         return;
       }
       case Cmd::var_set: {
