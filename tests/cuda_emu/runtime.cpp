@@ -21,6 +21,7 @@
 #include "emu.hpp"
 
 #include <cuda_runtime_api.h>
+#include <malloc.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -302,12 +304,48 @@ void stream_thread(std::shared_ptr<CUstream_st> s) {
   publish(s.get(), UINT64_MAX);  // destroyed: its copies land eventually, as on a GPU
 }
 
+// The emulation's threads (a thread per stream) must not cost the process
+// address space a GPU would not: glibc gives every thread that allocates
+// an arena of its own, 64 MiB of address space reserved, which a process
+// near its RLIMIT_AS (the fault matrix's out-of-memory cases lower it for
+// good) cannot afford. One arena for the whole process (emulated builds
+// only; this library is never in a user's program).
+__attribute__((constructor)) void one_malloc_arena() { mallopt(M_ARENA_MAX, 1); }
+
+// A stream's thread, detached, on a 1 MiB stack instead of the default 8:
+// a GPU's streams cost the process no address space, so a process near its
+// RLIMIT_AS (the fault matrix's out-of-memory cases lower it for good) must
+// still be able to make streams. Kernel code runs on it (barrier kernels
+// on fiber stacks of their own) and so does OpenBLAS's single-threaded
+// sgemm, which needs far less.
+void start_stream_thread(std::shared_ptr<CUstream_st> s) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, size_t{1} << 20);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  auto* arg = new std::shared_ptr<CUstream_st>(std::move(s));
+  pthread_t t;
+  const int rc = pthread_create(
+      &t, &attr,
+      [](void* p) -> void* {
+        std::unique_ptr<std::shared_ptr<CUstream_st>> own(static_cast<std::shared_ptr<CUstream_st>*>(p));
+        stream_thread(std::move(*own));
+        return nullptr;
+      },
+      arg);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    delete arg;
+    throw std::system_error(rc, std::generic_category(), "synk cuda emulation: a stream's thread");
+  }
+}
+
 std::shared_ptr<CUstream_st> make_stream(int device, unsigned flags, bool legacy) {
   auto s = std::make_shared<CUstream_st>();
   s->device = device;
   s->flags = flags;
   s->legacy = legacy;
-  std::thread(stream_thread, s).detach();
+  start_stream_thread(s);
   return s;
 }
 
