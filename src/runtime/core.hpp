@@ -435,11 +435,15 @@ struct RuntimeCore {
   // `self` is the caller's handle of this core. Then throws close_error
   // (IoError) when `may_throw`, else prints it.
   void close_from_api(const std::shared_ptr<RuntimeCore>& self, bool may_throw);
-  // Claims the runtime as a call does (busy), waiting while another thread
-  // runs a call; false without claiming when this thread runs one. A
-  // claim is given back by unclaim().
+  // Claims the runtime as a call does (busy): at once or not at all
+  // (try_claim), or waiting while another thread runs a call (claim: false
+  // without claiming when this thread runs one). unclaim() gives it back.
+  bool try_claim() noexcept;
   bool claim() noexcept;
-  void unclaim() noexcept;
+  void unclaim() noexcept {
+    busy_owner.store(nullptr, std::memory_order_relaxed);
+    busy.store(false, std::memory_order_release);
+  }
   void watch();
 
   // Shared gradient buffers (ControlBlock::grads_seg): made or grown before
@@ -545,6 +549,9 @@ bool want_nodes(const RuntimeOptions& o);
 // ArgumentError for `what` naming the Data (dtype, shape, segment) and why.
 inline bool owns_data(const RuntimeCore& c, const Data::Impl& d) { return d.core == &c && d.gen == c.gen && d.seg; }
 [[noreturn]] void refuse_data(const RuntimeCore& c, const Data::Impl& d, const std::string& what);
+// Refuses (as refuse_data) a Data whose runtime was closed, whichever
+// runtime is open now.
+void check_data_open(const Data::Impl& d, const std::string& what);
 void join_nodes(RuntimeCore& c, int n);
 
 // Marks a master call as running for its lifetime. A second call while one
@@ -559,8 +566,7 @@ class Busy {
   ~Busy() {
     if (c_.close_pending.load(std::memory_order_relaxed)) [[unlikely]]
       finish_deferred_close();
-    c_.busy_owner.store(nullptr, std::memory_order_relaxed);
-    c_.busy.store(false, std::memory_order_release);
+    c_.unclaim();
   }
   Busy(const Busy&) = delete;
   Busy& operator=(const Busy&) = delete;

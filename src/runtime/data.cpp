@@ -56,15 +56,24 @@ void fill(Data::Impl& d, RuntimeCore& c, DType t, Shape shape, const void* src, 
 
 namespace detail {
 
-void refuse_data(const RuntimeCore& c, const Data::Impl& d, const std::string& what) {
-  std::string name = std::string("a Data of ") + dtype_name(d.dtype) + " " + to_string(d.shape) + " (segment " +
-                     std::to_string(d.id) + ")";
+namespace {
+std::string data_name(const Data::Impl& d) {
+  return std::string("a Data of ") + dtype_name(d.dtype) + " " + to_string(d.shape) + " (segment " +
+         std::to_string(d.id) + ")";
+}
+}  // namespace
+
+void check_data_open(const Data::Impl& d, const std::string& what) {
   const auto owner = d.rt.lock();
   if (!owner || !owner->open || d.gen != owner->gen)
-    throw ArgumentError(what + ": " + name + " belongs to a runtime that was closed; make it again with this " +
-                        "runtime's data()");
-  if (owner.get() != &c) throw ArgumentError(what + ": " + name + " belongs to another runtime");
-  throw ArgumentError(what + ": " + name + " has no segment");
+    throw ArgumentError(what + ": " + data_name(d) + " belongs to a runtime that was closed; make it again with " +
+                        "the open runtime's data()");
+}
+
+void refuse_data(const RuntimeCore& c, const Data::Impl& d, const std::string& what) {
+  check_data_open(d, what);
+  if (d.rt.lock().get() != &c) throw ArgumentError(what + ": " + data_name(d) + " belongs to another runtime");
+  throw ArgumentError(what + ": " + data_name(d) + " has no segment");
 }
 
 }  // namespace detail

@@ -802,10 +802,7 @@ void* JobContext::resolve(const DataRef& d, DType want, int64_t first, int64_t& 
 DataRef Data::ref() const {
   const Impl& d = checked("ref");
   // A job carrying it would name a segment no rank holds any more.
-  const auto owner = d.rt.lock();
-  if (!owner || !owner->open || owner->gen != d.gen)
-    throw ArgumentError("Data::ref: the Data (" + std::string(dtype_name(d.dtype)) + " " + to_string(d.shape) +
-                        ") belongs to a runtime that was closed; jobs can only use a Data of the open runtime");
+  detail::check_data_open(d, "Data::ref");
   DataRef r;
   r.segment = d.id;
   r.dtype = d.dtype;

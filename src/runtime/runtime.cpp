@@ -204,19 +204,16 @@ void RuntimeCore::fail_collective(const std::string& what, const std::string& er
 }
 
 Busy::Busy(RuntimeCore& c, const std::string& what, bool keep_jobs) : c_(c) {
-  bool expected = false;
-  if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+  if (!c.try_claim())
     throw ArgumentError("Runtime::" + what +
                         ": another runtime call is running (from another thread, or re-entrant from a map job); "
                         "a runtime is used by one thread at a time");
-  c.busy_owner.store(thread_mark(), std::memory_order_relaxed);
   // Queued async jobs hold the workers: every other call finishes them first.
   if (!keep_jobs && c.stream) {
     try {
       finish_jobs(c);
     } catch (...) {
-      c.busy_owner.store(nullptr, std::memory_order_relaxed);
-      c.busy.store(false, std::memory_order_release);
+      c.unclaim();
       throw;
     }
   }
@@ -265,20 +262,19 @@ void RuntimeCore::close_from_api(const std::shared_ptr<RuntimeCore>& self, bool 
   report();
 }
 
-bool RuntimeCore::claim() noexcept {
-  const void* me = thread_mark();
-  for (bool expected = false; !busy.compare_exchange_strong(expected, true, std::memory_order_acquire);
-       expected = false) {
-    if (busy_owner.load(std::memory_order_relaxed) == me) return false;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  busy_owner.store(me, std::memory_order_relaxed);
+bool RuntimeCore::try_claim() noexcept {
+  bool expected = false;
+  if (!busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
+  busy_owner.store(thread_mark(), std::memory_order_relaxed);
   return true;
 }
 
-void RuntimeCore::unclaim() noexcept {
-  busy_owner.store(nullptr, std::memory_order_relaxed);
-  busy.store(false, std::memory_order_release);
+bool RuntimeCore::claim() noexcept {
+  while (!try_claim()) {
+    if (busy_owner.load(std::memory_order_relaxed) == thread_mark()) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return true;
 }
 
 void RuntimeCore::fail(const std::string& msg, int rank) noexcept {
@@ -392,7 +388,7 @@ void RuntimeCore::close() noexcept {
   grads_ids.clear();
   arenas.clear();
   arena_ids.clear();
-  if (master_pid == ::getpid()) clear_rank_locals();
+  clear_rank_locals();
   args.reset();
   seg_ptr.clear();
   group.reset();
@@ -403,7 +399,7 @@ void RuntimeCore::close() noexcept {
     affinity_saved = false;
     note_unpinned_cpus(0);
   }
-  if (master_pid == ::getpid()) release_fork_server();
+  release_fork_server();
   g_open.store(false);
 }
 
