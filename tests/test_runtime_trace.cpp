@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/comm.hpp"  // GpuMarks::Lane
-#include "runtime/trace.hpp"
+#include "trace/trace.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"

@@ -1,4 +1,4 @@
-// Unit tests of the runtime's wire formats (src/runtime/wire.hpp) beyond
+// Unit tests of the runtime's wire formats (src/wire/wire.hpp) beyond
 // the call command (tests/test_faults.cpp): the result format a worker
 // writes and the master reads, the node masters' blobs (a call's results,
 // the fork and call stamps, a map's results) and a variable's value. Each
@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/wire.hpp"
+#include "wire/wire.hpp"
 
 namespace {
 
@@ -181,7 +181,7 @@ TEST(WireNodeResults, RoundTripAndTruncation) {
 TEST(WireStamps, ForkStampRoundTripAndRefusals) {
   detail::ForkStamp s;
   s.ranks = 3;
-  s.cuda = 1;
+  s.device = Device::cuda;
   s.comm = 2;
   s.deterministic = 1;
   s.seed = 12345;

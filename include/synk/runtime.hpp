@@ -143,6 +143,10 @@ enum class CommBackend : uint8_t { automatic = 0, nccl, host_staged };
 // ArgumentError in a build without MPI.
 enum class MultiNode : uint8_t { automatic = 0, off, mpi };
 
+// Where a runtime's ranks compute: RuntimeOptions::device ("cpu", "cuda",
+// "auto") as fork() resolves it, the one spelling inside the library.
+enum class Device : uint8_t { cpu = 0, cuda = 1 };
+
 struct RuntimeOptions {
   // Ranks in total, master included. 0: the environment variable
   // SYNK_WORKERS if set; else one per visible GPU for CUDA ranks (device

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "comm/cpu_group.hpp"  // ElemType (ReduceOp: synk/runtime.hpp)
+#include "synk/error.hpp"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
@@ -36,7 +37,7 @@ namespace synk::comm {
 using StreamHandle = CUstream_st*;
 
 // Timing marks on a device rank's streams, for the GPU tracks of the
-// runtime's timeline (runtime/trace.hpp): a span opened on a stream starts
+// runtime's timeline (trace/trace.hpp): a span opened on a stream starts
 // when the stream gets to it and ends when the stream gets to its end, as
 // the GPU ran it, not as the host queued it. The CUDA executor implements
 // it (exec/cuda/timeline.hpp); the runtime opens the compute stream's
@@ -46,7 +47,7 @@ using StreamHandle = CUstream_st*;
 class GpuMarks {
  public:
   enum Lane : uint16_t { compute = 1, comm = 2 };  // lane 0: the rank's host track
-  // Receives one finished span: CLOCK_MONOTONIC ns, as runtime/trace.hpp records.
+  // Receives one finished span: CLOCK_MONOTONIC ns, as trace/trace.hpp records.
   using Sink = void (*)(uint16_t kind, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane);
   virtual ~GpuMarks() = default;
   // A span of `kind` on the compute stream `s`, from the work queued on it next.
@@ -107,6 +108,19 @@ class Comm {
   // comm_begin/comm_end) until set_marks(nullptr). Backends without a
   // stream of their own ignore it: their collectives are on the host track.
   virtual void set_marks(GpuMarks* marks) { (void)marks; }
+
+  // Ranks of one machine whose buffers are all mapped in every rank's
+  // process (shared memory) can reduce them in place, without copies: a comm
+  // that can (CpuComm) says so here, and all_reduce_peers then reduces
+  // elements [offset, offset + count) of every rank's buffer (bufs, by
+  // rank) into each of them. Comms over device memory or other machines
+  // cannot: the rank uses all_reduce on a buffer of its own instead.
+  virtual bool reduces_peer_buffers() const noexcept { return false; }
+  virtual void all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op) {
+    (void)bufs, (void)offset, (void)count, (void)t, (void)op;
+    throw BackendError(std::string("rank ") + std::to_string(rank()) + ": all_reduce_peers on a " + backend() +
+                       " comm, which cannot reduce buffers mapped from its peers");
+  }
 
   // Blocks until every collective issued so far has completed; throws
   // BackendError naming rank, device and collective if one failed or timed out.

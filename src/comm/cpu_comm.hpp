@@ -50,8 +50,10 @@ class CpuComm final : public Comm {
   }
   void wait() override {}
 
-  // The group itself, for what only shared memory allows (all_reduce_peers).
-  CpuGroup& group() noexcept { return g_; }
+  bool reduces_peer_buffers() const noexcept override { return true; }
+  void all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op) override {
+    g_.all_reduce_peers(bufs, offset, count, t, op);
+  }
 
  private:
   CpuGroup& g_;

@@ -23,6 +23,7 @@
 
 #include "synk/array.hpp"
 #include "synk/graph.hpp"
+#include "synk/runtime.hpp"  // Device
 #include "synk/session.hpp"  // CallKey
 
 namespace synk::comm {
@@ -33,7 +34,7 @@ struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace synk::exec {
 
-enum class Device : uint8_t { cpu, cuda };
+using Device = synk::Device;  // synk/runtime.hpp
 
 struct ExecutorOptions {
   Device device = Device::cpu;

@@ -87,7 +87,7 @@ std::string drop_undistributed(RuntimeCore& c) {
   }
   c.defs.resize(c.distributed_defs);
   c.distributed_entries = c.entries.size();
-  c.local.drop_defs(c.distributed_defs);
+  c.rank->drop_functions(c.distributed_defs);
   if (names.empty()) return "";
   return "; the functions made since the last successful distribute() were dropped (" + names +
          "): make them again";
@@ -173,7 +173,7 @@ void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
   }
   std::string err;
   try {
-    c.local.add_defs(c.defs);
+    c.rank->add_functions(c.defs);
   } catch (const std::exception& e) {
     err = e.what();
   }
@@ -187,7 +187,7 @@ void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
   c.distributed_defs = c.defs.size();
   c.distributed_entries = c.entries.size();
   c.distributed_nodes = c.graph->size();
-  if (!c.local.comm) c.init_nccl();  // the first distribute of NCCL ranks
+  if (!c.rank->has_comm()) c.join_comms();  // the first distribute of ranks joined through bootstrap bytes (NCCL)
 }
 }  // namespace
 
@@ -352,7 +352,7 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
     }
     // CPU ranks of one node: the gradients live in shared memory, where the
     // all-reduce reads every rank's directly (CpuGroup::all_reduce_peers).
-    if (train && !c.cuda && !c.multi() && !detail::test_hooks().no_shared_grads) c.ensure_shared_grads(e.flat_size);
+    if (train && c.device == Device::cpu && !c.multi() && !detail::test_hooks().no_shared_grads) c.ensure_shared_grads(e.flat_size);
     c.set_args(detail::encode_call(d, ins, indices));
     c.signal(Cmd::call, train);
   }
@@ -375,7 +375,7 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
       }
       d.inputs.push_back(std::move(x));
     }
-    mine = detail::run_share(c.local, d);
+    mine = c.rank->run_share(d);
   } catch (const std::exception& ex) {
     if (c.failed.load()) c.throw_failure(label());
     err = ex.what();

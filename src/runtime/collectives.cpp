@@ -16,64 +16,6 @@ using detail::Cmd;
 using detail::RuntimeCore;
 using detail::VarOpKind;
 
-namespace detail {
-
-void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out) {
-  if (!L.ready() || !L.comm) throw BackendError("collective before distribute");
-  trace::Span span(trace::Kind::collective);
-  comm::Comm& comm = *L.comm;
-  exec::Executor& ex = *L.ex;
-  const auto stream = ex.stream();
-  size_t out_off = 0;
-  for (const VarOp& o : decode_var_ops(args, n)) {
-    const VarOpKind kind = o.kind;
-    const int32_t root = o.root, var = o.var;
-    // Validate against the graph before acting (a corrupt command must not reach memory).
-    if (var < 0 || static_cast<size_t>(var) >= L.graph->size() || L.graph->node(var).op != Op::Variable)
-      throw FormatError("runtime: corrupt collective command: " + std::to_string(var) + " is not a variable id");
-    const Node& node = L.graph->node(var);
-    const size_t cnt = static_cast<size_t>(numel(node.shape));
-    const size_t nb = cnt * dtype_size(node.dtype);
-    const size_t all_nb = nb * static_cast<size_t>(L.ranks);
-    if (root < 0 || root >= L.ranks || (kind == VarOpKind::scatter && all_nb > n - o.in_off))
-      throw FormatError("runtime: corrupt collective command for variable '" + node.name + "'");
-    const comm::ElemType t = comm::elem_type(node.dtype);
-    // Every rank's copy lives in its executor's memory, where its comm works:
-    // in place for broadcast and the reductions; gathers collect into the
-    // executor's staging and come out to the master's host buffer; a
-    // scatter goes in from the master's arguments.
-    void* v = ex.variable_storage(var);
-    switch (kind) {
-      case VarOpKind::broadcast: comm.broadcast(v, cnt, t, root, stream); break;
-      case VarOpKind::all_reduce: comm.all_reduce(v, v, cnt, t, o.op, stream); break;
-      case VarOpKind::reduce: comm.reduce(v, v, cnt, t, o.op, root, stream); break;
-      case VarOpKind::all_gather:
-      case VarOpKind::gather: {
-        const bool receives = kind == VarOpKind::all_gather || L.rank == 0;
-        void* all = receives ? ex.scratch(exec::Executor::Scratch::staging, all_nb) : nullptr;
-        if (kind == VarOpKind::all_gather) comm.all_gather(v, all, cnt, t, stream);
-        else comm.gather(v, all, cnt, t, 0, stream);
-        comm.wait();
-        if (out) ex.copy_out(out + out_off, all, all_nb);
-        out_off += all_nb;
-        break;
-      }
-      case VarOpKind::scatter: {
-        void* all = nullptr;
-        if (L.rank == 0) {
-          all = ex.scratch(exec::Executor::Scratch::staging, all_nb);
-          ex.copy_in(all, args + o.in_off, all_nb);
-        }
-        comm.scatter(all, v, cnt, t, 0, stream);
-        break;
-      }
-    }
-    // The watchdog: a failed or missing peer raises here, op by op.
-    comm.wait();
-  }
-}
-
-}  // namespace detail
 
 namespace {
 
@@ -99,7 +41,7 @@ std::vector<uint8_t> run_ops(RuntimeCore& c, const std::vector<VarOp>& ops, cons
   }
   const uint8_t* args = c.n > 1 ? static_cast<const uint8_t*>(c.args.data()) : args_bytes.data();
   try {
-    detail::run_var_ops(c.local, args, args_bytes.size(), out.data());
+    c.rank->run_var_ops(args, args_bytes.size(), out.data());
   } catch (const std::exception& e) {
     // The group is unusable after any error in it: the runtime fails.
     if (c.failed.load()) c.throw_failure(label);
@@ -236,7 +178,7 @@ Array Runtime::get(const VarRef& var, int rank) {
     c.agree("get", static_cast<uint64_t>(id), static_cast<uint64_t>(rank), "get of '" + n.name + "'");
     const int local = rank - c.base;
     if (owner == c.node && local == 0) {
-      detail::var_read(c.local, id, a.raw(), a.nbytes());
+      c.rank->read_variable(id, a.raw(), a.nbytes());
     } else if (owner == c.node) {
       c.ensure_result(local, detail::var_value_result_bytes(a.nbytes()));
       ++c.calls;
@@ -270,7 +212,7 @@ void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int ran
     if (c.node_of(rank) != c.node) return;
     rank -= c.base;
   }
-  if (rank <= 0 && nb) detail::var_write(c.local, id, value.data, nb);
+  if (rank <= 0 && nb) c.rank->write_variable(id, value.data, nb);
   if (rank == 0 || c.n == 1) return;
   ++c.calls;
   c.set_args(detail::encode_var_set(rank, id, value.data, nb));
@@ -301,12 +243,12 @@ VarValues Runtime::snapshot() const {
   if (::getpid() != c.master_pid) throw ArgumentError("Runtime::snapshot: called in a worker process");
   detail::Busy busy(c, "snapshot");
   VarValues out;
-  if (!c.graph || !c.local.ready()) return out;
+  if (!c.graph || !c.rank || !c.rank->ready()) return out;
   for (size_t id = 0; id < c.distributed_nodes; ++id) {
     const Node& n = c.graph->node(static_cast<int32_t>(id));
     if (n.op != Op::Variable) continue;
     Array a(n.dtype, n.shape);
-    detail::var_read(c.local, static_cast<int32_t>(id), a.raw(), a.nbytes());
+    c.rank->read_variable(static_cast<int32_t>(id), a.raw(), a.nbytes());
     out.emplace_back(n.name, std::move(a));
   }
   return out;

@@ -36,10 +36,10 @@
 #include "comm/cpu_group.hpp"
 #include "comm/node_link.hpp"
 #include "comm/shm.hpp"
-#include "exec/executor.hpp"
+#include "rank/rank.hpp"
 #include "synk/config.hpp"
-#include "runtime/trace.hpp"
-#include "runtime/wire.hpp"
+#include "trace/trace.hpp"
+#include "wire/wire.hpp"
 #include "synk/data.hpp"
 #include "synk/runtime.hpp"
 
@@ -124,8 +124,10 @@ struct ControlBlock {
   alignas(128) CommandHeader cmd;
   alignas(128) uint64_t map_next;  // atomic: next job of a job table (Cmd::jobs)
   alignas(128) JobSync jobs;        // Cmd::jobs (runtime/jobs.cpp)
-  alignas(128) unsigned char nccl_id[128];  // Cmd::comm_init: the NCCL unique id
-  uint64_t trace_seg;                       // the timeline's segment id (0: no trace; runtime/trace.hpp)
+  // Cmd::comm_init: the bytes every rank joins its comm with
+  // (comm::make_bootstrap; NCCL's unique id), comm::bootstrap_bytes of them.
+  alignas(128) unsigned char comm_boot[comm::kMaxBootstrapBytes];
+  uint64_t trace_seg;                       // the timeline's segment id (0: no trace; trace/trace.hpp)
   // Training steps of CPU ranks on one node: every rank's gradient buffer
   // in shared memory (segment ids by rank, their size, bumped per change),
   // all-reduced in place (CpuGroup::all_reduce_peers).
@@ -163,119 +165,15 @@ struct TestHooks {
 };
 TestHooks& test_hooks();
 
-// Rows [start, start+count) of `total` for `rank` of `ranks`: as even as
-// possible, the remainder to the lowest ranks.
-inline void split_rows(int64_t total, int ranks, int rank, int64_t& start, int64_t& count) {
-  const int64_t q = total / ranks, rem = total % ranks;
-  count = q + (rank < rem ? 1 : 0);
-  start = rank * q + std::min<int64_t>(rank, rem);
-}
-
-// Deterministic calls (CallDesc::chunks): chunk c of `chunks` is rows
-// [chunk_start(c), chunk_start(c + 1)) of the batch, whatever the rank
-// count; the chunks are split over the ranks as rows are otherwise.
-inline int64_t chunk_start(int64_t total, int64_t chunks, int64_t c) {
-  const int64_t q = total / chunks, rem = total % chunks;
-  return c * q + std::min<int64_t>(c, rem);
-}
-
-// A rank's share of a call of `total` (>= 0) rows: rows [start, start +
-// rows) of the batch, and in a deterministic call its chunks [first_chunk,
-// first_chunk + n_chunks). The master sizes result buffers by it and every
-// rank takes its rows by it.
-struct RankShare {
-  int64_t start = 0, rows = 0, first_chunk = 0, n_chunks = 0;
-};
-inline RankShare rank_share(int64_t total, int ranks, int rank, uint32_t chunks) {
-  RankShare r;
-  if (chunks == 0) {
-    split_rows(total, ranks, rank, r.start, r.rows);
-    return r;
-  }
-  split_rows(chunks, ranks, rank, r.first_chunk, r.n_chunks);
-  r.start = chunk_start(total, chunks, r.first_chunk);
-  r.rows = chunk_start(total, chunks, r.first_chunk + r.n_chunks) - r.start;
-  return r;
-}
-
-// One rank's side of the runtime: its executor and its comm (one interface
-// each, whatever the kind of rank: exec/executor.hpp, comm/comm.hpp) over
-// its copy of the graph, the distributed functions and the scratch of
-// calls. Variables, gradients and the comm's buffers live in the executor's
-// memory; the runtime reaches them only through the executor.
-struct Local {
-  const Graph* graph = nullptr;
-  exec::Executor* ex = nullptr;  // owned by the RuntimeCore (master) or the Worker
-  comm::Comm* comm = nullptr;    // likewise; null on NCCL ranks until Cmd::comm_init
-  std::vector<FunctionDef> defs;
-  std::vector<int> fns;     // executor index of defs[i]
-  std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
-  int rank = 0, ranks = 1;
-  size_t bucket_bytes = 0;  // RuntimeOptions::bucket_bytes (0: one all-reduce after backward)
-  // Every rank's gradient buffer as mapped here (ControlBlock::grads_seg),
-  // peer_bytes each; empty: the executor's scratch and the comm's all_reduce.
-  std::vector<void*> peer_grads;
-  size_t peer_bytes = 0;
-  uint64_t peer_gen = 0;
-  std::vector<std::vector<uint8_t>> staging;  // per input, for index gathers
-  // Data segments page-locked for the input copies (Executor::pin_host),
-  // by segment id (null: not pinned, or refused).
-  std::unordered_map<uint64_t, const void*> pinned;
-
-  void add_defs(const std::vector<FunctionDef>& all);
-  // Forgets every function from index n on (a distribute() that failed;
-  // the executor keeps their compiled forms, unreachable, until the next
-  // distribute() of a worker or the end of the master's runtime).
-  void drop_defs(size_t n);
-  bool ready() const { return ex != nullptr; }
-};
-
-struct RuntimeCore;
-// Rank `rank`'s executor over g, for the master and the workers alike (one
-// device rule): CPU ranks on the CPU; CUDA ranks on GPU
-// rank_gpu(gpu_first, rank, gpus), made current first (use_rank_device).
-std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank);
-// Rank `rank`'s comm, made once its executor exists (a CUDA rank's device is
-// current then): the CpuGroup on CPU ranks, the host-staged backend on CUDA
-// ranks without NCCL, and on NCCL ranks (RuntimeCore::nccl) the
-// communicator whose id the master put in the control block, joined by
-// every rank at once (Cmd::comm_init); a wait there ends early once
-// `cancelled` says a peer failed.
-std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::function<bool()> cancelled);
-
-// A variable's value (nb bytes, the whole variable) from / to this rank's
-// copy, on the host or the device.
-void var_read(Local& L, int32_t var, void* dst, size_t nb);
-void var_write(Local& L, int32_t var, const void* src, size_t nb);
-
 // CUDA ranks (see RuntimeOptions::device; runtime/cuda_ranks.cpp).
 // cuda_devices() counts the visible GPUs in a forked child (0 without CUDA)
 // so this process stays free of CUDA; `why` gets what the CUDA runtime said.
 int cuda_devices(std::string* why = nullptr);
-// Makes `device` current for good in CUDA rank `rank`, before its first CUDA
-// object (so no CUDA call there ever touches another GPU).
-void use_rank_device(int rank, int device);
 // Set when this process initialised CUDA (a CudaSession, or a device query
 // in this process such as cuda::device_count()): it may not fork CUDA ranks then.
 void note_cuda_context() noexcept;
 bool cuda_context_noted() noexcept;
 
-ShareResult run_share(Local& L, const CallDesc& d);
-
-// How a training step's gradients are combined, chosen from the call alone
-// (so every rank takes the same path). The flat gradient buffer lives in the
-// executor's memory and the rank's comm all-reduces it there, whatever the
-// kind of rank:
-//   direct  one slice: the gradient function writes straight into the flat
-//           buffer; averaged over ranks (equal shares), or weighted by the
-//           rank's rows and summed (an uneven batch);
-//   sliced  several slices: each slice's gradients added into the flat
-//           buffer weighted by its rows, then summed over ranks.
-enum class GradPath : uint8_t { direct, sliced };
-GradPath grad_path(int64_t total, uint32_t num_slices, int64_t rows);
-// The reduction a step's all-reduce uses: avg where every rank's gradient
-// is a mean over the same number of rows, sum where they were weighted.
-ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows);
 
 
 // Combines every rank's share by the outputs' collect modes. A
@@ -286,10 +184,6 @@ ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows);
 std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
                            const std::string& fn_name, std::span<const int64_t> chunk_rows = {});
 
-// Variable collectives (Cmd::collective; the arguments: wire.hpp), the same
-// on every rank. `out` (master only) receives gather/all_gather results, op
-// after op.
-void run_var_ops(Local& L, const uint8_t* args, size_t n, uint8_t* out);
 
 
 // Cmd::jobs on a worker: takes jobs of the table in `args` until it is
@@ -398,23 +292,22 @@ struct RuntimeCore {
 
   // graph and functions
   Graph* graph = nullptr;
-  std::unique_ptr<exec::Executor> executor;  // rank 0's (CPU or CUDA)
-  bool cuda = false;   // ranks compute on GPUs
-  int gpus = 0;        // visible GPUs when cuda
+  Device device = Device::cpu;  // where the ranks compute
+  int gpus = 0;                 // visible GPUs (device cuda)
   // CUDA ranks of the nodes before this one that share its GPUs (several
   // nodes on one machine; 0 when alone): local rank r uses GPU
   // rank_gpu(gpu_first, r, gpus).
   int gpu_first = 0;
   // This node's place among the ranks of its machine (host_place; nodes > 1).
   HostPlace place;
-  bool nccl = false;   // CUDA ranks exchange through NCCL (else host-staged)
-  std::unique_ptr<comm::Comm> comm;  // rank 0's (NCCL: after the first distribute)
+  comm::CommKind comm_kind = comm::CommKind::host;  // every rank's (host_staged or nccl on CUDA ranks)
+  // Rank 0's (made with the runtime; computes once the first function is made).
+  std::unique_ptr<Rank> rank;
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
   size_t distributed_defs = 0;
   size_t distributed_entries = 0;
   size_t distributed_nodes = 0;
-  Local local;
 
   ~RuntimeCore();
   // Refuses calls from a worker process, on a closed runtime and on a failed
@@ -478,9 +371,10 @@ struct RuntimeCore {
   void attach_graph(Graph* g, const char* what);
   int add_def(const FunctionDef& d);
   int32_t var_id(const VarRef& v, const char* what);
-  // NCCL ranks: after the first distribute, every rank joins one
-  // communicator (Cmd::comm_init); a failure fails the runtime.
-  void init_nccl();
+  // Ranks whose comm is joined through bootstrap bytes (NCCL): after the
+  // first distribute, node 0's master makes them, every rank joins at once
+  // (Cmd::comm_init); a failure fails the runtime.
+  void join_comms();
 
   // ---- multi-node (runtime/nodes.cpp; docs/multinode.md) ----
   // Ranks are global and node-major: this node's local rank r is global
@@ -583,6 +477,9 @@ const void* thread_mark() noexcept;
 uint64_t next_unique_id() noexcept;
 
 // ---- CUDA ranks (runtime/rank_setup.cpp) --------------------------------------
+// What local rank `local_rank` of this node is made of (its device, GPU and
+// comm), by one rule for the master and every worker.
+RankSetup rank_setup(const RuntimeCore& c, int local_rank);
 // Whether CUDA ranks use NCCL: comm = nccl (any rank count, one GPU each),
 // or automatic with more than one rank, one GPU each, in a build with NCCL.
 // Throws ArgumentError for comm = nccl in a build without NCCL.
@@ -615,12 +512,6 @@ struct NodesGpuPlan {
 NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBackend comm);
 // Where node `node`'s ranks go among the CPUs of its machine (HostPlace).
 HostPlace host_place(std::span<const NodeGpus> nodes, int node);
-// Page-locks a Data segment once (where the executor does that; a no-op on
-// the CPU) /
-// unlocks it before it is unmapped.
-void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes);
-void unpin_segment(Local& L, uint64_t id) noexcept;
-void unpin_all(Local& L) noexcept;
 
 // Worker entry, in the forked child: never returns.
 [[noreturn]] void worker_main(RuntimeCore& core, int rank) noexcept;

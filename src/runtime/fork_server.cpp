@@ -95,7 +95,6 @@ int recv_request(int sock, WorkerStart& w, int (&fds)[3]) {
     // Rebuilt from what the master sent; the worker ends with _exit, so the
     // core is never destroyed (its destructor would close the runtime).
     auto* c = new RuntimeCore();
-    c->opts.device = w.cuda ? "cuda" : "cpu";
     c->opts.comm = static_cast<CommBackend>(w.comm);
     c->opts.seed = w.seed;
     c->opts.spin = std::chrono::nanoseconds(w.spin_ns);
@@ -103,8 +102,10 @@ int recv_request(int sock, WorkerStart& w, int (&fds)[3]) {
     c->opts.collective_timeout = std::chrono::milliseconds(w.collective_timeout_ms);
     c->opts.bucket_bytes = w.bucket_bytes;
     c->n = w.ranks;
-    c->cuda = w.cuda != 0;
-    c->nccl = w.nccl != 0;
+    if (w.device > static_cast<uint8_t>(Device::cuda) || w.comm_kind > static_cast<uint8_t>(comm::CommKind::nccl))
+      ::_exit(71);
+    c->device = static_cast<Device>(w.device);
+    c->comm_kind = static_cast<comm::CommKind>(w.comm_kind);
     c->gpus = w.gpus;
     c->master_pid = w.master_pid;
     c->spin_ns = w.spin_ns;

@@ -44,7 +44,7 @@ struct WorkerStart {
   int32_t rank = 0, ranks = 0;
   int32_t master_pid = 0;
   int32_t cpu = -1;  // pin to this CPU; -1: no pinning
-  uint8_t cuda = 0, nccl = 0, comm = 0, pad = 0;
+  uint8_t device = 0, comm_kind = 0, comm = 0, pad = 0;  // synk::Device, comm::CommKind, CommBackend
   int32_t gpus = 0;
   uint64_t seed = 0;
   int64_t spin_ns = 0;                // the runtime's spin (and the CpuGroup's)

@@ -77,7 +77,7 @@ void join_nodes(RuntimeCore& c, int n) {
   });
   ForkStamp me;
   me.ranks = n;
-  me.cuda = c.cuda;
+  me.device = c.device;
   me.comm = static_cast<uint8_t>(c.opts.comm);
   me.gpus = c.gpus;
   me.host = link.host_leader();
@@ -120,9 +120,9 @@ void join_nodes(RuntimeCore& c, int n) {
   if (world > INT_MAX / 2) throw ArgumentError("synk::fork: " + std::to_string(world) + " ranks in total are too many");
   c.world = static_cast<int>(world);
   c.place = host_place(gpus, c.node);
-  if (c.cuda) {
+  if (c.device == Device::cuda) {
     const NodesGpuPlan plan = plan_node_gpus(gpus, c.node, c.opts.comm);
-    c.nccl = plan.nccl;
+    c.comm_kind = plan.nccl ? comm::CommKind::nccl : comm::CommKind::host_staged;
     c.gpu_first = plan.gpu_first;
   }
   c.cb->gpu_first = c.gpu_first;

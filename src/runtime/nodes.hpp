@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/wire.hpp"
+#include "wire/wire.hpp"
 
 namespace synk::detail {
 

@@ -1,32 +1,27 @@
 // src/runtime/rank_setup.cpp — what a rank is made of, for the master and
-// the workers alike: its executor (one device rule), its comm (one backend
-// rule), and what CUDA ranks need around them: counting the GPUs without
-// initialising CUDA in the master, each rank's device made current before
-// its first CUDA object, and NCCL (chosen at fork(), one communicator
-// joined after the first distribute()).
+// the workers alike (rank_setup: its device, GPU and comm by one rule), and
+// what CUDA ranks need around them: counting the GPUs without initialising
+// CUDA in the master, each rank's device made current before its first
+// CUDA object, the GPU plan of several nodes, and comms joined through
+// bootstrap bytes (NCCL: chosen at fork(), one communicator joined after
+// the first distribute()).
 //
 // Why after the first distribute: a CUDA rank makes its CUDA context when it
 // compiles its functions, and a runtime that never distributes (map jobs
 // only) should not pay for NCCL's bootstrap. Why Cmd::comm_init is a
 // collective command: a rank that fails to join aborts the CpuGroup, and
-// every other rank's NCCL wait polls that abort (NcclCommOptions::cancelled),
-// so a failed or killed rank ends everyone's wait at once instead of at
-// NCCL's timeout.
+// every other rank's NCCL wait polls that abort (CommSpec::cancelled), so a
+// failed or killed rank ends everyone's wait at once instead of at NCCL's
+// timeout.
 #include <climits>
 #include <cstring>
 
-#include "comm/cpu_comm.hpp"
-#include "comm/node_comm.hpp"
 #include "runtime/core.hpp"
 
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "comm/host_staged.hpp"
 #include "exec/cuda/device.hpp"
-#endif
-#if SYNK_HAVE_NCCL
-#include "comm/nccl.hpp"
 #endif
 
 namespace synk::detail {
@@ -126,77 +121,48 @@ NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBacke
   return plan;
 }
 
-namespace {
-// CUDA ranks of this node: host-staged ranks may share GPUs.
-int gpu_of(const RuntimeCore& c, int rank) { return rank_gpu(c.gpu_first, rank, c.gpus); }
-}  // namespace
-
-std::unique_ptr<exec::Executor> make_rank_executor(const Graph& g, const RuntimeCore& c, int rank) {
-  exec::ExecutorOptions o{.seed = c.opts.seed, .rank = rank, .blas_threads = 1};
-  if (c.cuda) {
-    o.device = exec::Device::cuda;
-    o.ordinal = gpu_of(c, rank);
-    use_rank_device(rank, o.ordinal);
-  }
-  return exec::make_executor(g, o);
+RankSetup rank_setup(const RuntimeCore& c, int local_rank) {
+  RankSetup s;
+  s.local = local_rank;
+  s.rank = c.base + local_rank;
+  s.ranks = c.world;
+  s.device = c.device;
+  // CUDA ranks of this node: host-staged ranks may share GPUs.
+  s.gpu = c.device == Device::cuda ? rank_gpu(c.gpu_first, local_rank, c.gpus) : -1;
+  s.seed = c.opts.seed;
+  s.bucket_bytes = c.opts.bucket_bytes;
+  s.comm = comm::CommSpec{.kind = c.comm_kind,
+                          .group = c.group.get(),
+                          .link = local_rank == 0 ? c.link.get() : nullptr,
+                          .layout = comm::NodeLayout{.node = c.node, .sizes = c.node_sizes},
+                          .rank = s.rank,
+                          .ranks = s.ranks,
+                          .device = s.gpu,
+                          .timeout = c.opts.collective_timeout,
+                          // A peer that failed aborted the group (the
+                          // master: or the runtime failed): the comm's waits end then.
+                          .cancelled = [&c] { return c.comm_cancelled(); }};
+  return s;
 }
 
-namespace {
-// The host collectives of a rank: the node's shared-memory group, and with
-// several nodes the two-level comm over it and the masters' MPI link.
-std::unique_ptr<comm::Comm> host_comm(const RuntimeCore& c, int rank) {
-  auto local = std::make_unique<comm::CpuComm>(*c.group);
-  if (!c.multi()) return local;
-  return std::make_unique<comm::NodeComm>(std::move(local), rank == 0 ? c.link.get() : nullptr,
-                                          comm::NodeLayout{.node = c.node, .sizes = c.node_sizes});
-}
-}  // namespace
-
-std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::function<bool()> cancelled) {
-  if (!c.cuda) return host_comm(c, rank);
-#if SYNK_HAVE_NCCL
-  if (c.nccl) {
-    // One communicator over every rank of every node (global ranks).
-    comm::NcclId id;
-    std::memcpy(id.bytes, c.cb->nccl_id, sizeof id.bytes);
-    return std::make_unique<comm::NcclComm>(id, comm::NcclCommOptions{.ranks = c.world,
-                                                                       .rank = c.base + rank,
-                                                                       .device = gpu_of(c, rank),
-                                                                       .timeout = c.opts.collective_timeout,
-                                                                       .cancelled = std::move(cancelled)});
-  }
-#else
-  (void)cancelled;
-#endif
-#if SYNK_HAVE_CUDA
-  return std::make_unique<comm::HostStagedComm>(host_comm(c, rank),
-                                                comm::HostStagedOptions{.device = gpu_of(c, rank)});
-#else
-  (void)rank;
-  throw BackendError("synk runtime: CUDA ranks in a build without CUDA");
-#endif
-}
-
-void RuntimeCore::init_nccl() {
-  const std::string what = "NCCL initialisation (" + std::to_string(world) + " ranks)";
-#if SYNK_HAVE_NCCL
-  // Several nodes: node 0's master makes the id and sends it to the others.
-  comm::NcclId id{};
-  if (node == 0) id = comm::make_nccl_id();
-  if (multi()) over_link(what, [&] { link->broadcast(id.bytes, sizeof id.bytes, 0, "the NCCL id"); });
-  std::memcpy(cb->nccl_id, id.bytes, sizeof id.bytes);
-#endif
+void RuntimeCore::join_comms() {
+  const comm::CommKind kind = comm_kind;
+  const std::string what = std::string(comm::comm_kind_name(kind)) + " comm initialisation (" + std::to_string(world) + " ranks)";
+  // Several nodes: node 0's master makes the bytes and sends them to the others.
+  std::vector<uint8_t> boot(comm::bootstrap_bytes(kind));
+  if (node == 0) boot = comm::make_bootstrap(kind);
+  if (multi() && !boot.empty()) over_link(what, [&] { link->broadcast(boot.data(), boot.size(), 0, "the comm's bootstrap bytes"); });
+  std::memcpy(cb->comm_boot, boot.data(), boot.size());
   signal(Cmd::comm_init, true);
   std::string err;
   try {
-    comm = make_rank_comm(*this, 0, [this] { return comm_cancelled(); });
+    rank->join_comm(boot);
   } catch (const std::exception& e) {
     err = e.what();
   }
   // A worker that failed aborted the group; the master's join then failed too.
   if (!err.empty()) fail_collective(what, err);
   wait_workers(what);
-  local.comm = comm.get();
 }
 
 }  // namespace synk::detail

@@ -38,6 +38,22 @@
 namespace synk {
 namespace detail {
 
+const char* cmd_name(Cmd c) {
+  switch (c) {
+    case Cmd::none: return "none";
+    case Cmd::stop: return "stop";
+    case Cmd::sync: return "sync";
+    case Cmd::distribute: return "distribute";
+    case Cmd::call: return "call";
+    case Cmd::collective: return "collective";
+    case Cmd::var_get: return "get";
+    case Cmd::var_set: return "set";
+    case Cmd::comm_init: return "comm_init";
+    case Cmd::jobs: return "jobs";
+  }
+  return "?";
+}
+
 namespace {
 
 constexpr int64_t kPollNs = 50'000'000;  // the master's futex sleep slice
@@ -376,13 +392,10 @@ void RuntimeCore::close() noexcept {
     }
     trace.reset();
   }
-  unpin_all(local);
-  local = Local{};
   // Aborting frees a communicator without talking to peers, which are gone
   // or stopping (a finalize could wait for them).
-  if (comm) comm->abort("the runtime was closed");
-  comm.reset();
-  executor.reset();
+  if (rank) rank->close("the runtime was closed");
+  rank.reset();
   results.clear();
   grads_segs.clear();
   grads_ids.clear();
@@ -458,7 +471,7 @@ uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
 }
 
 void RuntimeCore::release(uint64_t id, int rank) noexcept {
-  unpin_segment(local, id);  // before the caller unmaps it
+  if (this->rank) this->rank->unpin(id);  // before the caller unmaps it
   seg_ptr.erase(id);
   if (!open || failed.load()) return;
   SegMsg m{id, 0, 2, 0};
@@ -494,10 +507,9 @@ void RuntimeCore::ensure_shared_grads(size_t elems) {
   for (int r = 0; r < n; ++r) cb->grads_seg[r] = ids[static_cast<size_t>(r)];
   cb->grads_bytes = bytes;
   ++cb->grads_gen;
-  local.peer_grads.assign(static_cast<size_t>(n), nullptr);
-  for (int r = 0; r < n; ++r) local.peer_grads[static_cast<size_t>(r)] = segs[static_cast<size_t>(r)].data();
-  local.peer_bytes = bytes;
-  local.peer_gen = cb->grads_gen;
+  std::vector<void*> bufs(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) bufs[static_cast<size_t>(r)] = segs[static_cast<size_t>(r)].data();
+  rank->map_peer_grads(std::move(bufs), bytes, cb->grads_gen);
   grads_segs = std::move(segs);
   grads_ids = std::move(ids);
 }
@@ -586,16 +598,10 @@ void RuntimeCore::wait_workers(const Label& what) {
 
 void RuntimeCore::attach_graph(Graph* g, const char* what) {
   if (!graph) {
+    auto r = std::make_unique<Rank>(rank_setup(*this, 0));
+    r->attach(*g);
+    rank = std::move(r);
     graph = g;
-    executor = make_rank_executor(*g, *this, 0);
-    // NCCL ranks join their communicator together, after the first distribute.
-    if (!nccl) comm = make_rank_comm(*this, 0, [this] { return comm_cancelled(); });
-    local.graph = g;
-    local.ex = executor.get();
-    local.comm = comm.get();
-    local.rank = base;
-    local.ranks = world;
-    local.bucket_bytes = opts.bucket_bytes;
   } else if (graph != g) {
     throw ArgumentError(std::string("Runtime::") + what +
                         ": all functions of a runtime must belong to one Graph (this one is another)");
@@ -792,8 +798,8 @@ Runtime fork(const RuntimeOptions& opts) {
     ForkServer& server = fork_server_for(cuda, device.c_str());
     c.opts = opts;
     c.n = n;
-    c.cuda = cuda;
-    c.nccl = nccl;
+    c.device = cuda ? Device::cuda : Device::cpu;
+    c.comm_kind = !cuda ? comm::CommKind::host : nccl ? comm::CommKind::nccl : comm::CommKind::host_staged;
     c.gpus = gpus;
     c.master_pid = ::getpid();
     c.cpus = cpus;
@@ -808,7 +814,6 @@ Runtime fork(const RuntimeOptions& opts) {
       // CUDA ranks of several nodes: the nodes decide NCCL and each rank's
       // GPU jointly there (plan_node_gpus).
       join_nodes(c, n);
-      nccl = c.nccl;
     }
     // Several nodes on one machine (a test, or a fat node split in two):
     // each pins its ranks after those of the nodes before it there. If
@@ -849,8 +854,8 @@ Runtime fork(const RuntimeOptions& opts) {
         w.ranks = n;
         w.master_pid = c.master_pid;
         w.cpu = pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
-        w.cuda = cuda;
-        w.nccl = nccl;
+        w.device = static_cast<uint8_t>(c.device);
+        w.comm_kind = static_cast<uint8_t>(c.comm_kind);
         w.comm = static_cast<uint8_t>(opts.comm);
         w.gpus = gpus;
         w.seed = opts.seed;

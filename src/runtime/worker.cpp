@@ -40,7 +40,8 @@ struct Mapping {
 
 class Worker {
  public:
-  Worker(RuntimeCore& c, int rank) : c_(c), rank_(rank), cb_(c.cb), sock_(c.socks[static_cast<size_t>(rank)]) {}
+  Worker(RuntimeCore& c, int rank)
+      : c_(c), rank_(rank), cb_(c.cb), sock_(c.socks[static_cast<size_t>(rank)]), me_(rank_setup(c, rank)) {}
 
   [[noreturn]] void run() {
     c_.group->bind(rank_);
@@ -155,7 +156,7 @@ class Worker {
       } else if (m.op == 2) {
         auto it = segs_.find(m.id);
         if (it != segs_.end()) {
-          unpin_segment(local_, m.id);
+          me_.unpin(m.id);
           if (it->second.p) ::munmap(it->second.p, it->second.size);
           segs_.erase(it);
         }
@@ -182,10 +183,11 @@ class Worker {
 
   // A shared variable's size in bytes, after checking the id.
   size_t variable(int32_t var) const {
-    if (!local_.ready()) throw BackendError("variable access before distribute");
-    if (var < 0 || static_cast<size_t>(var) >= graph_->size() || graph_->node(var).op != Op::Variable)
+    if (!me_.ready()) throw BackendError("variable access before distribute");
+    const Graph& g = *me_.graph();
+    if (var < 0 || static_cast<size_t>(var) >= g.size() || g.node(var).op != Op::Variable)
       throw FormatError("corrupt command: " + std::to_string(var) + " is not a variable id");
-    const Node& n = graph_->node(var);
+    const Node& n = g.node(var);
     return static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
   }
 
@@ -194,14 +196,14 @@ class Worker {
       case Cmd::sync: return;
       case Cmd::distribute: return distribute();
       case Cmd::call: return call();
-      case Cmd::collective: return run_var_ops(local_, args(), hdr_.args_bytes, nullptr);
+      case Cmd::collective: return me_.run_var_ops(args(), hdr_.args_bytes, nullptr);
       case Cmd::var_get: {
         const VarAccess g = decode_var_get(args(), hdr_.args_bytes);
         const int32_t var = g.var;
         if (g.rank != rank_) return;
         Mapping out = seg(hdr_.result_id[rank_]);
         const size_t nb = variable(var);
-        var_read(local_, var, var_value_slot(out.p, out.size, nb), nb);
+        me_.read_variable(var, var_value_slot(out.p, out.size, nb), nb);
         return;
       }
       case Cmd::var_set: {
@@ -210,7 +212,7 @@ class Worker {
         const size_t nb = variable(s.var);
         if (nb > s.value_bytes)
           throw FormatError("corrupt command: the value of variable " + std::to_string(s.var) + " lies outside the arguments");
-        var_write(local_, s.var, s.value, nb);
+        me_.write_variable(s.var, s.value, nb);
         return;
       }
       case Cmd::jobs:
@@ -230,59 +232,25 @@ class Worker {
     auto g = std::make_unique<Graph>();
     std::vector<FunctionDef> defs = deserialize(args(), hdr_.args_bytes, *g);
     if (auto* hook = test_hooks().before_compile) hook(rank_);
-    std::unique_ptr<exec::Executor> ex = make_rank_executor(*g, c_, rank_);
-    // The comm lives as long as the process (the executor is made anew at
-    // every distribute); NCCL ranks join theirs together (Cmd::comm_init).
-    if (!comm_ && !c_.nccl) comm_ = make_rank_comm(c_, rank_, cancelled());
-    Local L;
-    L.graph = g.get();
-    L.ex = ex.get();
-    // Variables keep their values across distributes (the graph only grows).
-    if (graph_) {
-      std::vector<uint8_t> tmp;
-      for (size_t id = 0; id < graph_->size(); ++id) {
-        const Node& n = graph_->node(static_cast<int32_t>(id));
-        if (n.op != Op::Variable) continue;
-        const size_t nb = static_cast<size_t>(numel(n.shape)) * dtype_size(n.dtype);
-        if (!nb) continue;
-        tmp.resize(nb);
-        var_read(local_, static_cast<int32_t>(id), tmp.data(), nb);
-        var_write(L, static_cast<int32_t>(id), tmp.data(), nb);
-      }
-    }
-    L.comm = comm_.get();
-    L.pinned = std::move(local_.pinned);  // page locks belong to the process, not the executor
-    L.rank = c_.base + rank_;  // global: several nodes number their ranks node by node
-    L.ranks = c_.world;
-    L.bucket_bytes = c_.opts.bucket_bytes;
-    L.add_defs(defs);
-    local_ = std::move(L);
-    executor_ = std::move(ex);
-    graph_ = std::move(g);
+    me_.replace(std::move(g), defs);
   }
 
-  // A peer that failed aborted the group: the comm's waits end then.
-  std::function<bool()> cancelled() const {
-    comm::CpuGroup* g = c_.group.get();
-    return [g] { return g->aborted(); };
-  }
-
+  // Ranks whose comm is joined through bootstrap bytes (NCCL), after the
+  // first distribute: the bytes node 0's master put in the control block.
   void join_comm() {
-    if (!c_.nccl || !local_.ready())
-      throw FormatError("corrupt command: NCCL initialisation on a rank without NCCL or before distribute");
-    if (comm_) throw FormatError("corrupt command: a second NCCL initialisation");
-    comm_ = make_rank_comm(c_, rank_, cancelled());
-    local_.comm = comm_.get();
+    const size_t nb = comm::bootstrap_bytes(c_.comm_kind);
+    if (nb == 0) throw FormatError("corrupt command: a comm initialisation on ranks whose comm takes no bootstrap");
+    me_.join_comm({cb_->comm_boot, nb});
   }
 
   void call() {
-    if (!local_.ready()) throw BackendError("call before distribute");
+    if (!me_.ready()) throw BackendError("call before distribute");
     CallDesc d = decode_call(args(), hdr_.args_bytes, [this](uint64_t id) -> std::span<const uint8_t> {
       const Mapping m = seg(id);
       return {m.p, m.size};
     });
-    if (at(cb_->grads_gen).load(std::memory_order_acquire) != local_.peer_gen) map_grads();
-    ShareResult r = run_share(local_, d);
+    if (at(cb_->grads_gen).load(std::memory_order_acquire) != me_.peer_gen()) map_grads();
+    ShareResult r = me_.run_share(d);
     trace::Span span(trace::Kind::results, d.call_no, static_cast<int32_t>(d.fn));
     Mapping out = seg(hdr_.result_id[rank_]);
     write_result(r, out.p, out.size);
@@ -298,9 +266,7 @@ class Worker {
       if (m.size < bytes) throw FormatError("corrupt command: a gradient buffer smaller than its stated size");
       bufs[static_cast<size_t>(r)] = m.p;
     }
-    local_.peer_grads = std::move(bufs);
-    local_.peer_bytes = bytes;
-    local_.peer_gen = cb_->grads_gen;
+    me_.map_peer_grads(std::move(bufs), bytes, cb_->grads_gen);
   }
 
   RuntimeCore& c_;
@@ -310,10 +276,7 @@ class Worker {
   std::unordered_map<uint64_t, Mapping> segs_;
   uint32_t seg_seen_ = 0;  // segment messages taken from the socket
   CommandHeader hdr_{};
-  std::unique_ptr<Graph> graph_;
-  std::unique_ptr<exec::Executor> executor_;
-  std::unique_ptr<comm::Comm> comm_;  // declared after the executor: destroyed first
-  Local local_;
+  Rank me_;  // this worker's rank: made with the process, computes from the first distribute
 };
 
 }  // namespace

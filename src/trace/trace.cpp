@@ -1,6 +1,6 @@
-// src/runtime/trace.cpp — the timeline's logs and its Chrome trace-event
-// file (runtime/trace.hpp).
-#include "runtime/trace.hpp"
+// src/trace/trace.cpp — the timeline's logs and its Chrome trace-event
+// file (trace/trace.hpp).
+#include "trace/trace.hpp"
 
 #include <time.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
-// src/runtime/wire.cpp — the encoders and decoders of wire.hpp.
-#include "runtime/wire.hpp"
+// src/wire/wire.cpp — the encoders and decoders of wire.hpp.
+#include "wire/wire.hpp"
 
 #include <algorithm>
 
@@ -322,14 +322,14 @@ void stamp_size(size_t n, size_t want, int node, const char* what) {
 
 std::string ForkStamp::describe() const {
   return std::string("program '") + exe + "' (" + std::to_string(exe_size) + " bytes), device " +
-         (cuda ? "cuda" : "cpu") + (cuda ? std::string(", comm ") + comm_name(comm) : "") + ", seed " +
+         (device == Device::cuda ? "cuda" : "cpu") + (device == Device::cuda ? std::string(", comm ") + comm_name(comm) : "") + ", seed " +
          std::to_string(seed) + (deterministic ? ", deterministic with " + std::to_string(chunks) + " chunks" : "");
 }
 
 void encode_fork_stamp(const ForkStamp& s, uint8_t* dst) {
   Writer w(dst, kForkStampBytes);
   w.put(s.ranks);
-  w.put(s.cuda);
+  w.put(static_cast<uint8_t>(s.device));
   w.put(s.comm);
   w.put(s.deterministic);
   w.put<uint8_t>(0);
@@ -347,7 +347,11 @@ ForkStamp decode_fork_stamp(const uint8_t* p, size_t n, int node) {
   Reader r(p, n, "fork stamp");
   ForkStamp s;
   s.ranks = r.get<int32_t>();
-  s.cuda = r.get<uint8_t>();
+  const uint8_t device = r.get<uint8_t>();
+  if (device > static_cast<uint8_t>(Device::cuda))
+    throw FormatError("fork stamp of node " + std::to_string(node) + ": device " + std::to_string(device) +
+                      " is not a synk::Device");
+  s.device = static_cast<Device>(device);
   s.comm = r.get<uint8_t>();
   s.deterministic = r.get<uint8_t>();
   r.get<uint8_t>();

@@ -1,4 +1,4 @@
-// src/runtime/wire.hpp — every command's arguments as they travel through
+// src/wire/wire.hpp — every command's arguments as they travel through
 // the shared args segment (and a worker's results back), each encoder beside
 // its decoder (private header).
 //
@@ -248,12 +248,13 @@ void decode_node_results(const uint8_t* bytes, size_t n, int node, int ranks, st
 // comm asked for, not whether this node alone would use NCCL: that depends
 // on its rank count (one rank alone does not under automatic), so nodes of
 // different sizes would seem to differ; the job decides jointly.
-// On the wire (kForkStampBytes): i32 ranks, u8 cuda, u8 comm, u8
+// On the wire (kForkStampBytes): i32 ranks, u8 device, u8 comm, u8
 // deterministic, u8 pad, u64 seed, i32 chunks, i32 gpus, i32 host, u64
 // devices, u64 exe_size, char exe[64].
 struct ForkStamp {
   int32_t ranks = 0;
-  uint8_t cuda = 0, comm = 0, deterministic = 0;
+  Device device = Device::cpu;
+  uint8_t comm = 0, deterministic = 0;
   uint64_t seed = 0;
   int32_t chunks = 0;
   int32_t gpus = 0;         // the GPUs this node sees (CUDA ranks)
@@ -263,7 +264,7 @@ struct ForkStamp {
   char exe[64] = {};
   std::string describe() const;
   bool same(const ForkStamp& o) const {
-    return cuda == o.cuda && comm == o.comm && deterministic == o.deterministic && seed == o.seed &&
+    return device == o.device && comm == o.comm && deterministic == o.deterministic && seed == o.seed &&
            chunks == o.chunks && exe_size == o.exe_size && std::strcmp(exe, o.exe) == 0;
   }
 };

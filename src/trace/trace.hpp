@@ -1,4 +1,4 @@
-// src/runtime/trace.hpp — the runtime's timeline (RuntimeOptions::trace,
+// src/trace/trace.hpp — the runtime's timeline (RuntimeOptions::trace,
 // SYNK_TRACE): what every rank spent its time on, written at close() as a
 // Chrome trace-event JSON file that Perfetto (ui.perfetto.dev) and
 // chrome://tracing open, one track per rank, and on a CUDA rank two more:

@@ -1,211 +1,16 @@
-// src/runtime/exec.cpp — what every rank does with its share of a call, and
-// how the master combines the shares. Master and workers run the very same
-// code on the same decoded arguments, so a call means the same everywhere.
+// src/rank/share.cpp — what every rank does with its share of a call: its
+// rows, its slices, and in a training step its gradients combined with every
+// other rank's through its comm. Master and workers run the very same code
+// on the same decoded arguments, so a call means the same everywhere.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "comm/cpu_comm.hpp"
-#include "runtime/core.hpp"
+#include "rank/accum.hpp"
+#include "rank/rank.hpp"
+#include "trace/trace.hpp"
 
 namespace synk::detail {
-
-const char* cmd_name(Cmd c) {
-  switch (c) {
-    case Cmd::none: return "none";
-    case Cmd::stop: return "stop";
-    case Cmd::sync: return "sync";
-    case Cmd::distribute: return "distribute";
-    case Cmd::call: return "call";
-    case Cmd::collective: return "collective";
-    case Cmd::var_get: return "get";
-    case Cmd::var_set: return "set";
-    case Cmd::comm_init: return "comm_init";
-    case Cmd::jobs: return "jobs";
-  }
-  return "?";
-}
-
-
-
-// ---- elementwise accumulation -------------------------------------------------------
-
-namespace {
-
-template <class T> void fold(T* acc, const T* v, int64_t n, Collect c) {
-  switch (c) {
-    case Collect::sum: for (int64_t i = 0; i < n; ++i) acc[i] = static_cast<T>(acc[i] + v[i]); break;
-    case Collect::prod: for (int64_t i = 0; i < n; ++i) acc[i] = static_cast<T>(acc[i] * v[i]); break;
-    case Collect::max: for (int64_t i = 0; i < n; ++i) acc[i] = std::max(acc[i], v[i]); break;
-    case Collect::min: for (int64_t i = 0; i < n; ++i) acc[i] = std::min(acc[i], v[i]); break;
-    default: break;
-  }
-}
-
-void fold(Array& acc, const ArrayView& v, Collect c) {
-  if (acc.dtype() == DType::f32)
-    fold(acc.data<float>(), static_cast<const float*>(v.data), acc.numel(), c);
-  else
-    fold(acc.data<int32_t>(), static_cast<const int32_t*>(v.data), acc.numel(), c);
-}
-
-void add_weighted(std::vector<double>& acc, const ArrayView& v, double w) {
-  acc.resize(static_cast<size_t>(v.numel()), 0.0);
-  if (v.dtype == DType::f32) {
-    const float* p = static_cast<const float*>(v.data);
-    for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * p[i];
-  } else {
-    const int32_t* p = static_cast<const int32_t*>(v.data);
-    for (size_t i = 0; i < acc.size(); ++i) acc[i] += w * p[i];
-  }
-}
-
-Array from_doubles(const std::vector<double>& acc, double scale, DType t, const Shape& s) {
-  Array a(t, s);
-  if (t == DType::f32) {
-    float* p = a.data<float>();
-    for (size_t i = 0; i < acc.size(); ++i) p[i] = static_cast<float>(acc[i] * scale);
-  } else {
-    int32_t* p = a.data<int32_t>();
-    for (size_t i = 0; i < acc.size(); ++i) p[i] = static_cast<int32_t>(std::lround(acc[i] * scale));
-  }
-  return a;
-}
-
-Array copy_of(const ArrayView& v) {
-  Array a(v.dtype, v.shape);
-  if (a.nbytes()) std::memcpy(a.raw(), v.data, a.nbytes());
-  return a;
-}
-
-Array concat_rows(const std::vector<ArrayView>& parts, DType t, const Shape& like) {
-  int64_t rows = 0;
-  for (const auto& p : parts) rows += p.shape.empty() ? 1 : p.shape[0];
-  Shape s = like;
-  if (s.empty()) s = {rows};
-  else s[0] = rows;
-  Array a(t, s);
-  auto* out = static_cast<uint8_t*>(a.raw());
-  for (const auto& p : parts) {
-    const size_t nb = static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
-    if (nb) std::memcpy(out, p.data, nb);
-    out += nb;
-  }
-  return a;
-}
-
-// Combines a sequence of (weight, value) pairs by one collect mode.
-class Accum {
- public:
-  Accum(Collect c, size_t output) : c_(c), output_(output) {}
-  void add(const ArrayView& v, double weight) {
-    if (c_ == Collect::gather) {
-      keep_.push_back(copy_of(v));
-      return;
-    }
-    if (seen_ && v.shape != shape_)
-      throw ShapeError("output " + std::to_string(output_) + ": shapes differ between parts (" + to_string(shape_) +
-                       " vs " + to_string(v.shape) + "); only Collect::gather combines outputs with a batch dim");
-    if (!seen_) {
-      shape_ = v.shape;
-      dtype_ = v.dtype;
-    }
-    if (c_ == Collect::avg) {
-      add_weighted(sum_, v, weight);
-      wsum_ += weight;
-    } else if (c_ == Collect::none) {
-      if (!seen_) first_ = copy_of(v);
-    } else if (!seen_) {
-      first_ = copy_of(v);
-    } else {
-      fold(first_, v, c_);
-    }
-    seen_ = true;
-  }
-  // Like add, for views that stay valid until result().
-  void add_view(const ArrayView& v, double weight) {
-    if (c_ == Collect::gather) {
-      views_.push_back(v);
-      dtype_ = v.dtype;
-      shape_ = v.shape;
-      seen_ = true;
-      return;
-    }
-    add(v, weight);
-  }
-  bool empty() const { return !seen_ && keep_.empty(); }
-  Array result(DType t, const Shape& empty_shape) {
-    if (c_ == Collect::gather) {
-      std::vector<ArrayView> parts = views_;
-      for (const Array& a : keep_) parts.push_back(a.view());
-      if (parts.empty()) return Array(t, empty_shape);
-      return concat_rows(parts, parts[0].dtype, parts[0].shape);
-    }
-    if (!seen_) return Array(t, empty_shape);
-    if (c_ == Collect::avg) return from_doubles(sum_, wsum_ > 0 ? 1.0 / wsum_ : 0.0, dtype_, shape_);
-    return std::move(first_);
-  }
-
- private:
-  Collect c_;
-  size_t output_;
-  bool seen_ = false;
-  DType dtype_ = DType::f32;
-  Shape shape_;
-  std::vector<double> sum_;
-  double wsum_ = 0;
-  Array first_;
-  std::vector<Array> keep_;
-  std::vector<ArrayView> views_;
-};
-
-
-}  // namespace
-
-// ---- Local -----------------------------------------------------------------------------
-
-void Local::add_defs(const std::vector<FunctionDef>& all) {
-  for (size_t i = defs.size(); i < all.size(); ++i) {
-    defs.push_back(all[i]);
-    fns.push_back(ex->add(all[i]));
-    sliced.push_back(-1);
-  }
-}
-
-void Local::drop_defs(size_t n) {
-  auto cut = [n](auto& v) {
-    if (v.size() > n) v.erase(v.begin() + static_cast<std::ptrdiff_t>(n), v.end());
-  };
-  cut(defs);
-  cut(fns);
-  cut(sliced);
-}
-
-// Data segments are page-locked the first time a rank copies rows from them
-// (a CUDA rank's copies then go to the device by DMA, asynchronously), and
-// unlocked before they are unmapped (release, close). A refused or
-// pointless lock (the CPU) is remembered too: the copies work without it.
-void pin_segment(Local& L, uint64_t id, const void* p, size_t bytes) {
-  if (id == 0 || L.pinned.count(id)) return;
-  L.pinned[id] = L.ex->pin_host(p, bytes) ? p : nullptr;
-}
-
-void unpin_segment(Local& L, uint64_t id) noexcept {
-  auto it = L.pinned.find(id);
-  if (it == L.pinned.end()) return;
-  if (it->second) L.ex->unpin_host(it->second);
-  L.pinned.erase(it);
-}
-
-void unpin_all(Local& L) noexcept {
-  for (auto& [id, p] : L.pinned)
-    if (p) L.ex->unpin_host(p);
-  L.pinned.clear();
-}
-
-void var_read(Local& L, int32_t var, void* dst, size_t nb) { L.ex->read_variable(var, dst, nb); }
-
-void var_write(Local& L, int32_t var, const void* src, size_t nb) { L.ex->write_variable(var, src, nb); }
 
 namespace {
 
@@ -221,7 +26,7 @@ FunctionDef sliced_def(const FunctionDef& def) {
 }
 
 // Runs def `fn` (or its sliced form) on this rank's executor.
-std::vector<Array> run_fn(Local& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in,
+std::vector<Array> run_fn(RankState& L, uint32_t fn, bool use_sliced, const std::vector<ArrayView>& in,
                           const CallKey* key = nullptr) {
   if (use_sliced && L.sliced[fn] < 0) L.sliced[fn] = L.ex->add(sliced_def(L.defs[fn]));
   return L.ex->call(use_sliced ? L.sliced[fn] : L.fns[fn], in, key);
@@ -238,7 +43,7 @@ CallKey chunk_key(const CallDesc& d, int64_t first_row) {
 namespace {
 
 // The command against this rank's functions (decode_call checked bounds).
-void check_call(const Local& L, const CallDesc& d) {
+void check_call(const RankState& L, const CallDesc& d) {
   if (d.fn >= L.defs.size())
     throw FormatError("runtime: corrupt call command: function index " + std::to_string(d.fn) + " of " +
                       std::to_string(L.defs.size()) + " distributed functions");
@@ -287,7 +92,7 @@ struct Share {
   double weight(int64_t n) const { return static_cast<double>(scattered ? n : 1); }
 };
 
-Share share_of(const Local& L, const CallDesc& d) {
+Share share_of(const RankState& L, const CallDesc& d) {
   Share sh;
   sh.scattered = d.total >= 0;
   sh.total = d.total;
@@ -310,7 +115,7 @@ Share share_of(const Local& L, const CallDesc& d) {
 // The inputs for rows [off, off + n) of the batch: broadcast inputs whole,
 // scattered ones as a view of their rows (gathered into L.staging for an
 // index list).
-void slice_views(Local& L, const CallDesc& d, int64_t off, int64_t n, std::vector<ArrayView>& views) {
+void slice_views(RankState& L, const CallDesc& d, int64_t off, int64_t n, std::vector<ArrayView>& views) {
   if (L.staging.size() < d.inputs.size()) L.staging.resize(d.inputs.size());
   views.resize(d.inputs.size());
   for (size_t i = 0; i < d.inputs.size(); ++i) {
@@ -340,7 +145,7 @@ void slice_views(Local& L, const CallDesc& d, int64_t off, int64_t n, std::vecto
 // collect modes.
 class Reported {
  public:
-  Reported(const Local& L, const CallDesc& d) : L_(L), d_(d) {
+  Reported(const RankState& L, const CallDesc& d) : L_(L), d_(d) {
     for (size_t i = 0; i < d.collects.size(); ++i) acc_.emplace_back(d.chunked() ? Collect::gather : d.collects[i], i);
   }
   void add(const std::vector<Array>& outs, double w) {
@@ -363,7 +168,7 @@ class Reported {
 
  private:
   const Node& node(size_t i) const { return L_.graph->node(L_.defs[d_.fn].outputs[i]); }
-  const Local& L_;
+  const RankState& L_;
   const CallDesc& d_;
   std::vector<Accum> acc_;
 };
@@ -372,7 +177,7 @@ class Reported {
 // slices in turn; each slice's reported outputs go to `rep`, then all its
 // outputs to each(outs, slice, rows).
 template <class F>
-void run_slices(Local& L, const CallDesc& d, const Share& sh, bool use_sliced, Reported& rep, F&& each) {
+void run_slices(RankState& L, const CallDesc& d, const Share& sh, bool use_sliced, Reported& rep, F&& each) {
   std::vector<ArrayView> views;
   for (int64_t s = 0; s < sh.slices; ++s) {
     int64_t off, n;
@@ -392,7 +197,7 @@ void run_slices(Local& L, const CallDesc& d, const Share& sh, bool use_sliced, R
 
 // A plain call: every slice runs the function; with several slices a
 // function's updates are averaged over the slices by rows and applied once.
-ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
+ShareResult run_plain(RankState& L, const CallDesc& d, const Share& sh) {
   ShareResult R;
   if (!sh.ran()) return R;
   const FunctionDef& def = L.defs[d.fn];
@@ -407,7 +212,7 @@ ShareResult run_plain(Local& L, const CallDesc& d, const Share& sh) {
     const int32_t var = def.updates[u].first;
     const Node& vn = L.graph->node(var);
     Array a = from_doubles(upd[u], 1.0 / static_cast<double>(sh.rows), vn.dtype, vn.shape);
-    var_write(L, var, a.raw(), a.nbytes());
+    L.ex->write_variable(var, a.raw(), a.nbytes());
   }
   R.ran = true;
   R.rows = sh.scattered ? sh.rows : 1;
@@ -421,7 +226,7 @@ struct Grads {
   std::vector<size_t> off;
   size_t n = 0;
   float* flat = nullptr;
-  comm::CpuGroup* peers = nullptr;  // flat is this rank's shared buffer: all_reduce_peers
+  bool peers = false;  // flat is this rank's shared buffer: Comm::all_reduce_peers
 };
 
 // The per-slice buffers of a training step, reused from slice to slice.
@@ -437,11 +242,11 @@ struct SliceBuffers {
 // GpuTracks: for the whole step, the comm marks its collectives on its own
 // stream as the step's gradient all-reduce, and flush() moves every span
 // into the rank's log once the step's work is done.
-comm::GpuMarks* gpu_marks(Local& L) { return trace::on() ? L.ex->gpu_marks() : nullptr; }
+comm::GpuMarks* gpu_marks(RankState& L) { return trace::on() ? L.ex->gpu_marks() : nullptr; }
 
 class GpuSpan {
  public:
-  GpuSpan(Local& L, trace::Kind k, uint64_t call, int32_t fn) : L_(L), m_(gpu_marks(L)) {
+  GpuSpan(RankState& L, trace::Kind k, uint64_t call, int32_t fn) : L_(L), m_(gpu_marks(L)) {
     if (m_) m_->begin(L.ex->stream(), static_cast<uint16_t>(k), call, fn);
   }
   ~GpuSpan() {
@@ -451,13 +256,13 @@ class GpuSpan {
   GpuSpan& operator=(const GpuSpan&) = delete;
 
  private:
-  Local& L_;
+  RankState& L_;
   comm::GpuMarks* m_;
 };
 
 class GpuTracks {
  public:
-  GpuTracks(Local& L, const CallDesc& d) : L_(L), m_(gpu_marks(L)) {
+  GpuTracks(RankState& L, const CallDesc& d) : L_(L), m_(gpu_marks(L)) {
     if (!m_) return;
     m_->comm_context(static_cast<uint16_t>(trace::Kind::all_reduce), d.call_no, static_cast<int32_t>(d.fn));
     L.comm->set_marks(m_);
@@ -472,7 +277,7 @@ class GpuTracks {
   }
 
  private:
-  Local& L_;
+  RankState& L_;
   comm::GpuMarks* m_;
 };
 
@@ -481,7 +286,7 @@ class GpuTracks {
 // grad_ptr(gi); a deterministic call keys its dropout by the slice's first
 // row (chunk_key). Returns the slice's rows.
 template <class GradPtr>
-int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Reported& rep, SliceBuffers& b,
+int64_t grad_slice(RankState& L, const CallDesc& d, const Share& sh, int64_t s, Reported& rep, SliceBuffers& b,
                    GradPtr&& grad_ptr, const std::function<void(size_t)>* ready = nullptr) {
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
@@ -518,7 +323,7 @@ int64_t grad_slice(Local& L, const CallDesc& d, const Share& sh, int64_t s, Repo
 // weighted by its share of the batch. Several slices: each slice's
 // gradients (a mean over its rows) go to the executor's slice scratch and
 // are added into the flat buffer weighted by the slice's share of the batch.
-void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
+void rank_grads(RankState& L, const CallDesc& d, const Share& sh, const Grads& g, GradPath path, Reported& rep) {
   float* const into = path == GradPath::direct
                           ? g.flat
                           : static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::slice, g.n * sizeof(float)));
@@ -533,10 +338,10 @@ void rank_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Gr
 
 // All-reduces n gradient elements at p (inside the flat buffer g.flat):
 // in place across the ranks' shared gradient buffers where they exist
-// (CPU ranks of one node, Local::peer_grads), else by the rank's comm.
-void reduce_grads(Local& L, const Grads& g, float* p, size_t n, ReduceOp op) {
+// (CPU ranks of one node, RankState::peer_grads), else by the rank's comm.
+void reduce_grads(RankState& L, const Grads& g, float* p, size_t n, ReduceOp op) {
   if (g.peers) {
-    g.peers->all_reduce_peers(L.peer_grads.data(), static_cast<size_t>(p - g.flat), n, comm::ElemType::f32, op);
+    L.comm->all_reduce_peers(L.peer_grads.data(), static_cast<size_t>(p - g.flat), n, comm::ElemType::f32, op);
     return;
   }
   L.comm->all_reduce(p, p, n, comm::ElemType::f32, op, L.ex->stream());
@@ -561,7 +366,7 @@ void reduce_grads(Local& L, const Grads& g, float* p, size_t n, ReduceOp op) {
 // compute stream.
 class Buckets {
  public:
-  Buckets(Local& L, const CallDesc& d, const Share& sh, const Grads& g, ReduceOp op, size_t bucket_bytes)
+  Buckets(RankState& L, const CallDesc& d, const Share& sh, const Grads& g, ReduceOp op, size_t bucket_bytes)
       : L_(L), d_(d), g_(g), op_(op), w_(static_cast<float>(static_cast<double>(sh.rows) / static_cast<double>(sh.total))),
         scale_(!sh.equal && sh.ran()) {
     const size_t n = g.off.size();
@@ -622,7 +427,7 @@ class Buckets {
       i = j;
     }
   }
-  Local& L_;
+  RankState& L_;
   const CallDesc& d_;
   const Grads& g_;
   ReduceOp op_;
@@ -648,7 +453,7 @@ class Buckets {
 // sums, not every chunk whole, and nothing is copied to be sent. A call
 // without scattered inputs is computed whole by every rank with the same
 // key: there is nothing to combine.
-void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
+void chunked_grads(RankState& L, const CallDesc& d, const Share& sh, const Grads& g, Reported& rep) {
   using Scratch = exec::Executor::Scratch;
   exec::Executor& ex = *L.ex;
   const FunctionDef& def = L.defs[d.fn];
@@ -715,7 +520,7 @@ void chunked_grads(Local& L, const CallDesc& d, const Share& sh, const Grads& g,
 // A training step: this rank's gradients into the flat buffer (by the
 // step's GradPath), ONE all-reduce of it by the rank's comm, then the
 // update function on the combined gradients.
-ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
+ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
   if (!L.comm) throw BackendError("training step before the rank's comm was made");
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
@@ -726,11 +531,10 @@ ShareResult run_train(Local& L, const CallDesc& d, const Share& sh) {
   }
   // This rank's buffer in shared memory where the master made them (CPU
   // ranks of one node), else the executor's scratch.
-  auto* cpu = dynamic_cast<comm::CpuComm*>(L.comm);
-  if (cpu && !L.peer_grads.empty() && L.peer_bytes >= g.n * sizeof(float) &&
+  if (L.comm->reduces_peer_buffers() && !L.peer_grads.empty() && L.peer_bytes >= g.n * sizeof(float) &&
       static_cast<size_t>(L.rank) < L.peer_grads.size()) {
     g.flat = static_cast<float*>(L.peer_grads[static_cast<size_t>(L.rank)]);
-    g.peers = &cpu->group();
+    g.peers = true;
   } else {
     g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, g.n * sizeof(float)));
   }
@@ -813,7 +617,7 @@ ReduceOp grad_reduce(GradPath path, int64_t total, int ranks, int64_t rows) {
   return path == GradPath::direct && equal && ran ? ReduceOp::avg : ReduceOp::sum;
 }
 
-ShareResult run_share(Local& L, const CallDesc& d) {
+ShareResult run_share(RankState& L, const CallDesc& d) {
   trace::Span span(trace::Kind::share, d.call_no, static_cast<int32_t>(d.fn));
   check_call(L, d);
   // Ranks on a device copy rows straight from the Data segments: lock them once.
@@ -823,44 +627,5 @@ ShareResult run_share(Local& L, const CallDesc& d) {
   return d.update_fn >= 0 ? run_train(L, d, sh) : run_plain(L, d, sh);
 }
 
-
-std::vector<Array> combine(const std::vector<ResultView>& ranks, const std::vector<Collect>& collects,
-                           const std::string& fn_name, std::span<const int64_t> chunk_rows) {
-  std::vector<Array> out;
-  for (size_t i = 0; i < collects.size(); ++i) {
-    Accum acc(collects[i], i);
-    DType t = DType::f32;
-    Shape empty_shape;
-    bool any = false;
-    size_t chunk = 0;  // deterministic calls: the next chunk, in chunk order over the ranks
-    for (const ResultView& r : ranks) {
-      if (!r.ran || i >= r.outs.size()) continue;
-      const ArrayView& v = r.outs[i];
-      if (!chunk_rows.empty() && collects[i] != Collect::gather) {
-        // One piece per chunk on the first dim: each its own part.
-        if (v.shape.empty()) throw FormatError("runtime: a chunked result of '" + fn_name + "' has no chunk dim");
-        ArrayView piece{v.dtype, Shape(v.shape.begin() + 1, v.shape.end()), v.data};
-        const size_t piece_bytes = static_cast<size_t>(piece.numel()) * dtype_size(v.dtype);
-        for (int64_t k = 0; k < v.shape[0]; ++k, ++chunk) {
-          if (chunk >= chunk_rows.size()) throw FormatError("runtime: more chunks than the call of '" + fn_name + "' has");
-          piece.data = static_cast<const uint8_t*>(v.data) + static_cast<size_t>(k) * piece_bytes;
-          t = v.dtype;
-          if (collects[i] == Collect::none && any) continue;
-          any = true;
-          acc.add_view(piece, static_cast<double>(chunk_rows[chunk]));
-        }
-        continue;
-      }
-      if (collects[i] == Collect::none && &r != &ranks[0]) continue;
-      t = v.dtype;
-      empty_shape = v.shape;
-      any = true;
-      acc.add_view(v, static_cast<double>(r.rows));
-    }
-    if (!empty_shape.empty()) empty_shape[0] = 0;
-    out.push_back(any ? acc.result(t, empty_shape) : Array());
-  }
-  return out;
-}
 
 }  // namespace synk::detail
