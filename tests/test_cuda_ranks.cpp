@@ -86,11 +86,11 @@ TEST(CudaRankGpu, NodesWithGpusOfTheirOwnStartAtZero) {
 TEST(CudaNodesPlan, NcclDecidedForTheJobNotTheNode) {
   const std::vector<NodeGpus> nodes{{.ranks = 1, .gpus = 4, .host = 0}, {.ranks = 2, .gpus = 4, .host = 0}};
   for (int k = 0; k < 2; ++k) {
-    EXPECT_EQ(detail::plan_node_gpus(nodes, k, CommBackend::automatic).nccl, SYNK_HAVE_NCCL != 0) << "node " << k;
-    EXPECT_FALSE(detail::plan_node_gpus(nodes, k, CommBackend::host_staged).nccl) << "node " << k;
+    EXPECT_EQ(detail::plan_node_gpus(nodes, k, CommBackend::automatic).comm == comm::CommKind::nccl, SYNK_HAVE_NCCL != 0) << "node " << k;
+    EXPECT_EQ(detail::plan_node_gpus(nodes, k, CommBackend::host_staged).comm, comm::CommKind::host_staged) << "node " << k;
   }
   const std::vector<NodeGpus> ones{{.ranks = 1, .gpus = 1, .host = 0}, {.ranks = 1, .gpus = 1, .host = 1}};
-  EXPECT_EQ(detail::plan_node_gpus(ones, 0, CommBackend::automatic).nccl, SYNK_HAVE_NCCL != 0)
+  EXPECT_EQ(detail::plan_node_gpus(ones, 0, CommBackend::automatic).comm == comm::CommKind::nccl, SYNK_HAVE_NCCL != 0)
       << "two one-rank nodes: two ranks in the job";
 }
 

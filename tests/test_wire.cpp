@@ -210,6 +210,15 @@ TEST(WireStamps, ForkStampRoundTripAndRefusals) {
       EXPECT_NE(std::string(e.what()).find("node 1"), std::string::npos) << e.what();
     }
   }
+  // A device byte that is no synk::Device is refused, naming the node.
+  b[4] = 7;
+  try {
+    detail::decode_fork_stamp(g.copy(b), b.size(), 2);
+    ADD_FAILURE() << "device 7 accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("node 2: device 7"), std::string::npos) << e.what();
+  }
+  b[4] = static_cast<uint8_t>(Device::cuda);
   // A program name without its NUL is cut inside the field.
   std::memset(b.data() + detail::kForkStampBytes - 64, 'A', 64);
   const detail::ForkStamp cut = detail::decode_fork_stamp(g.copy(b), b.size(), 0);

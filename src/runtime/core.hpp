@@ -503,11 +503,12 @@ struct NodeGpus {
 // node's stamp. Nodes on one machine seeing the same devices share its GPUs:
 // their ranks are numbered one after the other there (gpu_first), and
 // unless comm is host_staged they need a GPU per rank all together (else
-// ArgumentError, the same on every node, naming those nodes). nccl: one
-// communicator over the job's ranks, by want_nccl for the job's rank count.
+// ArgumentError, the same on every node, naming those nodes). comm: nccl
+// (one communicator over the job's ranks) by want_nccl for the job's rank
+// count, else host_staged.
 struct NodesGpuPlan {
   int gpu_first = 0;  // for RuntimeCore::gpu_first of node `node`
-  bool nccl = false;
+  comm::CommKind comm = comm::CommKind::host_staged;
 };
 NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBackend comm);
 // Where node `node`'s ranks go among the CPUs of its machine (HostPlace).

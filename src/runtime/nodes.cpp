@@ -122,7 +122,7 @@ void join_nodes(RuntimeCore& c, int n) {
   c.place = host_place(gpus, c.node);
   if (c.device == Device::cuda) {
     const NodesGpuPlan plan = plan_node_gpus(gpus, c.node, c.opts.comm);
-    c.comm_kind = plan.nccl ? comm::CommKind::nccl : comm::CommKind::host_staged;
+    c.comm_kind = plan.comm;
     c.gpu_first = plan.gpu_first;
   }
   c.cb->gpu_first = c.gpu_first;

@@ -117,7 +117,7 @@ NodesGpuPlan plan_node_gpus(std::span<const NodeGpus> nodes, int node, CommBacke
   // One communicator over every rank of every node; the decision is the
   // job's (its rank count), never one node's, so all nodes make the same.
   const int w = static_cast<int>(std::min<int64_t>(world, INT_MAX));
-  plan.nccl = want_nccl(comm, w, w);
+  plan.comm = want_nccl(comm, w, w) ? comm::CommKind::nccl : comm::CommKind::host_staged;
   return plan;
 }
 
