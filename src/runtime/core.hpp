@@ -1,7 +1,8 @@
-// src/runtime/core.hpp — the runtime's private pieces shared by the master
-// (runtime.cpp, call.cpp, data.cpp, collectives.cpp) and the worker loop
-// (worker.cpp): the shared control block, the wire format of commands, the
-// per-rank executor that both sides run on their share of a call.
+// src/runtime/core.hpp — the control plane's private pieces shared by the
+// master (runtime.cpp, call.cpp, data.cpp, collectives.cpp, jobs.cpp,
+// nodes.cpp) and the worker loop (worker.cpp): the shared control block,
+// the commands, the master's state. What a rank computes with is its Rank
+// (src/rank/rank.hpp); the bytes of commands are framed in src/wire.
 //
 // Control plane: one memfd segment created before fork holds a ControlBlock.
 // The master writes a command (CommandHeader; variable-size arguments go to
