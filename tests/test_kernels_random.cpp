@@ -32,8 +32,8 @@
 #include <cuda_runtime.h>
 
 #include "../kernels/ops.cuh"
+#include "cuda/device.hpp"
 #include "exec/cpu/kernels.hpp"
-#include "exec/cuda/device.hpp"
 #include "exec/dropout_bits.hpp"
 #include "exec/plan/geometry.hpp"
 #include "support/device_array.hpp"

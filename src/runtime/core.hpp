@@ -248,18 +248,6 @@ std::unique_ptr<comm::Comm> make_rank_comm(const RuntimeCore& c, int rank, std::
 void var_read(Local& L, int32_t var, void* dst, size_t nb);
 void var_write(Local& L, int32_t var, const void* src, size_t nb);
 
-// CUDA ranks (see RuntimeOptions::device; runtime/cuda_ranks.cpp).
-// cuda_devices() counts the visible GPUs in a forked child (0 without CUDA)
-// so this process stays free of CUDA; `why` gets what the CUDA runtime said.
-int cuda_devices(std::string* why = nullptr);
-// Makes `device` current for good in CUDA rank `rank`, before its first CUDA
-// object (so no CUDA call there ever touches another GPU).
-void use_rank_device(int rank, int device);
-// Set when this process initialised CUDA (a CudaSession, or a device query
-// in this process such as cuda::device_count()): it may not fork CUDA ranks then.
-void note_cuda_context() noexcept;
-bool cuda_context_noted() noexcept;
-
 ShareResult run_share(Local& L, const CallDesc& d);
 
 // How a training step's gradients are combined, chosen from the call alone
