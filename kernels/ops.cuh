@@ -3,7 +3,7 @@
 // cross-entropy, dropout, fill, convolution helpers (im2col/col2im) and max-pool.
 //
 // The op kinds and geometry structs are the planner's own
-// (exec/plan/types.hpp), the very structs the CPU kernels take, so the GPU
+// (kernels/kernel_types.hpp), the very structs the CPU kernels take, so the GPU
 // computes exactly what the CPU reference computes. Launchers only enqueue on `stream` (no
 // synchronisation, no allocation, so they can be captured in a CUDA graph),
 // do nothing for zero-size work, and leave error checks to the caller.
@@ -13,7 +13,7 @@
 
 #include <cuda_runtime.h>
 
-#include "exec/plan/types.hpp"
+#include "kernel_types.hpp"
 
 namespace synk::kernels {
 

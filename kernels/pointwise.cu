@@ -5,7 +5,7 @@
 // Each mirrors its CPU reference in src/exec/cpu/kernels_elementwise.cpp
 // (same formulas, same integer and cast conventions) so results compare
 // within float tolerance, and the dropout mask compares bit for bit.
-#include "exec/dropout_bits.hpp"
+#include "dropout_bits.hpp"
 #include "launch.cuh"
 #include "ops.cuh"
 

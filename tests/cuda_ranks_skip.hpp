@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "runtime/core.hpp"
+#include "cuda/context.hpp"  // cuda_context_noted, cuda_devices
 
 namespace synk_test {
 

@@ -31,7 +31,7 @@
 #include "comm/host_staged.hpp"  // choose_staging in every build
 #if SYNK_HAVE_CUDA
 #include "comm/cpu_group.hpp"
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #include "support/device_array.hpp"
 #endif
 #if SYNK_HAVE_NCCL

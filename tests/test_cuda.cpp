@@ -1,4 +1,4 @@
-// test_cuda.cpp — the CUDA device layer (src/exec/cuda/device.hpp). The
+// test_cuda.cpp — the CUDA device layer (src/cuda/device.hpp). The
 // kernels are tested through the executor (test_cuda_exec.cpp).
 //
 // Tests named Gpu* need a GPU: CMake labels them `gpu` and they skip, saying
@@ -14,7 +14,7 @@
 #include "synk/error.hpp"
 
 #if SYNK_HAVE_CUDA
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #include "support/device_array.hpp"
 #endif
 

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "exec/plan/plan.hpp"
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #include "exec/cuda/executor.hpp"
 #endif
 

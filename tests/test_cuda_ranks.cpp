@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "support/watchdog.hpp"
 #include "synk/synk.hpp"

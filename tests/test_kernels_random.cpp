@@ -31,10 +31,10 @@
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "../kernels/dropout_bits.hpp"
 #include "../kernels/ops.cuh"
+#include "cuda/device.hpp"
 #include "exec/cpu/kernels.hpp"
-#include "exec/cuda/device.hpp"
-#include "exec/dropout_bits.hpp"
 #include "exec/plan/geometry.hpp"
 #include "support/device_array.hpp"
 #endif

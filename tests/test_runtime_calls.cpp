@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"

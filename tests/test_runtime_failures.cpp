@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_ranks_skip.hpp"
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
 #include "support/proc_probe.hpp"

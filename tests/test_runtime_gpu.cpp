@@ -21,13 +21,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cuda_ranks_skip.hpp"
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "support/watchdog.hpp"
 #include "synk/config.hpp"
 #include "synk/cuda_session.hpp"
 #include "synk/synk.hpp"
 #if SYNK_HAVE_CUDA
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #endif
 
 namespace {

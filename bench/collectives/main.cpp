@@ -49,7 +49,7 @@
 
 #include "comm/host_staged.hpp"
 #include "common/gpu_info.hpp"
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #endif
 #if SYNK_HAVE_NCCL
 #include "comm/nccl.hpp"

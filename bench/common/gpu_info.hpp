@@ -21,7 +21,7 @@
 #include "synk/error.hpp"
 
 namespace synk::detail {
-void note_cuda_context() noexcept;  // libsynk (src/runtime/runtime.cpp)
+void note_cuda_context() noexcept;  // libsynk (src/cuda/context.cpp)
 }  // namespace synk::detail
 
 namespace bench {

@@ -49,7 +49,7 @@
 #include "alternatives.hpp"
 #include "common/bench_main.hpp"
 #include "common/gpu_info.hpp"
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 #include "exec/plan/geometry.hpp"
 #include "ops.cuh"
 

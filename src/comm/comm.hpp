@@ -18,8 +18,9 @@
 // (and raises what failed). On host memory a collective is complete when it
 // returns.
 //
-// This header includes no CUDA header (cudaStream_t is `CUstream_st*`), so
-// host-only code (the runtime, the benchmarks) uses it in every build.
+// This header includes no CUDA header (a StreamHandle is a cudaStream_t
+// named without it: cuda/stream_handle.hpp), so host-only code (the
+// runtime, the benchmarks) uses it in every build.
 #pragma once
 
 #include <cstddef>
@@ -29,39 +30,14 @@
 
 #include "comm/cpu_group.hpp"  // ElemType (ReduceOp: synk/runtime.hpp)
 #include "synk/error.hpp"
-
-struct CUstream_st;  // cudaStream_t is CUstream_st*
+#include "cuda/marks.hpp"       // GpuMarks, StreamHandle
 
 namespace synk::comm {
 
-using StreamHandle = CUstream_st*;
-
-// Timing marks on a device rank's streams, for the GPU tracks of the
-// runtime's timeline (trace/trace.hpp): a span opened on a stream starts
-// when the stream gets to it and ends when the stream gets to its end, as
-// the GPU ran it, not as the host queued it. The CUDA executor implements
-// it (exec/cuda/timeline.hpp); the runtime opens the compute stream's
-// spans and sets what the comm's spans are, the comm opens and closes them
-// around each collective on its own stream, and flush() turns every closed
-// span into host-clock times once the work is done.
-class GpuMarks {
- public:
-  enum Lane : uint16_t { compute = 1, comm = 2 };  // lane 0: the rank's host track
-  // Receives one finished span: CLOCK_MONOTONIC ns, as trace/trace.hpp records.
-  using Sink = void (*)(uint16_t kind, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane);
-  virtual ~GpuMarks() = default;
-  // A span of `kind` on the compute stream `s`, from the work queued on it next.
-  virtual void begin(StreamHandle s, uint16_t kind, uint64_t call, int32_t fn) = 0;
-  virtual void end(StreamHandle s) = 0;  // the innermost open compute span
-  // What the comm's next spans are (kind, call, function).
-  virtual void comm_context(uint16_t kind, uint64_t call, int32_t fn) = 0;
-  // A collective on the comm's own stream `s` (the comm calls these).
-  virtual void comm_begin(StreamHandle s) = 0;
-  virtual void comm_end(StreamHandle s) = 0;
-  // Waits for the marked work, hands every closed span to `sink`, forgets
-  // them. Call it when the streams are idle (after a training step).
-  virtual void flush(StreamHandle s, Sink sink) = 0;
-};
+// The device layer's stream handle and GPU timing marks (cuda/marks.hpp),
+// named here as the comms take them.
+using cuda::GpuMarks;
+using cuda::StreamHandle;
 
 class Comm {
  public:

@@ -42,7 +42,7 @@ Staging choose_staging(int register_status, const char* error_name, int rank, in
 #include <string>
 #include <vector>
 
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 
 namespace synk::comm {
 

@@ -36,8 +36,8 @@
 #include <span>
 
 #include "comm/comm.hpp"
-#include "comm/side_stream.hpp"
 #include "comm/shm.hpp"
+#include "cuda/side_stream.hpp"
 #include "synk/config.hpp"
 
 namespace synk::comm {
@@ -125,7 +125,7 @@ class HostStagedComm final : public Comm {
   HostStagedOptions opts_;
   SharedSegment staging_;  // this rank's (private use) page-aligned staging area
   bool registered_ = false;
-  std::optional<SideStream> copy_;  // the copies; made once the device is current
+  std::optional<cuda::SideStream> copy_;  // the copies; made once the device is current
 };
 
 }  // namespace synk::comm

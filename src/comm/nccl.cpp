@@ -18,8 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "exec/cuda/device.hpp"
-#include "exec/cuda/handles.hpp"
+#include "cuda/device.hpp"
 
 namespace synk::comm {
 

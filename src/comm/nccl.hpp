@@ -22,9 +22,10 @@
 // error string. An aborted communicator throws on every later call: make a
 // new one (with a new id).
 //
-// Streams: collectives run on the communicator's own stream (a SideStream);
-// an event orders them after the caller's stream, another event makes the
-// caller's stream wait for their result (no host synchronisation).
+// Streams: collectives run on the communicator's own stream (a
+// cuda::SideStream); an event orders them after the caller's stream,
+// another event makes the caller's stream wait for their result (no host
+// synchronisation).
 //
 // make_nccl_id starts NCCL's bootstrap root thread in the calling process;
 // call it after fork() (it creates no CUDA context either way).
@@ -38,7 +39,7 @@
 #include <string>
 
 #include "comm/comm.hpp"
-#include "comm/side_stream.hpp"
+#include "cuda/side_stream.hpp"
 #include "synk/config.hpp"
 
 #if SYNK_HAVE_NCCL
@@ -169,7 +170,7 @@ class NcclComm final : public Comm {
 
   NcclCommOptions opts_;
   ncclComm* comm_ = nullptr;
-  std::optional<SideStream> side_;  // the collectives; made once the device is current
+  std::optional<cuda::SideStream> side_;  // the collectives; made once the device is current
   bool aborted_ = false;
   std::string abort_reason_;
   const char* coll_ = "init";  // collective in flight, for messages

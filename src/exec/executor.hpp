@@ -26,8 +26,8 @@
 #include "synk/runtime.hpp"  // Device
 #include "synk/session.hpp"  // CallKey
 
-namespace synk::comm {
-class GpuMarks;  // comm/comm.hpp
+namespace synk::cuda {
+class GpuMarks;  // cuda/marks.hpp
 }
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
@@ -106,9 +106,9 @@ class Executor {
   virtual bool pin_host(const void* p, size_t bytes) = 0;
   virtual void unpin_host(const void* p) noexcept = 0;
   // Timing marks on the rank's streams for the timeline's GPU tracks
-  // (comm::GpuMarks), made on the first request; null where the rank has
+  // (cuda::GpuMarks), made on the first request; null where the rank has
   // no device stream (the CPU: its host track is the whole story).
-  virtual comm::GpuMarks* gpu_marks() { return nullptr; }
+  virtual cuda::GpuMarks* gpu_marks() { return nullptr; }
 };
 
 // The rank's executor for `device` (BackendError where the backend is not

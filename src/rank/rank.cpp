@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "cuda/context.hpp"
 #include "trace/trace.hpp"
 
 namespace synk::detail {

@@ -97,11 +97,6 @@ struct RankSetup {
   comm::CommSpec comm;          // its comm, made with the executor or joined later (join_comm)
 };
 
-// Makes `device` current for good in CUDA rank `rank`, before its first CUDA
-// object (so no CUDA call there ever touches another GPU), and records that
-// this process initialised CUDA. BackendError if CUDA refuses.
-void use_rank_device(int rank, int device);
-
 // The state a rank's share of a call works on (src/rank/*.cpp): views of
 // the Rank's executor, comm and graph, the functions and the scratch of
 // calls. Owned by its Rank; nothing outside src/rank touches it.

@@ -166,15 +166,6 @@ struct TestHooks {
 };
 TestHooks& test_hooks();
 
-// CUDA ranks (see RuntimeOptions::device; runtime/cuda_ranks.cpp).
-// cuda_devices() counts the visible GPUs in a forked child (0 without CUDA)
-// so this process stays free of CUDA; `why` gets what the CUDA runtime said.
-int cuda_devices(std::string* why = nullptr);
-// Set when this process initialised CUDA (a CudaSession, or a device query
-// in this process such as cuda::device_count()): it may not fork CUDA ranks then.
-void note_cuda_context() noexcept;
-bool cuda_context_noted() noexcept;
-
 
 
 // Combines every rank's share by the outputs' collect modes. A

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <string>
 
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 
 namespace synk::detail {

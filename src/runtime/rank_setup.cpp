@@ -1,10 +1,9 @@
 // src/runtime/rank_setup.cpp — what a rank is made of, for the master and
 // the workers alike (rank_setup: its device, GPU and comm by one rule), and
-// what CUDA ranks need around them: counting the GPUs without initialising
-// CUDA in the master, each rank's device made current before its first
-// CUDA object, the GPU plan of several nodes, and comms joined through
-// bootstrap bytes (NCCL: chosen at fork(), one communicator joined after
-// the first distribute()).
+// what CUDA ranks need around them (the device record: cuda/context.hpp):
+// the GPU plan of several nodes, and comms joined through bootstrap bytes
+// (NCCL: chosen at fork(), one communicator joined after the first
+// distribute()).
 //
 // Why after the first distribute: a CUDA rank makes its CUDA context when it
 // compiles its functions, and a runtime that never distributes (map jobs
@@ -18,50 +17,7 @@
 
 #include "runtime/core.hpp"
 
-#if SYNK_HAVE_CUDA
-#include <cuda_runtime.h>
-
-#include "exec/cuda/device.hpp"
-#endif
-
 namespace synk::detail {
-
-int cuda_devices(std::string* why) {
-#if SYNK_HAVE_CUDA
-  // cudaGetDeviceCount initialises CUDA in the calling process, and a
-  // forked child cannot use CUDA initialised in its parent: count in a child.
-  const cuda::DeviceProbe p = cuda::probe_devices_in_child();
-  if (why) *why = p.describe();
-  return p.count;
-#else
-  if (why) *why = "synk was built without CUDA";
-  return 0;
-#endif
-}
-
-void use_rank_device(int rank, int device) {
-#if SYNK_HAVE_CUDA
-  // For good, before the rank's first CUDA object: every DeviceScope then
-  // finds its device current and switches nothing, so no scope restores
-  // device 0 on leaving (since CUDA 12 that makes a context on GPU 0 in
-  // every rank, and fails under EXCLUSIVE_PROCESS compute mode).
-  // Recorded first, failure or not: cudaSetDevice initialises CUDA in this
-  // process (the master is rank 0), and a later fork() must then reuse the
-  // fork server made before it, or refuse, instead of starting a new
-  // server whose children cannot use CUDA.
-  note_cuda_context();
-  const cudaError_t e = cudaSetDevice(device);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw BackendError("rank " + std::to_string(rank) + ": CUDA call failed: cudaSetDevice(" + std::to_string(device) +
-                       ") making the rank's device current: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
-                       ")");
-  }
-#else
-  (void)rank;
-  (void)device;
-#endif
-}
 
 bool want_nccl(CommBackend comm, int ranks, int gpus) {
   if (comm == CommBackend::host_staged) return false;

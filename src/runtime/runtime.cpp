@@ -27,13 +27,11 @@
 #include <cstring>
 
 #include "comm/futex.hpp"
+#include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
 #include "synk/config.hpp"
 #include "synk/serialize.hpp"
-#if SYNK_HAVE_CUDA
-#include "exec/cuda/device.hpp"
-#endif
 
 namespace synk {
 namespace detail {
@@ -673,13 +671,6 @@ void Runtime::close() {
 }
 
 namespace detail {
-
-namespace {
-std::atomic<bool> g_cuda_context{false};
-}  // namespace
-
-void note_cuda_context() noexcept { g_cuda_context.store(true); }
-bool cuda_context_noted() noexcept { return g_cuda_context.load(); }
 
 namespace {
 

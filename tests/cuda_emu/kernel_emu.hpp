@@ -1,7 +1,7 @@
 // tests/cuda_emu/kernel_emu.hpp — CUDA device code on the CPU: forced first
 // into every .cu file that the SYNK_CUDA_EMU build compiles as C++ with g++
 // (-include, see CMakeLists.txt here), so kernels/*.cu and
-// src/exec/cuda/device.cu build unchanged against the real <cuda_runtime.h>.
+// src/cuda/device.cu build unchanged against the real <cuda_runtime.h>.
 //
 // What it provides, and why each is as it is:
 // - __global__/__device__/__host__ vanish: without __CUDACC__ the CUDA

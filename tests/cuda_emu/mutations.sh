@@ -15,7 +15,7 @@ run() {  # name, test regex
 }
 # 1. the NCCL overlap path's stream wait removed
 python3 - <<'P'
-p='src/comm/side_stream.cpp'; s=open(p).read()
+p='src/cuda/side_stream.cpp'; s=open(p).read()
 a='  SYNK_CUDA_CHECK(cudaStreamWaitEvent(stream_, ev(ready_), 0));\n'
 assert a in s; open(p,'w').write(s.replace(a,'',1))
 P

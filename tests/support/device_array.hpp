@@ -7,7 +7,7 @@
 #include <span>
 #include <string>
 
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 
 namespace synk::cuda {
 

@@ -1,5 +1,5 @@
 // exec/cpu/kernels.hpp — the CPU kernels of the executor: plain functions on
-// raw pointers and the planner's geometry (exec/plan/types.hpp), so the
+// raw pointers and the planner's geometry (kernels/kernel_types.hpp), so the
 // compiled plan does all shape work once and a call only runs loops.
 //
 // Every kernel handles zero-size tensors. The geometry structs are filled by
@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "exec/plan/fused.hpp"
-#include "exec/plan/types.hpp"
+#include "kernel_types.hpp"  // kernels/
 
 namespace synk::cpu {
 

@@ -10,7 +10,7 @@
 #include <limits>
 
 #include "exec/cpu/kernels.hpp"
-#include "exec/dropout_bits.hpp"
+#include "dropout_bits.hpp"  // kernels/
 #include "synk/error.hpp"
 
 namespace synk::cpu {

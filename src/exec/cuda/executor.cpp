@@ -17,7 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "exec/dropout_bits.hpp"
+#include "dropout_bits.hpp"  // kernels/
 #include "ops.cuh"
 #include "synk/error.hpp"
 

@@ -1,6 +1,6 @@
-// exec/cuda/handles.cpp — the RAII handles and cuBLAS GEMM wrappers of
-// exec/cuda/handles.hpp. Built only with CUDA (host compiler; CUDA headers
-// come from the CUDA::cudart / CUDA::cublas targets).
+// exec/cuda/handles.cpp — the cuBLAS handle, GEMM wrappers and CUDA graph
+// capture of exec/cuda/handles.hpp. Built only with CUDA (host compiler;
+// CUDA headers come from the CUDA::cudart / CUDA::cublas targets).
 #include "synk/config.hpp"
 
 #if SYNK_HAVE_CUDA
@@ -30,32 +30,6 @@ void throw_cublas_error(int status, const char* call, const char* file, int line
   const auto st = static_cast<cublasStatus_t>(status);
   throw_call_error("cuBLAS", call, file, line, cublasGetStatusName(st), cublasGetStatusString(st));
 }
-
-DeviceScope::DeviceScope(int device) {
-  SYNK_CUDA_CHECK(cudaGetDevice(&prev_));
-  if (device != prev_) {
-    SYNK_CUDA_CHECK(cudaSetDevice(device));
-    switched_ = true;
-  }
-}
-
-DeviceScope::~DeviceScope() {
-  // A failed restore (e.g. the previous device is in EXCLUSIVE_PROCESS mode
-  // and taken) must not surface at some later cudaGetLastError() check.
-  if (switched_ && cudaSetDevice(prev_) != cudaSuccess) (void)cudaGetLastError();
-}
-
-Stream::Stream() { SYNK_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-
-Stream::~Stream() {
-  if (s_) {
-    (void)cudaStreamSynchronize(s_);
-    (void)cudaStreamDestroy(s_);
-    (void)cudaGetLastError();
-  }
-}
-
-void Stream::synchronize() const { SYNK_CUDA_CHECK(cudaStreamSynchronize(s_)); }
 
 Blas::Blas(cudaStream_t stream, bool tf32) : stream_(stream), workspace_(kBlasWorkspace) {
   SYNK_CUBLAS_CHECK(cublasCreate(&h_));

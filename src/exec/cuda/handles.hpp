@@ -1,6 +1,7 @@
-// exec/cuda/handles.hpp — RAII owners of the CUDA/cuBLAS handles the graph
-// executor uses (device scope, stream, cuBLAS handle with its workspace,
-// instantiated CUDA graph) and the row-major GEMM wrappers over cuBLAS.
+// exec/cuda/handles.hpp — RAII owners of the cuBLAS and CUDA graph handles
+// the graph executor uses (cuBLAS handle with its workspace, instantiated
+// CUDA graph) and the row-major GEMM wrappers over cuBLAS. The device
+// scope and the stream are the device layer's (cuda/stream.hpp).
 //
 // Private to src/exec/cuda; includes the CUDA headers, so only files built
 // with SYNK_HAVE_CUDA include it. Constructors throw BackendError naming the
@@ -13,7 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 
 namespace synk::cuda {
 
@@ -27,39 +28,6 @@ namespace synk::cuda {
     if (synk_cublas_status_ != 0)                                                       \
       ::synk::cuda::throw_cublas_error(synk_cublas_status_, #call, __FILE__, __LINE__); \
   } while (0)
-
-// Makes `device` current for the scope, restoring the previous one (a
-// failed restore is cleared, never reported later). Since CUDA 12
-// cudaSetDevice makes the device's primary context at once, so restoring a
-// device this thread never used costs a context there: a process that
-// works on one GPU (a runtime rank) makes it current before its first CUDA
-// object (detail::use_rank_device), and its scopes then switch nothing.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device);
-  ~DeviceScope();
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int prev_ = -1;
-  bool switched_ = false;
-};
-
-// A non-blocking stream on the current device (it does not synchronise
-// with the legacy default stream, and can be captured into a CUDA graph).
-class Stream {
- public:
-  Stream();
-  ~Stream();
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return s_; }
-  void synchronize() const;
-
- private:
-  cudaStream_t s_ = nullptr;
-};
 
 // A cuBLAS handle bound to one stream, with a fixed user workspace so that
 // GEMMs can be captured into CUDA graphs (cuBLAS then allocates nothing

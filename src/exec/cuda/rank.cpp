@@ -11,8 +11,8 @@
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "exec/cuda/device.hpp"
-#include "exec/cuda/timeline.hpp"
+#include "cuda/device.hpp"
+#include "cuda/timeline.hpp"
 #include "ops.cuh"
 #endif
 
@@ -88,7 +88,7 @@ class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
     zero(y, n * sizeof(float));
     for (size_t c = 0; c < w.size(); ++c) scale_add(y, x + c * n, n, w[c], true);
   }
-  comm::GpuMarks* gpu_marks() override {
+  cuda::GpuMarks* gpu_marks() override {
     if (!timeline_) timeline_ = std::make_unique<cuda::StreamTimeline>();
     return timeline_.get();
   }

@@ -21,15 +21,13 @@
 #include <memory>
 #include <unordered_map>
 
+#include "cuda/context.hpp"
+#include "cuda/stream.hpp"
 #include "exec/cuda/executor.hpp"
 #include "exec/common.hpp"
 #include "exec/variables.hpp"
 
 namespace synk {
-
-namespace detail {
-void note_cuda_context() noexcept;  // runtime/runtime.cpp
-}  // namespace detail
 
 void (*cuda::test_before_segment_capture)(size_t) = nullptr;
 

@@ -1,11 +1,11 @@
 // exec/plan/geometry.hpp — the planner's geometry builders: from resolved
-// shapes to the iteration structs of exec/plan/types.hpp.
+// shapes to the iteration structs of kernels/kernel_types.hpp.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "exec/plan/types.hpp"
+#include "kernel_types.hpp"  // kernels/
 #include "synk/graph.hpp"
 
 namespace synk::plan {

@@ -21,7 +21,7 @@
 
 #include "exec/plan/fused.hpp"
 #include "exec/plan/geometry.hpp"
-#include "exec/plan/types.hpp"
+#include "kernel_types.hpp"  // kernels/
 #include "synk/dtype.hpp"
 #include "synk/graph.hpp"
 

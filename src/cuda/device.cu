@@ -1,12 +1,12 @@
-// exec/cuda/device.cu — implementation of the CUDA device layer
-// (device.hpp): error reporting, device discovery and device memory.
+// src/cuda/device.cu — cuda/device.hpp: error reporting, device
+// discovery, host registration and device memory.
 //
 // Compiled only when the CUDA toolkit is found (SYNK_HAVE_CUDA); it must
 // also load and behave on machines without a GPU or driver, where
 // device_count() is 0 and nothing else is called. The probes that run in a
 // forked child keep the calling process free of CUDA, so that it can still
 // fork CUDA ranks afterwards.
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 
 #include <cuda_runtime.h>
 #include <fcntl.h>
@@ -18,15 +18,9 @@
 #include <cstring>
 #include <string>
 
-namespace synk {
-namespace detail {
-// runtime/runtime.cpp: whether this process has initialised CUDA (fork()
-// refuses CUDA ranks then).
-void note_cuda_context() noexcept;
-bool cuda_context_noted() noexcept;
-}  // namespace detail
+#include "cuda/context.hpp"
 
-namespace cuda {
+namespace synk::cuda {
 
 namespace {
 
@@ -228,5 +222,4 @@ void DeviceBuffer::download(void* host) const {
   if (bytes_ != 0) SYNK_CUDA_CHECK(cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost));
 }
 
-}  // namespace cuda
-}  // namespace synk
+}  // namespace synk::cuda

@@ -1,4 +1,4 @@
-// exec/dropout_bits.hpp — the bits of a dropout mask, defined once for the
+// kernels/dropout_bits.hpp — the bits of a dropout mask, defined once for the
 // CPU executor, the CUDA executor's host side and the CUDA kernel.
 //
 // Both executors must draw the same mask for the same seed, rank, dropout

@@ -1,5 +1,6 @@
-// exec/cuda/device.hpp — the CUDA device layer every GPU part builds on:
-// error checking, device discovery and move-only device memory.
+// src/cuda/device.hpp — the base of the CUDA device layer (src/cuda) every
+// GPU part builds on: error checking, device discovery, host registration
+// and move-only device memory.
 //
 // This header includes no CUDA header on purpose, so plain C++ code (the
 // session, the runtime, the tests) can use it when compiled by the host
@@ -39,10 +40,10 @@ struct DeviceProbe {
 };
 
 // Every query below that runs in this process initialises CUDA here, and
-// records that (synk::detail::note_cuda_context): a child forked from a
-// process with initialised CUDA cannot use CUDA, so synk::fork() then
-// refuses CUDA ranks with a message saying why, instead of forking ranks
-// whose first CUDA call fails.
+// records that (synk::detail::note_cuda_context, cuda/context.hpp): a child
+// forked from a process with initialised CUDA cannot use CUDA, so
+// synk::fork() then refuses CUDA ranks with a message saying why, instead
+// of forking ranks whose first CUDA call fails.
 
 // Asks in this process. Throws nothing but std::bad_alloc.
 DeviceProbe probe_devices();

@@ -1,9 +1,9 @@
-// exec/cuda/timeline.cpp — the GPU tracks' events (exec/cuda/timeline.hpp).
+// src/cuda/timeline.cpp — the GPU tracks' events (cuda/timeline.hpp).
 #include "synk/config.hpp"
 
 #if SYNK_HAVE_CUDA
 
-#include "exec/cuda/timeline.hpp"
+#include "cuda/timeline.hpp"
 
 #include <time.h>
 
@@ -27,7 +27,7 @@ StreamTimeline::~StreamTimeline() {
   }
 }
 
-cudaEvent_t StreamTimeline::mark(comm::StreamHandle s) {
+cudaEvent_t StreamTimeline::mark(StreamHandle s) {
   cudaEvent_t e = nullptr;
   if (!free_.empty()) {
     e = free_.back();
@@ -48,7 +48,7 @@ void StreamTimeline::release(cudaEvent_t e) {
   if (e) free_.push_back(e);
 }
 
-void StreamTimeline::close(Open o, uint16_t lane, comm::StreamHandle s) {
+void StreamTimeline::close(Open o, uint16_t lane, StreamHandle s) {
   cudaEvent_t end = closed_.size() < kMaxPending ? mark(s) : nullptr;
   if (!end || !o.start) {
     release(end);
@@ -58,11 +58,11 @@ void StreamTimeline::close(Open o, uint16_t lane, comm::StreamHandle s) {
   closed_.push_back({o, lane, end});
 }
 
-void StreamTimeline::begin(comm::StreamHandle s, uint16_t kind, uint64_t call, int32_t fn) {
+void StreamTimeline::begin(StreamHandle s, uint16_t kind, uint64_t call, int32_t fn) {
   compute_.push_back({kind, call, fn, mark(s)});
 }
 
-void StreamTimeline::end(comm::StreamHandle s) {
+void StreamTimeline::end(StreamHandle s) {
   if (compute_.empty()) return;
   const Open o = compute_.back();
   compute_.pop_back();
@@ -71,19 +71,19 @@ void StreamTimeline::end(comm::StreamHandle s) {
 
 void StreamTimeline::comm_context(uint16_t kind, uint64_t call, int32_t fn) { context_ = {kind, call, fn, nullptr}; }
 
-void StreamTimeline::comm_begin(comm::StreamHandle s) {
+void StreamTimeline::comm_begin(StreamHandle s) {
   release(comm_.start);  // a collective that threw before its end: its span is dropped
   comm_ = context_;
   comm_.start = mark(s);
 }
 
-void StreamTimeline::comm_end(comm::StreamHandle s) {
+void StreamTimeline::comm_end(StreamHandle s) {
   const Open o = comm_;
   comm_ = Open{};
   if (o.start) close(o, Lane::comm, s);
 }
 
-void StreamTimeline::flush(comm::StreamHandle s, Sink sink) {
+void StreamTimeline::flush(StreamHandle s, Sink sink) {
   if (closed_.empty()) return;
   // The anchor: the streams are idle, so it runs as soon as it is queued;
   // the host reads its clock once it has.

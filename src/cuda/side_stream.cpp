@@ -1,16 +1,16 @@
-// src/comm/side_stream.cpp — SideStream (comm/side_stream.hpp). Built only
+// src/cuda/side_stream.cpp — SideStream (cuda/side_stream.hpp). Built only
 // with CUDA (SYNK_HAVE_CUDA).
 #include "synk/config.hpp"
 
 #if SYNK_HAVE_CUDA
 
-#include "comm/side_stream.hpp"
+#include "cuda/side_stream.hpp"
 
 #include <cuda_runtime.h>
 
-#include "exec/cuda/device.hpp"
+#include "cuda/device.hpp"
 
-namespace synk::comm {
+namespace synk::cuda {
 
 namespace {
 cudaEvent_t ev(void* e) { return static_cast<cudaEvent_t>(e); }
@@ -55,6 +55,6 @@ void SideStream::hand_back(StreamHandle caller) {
 
 int SideStream::done_status() const noexcept { return static_cast<int>(cudaEventQuery(ev(done_))); }
 
-}  // namespace synk::comm
+}  // namespace synk::cuda
 
 #endif  // SYNK_HAVE_CUDA

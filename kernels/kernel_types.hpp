@@ -1,9 +1,11 @@
-// exec/plan/types.hpp — the plain-data types a compiled plan hands to the
-// kernels: op kinds and the geometry of each kind of step. The planner
-// (exec/plan/plan.hpp) fills them once per batch size from resolved shapes;
-// the CPU kernels (exec/cpu/kernels.hpp) and the CUDA kernels
+// kernels/kernel_types.hpp — the plain-data types a compiled plan hands to
+// the kernels: op kinds and the geometry of each kind of step. The planner
+// (src/exec/plan/plan.hpp) fills them once per batch size from resolved
+// shapes; the CPU kernels (src/exec/cpu/kernels.hpp) and the CUDA kernels
 // (kernels/ops.cuh) both take them as they are, so both backends compute
-// from one description.
+// from one description. They are the planner's (namespace synk::plan); they
+// live here, beside the kernels, so that kernels/ includes nothing private
+// of src/.
 //
 // Only <cstdint> and plain structs here: nvcc compiles this header into the
 // kernel files, and the structs are passed to kernels by value.

@@ -1,6 +1,6 @@
-// exec/cuda/timeline.hpp — comm::GpuMarks on CUDA events: the GPU tracks of
-// the runtime's timeline for a CUDA rank (its compute stream and its comm's
-// stream).
+// src/cuda/timeline.hpp — GpuMarks (cuda/marks.hpp) on CUDA events: the
+// GPU tracks of the runtime's timeline for a CUDA rank (its compute stream
+// and its comm's stream).
 //
 // Each span is a pair of timing events recorded on its stream; flush()
 // records one more event on an idle stream, waits for it, reads the host
@@ -10,30 +10,30 @@
 // for every span of a flush. Events are reused. Tracing only: a failed
 // event call drops the span, never the training step.
 //
-// Private to src/exec/cuda; only files built with SYNK_HAVE_CUDA include it.
+// Private header; only files built with SYNK_HAVE_CUDA include it.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <vector>
 
-#include "comm/comm.hpp"
+#include "cuda/marks.hpp"
 
 namespace synk::cuda {
 
-class StreamTimeline final : public comm::GpuMarks {
+class StreamTimeline final : public GpuMarks {
  public:
   StreamTimeline() = default;
   ~StreamTimeline() override;
   StreamTimeline(const StreamTimeline&) = delete;
   StreamTimeline& operator=(const StreamTimeline&) = delete;
 
-  void begin(comm::StreamHandle s, uint16_t kind, uint64_t call, int32_t fn) override;
-  void end(comm::StreamHandle s) override;
+  void begin(StreamHandle s, uint16_t kind, uint64_t call, int32_t fn) override;
+  void end(StreamHandle s) override;
   void comm_context(uint16_t kind, uint64_t call, int32_t fn) override;
-  void comm_begin(comm::StreamHandle s) override;
-  void comm_end(comm::StreamHandle s) override;
-  void flush(comm::StreamHandle s, Sink sink) override;
+  void comm_begin(StreamHandle s) override;
+  void comm_end(StreamHandle s) override;
+  void flush(StreamHandle s, Sink sink) override;
 
   // Closed spans waiting for flush() (tests; bounded by kMaxPending).
   size_t pending() const noexcept { return closed_.size(); }
@@ -52,9 +52,9 @@ class StreamTimeline final : public comm::GpuMarks {
     cudaEvent_t end;
   };
   // An event recorded on s now, or null (the span is then dropped).
-  cudaEvent_t mark(comm::StreamHandle s);
+  cudaEvent_t mark(StreamHandle s);
   void release(cudaEvent_t e);
-  void close(Open o, uint16_t lane, comm::StreamHandle s);
+  void close(Open o, uint16_t lane, StreamHandle s);
 
   std::vector<cudaEvent_t> free_;
   std::vector<Open> compute_;  // open compute spans, innermost last

@@ -1,7 +1,8 @@
-// src/comm/side_stream.hpp — the stream a device collective backend runs its
-// own work on (NCCL's kernels, host-staging copies), with the two events that
-// order it against the caller's stream without blocking the host (private
-// header; exists only where SYNK_HAVE_CUDA is 1, guard with synk/config.hpp).
+// src/cuda/side_stream.hpp — a stream for work of its own beside a
+// caller's stream (a device collective backend's: NCCL's kernels,
+// host-staging copies), with the two events that order it against the
+// caller's stream without blocking the host (private header; usable only
+// where SYNK_HAVE_CUDA is 1, guard with synk/config.hpp).
 //
 //   side.wait_for(caller);   // work queued on side.get() runs after the caller's so far
 //   ... queue the collective on side.get() ...
@@ -11,9 +12,9 @@
 // includable from host-only code.
 #pragma once
 
-#include "comm/comm.hpp"  // StreamHandle
+#include "cuda/stream_handle.hpp"
 
-namespace synk::comm {
+namespace synk::cuda {
 
 class SideStream {
  public:
@@ -42,4 +43,4 @@ class SideStream {
   void* done_ = nullptr;   // cudaEvent_t: the side work so far is done
 };
 
-}  // namespace synk::comm
+}  // namespace synk::cuda
