@@ -152,7 +152,7 @@ __global__ void bias_relu_rows_kernel(int64_t n, int64_t cols, const float* bias
   }
 }
 
-// The CPU's dropout_mask, element for element (exec/dropout_bits.hpp); the
+// The CPU's dropout_mask, element for element (kernels/dropout_bits.hpp); the
 // call counter lives on the device.
 __global__ void dropout_kernel(int64_t n, uint32_t thr, float scale, uint64_t key_base,
                                const unsigned long long* counter, float* y) {

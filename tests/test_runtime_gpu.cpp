@@ -193,7 +193,7 @@ TEST(GpuRuntime, BucketsDuringBackwardSameBits) {
 
 // The timeline of an NCCL rank (RuntimeOptions::trace): its compute stream
 // and its comm's stream get tracks of their own, timed on the GPU
-// (comm::GpuMarks), and with buckets some of a step's all-reduces start on
+// (cuda::GpuMarks), and with buckets some of a step's all-reduces start on
 // the comm's stream before that step's forward+backward ends there.
 TEST(GpuRuntime, TraceShowsTheBucketsOnTheCommStreamDuringBackward) {
   if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;

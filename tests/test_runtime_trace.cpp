@@ -237,13 +237,13 @@ TEST(RuntimeTrace, UnwritablePathIsRefusedAtFork) {
 }  // namespace
 
 // The GPU tracks (a CUDA rank's compute stream and comm stream, recorded by
-// comm::GpuMarks through trace::record_gpu): each lane of a rank that
+// cuda::GpuMarks through trace::record_gpu): each lane of a rank that
 // recorded any gets its own named track right after the rank's host track;
 // a rank without GPU spans keeps its host track alone; bad lanes and kinds
 // are dropped. Written from logs filled here, so it runs without a GPU.
 TEST(TraceFile, GpuStreamsGetTracksOfTheirOwn) {
   namespace tr = synk::detail::trace;
-  using Lane = synk::comm::GpuMarks::Lane;
+  using Lane = synk::cuda::GpuMarks::Lane;
   const std::string path = temp_path("lanes");
   {
     tr::Logs logs(2, 64);

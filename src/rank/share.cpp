@@ -237,12 +237,12 @@ struct SliceBuffers {
 };
 
 // The GPU tracks of a training step on a device rank under a trace
-// (comm::GpuMarks; nothing at all without a trace or a device). GpuSpan:
+// (cuda::GpuMarks; nothing at all without a trace or a device). GpuSpan:
 // one span on the rank's compute stream, from construction to destruction.
 // GpuTracks: for the whole step, the comm marks its collectives on its own
 // stream as the step's gradient all-reduce, and flush() moves every span
 // into the rank's log once the step's work is done.
-comm::GpuMarks* gpu_marks(RankState& L) { return trace::on() ? L.ex->gpu_marks() : nullptr; }
+cuda::GpuMarks* gpu_marks(RankState& L) { return trace::on() ? L.ex->gpu_marks() : nullptr; }
 
 class GpuSpan {
  public:
@@ -257,7 +257,7 @@ class GpuSpan {
 
  private:
   RankState& L_;
-  comm::GpuMarks* m_;
+  cuda::GpuMarks* m_;
 };
 
 class GpuTracks {
@@ -278,7 +278,7 @@ class GpuTracks {
 
  private:
   RankState& L_;
-  comm::GpuMarks* m_;
+  cuda::GpuMarks* m_;
 };
 
 // Slice s of a training step's gradient function: its input rows gathered,

@@ -3,7 +3,7 @@
 // Chrome trace-event JSON file that Perfetto (ui.perfetto.dev) and
 // chrome://tracing open, one track per rank, and on a CUDA rank two more:
 // its compute stream and its comm's stream, as the GPU ran them
-// (comm::GpuMarks, flushed into the rank's log after each training step).
+// (cuda::GpuMarks, flushed into the rank's log after each training step).
 //
 // Why shared memory: every rank appends fixed-size events to its own log in
 // one segment the master made and shared like a Data segment, so recording
@@ -50,7 +50,7 @@ struct Event {
   uint64_t call;     // the runtime's call number (0: none)
   int32_t fn;        // function (definition index), -1: none
   uint16_t kind;
-  uint16_t lane;     // 0: the rank's host track; comm::GpuMarks::Lane: a GPU stream's
+  uint16_t lane;     // 0: the rank's host track; cuda::GpuMarks::Lane: a GPU stream's
 };
 static_assert(sizeof(Event) == 32);
 
@@ -76,7 +76,7 @@ inline void record(Kind k, int64_t t0, int64_t t1, uint64_t call, int32_t fn, ui
   const uint64_t i = r.log->count++;
   if (i < r.cap) r.ev[i] = Event{t0, t1, call, fn, static_cast<uint16_t>(k), lane};
 }
-// The same for a span measured on a GPU stream (a comm::GpuMarks::Sink).
+// The same for a span measured on a GPU stream (a cuda::GpuMarks::Sink).
 void record_gpu(uint16_t kind, int64_t t0, int64_t t1, uint64_t call, int32_t fn, uint16_t lane) noexcept;
 constexpr uint16_t kLanes = 3;  // host, compute stream, comm stream
 
