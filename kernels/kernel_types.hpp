@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "elementwise.hpp"  // BinOp, UnOp
+
 namespace synk::plan {
 
 // Dims after collapsing (adjacent dims that iterate alike are merged), so
@@ -32,9 +34,8 @@ struct Strided {
   int64_t numel = 0;
 };
 
-// Elementwise op kinds (Op::Add... and Op::Neg... of the graph).
-enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad };
-enum class UnOp : uint8_t { Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow };
+// Elementwise op kinds, BinOp and UnOp, are declared with their formulas in
+// kernels/elementwise.hpp.
 
 // What a graph reduction (Op::Sum, Op::Mean, Op::Max) computes over its axes.
 // Not a collective's combine rule: that is synk::ReduceOp.

@@ -2,10 +2,11 @@
 // broadcasting binary ops, unary math, casts, strided copies (transpose,
 // broadcast), fused bias/ReLU epilogues, the dropout mask and fill.
 //
-// Each mirrors its CPU reference in src/exec/cpu/kernels_elementwise.cpp
-// (same formulas, same integer and cast conventions) so results compare
-// within float tolerance, and the dropout mask compares bit for bit.
+// The elementwise formulas and the cast are kernels/elementwise.hpp's, the
+// very code the CPU kernels run (src/exec/cpu/kernels_elementwise.cpp); the
+// dropout mask is kernels/dropout_bits.hpp's hash, bit for bit as on the CPU.
 #include "dropout_bits.hpp"
+#include "elementwise.hpp"
 #include "launch.cuh"
 #include "ops.cuh"
 
@@ -29,95 +30,33 @@ __device__ inline void strided_offsets(const Strided& g, int64_t i, int64_t& oa,
   }
 }
 
-__device__ inline float bin_f32(BinOp op, float x, float y) {
-  switch (op) {
-    case BinOp::Add: return x + y;
-    case BinOp::Sub: return x - y;
-    case BinOp::Mul: return x * y;
-    case BinOp::Div: return x / y;
-    case BinOp::Equal: return x == y ? 1.f : 0.f;
-    case BinOp::ReluGrad: return x > 0.f ? y : 0.f;
-  }
-  return 0.f;
-}
+// One kernel instance per formula (kernels/elementwise.hpp): F is the op's
+// functor, picked on the host by ew::visit_binary / visit_unary; T the
+// operands' type, O the result's. One template parameter per kernel (see
+// SYNK_LAUNCH).
+template <class T, class O, class F>
+struct Elementwise {
+  using In = T;
+  using Out = O;
+  F f;
+};
 
-__device__ inline int32_t bin_i32(BinOp op, int32_t x, int32_t y) {
-  const uint32_t ux = static_cast<uint32_t>(x), uy = static_cast<uint32_t>(y);
-  switch (op) {
-    case BinOp::Add: return static_cast<int32_t>(ux + uy);
-    case BinOp::Sub: return static_cast<int32_t>(ux - uy);
-    case BinOp::Mul: return static_cast<int32_t>(ux * uy);
-    case BinOp::Div:
-      if (y == 0) return 0;
-      if (y == -1) return static_cast<int32_t>(0u - ux);
-      return x / y;
-    case BinOp::Equal: return x == y ? 1 : 0;
-    case BinOp::ReluGrad: return x > 0 ? y : 0;
-  }
-  return 0;
-}
-
-__global__ void binary_f32_kernel(BinOp op, Strided g, const float* a, const float* b, float* o) {
+template <class E>
+__global__ void binary_kernel(Strided g, const typename E::In* a, const typename E::In* b, typename E::Out* o, E e) {
   SYNK_GRID_LOOP(i, g.numel) {
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
-    o[i] = bin_f32(op, a[oa], b[ob]);
+    o[i] = static_cast<typename E::Out>(e.f(a[oa], b[ob]));
   }
 }
 
-__global__ void binary_i32_kernel(BinOp op, Strided g, const int32_t* a, const int32_t* b, int32_t* o) {
-  SYNK_GRID_LOOP(i, g.numel) {
-    int64_t oa, ob;
-    strided_offsets(g, i, oa, ob);
-    o[i] = bin_i32(op, a[oa], b[ob]);
-  }
-}
-
-__global__ void equal_f32_kernel(Strided g, const float* a, const float* b, int32_t* o) {
-  SYNK_GRID_LOOP(i, g.numel) {
-    int64_t oa, ob;
-    strided_offsets(g, i, oa, ob);
-    o[i] = a[oa] == b[ob] ? 1 : 0;
-  }
-}
-
-__device__ inline float un_f32(UnOp op, float x, float p) {
-  switch (op) {
-    case UnOp::Neg: return -x;
-    case UnOp::Relu: return x > 0.f ? x : 0.f;
-    case UnOp::Tanh: return tanhf(x);
-    case UnOp::Sigmoid: return 1.f / (1.f + expf(-x));
-    case UnOp::Exp: return expf(x);
-    case UnOp::Log: return logf(x);
-    case UnOp::Sqrt: return sqrtf(x);
-    case UnOp::Square: return x * x;
-    case UnOp::Pow:
-      // The CPU's special cases, so e.g. pow(x, 2) is exact as there.
-      if (p == 2.f) return x * x;
-      if (p == 1.f) return x;
-      if (p == 0.5f) return sqrtf(x);
-      if (p == -1.f) return 1.f / x;
-      return powf(x, p);
-  }
-  return 0.f;
-}
-
-__global__ void unary_f32_kernel(UnOp op, int64_t n, const float* x, float* y, float p) {
-  SYNK_GRID_LOOP(i, n) y[i] = un_f32(op, x[i], p);
-}
-
-__global__ void neg_i32_kernel(int64_t n, const int32_t* x, int32_t* y) {
-  SYNK_GRID_LOOP(i, n) y[i] = static_cast<int32_t>(0u - static_cast<uint32_t>(x[i]));
+template <class E>
+__global__ void unary_kernel(int64_t n, const typename E::In* x, typename E::Out* y, E e) {
+  SYNK_GRID_LOOP(i, n) y[i] = e.f(x[i]);
 }
 
 __global__ void cast_f32_i32_kernel(int64_t n, const float* x, int32_t* y) {
-  constexpr float lo = -2147483648.f, hi = 2147483520.f;  // largest float below 2^31
-  SYNK_GRID_LOOP(i, n) {
-    float v = x[i];
-    v = v != v ? 0.f : v;
-    v = v < lo ? lo : (v > hi ? hi : v);
-    y[i] = static_cast<int32_t>(v);
-  }
+  SYNK_GRID_LOOP(i, n) y[i] = ew::cast_f32_i32(x[i]);
 }
 
 __global__ void cast_i32_f32_kernel(int64_t n, const int32_t* x, float* y) {
@@ -176,32 +115,41 @@ __global__ void scale_add_kernel(int64_t n, float w, const float* x, float* y, b
   }
 }
 
+template <class T, class O, class F>
+void launch_binary(const Strided& g, const T* a, const T* b, O* o, F f, cudaStream_t stream) {
+  if (g.numel <= 0) return;
+  using E = Elementwise<T, O, F>;
+  SYNK_LAUNCH(binary_kernel<E>, grid_for(g.numel), kThreads, 0, stream)(g, a, b, o, E{f});
+}
+
+template <class T, class F>
+void launch_unary(int64_t n, const T* x, T* y, F f, cudaStream_t stream) {
+  if (n <= 0) return;
+  using E = Elementwise<T, T, F>;
+  SYNK_LAUNCH(unary_kernel<E>, grid_for(n), kThreads, 0, stream)(n, x, y, E{f});
+}
+
 }  // namespace
 
 void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o, cudaStream_t stream) {
-  if (g.numel <= 0) return;
-  SYNK_LAUNCH(binary_f32_kernel, grid_for(g.numel), kThreads, 0, stream)(op, g, a, b, o);
+  ew::visit_binary(op, [&](auto f) { launch_binary(g, a, b, o, f, stream); });
 }
 
 void binary_i32(BinOp op, const Strided& g, const int32_t* a, const int32_t* b, int32_t* o,
                 cudaStream_t stream) {
-  if (g.numel <= 0) return;
-  SYNK_LAUNCH(binary_i32_kernel, grid_for(g.numel), kThreads, 0, stream)(op, g, a, b, o);
+  ew::visit_binary(op, [&](auto f) { launch_binary(g, a, b, o, f, stream); });
 }
 
 void equal_f32(const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
-  if (g.numel <= 0) return;
-  SYNK_LAUNCH(equal_f32_kernel, grid_for(g.numel), kThreads, 0, stream)(g, a, b, o);
+  launch_binary(g, a, b, o, ew::Equal{}, stream);
 }
 
 void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream) {
-  if (n <= 0) return;
-  SYNK_LAUNCH(unary_f32_kernel, grid_for(n), kThreads, 0, stream)(op, n, x, y, p);
+  ew::visit_unary(op, p, [&](auto f) { launch_unary(n, x, y, f, stream); });
 }
 
 void neg_i32(int64_t n, const int32_t* x, int32_t* y, cudaStream_t stream) {
-  if (n <= 0) return;
-  SYNK_LAUNCH(neg_i32_kernel, grid_for(n), kThreads, 0, stream)(n, x, y);
+  launch_unary(n, x, y, ew::Neg{}, stream);
 }
 
 void cast_f32_i32(int64_t n, const float* x, int32_t* y, cudaStream_t stream) {

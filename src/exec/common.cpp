@@ -7,9 +7,17 @@
 
 namespace synk::exec {
 
-namespace {
 std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
-}  // namespace
+
+void rethrow_in_step(const Error& e, const std::string* function, const plan::Step& s, const char* where) {
+  const std::string msg = "function '" + (function ? *function : std::string()) + "': " + op_name(s.op) +
+                          " (node " + std::to_string(s.node) + ")" + where + ": " + e.what();
+  if (dynamic_cast<const ArgumentError*>(&e)) throw ArgumentError(msg);
+  if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
+  if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
+  if (dynamic_cast<const BackendError*>(&e)) throw BackendError(msg);
+  throw Error(msg);
+}
 
 void check_spec_graph(const FunctionSpec& spec, const Graph& g) {
   auto same_graph = [&](const Tensor& t) { return t.valid() && &t.graph() == &g; };

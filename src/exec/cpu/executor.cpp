@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "exec/common.hpp"
 #include "exec/cpu/executor.hpp"
 #include "exec/cpu/kernels.hpp"
 #include "synk/error.hpp"
@@ -69,26 +70,21 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
   void* a = s.in[0] >= 0 ? p.ptr[static_cast<size_t>(s.in[0])] : nullptr;
   void* b = s.in[1] >= 0 ? p.ptr[static_cast<size_t>(s.in[1])] : nullptr;
   void* c = s.in[2] >= 0 ? p.ptr[static_cast<size_t>(s.in[2])] : nullptr;
-  switch (s.op) {
-    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::ReluGrad:
-      if (s.dtype == DType::f32) binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out));
+  switch (s.family) {
+    case plan::Family::Binary:
+      if (s.bop == BinOp::Equal && s.in_dtype == DType::f32) equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out));
+      else if (s.dtype == DType::f32) binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out));
       else binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out));
+      return;
+    case plan::Family::Unary:
+      if (s.dtype == DType::i32 && s.uop == UnOp::Neg) neg_i32(s.n, P<int32_t>(a), P<int32_t>(out));
+      else if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
+      else unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f);
+      return;
+    case plan::Family::ByOp:
       break;
-    case Op::Equal:
-      if (s.in_dtype == DType::f32) equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out));
-      else binary_i32(BinOp::Equal, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out));
-      break;
-    case Op::Neg:
-      if (s.dtype == DType::i32) {
-        neg_i32(s.n, P<int32_t>(a), P<int32_t>(out));
-        break;
-      }
-      [[fallthrough]];
-    case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt:
-    case Op::Square: case Op::PowScalar:
-      if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
-      unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f);
-      break;
+  }
+  switch (s.op) {
     case Op::Cast:
       if (s.in_dtype == s.dtype) {
         if (out != a) std::memmove(out, a, s.out_bytes());
@@ -163,19 +159,8 @@ void run_fused(const Step& s, Plan& p, const RunContext& ctx) {
 void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
              const std::vector<ArrayView>& inputs, void* const* var_ptr, const RunContext& ctx,
              void* const* outputs, const std::function<void(size_t)>* after_step) {
-  for (int32_t id : p.bound) {
-    const ValueLoc& l = p.loc[static_cast<size_t>(id)];
-    void* ptr = nullptr;
-    switch (l.kind) {
-      case Loc::Arena: ptr = arena + l.offset; break;
-      case Loc::Input: ptr = const_cast<void*>(inputs[static_cast<size_t>(l.index)].data); break;
-      case Loc::Variable: ptr = var_ptr[l.index]; break;
-      case Loc::Const: ptr = p.consts.data() + l.index; break;
-      case Loc::Output: ptr = outputs[l.index]; break;
-      case Loc::None: break;
-    }
-    p.ptr[static_cast<size_t>(id)] = ptr;
-  }
+  auto input = [&](int32_t i) { return const_cast<void*>(inputs[static_cast<size_t>(i)].data); };
+  exec::bind_pointers(p, exec::BindTo<decltype(input)>{arena, input, var_ptr, p.consts.data(), outputs});
   float* work = reinterpret_cast<float*>(arena + p.work_offset);
   for (size_t si = 0; si < p.steps.size(); ++si) {
     const Step& s = p.steps[si];
@@ -204,14 +189,7 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
           run_step(s, p, ctx);
       }
     } catch (const Error& e) {
-      const std::string where = "function '" + (ctx.function ? *ctx.function : std::string()) +
-                                "': " + op_name(s.op) + " (node " + std::to_string(s.node) + "): ";
-      const std::string msg = where + e.what();
-      if (dynamic_cast<const ArgumentError*>(&e)) throw ArgumentError(msg);
-      if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
-      if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
-      if (dynamic_cast<const BackendError*>(&e)) throw BackendError(msg);
-      throw Error(msg);
+      exec::rethrow_in_step(e, ctx.function, s, "");
     }
     if (g_profile.on) {
       const size_t k = s.fused >= 0 ? OpProfile::kSlots - 1 : static_cast<size_t>(s.op);

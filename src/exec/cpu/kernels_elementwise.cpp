@@ -11,6 +11,7 @@
 
 #include "exec/cpu/kernels.hpp"
 #include "dropout_bits.hpp"  // kernels/
+#include "elementwise.hpp"    // kernels/
 #include "synk/error.hpp"
 
 namespace synk::cpu {
@@ -56,89 +57,35 @@ void bin_loop(const Strided& s, const T* a, const T* b, O* o, F f) {
 
 }  // namespace
 
+// The formulas are kernels/elementwise.hpp's (shared with the fused
+// interpreter and the CUDA kernels); each op gets its own loop instance.
+
 void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, float* o) {
-  switch (op) {
-    case BinOp::Add: bin_loop(s, a, b, o, [](float x, float y) { return x + y; }); break;
-    case BinOp::Sub: bin_loop(s, a, b, o, [](float x, float y) { return x - y; }); break;
-    case BinOp::Mul: bin_loop(s, a, b, o, [](float x, float y) { return x * y; }); break;
-    case BinOp::Div: bin_loop(s, a, b, o, [](float x, float y) { return x / y; }); break;
-    case BinOp::Equal: bin_loop(s, a, b, o, [](float x, float y) { return x == y ? 1.f : 0.f; }); break;
-    case BinOp::ReluGrad: bin_loop(s, a, b, o, [](float y, float g) { return y > 0.f ? g : 0.f; }); break;
-  }
+  ew::visit_binary(op, [&](auto f) { bin_loop(s, a, b, o, f); });
 }
 
 void binary_i32(BinOp op, const Strided& s, const int32_t* a, const int32_t* b, int32_t* o) {
-  // Wrapping arithmetic (through uint32) keeps overflow defined.
-  switch (op) {
-    case BinOp::Add:
-      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y)); });
-      break;
-    case BinOp::Sub:
-      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) - static_cast<uint32_t>(y)); });
-      break;
-    case BinOp::Mul:
-      bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) * static_cast<uint32_t>(y)); });
-      break;
-    case BinOp::Div:
-      // Integer division truncates; x/0 and INT_MIN/-1 are defined as 0 and
-      // INT_MIN rather than trapping.
-      bin_loop(s, a, b, o, [](int32_t x, int32_t y) -> int32_t {
-        if (y == 0) return 0;
-        if (y == -1) return static_cast<int32_t>(0u - static_cast<uint32_t>(x));
-        return x / y;
-      });
-      break;
-    case BinOp::Equal: bin_loop(s, a, b, o, [](int32_t x, int32_t y) { return x == y ? 1 : 0; }); break;
-    case BinOp::ReluGrad: bin_loop(s, a, b, o, [](int32_t y, int32_t g) { return y > 0 ? g : 0; }); break;
-  }
+  ew::visit_binary(op, [&](auto f) { bin_loop(s, a, b, o, f); });
 }
 
 void equal_f32(const Strided& s, const float* a, const float* b, int32_t* o) {
-  bin_loop(s, a, b, o, [](float x, float y) -> int32_t { return x == y ? 1 : 0; });
+  bin_loop(s, a, b, o, [](float x, float y) { return static_cast<int32_t>(ew::Equal{}(x, y)); });
 }
 
 // ---- unary -------------------------------------------------------------------
 
 void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p) {
-  switch (op) {
-    case UnOp::Neg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
-    case UnOp::Relu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
-    case UnOp::Tanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
-    case UnOp::Sigmoid: for (int64_t i = 0; i < n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i])); break;
-    case UnOp::Exp: for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]); break;
-    case UnOp::Log: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
-    case UnOp::Sqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
-    case UnOp::Square: for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i]; break;
-    case UnOp::Pow:
-      if (p == 2.f) {
-        for (int64_t i = 0; i < n; ++i) y[i] = x[i] * x[i];
-      } else if (p == 1.f) {
-        for (int64_t i = 0; i < n; ++i) y[i] = x[i];
-      } else if (p == 0.5f) {
-        for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]);
-      } else if (p == -1.f) {
-        for (int64_t i = 0; i < n; ++i) y[i] = 1.f / x[i];
-      } else {
-        for (int64_t i = 0; i < n; ++i) y[i] = std::pow(x[i], p);
-      }
-      break;
-  }
+  ew::visit_unary(op, p, [&](auto f) {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  });
 }
 
 void neg_i32(int64_t n, const int32_t* __restrict x, int32_t* __restrict y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<int32_t>(0u - static_cast<uint32_t>(x[i]));
+  for (int64_t i = 0; i < n; ++i) y[i] = ew::Neg{}(x[i]);
 }
 
 void cast_f32_i32(int64_t n, const float* __restrict x, int32_t* __restrict y) {
-  // Truncation toward zero; NaN becomes 0 and out-of-range values saturate,
-  // where a plain conversion would be undefined.
-  constexpr float lo = -2147483648.f, hi = 2147483520.f;  // largest float below 2^31
-  for (int64_t i = 0; i < n; ++i) {
-    float v = x[i];
-    v = v != v ? 0.f : v;
-    v = v < lo ? lo : (v > hi ? hi : v);
-    y[i] = static_cast<int32_t>(v);
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = ew::cast_f32_i32(x[i]);
 }
 
 void cast_i32_f32(int64_t n, const int32_t* __restrict x, float* __restrict y) {

@@ -6,9 +6,9 @@
 // that stays in L1, and only the group's inputs and outputs touch memory.
 // The per-chunk dispatch costs a few branches per op and 512 elements.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
+#include "elementwise.hpp"
 #include "exec/cpu/kernels.hpp"
 
 namespace synk::cpu {
@@ -53,31 +53,12 @@ inline void un(int64_t m, Opnd a, float* __restrict o, F f) {
   }
 }
 
-// The same formulas as binary_f32 / unary_f32 (kernels_elementwise.cpp).
+// The formulas of binary_f32 / unary_f32: kernels/elementwise.hpp's, one
+// loop instance per op.
 void run_instr(const EwInstr& ins, int64_t m, Opnd a, Opnd b, float* o) {
   switch (ins.op) {
-    case EwOp::Add: bin(m, a, b, o, [](float x, float y) { return x + y; }); break;
-    case EwOp::Sub: bin(m, a, b, o, [](float x, float y) { return x - y; }); break;
-    case EwOp::Mul: bin(m, a, b, o, [](float x, float y) { return x * y; }); break;
-    case EwOp::Div: bin(m, a, b, o, [](float x, float y) { return x / y; }); break;
-    case EwOp::ReluGrad: bin(m, a, b, o, [](float y, float g) { return y > 0.f ? g : 0.f; }); break;
-    case EwOp::Neg: un(m, a, o, [](float x) { return -x; }); break;
-    case EwOp::Relu: un(m, a, o, [](float x) { return x > 0.f ? x : 0.f; }); break;
-    case EwOp::Tanh: un(m, a, o, [](float x) { return std::tanh(x); }); break;
-    case EwOp::Sigmoid: un(m, a, o, [](float x) { return 1.f / (1.f + std::exp(-x)); }); break;
-    case EwOp::Exp: un(m, a, o, [](float x) { return std::exp(x); }); break;
-    case EwOp::Log: un(m, a, o, [](float x) { return std::log(x); }); break;
-    case EwOp::Sqrt: un(m, a, o, [](float x) { return std::sqrt(x); }); break;
-    case EwOp::Square: un(m, a, o, [](float x) { return x * x; }); break;
-    case EwOp::Pow: {
-      const float p = ins.f;
-      if (p == 2.f) un(m, a, o, [](float x) { return x * x; });
-      else if (p == 1.f) un(m, a, o, [](float x) { return x; });
-      else if (p == 0.5f) un(m, a, o, [](float x) { return std::sqrt(x); });
-      else if (p == -1.f) un(m, a, o, [](float x) { return 1.f / x; });
-      else un(m, a, o, [p](float x) { return std::pow(x, p); });
-      break;
-    }
+    case EwOp::Binary: ew::visit_binary(ins.bop, [&](auto f) { bin(m, a, b, o, f); }); break;
+    case EwOp::Unary: ew::visit_unary(ins.uop, ins.f, [&](auto f) { un(m, a, o, f); }); break;
     case EwOp::Dropout: break;  // handled by the caller (needs the position)
   }
 }

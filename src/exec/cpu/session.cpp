@@ -36,7 +36,7 @@ struct FreeBytes {
   void operator()(uint8_t* p) const { std::free(p); }
 };
 
-std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
+using exec::fn_label;
 
 }  // namespace
 

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "dropout_bits.hpp"  // kernels/
+#include "exec/common.hpp"
 #include "ops.cuh"
 #include "synk/error.hpp"
 
@@ -115,27 +116,22 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
   void* c = ptr(s.in[2]);
   cudaStream_t st = cx.stream;
   float* work = reinterpret_cast<float*>(cx.arena + cp.work_offset);
-  switch (s.op) {
-    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::ReluGrad: {
-      if (s.dtype == DType::f32) kernels::binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out), st);
+  switch (s.family) {
+    case plan::Family::Binary:
+      if (s.bop == plan::BinOp::Equal && s.in_dtype == DType::f32)
+        kernels::equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out), st);
+      else if (s.dtype == DType::f32) kernels::binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out), st);
       else kernels::binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
       break;
-    }
-    case Op::Equal:
-      if (s.in_dtype == DType::f32) kernels::equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out), st);
-      else kernels::binary_i32(plan::BinOp::Equal, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
+    case plan::Family::Unary:
+      if (s.dtype == DType::i32 && s.uop == plan::UnOp::Neg) kernels::neg_i32(s.n, P<int32_t>(a), P<int32_t>(out), st);
+      else if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
+      else kernels::unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, st);
       break;
-    case Op::Neg:
-      if (s.dtype == DType::i32) {
-        kernels::neg_i32(s.n, P<int32_t>(a), P<int32_t>(out), st);
-        break;
-      }
-      [[fallthrough]];
-    case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt:
-    case Op::Square: case Op::PowScalar:
-      if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
-      kernels::unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, st);
+    case plan::Family::ByOp:
       break;
+  }
+  if (s.family == plan::Family::ByOp) switch (s.op) {
     case Op::Cast:
       if (s.in_dtype == s.dtype) {
         if (out != a && s.n > 0)
@@ -303,20 +299,11 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
 }
 
 void bind(CudaPlan& cp, uint8_t* arena, void* const* var_ptr) {
-  plan::Plan& p = cp.p;
-  for (int32_t id : p.bound) {
-    const plan::ValueLoc& l = p.loc[static_cast<size_t>(id)];
-    void* ptr = nullptr;
-    switch (l.kind) {
-      case plan::Loc::Arena: ptr = arena + l.offset; break;
-      case plan::Loc::Input: ptr = arena + cp.input_offset[static_cast<size_t>(l.index)]; break;
-      case plan::Loc::Variable: ptr = var_ptr[l.index]; break;
-      case plan::Loc::Const: ptr = static_cast<uint32_t*>(cp.consts.data()) + l.index; break;
-      case plan::Loc::None: break;
-      case plan::Loc::Output: break;  // CUDA plans never compile outputs_external
-    }
-    p.ptr[static_cast<size_t>(id)] = ptr;
-  }
+  // Inputs are copied into their arena slots; CUDA plans never compile
+  // outputs_external (no Loc::Output).
+  auto input = [&](int32_t i) -> void* { return arena + cp.input_offset[static_cast<size_t>(i)]; };
+  exec::bind_pointers(cp.p, exec::BindTo<decltype(input)>{arena, input, var_ptr,
+                                                          static_cast<uint32_t*>(cp.consts.data()), nullptr});
 }
 
 void enqueue_steps(CudaPlan& cp, const ExecContext& cx, size_t first, size_t end) {
@@ -326,13 +313,7 @@ void enqueue_steps(CudaPlan& cp, const ExecContext& cx, size_t first, size_t end
     try {
       run_step(s, si, cp, cx);
     } catch (const Error& e) {
-      const std::string msg = "function '" + (cx.function ? *cx.function : std::string()) + "': " + op_name(s.op) +
-                              " (node " + std::to_string(s.node) + ") on the GPU: " + e.what();
-      if (dynamic_cast<const ArgumentError*>(&e)) throw ArgumentError(msg);
-      if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
-      if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
-      if (dynamic_cast<const BackendError*>(&e)) throw BackendError(msg);
-      throw Error(msg);
+      exec::rethrow_in_step(e, cx.function, s, " on the GPU");
     }
   }
   SYNK_CUDA_CHECK(cudaGetLastError());

@@ -40,7 +40,7 @@ struct FunctionState {
   std::map<std::pair<int64_t, bool>, std::unique_ptr<cuda::CudaPlan>> plans;
 };
 
-std::string fn_label(const FunctionDef& def) { return "function '" + def.name + "'"; }
+using exec::fn_label;
 
 constexpr unsigned long long kNoBadRow = ~0ull;
 

@@ -13,13 +13,13 @@ namespace {
 bool match_nesterov(const EwProgram& p, EwProgram::NesterovSlots& a) {
   if (p.code.size() != 6 || p.outputs.size() != 2) return false;
   const auto& c = p.code;
-  auto is = [](const EwInstr& i, EwOp op, EwArg::Kind ka, EwArg::Kind kb) {
-    return i.op == op && i.a.kind == ka && i.b.kind == kb;
+  auto is = [](const EwInstr& i, BinOp op, EwArg::Kind ka, EwArg::Kind kb) {
+    return i.op == EwOp::Binary && i.bop == op && i.a.kind == ka && i.b.kind == kb;
   };
   auto reg = [](const EwArg& x, const EwInstr& src) { return x.kind == EwArg::Reg && x.index == src.dst; };
-  if (!is(c[0], EwOp::Mul, EwArg::Full, EwArg::Scalar) || !is(c[1], EwOp::Mul, EwArg::Full, EwArg::Scalar) ||
-      !is(c[2], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[3], EwOp::Mul, EwArg::Reg, EwArg::Scalar) ||
-      !is(c[4], EwOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[5], EwOp::Add, EwArg::Full, EwArg::Reg))
+  if (!is(c[0], BinOp::Mul, EwArg::Full, EwArg::Scalar) || !is(c[1], BinOp::Mul, EwArg::Full, EwArg::Scalar) ||
+      !is(c[2], BinOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[3], BinOp::Mul, EwArg::Reg, EwArg::Scalar) ||
+      !is(c[4], BinOp::Sub, EwArg::Reg, EwArg::Reg) || !is(c[5], BinOp::Add, EwArg::Full, EwArg::Reg))
     return false;
   // Registers are reused, so check each read against the latest writer.
   if (!reg(c[2].a, c[1]) || !reg(c[2].b, c[0]) || !reg(c[3].a, c[2]) || !reg(c[4].a, c[3]) ||

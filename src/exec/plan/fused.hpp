@@ -11,19 +11,25 @@
 #include <cstdint>
 #include <vector>
 
+#include "elementwise.hpp"  // kernels/: BinOp, UnOp
+
 namespace synk::plan {
 
+// An instruction's family; binary and unary ones compute their kind's
+// formula (kernels/elementwise.hpp), as the unfused kernels do.
 enum class EwOp : uint8_t {
-  Add, Sub, Mul, Div, ReluGrad,                                // binary
-  Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow,        // unary (f = exponent)
-  Dropout,                                                     // mask (f = p, key slot)
+  Binary,   // bop (a, b)
+  Unary,    // uop (a; f = Pow's exponent)
+  Dropout,  // mask (f = p, key slot)
 };
 struct EwArg {
   enum Kind : uint8_t { None, Reg, Full, Scalar } kind = None;
   int16_t index = 0;  // register, or external input slot
 };
 struct EwInstr {
-  EwOp op = EwOp::Add;
+  EwOp op = EwOp::Binary;
+  BinOp bop = BinOp::Add;
+  UnOp uop = UnOp::Neg;
   EwArg a, b;
   int16_t dst = 0;    // register
   int16_t key = -1;   // Dropout: slot in the program's dropout streams

@@ -91,20 +91,40 @@ class BlockAllocator {
   int64_t top_ = 0;
 };
 
-bool is_binary(Op op) {
-  return op == Op::Add || op == Op::Sub || op == Op::Mul || op == Op::Div || op == Op::Equal ||
-         op == Op::ReluGrad;
+// The one mapping from graph ops to the elementwise kernels' op kinds
+// (kernels/elementwise.hpp): the family, and the kind in *b or *u.
+Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr) {
+  BinOp bk = BinOp::Add;
+  UnOp uk = UnOp::Neg;
+  Family fam = Family::Binary;
+  switch (op) {
+    case Op::Add: bk = BinOp::Add; break;
+    case Op::Sub: bk = BinOp::Sub; break;
+    case Op::Mul: bk = BinOp::Mul; break;
+    case Op::Div: bk = BinOp::Div; break;
+    case Op::Equal: bk = BinOp::Equal; break;
+    case Op::ReluGrad: bk = BinOp::ReluGrad; break;
+    default: fam = Family::Unary;
+  }
+  if (fam == Family::Unary) switch (op) {
+    case Op::Neg: uk = UnOp::Neg; break;
+    case Op::Relu: uk = UnOp::Relu; break;
+    case Op::Tanh: uk = UnOp::Tanh; break;
+    case Op::Sigmoid: uk = UnOp::Sigmoid; break;
+    case Op::Exp: uk = UnOp::Exp; break;
+    case Op::Log: uk = UnOp::Log; break;
+    case Op::Sqrt: uk = UnOp::Sqrt; break;
+    case Op::Square: uk = UnOp::Square; break;
+    case Op::PowScalar: uk = UnOp::Pow; break;
+    default: return Family::ByOp;
+  }
+  if (b) *b = bk;
+  if (u) *u = uk;
+  return fam;
 }
 
-bool is_unary(Op op) {
-  switch (op) {
-    case Op::Neg: case Op::Relu: case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log:
-    case Op::Sqrt: case Op::Square: case Op::PowScalar:
-      return true;
-    default:
-      return false;
-  }
-}
+bool is_binary(Op op) { return elementwise_of(op) == Family::Binary; }
+bool is_unary(Op op) { return elementwise_of(op) == Family::Unary; }
 
 // Ops whose output element i depends only on input elements i (for operands
 // of the output's size), so the output may overwrite such an operand.
@@ -139,26 +159,20 @@ size_t ints_needed(Op op) {
                    std::to_string(id) + "): " + what);
 }
 
-// The elementwise op a node runs as inside a fused group, if any.
-bool ew_op(Op op, EwOp& e) {
-  switch (op) {
-    case Op::Add: e = EwOp::Add; return true;
-    case Op::Sub: e = EwOp::Sub; return true;
-    case Op::Mul: e = EwOp::Mul; return true;
-    case Op::Div: e = EwOp::Div; return true;
-    case Op::ReluGrad: e = EwOp::ReluGrad; return true;
-    case Op::Neg: e = EwOp::Neg; return true;
-    case Op::Relu: e = EwOp::Relu; return true;
-    case Op::Tanh: e = EwOp::Tanh; return true;
-    case Op::Sigmoid: e = EwOp::Sigmoid; return true;
-    case Op::Exp: e = EwOp::Exp; return true;
-    case Op::Log: e = EwOp::Log; return true;
-    case Op::Sqrt: e = EwOp::Sqrt; return true;
-    case Op::Square: e = EwOp::Square; return true;
-    case Op::PowScalar: e = EwOp::Pow; return true;
-    case Op::DropoutMask: e = EwOp::Dropout; return true;
-    default: return false;
+// The elementwise instruction a node runs as inside a fused group, if
+// any (Equal is not: its result is i32).
+bool ew_op(Op op, EwInstr& e) {
+  if (op == Op::DropoutMask) {
+    e.op = EwOp::Dropout;
+    return true;
   }
+  if (op == Op::Equal) return false;
+  switch (elementwise_of(op, &e.bop, &e.uop)) {
+    case Family::Binary: e.op = EwOp::Binary; return true;
+    case Family::Unary: e.op = EwOp::Unary; return true;
+    case Family::ByOp: break;
+  }
+  return false;
 }
 
 // Members per fused group: bounds registers, inputs and outputs of a
@@ -435,7 +449,7 @@ void Compiler::group_elementwise() {
     std::vector<int64_t> gsize;  // elements per group
     auto fusible = [&](int32_t id) {
       const Node& n = nodes[static_cast<size_t>(id)];
-      EwOp e;
+      EwInstr e;
       if (!needed[static_cast<size_t>(id)] || alias_of[static_cast<size_t>(id)] >= 0 || n.dtype != DType::f32 ||
           !ew_op(n.op, e))
         return false;
@@ -541,7 +555,7 @@ void Compiler::make_program(int32_t gi) {
   for (size_t k = 0; k < mem.size(); ++k) {
     const Node& n = nodes[static_cast<size_t>(mem[k])];
     EwInstr ins;
-    ew_op(n.op, ins.op);
+    ew_op(n.op, ins);
     auto arg = [&](int32_t in) {
       EwArg a;
       const int sl = slot(in);
@@ -562,7 +576,7 @@ void Compiler::make_program(int32_t gi) {
       pr.streams.push_back(n.ints[0]);
     } else {
       ins.a = arg(n.inputs[0]);
-      if (n.inputs.size() > 1 && ins.op <= EwOp::ReluGrad) ins.b = arg(n.inputs[1]);
+      if (n.inputs.size() > 1 && ins.op == EwOp::Binary) ins.b = arg(n.inputs[1]);
       if (n.op == Op::PowScalar) ins.f = n.floats.empty() ? 1.f : n.floats[0];
     }
     // The result gets a register no operand holds, then operands read for
@@ -600,26 +614,12 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
   const Shape& out = shape_of(id);
   s.n = numel(out);
   const Shape& x = shape_of(n.inputs[0]);
+  // Elementwise ops run their family's kernel with their kind (s.bop /
+  // s.uop); the others their own.
+  s.family = elementwise_of(n.op, &s.bop, &s.uop);
+  if (n.op == Op::PowScalar) s.f = n.floats.empty() ? 1.f : n.floats[0];
   try {
-    switch (n.op) {
-      case Op::Add: s.bop = BinOp::Add; break;
-      case Op::Sub: s.bop = BinOp::Sub; break;
-      case Op::Mul: s.bop = BinOp::Mul; break;
-      case Op::Div: s.bop = BinOp::Div; break;
-      case Op::Equal: s.bop = BinOp::Equal; break;
-      case Op::ReluGrad: s.bop = BinOp::ReluGrad; break;
-      case Op::Neg: s.uop = UnOp::Neg; break;
-      case Op::Relu: s.uop = UnOp::Relu; break;
-      case Op::Tanh: s.uop = UnOp::Tanh; break;
-      case Op::Sigmoid: s.uop = UnOp::Sigmoid; break;
-      case Op::Exp: s.uop = UnOp::Exp; break;
-      case Op::Log: s.uop = UnOp::Log; break;
-      case Op::Sqrt: s.uop = UnOp::Sqrt; break;
-      case Op::Square: s.uop = UnOp::Square; break;
-      case Op::PowScalar:
-        s.uop = UnOp::Pow;
-        s.f = n.floats.empty() ? 1.f : n.floats[0];
-        break;
+    if (s.family == Family::ByOp) switch (n.op) {
       case Op::Sum: case Op::Mean: case Op::Max:
         s.rop = n.op == Op::Sum ? ReduceKind::Sum : n.op == Op::Mean ? ReduceKind::Mean : ReduceKind::Max;
         for (int64_t a : n.ints)

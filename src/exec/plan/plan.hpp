@@ -52,8 +52,14 @@ struct ValueLoc {
   int64_t offset = 0;   // arena byte offset
 };
 
+// Which kernel family runs a step: an elementwise family's kernel takes the
+// op kind (Step::bop / Step::uop), so the executors need no case per op;
+// ByOp: the op's own kernel (switch on Step::op).
+enum class Family : uint8_t { ByOp, Binary, Unary };
+
 struct Step {
   Op op = Op::Constant;
+  Family family = Family::ByOp;
   int32_t node = -1;
   int32_t in[3] = {-1, -1, -1};
   DType dtype = DType::f32;     // output
