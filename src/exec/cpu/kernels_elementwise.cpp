@@ -52,6 +52,7 @@ void bin_rec(const Strided& s, int d, const T* a, const T* b, O* o, F f) {
 template <class T, class O, class F>
 void bin_loop(const Strided& s, const T* a, const T* b, O* o, F f) {
   if (s.numel == 0) return;
+  if (s.nd == 1) return bin_inner(s.dim[0], s.sa[0], s.sb[0], a, b, o, f);  // the common case, one loop
   bin_rec(s, 0, a, b, o, f);
 }
 
