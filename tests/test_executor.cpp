@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -12,6 +13,7 @@
 #include "exec/cpu/executor.hpp"
 #include "exec/executor.hpp"
 #include "exec/plan/plan.hpp"
+#include "graph/internal.hpp"
 #include "support/rank_memory.hpp"
 #include "synk/synk.hpp"
 
@@ -481,6 +483,71 @@ TEST(ExecutorFusion, RmspropAndMomentumBitIdentical) {
     u.insert(u.end(), w.begin(), w.end());
     return u;
   });
+}
+
+// Every elementwise formula (kernels/elementwise.hpp), Pow's special cases
+// and operand forms (tensor, scalar on either side) included, gives the same
+// bits fused and as its own kernel. Each op sits in a group of three (the
+// fused groups' minimum), checked to be fused; the inputs hold negatives,
+// zeros and huge values, so NaN and infinities come out too (compared as bits).
+TEST(ExecutorFusion, EveryElementwiseFormulaBitIdentical) {
+  const int64_t n = 1031;  // odd: a partial chunk and SIMD tail
+  std::vector<float> xv(n), yv(n);
+  for (int64_t i = 0; i < n; ++i) {
+    xv[i] = static_cast<float>(i % 97 - 48) * 0.37f;
+    yv[i] = i % 13 == 0 ? 0.f : (i % 17 == 0 ? 3e38f : static_cast<float>(i % 29 - 10) * 0.61f);
+  }
+  using Fn = std::function<Tensor(Tensor)>;
+  const std::vector<std::pair<std::string, Fn>> ops = {
+      {"neg", [](Tensor t) { return synk::neg(t); }},
+      {"relu", [](Tensor t) { return synk::relu(t); }},
+      {"tanh", [](Tensor t) { return synk::tanh(t); }},
+      {"sigmoid", [](Tensor t) { return synk::sigmoid(t); }},
+      {"exp", [](Tensor t) { return synk::exp(t); }},
+      {"log", [](Tensor t) { return synk::log(t); }},
+      {"sqrt", [](Tensor t) { return synk::sqrt(t); }},
+      {"square", [](Tensor t) { return synk::square(t); }},
+      {"pow 2", [](Tensor t) { return synk::pow(t, 2.f); }},
+      {"pow 1", [](Tensor t) { return synk::pow(t, 1.f); }},
+      {"pow 0.5", [](Tensor t) { return synk::pow(t, 0.5f); }},
+      {"pow -1", [](Tensor t) { return synk::pow(t, -1.f); }},
+      {"pow 3", [](Tensor t) { return synk::pow(t, 3.f); }},
+      {"pow 0.3", [](Tensor t) { return synk::pow(t, 0.3f); }},
+      {"t - s", [](Tensor t) { return t - 1.5f; }},
+      {"s - t", [](Tensor t) { return 1.5f - t; }},
+      {"t / s", [](Tensor t) { return t / 0.7f; }},
+      {"s / t", [](Tensor t) { return 0.7f / t; }},
+      {"t * s", [](Tensor t) { return t * 3.f; }},
+      {"s + t", [](Tensor t) { return 2.f + t; }},
+      {"relu_grad", [](Tensor t) { return synk::relu_grad(t, t * t); }},
+  };
+  auto bits = [](const Array& a) {
+    std::vector<uint32_t> b(static_cast<size_t>(a.numel()));
+    std::memcpy(b.data(), a.raw(), b.size() * sizeof(uint32_t));
+    return b;
+  };
+  for (const auto& [name, op] : ops) {
+    SCOPED_TRACE(name);
+    Graph g;
+    Tensor x = g.input("x", f32, {n}), y = g.input("y", f32, {n});
+    // Three members or more: the op between a binary before and after it.
+    Tensor out = op(x * y) / y;
+    std::vector<Array> res[2];
+    for (int fuse = 0; fuse < 2; ++fuse) {
+      ElementwiseFusion ef(fuse != 0);
+      synk::Session s(g);
+      auto f = s.function({.name = "f", .inputs = {x, y}, .outputs = {{out}}});
+      const Array xa = Array::from(xv, {n}), ya = Array::from(yv, {n});
+      res[fuse] = f({xa, ya});
+    }
+    EXPECT_EQ(bits(res[0][0]), bits(res[1][0]));
+    synk::plan::CompileOptions o;
+    o.fuse_elementwise = true;
+    const synk::FunctionDef def = synk::make_function_def({.name = "f", .inputs = {x, y}, .outputs = {{out}}});
+    const synk::plan::Plan p = synk::plan::compile(g.nodes(), def, -1, o);
+    ASSERT_EQ(p.steps.size(), 1u);
+    EXPECT_GE(p.steps[0].fused, 0);
+  }
 }
 
 // The planner makes fused steps only when asked (the CUDA executor compiles
