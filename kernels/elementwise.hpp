@@ -34,9 +34,10 @@
 
 namespace synk::plan {
 
-// Elementwise op kinds (Op::Add... and Op::Neg... of the graph).
-enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad };
-enum class UnOp : uint8_t { Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow };
+// Elementwise op kinds (Op::Add... and Op::Neg... of the graph). kCount
+// last: the tests go through every kind up to it.
+enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad, kCount };
+enum class UnOp : uint8_t { Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow, kCount };
 
 }  // namespace synk::plan
 
@@ -98,6 +99,7 @@ inline decltype(auto) visit_binary(BinOp op, F&& f) {
     case BinOp::Div: return f(Div{});
     case BinOp::Equal: return f(Equal{});
     case BinOp::ReluGrad: return f(ReluGrad{});
+    case BinOp::kCount: break;
   }
   return f(Add{});  // not reached: every BinOp has its case
 }
@@ -176,6 +178,7 @@ inline decltype(auto) visit_unary(UnOp op, float p, F&& f) {
         case PowCase::General: break;
       }
       return f(Pow<PowCase::General>{p});
+    case UnOp::kCount: break;
   }
   return f(Neg{});  // not reached: every UnOp has its case
 }

@@ -205,7 +205,7 @@ TEST_F(GpuKernelsRandom, BinaryAndEqual) {
     const Shape out = shape();
     const Shape sa = broadcast_of(out, rng_), sb = broadcast_of(out, rng_);
     const plan::Strided g = plan::make_broadcast(out, sa, &sb);
-    const auto op = static_cast<plan::BinOp>(uni(0, 5));
+    const auto op = static_cast<plan::BinOp>(uni(0, static_cast<int>(plan::BinOp::kCount) - 1));
     const bool f32 = coin();
     const std::string what = seed_note() + " trial " + std::to_string(trial) + (f32 ? " f32" : " i32") + " op " +
                              std::to_string(static_cast<int>(op)) + " out " + str(out) + " a " + str(sa) + " b " + str(sb);
@@ -244,7 +244,7 @@ TEST_F(GpuKernelsRandom, BinaryAndEqual) {
 TEST_F(GpuKernelsRandom, UnaryNegCasts) {
   for (int trial = 0; trial < 40; ++trial) {
     const int64_t n = trial == 0 ? kPastGridCap : numel(shape());
-    const auto op = static_cast<plan::UnOp>(trial % 9);
+    const auto op = static_cast<plan::UnOp>(trial % static_cast<int>(plan::UnOp::kCount));
     const float p = std::vector<float>{2.f, 1.f, 0.5f, -1.f, 3.f, 0.3f}[rng_() % 6];
     const std::string what = seed_note() + " trial " + std::to_string(trial) + " n " + std::to_string(n) +
                              " unary op " + std::to_string(static_cast<int>(op)) + " p " + std::to_string(p);
