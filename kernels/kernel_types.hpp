@@ -1,5 +1,6 @@
 // kernels/kernel_types.hpp — the plain-data types a compiled plan hands to
-// the kernels: op kinds and the geometry of each kind of step. The planner
+// the kernels: the geometry of each kind of step (the elementwise op kinds,
+// BinOp and UnOp, live with their formulas in elementwise.hpp). The planner
 // (src/exec/plan/plan.hpp) fills them once per batch size from resolved
 // shapes; the CPU kernels (src/exec/cpu/kernels.hpp) and the CUDA kernels
 // (kernels/ops.cuh) both take them as they are, so both backends compute
