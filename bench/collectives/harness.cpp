@@ -143,8 +143,9 @@ Conformance check_every(Comm& comm, std::span<const size_t> counts, DeviceMemory
     for (ElemType t : kTypes)
       for (ReduceOp op : kOps) {
         if (!c->info.reduces && op != ReduceOp::sum) continue;
-        for (int root : {0, n - 1}) {
-          if (root != 0 && (!c->info.rooted || n == 1)) continue;
+        std::vector<int> roots{0};  // and the last rank, for a rooted entry
+        if (c->info.rooted && n > 1) roots.push_back(n - 1);
+        for (int root : roots) {
           for (size_t count : counts) {
             const Shape s{.ranks = n, .rank = comm.rank(), .root = root, .count = count, .op = op};
             const uint64_t wrong = checked_call(*c, comm, s, t, b);
