@@ -62,13 +62,17 @@ using MakeComm = std::function<RankComm(CpuGroup&, int rank)>;
 // Forks ranks 0..n-1; each binds its rank, makes its comm, runs the sweep and
 // exits 0 (no wrong element), 1 (wrong elements or an error: said on
 // stderr) or 77 (CUDA could not be initialised in the child). Returns each
-// rank's exit code (-1: killed at the deadline, 128+sig: a signal).
+// rank's exit code (-1: killed at the deadline or never forked, 128+sig: a signal).
 std::vector<int> run_ranks(int n, const MakeComm& make, std::chrono::seconds deadline = 120s) {
   CpuGroup g({.ranks = n, .timeout = std::chrono::seconds(30)});
   std::fflush(nullptr);
   std::vector<pid_t> pids;
   for (int r = 0; r < n; ++r) {
     const pid_t pid = ::fork();
+    if (pid < 0) {
+      g.abort("fork failed");  // the ranks already started stop waiting
+      break;
+    }
     if (pid == 0) {
       int rc = 0;
       try {
@@ -92,7 +96,7 @@ std::vector<int> run_ranks(int n, const MakeComm& make, std::chrono::seconds dea
     }
     pids.push_back(pid);
   }
-  std::vector<int> codes(pids.size(), -1);
+  std::vector<int> codes(static_cast<size_t>(n), -1);  // a rank never forked stays -1
   const auto until = std::chrono::steady_clock::now() + deadline;
   for (size_t i = 0; i < pids.size(); ++i) {
     int st = 0;
@@ -105,7 +109,7 @@ std::vector<int> run_ranks(int n, const MakeComm& make, std::chrono::seconds dea
       }
       std::this_thread::sleep_for(5ms);
     }
-    if (st == -1 || pids[i] < 0) continue;
+    if (st == -1) continue;
     codes[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
   }
   return codes;
@@ -114,7 +118,7 @@ std::vector<int> run_ranks(int n, const MakeComm& make, std::chrono::seconds dea
 void expect_all_passed(const std::vector<int>& codes) {
   for (size_t r = 0; r < codes.size(); ++r)
     EXPECT_EQ(codes[r], 0) << "rank " << r << " of " << codes.size()
-                           << (codes[r] == -1 ? ": killed at the deadline" : " (its message is on stderr)");
+                           << (codes[r] == -1 ? ": killed at the deadline (or never forked)" : " (its message is on stderr)");
 }
 
 // ---- the table itself ---------------------------------------------------------------------
@@ -266,7 +270,7 @@ TEST_P(GpuCollectivesConformance, NcclComm) {
     rc.comm = std::make_unique<synk::comm::NcclComm>(
         id, synk::comm::NcclCommOptions{.ranks = n, .rank = r, .device = r, .timeout = std::chrono::seconds(60),
                                         .cancelled = [&g] { return g.aborted(); }});
-    CUDA_OR_THROW(cudaSetDevice(r));
+    CUDA_OR_THROW(cudaSetDevice(r));  // the buffers on the comm's GPU
     rc.device = std::make_unique<DeviceBuffers>(coll::conformance_bytes(n, kCounts));
     return rc;
   });

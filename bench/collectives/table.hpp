@@ -20,7 +20,7 @@
 //       c.reduce_scatter(in, out, s.count, t, s.op, st);
 //     }
 //   };
-//   SYNK_COLLECTIVE(ReduceScatter);
+//   SYNK_COLLECTIVE(ReduceScatter);  // after the struct, in the file's namespace
 //
 // The data are small integers (exact in every type), so results are
 // compared for equality (a floating-point avg within 1e-6: NCCL scales
@@ -153,6 +153,6 @@ template <class C> const Collective* make_entry() {
 
 }  // namespace bench::coll
 
-// The last line of an entry's file: adds struct C to the table.
+// Adds the entry struct C to the table (in C's namespace, after C).
 #define SYNK_COLLECTIVE(C) \
   [[maybe_unused]] static const bool synk_collective_##C = ::bench::coll::detail::add(::bench::coll::make_entry<C>())
