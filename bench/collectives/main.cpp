@@ -1,5 +1,6 @@
-// bench/collectives/main.cpp — synk-collectives: bandwidth of the CPU
-// shared-memory collectives, printed like nccl-tests.
+// bench/collectives/main.cpp — synk-collectives: bandwidth of synk's
+// collectives (the table of this folder: table.hpp, one file per
+// collective), printed like nccl-tests.
 //
 //   synk-collectives --op all_reduce --workers 2 --min-bytes 65536 --max-bytes 67108864
 //
@@ -15,20 +16,18 @@
 // all_reduce/broadcast/reduce and the whole (N x per-rank) buffer for
 // all_gather/gather/scatter; algbw = size / time; busbw = algbw x factor,
 // factor 2(n-1)/n for all_reduce, (n-1)/n for all_gather/gather/scatter, 1
-// for broadcast/reduce.
+// for broadcast/reduce (each collective's file says its own). This file
+// starts the ranks and makes their comms; the harness (harness.hpp) runs
+// the table's entries on them.
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <iostream>
+#include <memory>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -37,15 +36,14 @@
 #include "comm/cpu_comm.hpp"
 #include "comm/cpu_group.hpp"
 #include "comm/node_comm.hpp"
-#include "common/bench_main.hpp"
 #include "comm/shm.hpp"
+#include "common/bench_main.hpp"
+#include "harness.hpp"
 #include "synk/config.hpp"
 #include "synk/error.hpp"
 
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
-
-#include <memory>
 
 #include "comm/host_staged.hpp"
 #include "common/gpu_info.hpp"
@@ -58,6 +56,7 @@
 using synk::comm::CpuGroup;
 using synk::comm::ElemType;
 using synk::ReduceOp;
+namespace coll = bench::coll;
 
 namespace {
 
@@ -82,12 +81,6 @@ struct Config {
   size_t stream_min_bytes = size_t(32) << 20;
 };
 
-struct Row {
-  size_t bytes = 0, count = 0;
-  double time_us = 0, algbw = 0, busbw = 0;
-  uint64_t wrong = 0;
-};
-
 // Under mpirun or srun (several processes): every process is a node of
 // --workers ranks, and the collectives span every rank of every node
 // (comm/node_comm.hpp: the node's shared memory, MPI between the node
@@ -107,16 +100,15 @@ struct Shared {
   uint64_t* wrong;   // [rank]
 };
 
-enum class Op { all_reduce, broadcast, reduce, all_gather, gather, scatter };
-
-Op parse_op(const std::string& s) {
-  if (s == "all_reduce") return Op::all_reduce;
-  if (s == "broadcast") return Op::broadcast;
-  if (s == "reduce") return Op::reduce;
-  if (s == "all_gather") return Op::all_gather;
-  if (s == "gather") return Op::gather;
-  if (s == "scatter") return Op::scatter;
-  throw synk::ArgumentError("--op " + s + ": expected all_reduce|broadcast|reduce|all_gather|gather|scatter");
+const coll::Collective& parse_op(const std::string& s) {
+  if (const coll::Collective* c = coll::find(s)) return *c;
+  throw synk::ArgumentError("--op " + s + ": expected " + coll::names("|"));
+}
+ElemType elem_type(const std::string& s) {
+  if (s == "int32") return ElemType::i32;
+  if (s == "double") return ElemType::f64;
+  if (s == "int64") return ElemType::i64;
+  return ElemType::f32;
 }
 ReduceOp parse_redop(const std::string& s) {
   if (s == "sum") return ReduceOp::sum;
@@ -125,54 +117,6 @@ ReduceOp parse_redop(const std::string& s) {
   if (s == "min") return ReduceOp::min;
   if (s == "prod") return ReduceOp::prod;
   throw synk::ArgumentError("--redop " + s + ": expected sum|avg|max|min|prod");
-}
-
-double bus_factor(Op op, int n) {
-  switch (op) {
-    case Op::all_reduce: return 2.0 * (n - 1) / n;
-    case Op::all_gather:
-    case Op::gather:
-    case Op::scatter: return double(n - 1) / n;
-    case Op::broadcast:
-    case Op::reduce: return 1.0;
-  }
-  return 1.0;
-}
-
-// The total buffer is split over ranks for these.
-bool split_op(Op op) { return op == Op::all_gather || op == Op::gather || op == Op::scatter; }
-
-// Exactly representable test values; prod keeps magnitudes at 1 or 2.
-template <class T> T value(int rank, size_t i, ReduceOp op) {
-  if (op == ReduceOp::prod) return static_cast<T>(((i + rank) % 5 == 0) ? 2 : ((i + rank) % 7 == 0 ? -1 : 1));
-  return static_cast<T>(static_cast<long>((i * 7 + rank * 3) % 61) - 30);
-}
-template <class T> T combine(T a, T b, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-    case ReduceOp::avg: return a + b;
-    case ReduceOp::prod: return a * b;
-    case ReduceOp::max: return std::max(a, b);
-    case ReduceOp::min: return std::min(a, b);
-  }
-  return a;
-}
-// Exact, except a floating-point avg: NCCL computes it as a sum of
-// pre-scaled values (x * 1/n), which may differ from sum / n in the last bit.
-template <class T> bool differs(T got, T want, ReduceOp op) {
-  if constexpr (std::is_floating_point_v<T>) {
-    if (op == ReduceOp::avg) return !(std::fabs(got - want) <= T(1e-6) * std::max(T(1), std::fabs(want)));
-  }
-  return got != want;
-}
-template <class T> T reduced(int n, size_t i, ReduceOp op) {
-  T acc = value<T>(0, i, op);
-  for (int r = 1; r < n; ++r) acc = combine(acc, value<T>(r, i, op), op);
-  return op == ReduceOp::avg ? static_cast<T>(acc / static_cast<T>(n)) : acc;
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 #if SYNK_HAVE_CUDA
@@ -189,13 +133,13 @@ int probe_gpus() {
 }
 
 // One rank's device side (--device cuda): GPU rank % gpus, its communicator
-// (NCCL or host-staged) and device buffers the test values go through.
-template <class T> struct GpuRank {
+// (NCCL or host-staged) and the device buffers the table's values go through.
+struct GpuRank final : coll::DeviceMemory {
   std::unique_ptr<synk::comm::Comm> comm;
   synk::cuda::DeviceBuffer din, dout;
   bench::GpuInfo info;
 
-  GpuRank(const Config& cfg, CpuGroup& g, int rank, size_t elems) {
+  GpuRank(const Config& cfg, CpuGroup& g, int rank, size_t bytes) {
     const int device = rank % cfg.gpus;
     SYNK_CUDA_CHECK(cudaSetDevice(device));
     if (cfg.backend == "nccl") {
@@ -211,63 +155,48 @@ template <class T> struct GpuRank {
     } else {
       comm = std::make_unique<synk::comm::HostStagedComm>(g, synk::comm::HostStagedOptions{.device = device});
     }
-    din = synk::cuda::DeviceBuffer(std::max<size_t>(elems, 1) * sizeof(T));
-    dout = synk::cuda::DeviceBuffer(std::max<size_t>(elems, 1) * sizeof(T));
+    din = synk::cuda::DeviceBuffer(std::max<size_t>(bytes, 1));
+    dout = synk::cuda::DeviceBuffer(std::max<size_t>(bytes, 1));
     info = bench::gpu_info(device);
   }
-  void upload(const synk::cuda::DeviceBuffer& dst, const T* src, size_t n) {
-    if (n) SYNK_CUDA_CHECK(cudaMemcpy(dst.data(), src, n * sizeof(T), cudaMemcpyHostToDevice));
+  void* in() override { return din.data(); }
+  void* out() override { return dout.data(); }
+  void to_device(void* dst, const void* src, size_t bytes) override {
+    SYNK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
   }
-  void download(T* dst, const synk::cuda::DeviceBuffer& src, size_t n) {
-    if (n) SYNK_CUDA_CHECK(cudaMemcpy(dst, src.data(), n * sizeof(T), cudaMemcpyDeviceToHost));
-  }
-  // Issues the collective on the legacy default stream and waits for it.
-  void call(Op op, size_t per_rank, ElemType et, ReduceOp rop, int root) {
-    void* i = din.data();
-    void* o = dout.data();
-    switch (op) {
-      case Op::all_reduce: comm->all_reduce(i, o, per_rank, et, rop, nullptr); break;
-      case Op::reduce: comm->reduce(i, o, per_rank, et, rop, root, nullptr); break;
-      case Op::broadcast: comm->broadcast(o, per_rank, et, root, nullptr); break;
-      case Op::all_gather: comm->all_gather(i, o, per_rank, et, nullptr); break;
-      case Op::gather: comm->gather(i, o, per_rank, et, root, nullptr); break;
-      case Op::scatter: comm->scatter(i, o, per_rank, et, root, nullptr); break;
-    }
-    comm->wait();
+  void to_host(void* dst, const void* src, size_t bytes) override {
+    SYNK_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
   }
 };
 #endif
 
 // Everything one rank does; rank 0 also prints. Returns the rows (rank 0).
-template <class T>
-std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) {
+std::vector<coll::Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) {
   const int n = g_nodes.world;           // ranks of every node
   const int rank = g_nodes.base + lrank;  // this rank among them
-  // Several nodes: the two-level comm; the node master holds the MPI link.
-  std::unique_ptr<synk::comm::Comm> nodes;
+  const coll::Collective& op = parse_op(cfg.op);
+  const ReduceOp rop = parse_redop(cfg.redop);
+  const ElemType et = elem_type(cfg.type);
+  // The rank's comm: the node's shared memory; under mpirun the two-level
+  // comm (the node master holds the MPI link); with --device cuda NCCL or
+  // host-staged on the rank's GPU.
+  std::unique_ptr<synk::comm::Comm> comm = std::make_unique<synk::comm::CpuComm>(g);
   if (g_nodes.count > 1)
-    nodes = std::make_unique<synk::comm::NodeComm>(std::make_unique<synk::comm::CpuComm>(g),
-                                                   lrank == 0 ? g_nodes.link.get() : nullptr, g_nodes.layout);
+    comm = std::make_unique<synk::comm::NodeComm>(std::move(comm), lrank == 0 ? g_nodes.link.get() : nullptr,
+                                                  g_nodes.layout);
   auto barrier = [&] {
     g.barrier();
-    if (nodes) {
+    if (g_nodes.count > 1) {
       if (lrank == 0) g_nodes.link->all_gather_bytes({}, nullptr, "barrier");
       g.barrier();
     }
   };
-  const Op op = parse_op(cfg.op);
-  const ReduceOp rop = parse_redop(cfg.redop);
-  const ElemType et = synk::comm::elem_type_of<T>();
-  const int root = cfg.root;
-  const size_t max_total = cfg.max_bytes / sizeof(T);
-  // Buffers sized for the largest call; first touch happens here, in the
-  // process that uses them.
-  std::vector<T> in(std::max<size_t>(max_total, 1)), out(std::max<size_t>(max_total, 1));
-  std::vector<Row> rows;
+  coll::DeviceMemory* device = nullptr;
 #if SYNK_HAVE_CUDA
-  std::unique_ptr<GpuRank<T>> gpu;
+  std::unique_ptr<GpuRank> gpu;
   if (cfg.device == "cuda") {
-    gpu = std::make_unique<GpuRank<T>>(cfg, g, rank, max_total);
+    gpu = std::make_unique<GpuRank>(cfg, g, rank, cfg.max_bytes);
+    device = gpu.get();
     if (rank == 0) {
       std::string nccl = "";
 #if SYNK_HAVE_NCCL
@@ -283,90 +212,26 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) 
                   cfg.op.c_str(), n, n - 1, cfg.backend.c_str(), nccl.c_str(), cfg.gpus, cfg.gpus,
                   cfg.type.c_str(), cfg.redop.c_str(), cfg.root, bench::describe(gpu->info).c_str(), cfg.iters,
                   cfg.warmup);
-      std::printf("#%11s %12s %8s %6s %10s %12s %12s %8s\n", "size(B)", "count", "type", "redop", "time(us)",
-                  "algbw(GB/s)", "busbw(GB/s)", "#wrong");
+      coll::print_header(stdout);
       std::fflush(nullptr);
       g_gpu_json = bench::to_json(gpu->info);
       g_gpu_json["backend"] = cfg.backend;
     }
   }
+  synk::comm::Comm& c = gpu ? *gpu->comm : *comm;
+#else
+  synk::comm::Comm& c = *comm;
 #endif
+  // Buffers sized for the largest call; first touch happens here, in the
+  // process that uses them.
+  coll::Buffers buffers(cfg.max_bytes, device);
+  std::vector<coll::Row> rows;
 
   for (size_t bytes = cfg.min_bytes; bytes <= cfg.max_bytes; bytes *= 2) {
-    const size_t total = bytes / sizeof(T);                 // the count column
-    const size_t per_rank = split_op(op) ? total / n : total;
-    auto call = [&] {
-#if SYNK_HAVE_CUDA
-      if (gpu) return gpu->call(op, per_rank, et, rop, root);
-#endif
-      if (nodes) {
-        synk::comm::Comm& c = *nodes;
-        switch (op) {
-          case Op::all_reduce: c.all_reduce(in.data(), out.data(), per_rank, et, rop, nullptr); break;
-          case Op::reduce: c.reduce(in.data(), out.data(), per_rank, et, rop, root, nullptr); break;
-          case Op::broadcast: c.broadcast(out.data(), per_rank, et, root, nullptr); break;
-          case Op::all_gather: c.all_gather(in.data(), out.data(), per_rank, et, nullptr); break;
-          case Op::gather: c.gather(in.data(), out.data(), per_rank, et, root, nullptr); break;
-          case Op::scatter: c.scatter(in.data(), out.data(), per_rank, et, root, nullptr); break;
-        }
-        return;
-      }
-      switch (op) {
-        case Op::all_reduce: g.all_reduce(in.data(), out.data(), per_rank, et, rop); break;
-        case Op::reduce: g.reduce(in.data(), out.data(), per_rank, et, rop, root); break;
-        case Op::broadcast: g.broadcast(out.data(), per_rank, et, root); break;
-        case Op::all_gather: g.all_gather(in.data(), out.data(), per_rank, et); break;
-        case Op::gather: g.gather(in.data(), out.data(), per_rank, et, root); break;
-        case Op::scatter: g.scatter(in.data(), out.data(), per_rank, et, root); break;
-      }
-    };
-    // ---- checked call ----
-    const size_t in_len = (op == Op::scatter && rank == root) ? per_rank * n : per_rank;
-    for (size_t i = 0; i < in_len; ++i) in[i] = value<T>(op == Op::scatter ? 0 : rank, i, rop);
-    if (op == Op::broadcast)
-      for (size_t i = 0; i < per_rank; ++i) out[i] = rank == root ? value<T>(root, i, rop) : T(-99);
-#if SYNK_HAVE_CUDA
-    const size_t out_len = (op == Op::all_gather || op == Op::gather) ? per_rank * n : per_rank;
-    if (gpu) {
-      gpu->upload(gpu->din, in.data(), in_len);
-      if (op == Op::broadcast) gpu->upload(gpu->dout, out.data(), per_rank);
-    }
-#endif
-    call();
-#if SYNK_HAVE_CUDA
-    if (gpu) gpu->download(out.data(), gpu->dout, out_len);
-#endif
-    uint64_t wrong = 0;
-    switch (op) {
-      case Op::all_reduce:
-        for (size_t i = 0; i < per_rank; ++i) wrong += differs(out[i], reduced<T>(n, i, rop), rop);
-        break;
-      case Op::reduce:
-        if (rank == root)
-          for (size_t i = 0; i < per_rank; ++i) wrong += differs(out[i], reduced<T>(n, i, rop), rop);
-        break;
-      case Op::broadcast:
-        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(root, i, rop);
-        break;
-      case Op::all_gather:
-      case Op::gather:
-        if (op == Op::all_gather || rank == root)
-          for (int r = 0; r < n; ++r)
-            for (size_t i = 0; i < per_rank; ++i) wrong += out[r * per_rank + i] != value<T>(r, i, rop);
-        break;
-      case Op::scatter:
-        for (size_t i = 0; i < per_rank; ++i) wrong += out[i] != value<T>(0, rank * per_rank + i, rop);
-        break;
-    }
-    sh.wrong[lrank] = wrong;
-    // ---- timed calls ----
-    for (int w = 0; w < cfg.warmup; ++w) call();
-    for (int it = 0; it < cfg.iters; ++it) {
-      barrier();
-      const double t0 = now_s();
-      call();
-      sh.times[lrank * cfg.iters + it] = now_s() - t0;
-    }
+    const coll::Shape s = coll::shape_of(op, bytes, et, n, rank, cfg.root, rop);
+    const coll::RankTimes times = coll::time_rank(op, c, s, et, buffers, cfg.warmup, cfg.iters, barrier);
+    sh.wrong[lrank] = times.wrong;
+    std::copy(times.seconds.begin(), times.seconds.end(), sh.times + lrank * cfg.iters);
     g.barrier();
     if (lrank == 0) {
       std::vector<double> per_iter(cfg.iters, 0.0);
@@ -376,7 +241,7 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) 
         for (int it = 0; it < cfg.iters; ++it)
           per_iter[it] = std::max(per_iter[it], sh.times[r * cfg.iters + it]);
       }
-      if (nodes) {
+      if (g_nodes.count > 1) {
         // The slowest rank of every node, and every node's #wrong.
         std::vector<double> mine = per_iter;
         mine.push_back(static_cast<double>(wrong_all));
@@ -391,19 +256,8 @@ std::vector<Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) 
           wrong_all += static_cast<uint64_t>(q[cfg.iters]);
         }
       }
-      std::sort(per_iter.begin(), per_iter.end());
-      const double t = cfg.iters % 2 ? per_iter[cfg.iters / 2]
-                                     : 0.5 * (per_iter[cfg.iters / 2 - 1] + per_iter[cfg.iters / 2]);
-      Row row;
-      row.bytes = bytes;
-      row.count = total;
-      row.time_us = t * 1e6;
-      row.algbw = t > 0 ? bytes / t / 1e9 : 0;
-      row.busbw = row.algbw * bus_factor(op, n);
-      row.wrong = wrong_all;
-      std::printf("%12zu %12zu %8s %6s %10.2f %12.2f %12.2f %8llu\n", row.bytes, row.count,
-                  cfg.type.c_str(), op == Op::all_reduce || op == Op::reduce ? cfg.redop.c_str() : "none",
-                  row.time_us, row.algbw, row.busbw, static_cast<unsigned long long>(row.wrong));
+      const coll::Row row = coll::make_row(op, n, bytes, bytes / synk::comm::elem_size(et), per_iter, wrong_all);
+      coll::print_row(stdout, op, row, cfg.type.c_str(), cfg.redop.c_str());
       std::fflush(stdout);
       rows.push_back(row);
     }
@@ -430,7 +284,7 @@ void check_ranks(const Config& cfg, int ranks, const char* what) {
     throw synk::ArgumentError("--root " + std::to_string(cfg.root) + ": out of range for " + of);
   // Every size must hold whole elements, and a split op at least one per rank.
   const size_t elem = cfg.type == "float" || cfg.type == "int32" ? 4 : 8;
-  const size_t smallest = split_op(parse_op(cfg.op)) ? elem * static_cast<size_t>(ranks) : elem;
+  const size_t smallest = parse_op(cfg.op).info.split ? elem * static_cast<size_t>(ranks) : elem;
   if (cfg.min_bytes % elem != 0)
     throw synk::ArgumentError("--min-bytes " + std::to_string(cfg.min_bytes) + ": must be a multiple of " +
                               std::to_string(elem) + " (one " + cfg.type + ")");
@@ -440,7 +294,7 @@ void check_ranks(const Config& cfg, int ranks, const char* what) {
                               " per rank)");
 }
 
-template <class T> int run(const Config& cfg) {
+int run(const Config& cfg) {
   const int n = cfg.workers;
   if (const synk::comm::Launch l = synk::comm::detect_launch(); l.processes > 1) {
     if (cfg.device != "cpu")
@@ -513,7 +367,7 @@ template <class T> int run(const Config& cfg) {
       try {
         g.bind(r);
         if (cfg.pin && !g_nodes.crowded) pin_to_cpu(g_nodes.pin_first + r);
-        run_rank<T>(cfg, g, sh, r);
+        run_rank(cfg, g, sh, r);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "rank %d: %s\n", r, e.what());
         rc = 1;
@@ -523,12 +377,12 @@ template <class T> int run(const Config& cfg) {
     }
     pids.push_back(pid);
   }
-  std::vector<Row> rows;
+  std::vector<coll::Row> rows;
   int rc = 0;
   try {
     g.bind(0);
     if (cfg.pin && !g_nodes.crowded) pin_to_cpu(g_nodes.pin_first);
-    rows = run_rank<T>(cfg, g, sh, 0);
+    rows = run_rank(cfg, g, sh, 0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank 0: %s\n", e.what());
     g.abort(std::string("rank 0 failed: ") + e.what());
@@ -541,7 +395,7 @@ template <class T> int run(const Config& cfg) {
   }
   uint64_t wrong = 0;
   double busbw_sum = 0;
-  for (const Row& r : rows) wrong += r.wrong, busbw_sum += r.busbw;
+  for (const coll::Row& r : rows) wrong += r.wrong, busbw_sum += r.busbw;
   std::printf("# wrong: %llu\n# avg busbw: %.2f GB/s\n", static_cast<unsigned long long>(wrong),
               rows.empty() ? 0.0 : busbw_sum / rows.size());
   if (!cfg.json.empty() && g_nodes.layout.node == 0) {
@@ -551,7 +405,7 @@ template <class T> int run(const Config& cfg) {
 #if SYNK_HAVE_CUDA
     if (cfg.device == "cuda") j["gpu"] = g_gpu_json;
 #endif
-    for (const Row& r : rows)
+    for (const coll::Row& r : rows)
       j["rows"].push_back({{"bytes", r.bytes}, {"count", r.count}, {"time_us", r.time_us},
                            {"algbw_gbs", r.algbw}, {"busbw_gbs", r.busbw}, {"wrong", r.wrong}});
     bench::write_json(cfg.json, j);
@@ -564,8 +418,9 @@ template <class T> int run(const Config& cfg) {
 int run_main(int argc, char** argv) {
   CLI::App app{"synk-collectives: bandwidth of synk's collectives (nccl-tests style)"};
   Config cfg;
-  app.add_option("--op", cfg.op, "all_reduce|broadcast|reduce|all_gather|gather|scatter")
-      ->check(CLI::IsMember({"all_reduce", "broadcast", "reduce", "all_gather", "gather", "scatter"}));
+  std::vector<std::string> ops;
+  for (const bench::coll::Collective* c : bench::coll::table()) ops.push_back(c->info.name);
+  app.add_option("--op", cfg.op, bench::coll::names("|"))->check(CLI::IsMember(ops));
   app.add_option("--workers", cfg.workers, "ranks in total (rank 0 included)")
       ->check(bench::integer(1, CpuGroup::kMaxRanks));
   app.add_option("--device", cfg.device, "cpu|cuda")->check(CLI::IsMember({"cpu", "cuda"}));
@@ -617,10 +472,7 @@ int run_main(int argc, char** argv) {
   if (cfg.max_bytes < cfg.min_bytes)
     throw synk::ArgumentError("--max-bytes " + std::to_string(cfg.max_bytes) + ": smaller than --min-bytes " +
                               std::to_string(cfg.min_bytes));
-  if (cfg.type == "float") return run<float>(cfg);
-  if (cfg.type == "int32") return run<int32_t>(cfg);
-  if (cfg.type == "double") return run<double>(cfg);
-  return run<int64_t>(cfg);
+  return run(cfg);
 }
 
 }  // namespace
