@@ -32,6 +32,7 @@
 #include "comm/cpu_group.hpp"
 #include "cuda_ranks_skip.hpp"
 #include "harness.hpp"  // bench/collectives
+#include "support/null_comm.hpp"
 #include "synk/config.hpp"
 #include "synk/error.hpp"
 
@@ -140,27 +141,11 @@ TEST(CollectiveTable, EveryCollectiveWithNcclTestsBusFactor) {
   EXPECT_EQ(coll::find("all_to_all"), nullptr);
 }
 
+
 // A comm that moves nothing: every entry counts wrong elements on it (the
 // harness starts outputs at a value no rank expects).
-class InertComm final : public synk::comm::Comm {
- public:
-  int rank() const noexcept override { return 0; }
-  int size() const noexcept override { return 2; }
-  int device() const noexcept override { return -1; }
-  const char* backend() const noexcept override { return "inert"; }
-  void all_reduce(const void*, void*, size_t, coll::ElemType, synk::ReduceOp, coll::StreamHandle) override {}
-  void reduce(const void*, void*, size_t, coll::ElemType, synk::ReduceOp, int, coll::StreamHandle) override {}
-  void broadcast(void*, size_t, coll::ElemType, int, coll::StreamHandle) override {}
-  void all_gather(const void*, void*, size_t, coll::ElemType, coll::StreamHandle) override {}
-  void gatherv(const void*, void*, std::span<const size_t>, coll::ElemType, int, coll::StreamHandle) override {}
-  void scatterv(const void*, void*, std::span<const size_t>, coll::ElemType, int, coll::StreamHandle) override {}
-  void gather(const void*, void*, size_t, coll::ElemType, int, coll::StreamHandle) override {}
-  void scatter(const void*, void*, size_t, coll::ElemType, int, coll::StreamHandle) override {}
-  void wait() override {}
-};
-
 TEST(CollectiveTable, ACommThatMovesNothingIsCaughtByEveryEntry) {
-  InertComm inert;
+  synk_test::NullComm inert(0, 2, -1, "inert");
   coll::Buffers b(coll::conformance_bytes(2, kCounts));
   for (const coll::Collective* c : coll::table()) {
     uint64_t wrong = 0;
@@ -176,7 +161,7 @@ TEST(CollectiveTable, ACommThatMovesNothingIsCaughtByEveryEntry) {
 }
 
 TEST(CollectiveTable, BuffersTooSmallRefused) {
-  InertComm inert;
+  synk_test::NullComm inert(0, 2, -1, "inert");
   coll::Buffers b(16);
   const coll::Shape s{.ranks = 2, .rank = 0, .count = 5};
   EXPECT_THROW(coll::checked_call(*coll::find("all_reduce"), inert, s, coll::ElemType::f32, b),

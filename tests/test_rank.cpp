@@ -15,6 +15,7 @@
 #include "rank/rank.hpp"
 #include "synk/config.hpp"
 #include "synk/ops.hpp"
+#include "support/null_comm.hpp"
 #include "synk/serialize.hpp"
 
 using namespace synk;
@@ -139,27 +140,11 @@ TEST(MakeComm, KindsTheBuildLacksAreRefused) {
 #endif
 }
 
+
 // A comm over memory its peers cannot map: the default all_reduce_peers
 // refuses, naming the rank and the comm.
-class DeviceOnlyComm final : public comm::Comm {
- public:
-  int rank() const noexcept override { return 3; }
-  int size() const noexcept override { return 4; }
-  int device() const noexcept override { return 0; }
-  const char* backend() const noexcept override { return "test-device"; }
-  void all_reduce(const void*, void*, size_t, comm::ElemType, ReduceOp, comm::StreamHandle) override {}
-  void reduce(const void*, void*, size_t, comm::ElemType, ReduceOp, int, comm::StreamHandle) override {}
-  void broadcast(void*, size_t, comm::ElemType, int, comm::StreamHandle) override {}
-  void all_gather(const void*, void*, size_t, comm::ElemType, comm::StreamHandle) override {}
-  void gatherv(const void*, void*, std::span<const size_t>, comm::ElemType, int, comm::StreamHandle) override {}
-  void scatterv(const void*, void*, std::span<const size_t>, comm::ElemType, int, comm::StreamHandle) override {}
-  void gather(const void*, void*, size_t, comm::ElemType, int, comm::StreamHandle) override {}
-  void scatter(const void*, void*, size_t, comm::ElemType, int, comm::StreamHandle) override {}
-  void wait() override {}
-};
-
 TEST(MakeComm, CommsThatCannotReducePeerBuffersSaySo) {
-  DeviceOnlyComm c;
+  synk_test::NullComm c(3, 4, 0, "test-device");
   EXPECT_FALSE(c.reduces_peer_buffers());
   try {
     c.all_reduce_peers(nullptr, 0, 1, comm::ElemType::f32, ReduceOp::sum);

@@ -26,6 +26,7 @@
 #include "comm/node_comm.hpp"
 #include "comm/node_link.hpp"
 #include "harness.hpp"  // bench/collectives
+#include "node_args.hpp"
 
 namespace {
 
@@ -42,7 +43,7 @@ TEST(MpiCollectives, EveryCollectiveOfTheTableOnEveryRankOfEveryNode) {
   synk::comm::NodeLayout layout;
   layout.node = node;
   for (int k = 0; k < nodes; ++k)
-    layout.sizes.push_back(g_workers_by_node[std::min<size_t>(static_cast<size_t>(k), g_workers_by_node.size() - 1)]);
+    layout.sizes.push_back(synk_test::workers_of(g_workers_by_node, k));
   const int local = layout.sizes[static_cast<size_t>(node)];
   CpuGroup g({.ranks = local, .timeout = std::chrono::seconds(60)});
 
@@ -104,14 +105,7 @@ TEST(MpiCollectives, EveryCollectiveOfTheTableOnEveryRankOfEveryNode) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--workers") != 0) continue;
-    g_workers_by_node.clear();
-    for (const char* p = argv[i + 1]; *p;) {
-      g_workers_by_node.push_back(std::max(1, std::atoi(p)));
-      while (*p && *p != ',') ++p;
-      if (*p == ',') ++p;
-    }
-  }
+  g_workers_by_node = synk_test::workers_by_node(argc, argv);
+  for (int& w : g_workers_by_node) w = std::max(1, w);
   return RUN_ALL_TESTS();
 }

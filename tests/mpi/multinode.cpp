@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/runtime_helpers.hpp"
+#include "node_args.hpp"
 #include "runtime/core.hpp"
 #include "synk/synk.hpp"
 
@@ -39,9 +40,7 @@ int launched_index() {
   const char* v = std::getenv("OMPI_COMM_WORLD_RANK");
   return v ? std::atoi(v) : 0;
 }
-int workers_of(int node) {
-  return g_workers_by_node[std::min<size_t>(static_cast<size_t>(node), g_workers_by_node.size() - 1)];
-}
+int workers_of(int node) { return synk_test::workers_of(g_workers_by_node, node); }
 
 RuntimeOptions mopts(int workers = g_workers) {
   RuntimeOptions o = opts(workers);
@@ -306,15 +305,7 @@ TEST(MultiNode, CudaNodesOfDifferentSizes) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--workers") != 0) continue;
-    g_workers_by_node.clear();
-    for (const char* p = argv[i + 1]; *p;) {
-      g_workers_by_node.push_back(std::atoi(p));
-      while (*p && *p != ',') ++p;
-      if (*p == ',') ++p;
-    }
-  }
+  g_workers_by_node = workers_by_node(argc, argv);
   g_workers = workers_of(launched_index());
   return RUN_ALL_TESTS();
 }
