@@ -30,6 +30,7 @@
 
 #include "comm/cpu_comm.hpp"
 #include "comm/cpu_group.hpp"
+#include "comm/make_comm.hpp"
 #include "cuda_ranks_skip.hpp"
 #include "harness.hpp"  // bench/collectives
 #include "support/null_comm.hpp"
@@ -40,9 +41,6 @@
 #include <cuda_runtime.h>
 
 #include "comm/host_staged.hpp"
-#endif
-#if SYNK_HAVE_NCCL
-#include "comm/nccl.hpp"
 #endif
 
 namespace {
@@ -247,14 +245,21 @@ TEST_P(GpuCollectivesConformance, NcclComm) {
   const int n = GetParam();
   if (const std::string why = synk_test::no_cuda_ranks(n); !why.empty()) GTEST_SKIP() << why;
   const auto codes = run_ranks(n, [n](CpuGroup& g, int r) {
-    // Rank 0 makes the id; it reaches the others through the group.
-    synk::comm::NcclId id;
-    if (r == 0) id = synk::comm::make_nccl_id();
-    g.broadcast(&id, sizeof id / sizeof(int32_t), synk::comm::ElemType::i32, 0);
+    // Through the comm factory, as the runtime's ranks join: rank 0 makes
+    // the bootstrap bytes (NCCL's id), the group carries them to the others.
+    using synk::comm::CommKind;
+    std::vector<uint8_t> boot(synk::comm::bootstrap_bytes(CommKind::nccl));
+    if (r == 0) boot = synk::comm::make_bootstrap(CommKind::nccl);
+    g.broadcast(boot.data(), boot.size() / sizeof(int32_t), synk::comm::ElemType::i32, 0);
     RankComm rc;
-    rc.comm = std::make_unique<synk::comm::NcclComm>(
-        id, synk::comm::NcclCommOptions{.ranks = n, .rank = r, .device = r, .timeout = std::chrono::seconds(60),
-                                        .cancelled = [&g] { return g.aborted(); }});
+    rc.comm = synk::comm::make_comm({.kind = CommKind::nccl,
+                                     .group = &g,
+                                     .rank = r,
+                                     .ranks = n,
+                                     .device = r,
+                                     .timeout = std::chrono::seconds(60),
+                                     .cancelled = [&g] { return g.aborted(); }},
+                                    boot);
     CUDA_OR_THROW(cudaSetDevice(r));  // the buffers on the comm's GPU
     rc.device = std::make_unique<DeviceBuffers>(coll::conformance_bytes(n, kCounts));
     return rc;
