@@ -318,4 +318,31 @@ TEST(WireReader, NeverReadsPastItsBytes) {
   EXPECT_THROW(w.put<uint64_t>(2), BackendError);
 }
 
+TEST(WireVarOps, RoundTripAndEveryKindPastTheLastRefused) {
+  using detail::VarOpKind;
+  std::vector<detail::VarOp> ops;
+  for (uint8_t k = 0; k < static_cast<uint8_t>(VarOpKind::kCount); ++k)
+    ops.push_back({static_cast<VarOpKind>(k), ReduceOp::max, 1, 7, 0});
+  std::vector<uint8_t> b = detail::encode_var_ops(ops, {});
+  Guarded g;
+  const std::vector<detail::VarOp> back = detail::decode_var_ops(g.copy(b), b.size());
+  ASSERT_EQ(back.size(), ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    EXPECT_EQ(back[i].kind, ops[i].kind);
+    EXPECT_EQ(back[i].op, ReduceOp::max);
+    EXPECT_EQ(back[i].root, 1);
+    EXPECT_EQ(back[i].var, 7);
+  }
+  // The first op's kind byte (after the u32 count): kCount and beyond.
+  for (int k : {static_cast<int>(VarOpKind::kCount), 255}) {
+    b[4] = static_cast<uint8_t>(k);
+    try {
+      detail::decode_var_ops(g.copy(b), b.size());
+      ADD_FAILURE() << "op kind " << k << " accepted";
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("op kind " + std::to_string(k)), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace

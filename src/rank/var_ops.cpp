@@ -55,6 +55,7 @@ void run_var_ops(RankState& L, const uint8_t* args, size_t n, uint8_t* out) {
         comm.scatter(all, v, cnt, t, 0, stream);
         break;
       }
+      case VarOpKind::kCount: throw FormatError("runtime: corrupt collective command (op kind)");  // decode_var_ops refused it
     }
     // The watchdog: a failed or missing peer raises here, op by op.
     comm.wait();

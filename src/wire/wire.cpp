@@ -452,7 +452,7 @@ std::vector<VarOp> decode_var_ops(const uint8_t* p, size_t n) {
   std::vector<VarOp> ops(count);
   for (VarOp& o : ops) {
     const uint8_t kind = r.get<uint8_t>(), op = r.get<uint8_t>();
-    if (kind > static_cast<uint8_t>(VarOpKind::scatter))
+    if (kind >= static_cast<uint8_t>(VarOpKind::kCount))
       throw FormatError("runtime: corrupt collective command: op kind " + std::to_string(kind));
     if (op > static_cast<uint8_t>(ReduceOp::prod))
       throw FormatError("runtime: corrupt collective command: reduce op " + std::to_string(op));

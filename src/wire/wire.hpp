@@ -306,7 +306,8 @@ uint64_t read_job_results(std::span<const uint8_t> results, const std::function<
 // u32 count, then one fixed record per op (kVarOpBytes: u8 kind, u8 ReduceOp,
 // i32 root, i32 variable id, u64 offset of scatter's values in the
 // arguments), then the extra bytes (scatter's values) 64-byte aligned.
-enum class VarOpKind : uint8_t { broadcast = 0, all_reduce, reduce, all_gather, gather, scatter };
+// kCount last: the decoder refuses kinds from it on (a new kind needs no decoder change).
+enum class VarOpKind : uint8_t { broadcast = 0, all_reduce, reduce, all_gather, gather, scatter, kCount };
 struct VarOp {
   VarOpKind kind = VarOpKind::broadcast;
   ReduceOp op = ReduceOp::sum;
