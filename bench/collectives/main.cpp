@@ -33,9 +33,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "comm/cpu_comm.hpp"
 #include "comm/cpu_group.hpp"
-#include "comm/node_comm.hpp"
+#include "comm/make_comm.hpp"
 #include "comm/shm.hpp"
 #include "common/bench_main.hpp"
 #include "harness.hpp"
@@ -45,7 +44,6 @@
 #if SYNK_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "comm/host_staged.hpp"
 #include "common/gpu_info.hpp"
 #include "cuda/device.hpp"
 #endif
@@ -132,29 +130,15 @@ int probe_gpus() {
   return WEXITSTATUS(st);
 }
 
-// One rank's device side (--device cuda): GPU rank % gpus, its communicator
-// (NCCL or host-staged) and the device buffers the table's values go through.
+// One rank's device side (--device cuda): GPU rank % gpus, made current,
+// and the device buffers the table's values go through.
 struct GpuRank final : coll::DeviceMemory {
-  std::unique_ptr<synk::comm::Comm> comm;
   synk::cuda::DeviceBuffer din, dout;
   bench::GpuInfo info;
 
-  GpuRank(const Config& cfg, CpuGroup& g, int rank, size_t bytes) {
+  GpuRank(const Config& cfg, int rank, size_t bytes) {
     const int device = rank % cfg.gpus;
     SYNK_CUDA_CHECK(cudaSetDevice(device));
-    if (cfg.backend == "nccl") {
-#if SYNK_HAVE_NCCL
-      // Rank 0 makes the id after fork; it reaches the others through the CpuGroup.
-      synk::comm::NcclId id;
-      if (rank == 0) id = synk::comm::make_nccl_id();
-      g.broadcast(&id, sizeof id / sizeof(int32_t), ElemType::i32, 0);
-      comm = std::make_unique<synk::comm::NcclComm>(
-          id, synk::comm::NcclCommOptions{.ranks = g.size(), .rank = rank, .device = device,
-                                          .timeout = std::chrono::milliseconds(cfg.timeout_ms)});
-#endif
-    } else {
-      comm = std::make_unique<synk::comm::HostStagedComm>(g, synk::comm::HostStagedOptions{.device = device});
-    }
     din = synk::cuda::DeviceBuffer(std::max<size_t>(bytes, 1));
     dout = synk::cuda::DeviceBuffer(std::max<size_t>(bytes, 1));
     info = bench::gpu_info(device);
@@ -170,6 +154,32 @@ struct GpuRank final : coll::DeviceMemory {
 };
 #endif
 
+// The rank's comm, from the comm factory as the runtime's ranks get theirs:
+// the node's shared memory (under mpirun the two-level comm, the node
+// master holding the MPI link), or with --device cuda NCCL or host-staged
+// on the rank's GPU (made current first, GpuRank).
+std::unique_ptr<synk::comm::Comm> make_rank_comm(const Config& cfg, CpuGroup& g, int lrank, int rank) {
+  using synk::comm::CommKind;
+  const CommKind kind = cfg.device != "cuda"     ? CommKind::host
+                        : cfg.backend == "nccl" ? CommKind::nccl
+                                                : CommKind::host_staged;
+  std::vector<uint8_t> boot(synk::comm::bootstrap_bytes(kind));
+  if (!boot.empty()) {
+    // Rank 0 makes the bytes (NCCL's id) after fork; the CpuGroup carries them.
+    if (rank == 0) boot = synk::comm::make_bootstrap(kind);
+    g.broadcast(boot.data(), boot.size() / sizeof(int32_t), ElemType::i32, 0);
+  }
+  return synk::comm::make_comm({.kind = kind,
+                                .group = &g,
+                                .link = lrank == 0 ? g_nodes.link.get() : nullptr,
+                                .layout = g_nodes.layout,
+                                .rank = rank,
+                                .ranks = g_nodes.world,
+                                .device = kind == CommKind::host ? -1 : rank % cfg.gpus,
+                                .timeout = std::chrono::milliseconds(cfg.timeout_ms)},
+                               boot);
+}
+
 // Everything one rank does; rank 0 also prints. Returns the rows (rank 0).
 std::vector<coll::Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int lrank) {
   const int n = g_nodes.world;           // ranks of every node
@@ -177,13 +187,6 @@ std::vector<coll::Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int l
   const coll::Collective& op = parse_op(cfg.op);
   const ReduceOp rop = parse_redop(cfg.redop);
   const ElemType et = elem_type(cfg.type);
-  // The rank's comm: the node's shared memory; under mpirun the two-level
-  // comm (the node master holds the MPI link); with --device cuda NCCL or
-  // host-staged on the rank's GPU.
-  std::unique_ptr<synk::comm::Comm> comm = std::make_unique<synk::comm::CpuComm>(g);
-  if (g_nodes.count > 1)
-    comm = std::make_unique<synk::comm::NodeComm>(std::move(comm), lrank == 0 ? g_nodes.link.get() : nullptr,
-                                                  g_nodes.layout);
   auto barrier = [&] {
     g.barrier();
     if (g_nodes.count > 1) {
@@ -195,7 +198,7 @@ std::vector<coll::Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int l
 #if SYNK_HAVE_CUDA
   std::unique_ptr<GpuRank> gpu;
   if (cfg.device == "cuda") {
-    gpu = std::make_unique<GpuRank>(cfg, g, rank, cfg.max_bytes);
+    gpu = std::make_unique<GpuRank>(cfg, rank, cfg.max_bytes);
     device = gpu.get();
     if (rank == 0) {
       std::string nccl = "";
@@ -218,10 +221,9 @@ std::vector<coll::Row> run_rank(const Config& cfg, CpuGroup& g, Shared sh, int l
       g_gpu_json["backend"] = cfg.backend;
     }
   }
-  synk::comm::Comm& c = gpu ? *gpu->comm : *comm;
-#else
-  synk::comm::Comm& c = *comm;
 #endif
+  const std::unique_ptr<synk::comm::Comm> comm = make_rank_comm(cfg, g, lrank, rank);
+  synk::comm::Comm& c = *comm;
   // Buffers sized for the largest call; first touch happens here, in the
   // process that uses them.
   coll::Buffers buffers(cfg.max_bytes, device);
