@@ -919,17 +919,27 @@ cudaError_t cudaStreamDestroy(cudaStream_t h) {
   return cudaSuccess;
 }
 
+namespace {
+// The stream a host wait (synchronize, query) names. A host wait on a
+// capturing stream is refused and invalidates the capture, as the driver
+// does.
+cudaError_t host_wait_stream_locked(cudaStream_t h, std::shared_ptr<CUstream_st>& s) {
+  s = resolve_locked(h);
+  if (!s) return cudaErrorInvalidResourceHandle;
+  if (s->capture) {
+    invalidate(*s->capture, cudaErrorStreamCaptureUnsupported);
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return cudaSuccess;
+}
+}  // namespace
+
 cudaError_t cudaStreamSynchronize(cudaStream_t h) {
   EMU_ENTER();
   std::shared_ptr<CUstream_st> s;
   {
     std::lock_guard lk(G().mu);
-    s = resolve_locked(h);
-    if (!s) return fail(cudaErrorInvalidResourceHandle);
-    if (s->capture) {
-      invalidate(*s->capture, cudaErrorStreamCaptureUnsupported);
-      return fail(cudaErrorStreamCaptureUnsupported);
-    }
+    if (const cudaError_t e = host_wait_stream_locked(h, s); e != cudaSuccess) return fail(e);
     // The legacy stream also waits for the device's blocking streams.
     if (s->legacy)
       if (const cudaError_t e = submit_locked(s.get(), {work([] {}, "synchronize", true)}); e != cudaSuccess)
@@ -944,12 +954,7 @@ cudaError_t cudaStreamQuery(cudaStream_t h) {
   std::shared_ptr<CUstream_st> s;
   {
     std::lock_guard lk(G().mu);
-    s = resolve_locked(h);
-    if (!s) return fail(cudaErrorInvalidResourceHandle);
-    if (s->capture) {
-      invalidate(*s->capture, cudaErrorStreamCaptureUnsupported);
-      return fail(cudaErrorStreamCaptureUnsupported);
-    }
+    if (const cudaError_t e = host_wait_stream_locked(h, s); e != cudaSuccess) return fail(e);
   }
   uint64_t target;
   {
