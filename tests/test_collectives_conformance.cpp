@@ -248,9 +248,7 @@ TEST_P(GpuCollectivesConformance, NcclComm) {
     // Through the comm factory, as the runtime's ranks join: rank 0 makes
     // the bootstrap bytes (NCCL's id), the group carries them to the others.
     using synk::comm::CommKind;
-    std::vector<uint8_t> boot(synk::comm::bootstrap_bytes(CommKind::nccl));
-    if (r == 0) boot = synk::comm::make_bootstrap(CommKind::nccl);
-    g.broadcast(boot.data(), boot.size() / sizeof(int32_t), synk::comm::ElemType::i32, 0);
+    const std::vector<uint8_t> boot = synk::comm::group_bootstrap(CommKind::nccl, g);
     RankComm rc;
     rc.comm = synk::comm::make_comm({.kind = CommKind::nccl,
                                      .group = &g,

@@ -100,6 +100,7 @@ TEST(MakeComm, HostCommReducesPeerBuffersAndRefusesBadBootstrap) {
   EXPECT_FALSE(comm::needs_bootstrap(comm::CommKind::host));
   EXPECT_FALSE(comm::needs_bootstrap(comm::CommKind::host_staged));
   EXPECT_TRUE(comm::make_bootstrap(comm::CommKind::host).empty());
+  EXPECT_TRUE(comm::group_bootstrap(comm::CommKind::host, o.group).empty());
   auto c = comm::make_comm(s);
   EXPECT_STREQ(c->backend(), "cpu");
   EXPECT_TRUE(c->reduces_peer_buffers());

@@ -163,12 +163,8 @@ std::unique_ptr<synk::comm::Comm> make_rank_comm(const Config& cfg, CpuGroup& g,
   const CommKind kind = cfg.device != "cuda"     ? CommKind::host
                         : cfg.backend == "nccl" ? CommKind::nccl
                                                 : CommKind::host_staged;
-  std::vector<uint8_t> boot(synk::comm::bootstrap_bytes(kind));
-  if (!boot.empty()) {
-    // Rank 0 makes the bytes (NCCL's id) after fork; the CpuGroup carries them.
-    if (rank == 0) boot = synk::comm::make_bootstrap(kind);
-    g.broadcast(boot.data(), boot.size() / sizeof(int32_t), ElemType::i32, 0);
-  }
+  // NCCL's id, made after fork by the group's rank 0.
+  const std::vector<uint8_t> boot = synk::comm::group_bootstrap(kind, g);
   return synk::comm::make_comm({.kind = kind,
                                 .group = &g,
                                 .link = lrank == 0 ? g_nodes.link.get() : nullptr,

@@ -1,6 +1,7 @@
 // src/comm/make_comm.cpp — comm/make_comm.hpp.
 #include "comm/make_comm.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -44,6 +45,20 @@ std::vector<uint8_t> make_bootstrap(CommKind k) {
 #endif
   (void)k;
   return {};
+}
+
+std::vector<uint8_t> group_bootstrap(CommKind k, CpuGroup& group) {
+  const size_t n = bootstrap_bytes(k);
+  if (n == 0) return {};
+  // Carried as whole i32 words (the group's smallest type).
+  std::vector<uint8_t> b((n + 3) / 4 * 4);
+  if (group.rank() == 0) {
+    const std::vector<uint8_t> made = make_bootstrap(k);
+    std::copy(made.begin(), made.end(), b.begin());
+  }
+  group.broadcast(b.data(), b.size() / 4, ElemType::i32, 0);
+  b.resize(n);
+  return b;
 }
 
 namespace {

@@ -47,6 +47,12 @@ size_t bootstrap_bytes(CommKind k) noexcept;
 inline bool needs_bootstrap(CommKind k) noexcept { return bootstrap_bytes(k) > 0; }
 std::vector<uint8_t> make_bootstrap(CommKind k);
 
+// The bootstrap bytes on every rank of `group` at once, for programs whose
+// ranks share only the group (tools, tests; the runtime carries them in its
+// control block): its rank 0 makes them, the group carries them. Every
+// rank calls it (a group collective); empty for a kind that needs none.
+std::vector<uint8_t> group_bootstrap(CommKind k, CpuGroup& group);
+
 // The rank's comm; `bootstrap` holds bootstrap_bytes(spec.kind) bytes made
 // by make_bootstrap on one rank. Throws BackendError (a kind this build
 // lacks, a failed join) or ArgumentError (bootstrap bytes of a wrong size).
