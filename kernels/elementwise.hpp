@@ -9,8 +9,8 @@
 // A formula is a functor with an SYNK_HD call operator (host and device
 // under nvcc; plain C++ on the host and in the CUDA emulation). The loops
 // that apply them get the functor's type through visit_binary /
-// visit_unary, one instantiation per op, so a CPU loop is a plain
-// vectorisable loop over one formula and never switches per element:
+// visit_unary / visit_compare, one instantiation per op, so a CPU loop is a
+// plain vectorisable loop over one formula and never switches per element:
 //
 //   ew::visit_unary(op, p, [&](auto f) { for (i...) y[i] = f(x[i]); });
 //
@@ -18,13 +18,14 @@
 // visitor; then the graph op and the planner's mapping (docs/architecture.md,
 // "A new elementwise op").
 //
-// Only <cstdint>, <math.h> and plain structs: nvcc compiles this into the
-// kernels and the functors are passed to kernels by value.
+// Only <cstdint>, <math.h>, <type_traits> and plain structs: nvcc compiles
+// this into the kernels and the functors are passed to kernels by value.
 #pragma once
 
 #include <math.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define SYNK_HD __host__ __device__
@@ -36,8 +37,21 @@ namespace synk::plan {
 
 // Elementwise op kinds (Op::Add... and Op::Neg... of the graph). kCount
 // last: the tests go through every kind up to it.
-enum class BinOp : uint8_t { Add, Sub, Mul, Div, Equal, ReluGrad, kCount };
-enum class UnOp : uint8_t { Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow, kCount };
+// Comparisons (Equal, Greater, Less) give i32 0/1 whatever their operands'
+// dtype; the *Grad and *Mask kinds are the f32 gradient helpers of the ops
+// they name.
+enum class BinOp : uint8_t {
+  Add, Sub, Mul, Div, Equal, ReluGrad,
+  Maximum, Minimum, Greater, Less,
+  GeluGrad, GeluTanhGrad, AbsGrad, MaximumGradMask,
+  kCount
+};
+enum class UnOp : uint8_t {
+  Neg, Relu, Tanh, Sigmoid, Exp, Log, Sqrt, Square, Pow,
+  Gelu, GeluTanh, Abs, Sin, Cos, Clip, ClipMask,
+  kCount
+};
+
 
 }  // namespace synk::plan
 
@@ -45,6 +59,11 @@ namespace synk::ew {
 
 using plan::BinOp;
 using plan::UnOp;
+
+// The comparisons: an f32 operand pair gives an i32 result.
+inline constexpr bool is_compare(BinOp op) {
+  return op == BinOp::Equal || op == BinOp::Greater || op == BinOp::Less;
+}
 
 // ---- binary: f32, and i32 with wrapping arithmetic (through uint32, so
 // overflow is defined) ------------------------------------------------------------
@@ -87,6 +106,72 @@ struct ReluGrad {
   SYNK_HD float operator()(float y, float g) const { return y > 0.f ? g : 0.f; }
   SYNK_HD int32_t operator()(int32_t y, int32_t g) const { return y > 0 ? g : 0; }
 };
+// NaN wins, as PyTorch's maximum/minimum: a NaN x is kept; a NaN y is
+// picked because the comparison with it is false.
+struct Maximum {
+  SYNK_HD float operator()(float x, float y) const { return (x != x || x > y) ? x : y; }
+  SYNK_HD int32_t operator()(int32_t x, int32_t y) const { return x > y ? x : y; }
+};
+struct Minimum {
+  SYNK_HD float operator()(float x, float y) const { return (x != x || x < y) ? x : y; }
+  SYNK_HD int32_t operator()(int32_t x, int32_t y) const { return x < y ? x : y; }
+};
+struct Greater {
+  SYNK_HD float operator()(float x, float y) const { return x > y ? 1.f : 0.f; }
+  SYNK_HD int32_t operator()(int32_t x, int32_t y) const { return x > y ? 1 : 0; }
+};
+struct Less {
+  SYNK_HD float operator()(float x, float y) const { return x < y ? 1.f : 0.f; }
+  SYNK_HD int32_t operator()(int32_t x, int32_t y) const { return x < y ? 1 : 0; }
+};
+
+// ---- f32-only binary kinds (the gradient helpers): no i32 form, so an i32
+// loop over them is not instantiated (has_i32 below) and the planner refuses
+// them for i32 operands.
+
+// GELU's constants, as PyTorch writes them: 1/sqrt(2), 1/sqrt(2 pi),
+// sqrt(2/pi) and the cubic coefficient of the tanh form.
+inline constexpr float kGeluSqrt1_2 = 0.70710678118654752440f;
+inline constexpr float kGeluInvSqrt2Pi = 0.39894228040143267794f;
+inline constexpr float kGeluSqrt2_Pi = 0.79788456080286535588f;
+inline constexpr float kGeluKappa = 0.044715f;
+
+// (x, g) -> g * d/dx gelu(x), erf form: Phi(x) + x phi(x).
+struct GeluGrad {
+  SYNK_HD float operator()(float x, float g) const {
+    const float cdf = 0.5f * (1.f + erff(x * kGeluSqrt1_2));
+    const float pdf = kGeluInvSqrt2Pi * expf(-0.5f * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+// (x, g) -> g * d/dx of the tanh form 0.5 x (1 + tanh(u)),
+// u = sqrt(2/pi) (x + kappa x^3).
+struct GeluTanhGrad {
+  SYNK_HD float operator()(float x, float g) const {
+    const float x2 = x * x;
+    const float t = tanhf(kGeluSqrt2_Pi * (x + kGeluKappa * x2 * x));
+    const float left = 0.5f * (1.f + t);
+    const float right = 0.5f * x * (1.f - t * t) * kGeluSqrt2_Pi * (1.f + 3.f * kGeluKappa * x2);
+    return g * (left + right);
+  }
+};
+// (x, g) -> g * sign(x), sign(0) = 0: PyTorch's abs backward, branch-free.
+struct AbsGrad {
+  SYNK_HD float operator()(float x, float g) const {
+    return g * (static_cast<float>(x > 0.f) - static_cast<float>(x < 0.f));
+  }
+};
+// (x, y) -> the share of maximum(x, y)'s gradient that goes to x, as
+// PyTorch splits it: 1/2 on a tie, 0 where x < y, else 1 (a NaN operand
+// passes the whole gradient to both). x's share of minimum(x, y) is this
+// with the operands swapped.
+struct MaximumGradMask {
+  SYNK_HD float operator()(float x, float y) const { return x == y ? 0.5f : (x < y ? 0.f : 1.f); }
+};
+
+// Whether formula F has an i32 form.
+template <class F>
+inline constexpr bool has_i32 = std::is_same_v<decltype(F{}(int32_t{}, int32_t{})), int32_t>;
 
 // Calls f(formula) with the functor of `op`; returns what f returns. Host
 // code only (the CUDA launchers pick the kernel instance with it).
@@ -99,12 +184,47 @@ inline decltype(auto) visit_binary(BinOp op, F&& f) {
     case BinOp::Div: return f(Div{});
     case BinOp::Equal: return f(Equal{});
     case BinOp::ReluGrad: return f(ReluGrad{});
+    case BinOp::Maximum: return f(Maximum{});
+    case BinOp::Minimum: return f(Minimum{});
+    case BinOp::Greater: return f(Greater{});
+    case BinOp::Less: return f(Less{});
+    case BinOp::GeluGrad: return f(GeluGrad{});
+    case BinOp::GeluTanhGrad: return f(GeluTanhGrad{});
+    case BinOp::AbsGrad: return f(AbsGrad{});
+    case BinOp::MaximumGradMask: return f(MaximumGradMask{});
     case BinOp::kCount: break;
   }
   return f(Add{});  // not reached: every BinOp has its case
 }
 
-// ---- unary, f32 (p: Pow's exponent, unused by the others) ------------------------
+// visit_binary over the comparisons only (is_compare), for the kernels that
+// turn f32 operands into an i32 result; another op visits Equal.
+template <class F>
+inline decltype(auto) visit_compare(BinOp op, F&& f) {
+  switch (op) {
+    case BinOp::Greater: return f(Greater{});
+    case BinOp::Less: return f(Less{});
+    default: break;
+  }
+  return f(Equal{});
+}
+
+// Whether `op` has an i32 form (the executors refuse the others for i32).
+inline bool binary_has_i32(BinOp op) {
+  return visit_binary(op, [](auto f) { return has_i32<decltype(f)>; });
+}
+
+// ---- ternary ----------------------------------------------------------------------
+// where(c, a, b): c is i32, nonzero = true; a and b f32 or i32. The one
+// ternary formula: it selects, so an infinite or NaN value in the branch not
+// taken never leaks into the result (as an arithmetic blend would).
+struct Where {
+  template <class T>
+  SYNK_HD T operator()(int32_t c, T a, T b) const { return c != 0 ? a : b; }
+};
+
+// ---- unary, f32 (p, q: the op's scalar attributes, Pow's exponent p and
+// Clip's bounds [p, q]; unused by the others) -------------------------------------
 // Math functions are the C library's float ones (the device's under nvcc).
 
 struct Neg {
@@ -134,6 +254,37 @@ struct Square {
   SYNK_HD float operator()(float x) const { return x * x; }
 };
 
+// GELU, PyTorch's default (erf) form: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+struct Gelu {
+  SYNK_HD float operator()(float x) const { return 0.5f * x * (1.f + erff(x * kGeluSqrt1_2)); }
+};
+// PyTorch's approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + kappa x^3))).
+struct GeluTanh {
+  SYNK_HD float operator()(float x) const {
+    return 0.5f * x * (1.f + tanhf(kGeluSqrt2_Pi * (x + kGeluKappa * x * x * x)));
+  }
+};
+struct Abs {
+  SYNK_HD float operator()(float x) const { return fabsf(x); }
+};
+struct Sin {
+  SYNK_HD float operator()(float x) const { return sinf(x); }
+};
+struct Cos {
+  SYNK_HD float operator()(float x) const { return cosf(x); }
+};
+// PyTorch's clamp to [lo, hi] (lo <= hi, checked when the graph is built);
+// NaN stays NaN.
+struct Clip {
+  float lo, hi;
+  SYNK_HD float operator()(float x) const { return x < lo ? lo : (x > hi ? hi : x); }
+};
+// 1 where lo <= x <= hi, else 0 (NaN: 0): where clip's gradient passes.
+struct ClipMask {
+  float lo, hi;
+  SYNK_HD float operator()(float x) const { return (x >= lo && x <= hi) ? 1.f : 0.f; }
+};
+
 // x^p. Exponents with an exact shorter form take it (pow(x, 2) is x*x
 // exactly, pow(x, 0.5) is the correctly rounded sqrt), the rest powf.
 // visit_unary picks the case once per call, so a loop runs one form.
@@ -157,9 +308,10 @@ struct Pow {
   }
 };
 
-// Calls f(formula) with the functor of `op` (Pow's for exponent p).
+// Calls f(formula) with the functor of `op` (Pow's for exponent p, Clip's
+// and ClipMask's for bounds [p, q]).
 template <class F>
-inline decltype(auto) visit_unary(UnOp op, float p, F&& f) {
+inline decltype(auto) visit_unary(UnOp op, float p, float q, F&& f) {
   switch (op) {
     case UnOp::Neg: return f(Neg{});
     case UnOp::Relu: return f(Relu{});
@@ -178,6 +330,13 @@ inline decltype(auto) visit_unary(UnOp op, float p, F&& f) {
         case PowCase::General: break;
       }
       return f(Pow<PowCase::General>{p});
+    case UnOp::Gelu: return f(Gelu{});
+    case UnOp::GeluTanh: return f(GeluTanh{});
+    case UnOp::Abs: return f(Abs{});
+    case UnOp::Sin: return f(Sin{});
+    case UnOp::Cos: return f(Cos{});
+    case UnOp::Clip: return f(Clip{p, q});
+    case UnOp::ClipMask: return f(ClipMask{p, q});
     case UnOp::kCount: break;
   }
   return f(Neg{});  // not reached: every UnOp has its case

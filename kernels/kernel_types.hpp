@@ -29,8 +29,9 @@ inline constexpr int kMaxDims = 8;
 struct Strided {
   int nd = 0;
   int64_t dim[kMaxDims] = {};
-  int64_t sa[kMaxDims] = {};  // operand a (or the single input)
+  int64_t sa[kMaxDims] = {};  // operand a (or the single input; where's condition)
   int64_t sb[kMaxDims] = {};  // operand b
+  int64_t sc[kMaxDims] = {};  // operand c (where's third operand; 0 otherwise)
   int64_t so[kMaxDims] = {};  // output (contiguous)
   int64_t numel = 0;
 };

@@ -1,6 +1,7 @@
 // kernels/ops.cuh — launchers for the CUDA kernels of the graph executor
-// (src/exec/cuda): elementwise with broadcasting, reductions, softmax and
-// cross-entropy, dropout, fill, convolution helpers (im2col/col2im) and max-pool.
+// (src/exec/cuda): elementwise with broadcasting (where's select included),
+// reductions, softmax and cross-entropy, dropout, fill, convolution helpers
+// (im2col/col2im) and max-pool.
 //
 // The op kinds and geometry structs are the planner's own
 // (kernels/kernel_types.hpp), the very structs the CPU kernels take, so the GPU
@@ -30,12 +31,20 @@ using plan::UnOp;
 // ---- elementwise (kernels/pointwise.cu) ----------------------------------------------
 void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, float* o,
                 cudaStream_t stream);
-// Wrapping integer arithmetic; x/0 = 0 and INT_MIN/-1 = INT_MIN, as on the CPU.
+// Wrapping integer arithmetic; x/0 = 0 and INT_MIN/-1 = INT_MIN, as on the
+// CPU. Kinds with an i32 form only (ew::binary_has_i32): the others launch
+// nothing (the planner refuses them).
 void binary_i32(BinOp op, const Strided& g, const int32_t* a, const int32_t* b, int32_t* o,
                 cudaStream_t stream);
-void equal_f32(const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream);
+// A comparison (Equal, Greater, Less) of f32 operands, i32 0/1 result.
+void compare_f32(BinOp op, const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream);
+// where: o = c != 0 ? a : b over g (sa: c, sb: a, sc: b).
+void where_f32(const Strided& g, const int32_t* c, const float* a, const float* b, float* o, cudaStream_t stream);
+void where_i32(const Strided& g, const int32_t* c, const int32_t* a, const int32_t* b, int32_t* o,
+               cudaStream_t stream);
 
-void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream);
+// p, q: the op's scalar attributes (Pow's exponent; Clip's bounds).
+void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, float q, cudaStream_t stream);
 void neg_i32(int64_t n, const int32_t* x, int32_t* y, cudaStream_t stream);
 void cast_f32_i32(int64_t n, const float* x, int32_t* y, cudaStream_t stream);  // truncating, saturating
 void cast_i32_f32(int64_t n, const int32_t* x, float* y, cudaStream_t stream);

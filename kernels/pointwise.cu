@@ -1,5 +1,5 @@
 // kernels/pointwise.cu — elementwise kernels of the graph executor:
-// broadcasting binary ops, unary math, casts, strided copies (transpose,
+// broadcasting binary ops, where, unary math, casts, strided copies (transpose,
 // broadcast), fused bias/ReLU epilogues, the dropout mask and fill.
 //
 // The elementwise formulas and the cast are kernels/elementwise.hpp's, the
@@ -30,6 +30,20 @@ __device__ inline void strided_offsets(const Strided& g, int64_t i, int64_t& oa,
   }
 }
 
+// ... and in operands a, b and c (where).
+__device__ inline void strided_offsets3(const Strided& g, int64_t i, int64_t& oa, int64_t& ob, int64_t& oc) {
+  oa = 0;
+  ob = 0;
+  oc = 0;
+  for (int d = g.nd - 1; d >= 0; --d) {
+    const int64_t k = i % g.dim[d];
+    i /= g.dim[d];
+    oa += k * g.sa[d];
+    ob += k * g.sb[d];
+    oc += k * g.sc[d];
+  }
+}
+
 // One kernel instance per formula (kernels/elementwise.hpp): F is the op's
 // functor, picked on the host by ew::visit_binary / visit_unary; T the
 // operands' type, O the result's. One template parameter per kernel (see
@@ -47,6 +61,18 @@ __global__ void binary_kernel(Strided g, const typename E::In* a, const typename
     int64_t oa, ob;
     strided_offsets(g, i, oa, ob);
     o[i] = static_cast<typename E::Out>(e.f(a[oa], b[ob]));
+  }
+}
+
+// where: kernels/elementwise.hpp's Where over the condition (a) and the
+// operands (b, c) of type T.
+template <class T>
+__global__ void where_kernel(Strided g, const int32_t* c, const T* a, const T* b, T* o) {
+  const ew::Where f;
+  SYNK_GRID_LOOP(i, g.numel) {
+    int64_t oc, oa, ob;
+    strided_offsets3(g, i, oc, oa, ob);
+    o[i] = f(c[oc], a[oa], b[ob]);
   }
 }
 
@@ -137,15 +163,28 @@ void binary_f32(BinOp op, const Strided& g, const float* a, const float* b, floa
 
 void binary_i32(BinOp op, const Strided& g, const int32_t* a, const int32_t* b, int32_t* o,
                 cudaStream_t stream) {
-  ew::visit_binary(op, [&](auto f) { launch_binary(g, a, b, o, f, stream); });
+  ew::visit_binary(op, [&](auto f) {
+    if constexpr (ew::has_i32<decltype(f)>) launch_binary(g, a, b, o, f, stream);
+  });
 }
 
-void equal_f32(const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
-  launch_binary(g, a, b, o, ew::Equal{}, stream);
+void compare_f32(BinOp op, const Strided& g, const float* a, const float* b, int32_t* o, cudaStream_t stream) {
+  ew::visit_compare(op, [&](auto f) { launch_binary(g, a, b, o, f, stream); });
 }
 
-void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, cudaStream_t stream) {
-  ew::visit_unary(op, p, [&](auto f) { launch_unary(n, x, y, f, stream); });
+void where_f32(const Strided& g, const int32_t* c, const float* a, const float* b, float* o, cudaStream_t stream) {
+  if (g.numel <= 0) return;
+  SYNK_LAUNCH(where_kernel<float>, grid_for(g.numel), kThreads, 0, stream)(g, c, a, b, o);
+}
+
+void where_i32(const Strided& g, const int32_t* c, const int32_t* a, const int32_t* b, int32_t* o,
+               cudaStream_t stream) {
+  if (g.numel <= 0) return;
+  SYNK_LAUNCH(where_kernel<int32_t>, grid_for(g.numel), kThreads, 0, stream)(g, c, a, b, o);
+}
+
+void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p, float q, cudaStream_t stream) {
+  ew::visit_unary(op, p, q, [&](auto f) { launch_unary(n, x, y, f, stream); });
 }
 
 void neg_i32(int64_t n, const int32_t* x, int32_t* y, cudaStream_t stream) {

@@ -148,6 +148,47 @@ std::vector<OpCase> op_cases() {
     Tensor x = x34(g, b, 0.1f, 3.f);
     b.outputs = {synk::log(x), synk::sqrt(x), synk::pow(x, 0.5f), synk::pow(x, -1.f), synk::pow(x, 1.7f)};
   });
+  add("GeluAbsSinCosClip", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b, -4.f, 4.f);
+    b.outputs = {gelu(x), gelu(x, true), synk::abs(x), synk::sin(x), synk::cos(x), clip(x, -1.5f, 0.75f),
+                 clip(x, 0.f, 0.f)};
+  });
+  add("MaximumMinimum", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor p = g.input("p", i32, {batch, 4});
+    b.inputs.push_back(p);
+    b.values.push_back(rnd_int({B, 4}, -5, 5, 20));
+    Tensor v = var(g, "v", {4}), w = var(g, "w", {3, 1});
+    b.outputs = {maximum(x, v), minimum(w, x), maximum(x, 0.25f), minimum(-0.5f, x),
+                 maximum(p, g.constant(1.f, i32)), minimum(p, 2.f)};
+  });
+  add("GreaterLessWhere", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor y = g.input("y", f32, {batch, 3, 4});
+    Tensor p = g.input("p", i32, {batch, 4});
+    b.inputs.push_back(y);
+    b.inputs.push_back(p);
+    b.values.push_back(rnd_int_f32({B, 3, 4}, -1, 1, 21));  // ties with x's integers below
+    b.values.push_back(rnd_int({B, 4}, -2, 2, 22));
+    Tensor xi = g.input("xi", f32, {batch, 3, 4});
+    b.inputs.push_back(xi);
+    b.values.push_back(rnd_int_f32({B, 3, 4}, -1, 1, 23));
+    Tensor m = greater(xi, y);
+    Tensor pm = reshape(p, {batch, 1, 4});
+    b.outputs = {m, less(xi, y), greater(p, 0.f), less(1.f, p),
+                 where(m, x, y), where(less(x, 0.f), x * 0.01f, x),
+                 where(pm, x, var(g, "v", {3, 1})), where(greater(p, 0.f), p, p * -1.f)};
+  });
+  add("PointwiseGrads", [=](Graph& g, Built& b) {
+    // The gradient helpers: GeluGrad (both forms), AbsGrad, ClipMask,
+    // MaximumGradMask, and where's masking with broadcasting.
+    Tensor v = var(g, "v", {4, 6}, -3.f, 3.f), u = var(g, "u", {6}, -3.f, 3.f);
+    Tensor c = greater(var(g, "m", {4, 1}), 0.f);  // [4, 1] i32, some rows true
+    Tensor l = sum(gelu(v) * u) + sum(gelu(v, true) * v) + sum(synk::abs(v) * u) + sum(clip(v, -1.f, 1.f) * u) +
+               sum(maximum(v, u) * v) + sum(minimum(u, v)) + sum(where(c, v, u) * v) +
+               sum(synk::sin(v) + synk::cos(u));
+    b.outputs = grad(l, {v, u});
+  });
   add("IntArithmetic", [=](Graph& g, Built& b) {
     Tensor p = g.input("p", i32, {batch, 7});
     Tensor q = g.input("q", i32, {batch, 7});

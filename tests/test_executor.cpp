@@ -520,6 +520,21 @@ TEST(ExecutorFusion, EveryElementwiseFormulaBitIdentical) {
       {"t * s", [](Tensor t) { return t * 3.f; }},
       {"s + t", [](Tensor t) { return 2.f + t; }},
       {"relu_grad", [](Tensor t) { return synk::relu_grad(t, t * t); }},
+      {"gelu", [](Tensor t) { return synk::gelu(t); }},
+      {"gelu tanh", [](Tensor t) { return synk::gelu(t, true); }},
+      {"abs", [](Tensor t) { return synk::abs(t); }},
+      {"sin", [](Tensor t) { return synk::sin(t); }},
+      {"cos", [](Tensor t) { return synk::cos(t); }},
+      {"clip", [](Tensor t) { return synk::clip(t, -2.5f, 4.f); }},
+      {"clip_mask", [](Tensor t) { return synk::clip_mask(t, -2.5f, 4.f); }},
+      {"maximum t s", [](Tensor t) { return synk::maximum(t, 0.5f); }},
+      {"minimum s t", [](Tensor t) { return synk::minimum(0.5f, t); }},
+      {"maximum t t", [](Tensor t) { return synk::maximum(t, t * 0.5f); }},
+      {"minimum t t", [](Tensor t) { return synk::minimum(t * -1.f, t); }},
+      {"gelu_grad", [](Tensor t) { return synk::gelu_grad(t, t * 0.5f, false); }},
+      {"gelu_tanh_grad", [](Tensor t) { return synk::gelu_grad(t, t * 0.5f, true); }},
+      {"abs_grad", [](Tensor t) { return synk::abs_grad(t, t * 0.5f); }},
+      {"maximum_grad_mask", [](Tensor t) { return synk::maximum_grad_mask(t, t * t); }},
   };
   auto bits = [](const Array& a) {
     std::vector<uint32_t> b(static_cast<size_t>(a.numel()));

@@ -151,6 +151,38 @@ std::vector<GradCase> cases() {
                {{{1, 2, 5, 5}}},
                [](V& v) { return max_pool2d(v[0], 3, 2, 1); },
                distinct("v0")});
+  c.push_back({"gelu", {{{3, 5}, -3.f, 3.f}}, [](V& v) { return gelu(v[0]); }});
+  c.push_back({"gelu_tanh", {{{3, 5}, -3.f, 3.f}}, [](V& v) { return gelu(v[0], true); }});
+  // abs on either side of its kink (central differences would straddle 0).
+  c.push_back({"abs_pos", {{{5}, 0.1f, 2.f}}, [](V& v) { return synk::abs(v[0]); }});
+  c.push_back({"abs_neg", {{{5}, -2.f, -0.1f}}, [](V& v) { return synk::abs(v[0]) * v[0]; }});
+  c.push_back({"sin", {{{6}, -4.f, 4.f}}, [](V& v) { return synk::sin(v[0]); }});
+  c.push_back({"cos", {{{6}, -4.f, 4.f}}, [](V& v) { return synk::cos(v[0]); }});
+  // Values on a 0.05 grid, bounds 0.02-0.03 off it: no element within eps
+  // of a bound.
+  c.push_back({"clip", {{{4, 6}}}, [](V& v) { return clip(v[0], -0.52f, 0.33f) * v[0]; }, distinct("v0")});
+  // Two grids 0.025 apart: no near-ties between the operands.
+  auto two_grids = [](Session& s) {
+    distinct("v0")(s);
+    distinct("v1")(s);
+    Array b = s.get("v1");
+    for (int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] += 0.025f;
+    s.set("v1", b);
+  };
+  c.push_back({"maximum_broadcast", {{{3, 4}}, {{4}}}, [](V& v) { return maximum(v[0], v[1]); }, two_grids});
+  c.push_back({"minimum_broadcast", {{{3, 1}}, {{3, 4}}}, [](V& v) { return minimum(v[0], v[1]); }, two_grids});
+  c.push_back({"maximum_scalar", {{{2, 5}}}, [](V& v) { return maximum(v[0], 0.013f) * v[0]; }, distinct("v0")});
+  c.push_back({"where_broadcast",
+               {{{3, 4}}, {{4}}},
+               [](V& v) {
+                 Tensor cond = v[0].graph().variable("cond", {3, 1}, Init::zeros(), i32);
+                 return where(cond, v[0], v[1]) * v[1];
+               },
+               [](Session& s) { s.set("cond", Array::from(std::vector<int32_t>{1, 0, 5}, {3, 1})); }});
+  c.push_back({"where_mask_of_values",
+               {{{2, 6}}},
+               [](V& v) { return where(greater(v[0], 0.013f), square(v[0]), synk::exp(v[0])); },
+               distinct("v0")});
   c.push_back({"mlp_chain",
                {{{4, 6}}, {{6, 5}}, {{5}}},
                [](V& v) { return log_softmax(synk::tanh(matmul(v[0], v[1]) + v[2])); }});

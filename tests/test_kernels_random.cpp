@@ -200,25 +200,25 @@ Shape broadcast_of(const Shape& out, std::mt19937_64& rng) {
   return s;
 }
 
-TEST_F(GpuKernelsRandom, BinaryAndEqual) {
-  for (int trial = 0; trial < 60; ++trial) {
+TEST_F(GpuKernelsRandom, BinaryAndCompare) {
+  for (int trial = 0; trial < 90; ++trial) {
     const Shape out = shape();
     const Shape sa = broadcast_of(out, rng_), sb = broadcast_of(out, rng_);
     const plan::Strided g = plan::make_broadcast(out, sa, &sb);
     const auto op = static_cast<plan::BinOp>(uni(0, static_cast<int>(plan::BinOp::kCount) - 1));
-    const bool f32 = coin();
+    const bool f32 = coin() || !synk::ew::binary_has_i32(op);  // the gradient kinds are f32 only
     const std::string what = seed_note() + " trial " + std::to_string(trial) + (f32 ? " f32" : " i32") + " op " +
                              std::to_string(static_cast<int>(op)) + " out " + str(out) + " a " + str(sa) + " b " + str(sb);
     SCOPED_TRACE(what);
     if (f32) {
       const auto a = floats(numel(sa)), b = floats(numel(sb));
       auto da = up(a), db = up(b);
-      if (op == plan::BinOp::Equal) {
+      if (synk::ew::is_compare(op)) {
         DeviceArray<int32_t> dout(numel(out));
-        gpu::equal_f32(g, da.data(), db.data(), dout.data(), stream_);
+        gpu::compare_f32(op, g, da.data(), db.data(), dout.data(), stream_);
         finish();
         std::vector<int32_t> want(numel(out));
-        cpu::equal_f32(g, a.data(), b.data(), want.data());
+        cpu::compare_f32(op, g, a.data(), b.data(), want.data());
         expect_equal(down(dout), want, what);
       } else {
         DeviceArray<float> dout(numel(out));
@@ -226,7 +226,10 @@ TEST_F(GpuKernelsRandom, BinaryAndEqual) {
         finish();
         std::vector<float> want(numel(out));
         cpu::binary_f32(op, g, a.data(), b.data(), want.data());
-        expect_equal(down(dout), want, what);  // one rounded operation: exact
+        if (op == plan::BinOp::GeluGrad || op == plan::BinOp::GeluTanhGrad)
+          expect_close(down(dout), want, 1e-6f, 1e-5f, what);  // device erff/expf/tanhf: last ulps
+        else
+          expect_equal(down(dout), want, what);  // one rounded operation (or a choice): exact
       }
     } else {
       const auto a = ints(numel(sa)), b = ints(numel(sb));
@@ -242,21 +245,23 @@ TEST_F(GpuKernelsRandom, BinaryAndEqual) {
 }
 
 TEST_F(GpuKernelsRandom, UnaryNegCasts) {
-  for (int trial = 0; trial < 40; ++trial) {
+  for (int trial = 0; trial < 64; ++trial) {
     const int64_t n = trial == 0 ? kPastGridCap : numel(shape());
     const auto op = static_cast<plan::UnOp>(trial % static_cast<int>(plan::UnOp::kCount));
     const float p = std::vector<float>{2.f, 1.f, 0.5f, -1.f, 3.f, 0.3f}[rng_() % 6];
+    const float q = p + static_cast<float>(uni(0, 3));  // Clip's upper bound
     const std::string what = seed_note() + " trial " + std::to_string(trial) + " n " + std::to_string(n) +
-                             " unary op " + std::to_string(static_cast<int>(op)) + " p " + std::to_string(p);
+                             " unary op " + std::to_string(static_cast<int>(op)) + " p " + std::to_string(p) +
+                             " q " + std::to_string(q);
     SCOPED_TRACE(what);
     // Negative inputs too, so log/sqrt/pow produce NaN on both sides.
     const auto x = floats(n, -3.f, 3.f);
     auto dx = up(x);
     DeviceArray<float> dy(n);
-    gpu::unary_f32(op, n, dx.data(), dy.data(), p, stream_);
+    gpu::unary_f32(op, n, dx.data(), dy.data(), p, q, stream_);
     finish();
     std::vector<float> want(n);
-    cpu::unary_f32(op, n, x.data(), want.data(), p);
+    cpu::unary_f32(op, n, x.data(), want.data(), p, q);
     // Device (and libm) transcendental functions differ in the last ulps.
     expect_close(down(dy), want, 1e-6f, 1e-5f, what);
 
@@ -282,6 +287,40 @@ TEST_F(GpuKernelsRandom, UnaryNegCasts) {
     expect_equal(down(dyi), neg, what + " neg_i32");
     expect_equal(down(dyf), cf, what + " cast_i32_f32");
     expect_equal(down(dci), ci, what + " cast_f32_i32");
+  }
+}
+
+TEST_F(GpuKernelsRandom, Where) {
+  for (int trial = 0; trial < 50; ++trial) {
+    const Shape out = shape();
+    const Shape sc = broadcast_of(out, rng_), sa = broadcast_of(out, rng_), sb = broadcast_of(out, rng_);
+    const plan::Strided g = plan::make_broadcast(out, sc, &sa, &sb);
+    const bool f32 = coin();
+    const std::string what = seed_note() + " trial " + std::to_string(trial) + (f32 ? " f32" : " i32") + " out " +
+                             str(out) + " cond " + str(sc) + " a " + str(sa) + " b " + str(sb);
+    SCOPED_TRACE(what);
+    auto c = ints(numel(sc));
+    for (auto& v : c) v = v % 3 == 0 ? 0 : v;  // about a third false
+    auto dc = up(c);
+    if (f32) {
+      const auto a = floats(numel(sa)), b = floats(numel(sb));
+      auto da = up(a), db = up(b);
+      DeviceArray<float> dout(numel(out));
+      gpu::where_f32(g, dc.data(), da.data(), db.data(), dout.data(), stream_);
+      finish();
+      std::vector<float> want(numel(out));
+      cpu::where_f32(g, c.data(), a.data(), b.data(), want.data());
+      expect_equal(down(dout), want, what);
+    } else {
+      const auto a = ints(numel(sa)), b = ints(numel(sb));
+      auto da = up(a), db = up(b);
+      DeviceArray<int32_t> dout(numel(out));
+      gpu::where_i32(g, dc.data(), da.data(), db.data(), dout.data(), stream_);
+      finish();
+      std::vector<int32_t> want(numel(out));
+      cpu::where_i32(g, c.data(), a.data(), b.data(), want.data());
+      expect_equal(down(dout), want, what);
+    }
   }
 }
 

@@ -60,6 +60,20 @@ enum class Op : uint16_t {
   MaxPool2dGrad,     // (x, g) -> shape of x; ints as MaxPool2d
   DropoutMask,       // (x) -> f32 mask of x's shape with values 0 or
                      // 1/(1-p); floats = {p}; ints = {stream}
+  // elementwise, f32 unless noted
+  Gelu,              // flag = tanh approximation (else the erf form)
+  GeluGrad,          // (x, g) -> g * gelu'(x); flag as Gelu
+  Abs,
+  AbsGrad,           // (x, g) -> g * sign(x), sign(0) = 0
+  Maximum, Minimum,  // numpy broadcasting; f32 or i32
+  MaximumGradMask,   // (x, y) -> x's share of maximum(x, y)'s gradient:
+                     // 1, 1/2 on a tie, 0 where x < y
+  Clip,              // floats = {lo, hi}
+  ClipMask,          // (x) -> 1 where lo <= x <= hi, else 0; floats = {lo, hi}
+  Where,             // (cond i32, a, b) -> a where cond != 0, else b;
+                     // all three broadcast; a and b f32 or i32
+  Greater, Less,     // -> i32 0/1; operands of one dtype
+  Sin, Cos,
   kCount
 };
 const char* op_name(Op op);
@@ -85,7 +99,7 @@ struct Init {
 struct Node {
   Op op = Op::Constant;
   DType dtype = DType::f32;
-  bool flag = false;           // keepdims for reductions; see BroadcastTo
+  bool flag = false;           // keepdims for reductions; see BroadcastTo, Gelu
   Shape shape;                 // may hold `batch`
   std::vector<int32_t> inputs; // ids of earlier nodes
   std::vector<int64_t> ints;   // op attributes, see Op

@@ -11,8 +11,9 @@
 //   auto acc = synk::mean(synk::cast(synk::equal(synk::argmax(h, 1), y), synk::f32));
 //
 // Dtypes. Operands of a binary op have one dtype (cast() converts). i32
-// tensors take add, sub, mul, div (truncating), equal, neg, sum, max,
-// argmax, cast and the layout ops; every other op takes f32 only and
+// tensors take add, sub, mul, div (truncating), equal, greater, less,
+// maximum, minimum, where, neg, sum, max, argmax, cast and the layout ops;
+// every other op takes f32 only and
 // refuses i32 with a TypeError. A float scalar with an i32 tensor
 // (`x * 2.f`) becomes an i32 constant only if it is a whole number in i32's
 // range; anything else (`x * 0.5f`, `x + 2.7f`) would be truncated and is a
@@ -42,6 +43,35 @@ Tensor mul(Tensor a, Tensor b);
 Tensor div(Tensor a, Tensor b);
 Tensor equal(Tensor a, Tensor b);  // -> i32 0/1
 
+// Comparisons, -> i32 0/1 like equal (masks for where): a > b, a < b.
+// NaN compares false. A float operand becomes a constant of the other's
+// dtype (as with operator+).
+Tensor greater(Tensor a, Tensor b);
+Tensor greater(Tensor a, float b);
+Tensor greater(float a, Tensor b);
+Tensor less(Tensor a, Tensor b);
+Tensor less(Tensor a, float b);
+Tensor less(float a, Tensor b);
+
+// Elementwise maximum / minimum (PyTorch's torch.maximum / torch.minimum):
+// numpy broadcasting, f32 or i32; a NaN operand gives NaN. Gradient as
+// PyTorch: all of g to the larger (smaller) operand, half to each on a tie.
+Tensor maximum(Tensor a, Tensor b);
+Tensor maximum(Tensor a, float b);
+Tensor maximum(float a, Tensor b);
+Tensor minimum(Tensor a, Tensor b);
+Tensor minimum(Tensor a, float b);
+Tensor minimum(float a, Tensor b);
+
+// where(cond, a, b): a where cond != 0, else b (torch.where). cond is i32
+// (greater, less, equal make one); a and b have one dtype, f32 or i32, which
+// is the result's; all three broadcast together (numpy). It selects, so a
+// NaN or infinity in the branch not taken never reaches the result.
+// Gradient: g where cond to a, g elsewhere to b (each summed over the dims
+// it was broadcast along); none to cond.
+//   auto y = synk::where(synk::greater(x, 0.f), x, 0.01f * x);   // leaky ReLU
+Tensor where(Tensor cond, Tensor a, Tensor b);
+
 Tensor operator+(Tensor a, Tensor b);
 Tensor operator-(Tensor a, Tensor b);
 Tensor operator*(Tensor a, Tensor b);
@@ -67,6 +97,20 @@ Tensor sqrt(Tensor x);
 Tensor square(Tensor x);
 Tensor pow(Tensor x, float p);
 Tensor cast(Tensor x, DType to);
+// GELU as PyTorch's nn.GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) by
+// default; tanh_approx = true is approximate='tanh',
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The gradient is the exact
+// derivative of the form chosen, one elementwise op (fused on the CPU).
+Tensor gelu(Tensor x, bool tanh_approx = false);
+// |x|; gradient g * sign(x), 0 at x = 0 (as PyTorch).
+Tensor abs(Tensor x);
+// Sine and cosine (radians); gradients g cos(x) and -g sin(x).
+Tensor sin(Tensor x);
+Tensor cos(Tensor x);
+// PyTorch's clamp(x, lo, hi): lo where x < lo, hi where x > hi, else x
+// (NaN stays NaN). lo > hi (or a NaN bound) is refused with ArgumentError.
+// Gradient: g where lo <= x <= hi (the bounds included), else 0.
+Tensor clip(Tensor x, float lo, float hi);
 
 // Reductions. Empty `axes` means all axes; negative axes count from the end.
 Tensor sum(Tensor x, std::vector<int> axes = {}, bool keepdims = false);

@@ -121,6 +121,37 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
       case Op::ReluGrad:  // d/dg of g * (y > 0); y is treated as constant
         if (wants(1)) accumulate(n.inputs[1], relu_grad(in(0), dy));
         break;
+      case Op::Gelu: accumulate(n.inputs[0], gelu_grad(in(0), dy, n.flag)); break;
+      case Op::Abs: accumulate(n.inputs[0], abs_grad(in(0), dy)); break;
+      case Op::AbsGrad:  // d/dg of g * sign(x); sign is flat almost everywhere
+        if (wants(1)) accumulate(n.inputs[1], abs_grad(in(0), dy));
+        break;
+      case Op::Sin: accumulate(n.inputs[0], dy * synk::cos(in(0))); break;
+      case Op::Cos: accumulate(n.inputs[0], neg(dy * synk::sin(in(0)))); break;
+      case Op::Clip: {
+        const float lo = n.floats.at(0), hi = n.floats.at(1);
+        accumulate(n.inputs[0], dy * clip_mask(in(0), lo, hi));
+        break;
+      }
+      case Op::Maximum: case Op::Minimum: {
+        // x's share is maximum_grad_mask(x, y) for maximum and (y, x) for
+        // minimum; the other operand's share is the same mask swapped.
+        Tensor a = in(0), b = in(1);
+        const bool mx = n.op == Op::Maximum;
+        if (wants(0))
+          accumulate(n.inputs[0], unbroadcast(dy * (mx ? maximum_grad_mask(a, b) : maximum_grad_mask(b, a)), a.shape()));
+        if (wants(1))
+          accumulate(n.inputs[1], unbroadcast(dy * (mx ? maximum_grad_mask(b, a) : maximum_grad_mask(a, b)), b.shape()));
+        break;
+      }
+      case Op::Where: {
+        Tensor zero = g.constant(0.f);
+        if (wants(1)) accumulate(n.inputs[1], unbroadcast(where(in(0), dy, zero), in(1).shape()));
+        if (wants(2)) accumulate(n.inputs[2], unbroadcast(where(in(0), zero, dy), in(2).shape()));
+        break;
+      }
+      case Op::ClipMask: case Op::MaximumGradMask:
+        break;  // piecewise constant: zero gradient
       case Op::Sum: accumulate(n.inputs[0], expand_reduced(dy, n, in(0).shape(), false)); break;
       case Op::Mean: accumulate(n.inputs[0], expand_reduced(dy, n, in(0).shape(), true)); break;
       case Op::Max: {

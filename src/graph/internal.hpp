@@ -15,6 +15,13 @@ Tensor make_node(Graph& g, Op op, DType dt, Shape shape, std::vector<int32_t> in
                  std::vector<int64_t> ints = {}, std::vector<float> floats = {}, bool flag = false);
 // g * (y > 0), for the ReLU gradient.
 Tensor relu_grad(Tensor y, Tensor g);
+// The gradient helpers of the elementwise ops (Op::GeluGrad and friends in
+// graph.hpp): g * gelu'(x); g * sign(x); x's share of maximum(x, y)'s
+// gradient (broadcasting); 1 where lo <= x <= hi.
+Tensor gelu_grad(Tensor x, Tensor g, bool tanh_approx);
+Tensor abs_grad(Tensor x, Tensor g);
+Tensor maximum_grad_mask(Tensor x, Tensor y);
+Tensor clip_mask(Tensor x, float lo, float hi);
 
 // Whether a float is exactly an i32: a whole number in i32's range. A float
 // given for an i32 constant (Graph::constant, a scalar operand of an i32

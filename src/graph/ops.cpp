@@ -90,20 +90,24 @@ Tensor make_node(Graph& g, Op op, DType dt, Shape shape, std::vector<int32_t> in
 
 // ---- elementwise -------------------------------------------------------------
 
-static Tensor binary(Op op, Tensor a, Tensor b) {
+// f32_only: the op has f32 kernels only (the gradient helpers); the others
+// take f32 and i32.
+static Tensor binary(Op op, Tensor a, Tensor b, bool f32_only = false, bool flag = false) {
   const char* name = op_name(op);
   Graph& g = same_graph(name, a, b);
   if (a.dtype() != b.dtype())
     throw TypeError(std::string(name) + ": dtypes differ: " + dtype_name(a.dtype()) + " " + shp(a) +
                     " and " + dtype_name(b.dtype()) + " " + shp(b));
+  if (f32_only) need_f32(name, a);
   Shape s = broadcast_shapes(name, a.shape(), b.shape());
   {
     const Shape ra = resolve(a.shape(), kCheckBatch), rb = resolve(b.shape(), kCheckBatch);
     check_loop_dims(name, plan::broadcast_dims(resolve(s, kCheckBatch), ra, &rb),
                     "broadcasting " + shp(a) + " with " + shp(b), "both operands broadcast alike");
   }
-  DType dt = op == Op::Equal ? DType::i32 : a.dtype();
-  return make_node(g, op, dt, std::move(s), {a.id(), b.id()});
+  const bool compare = op == Op::Equal || op == Op::Greater || op == Op::Less;
+  DType dt = compare ? DType::i32 : a.dtype();
+  return make_node(g, op, dt, std::move(s), {a.id(), b.id()}, {}, {}, flag);
 }
 
 Tensor add(Tensor a, Tensor b) { return binary(Op::Add, a, b); }
@@ -111,6 +115,41 @@ Tensor sub(Tensor a, Tensor b) { return binary(Op::Sub, a, b); }
 Tensor mul(Tensor a, Tensor b) { return binary(Op::Mul, a, b); }
 Tensor div(Tensor a, Tensor b) { return binary(Op::Div, a, b); }
 Tensor equal(Tensor a, Tensor b) { return binary(Op::Equal, a, b); }
+Tensor maximum(Tensor a, Tensor b) { return binary(Op::Maximum, a, b); }
+Tensor minimum(Tensor a, Tensor b) { return binary(Op::Minimum, a, b); }
+Tensor greater(Tensor a, Tensor b) { return binary(Op::Greater, a, b); }
+Tensor less(Tensor a, Tensor b) { return binary(Op::Less, a, b); }
+
+Tensor gelu_grad(Tensor x, Tensor g, bool tanh_approx) {
+  if (x.valid() && g.valid() && x.shape() != g.shape())
+    throw ShapeError("gelu_grad: shapes differ: " + shp(x) + " vs " + shp(g));
+  return binary(Op::GeluGrad, x, g, true, tanh_approx);
+}
+Tensor abs_grad(Tensor x, Tensor g) {
+  if (x.valid() && g.valid() && x.shape() != g.shape())
+    throw ShapeError("abs_grad: shapes differ: " + shp(x) + " vs " + shp(g));
+  return binary(Op::AbsGrad, x, g, true);
+}
+Tensor maximum_grad_mask(Tensor x, Tensor y) { return binary(Op::MaximumGradMask, x, y, true); }
+
+Tensor where(Tensor cond, Tensor a, Tensor b) {
+  Graph& g = same_graph("where", a, b);
+  same_graph("where", cond, a);
+  if (cond.dtype() != DType::i32)
+    throw TypeError("where: the condition must be i32 (nonzero = true), got " + std::string(dtype_name(cond.dtype())) +
+                    " " + shp(cond) + "; greater(), less() and equal() make one");
+  if (a.dtype() != b.dtype())
+    throw TypeError("where: dtypes differ: " + std::string(dtype_name(a.dtype())) + " " + shp(a) + " and " +
+                    dtype_name(b.dtype()) + " " + shp(b));
+  const Shape s = broadcast_shapes("where", broadcast_shapes("where", cond.shape(), a.shape()), b.shape());
+  {
+    const Shape rc = resolve(cond.shape(), kCheckBatch), ra = resolve(a.shape(), kCheckBatch),
+                rb = resolve(b.shape(), kCheckBatch);
+    check_loop_dims("where", plan::broadcast_dims(resolve(s, kCheckBatch), rc, &ra, &rb),
+                    "broadcasting " + shp(cond) + ", " + shp(a) + " and " + shp(b), "all operands broadcast alike");
+  }
+  return make_node(g, Op::Where, a.dtype(), s, {cond.id(), a.id(), b.id()});
+}
 
 // A float scalar as a constant of t's dtype. For an i32 tensor only a whole
 // number in i32's range is exact; anything else would be truncated, so it
@@ -140,11 +179,19 @@ Tensor operator+(float a, Tensor b) { return add(scalar_like(Op::Add, b, a), b);
 Tensor operator-(float a, Tensor b) { return sub(scalar_like(Op::Sub, b, a), b); }
 Tensor operator*(float a, Tensor b) { return mul(scalar_like(Op::Mul, b, a), b); }
 Tensor operator/(float a, Tensor b) { return div(scalar_like(Op::Div, b, a), b); }
+Tensor maximum(Tensor a, float b) { return maximum(a, scalar_like(Op::Maximum, a, b)); }
+Tensor maximum(float a, Tensor b) { return maximum(scalar_like(Op::Maximum, b, a), b); }
+Tensor minimum(Tensor a, float b) { return minimum(a, scalar_like(Op::Minimum, a, b)); }
+Tensor minimum(float a, Tensor b) { return minimum(scalar_like(Op::Minimum, b, a), b); }
+Tensor greater(Tensor a, float b) { return greater(a, scalar_like(Op::Greater, a, b)); }
+Tensor greater(float a, Tensor b) { return greater(scalar_like(Op::Greater, b, a), b); }
+Tensor less(Tensor a, float b) { return less(a, scalar_like(Op::Less, a, b)); }
+Tensor less(float a, Tensor b) { return less(scalar_like(Op::Less, b, a), b); }
 
-static Tensor unary(Op op, Tensor x, bool any_dtype = false, std::vector<float> floats = {}) {
+static Tensor unary(Op op, Tensor x, bool any_dtype = false, std::vector<float> floats = {}, bool flag = false) {
   if (!x.valid()) throw ArgumentError(std::string(op_name(op)) + ": empty tensor operand");
   if (!any_dtype) need_f32(op_name(op), x);
-  return make_node(x.graph(), op, x.dtype(), x.shape(), {x.id()}, {}, std::move(floats));
+  return make_node(x.graph(), op, x.dtype(), x.shape(), {x.id()}, {}, std::move(floats), flag);
 }
 
 // neg takes f32 and i32; every other unary op has f32 kernels only.
@@ -157,6 +204,26 @@ Tensor log(Tensor x) { return unary(Op::Log, x); }
 Tensor sqrt(Tensor x) { return unary(Op::Sqrt, x); }
 Tensor square(Tensor x) { return unary(Op::Square, x); }
 Tensor pow(Tensor x, float p) { return unary(Op::PowScalar, x, false, {p}); }
+Tensor gelu(Tensor x, bool tanh_approx) { return unary(Op::Gelu, x, false, {}, tanh_approx); }
+Tensor abs(Tensor x) { return unary(Op::Abs, x); }
+Tensor sin(Tensor x) { return unary(Op::Sin, x); }
+Tensor cos(Tensor x) { return unary(Op::Cos, x); }
+
+// Bounds as text for clip's errors.
+static std::string float_text(float v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", static_cast<double>(v));
+  return text;
+}
+
+Tensor clip(Tensor x, float lo, float hi) {
+  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+    throw ArgumentError("clip: need lo <= hi, got lo = " + float_text(lo) + ", hi = " + float_text(hi) +
+                        (x.valid() ? " for " + shp(x) : std::string()));
+  return unary(Op::Clip, x, false, {lo, hi});
+}
+
+Tensor clip_mask(Tensor x, float lo, float hi) { return unary(Op::ClipMask, x, false, {lo, hi}); }
 
 Tensor cast(Tensor x, DType to) {
   if (!x.valid()) throw ArgumentError("cast: empty tensor operand");

@@ -366,7 +366,7 @@ TEST(EmuKernels, Timings) {
   g.numel = n;
   time("binary_f32 add, 1M elements", [&] { synk::kernels::binary_f32(synk::plan::BinOp::Add, g, a.p, b.p, o.p, nullptr); });
   time("scale_add, 1M elements", [&] { synk::kernels::scale_add(n, 0.5f, a.p, o.p, true, nullptr); });
-  time("unary_f32 exp, 1M elements", [&] { synk::kernels::unary_f32(synk::plan::UnOp::Exp, n, a.p, o.p, 0.f, nullptr); });
+  time("unary_f32 exp, 1M elements", [&] { synk::kernels::unary_f32(synk::plan::UnOp::Exp, n, a.p, o.p, 0.f, 0.f, nullptr); });
   synk::plan::Reduce all{};  // sum of 1M elements: one block of 256 threads
   all.nr = 1;
   all.rdim[0] = n;

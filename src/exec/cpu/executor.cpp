@@ -72,14 +72,19 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
   void* c = s.in[2] >= 0 ? p.ptr[static_cast<size_t>(s.in[2])] : nullptr;
   switch (s.family) {
     case plan::Family::Binary:
-      if (s.bop == BinOp::Equal && s.in_dtype == DType::f32) equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out));
+      if (ew::is_compare(s.bop) && s.in_dtype == DType::f32)
+        compare_f32(s.bop, s.st, P<float>(a), P<float>(b), P<int32_t>(out));
       else if (s.dtype == DType::f32) binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out));
       else binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out));
       return;
     case plan::Family::Unary:
       if (s.dtype == DType::i32 && s.uop == UnOp::Neg) neg_i32(s.n, P<int32_t>(a), P<int32_t>(out));
       else if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
-      else unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f);
+      else unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, s.f2);
+      return;
+    case plan::Family::Ternary:
+      if (s.dtype == DType::f32) where_f32(s.st, P<int32_t>(a), P<float>(b), P<float>(c), P<float>(out));
+      else where_i32(s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(c), P<int32_t>(out));
       return;
     case plan::Family::ByOp:
       break;

@@ -35,11 +35,17 @@ using plan::UnOp;
 
 // ---- elementwise ---------------------------------------------------------------
 void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, float* o);
+// Kinds with an i32 form only (ew::binary_has_i32; the planner refuses the others).
 void binary_i32(BinOp op, const Strided& s, const int32_t* a, const int32_t* b, int32_t* o);
-// Equal producing i32 0/1 from f32 operands.
-void equal_f32(const Strided& s, const float* a, const float* b, int32_t* o);
+// A comparison (Equal, Greater, Less) producing i32 0/1 from f32 operands.
+void compare_f32(BinOp op, const Strided& s, const float* a, const float* b, int32_t* o);
+// where: o = c != 0 ? a : b, the three operands broadcast by s (sa: c,
+// sb: a, sc: b).
+void where_f32(const Strided& s, const int32_t* c, const float* a, const float* b, float* o);
+void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32_t* b, int32_t* o);
 
-void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p = 0.f);
+// p, q: the op's scalar attributes (Pow's exponent; Clip's bounds).
+void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p = 0.f, float q = 0.f);
 void neg_i32(int64_t n, const int32_t* x, int32_t* y);
 void cast_f32_i32(int64_t n, const float* x, int32_t* y);  // truncates
 void cast_i32_f32(int64_t n, const int32_t* x, float* y);

@@ -66,17 +66,70 @@ void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, floa
 }
 
 void binary_i32(BinOp op, const Strided& s, const int32_t* a, const int32_t* b, int32_t* o) {
-  ew::visit_binary(op, [&](auto f) { bin_loop(s, a, b, o, f); });
+  ew::visit_binary(op, [&](auto f) {
+    if constexpr (ew::has_i32<decltype(f)>) bin_loop(s, a, b, o, f);
+  });
 }
 
-void equal_f32(const Strided& s, const float* a, const float* b, int32_t* o) {
-  bin_loop(s, a, b, o, [](float x, float y) { return static_cast<int32_t>(ew::Equal{}(x, y)); });
+void compare_f32(BinOp op, const Strided& s, const float* a, const float* b, int32_t* o) {
+  ew::visit_compare(op, [&](auto f) {
+    bin_loop(s, a, b, o, [f](float x, float y) { return static_cast<int32_t>(f(x, y)); });
+  });
+}
+
+// ---- where (ternary) ------------------------------------------------------------
+
+namespace {
+
+// s0, s1, s2: the strides of the condition, a and b.
+template <class T>
+inline void where_inner(int64_t n, int64_t s0, int64_t s1, int64_t s2, const int32_t* __restrict c,
+                        const T* __restrict a, const T* __restrict b, T* __restrict o) {
+  const ew::Where f;
+  if (s0 == 1 && s1 == 1 && s2 == 1) {
+    for (int64_t i = 0; i < n; ++i) o[i] = f(c[i], a[i], b[i]);
+  } else if (s0 == 1 && s1 == 1 && s2 == 0) {  // where(mask, x, constant)
+    const T bv = *b;
+    for (int64_t i = 0; i < n; ++i) o[i] = f(c[i], a[i], bv);
+  } else if (s0 == 1 && s1 == 0 && s2 == 1) {  // where(mask, constant, x)
+    const T av = *a;
+    for (int64_t i = 0; i < n; ++i) o[i] = f(c[i], av, b[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = f(c[i * s0], a[i * s1], b[i * s2]);
+  }
+}
+
+template <class T>
+void where_rec(const Strided& s, int d, const int32_t* c, const T* a, const T* b, T* o) {
+  const int64_t n = s.dim[d];
+  if (d == s.nd - 1) {
+    where_inner(n, s.sa[d], s.sb[d], s.sc[d], c, a, b, o);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    where_rec(s, d + 1, c + i * s.sa[d], a + i * s.sb[d], b + i * s.sc[d], o + i * s.so[d]);
+}
+
+template <class T>
+void where_loop(const Strided& s, const int32_t* c, const T* a, const T* b, T* o) {
+  if (s.numel == 0) return;
+  where_rec(s, 0, c, a, b, o);
+}
+
+}  // namespace
+
+void where_f32(const Strided& s, const int32_t* c, const float* a, const float* b, float* o) {
+  where_loop(s, c, a, b, o);
+}
+
+void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32_t* b, int32_t* o) {
+  where_loop(s, c, a, b, o);
 }
 
 // ---- unary -------------------------------------------------------------------
 
-void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p) {
-  ew::visit_unary(op, p, [&](auto f) {
+void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p, float q) {
+  ew::visit_unary(op, p, q, [&](auto f) {
     for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
   });
 }

@@ -58,7 +58,7 @@ inline void un(int64_t m, Opnd a, float* __restrict o, F f) {
 void run_instr(const EwInstr& ins, int64_t m, Opnd a, Opnd b, float* o) {
   switch (ins.op) {
     case EwOp::Binary: ew::visit_binary(ins.bop, [&](auto f) { bin(m, a, b, o, f); }); break;
-    case EwOp::Unary: ew::visit_unary(ins.uop, ins.f, [&](auto f) { un(m, a, o, f); }); break;
+    case EwOp::Unary: ew::visit_unary(ins.uop, ins.f, ins.f2, [&](auto f) { un(m, a, o, f); }); break;
     case EwOp::Dropout: break;  // handled by the caller (needs the position)
   }
 }

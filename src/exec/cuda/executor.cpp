@@ -118,15 +118,19 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
   float* work = reinterpret_cast<float*>(cx.arena + cp.work_offset);
   switch (s.family) {
     case plan::Family::Binary:
-      if (s.bop == plan::BinOp::Equal && s.in_dtype == DType::f32)
-        kernels::equal_f32(s.st, P<float>(a), P<float>(b), P<int32_t>(out), st);
+      if (ew::is_compare(s.bop) && s.in_dtype == DType::f32)
+        kernels::compare_f32(s.bop, s.st, P<float>(a), P<float>(b), P<int32_t>(out), st);
       else if (s.dtype == DType::f32) kernels::binary_f32(s.bop, s.st, P<float>(a), P<float>(b), P<float>(out), st);
       else kernels::binary_i32(s.bop, s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(out), st);
       break;
     case plan::Family::Unary:
       if (s.dtype == DType::i32 && s.uop == plan::UnOp::Neg) kernels::neg_i32(s.n, P<int32_t>(a), P<int32_t>(out), st);
       else if (s.dtype != DType::f32) throw TypeError(std::string(op_name(s.op)) + " needs f32 operands");
-      else kernels::unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, st);
+      else kernels::unary_f32(s.uop, s.n, P<float>(a), P<float>(out), s.f, s.f2, st);
+      break;
+    case plan::Family::Ternary:
+      if (s.dtype == DType::f32) kernels::where_f32(s.st, P<int32_t>(a), P<float>(b), P<float>(c), P<float>(out), st);
+      else kernels::where_i32(s.st, P<int32_t>(a), P<int32_t>(b), P<int32_t>(c), P<int32_t>(out), st);
       break;
     case plan::Family::ByOp:
       break;

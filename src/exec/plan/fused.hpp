@@ -19,7 +19,7 @@ namespace synk::plan {
 // formula (kernels/elementwise.hpp), as the unfused kernels do.
 enum class EwOp : uint8_t {
   Binary,   // bop (a, b)
-  Unary,    // uop (a; f = Pow's exponent)
+  Unary,    // uop (a; f, f2 = its scalar attributes: Pow's exponent, Clip's bounds)
   Dropout,  // mask (f = p, key slot)
 };
 struct EwArg {
@@ -33,7 +33,7 @@ struct EwInstr {
   EwArg a, b;
   int16_t dst = 0;    // register
   int16_t key = -1;   // Dropout: slot in the program's dropout streams
-  float f = 0.f;
+  float f = 0.f, f2 = 0.f;
 };
 struct EwProgram {
   int64_t n = 0;                  // elements of every full-size operand and result

@@ -36,21 +36,24 @@ void finish_output_strides(Strided& s) {
 }
 
 // The iteration dims (outermost first) folded into as few runs as possible,
-// from the inside out: dim k joins the run inside it when both operands
-// step through the two as one contiguous (or broadcast) run.
+// from the inside out: dim k joins the run inside it when every operand
+// steps through the two as one contiguous (or broadcast) run.
 struct Runs {
-  std::vector<int64_t> d, a, b;  // innermost first
+  std::vector<int64_t> d, a, b, c;  // innermost first
 };
 
-Runs merge_runs(const std::vector<int64_t>& dims, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb) {
+Runs merge_runs(const std::vector<int64_t>& dims, const std::vector<int64_t>& sa, const std::vector<int64_t>& sb,
+                const std::vector<int64_t>& sc) {
   Runs r;
   for (size_t k = dims.size(); k-- > 0;) {
-    if (!r.d.empty() && sa[k] == r.a.back() * r.d.back() && sb[k] == r.b.back() * r.d.back()) {
+    if (!r.d.empty() && sa[k] == r.a.back() * r.d.back() && sb[k] == r.b.back() * r.d.back() &&
+        sc[k] == r.c.back() * r.d.back()) {
       r.d.back() *= dims[k];
     } else {
       r.d.push_back(dims[k]);
       r.a.push_back(sa[k]);
       r.b.push_back(sb[k]);
+      r.c.push_back(sc[k]);
     }
   }
   return r;
@@ -76,6 +79,7 @@ Strided collapse(const Runs& r, int64_t numel, What what) {
       s.dim[i] = r.d[k];
       s.sa[i] = r.a[k];
       s.sb[i] = r.b[k];
+      s.sc[i] = r.c[k];
     }
   }
   finish_output_strides(s);
@@ -84,28 +88,31 @@ Strided collapse(const Runs& r, int64_t numel, What what) {
 
 // The iteration dims of a broadcast (size-1 output dims left out) with each
 // operand's stride in its own contiguous layout, 0 where it broadcasts.
-Runs broadcast_runs(const Shape& out, const Shape& a, const Shape* b) {
+Runs broadcast_runs(const Shape& out, const Shape& a, const Shape* b, const Shape* c) {
   const int64_t nd = static_cast<int64_t>(out.size());
-  std::vector<int64_t> dims, sa, sb;
-  std::vector<int64_t> sta(static_cast<size_t>(nd), 0), stb(static_cast<size_t>(nd), 0);
-  int64_t acc_a = 1, acc_b = 1;
-  for (int64_t i = nd - 1; i >= 0; --i) {
-    int64_t da = dim_at(a, i, nd);
-    sta[static_cast<size_t>(i)] = da == 1 ? 0 : acc_a;
-    acc_a *= da;
-    if (b) {
-      int64_t db = dim_at(*b, i, nd);
-      stb[static_cast<size_t>(i)] = db == 1 ? 0 : acc_b;
-      acc_b *= db;
+  std::vector<int64_t> dims, sa, sb, sc;
+  std::vector<int64_t> sta(static_cast<size_t>(nd), 0), stb(static_cast<size_t>(nd), 0),
+      stc(static_cast<size_t>(nd), 0);
+  // Operand x's contiguous stride per output dim, 0 where it broadcasts.
+  auto strides = [&](const Shape& x, std::vector<int64_t>& st) {
+    int64_t acc = 1;
+    for (int64_t i = nd - 1; i >= 0; --i) {
+      const int64_t d = dim_at(x, i, nd);
+      st[static_cast<size_t>(i)] = d == 1 ? 0 : acc;
+      acc *= d;
     }
-  }
+  };
+  strides(a, sta);
+  if (b) strides(*b, stb);
+  if (c) strides(*c, stc);
   for (int64_t i = 0; i < nd; ++i) {
     if (out[static_cast<size_t>(i)] == 1) continue;
     dims.push_back(out[static_cast<size_t>(i)]);
     sa.push_back(sta[static_cast<size_t>(i)]);
     sb.push_back(stb[static_cast<size_t>(i)]);
+    sc.push_back(stc[static_cast<size_t>(i)]);
   }
-  return merge_runs(dims, sa, sb);
+  return merge_runs(dims, sa, sb, sc);
 }
 
 // A transpose: the output dims in order (size 1 left out) with the input's
@@ -119,13 +126,14 @@ Runs transpose_runs(const Shape& in, const std::vector<int64_t>& perm) {
     dims.push_back(in[k]);
     sa.push_back(st[k]);
   }
-  return merge_runs(dims, sa, std::vector<int64_t>(dims.size(), 0));
+  const std::vector<int64_t> none(dims.size(), 0);
+  return merge_runs(dims, sa, none, none);
 }
 
 }  // namespace
 
-Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b) {
-  return collapse(broadcast_runs(out, a, b), numel(out),
+Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b, const Shape* c) {
+  return collapse(broadcast_runs(out, a, b, c), numel(out),
                   [&] { return "broadcast of " + to_string(a) + " to " + to_string(out); });
 }
 
@@ -133,8 +141,8 @@ Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm) {
   return collapse(transpose_runs(in, perm), numel(in), [&] { return "transpose of " + to_string(in); });
 }
 
-int broadcast_dims(const Shape& out, const Shape& a, const Shape* b) {
-  return static_cast<int>(broadcast_runs(out, a, b).d.size());
+int broadcast_dims(const Shape& out, const Shape& a, const Shape* b, const Shape* c) {
+  return static_cast<int>(broadcast_runs(out, a, b, c).d.size());
 }
 
 int transpose_dims(const Shape& in, const std::vector<int64_t>& perm) {

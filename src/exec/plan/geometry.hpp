@@ -10,11 +10,12 @@
 
 namespace synk::plan {
 
-// Builds the broadcast iteration of operands a and b (numpy rules, right
-// aligned) to the output shape `out`. Pass b = nullptr for one operand.
+// Builds the broadcast iteration of operands a, b and c (numpy rules, right
+// aligned) to the output shape `out`. Pass b = nullptr for one operand, c =
+// nullptr for at most two (c: the third operand of where).
 // Throws ShapeError if more than kMaxDims dims remain after collapsing
 // (never for an empty output: it has nothing to iterate over).
-Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b);
+Strided make_broadcast(const Shape& out, const Shape& a, const Shape* b, const Shape* c = nullptr);
 
 // Transpose as a strided gather: output dims in order, input strides permuted.
 Strided make_transpose(const Shape& in, const std::vector<int64_t>& perm);
@@ -30,7 +31,7 @@ AxisGeom make_axis(const Shape& in, int64_t axis);
 // dims are 1 and which broadcast or are reduced, not on the sizes of the
 // others, so a shape with `batch` resolved to 2 gives the count of every
 // batch size but 1 (where that dim drops out and the count can only fall).
-int broadcast_dims(const Shape& out, const Shape& a, const Shape* b);
+int broadcast_dims(const Shape& out, const Shape& a, const Shape* b, const Shape* c = nullptr);
 int transpose_dims(const Shape& in, const std::vector<int64_t>& perm);
 int reduce_dims(const Shape& in, const std::vector<int64_t>& axes);
 

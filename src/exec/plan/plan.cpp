@@ -92,8 +92,9 @@ class BlockAllocator {
 };
 
 // The one mapping from graph ops to the elementwise kernels' op kinds
-// (kernels/elementwise.hpp): the family, and the kind in *b or *u.
-Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr) {
+// (kernels/elementwise.hpp): the family, and the kind in *b or *u. `flag`
+// is the node's (Gelu's and GeluGrad's form); the family never depends on it.
+Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr, bool flag = false) {
   BinOp bk = BinOp::Add;
   UnOp uk = UnOp::Neg;
   Family fam = Family::Binary;
@@ -104,6 +105,14 @@ Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr) {
     case Op::Div: bk = BinOp::Div; break;
     case Op::Equal: bk = BinOp::Equal; break;
     case Op::ReluGrad: bk = BinOp::ReluGrad; break;
+    case Op::Maximum: bk = BinOp::Maximum; break;
+    case Op::Minimum: bk = BinOp::Minimum; break;
+    case Op::Greater: bk = BinOp::Greater; break;
+    case Op::Less: bk = BinOp::Less; break;
+    case Op::GeluGrad: bk = flag ? BinOp::GeluTanhGrad : BinOp::GeluGrad; break;
+    case Op::AbsGrad: bk = BinOp::AbsGrad; break;
+    case Op::MaximumGradMask: bk = BinOp::MaximumGradMask; break;
+    case Op::Where: return Family::Ternary;
     default: fam = Family::Unary;
   }
   if (fam == Family::Unary) switch (op) {
@@ -116,6 +125,12 @@ Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr) {
     case Op::Sqrt: uk = UnOp::Sqrt; break;
     case Op::Square: uk = UnOp::Square; break;
     case Op::PowScalar: uk = UnOp::Pow; break;
+    case Op::Gelu: uk = flag ? UnOp::GeluTanh : UnOp::Gelu; break;
+    case Op::Abs: uk = UnOp::Abs; break;
+    case Op::Sin: uk = UnOp::Sin; break;
+    case Op::Cos: uk = UnOp::Cos; break;
+    case Op::Clip: uk = UnOp::Clip; break;
+    case Op::ClipMask: uk = UnOp::ClipMask; break;
     default: return Family::ByOp;
   }
   if (b) *b = bk;
@@ -125,15 +140,30 @@ Family elementwise_of(Op op, BinOp* b = nullptr, UnOp* u = nullptr) {
 
 bool is_binary(Op op) { return elementwise_of(op) == Family::Binary; }
 bool is_unary(Op op) { return elementwise_of(op) == Family::Unary; }
+bool is_ternary(Op op) { return elementwise_of(op) == Family::Ternary; }
+// Binary ops with an i32 result whatever their operands' dtype.
+bool is_compare(Op op) { return op == Op::Equal || op == Op::Greater || op == Op::Less; }
+
+// The scalar attributes of a unary op's formula (Pow's exponent, Clip's
+// bounds), kernels/elementwise.hpp's p and q.
+void unary_params(const Node& n, float& p, float& q) {
+  p = q = 0.f;
+  if (n.op == Op::PowScalar) p = n.floats.empty() ? 1.f : n.floats[0];
+  if (n.op == Op::Clip || n.op == Op::ClipMask) {
+    p = n.floats.size() > 0 ? n.floats[0] : 0.f;
+    q = n.floats.size() > 1 ? n.floats[1] : 0.f;
+  }
+}
 
 // Ops whose output element i depends only on input elements i (for operands
 // of the output's size), so the output may overwrite such an operand.
 bool elementwise_inplace_ok(Op op) {
-  return is_unary(op) || (is_binary(op) && op != Op::Equal);
+  return is_unary(op) || is_ternary(op) || (is_binary(op) && !is_compare(op));
 }
 
 int expected_inputs(Op op) {
   if (is_binary(op)) return 2;
+  if (is_ternary(op)) return 3;
   switch (op) {
     case Op::Input: case Op::Variable: case Op::Constant: return 0;
     case Op::MatMul: case Op::SoftmaxCrossEntropy: case Op::Conv2d: case Op::Conv2dGradInput:
@@ -154,23 +184,31 @@ size_t ints_needed(Op op) {
   }
 }
 
+size_t floats_needed(Op op) {
+  switch (op) {
+    case Op::Clip: case Op::ClipMask: return 2;
+    default: return 0;
+  }
+}
+
 [[noreturn]] void fail_node(const FunctionDef& def, int32_t id, const Node& n, const std::string& what) {
   throw ShapeError("function '" + def.name + "': cannot compile " + op_name(n.op) + " (node " +
                    std::to_string(id) + "): " + what);
 }
 
 // The elementwise instruction a node runs as inside a fused group, if
-// any (Equal is not: its result is i32).
-bool ew_op(Op op, EwInstr& e) {
-  if (op == Op::DropoutMask) {
+// any (not the comparisons, whose result is i32, nor where, whose condition
+// is: a group holds f32 values only).
+bool ew_op(const Node& n, EwInstr& e) {
+  if (n.op == Op::DropoutMask) {
     e.op = EwOp::Dropout;
     return true;
   }
-  if (op == Op::Equal) return false;
-  switch (elementwise_of(op, &e.bop, &e.uop)) {
+  if (is_compare(n.op)) return false;
+  switch (elementwise_of(n.op, &e.bop, &e.uop, n.flag)) {
     case Family::Binary: e.op = EwOp::Binary; return true;
     case Family::Unary: e.op = EwOp::Unary; return true;
-    case Family::ByOp: break;
+    case Family::Ternary: case Family::ByOp: break;
   }
   return false;
 }
@@ -317,7 +355,8 @@ void Compiler::mark_needed() {
   for (int32_t id = count - 1; id >= 0; --id) {
     if (!needed[static_cast<size_t>(id)]) continue;
     const Node& n = nodes[static_cast<size_t>(id)];
-    if (static_cast<int>(n.inputs.size()) < expected_inputs(n.op) || n.ints.size() < ints_needed(n.op))
+    if (static_cast<int>(n.inputs.size()) < expected_inputs(n.op) || n.ints.size() < ints_needed(n.op) ||
+        n.floats.size() < floats_needed(n.op))
       fail_node(def, id, n, "malformed node (missing inputs or attributes)");
     for (int32_t in : n.inputs) {
       if (in < 0 || in >= id) fail_node(def, id, n, "input id " + std::to_string(in) + " is not an earlier node");
@@ -451,7 +490,7 @@ void Compiler::group_elementwise() {
       const Node& n = nodes[static_cast<size_t>(id)];
       EwInstr e;
       if (!needed[static_cast<size_t>(id)] || alias_of[static_cast<size_t>(id)] >= 0 || n.dtype != DType::f32 ||
-          !ew_op(n.op, e))
+          !ew_op(n, e))
         return false;
       const int64_t N = numel(shape_of(id));
       if (N <= 0) return false;
@@ -555,7 +594,7 @@ void Compiler::make_program(int32_t gi) {
   for (size_t k = 0; k < mem.size(); ++k) {
     const Node& n = nodes[static_cast<size_t>(mem[k])];
     EwInstr ins;
-    ew_op(n.op, ins);
+    ew_op(n, ins);
     auto arg = [&](int32_t in) {
       EwArg a;
       const int sl = slot(in);
@@ -577,7 +616,7 @@ void Compiler::make_program(int32_t gi) {
     } else {
       ins.a = arg(n.inputs[0]);
       if (n.inputs.size() > 1 && ins.op == EwOp::Binary) ins.b = arg(n.inputs[1]);
-      if (n.op == Op::PowScalar) ins.f = n.floats.empty() ? 1.f : n.floats[0];
+      unary_params(n, ins.f, ins.f2);
     }
     // The result gets a register no operand holds, then operands read for
     // the last time free theirs.
@@ -616,8 +655,8 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
   const Shape& x = shape_of(n.inputs[0]);
   // Elementwise ops run their family's kernel with their kind (s.bop /
   // s.uop); the others their own.
-  s.family = elementwise_of(n.op, &s.bop, &s.uop);
-  if (n.op == Op::PowScalar) s.f = n.floats.empty() ? 1.f : n.floats[0];
+  s.family = elementwise_of(n.op, &s.bop, &s.uop, n.flag);
+  if (s.family == Family::Unary) unary_params(n, s.f, s.f2);
   try {
     if (s.family == Family::ByOp) switch (n.op) {
       case Op::Sum: case Op::Mean: case Op::Max:
@@ -689,9 +728,16 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         fail_node(def, id, n, "op not supported by the CPU executor");
     }
     if (is_binary(n.op)) s.st = make_broadcast(out, x, &shape_of(n.inputs[1]));
-    if ((is_binary(n.op) || is_unary(n.op) || n.op == Op::Cast) && n.op != Op::Equal &&
-        s.in_dtype != s.dtype && n.op != Op::Cast)
+    if (is_ternary(n.op)) s.st = make_broadcast(out, x, &shape_of(n.inputs[1]), &shape_of(n.inputs[2]));
+    auto dtype_of = [&](size_t i) { return nodes[static_cast<size_t>(n.inputs[i])].dtype; };
+    if ((is_binary(n.op) || is_unary(n.op)) && !is_compare(n.op) && s.in_dtype != s.dtype)
       fail_node(def, id, n, "operand dtype differs from the result dtype");
+    if (is_binary(n.op) && dtype_of(1) != s.in_dtype) fail_node(def, id, n, "operand dtypes differ");
+    if (is_compare(n.op) && s.dtype != DType::i32) fail_node(def, id, n, "a comparison's result must be i32");
+    if (is_binary(n.op) && s.in_dtype == DType::i32 && !ew::binary_has_i32(s.bop))
+      fail_node(def, id, n, "needs f32 operands");
+    if (is_ternary(n.op) && (s.in_dtype != DType::i32 || dtype_of(1) != s.dtype || dtype_of(2) != s.dtype))
+      fail_node(def, id, n, "needs an i32 condition and two operands of the result's dtype");
     if (n.op == Op::MatMul && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
       fail_node(def, id, n, "matmul supports f32 only");
   } catch (const ShapeError& e) {

@@ -54,8 +54,12 @@ struct ValueLoc {
 
 // Which kernel family runs a step: an elementwise family's kernel takes the
 // op kind (Step::bop / Step::uop), so the executors need no case per op;
-// ByOp: the op's own kernel (switch on Step::op).
-enum class Family : uint8_t { ByOp, Binary, Unary };
+// ByOp: the op's own kernel (switch on Step::op). Ternary is where's
+// family (one formula, no kind): a select over three broadcast operands,
+// the condition i32, needs its own loop (a third stride and a mixed dtype),
+// and making it out of binary ops would blend the branches arithmetically,
+// letting a NaN or infinity of the branch not taken into the result.
+enum class Family : uint8_t { ByOp, Binary, Unary, Ternary };
 
 struct Step {
   Op op = Op::Constant;
@@ -65,7 +69,8 @@ struct Step {
   DType dtype = DType::f32;     // output
   DType in_dtype = DType::f32;  // first input
   int64_t n = 0;                // output elements
-  float f = 0.f;
+  float f = 0.f;   // Pow's exponent, Clip's lower bound, ...
+  float f2 = 0.f;  // Clip's upper bound
   int64_t stream = 0;
   BinOp bop = BinOp::Add;
   UnOp uop = UnOp::Neg;
