@@ -642,6 +642,39 @@ TEST(GpuTraining, ShortRunMatchesCpu) {
   EXPECT_TRUE(std::isfinite(first) && std::isfinite(last));
 }
 
+// AdamW with a warm-up/cosine schedule over clipped gradients, a GELU MLP:
+// the scheduled lr (reported through learning_rate), the step counter and
+// every variable follow the CPU over the whole schedule.
+TEST(GpuTraining, AdamWScheduleClipMatchesCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 6});
+  Tensor y = g.input("y", f32, {batch, 2});
+  auto d1 = nn::dense(g, "d1", 6, 8, Init::glorot_uniform(), Init::uniform(-0.1f, 0.1f));
+  auto d2 = nn::dense(g, "d2", 8, 2);
+  Tensor loss = mean(square(d2(gelu(d1(x), true)) - y));
+  std::vector<Tensor> params = {d1.W, d1.b, d2.W, d2.b};
+  optim::Options o{.lr = 0.02f, .weight_decay = 0.05f};
+  o.schedule = {optim::Schedule::warmup_cosine, 3, 8, 0.002f};
+  Tensor norm;
+  auto ups = optim::adamw(params, optim::clip_by_global_norm(grad(loss, params), 0.5f, &norm), o);
+  Tensor lr = optim::learning_rate(g.find("d1/W/t") + 1.f, o);
+  FunctionSpec spec{.name = "train", .inputs = {x, y}, .outputs = {{loss}, {norm}, {lr}}, .updates = ups};
+  Session cpu(g, {.seed = 6});
+  CudaSession gpu(g, {.seed = 6});
+  auto tc = cpu.function(spec);
+  auto tg = gpu.function(spec);
+  for (int step = 0; step < 10; ++step) {
+    Array xv = rnd({7, 6}, -2.f, 2.f, 200 + static_cast<uint32_t>(step)), yv = rnd({7, 2}, -1.f, 1.f, 300);
+    auto rc = tc({xv, yv});
+    auto rg = tg({xv, yv});
+    for (size_t k = 0; k < rc.size(); ++k)
+      expect_close(rc[k], rg[k], 1e-5f, 1e-4f, "output " + std::to_string(k) + " at step " + std::to_string(step));
+  }
+  for (const Tensor& v : g.variables()) expect_close(cpu.get(v.name()), gpu.get(v.name()), 1e-5f, 1e-4f, v.name());
+  EXPECT_EQ(gpu.get("d1/W/t").scalar(), 10.f);
+}
+
 TEST(GpuUpdates, SwapAndOutputsSeeOldValues) {
   SYNK_REQUIRE_GPU();
   Graph g;
