@@ -605,6 +605,34 @@ TEST(ExecutorFusion, PlanHasFusedStepsOnlyWhenAsked) {
   }
 }
 
+// With a learning-rate schedule the lr is a computed scalar: Nesterov's
+// update keeps its hand-written loop (the lr a scalar operand of the
+// group), and the scheduled optimizers give the same bits fused or not.
+TEST(ExecutorFusion, ScheduledOptimizersKeepTheirLoopAndBits) {
+  synk::optim::Options o{.lr = 0.1f, .momentum = 0.9f};
+  o.schedule = {synk::optim::Schedule::warmup_cosine, 2, 4, 0.01f};
+  Graph g;
+  Tensor w = g.variable("w", {300}, synk::Init::uniform(-1.f, 1.f));
+  Tensor gi = g.input("g", f32, {300});
+  auto ups = synk::optim::nesterov({w}, {gi}, o);
+  synk::plan::CompileOptions co;
+  co.fuse_elementwise = true;
+  const synk::FunctionDef def = synk::make_function_def({.name = "u", .inputs = {gi}, .outputs = {}, .updates = ups});
+  const synk::plan::Plan p = synk::plan::compile(g.nodes(), def, -1, co);
+  int nesterov_groups = 0;
+  for (const auto& pr : p.fused) nesterov_groups += pr.pattern == synk::plan::EwProgram::Nesterov;
+  EXPECT_EQ(nesterov_groups, 1);
+
+  expect_fusion_bit_identical([o](const std::vector<Tensor>& p, const std::vector<Tensor>& g) {
+    return synk::optim::nesterov(p, g, o);
+  });
+  expect_fusion_bit_identical([o](const std::vector<Tensor>& p, const std::vector<Tensor>& g) {
+    synk::optim::Options a = o;
+    a.weight_decay = 0.1f;
+    return synk::optim::adamw(p, synk::optim::clip_by_global_norm(g, 0.5f), a);
+  });
+}
+
 // A chain whose middle value is also an output and a group whose member is
 // read by a later non-elementwise step: stored members, scheduling.
 TEST(ExecutorFusion, StoredMembersAndLaterReaders) {
