@@ -18,19 +18,29 @@
 // visitor; then the graph op and the planner's mapping (docs/architecture.md,
 // "A new elementwise op").
 //
-// Only <cstdint>, <math.h>, <type_traits> and plain structs: nvcc compiles
+// Only <cstdint>, <cstring>, <math.h>, <type_traits> and plain structs: nvcc compiles
 // this into the kernels and the functors are passed to kernels by value.
 #pragma once
 
 #include <math.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #if defined(__CUDACC__)
 #define SYNK_HD __host__ __device__
 #else
 #define SYNK_HD
+#endif
+// For the larger formulas (GELU's): inlined whatever the compiler's budget,
+// since a loop that keeps a call does not vectorise.
+#if defined(__CUDACC__)
+#define SYNK_HD_INLINE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define SYNK_HD_INLINE [[gnu::always_inline]] inline
+#else
+#define SYNK_HD_INLINE inline
 #endif
 
 namespace synk::plan {
@@ -129,30 +139,136 @@ struct Less {
 // loop over them is not instantiated (has_i32 below) and the planner refuses
 // them for i32 operands.
 
-// GELU's constants, as PyTorch writes them: 1/sqrt(2), 1/sqrt(2 pi),
-// sqrt(2/pi) and the cubic coefficient of the tanh form.
+// ---- GELU ----------------------------------------------------------------------
+// Its formulas need exp and erf, and a loop calling libm's expf/erff/tanhf
+// runs one call per element (tanhf and erff about 10 ns each here), while a
+// ViT's MLP applies GELU to every hidden unit. So GELU is written in plain
+// float arithmetic and bit operations, which the CPU loops vectorise, with
+// an error of a few ulp (up to about 20 in the lower tail, where PyTorch's
+// 1 + erf loses more to cancellation; tests/test_ops_pointwise.cpp checks
+// it against double). The same code runs on the GPU.
+
+// GELU's constants: 1/sqrt(2), 1/sqrt(2 pi), sqrt(2/pi) and the cubic
+// coefficient of the tanh form.
 inline constexpr float kGeluSqrt1_2 = 0.70710678118654752440f;
 inline constexpr float kGeluInvSqrt2Pi = 0.39894228040143267794f;
 inline constexpr float kGeluSqrt2_Pi = 0.79788456080286535588f;
 inline constexpr float kGeluKappa = 0.044715f;
 
+SYNK_HD_INLINE float float_from_bits(int32_t i) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(i);
+#else
+  float f;
+  memcpy(&f, &i, sizeof f);
+  return f;
+#endif
+}
+SYNK_HD_INLINE int32_t bits_of_float(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  int32_t i;
+  memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+// c ? a : b by masking bits. GCC (under its default -ftrapping-math) keeps a
+// float select whose operands it can move into the branches as a branch, and
+// a loop with a branch does not vectorise; a select of bits always does.
+SYNK_HD_INLINE float select_bits(bool c, float a, float b) {
+  const int32_t m = -static_cast<int32_t>(c);
+  return float_from_bits((bits_of_float(a) & m) | (bits_of_float(b) & ~m));
+}
+
+// e^x: x = k ln2 + r with |r| <= ln2/2 (ln2 split in two so k ln2 is exact),
+// e^r by its Taylor polynomial of degree 7 (truncation below 1e-8), times
+// 2^k applied as two halves so that k = 128 and subnormal results come out
+// right. Under 2 ulp; -inf -> 0, +inf -> inf, NaN -> NaN.
+SYNK_HD_INLINE float exp_poly(float x) {
+  float xc = select_bits(x != x, 0.f, x);     // no NaN into the integer conversion
+  xc = select_bits(xc < -104.f, -104.f, xc);  // e^-104 rounds to 0,
+  xc = select_bits(xc > 89.f, 89.f, xc);      // e^89 to inf
+  const float shifter = 12582912.f;           // 1.5 * 2^23: adding it rounds to an integer
+  const float kf = (xc * 1.44269504088896341f + shifter) - shifter;
+  const float r = (xc - kf * 0.693145751953125f) - kf * 1.42860682030941723e-6f;
+  float p = 1.f / 5040.f;
+  p = p * r + 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t k = static_cast<int32_t>(kf);
+  const int32_t k1 = k / 2, k2 = k - k1;  // each in [-75, 64]: 2^k1, 2^k2 normal
+  const float y = p * float_from_bits((k1 + 127) << 23) * float_from_bits((k2 + 127) << 23);
+  return select_bits(x != x, x, y);
+}
+
+// Phi(x), the standard normal CDF, 0.5 (1 + erf(x / sqrt 2)), with a small
+// relative error in both tails (1 + erf(x) would lose the lower tail to
+// cancellation). With z = |x| / sqrt 2, the upper tail 0.5 erfc(z) is, for
+// z < 1, 0.5 - 0.5 z P(z^2) (erf's series, as a polynomial in z^2), and for
+// z >= 1, 0.5 t e^(G(t) - z^2) with t = 1 / (1 + z/2), G a polynomial.
+// Coefficients: Chebyshev interpolation, in 40-digit arithmetic, of erf(z)/z
+// on z^2 in [0, 1] (degree 7, relative error 4e-11) and of
+// log(erfc(z) / t) + z^2 on t in [0, 2/3] (degree 9, absolute error 1.1e-8,
+// so relative 1.1e-8 in the tail).
+SYNK_HD_INLINE float normal_cdf(float x) {
+  const float z = fabsf(x) * kGeluSqrt1_2;
+  const float w = z * z;
+  float pa = -9.66704457e-6f;
+  pa = pa * w + 1.12659590e-4f;
+  pa = pa * w + -8.48408041e-4f;
+  pa = pa * w + 5.22103181e-3f;
+  pa = pa * w + -2.68654307e-2f;
+  pa = pa * w + 1.12837825e-1f;
+  pa = pa * w + -3.76126385e-1f;
+  pa = pa * w + 1.12837917e+0f;
+  const float q_near = 0.5f - 0.5f * z * pa;
+  const float t = 1.f / (1.f + 0.5f * z);
+  float g = -6.56747166e-2f;
+  g = g * t + -5.93321518e-2f;
+  g = g * t + 4.60511791e-1f;
+  g = g * t + -3.86293004e-1f;
+  g = g * t + -3.96704915e-2f;
+  g = g * t + -1.06632751e-1f;
+  g = g * t + 8.55984875e-2f;
+  g = g * t + 3.74877384e-1f;
+  g = g * t + 1.00000253e+0f;
+  g = g * t + -1.26551213e+0f;
+  const float q_far = 0.5f * t * exp_poly(g - w);
+  const float q = select_bits(z < 1.f, q_near, q_far);  // 0.5 erfc(z)
+  return select_bits(x < 0.f, q, 1.f - q);
+}
+
+// Beyond |x| = 20 GELU's derivative is 0 or 1 to float precision; the
+// gradients clamp x there so that x^2 overflowing to infinity never meets a
+// zero (NaN stays NaN).
+SYNK_HD_INLINE float gelu_grad_x(float x) {
+  return select_bits(x > 20.f, 20.f, select_bits(x < -20.f, -20.f, x));
+}
+
 // (x, g) -> g * d/dx gelu(x), erf form: Phi(x) + x phi(x).
 struct GeluGrad {
-  SYNK_HD float operator()(float x, float g) const {
-    const float cdf = 0.5f * (1.f + erff(x * kGeluSqrt1_2));
-    const float pdf = kGeluInvSqrt2Pi * expf(-0.5f * x * x);
-    return g * (cdf + x * pdf);
+  SYNK_HD_INLINE float operator()(float x, float g) const {
+    const float xc = gelu_grad_x(x);
+    const float pdf = kGeluInvSqrt2Pi * exp_poly(-0.5f * xc * xc);
+    return g * (normal_cdf(xc) + xc * pdf);
   }
 };
-// (x, g) -> g * d/dx of the tanh form 0.5 x (1 + tanh(u)),
-// u = sqrt(2/pi) (x + kappa x^3).
+// (x, g) -> g * d/dx of the tanh form: with s = sigmoid(2u) = 0.5 (1 +
+// tanh(u)), s + 2 x s (1 - s) sqrt(2/pi) (1 + 3 kappa x^2) (PyTorch's
+// left + right derivative). 1 - s is taken as e s, exact where s is near 1.
 struct GeluTanhGrad {
-  SYNK_HD float operator()(float x, float g) const {
-    const float x2 = x * x;
-    const float t = tanhf(kGeluSqrt2_Pi * (x + kGeluKappa * x2 * x));
-    const float left = 0.5f * (1.f + t);
-    const float right = 0.5f * x * (1.f - t * t) * kGeluSqrt2_Pi * (1.f + 3.f * kGeluKappa * x2);
-    return g * (left + right);
+  SYNK_HD_INLINE float operator()(float x, float g) const {
+    const float xc = gelu_grad_x(x);
+    const float x2 = xc * xc;
+    const float e = exp_poly(-2.f * kGeluSqrt2_Pi * (xc + kGeluKappa * x2 * xc));
+    const float s = 1.f / (1.f + e);
+    const float oms = select_bits(s > 0.f, e * s, 1.f);  // e = inf: s = 0, 1 - s = 1
+    return g * (s + 2.f * xc * s * oms * kGeluSqrt2_Pi * (1.f + 3.f * kGeluKappa * x2));
   }
 };
 // (x, g) -> g * sign(x), sign(0) = 0: PyTorch's abs backward, branch-free.
@@ -256,12 +372,15 @@ struct Square {
 
 // GELU, PyTorch's default (erf) form: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
 struct Gelu {
-  SYNK_HD float operator()(float x) const { return 0.5f * x * (1.f + erff(x * kGeluSqrt1_2)); }
+  SYNK_HD_INLINE float operator()(float x) const { return x * normal_cdf(x); }
 };
-// PyTorch's approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + kappa x^3))).
+// PyTorch's approximate='tanh': 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x +
+// kappa x^3), computed as x / (1 + e^(-2u)) (1 + tanh(u) = 2 sigmoid(2u)):
+// exactly the same function, without tanh's cancellation for x < 0.
 struct GeluTanh {
-  SYNK_HD float operator()(float x) const {
-    return 0.5f * x * (1.f + tanhf(kGeluSqrt2_Pi * (x + kGeluKappa * x * x * x)));
+  SYNK_HD_INLINE float operator()(float x) const {
+    const float u = kGeluSqrt2_Pi * (x + kGeluKappa * x * x * x);
+    return x / (1.f + exp_poly(-2.f * u));
   }
 };
 struct Abs {

@@ -7,6 +7,7 @@
 // cases in test_cuda_exec.cpp (GpuOps) and test_kernels_random.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -80,6 +81,61 @@ TEST(OpsPointwise, GeluBothFormsMatchPyTorch) {
   EXPECT_NEAR(r[1].to_vector<float>()[8], 0.8411920f, 1e-6f);
   // The two forms are different functions.
   EXPECT_NE(r[0].to_vector<float>()[9], r[1].to_vector<float>()[9]);
+}
+
+// GELU is computed without libm's erf/tanh (kernels/elementwise.hpp, so
+// that its loops vectorise): on a dense grid its values and derivatives stay
+// within a few units in the last place of the double references (relative
+// near zero crossings and in the far tail, where they are tiny, absolute).
+TEST(OpsPointwise, GeluAccurateOnADenseGrid) {
+  const int64_t n = 16001;
+  std::vector<float> xs(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) xs[static_cast<size_t>(i)] = -8.f + 16.f * static_cast<float>(i) / (n - 1);
+  Graph g;
+  Tensor v = g.variable("v", {n}, Init::zeros());
+  auto ge = grad(sum(gelu(v)), {v})[0], gt = grad(sum(gelu(v, true)), {v})[0];
+  Session s(g);
+  s.set("v", A(xs, {n}));
+  auto r = s.function({"f", {}, {{gelu(v)}, {gelu(v, true)}, {ge}, {gt}}, {}})({});
+  const double c = std::sqrt(2.0 / 3.14159265358979323846);
+  auto sig2u = [&](double x) { return 1 / (1 + std::exp(-2 * c * (x + 0.044715 * x * x * x))); };
+  std::vector<double> w[4];
+  for (float xf : xs) {
+    const double x = xf;
+    w[0].push_back(gelu_erf(x));
+    w[1].push_back(gelu_tanh(x));
+    w[2].push_back(0.5 * std::erfc(-x / std::sqrt(2.0)) + x * std::exp(-0.5 * x * x) * 0.3989422804014327);
+    const double sg = sig2u(x);
+    w[3].push_back(sg + 2 * x * sg * (1 - sg) * c * (1 + 3 * 0.044715 * x * x));
+  }
+  const char* names[] = {"gelu", "gelu tanh", "gelu grad", "gelu tanh grad"};
+  for (int k = 0; k < 4; ++k) {
+    const std::vector<float> got = r[static_cast<size_t>(k)].to_vector<float>();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double err = std::fabs(got[i] - w[k][i]) / (3e-7 + 2e-6 * std::fabs(w[k][i]));
+      worst = std::max(worst, err);
+    }
+    EXPECT_LE(worst, 1.0) << names[k] << ": error / (3e-7 + 2e-6 |want|)";
+  }
+}
+
+// At the ends of float: as PyTorch's formulas give them.
+TEST(OpsPointwise, GeluSpecialValues) {
+  Graph g;
+  const std::vector<float> xv = {kInf, -kInf, kNaN, 1e30f, -1e30f, 100.f, -100.f};
+  Tensor v = g.variable("v", {7}, Init::zeros());
+  auto ge = grad(sum(gelu(v)), {v})[0], gt = grad(sum(gelu(v, true)), {v})[0];
+  Session s(g);
+  s.set("v", A(xv, {7}));
+  auto r = s.function({"f", {}, {{gelu(v)}, {gelu(v, true)}, {ge}, {gt}}, {}})({});
+  for (int k = 0; k < 2; ++k) {
+    // gelu(-inf) is -inf * 0 = NaN in PyTorch too.
+    expect_vec(r[static_cast<size_t>(k)].to_vector<float>(), {INFINITY, NAN, NAN, 1e30, -0.0, 100, -0.0}, 1e-7,
+               k ? "gelu tanh" : "gelu");
+    expect_vec(r[static_cast<size_t>(k + 2)].to_vector<float>(), {1, 0, NAN, 1, 0, 1, 0}, 0,
+               k ? "gelu tanh grad" : "gelu grad");
+  }
 }
 
 TEST(OpsPointwise, GeluGradientIsTheExactDerivativeOfEachForm) {
