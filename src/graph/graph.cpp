@@ -19,7 +19,8 @@ const char* op_name(Op op) {
       "transpose", "broadcast_to", "matmul", "softmax", "log_softmax",
       "softmax_cross_entropy", "softmax_cross_entropy_grad", "conv2d",
       "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d",
-      "max_pool2d_grad", "dropout_mask"};
+      "max_pool2d_grad", "dropout_mask", "concat", "slice", "slice_grad",
+      "embedding", "embedding_grad", "batch_matmul"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";

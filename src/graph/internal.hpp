@@ -15,6 +15,15 @@ Tensor make_node(Graph& g, Op op, DType dt, Shape shape, std::vector<int32_t> in
                  std::vector<int64_t> ints = {}, std::vector<float> floats = {}, bool flag = false);
 // g * (y > 0), for the ReLU gradient.
 Tensor relu_grad(Tensor y, Tensor g);
+// The batched product of a and b (operands of at least 2 dims, at least one
+// above 2) with its batch dims summed down to `out_batch` (the broadcast of
+// the operands' batch dims, or a shape that broadcasts to it): a broadcast
+// operand's gradient in one step.
+Tensor batch_matmul_to(Tensor a, Tensor b, bool trans_a, bool trans_b, const Shape& out_batch);
+// g placed at [begin, end) of `axis` (normalised) in zeros of x_shape.
+Tensor slice_grad(Tensor g, const Shape& x_shape, int axis, int64_t begin, int64_t end);
+// Scatter-add of g [..., D]'s rows at indices [...] into zeros of table_shape [V, D].
+Tensor embedding_grad(Tensor g, Tensor indices, const Shape& table_shape);
 
 // Whether a float is exactly an i32: a whole number in i32's range. A float
 // given for an i32 constant (Graph::constant, a scalar operand of an i32

@@ -81,6 +81,12 @@ struct Step {
   AxisGeom ax;
   ConvGeom conv{};
   PoolGeom pool{};
+  SliceGeom slice{};  // Slice, SliceGrad; Concat: the output's axis (begin/end unused)
+  BatchGeom bmm{};    // BatchMatMul
+  // Concat: every operand (in[] holds the first three) and where each
+  // starts along the axis (parts.size() + 1 entries, the last the total).
+  std::vector<int32_t> parts;
+  std::vector<int64_t> part_at;
   // Bytes of the step's output (n elements of dtype).
   size_t out_bytes() const { return static_cast<size_t>(n) * dtype_size(dtype); }
 };
