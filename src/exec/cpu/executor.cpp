@@ -157,10 +157,7 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       const int64_t bad = s.op == Op::Embedding
           ? embedding(s.mm_m, s.mm_n, s.mm_k, P<float>(a), idx, P<float>(out))
           : embedding_grad(s.mm_m, s.mm_n, s.mm_k, P<float>(a), idx, P<float>(out));
-      if (bad >= 0)
-        throw ArgumentError("index " + std::to_string(idx[bad]) + " at position " + std::to_string(bad) +
-                            " is outside [0, " + std::to_string(s.mm_k) + ") (the table's " +
-                            std::to_string(s.mm_k) + " rows)");
+      if (bad >= 0) throw ArgumentError(exec::bad_index_message(idx[bad], bad, s.mm_k));
       break;
     }
     case Op::BatchMatMul:
