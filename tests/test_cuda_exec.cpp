@@ -285,6 +285,7 @@ std::vector<OpCase> op_cases() {
                  concat({slice(x, 2, 0, 1), x, x * 2.f}, -1),  // [B, 3, 9]
                  concat({v, v, v}, 0),
                  concat({p, p * 2, p}, 1),
+                 concat({x + 1.f, x * 2.f, x - 3.f, x * x, x + 5.f}, 2),  // more operands than Step::in holds
                  slice(x, 1, 1, 3), slice(x, -1, -3, -1), slice(p, 1, 2, 9), slice(x, 2, 3, 1)};
   });
   add("ConcatSliceGrads", [=](Graph& g, Built& b) {

@@ -97,6 +97,24 @@ TEST(OpsShape, ConcatInt32WithBatchAndEmptyOperand) {
   EXPECT_EQ(concat({a}, 0), a);
 }
 
+TEST(OpsShape, ConcatManyComputedOperandsStayLive) {
+  // Five operands computed into the arena: the planner must keep every one
+  // (not only the first three a step names in Step::in) alive until the
+  // concat runs, with and without buffer reuse.
+  Graph g;
+  auto x = g.input("x", f32, {batch, 2});
+  std::vector<Tensor> parts;
+  for (int i = 1; i <= 5; ++i) parts.push_back(x * static_cast<float>(i) + static_cast<float>(10 * i));
+  Tensor c = concat(parts, 1);
+  EXPECT_EQ(c.shape(), (Shape{batch, 10}));
+  Array r = eval(g, {x}, {A({1, 2, 3, 4}, {2, 2})}, c * 1.f);
+  std::vector<float> want;
+  for (int row = 0; row < 2; ++row)
+    for (int i = 1; i <= 5; ++i)
+      for (int j = 0; j < 2; ++j) want.push_back(static_cast<float>((row * 2 + j + 1) * i + 10 * i));
+  EXPECT_EQ(r.to_vector<float>(), want);
+}
+
 TEST(OpsShape, ConcatRefusesMismatches) {
   Graph g;
   auto a = g.input("a", f32, {batch, 2});
