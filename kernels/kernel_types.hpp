@@ -84,7 +84,7 @@ struct ConvGeom {
 // part of that shape into it. Elements are 4 bytes (f32 or i32).
 struct SliceGeom {
   int64_t outer = 1, n = 0, inner = 1, begin = 0, end = 0;
-  int64_t width() const { return (end - begin) * inner; }  // elements per outer index of the part
+  SYNK_HD int64_t width() const { return (end - begin) * inner; }  // elements per outer index of the part
 };
 
 // Batched matrix product C[i] = op(A[ia]) op(B[ib]) over the products'
