@@ -315,6 +315,12 @@ std::vector<OpCase> op_cases() {
     b.outputs = {s, matmul(softmax(s), q), matmul(q, W), matmul(q, Wt, false, true), matmul(q, h, true, false),
                  matmul(A, q, false, true), matmul(var(g, "C", {3, 1, 5, 4}), var(g, "D", {2, 4, 3}))};
   }, 1e-5f, 1e-4f);
+  add("BatchMatMulBiasReluFused", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor W = var(g, "W", {4, 6}), bias = var(g, "bias", {6}), c = var(g, "c", {3});
+    b.outputs = {relu(matmul(x, W) + bias), matmul(x, W, false, false) * 1.f + bias,
+                 matmul(var(g, "h", {1, 2, 4}), x, false, true) + c};
+  });
   add("BatchMatMulGrads", [=](Graph& g, Built& b) {
     Tensor q = var(g, "q", {3, 2, 5, 4}), k = var(g, "k", {3, 2, 5, 4}), v = var(g, "v", {3, 2, 5, 4});
     Tensor W = var(g, "W", {4, 6}), Wt = var(g, "Wt", {6, 4}), h = var(g, "h", {2, 4, 3});

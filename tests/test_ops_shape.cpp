@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "exec/plan/plan.hpp"
 #include "graph/internal.hpp"
 #include "synk/synk.hpp"
 
@@ -418,6 +419,29 @@ TEST(OpsShape, BatchMatMulSharedOperandGradientIsSummed) {
           for (int j = 0; j < 2; ++j) want += bv.data<float>()[((n * 2 + hh) * 4 + p) * 2 + j];
         EXPECT_NEAR(dav.data<float>()[(hh * 3 + i) * 4 + p], want, 1e-5);
       }
+}
+
+TEST(OpsShape, BatchMatMulBiasReluFused) {
+  // x [N, T, D] W + b, then ReLU: a dense layer over tokens runs as one
+  // step (the bias and ReLU folded into the batched product's epilogue).
+  Graph g;
+  auto x = g.input("x", f32, {batch, 3, 4});
+  auto W = g.input("W", f32, {4, 5});
+  auto b = g.input("b", f32, {5});
+  Tensor y = relu(matmul(x, W) + b);
+  FunctionSpec spec{.name = "dense", .inputs = {x, W, b}, .outputs = {{y}}, .updates = {}};
+  const plan::Plan p = plan::compile(g.nodes(), make_function_def(spec), 2, plan::CompileOptions{});
+  ASSERT_EQ(p.steps.size(), 1u);
+  EXPECT_EQ(p.steps[0].op, Op::BatchMatMul);
+  EXPECT_TRUE(p.steps[0].relu);
+  Array xv = rnd({2, 3, 4}, 11), wv = rnd({4, 5}, 12), bv = rnd({5}, 13);
+  Array r = eval(g, {x, W, b}, {xv, wv, bv}, y);
+  Shape sh;
+  std::vector<float> want = bmm_ref(xv, wv, false, false, &sh);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = std::max(0.f, want[i] + bv.data<float>()[i % 5]);
+  auto got = r.to_vector<float>();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5f) << i;
 }
 
 TEST(OpsShape, BatchMatMulZeroSizes) {

@@ -162,6 +162,7 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
     }
     case Op::BatchMatMul:
       batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
+      if (c) bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out));
       break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");

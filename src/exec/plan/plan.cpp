@@ -358,15 +358,15 @@ void Compiler::fold_bias_relu() {
       for (int k = 0; k < 2; ++k) {
         const int32_t c = a.inputs[static_cast<size_t>(k)], r = a.inputs[static_cast<size_t>(1 - k)];
         const Node& cn = nodes[static_cast<size_t>(c)];
-        if ((cn.op != Op::Conv2d && cn.op != Op::MatMul) || uses[static_cast<size_t>(c)] != 1 ||
+        if ((cn.op != Op::Conv2d && cn.op != Op::MatMul && cn.op != Op::BatchMatMul) || uses[static_cast<size_t>(c)] != 1 ||
             fused_bias[static_cast<size_t>(c)] >= 0 || c == r)
           continue;
         const Node& rn = nodes[static_cast<size_t>(r)];
         if (rn.dtype != DType::f32 || has_batch(rn.shape) || cn.shape != a.shape) continue;
-        // The bias must vary along dim 1 only: channels of [N,O,H,W] (conv),
-        // columns of [M,N] (matmul).
-        const size_t axis = 1;
+        // The bias must vary along one dim only: channels of [N,O,H,W]
+        // (conv), columns of [M,N] (matmul) or of [..., M, N] (batched).
         const size_t nd = cn.shape.size();
+        const size_t axis = cn.op == Op::Conv2d ? 1 : nd - 1;
         if (rn.shape.size() > nd || cn.shape.size() < 2) continue;
         bool ok = true;
         for (size_t i = 0; i < rn.shape.size(); ++i) {

@@ -71,8 +71,8 @@ struct Step {
   UnOp uop = UnOp::Neg;
   ReduceKind rop = ReduceKind::Sum;
   bool ta = false, tb = false;
-  // Fused epilogue of Conv2d/MatMul: + bias (node id in in[2], one value per
-  // output channel/column), then ReLU.
+  // Fused epilogue of Conv2d/MatMul/BatchMatMul: + bias (node id in in[2],
+  // one value per output channel/column), then ReLU.
   bool relu = false;
   int32_t fused = -1;  // >= 0: a fused elementwise group, Plan::fused[fused]
   int64_t mm_m = 0, mm_n = 0, mm_k = 0;
