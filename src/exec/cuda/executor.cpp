@@ -278,6 +278,8 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
     }
     case Op::BatchMatMul:
       batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out), cx);
+      if (c || s.relu)
+        kernels::bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out), st);
       break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CUDA executor");
