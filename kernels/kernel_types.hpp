@@ -100,11 +100,14 @@ struct BatchGeom {
   int64_t dim[kMaxDims] = {};
   int64_t sa[kMaxDims] = {}, sb[kMaxDims] = {}, sc[kMaxDims] = {};
   int64_t count = 1;      // products
-  int64_t out_count = 1;  // output matrices (< count: summed)
+  int64_t out_count = 1;  // output matrices
   int64_t m = 0, n = 0, k = 0;
   bool ta = false, tb = false;
   int fold = 0;
-  bool summed() const { return out_count < count; }
+  // Some dim is summed (an sc of 0): the output is zeroed, then every
+  // product added in; with an empty summed dim it stays zero.
+  bool sums = false;
+  bool summed() const { return sums; }
   int64_t lda() const { return ta ? m : k; }
   int64_t ldb() const { return tb ? k : n; }
 };

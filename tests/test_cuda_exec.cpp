@@ -758,6 +758,23 @@ TEST(GpuEmbedding, BadIndexIsReportedAndNextCallWorks) {
   EXPECT_NO_THROW(step({Array::from(std::vector<int32_t>{0, 4, 4}, {3})}));
 }
 
+// Batched products over no rows: the outputs are empty, and a shared
+// operand's gradient (a sum over no products) is zeros, as on the CPU.
+TEST(GpuBatchMatMul, ZeroRowsMatchCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 3, 4});
+  Tensor W = var(g, "W", {4, 2}), A = var(g, "A", {3, 3});
+  Tensor y = matmul(x, W);
+  std::vector<Tensor> gs = grad(sum(y) + sum(matmul(A, x, true, false)), {W, A});
+  FunctionSpec spec{.name = "zero", .inputs = {x}, .outputs = {{y}, {gs[0]}, {gs[1]}}, .updates = {}};
+  for (int64_t rows : {0, 2}) {
+    auto [ref, got] = run_both(g, spec, {rnd({rows, 3, 4}, -1.f, 1.f, 40)}, {}, 2);
+    for (size_t i = 0; i < ref.size(); ++i)
+      expect_close(ref[i], got[i], 1e-5f, 1e-4f, "output " + std::to_string(i) + " rows " + std::to_string(rows));
+  }
+}
+
 // call_into: outputs to host or device pointers, inputs from either, so
 // results can stay on the GPU between calls (the NCCL training step does).
 TEST(GpuSession, CallIntoHostAndDevicePointers) {

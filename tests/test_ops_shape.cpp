@@ -455,6 +455,41 @@ TEST(OpsShape, BatchMatMulZeroSizes) {
   auto d = g.input("d", f32, {2, 4});
   Array q = eval(g, {c, d}, {A({}, {0, 3, 2}), A(iota_f(8), {2, 4})}, matmul(c, d));
   EXPECT_EQ(q.shape(), (Shape{0, 3, 4}));
+  // No rows: a shared operand's gradient sums nothing and is all zeros,
+  // written into a caller's buffer full of other values.
+  Graph h;
+  auto x = h.input("x", f32, {batch, 3, 2});
+  auto W = h.variable("W", {2, 4}, Init::uniform(-1, 1));
+  auto A2 = h.variable("A2", {3, 3}, Init::uniform(-1, 1));
+  auto gs = grad(sum(matmul(x, W)) + sum(matmul(A2, x, true, false)), {W, A2});
+  Session s(h);
+  auto f = s.function({.name = "g", .inputs = {x}, .outputs = {{gs[0]}, {gs[1]}}});
+  std::vector<float> dw(8, 7.f), da(9, 7.f);
+  f.call_into({A({}, {0, 3, 2})}, {dw.data(), da.data()});
+  EXPECT_EQ(dw, std::vector<float>(8, 0.f));
+  EXPECT_EQ(da, std::vector<float>(9, 0.f));
+}
+
+TEST(OpsShape, BatchMatMulBatchInsideTheMatrix) {
+  // `batch` as a matrix dim: rows of each product, and the contraction.
+  Graph g;
+  auto a = g.input("a", f32, {2, batch, 4});
+  auto b = g.input("b", f32, {2, 4, 3});
+  auto c = g.input("c", f32, {2, batch, 3});
+  Tensor y = matmul(a, b), z = matmul(a, c, true, false);
+  EXPECT_EQ(y.shape(), (Shape{2, batch, 3}));
+  EXPECT_EQ(z.shape(), (Shape{2, 4, 3}));
+  Session s(g);
+  auto f = s.function({.name = "f", .inputs = {a, b, c}, .outputs = {{y}, {z}}});
+  Array av = rnd({2, 5, 4}, 21), bv = rnd({2, 4, 3}, 22), cv = rnd({2, 5, 3}, 23);
+  auto r = f({av, bv, cv});
+  Shape sh;
+  std::vector<float> wy = bmm_ref(av, bv, false, false, &sh), wz = bmm_ref(av, cv, true, false, &sh);
+  auto ry = r[0].to_vector<float>(), rz = r[1].to_vector<float>();
+  ASSERT_EQ(ry.size(), wy.size());
+  ASSERT_EQ(rz.size(), wz.size());
+  for (size_t i = 0; i < wy.size(); ++i) EXPECT_NEAR(ry[i], wy[i], 1e-5f);
+  for (size_t i = 0; i < wz.size(); ++i) EXPECT_NEAR(rz[i], wz[i], 1e-5f);
 }
 
 TEST(OpsShape, MatMulRefusesBadBatchedShapes) {

@@ -333,6 +333,7 @@ BatchGeom make_batch_matmul(const Shape& a, const Shape& b, const Shape& out, bo
     g.sc[i] = r.c[k];
     g.count *= r.d[k];
     if (r.c[k] != 0) g.out_count *= r.d[k];
+    else g.sums = true;
   }
   // One GEMM for the whole batch where the matrices stack (BatchGeom::fold).
   if (g.nd == 1 && g.count > 1) {
