@@ -19,10 +19,11 @@
 // TypeError naming the op and the scalar: cast the tensor to f32 first.
 //
 // Dims. Tensors may have any number of dims, but the elementwise, layout
-// and reduction kernels loop over at most 8 after merging adjacent dims that
-// iterate alike (dims of size 1 drop out; neighbouring dims merge where both
-// operands broadcast alike, where a transpose keeps them adjacent and in
-// order, where a reduction reduces or keeps both). An op that would need
+// and reduction kernels (and a batched matmul's batch loop) run over at
+// most 8 after merging adjacent dims that iterate alike (dims of size 1
+// drop out; neighbouring dims merge where both operands broadcast alike,
+// where a transpose keeps them adjacent and in order, where a reduction
+// reduces or keeps both). An op that would need
 // more (e.g. [2,1,2,1,2,1,2,1,2] + [1,2,1,2,1,2,1,2,1], a 9-d reversing
 // transpose, a 9-d sum over alternating axes) is refused with a ShapeError
 // when it is built; `batch` counts as a size above 1 there. Reshape to fewer
