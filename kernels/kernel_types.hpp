@@ -79,6 +79,40 @@ struct ConvGeom {
   int64_t workspace() const { return identity_cols() ? 0 : k() * p(); }
 };
 
+// One axis of a tensor viewed as [outer, n, inner], and the range
+// [begin, end) of it: Slice reads it out of x ([outer, n, inner]) into y
+// ([outer, end - begin, inner]); SliceGrad and each Concat operand write a
+// part of that shape into it. Elements are 4 bytes (f32 or i32).
+struct SliceGeom {
+  int64_t outer = 1, n = 0, inner = 1, begin = 0, end = 0;
+  SYNK_HD int64_t width() const { return (end - begin) * inner; }  // elements per outer index of the part
+};
+
+// Batched matrix product C[i] = op(A[ia]) op(B[ib]) over the products'
+// batch dims (collapsed like a broadcast), strides in elements: 0 in sa/sb
+// where an operand is broadcast, 0 in sc where the output sums that dim
+// away (a broadcast operand's gradient). op(A) is [m, k], op(B) [k, n].
+// fold: the whole batch as one GEMM, 1 = rows stacked (A's matrices one
+// [count*m, k] matrix against one shared B: C is [count*m, n]), 2 = inner
+// dims stacked (C[m, n] = sum_i A_i^T B_i with A_i [k, m] and B_i [k, n]
+// contiguous: A^T over k' = count*k), 0 = one product each.
+struct BatchGeom {
+  int nd = 0;
+  int64_t dim[kMaxDims] = {};
+  int64_t sa[kMaxDims] = {}, sb[kMaxDims] = {}, sc[kMaxDims] = {};
+  int64_t count = 1;      // products
+  int64_t out_count = 1;  // output matrices
+  int64_t m = 0, n = 0, k = 0;
+  bool ta = false, tb = false;
+  int fold = 0;
+  // Some dim is summed (an sc of 0): the output is zeroed, then every
+  // product added in; with an empty summed dim it stays zero.
+  bool sums = false;
+  bool summed() const { return sums; }
+  int64_t lda() const { return ta ? m : k; }
+  int64_t ldb() const { return tb ? k : n; }
+};
+
 struct PoolGeom {
   int64_t n, c, h, w;
   int64_t kh, kw, sh, sw, ph, pw;

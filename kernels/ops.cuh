@@ -1,7 +1,8 @@
 // kernels/ops.cuh — launchers for the CUDA kernels of the graph executor
 // (src/exec/cuda): elementwise with broadcasting (where's select included),
 // reductions, softmax and cross-entropy, dropout, fill, convolution helpers
-// (im2col/col2im) and max-pool.
+// (im2col/col2im), max-pool, and the shape ops (slice, concat's parts,
+// embedding).
 //
 // The op kinds and geometry structs are the planner's own
 // (kernels/kernel_types.hpp), the very structs the CPU kernels take, so the GPU
@@ -25,6 +26,7 @@ using plan::kMaxDims;
 using plan::PoolGeom;
 using plan::Reduce;
 using plan::ReduceKind;
+using plan::SliceGeom;
 using plan::Strided;
 using plan::UnOp;
 
@@ -106,5 +108,22 @@ void max_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream
 // Each input element gathers the gradients of the windows whose first
 // maximum it is (window order as the CPU), so no atomics and no zeroing.
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx, cudaStream_t stream);
+
+// ---- shape ops (kernels/shape.cu) ------------------------------------------------------
+// As the CPU kernels of the same names (src/exec/cpu/kernels.hpp), on
+// 4-byte elements: the part [begin, end) of SliceGeom's axis read out of x
+// into y, or written from x into y (zero_rest: every other element of y
+// zeroed, SliceGrad; else left, Concat's parts).
+void slice_copy(const SliceGeom& g, const uint32_t* x, uint32_t* y, cudaStream_t stream);
+void slice_place(const SliceGeom& g, const uint32_t* x, uint32_t* y, bool zero_rest, cudaStream_t stream);
+// y[r, :] = table[idx[r], :] for `rows` indices into a [v, d] table, and
+// dt[idx[r], :] += g[r, :] with atomics (dt zeroed by the caller). An index
+// outside [0, v) reads nothing: its row of y is NaN, it adds nothing, and
+// *bad is lowered to shape::bad_index_word(r, index) (the caller reads it
+// after the call; shape::kNoBadIndex means none).
+void embedding(int64_t rows, int64_t d, int64_t v, const float* table, const int32_t* idx, float* y,
+               unsigned long long* bad, cudaStream_t stream);
+void embedding_grad_add(int64_t rows, int64_t d, int64_t v, const float* g, const int32_t* idx, float* dt,
+                        unsigned long long* bad, cudaStream_t stream);
 
 }  // namespace synk::kernels

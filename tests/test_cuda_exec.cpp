@@ -315,6 +315,63 @@ std::vector<OpCase> op_cases() {
     Tensor l = sum(max_pool2d(X, 2) * w2) + sum(max_pool2d(X, 3, 2, 1) * w3) + sum(max_pool2d(X, 2, 1) * w4);
     b.outputs = grad(l, {X});
   });
+  // ---- shape ops ----
+  add("ConcatSliceF32I32", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor p = g.input("p", i32, {batch, 3});
+    b.inputs.push_back(p);
+    b.values.push_back(rnd_int({B, 3}, -9, 9, 30));
+    Tensor v = var(g, "v", {2, 4});
+    b.outputs = {concat({x, x}, 1),
+                 concat({slice(x, 2, 0, 1), x, x * 2.f}, -1),  // [B, 3, 9]
+                 concat({v, v, v}, 0),
+                 concat({p, p * 2, p}, 1),
+                 concat({x + 1.f, x * 2.f, x - 3.f, x * x, x + 5.f}, 2),  // more operands than Step::in holds
+                 slice(x, 1, 1, 3), slice(x, -1, -3, -1), slice(p, 1, 2, 9), slice(x, 2, 3, 1)};
+  });
+  add("ConcatSliceGrads", [=](Graph& g, Built& b) {
+    Tensor u = var(g, "u", {3, 2, 4}), v = var(g, "v", {3, 1, 4}), w = var(g, "w", {3, 5, 4});
+    Tensor c = concat({u, v, u}, 1);                   // [3, 5, 4]
+    Tensor l = sum(c * w) + sum(square(slice(w, 1, 1, 4))) + sum(slice(c, 2, 1, 3) * slice(w, 2, 0, 2));
+    b.outputs = grad(l, {u, v, w});
+  });
+  add("Embedding", [=](Graph& g, Built& b) {
+    Tensor idx = g.input("idx", i32, {batch, 3});
+    b.inputs = {idx};
+    b.values = {rnd_int({B, 3}, 0, 6, 31)};  // repeated indices
+    Tensor table = var(g, "table", {7, 5});
+    Tensor e = embedding(table, idx);
+    Tensor w = var(g, "w", {3, 5});
+    // Indices computed on the device (checked by the kernels) as well.
+    Tensor e2 = embedding(table, idx + g.constant(0.f, i32));
+    b.outputs = {e, e2, grad(sum(e * w) + sum(square(e2)), {table})[0]};
+  });
+  add("BatchMatMul", [=](Graph& g, Built& b) {
+    Tensor q = g.input("q", f32, {batch, 2, 5, 4});
+    b.inputs = {q};
+    b.values = {rnd({B, 2, 5, 4}, -1.f, 1.f, 32)};
+    Tensor k = var(g, "k", {2, 5, 4}), W = var(g, "W", {4, 3}), Wt = var(g, "Wt", {3, 4});
+    Tensor h = var(g, "h", {1, 2, 5, 6}), A = var(g, "A", {5, 4});
+    Tensor s = matmul(q, k, false, true);  // [B, 2, 5, 5], k broadcast over B
+    b.outputs = {s, matmul(softmax(s), q), matmul(q, W), matmul(q, Wt, false, true), matmul(q, h, true, false),
+                 matmul(A, q, false, true), matmul(var(g, "C", {3, 1, 5, 4}), var(g, "D", {2, 4, 3}))};
+  }, 1e-5f, 1e-4f);
+  add("BatchMatMulBiasReluFused", [=](Graph& g, Built& b) {
+    Tensor x = x34(g, b);
+    Tensor W = var(g, "W", {4, 6}), bias = var(g, "bias", {6}), c = var(g, "c", {3});
+    b.outputs = {relu(matmul(x, W) + bias), matmul(x, W, false, false) * 1.f + bias,
+                 matmul(var(g, "h", {1, 2, 4}), x, false, true) + c};
+  });
+  add("BatchMatMulGrads", [=](Graph& g, Built& b) {
+    Tensor q = var(g, "q", {3, 2, 5, 4}), k = var(g, "k", {3, 2, 5, 4}), v = var(g, "v", {3, 2, 5, 4});
+    Tensor W = var(g, "W", {4, 6}), Wt = var(g, "Wt", {6, 4}), h = var(g, "h", {2, 4, 3});
+    Tensor x = var(g, "x", {3, 5, 4}), A = var(g, "A", {5, 5}), r = var(g, "r", {3, 1, 5, 4});
+    Tensor att = matmul(softmax(matmul(q, k, false, true)), v);
+    // r [3, 1] against h [2]: each gradient sums a different batch dim.
+    Tensor l = sum(square(att)) + sum(square(matmul(x, W))) + sum(square(matmul(x, Wt, false, true))) +
+               sum(square(matmul(r, h))) + sum(square(matmul(A, x, true, false)));
+    b.outputs = grad(l, {q, k, v, W, Wt, h, x, A, r});
+  }, 1e-4f, 1e-4f);
   add("DropoutMaskBitIdentical", [=](Graph& g, Built& b) {
     Tensor x = g.input("x", f32, {batch, 1000});
     b.inputs = {x};
@@ -730,6 +787,66 @@ TEST(GpuSession, BadInputsThrowAndNextCallWorks) {
   }
   expect_close(before, gpu.get("d2/W"), 0.f, 0.f, "variables untouched by the refused call");
   EXPECT_TRUE(std::isfinite(f({x, y})[0].scalar()));
+}
+
+// An embedding index outside the table: from a host input it is refused
+// before anything runs (the update is not applied); computed on the device
+// it is found by the kernels and reported after the call, with the op, the
+// index, its position and the table's rows; either way the next call works.
+TEST(GpuEmbedding, BadIndexIsReportedAndNextCallWorks) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor idx = g.input("idx", i32, {batch});
+  Tensor table = g.variable("table", {5, 3}, Init::uniform(-1.f, 1.f));
+  Tensor e = embedding(table, idx);
+  Tensor e_dev = embedding(table, idx + g.constant(1.f, i32));  // indices computed on the device
+  Tensor dt = grad(sum(e), {table})[0];
+  CudaSession gpu(g, {.seed = 3});
+  auto step = gpu.function({.name = "step", .inputs = {idx}, .outputs = {{sum(e)}}, .updates = {{table, table - dt}}});
+  auto dev = gpu.function({.name = "dev", .inputs = {idx}, .outputs = {{e_dev}}, .updates = {}});
+  const Array before = gpu.get("table");
+  try {
+    step({Array::from(std::vector<int32_t>{0, 4, 5}, {3})});
+    FAIL() << "an out-of-range index did not throw";
+  } catch (const ArgumentError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("function 'step'"), std::string::npos) << m;
+    EXPECT_NE(m.find("embedding"), std::string::npos) << m;
+    EXPECT_NE(m.find("index 5 at position 2 is outside [0, 5)"), std::string::npos) << m;
+  }
+  expect_close(before, gpu.get("table"), 0.f, 0.f, "table untouched by the refused call");
+  for (int round = 0; round < 2; ++round) {  // the second after a capture (graphs on)
+    try {
+      dev({Array::from(std::vector<int32_t>{0, 1, 2, -2, 4, 3}, {6})});
+      FAIL() << "an out-of-range computed index did not throw";
+    } catch (const ArgumentError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("on the GPU"), std::string::npos) << m;
+      EXPECT_NE(m.find("index -1 at position 3 is outside [0, 5)"), std::string::npos) << m;  // -2 + 1, the first bad one
+    }
+    Array ok = dev({Array::from(std::vector<int32_t>{0, 3, 2}, {3})})[0];
+    EXPECT_EQ(ok.shape(), (Shape{3, 3}));
+    const Array t = gpu.get("table");
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(ok.data<float>()[3 + j], t.data<float>()[12 + j]);
+  }
+  EXPECT_NO_THROW(step({Array::from(std::vector<int32_t>{0, 4, 4}, {3})}));
+}
+
+// Batched products over no rows: the outputs are empty, and a shared
+// operand's gradient (a sum over no products) is zeros, as on the CPU.
+TEST(GpuBatchMatMul, ZeroRowsMatchCpu) {
+  SYNK_REQUIRE_GPU();
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 3, 4});
+  Tensor W = var(g, "W", {4, 2}), A = var(g, "A", {3, 3});
+  Tensor y = matmul(x, W);
+  std::vector<Tensor> gs = grad(sum(y) + sum(matmul(A, x, true, false)), {W, A});
+  FunctionSpec spec{.name = "zero", .inputs = {x}, .outputs = {{y}, {gs[0]}, {gs[1]}}, .updates = {}};
+  for (int64_t rows : {0, 2}) {
+    auto [ref, got] = run_both(g, spec, {rnd({rows, 3, 4}, -1.f, 1.f, 40)}, {}, 2);
+    for (size_t i = 0; i < ref.size(); ++i)
+      expect_close(ref[i], got[i], 1e-5f, 1e-4f, "output " + std::to_string(i) + " rows " + std::to_string(rows));
+  }
 }
 
 // call_into: outputs to host or device pointers, inputs from either, so

@@ -186,6 +186,41 @@ std::vector<GradCase> cases() {
   c.push_back({"mlp_chain",
                {{{4, 6}}, {{6, 5}}, {{5}}},
                [](V& v) { return log_softmax(synk::tanh(matmul(v[0], v[1]) + v[2])); }});
+  c.push_back({"concat_axis1", {{{2, 3, 2}}, {{2, 1, 2}}}, [](V& v) { return concat({v[0], v[1], v[0]}, 1); }});
+  c.push_back({"concat_last", {{{3, 2}}, {{3, 4}}}, [](V& v) { return square(concat({v[0], v[1]}, -1)); }});
+  c.push_back({"slice_middle", {{{2, 5, 3}}}, [](V& v) { return square(slice(v[0], 1, 1, -1)); }});
+  c.push_back({"slice_of_slice_grad",  // SliceGrad's own gradient (a slice)
+               {{{3, 4}}},
+               [](V& v) {
+                 Tensor s = slice(v[0], 0, 1, 3);
+                 return square(grad(sum(s * s), {v[0]})[0]);
+               }});
+  c.push_back({"embedding",
+               {{{5, 3}}},
+               [](V& v) {
+                 Tensor idx = v[0].graph().variable("idx", {2, 3}, Init::zeros(), i32);
+                 return square(embedding(v[0], idx));
+               },
+               [](Session& s) { s.set("idx", Array::from(std::vector<int32_t>{4, 1, 4, 0, 4, 2}, {2, 3})); }});
+  c.push_back({"embedding_grad_of_grad",  // EmbeddingGrad's gradient (a gather)
+               {{{4, 2}}, {{3, 2}}},
+               [](V& v) {
+                 Tensor idx = v[0].graph().variable("idx", {3}, Init::zeros(), i32);
+                 Tensor dt = grad(sum(embedding(v[0], idx) * v[1]), {v[0]})[0];
+                 return square(dt);
+               },
+               [](Session& s) { s.set("idx", Array::from(std::vector<int32_t>{2, 0, 2}, {3})); }});
+  c.push_back({"batch_matmul", {{{2, 3, 4}}, {{2, 4, 5}}}, [](V& v) { return matmul(v[0], v[1]); }});
+  c.push_back({"batch_matmul_ta_tb", {{{2, 4, 3}}, {{2, 5, 4}}}, [](V& v) { return matmul(v[0], v[1], true, true); }});
+  c.push_back({"batch_matmul_shared_w", {{{2, 3, 4}}, {{4, 5}}}, [](V& v) { return matmul(v[0], v[1]); }});
+  c.push_back({"batch_matmul_shared_w_tb", {{{2, 3, 4}}, {{5, 4}}}, [](V& v) { return matmul(v[0], v[1], false, true); }});
+  c.push_back({"batch_matmul_shared_a", {{{3, 4}}, {{2, 2, 4, 5}}}, [](V& v) { return matmul(v[0], v[1]); }});
+  c.push_back({"batch_matmul_broadcast",
+               {{{2, 1, 3, 4}}, {{3, 4, 2}}},
+               [](V& v) { return matmul(v[0], v[1], false, false); }});
+  c.push_back({"attention",
+               {{{2, 2, 3, 4}}, {{2, 2, 3, 4}}, {{2, 2, 3, 4}}},
+               [](V& v) { return matmul(softmax(matmul(v[0], v[1], false, true)), v[2]); }});
   c.push_back({"shared_operand", {{{3}}}, [](V& v) { return v[0] * v[0] + synk::exp(v[0]) * v[0]; }});
   return c;
 }

@@ -74,6 +74,19 @@ enum class Op : uint16_t {
                      // all three broadcast; a and b f32 or i32
   Greater, Less,     // -> i32 0/1; operands of one dtype
   Sin, Cos,
+  // shape ops (f32 or i32 operands, 4-byte elements)
+  Concat,      // (x0, x1, ...) of one dtype; ints = {axis}
+  Slice,       // (x); ints = {axis, begin, end}, 0 <= begin <= end <= dim
+  SliceGrad,   // (g) -> node shape (x's): g at [begin, end) of axis, zeros
+               // elsewhere; ints as Slice
+  Embedding,      // (table [V, D] f32, indices i32 [...]) -> [..., D]
+  EmbeddingGrad,  // (g [..., D], indices) -> [V, D]: g's rows added up
+                  // at their indices (scatter-add)
+  // (a [..., m, k], b [..., k, n]) -> [..., m, n]; ints = {trans_a, trans_b}.
+  // The operands' batch dims broadcast like numpy; the node's batch dims
+  // are that broadcast shape, or one it sums down to as a broadcast
+  // operand's gradient does (leading dims dropped, others 1).
+  BatchMatMul,
   kCount
 };
 const char* op_name(Op op);

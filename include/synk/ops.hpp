@@ -12,18 +12,19 @@
 //
 // Dtypes. Operands of a binary op have one dtype (cast() converts). i32
 // tensors take add, sub, mul, div (truncating), equal, greater, less,
-// maximum, minimum, where, neg, sum, max, argmax, cast and the layout ops;
-// every other op takes f32 only and
+// maximum, minimum, where, neg, sum, max, argmax, cast, the layout ops and
+// concat/slice; every other op takes f32 only and
 // refuses i32 with a TypeError. A float scalar with an i32 tensor
 // (`x * 2.f`) becomes an i32 constant only if it is a whole number in i32's
 // range; anything else (`x * 0.5f`, `x + 2.7f`) would be truncated and is a
 // TypeError naming the op and the scalar: cast the tensor to f32 first.
 //
 // Dims. Tensors may have any number of dims, but the elementwise, layout
-// and reduction kernels loop over at most 8 after merging adjacent dims that
-// iterate alike (dims of size 1 drop out; neighbouring dims merge where both
-// operands broadcast alike, where a transpose keeps them adjacent and in
-// order, where a reduction reduces or keeps both). An op that would need
+// and reduction kernels (and a batched matmul's batch loop) run over at
+// most 8 after merging adjacent dims that iterate alike (dims of size 1
+// drop out; neighbouring dims merge where both operands broadcast alike,
+// where a transpose keeps them adjacent and in order, where a reduction
+// reduces or keeps both). An op that would need
 // more (e.g. [2,1,2,1,2,1,2,1,2] + [1,2,1,2,1,2,1,2,1], a 9-d reversing
 // transpose, a 9-d sum over alternating axes) is refused with a ShapeError
 // when it is built; `batch` counts as a size above 1 there. Reshape to fewer
@@ -124,8 +125,51 @@ Tensor flatten(Tensor x, int start_axis = 1);  // [N, a, b, c] -> [N, a*b*c]
 Tensor transpose(Tensor x, std::vector<int> perm = {});  // default: reverse
 Tensor broadcast_to(Tensor x, Shape shape);
 
-// 2-D matrix product, optionally of transposed operands.
+// Matrix product, optionally of transposed operands (the last two dims are
+// the matrix; trans_a takes a as [..., k, m], trans_b b as [..., n, k]).
+// Two 2-D operands: one [m, n] product. With more dims (torch.matmul for
+// operands of 2 or more dims): a [..., m, k] times b [..., k, n] is one
+// product per leading index, -> [..., m, n], the leading (batch) dims
+// broadcast like numpy; a 2-D operand is one matrix shared by every
+// product (x [N, T, D] times W [D, E] -> [N, T, E]). Attention:
+//   auto s = synk::matmul(q, k, false, true);   // [N, H, T, d] x [N, H, T, d]^T -> [N, H, T, T]
+//   auto o = synk::matmul(synk::softmax(s), v); // -> [N, H, T, d]
+// Operands are f32 with at least 2 dims (reshape a vector to [1, n] or
+// [n, 1]); the gradient of a broadcast operand is summed over the dims it
+// was broadcast along.
 Tensor matmul(Tensor a, Tensor b, bool trans_a = false, bool trans_b = false);
+
+// ---- shape ops: f32 or i32 operands ---------------------------------------
+// Joins `xs` (one dtype, at least one) along `axis` (negative counts from
+// the end): every other dim equal (a `batch` dim matches only `batch`), the
+// joined dim the sum of theirs, as torch.cat. The axis itself must be
+// concrete in every operand. One operand is returned as it is. Gradient:
+// each operand gets its slice of the incoming gradient.
+Tensor concat(const std::vector<Tensor>& xs, int axis);
+// Elements [begin, end) of `axis`, step 1: x[..., begin:end] in Python.
+// Negative begin/end count from the end of the dim, and both are clamped to
+// [0, dim] as Python slicing does, so slice(x, 1, -1, INT64_MAX) is x[:, -1:]
+// and an out-of-range or reversed range gives an empty result (size 0 along
+// the axis, allowed) rather than an error. The axis must be concrete (not
+// `batch`). Gradient: the incoming gradient placed at [begin, end) of a
+// zero tensor of x's shape (one SliceGrad step, no zero constants).
+Tensor slice(Tensor x, int axis, int64_t begin, int64_t end);
+// Rows of `table` [V, D] (f32, concrete dims) picked by `indices` (i32, any
+// shape, may hold `batch`): [..., D] with out[i..., :] = table[indices[i...], :],
+// as torch.nn.functional.embedding(indices, table). Gradient w.r.t. the
+// table: each index's gradient row added into its table row (scatter-add;
+// on the CPU in index order, bit for bit the same every call; on CUDA with
+// atomic adds, so the summation order of repeated indices may vary).
+// An index outside [0, V): the CPU executor throws ArgumentError naming
+// the op, the index, its position and V before the step writes anything.
+// On CUDA, indices that come straight from a function input in host memory
+// are checked the same way before anything runs (the call changes
+// nothing); computed or device-resident indices are checked by the kernels,
+// which read no memory outside the table, write NaN rows (the gradient
+// skips them) and record the first bad position; the call then throws the
+// same ArgumentError after its step has run (its outputs are invalid and
+// its updates, if any, have been applied).
+Tensor embedding(Tensor table, Tensor indices);
 
 // Neural-network ops.
 Tensor softmax(Tensor x, int axis = -1);

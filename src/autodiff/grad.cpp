@@ -178,6 +178,44 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
         }
         break;
       }
+      case Op::BatchMatMul: {
+        // The 2-D rules, each product summed down to its operand's batch
+        // dims (those it was broadcast along).
+        const bool ta = n.ints.at(0) != 0, tb = n.ints.at(1) != 0;
+        Tensor a = in(0), b = in(1);
+        auto lead = [](const Shape& s) { return Shape(s.begin(), s.end() - 2); };
+        if (wants(0)) {
+          const Shape to = lead(a.shape());
+          accumulate(n.inputs[0], !ta ? batch_matmul_to(dy, b, false, !tb, to) : batch_matmul_to(b, dy, tb, true, to));
+        }
+        if (wants(1)) {
+          const Shape to = lead(b.shape());
+          accumulate(n.inputs[1], !tb ? batch_matmul_to(a, dy, !ta, false, to) : batch_matmul_to(dy, a, true, ta, to));
+        }
+        break;
+      }
+      case Op::Concat: {
+        const int ax = static_cast<int>(n.ints.at(0));
+        int64_t at = 0;
+        for (size_t i = 0; i < n.inputs.size(); ++i) {
+          const int64_t len = in(i).shape()[static_cast<size_t>(ax)];
+          if (wants(i)) accumulate(n.inputs[i], slice(dy, ax, at, at + len));
+          at += len;
+        }
+        break;
+      }
+      case Op::Slice:
+        accumulate(n.inputs[0], slice_grad(dy, in(0).shape(), static_cast<int>(n.ints.at(0)), n.ints.at(1), n.ints.at(2)));
+        break;
+      case Op::SliceGrad:
+        accumulate(n.inputs[0], slice(dy, static_cast<int>(n.ints.at(0)), n.ints.at(1), n.ints.at(2)));
+        break;
+      case Op::Embedding:
+        if (wants(0)) accumulate(n.inputs[0], embedding_grad(dy, in(1), in(0).shape()));
+        break;
+      case Op::EmbeddingGrad:  // linear in g: the rows of dy at the indices
+        if (wants(0)) accumulate(n.inputs[0], embedding(dy, in(1)));
+        break;
       case Op::Softmax: {
         const int ax = static_cast<int>(n.ints.at(0));
         accumulate(n.inputs[0], y * (dy - sum(dy * y, {ax}, true)));

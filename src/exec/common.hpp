@@ -64,6 +64,14 @@ inline void bind_pointers(plan::Plan& p, const BindTo<InputPtr>& to) {
   }
 }
 
+// What an embedding step says of an index outside its table (the CPU
+// executor's error and the CUDA executor's, checked before or after the
+// call): "index 7 at position 2 is outside [0, 5) (the table's 5 rows)".
+inline std::string bad_index_message(int32_t index, int64_t position, int64_t rows) {
+  return "index " + std::to_string(index) + " at position " + std::to_string(position) + " is outside [0, " +
+         std::to_string(rows) + ") (the table's " + std::to_string(rows) + " rows)";
+}
+
 // The exception ladder of a failed step: rethrows `e` with "function
 // 'name': op (node id)<where>: " prepended, keeping its type (ArgumentError,
 // ShapeError, TypeError, BackendError, else Error). where: "" on the CPU,

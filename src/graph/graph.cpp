@@ -21,7 +21,9 @@ const char* op_name(Op op) {
       "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d",
       "max_pool2d_grad", "dropout_mask", "gelu", "gelu_grad", "abs",
       "abs_grad", "maximum", "minimum", "maximum_grad_mask", "clip",
-      "clip_mask", "where", "greater", "less", "sin", "cos"};
+      "clip_mask", "where", "greater", "less", "sin", "cos",
+      "concat", "slice", "slice_grad",
+      "embedding", "embedding_grad", "batch_matmul"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";

@@ -22,6 +22,15 @@ Tensor gelu_grad(Tensor x, Tensor g, bool tanh_approx);
 Tensor abs_grad(Tensor x, Tensor g);
 Tensor maximum_grad_mask(Tensor x, Tensor y);
 Tensor clip_mask(Tensor x, float lo, float hi);
+// The batched product of a and b (operands of at least 2 dims, at least one
+// above 2) with its batch dims summed down to `out_batch` (the broadcast of
+// the operands' batch dims, or a shape that broadcasts to it): a broadcast
+// operand's gradient in one step.
+Tensor batch_matmul_to(Tensor a, Tensor b, bool trans_a, bool trans_b, const Shape& out_batch);
+// g placed at [begin, end) of `axis` (normalised) in zeros of x_shape.
+Tensor slice_grad(Tensor g, const Shape& x_shape, int axis, int64_t begin, int64_t end);
+// Scatter-add of g [..., D]'s rows at indices [...] into zeros of table_shape [V, D].
+Tensor embedding_grad(Tensor g, Tensor indices, const Shape& table_shape);
 
 // Whether a float is exactly an i32: a whole number in i32's range. A float
 // given for an i32 constant (Graph::constant, a scalar operand of an i32

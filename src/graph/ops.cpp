@@ -345,18 +345,169 @@ Tensor broadcast_to(Tensor x, Shape shape) {
 
 // ---- linear algebra --------------------------------------------------------------
 
+// The batch dims of a batched product: a's and b's leading dims broadcast
+// (numpy rules; `batch` matches `batch` or 1).
+static Shape lead(const Shape& s) { return Shape(s.begin(), s.end() - 2); }
+
+Tensor batch_matmul_to(Tensor a, Tensor b, bool trans_a, bool trans_b, const Shape& out_batch) {
+  Graph& g = same_graph("matmul", a, b);
+  const Shape as = a.shape(), bs = b.shape();
+  const size_t ra = as.size(), rb = bs.size();
+  Dim m = as[ra - (trans_a ? 1 : 2)], ka = as[ra - (trans_a ? 2 : 1)];
+  Dim kb = bs[rb - (trans_b ? 1 : 2)], n = bs[rb - (trans_b ? 2 : 1)];
+  auto shapes = [&] {
+    return to_string(as) + (trans_a ? "^T" : "") + " x " + to_string(bs) + (trans_b ? "^T" : "");
+  };
+  if (!dims_match(ka, kb)) throw ShapeError("matmul: inner dims differ: " + shapes());
+  Shape full;
+  try {
+    full = broadcast_shapes("matmul", lead(as), lead(bs));
+  } catch (const ShapeError&) {
+    throw ShapeError("matmul: the batch dims of " + shapes() + " do not broadcast");
+  }
+  // out_batch: the full batch shape, or one it sums down to.
+  if (out_batch.size() > full.size() || broadcast_shapes("matmul", out_batch, full) != full)
+    throw ShapeError("matmul: batch dims " + to_string(out_batch) + " are not a sum of the product's " +
+                     to_string(full) + " (" + shapes() + ")");
+  {
+    const Shape rf = resolve(full, kCheckBatch);
+    check_loop_dims("matmul", plan::batch_matmul_dims(rf, resolve(lead(as), kCheckBatch),
+                                                      resolve(lead(bs), kCheckBatch), resolve(out_batch, kCheckBatch)),
+                    "the batch dims of " + shapes(), "broadcast alike in both operands");
+  }
+  Shape out = out_batch;
+  out.push_back(m);
+  out.push_back(n);
+  return make_node(g, Op::BatchMatMul, DType::f32, std::move(out), {a.id(), b.id()}, {trans_a, trans_b});
+}
+
 Tensor matmul(Tensor a, Tensor b, bool trans_a, bool trans_b) {
   Graph& g = same_graph("matmul", a, b);
   need_f32("matmul", a);
   need_f32("matmul", b);
-  need_ndim("matmul", a, 2, "left operand");
-  need_ndim("matmul", b, 2, "right operand");
+  if (a.ndim() < 2 || b.ndim() < 2)
+    throw ShapeError("matmul: operands must have at least 2 dims, got " + shp(a) + " x " + shp(b) +
+                     " (reshape a vector to [1, n] or [n, 1])");
+  if (a.ndim() > 2 || b.ndim() > 2) {
+    const Shape as = a.shape(), bs = b.shape();
+    Shape full;
+    try {
+      full = broadcast_shapes("matmul", lead(as), lead(bs));
+    } catch (const ShapeError&) {
+      throw ShapeError("matmul: the batch dims of " + shp(a) + (trans_a ? "^T" : "") + " x " + shp(b) +
+                       (trans_b ? "^T" : "") + " do not broadcast");
+    }
+    return batch_matmul_to(a, b, trans_a, trans_b, full);
+  }
   Dim m = a.shape()[trans_a ? 1 : 0], ka = a.shape()[trans_a ? 0 : 1];
   Dim kb = b.shape()[trans_b ? 1 : 0], n = b.shape()[trans_b ? 0 : 1];
   if (!dims_match(ka, kb))
     throw ShapeError("matmul: inner dims differ: " + shp(a) + (trans_a ? "^T" : "") + " x " + shp(b) +
                      (trans_b ? "^T" : ""));
   return make_node(g, Op::MatMul, DType::f32, {m, n}, {a.id(), b.id()}, {trans_a, trans_b});
+}
+
+// ---- shape ops ---------------------------------------------------------------------
+
+static void need_4byte(const char* op, const Tensor& t) {
+  if (t.dtype() != DType::f32 && t.dtype() != DType::i32)
+    throw TypeError(std::string(op) + ": expects f32 or i32, got " + dtype_name(t.dtype()) + " tensor of shape " +
+                    shp(t));
+}
+
+Tensor concat(const std::vector<Tensor>& xs, int axis) {
+  if (xs.empty()) throw ArgumentError("concat: no operands");
+  for (const Tensor& x : xs) same_graph("concat", xs[0], x);
+  const Tensor& x0 = xs[0];
+  need_4byte("concat", x0);
+  auto all = [&] {
+    std::string r;
+    for (const Tensor& x : xs) r += (r.empty() ? "" : ", ") + shp(x);
+    return r;
+  };
+  const int nd = x0.ndim();
+  const int a = norm_axis("concat", axis, nd);
+  Shape out = x0.shape();
+  Dim total = 0;
+  for (const Tensor& x : xs) {
+    if (x.dtype() != x0.dtype())
+      throw TypeError("concat: operands of different dtypes (" + std::string(dtype_name(x0.dtype())) + " and " +
+                      dtype_name(x.dtype()) + "): " + all());
+    if (x.ndim() != nd) throw ShapeError("concat: operands of different ranks: " + all());
+    const Shape xs_ = x.shape();
+    for (int i = 0; i < nd; ++i) {
+      if (i == a) continue;
+      if (!dims_match(xs_[i], out[i]))
+        throw ShapeError("concat: dim " + std::to_string(i) + " differs between operands along axis " +
+                         std::to_string(a) + ": " + all());
+    }
+    if (xs_[a] == batch && xs.size() > 1)
+      throw ShapeError("concat: cannot join along the batch dim (axis " + std::to_string(a) + "): " + all());
+    if (xs_[a] != batch) total += xs_[a];
+  }
+  if (xs.size() == 1) return x0;
+  out[a] = total;
+  std::vector<int32_t> ids;
+  for (const Tensor& x : xs) ids.push_back(x.id());
+  return make_node(x0.graph(), Op::Concat, x0.dtype(), std::move(out), std::move(ids), {a});
+}
+
+Tensor slice(Tensor x, int axis, int64_t begin, int64_t end) {
+  if (!x.valid()) throw ArgumentError("slice: empty tensor operand");
+  need_4byte("slice", x);
+  const int a = norm_axis("slice", axis, x.ndim());
+  const Dim d = x.shape()[a];
+  if (d == batch)
+    throw ShapeError("slice: cannot slice the batch dim (axis " + std::to_string(axis) + ") of " + shp(x));
+  // Python's rules: negative counts from the end, then clamp to [0, d];
+  // a reversed range is empty.
+  auto norm = [d](int64_t v) {
+    if (v < 0) v = v < -d ? 0 : v + d;
+    return std::min<int64_t>(v, d);
+  };
+  const int64_t b = norm(begin), e = std::max(b, norm(end));
+  if (b == 0 && e == d) return x;
+  Shape s = x.shape();
+  s[a] = e - b;
+  return make_node(x.graph(), Op::Slice, x.dtype(), std::move(s), {x.id()}, {a, b, e});
+}
+
+Tensor slice_grad(Tensor g, const Shape& x_shape, int axis, int64_t begin, int64_t end) {
+  if (!g.valid()) throw ArgumentError("slice_grad: empty tensor operand");
+  Shape want = x_shape;
+  if (axis < 0 || axis >= static_cast<int>(want.size()) || begin < 0 || end < begin || end > want[axis])
+    throw ShapeError("slice_grad: range [" + std::to_string(begin) + ", " + std::to_string(end) + ") of axis " +
+                     std::to_string(axis) + " is not inside " + to_string(x_shape));
+  want[axis] = end - begin;
+  if (want != g.shape())
+    throw ShapeError("slice_grad: gradient " + shp(g) + " does not match the slice " + to_string(want));
+  if (begin == 0 && end == x_shape[axis]) return g;
+  return make_node(g.graph(), Op::SliceGrad, g.dtype(), x_shape, {g.id()}, {axis, begin, end});
+}
+
+Tensor embedding(Tensor table, Tensor indices) {
+  Graph& g = same_graph("embedding", table, indices);
+  need_f32("embedding", table);
+  need_ndim("embedding", table, 2, "table [V, D]");
+  if (indices.dtype() != DType::i32)
+    throw TypeError("embedding: indices must be i32, got " + std::string(dtype_name(indices.dtype())) +
+                    " tensor of shape " + shp(indices));
+  if (has_batch(table.shape()))
+    throw ShapeError("embedding: table " + shp(table) + " must have concrete dims");
+  Shape s = indices.shape();
+  s.push_back(table.shape()[1]);
+  return make_node(g, Op::Embedding, DType::f32, std::move(s), {table.id(), indices.id()});
+}
+
+Tensor embedding_grad(Tensor g, Tensor indices, const Shape& table_shape) {
+  Graph& gr = same_graph("embedding_grad", g, indices);
+  Shape want = indices.shape();
+  if (table_shape.size() != 2) throw ShapeError("embedding_grad: table shape " + to_string(table_shape) + " is not 2-D");
+  want.push_back(table_shape[1]);
+  if (want != g.shape())
+    throw ShapeError("embedding_grad: gradient " + shp(g) + " does not match indices " + shp(indices) +
+                     " and table " + to_string(table_shape));
+  return make_node(gr, Op::EmbeddingGrad, DType::f32, table_shape, {g.id(), indices.id()});
 }
 
 // ---- neural-network ops ------------------------------------------------------------

@@ -143,6 +143,32 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
     case Op::DropoutMask:
       dropout_mask(s.n, s.f, dropout_key(ctx.seed, ctx.rank, s.stream, ctx.call), P<float>(out));
       break;
+    case Op::Slice:
+      slice_copy(s.slice, P<uint32_t>(a), P<uint32_t>(out));
+      break;
+    case Op::SliceGrad:
+      slice_place(s.slice, P<uint32_t>(a), P<uint32_t>(out), true);
+      break;
+    case Op::Concat:
+      for (size_t i = 0; i < s.parts.size(); ++i) {
+        SliceGeom part = s.slice;
+        part.begin = s.part_at[i];
+        part.end = s.part_at[i + 1];
+        slice_place(part, P<uint32_t>(p.ptr[static_cast<size_t>(s.parts[i])]), P<uint32_t>(out), false);
+      }
+      break;
+    case Op::Embedding: case Op::EmbeddingGrad: {
+      const int32_t* idx = P<int32_t>(b);
+      const int64_t bad = s.op == Op::Embedding
+          ? embedding(s.mm_m, s.mm_n, s.mm_k, P<float>(a), idx, P<float>(out))
+          : embedding_grad(s.mm_m, s.mm_n, s.mm_k, P<float>(a), idx, P<float>(out));
+      if (bad >= 0) throw ArgumentError(exec::bad_index_message(idx[bad], bad, s.mm_k));
+      break;
+    }
+    case Op::BatchMatMul:
+      batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
+      if (c) bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out));
+      break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");
   }

@@ -16,6 +16,7 @@ namespace synk::cpu {
 
 // The kernels take the planner's types as they are.
 using plan::AxisGeom;
+using plan::BatchGeom;
 using plan::BinOp;
 using plan::ConvGeom;
 using plan::EwArg;
@@ -30,6 +31,7 @@ using plan::kMaxDims;
 using plan::PoolGeom;
 using plan::Reduce;
 using plan::ReduceKind;
+using plan::SliceGeom;
 using plan::Strided;
 using plan::UnOp;
 
@@ -83,11 +85,28 @@ int64_t softmax_xent_grad(int64_t n, int64_t c, const float* logits, const int32
 // C[m,n] = op(A) op(B); A is [m,k] (or [k,m] if ta), B is [k,n] (or [n,k]).
 void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
             float* c, float beta = 0.f);
+// The batched product of BatchGeom (one GEMM where the batch folds, else
+// one sgemm per product; summed outputs zeroed first, then accumulated).
+void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c);
 // Epilogue of a fused op on rows x cols of y: y += bias[row % nb] (one value
 // per row, bias may be null), then ReLU if asked.
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y);
 // Same with one bias value per column (matmul + row-broadcast bias).
 void bias_relu_cols(int64_t rows, int64_t cols, const float* bias, bool relu, float* y);
+
+// ---- shape ops (4-byte elements: f32 or i32) ----------------------------------------
+// y [outer, end-begin, inner] = x [outer, n, inner] at [begin, end) (Slice,
+// Concat's gradient).
+void slice_copy(const SliceGeom& g, const uint32_t* x, uint32_t* y);
+// x [outer, end-begin, inner] into y [outer, n, inner] at [begin, end); the
+// rest of y zeroed when zero_rest (SliceGrad) or left (Concat's parts).
+void slice_place(const SliceGeom& g, const uint32_t* x, uint32_t* y, bool zero_rest);
+// y[r, :] = table[idx[r], :] for `rows` indices into a [v, d] table; the
+// gradient dt [v, d] = the rows of g added at their indices (zeroed first,
+// added in index order). Both check every index first and return the
+// position of the first outside [0, v) without writing anything, else -1.
+int64_t embedding(int64_t rows, int64_t d, int64_t v, const float* table, const int32_t* idx, float* y);
+int64_t embedding_grad(int64_t rows, int64_t d, int64_t v, const float* g, const int32_t* idx, float* dt);
 
 // bias (one value per output channel, may be null) and relu: fused epilogue.
 void conv2d(const ConvGeom& g, const float* x, const float* w, float* y, float* work,

@@ -172,6 +172,37 @@ void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, c
   gemm(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
+void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.fold == 1) {  // rows stacked: [count*m, k] x op(B)
+    gemm(false, g.tb, g.count * g.m, g.n, g.k, a, g.k, b, g.ldb(), 0.f, c, g.n);
+    return;
+  }
+  if (g.fold == 2) {  // inner dims stacked: [count*k, m]^T x [count*k, n]
+    gemm(true, false, g.m, g.n, g.count * g.k, a, g.m, b, g.n, 0.f, c, g.n);
+    return;
+  }
+  const bool sum = g.summed();
+  if (sum) std::fill(c, c + g.out_count * g.m * g.n, 0.f);
+  // An odometer over the collapsed batch dims, offsets kept incrementally.
+  int64_t idx[kMaxDims] = {};
+  int64_t oa = 0, ob = 0, oc = 0;
+  for (int64_t i = 0; i < g.count; ++i) {
+    gemm(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), b + ob, g.ldb(), sum ? 1.f : 0.f, c + oc, g.n);
+    for (int d = g.nd - 1; d >= 0; --d) {
+      if (++idx[d] < g.dim[d]) {
+        oa += g.sa[d];
+        ob += g.sb[d];
+        oc += g.sc[d];
+        break;
+      }
+      idx[d] = 0;
+      oa -= g.sa[d] * (g.dim[d] - 1);
+      ob -= g.sb[d] * (g.dim[d] - 1);
+      oc -= g.sc[d] * (g.dim[d] - 1);
+    }
+  }
+}
 
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -108,6 +108,54 @@ void conv_grad_weight(const plan::Step& s, int64_t chunk, const float* x, const 
   }
 }
 
+// The batched product of BatchGeom: one GEMM where the batch folds; else
+// strided-batched GEMMs over the innermost batch dim (stride 0 for a
+// broadcast operand), one call per index of the outer dims; an output that
+// sums batch dims is zeroed, then every product added into it by one GEMM
+// each (cuBLAS's batched calls may not write one matrix twice).
+void batch_matmul(const plan::BatchGeom& g, const float* a, const float* b, float* c, const ExecContext& cx) {
+  if (g.m == 0 || g.n == 0) return;
+  const Blas& blas = *cx.blas;
+  if (g.fold == 1) {
+    blas.gemm(false, g.tb, g.count * g.m, g.n, g.k, a, g.k, b, g.ldb(), 0.f, c, g.n);
+    return;
+  }
+  if (g.fold == 2) {
+    blas.gemm(true, false, g.m, g.n, g.count * g.k, a, g.m, b, g.n, 0.f, c, g.n);
+    return;
+  }
+  const bool sum = g.summed();
+  if (sum && g.out_count > 0)
+    SYNK_CUDA_CHECK(cudaMemsetAsync(c, 0, static_cast<size_t>(g.out_count * g.m * g.n) * sizeof(float), cx.stream));
+  if (g.count == 0) return;
+  // The innermost dim runs as one strided-batched call (no sums); the
+  // others by an odometer.
+  const int inner = g.nd - 1;
+  const int64_t per_call = !sum && g.nd > 0 ? g.dim[inner] : 1;
+  const int outer_nd = !sum && g.nd > 0 ? g.nd - 1 : g.nd;
+  int64_t idx[plan::kMaxDims] = {};
+  int64_t oa = 0, ob = 0, oc = 0;
+  for (int64_t i = 0; i < g.count; i += per_call) {
+    if (sum)
+      blas.gemm(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), b + ob, g.ldb(), 1.f, c + oc, g.n);
+    else
+      blas.gemm_batched(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), g.nd > 0 ? g.sa[inner] : 0, b + ob, g.ldb(),
+                        g.nd > 0 ? g.sb[inner] : 0, c + oc, g.n, g.m * g.n, per_call);
+    for (int d = outer_nd - 1; d >= 0; --d) {
+      if (++idx[d] < g.dim[d]) {
+        oa += g.sa[d];
+        ob += g.sb[d];
+        oc += g.sc[d];
+        break;
+      }
+      idx[d] = 0;
+      oa -= g.sa[d] * (g.dim[d] - 1);
+      ob -= g.sb[d] * (g.dim[d] - 1);
+      oc -= g.sc[d] * (g.dim[d] - 1);
+    }
+  }
+}
+
 void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& cx) {
   auto ptr = [&](int32_t id) -> void* { return id >= 0 ? cp.p.ptr[static_cast<size_t>(id)] : nullptr; };
   void* out = ptr(s.node);
@@ -208,6 +256,35 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
       }
       break;
     }
+    case Op::Slice:
+      kernels::slice_copy(s.slice, P<uint32_t>(a), P<uint32_t>(out), st);
+      break;
+    case Op::SliceGrad:
+      kernels::slice_place(s.slice, P<uint32_t>(a), P<uint32_t>(out), true, st);
+      break;
+    case Op::Concat:
+      for (size_t i = 0; i < s.parts.size(); ++i) {
+        plan::SliceGeom part = s.slice;
+        part.begin = s.part_at[i];
+        part.end = s.part_at[i + 1];
+        kernels::slice_place(part, P<uint32_t>(ptr(s.parts[i])), P<uint32_t>(out), false, st);
+      }
+      break;
+    case Op::Embedding: case Op::EmbeddingGrad: {
+      auto* bad = static_cast<unsigned long long*>(cp.index_check.data()) + cp.index_slot[si];
+      if (s.op == Op::Embedding) {
+        kernels::embedding(s.mm_m, s.mm_n, s.mm_k, P<float>(a), P<int32_t>(b), P<float>(out), bad, st);
+      } else {
+        if (s.n > 0) SYNK_CUDA_CHECK(cudaMemsetAsync(out, 0, s.out_bytes(), st));
+        kernels::embedding_grad_add(s.mm_m, s.mm_n, s.mm_k, P<float>(a), P<int32_t>(b), P<float>(out), bad, st);
+      }
+      break;
+    }
+    case Op::BatchMatMul:
+      batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out), cx);
+      if (c || s.relu)
+        kernels::bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out), st);
+      break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CUDA executor");
   }
@@ -239,6 +316,7 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
                        "': the CUDA executor got a plan with fused elementwise groups or outputs in caller "
                        "buffers, which only the CPU executor runs (compile with cuda::plan_options())");
   const size_t nsteps = q.steps.size();
+  cp.index_slot.assign(nsteps, -1);
   cp.conv_chunk.assign(nsteps, 1);
   cp.dropout_key.assign(nsteps, 0);
   int64_t work_floats = 0;
@@ -253,6 +331,15 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
     }
     if (s.op == Op::DropoutMask) cp.dropout_key[si] = dropout::key_base(seed, rank, s.stream);
     if (s.op == Op::SoftmaxCrossEntropy || s.op == Op::SoftmaxCrossEntropyGrad) cp.has_xent = true;
+    if (s.op == Op::Embedding || s.op == Op::EmbeddingGrad) {
+      cp.index_slot[si] = static_cast<int32_t>(cp.index_steps.size());
+      cp.index_steps.push_back(si);
+    }
+  }
+  if (!cp.index_steps.empty()) {
+    // All ones: no bad index (shape::kNoBadIndex), on the plan's stream.
+    cp.index_check = DeviceBuffer(cp.index_steps.size() * sizeof(unsigned long long));
+    SYNK_CUDA_CHECK(cudaMemsetAsync(cp.index_check.data(), 0xff, cp.index_check.bytes(), stream));
   }
 
   // Arena: the planner's values, then the conv workspace, staging for

@@ -31,6 +31,12 @@ struct CudaPlan {
   int64_t arena_bytes = 0;
   DeviceBuffer consts;
   bool has_xent = false;                // reads the bad-label word after a call
+  // Embedding steps: one bad-index word each (shape::bad_index_word, all
+  // ones when none) in index_check, read after every call and reset after
+  // a bad one. index_slot: per step, its word (-1: not an embedding step).
+  std::vector<int32_t> index_slot;
+  std::vector<size_t> index_steps;      // the steps, in word order
+  DeviceBuffer index_check;
   bool warm = false;                    // ran once eagerly (before capture)
   GraphExec exec;                       // captured work (graphs on)
   uint64_t exec_gen = 0;                // arena generation it was captured for

@@ -26,6 +26,7 @@
 #include "exec/cuda/executor.hpp"
 #include "exec/common.hpp"
 #include "exec/variables.hpp"
+#include "shape.hpp"  // kernels/: the bad-index word
 
 namespace synk {
 
@@ -120,23 +121,31 @@ int64_t CudaSession::Impl::check_inputs(const FunctionDef& def, const std::vecto
   return exec::check_inputs(g->nodes(), def, inputs);
 }
 
-// Labels that come straight from an input are checked on the host before
-// anything runs, so a bad call changes no variable (as on the CPU). Labels
-// computed on the device are checked by the kernels (bad_row).
+// Labels and embedding indices that come straight from an input are
+// checked on the host before anything runs, so a bad call changes no
+// variable (as on the CPU). Those computed on the device (or in device
+// memory) are checked by the kernels (bad_row, CudaPlan::index_check).
 void CudaSession::Impl::check_labels(const cuda::CudaPlan& cp, const FunctionDef& def,
                                      const std::vector<ArrayView>& inputs) const {
   for (const plan::Step& s : cp.p.steps) {
-    if (s.op != Op::SoftmaxCrossEntropy && s.op != Op::SoftmaxCrossEntropyGrad) continue;
+    const bool xent = s.op == Op::SoftmaxCrossEntropy || s.op == Op::SoftmaxCrossEntropyGrad;
+    const bool emb = s.op == Op::Embedding || s.op == Op::EmbeddingGrad;
+    if (!xent && !emb) continue;
     const plan::ValueLoc& l = cp.p.loc[static_cast<size_t>(s.in[1])];
     if (l.kind != plan::Loc::Input) continue;
     const ArrayView& v = inputs[static_cast<size_t>(l.index)];
-    if (s.mm_m > 0 && on_device(v.data)) continue;  // checked by the kernels (bad_row)
+    if (s.mm_m > 0 && on_device(v.data)) continue;  // checked by the kernels
     const auto* lab = static_cast<const int32_t*>(v.data);
+    const std::string where = fn_label(def) + ": " + op_name(s.op) + " (node " + std::to_string(s.node) + ")";
+    if (emb) {
+      for (int64_t i = 0; i < s.mm_m; ++i)
+        if (!shape::index_ok(lab[i], s.mm_k)) throw ArgumentError(where + ": " + exec::bad_index_message(lab[i], i, s.mm_k));
+      continue;
+    }
     for (int64_t i = 0; i < s.mm_m; ++i)
       if (lab[i] < 0 || lab[i] >= s.mm_n)
-        throw ArgumentError(fn_label(def) + ": " + op_name(s.op) + " (node " + std::to_string(s.node) + "): label " +
-                            std::to_string(lab[i]) + " at row " + std::to_string(i) + " is outside [0, " +
-                            std::to_string(s.mm_n) + ")");
+        throw ArgumentError(where + ": label " + std::to_string(lab[i]) + " at row " + std::to_string(i) +
+                            " is outside [0, " + std::to_string(s.mm_n) + ")");
   }
 }
 
@@ -309,13 +318,33 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
     unsigned long long bad = kNoBadRow;
     if (cp.has_xent)
       SYNK_CUDA_CHECK(cudaMemcpyAsync(&bad, bad_row.data(), sizeof(bad), cudaMemcpyDeviceToHost, s()));
+    std::vector<unsigned long long> bad_index(cp.index_steps.size(), shape::kNoBadIndex);
+    if (!bad_index.empty())
+      SYNK_CUDA_CHECK(cudaMemcpyAsync(bad_index.data(), cp.index_check.data(), cp.index_check.bytes(),
+                                      cudaMemcpyDeviceToHost, s()));
     stream->synchronize();
+    // The first embedding step with a bad index, if any; every word is
+    // reset before either error is thrown, so the next call starts clean.
+    size_t bad_k = bad_index.size();
+    for (size_t k = 0; k < bad_index.size() && bad_k == bad_index.size(); ++k)
+      if (bad_index[k] != shape::kNoBadIndex) bad_k = k;
+    if (bad_k < bad_index.size())
+      SYNK_CUDA_CHECK(cudaMemsetAsync(cp.index_check.data(), 0xff, cp.index_check.bytes(), s()));
     if (bad != kNoBadRow) {
       const unsigned long long none = kNoBadRow;
       SYNK_CUDA_CHECK(cudaMemcpyAsync(bad_row.data(), &none, sizeof(none), cudaMemcpyHostToDevice, s()));
       stream->synchronize();
       throw ArgumentError(fn_label(def) + ": SoftmaxCrossEntropy on the GPU: a computed label at row " +
                           std::to_string(bad) + " is out of range (results of this call are invalid)");
+    }
+    if (bad_k < bad_index.size()) {
+      stream->synchronize();
+      const plan::Step& st = cp.p.steps[cp.index_steps[bad_k]];
+      throw ArgumentError(fn_label(def) + ": " + op_name(st.op) + " (node " + std::to_string(st.node) +
+                          ") on the GPU: " +
+                          exec::bad_index_message(shape::bad_index_value(bad_index[bad_k]),
+                                                  shape::bad_index_pos(bad_index[bad_k]), st.mm_k) +
+                          " (results of this call are invalid)");
     }
     if (ready)
       for (size_t k = 0; k < early.size(); ++k)

@@ -7,6 +7,7 @@
 // alternating kept/reduced runs the same way.
 #include "exec/plan/geometry.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "synk/error.hpp"
@@ -246,6 +247,108 @@ AxisGeom make_axis(const Shape& in, int64_t axis) {
     else if (i == axis) g.n = d;
     else g.inner *= d;
   }
+  return g;
+}
+
+// ---- batched matmul ------------------------------------------------------------------
+
+namespace {
+
+// The batch iteration of a batched product, collapsed: dims of size 1
+// dropped, neighbours merged where all three operands step through them as
+// one run. Matrix strides (in matrices) times the matrix sizes come after.
+struct BatchRuns {
+  std::vector<int64_t> d, a, b, c;  // innermost first
+};
+
+BatchRuns batch_runs(const Shape& full, const Shape& a, const Shape& b, const Shape& out, int64_t ma, int64_t mb,
+                     int64_t mc) {
+  const int64_t nd = static_cast<int64_t>(full.size());
+  auto strides = [&](const Shape& s, int64_t unit) {
+    // Stride of each full dim in s's matrices: 0 where s lacks it or has 1.
+    std::vector<int64_t> st(static_cast<size_t>(nd), 0);
+    int64_t step = unit;
+    for (int64_t i = nd - 1; i >= 0; --i) {
+      const int64_t d = dim_at(s, i, nd);
+      st[static_cast<size_t>(i)] = d == 1 ? 0 : step;
+      step *= d;
+    }
+    return st;
+  };
+  const std::vector<int64_t> sa = strides(a, ma), sb = strides(b, mb), sc = strides(out, mc);
+  BatchRuns r;
+  for (int64_t k = nd - 1; k >= 0; --k) {
+    const size_t i = static_cast<size_t>(k);
+    if (full[i] == 1) continue;
+    if (!r.d.empty() && sa[i] == r.a.back() * r.d.back() && sb[i] == r.b.back() * r.d.back() &&
+        sc[i] == r.c.back() * r.d.back()) {
+      r.d.back() *= full[i];
+    } else {
+      r.d.push_back(full[i]);
+      r.a.push_back(sa[i]);
+      r.b.push_back(sb[i]);
+      r.c.push_back(sc[i]);
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+int batch_matmul_dims(const Shape& full, const Shape& a, const Shape& b, const Shape& out) {
+  return static_cast<int>(batch_runs(full, a, b, out, 1, 1, 1).d.size());
+}
+
+BatchGeom make_batch_matmul(const Shape& a, const Shape& b, const Shape& out, bool ta, bool tb) {
+  auto fail = [&](const std::string& why) -> BatchGeom {
+    throw ShapeError("batched matmul of " + to_string(a) + (ta ? "^T" : "") + " x " + to_string(b) + (tb ? "^T" : "") +
+                     " -> " + to_string(out) + ": " + why);
+  };
+  if (a.size() < 2 || b.size() < 2 || out.size() < 2) return fail("operands need at least 2 dims");
+  BatchGeom g;
+  const size_t ra = a.size(), rb = b.size(), rc = out.size();
+  g.ta = ta;
+  g.tb = tb;
+  g.m = a[ra - (ta ? 1 : 2)];
+  g.k = a[ra - (ta ? 2 : 1)];
+  g.n = b[rb - (tb ? 2 : 1)];
+  if (b[rb - (tb ? 1 : 2)] != g.k) return fail("inner dims differ");
+  if (out[rc - 2] != g.m || out[rc - 1] != g.n) return fail("the output is not [.., m, n]");
+  const Shape la(a.begin(), a.end() - 2), lb(b.begin(), b.end() - 2), lc(out.begin(), out.end() - 2);
+  const int64_t nd = static_cast<int64_t>(std::max(la.size(), lb.size()));
+  Shape full(static_cast<size_t>(nd));
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t x = dim_at(la, i, nd), y = dim_at(lb, i, nd);
+    if (x != y && x != 1 && y != 1) return fail("the batch dims do not broadcast");
+    full[static_cast<size_t>(i)] = x == 1 ? y : x;
+  }
+  if (static_cast<int64_t>(lc.size()) > nd) return fail("the output has more batch dims than the product");
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t c = dim_at(lc, i, nd);
+    if (c != full[static_cast<size_t>(i)] && c != 1) return fail("the output's batch dims are not a sum of the product's");
+  }
+  const BatchRuns r = batch_runs(full, la, lb, lc, g.m * g.k, g.k * g.n, g.m * g.n);
+  if (r.d.size() > static_cast<size_t>(kMaxDims))
+    return fail("more than " + std::to_string(kMaxDims) + " batch dims after collapsing");
+  g.nd = static_cast<int>(r.d.size());
+  g.count = 1;
+  g.out_count = 1;
+  for (int i = 0; i < g.nd; ++i) {
+    const size_t k = r.d.size() - 1 - static_cast<size_t>(i);
+    g.dim[i] = r.d[k];
+    g.sa[i] = r.a[k];
+    g.sb[i] = r.b[k];
+    g.sc[i] = r.c[k];
+    g.count *= r.d[k];
+    if (r.c[k] != 0) g.out_count *= r.d[k];
+    else g.sums = true;
+  }
+  // One GEMM for the whole batch where the matrices stack (BatchGeom::fold).
+  if (g.nd == 1 && g.count > 1) {
+    if (!ta && g.sa[0] == g.m * g.k && g.sb[0] == 0 && g.sc[0] == g.m * g.n) g.fold = 1;
+    else if (ta && !tb && g.sa[0] == g.m * g.k && g.sb[0] == g.k * g.n && g.sc[0] == 0) g.fold = 2;
+  }
+  if (g.count == 0 || g.m == 0 || g.n == 0) g.fold = 0;
   return g;
 }
 

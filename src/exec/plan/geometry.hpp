@@ -26,6 +26,12 @@ Reduce make_reduce(const Shape& in, const std::vector<int64_t>& axes);
 // [outer, n, inner] view of `in` around `axis`.
 AxisGeom make_axis(const Shape& in, int64_t axis);
 
+// The batched product of a (op(A) [.., m, k]) and b (op(B) [.., k, n]) into
+// out [.., m, n]: the batch dims of a and b broadcast (numpy rules), and
+// out's are that broadcast or one it sums down to. Throws ShapeError on
+// shapes that do not fit, or more than kMaxDims batch dims after collapsing.
+BatchGeom make_batch_matmul(const Shape& a, const Shape& b, const Shape& out, bool ta, bool tb);
+
 // How many dims make_broadcast / make_transpose / make_reduce would keep
 // after collapsing (concrete shapes). Which dims merge depends only on which
 // dims are 1 and which broadcast or are reduced, not on the sizes of the
@@ -34,5 +40,8 @@ AxisGeom make_axis(const Shape& in, int64_t axis);
 int broadcast_dims(const Shape& out, const Shape& a, const Shape* b, const Shape* c = nullptr);
 int transpose_dims(const Shape& in, const std::vector<int64_t>& perm);
 int reduce_dims(const Shape& in, const std::vector<int64_t>& axes);
+// make_batch_matmul's batch dims after collapsing, from the batch shapes
+// alone (full: the broadcast of a's and b's; out: the node's).
+int batch_matmul_dims(const Shape& full, const Shape& a, const Shape& b, const Shape& out);
 
 }  // namespace synk::plan

@@ -167,7 +167,8 @@ int expected_inputs(Op op) {
   switch (op) {
     case Op::Input: case Op::Variable: case Op::Constant: return 0;
     case Op::MatMul: case Op::SoftmaxCrossEntropy: case Op::Conv2d: case Op::Conv2dGradInput:
-    case Op::Conv2dGradWeight: case Op::MaxPool2dGrad:
+    case Op::Conv2dGradWeight: case Op::MaxPool2dGrad: case Op::Embedding: case Op::EmbeddingGrad:
+    case Op::BatchMatMul:
       return 2;
     case Op::SoftmaxCrossEntropyGrad: return 3;
     default: return 1;
@@ -176,8 +177,9 @@ int expected_inputs(Op op) {
 
 size_t ints_needed(Op op) {
   switch (op) {
-    case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: case Op::DropoutMask: return 1;
-    case Op::MatMul: return 2;
+    case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: case Op::DropoutMask: case Op::Concat: return 1;
+    case Op::MatMul: case Op::BatchMatMul: return 2;
+    case Op::Slice: case Op::SliceGrad: return 3;
     case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: return 4;
     case Op::MaxPool2d: case Op::MaxPool2dGrad: return 6;
     default: return 0;
@@ -309,6 +311,7 @@ class Compiler {
     }
     for (int32_t in : s.in)
       if (in >= 0) v.push_back(in);
+    for (size_t i = 3; i < s.parts.size(); ++i) v.push_back(s.parts[i]);
   }
   void step_outs(const Step& s, std::vector<int32_t>& v) const {
     v.clear();
@@ -394,15 +397,15 @@ void Compiler::fold_bias_relu() {
       for (int k = 0; k < 2; ++k) {
         const int32_t c = a.inputs[static_cast<size_t>(k)], r = a.inputs[static_cast<size_t>(1 - k)];
         const Node& cn = nodes[static_cast<size_t>(c)];
-        if ((cn.op != Op::Conv2d && cn.op != Op::MatMul) || uses[static_cast<size_t>(c)] != 1 ||
+        if ((cn.op != Op::Conv2d && cn.op != Op::MatMul && cn.op != Op::BatchMatMul) || uses[static_cast<size_t>(c)] != 1 ||
             fused_bias[static_cast<size_t>(c)] >= 0 || c == r)
           continue;
         const Node& rn = nodes[static_cast<size_t>(r)];
         if (rn.dtype != DType::f32 || has_batch(rn.shape) || cn.shape != a.shape) continue;
-        // The bias must vary along dim 1 only: channels of [N,O,H,W] (conv),
-        // columns of [M,N] (matmul).
-        const size_t axis = 1;
+        // The bias must vary along one dim only: channels of [N,O,H,W]
+        // (conv), columns of [M,N] (matmul) or of [..., M, N] (batched).
         const size_t nd = cn.shape.size();
+        const size_t axis = cn.op == Op::Conv2d ? 1 : nd - 1;
         if (rn.shape.size() > nd || cn.shape.size() < 2) continue;
         bool ok = true;
         for (size_t i = 0; i < rn.shape.size(); ++i) {
@@ -724,6 +727,60 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         break;
       case Op::Cast:
         break;
+      case Op::Concat: {
+        const int64_t axis = n.ints[0];
+        if (axis < 0 || axis >= static_cast<int64_t>(out.size())) fail_node(def, id, n, "axis out of range for " + to_string(out));
+        const AxisGeom ag = make_axis(out, axis);
+        s.slice.outer = ag.outer;
+        s.slice.n = ag.n;
+        s.slice.inner = ag.inner;
+        s.parts = n.inputs;
+        s.part_at.push_back(0);
+        for (int32_t in : n.inputs) {
+          const Shape& xs = shape_of(in);
+          bool ok = xs.size() == out.size() && nodes[static_cast<size_t>(in)].dtype == n.dtype;
+          for (size_t i = 0; ok && i < xs.size(); ++i) ok = static_cast<int64_t>(i) == axis || xs[i] == out[i];
+          if (!ok) fail_node(def, id, n, "operand " + to_string(xs) + " does not fit " + to_string(out));
+          s.part_at.push_back(s.part_at.back() + xs[static_cast<size_t>(axis)]);
+        }
+        if (s.part_at.back() != ag.n) fail_node(def, id, n, "operands do not add up to " + to_string(out));
+        break;
+      }
+      case Op::Slice: case Op::SliceGrad: {
+        // x: the whole tensor (Slice's input, SliceGrad's output).
+        const Shape& whole = n.op == Op::Slice ? x : out;
+        const Shape& part = n.op == Op::Slice ? out : x;
+        const int64_t axis = n.ints[0];
+        if (axis < 0 || axis >= static_cast<int64_t>(whole.size())) fail_node(def, id, n, "axis out of range for " + to_string(whole));
+        const AxisGeom ag = make_axis(whole, axis);
+        s.slice = SliceGeom{ag.outer, ag.n, ag.inner, n.ints[1], n.ints[2]};
+        Shape want = whole;
+        want[static_cast<size_t>(axis)] = n.ints[2] - n.ints[1];
+        if (n.ints[1] < 0 || n.ints[2] < n.ints[1] || n.ints[2] > ag.n || want != part)
+          fail_node(def, id, n, "range [" + std::to_string(n.ints[1]) + ", " + std::to_string(n.ints[2]) + ") of " +
+                                    to_string(whole) + " does not give " + to_string(part));
+        break;
+      }
+      case Op::Embedding: case Op::EmbeddingGrad: {
+        // mm_m index rows, mm_n = D, mm_k = V.
+        const Shape& table = n.op == Op::Embedding ? x : out;
+        const Shape& rows = n.op == Op::Embedding ? out : x;
+        const Shape& idx = shape_of(n.inputs[1]);
+        if (table.size() != 2 || nodes[static_cast<size_t>(n.inputs[1])].dtype != DType::i32)
+          fail_node(def, id, n, "needs a [V, D] table and i32 indices");
+        Shape want = idx;
+        want.push_back(table[1]);
+        if (want != rows) fail_node(def, id, n, "indices " + to_string(idx) + " and table " + to_string(table) + " do not give " + to_string(rows));
+        s.mm_m = numel(idx);
+        s.mm_n = table[1];
+        s.mm_k = table[0];
+        break;
+      }
+      case Op::BatchMatMul:
+        s.bmm = make_batch_matmul(x, shape_of(n.inputs[1]), out, n.ints[0] != 0, n.ints[1] != 0);
+        s.ta = s.bmm.ta;
+        s.tb = s.bmm.tb;
+        break;
       default:
         fail_node(def, id, n, "op not supported by the CPU executor");
     }
@@ -738,8 +795,14 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
       fail_node(def, id, n, "needs f32 operands");
     if (is_ternary(n.op) && (s.in_dtype != DType::i32 || dtype_of(1) != s.dtype || dtype_of(2) != s.dtype))
       fail_node(def, id, n, "needs an i32 condition and two operands of the result's dtype");
-    if (n.op == Op::MatMul && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
+    if ((n.op == Op::MatMul || n.op == Op::BatchMatMul) &&
+        (n.dtype != DType::f32 || s.in_dtype != DType::f32 || dtype_of(1) != DType::f32))
       fail_node(def, id, n, "matmul supports f32 only");
+    if ((n.op == Op::Slice || n.op == Op::SliceGrad || n.op == Op::Concat) &&
+        (dtype_size(n.dtype) != 4 || s.in_dtype != n.dtype))
+      fail_node(def, id, n, "needs 4-byte operands of the result's dtype");
+    if ((n.op == Op::Embedding || n.op == Op::EmbeddingGrad) && (n.dtype != DType::f32 || s.in_dtype != DType::f32))
+      fail_node(def, id, n, "needs an f32 table");
   } catch (const ShapeError& e) {
     if (std::string(e.what()).rfind("function '", 0) == 0) throw;
     fail_node(def, id, n, e.what());
@@ -947,6 +1010,7 @@ std::vector<int64_t> output_last_steps(const Plan& p) {
     const Step& s = p.steps[si];
     touch(s.node, si);
     for (int32_t in : s.in) touch(in, si);
+    for (int32_t in : s.parts) touch(in, si);
     if (s.fused >= 0) {
       const EwProgram& f = p.fused[static_cast<size_t>(s.fused)];
       for (int32_t id : f.inputs) touch(id, si);

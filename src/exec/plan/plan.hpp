@@ -76,8 +76,8 @@ struct Step {
   UnOp uop = UnOp::Neg;
   ReduceKind rop = ReduceKind::Sum;
   bool ta = false, tb = false;
-  // Fused epilogue of Conv2d/MatMul: + bias (node id in in[2], one value per
-  // output channel/column), then ReLU.
+  // Fused epilogue of Conv2d/MatMul/BatchMatMul: + bias (node id in in[2],
+  // one value per output channel/column), then ReLU.
   bool relu = false;
   int32_t fused = -1;  // >= 0: a fused elementwise group, Plan::fused[fused]
   int64_t mm_m = 0, mm_n = 0, mm_k = 0;
@@ -86,6 +86,12 @@ struct Step {
   AxisGeom ax;
   ConvGeom conv{};
   PoolGeom pool{};
+  SliceGeom slice{};  // Slice, SliceGrad; Concat: the output's axis (begin/end unused)
+  BatchGeom bmm{};    // BatchMatMul
+  // Concat: every operand (in[] holds the first three) and where each
+  // starts along the axis (parts.size() + 1 entries, the last the total).
+  std::vector<int32_t> parts;
+  std::vector<int64_t> part_at;
   // Bytes of the step's output (n elements of dtype).
   size_t out_bytes() const { return static_cast<size_t>(n) * dtype_size(dtype); }
 };
