@@ -98,4 +98,20 @@ void max_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream
 // maximum it is (window order as the CPU), so no atomics and no zeroing.
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx, cudaStream_t stream);
 
+// ---- normalisation and average pooling (kernels/norm.cu) --------------------------------
+// The CPU kernels' signatures (src/exec/cpu/kernels.hpp) with a stream.
+void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const float* beta, float eps, float* y,
+                cudaStream_t stream);
+void layer_norm_grad(const AxisGeom& g, const float* x, const float* gamma, const float* dy, float eps, float* dx,
+                     cudaStream_t stream);
+void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float* var, cudaStream_t stream);
+void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                const float* beta, float eps, float* y, cudaStream_t stream);
+void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream);
+void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out,
+                            cudaStream_t stream);
+void avg_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream);
+void avg_pool2d_grad(const PoolGeom& g, const float* dy, float* dx, cudaStream_t stream);
+
 }  // namespace synk::kernels
