@@ -139,6 +139,21 @@ __global__ void batch_norm_grad_kernel(AxisGeom g, const float* x, const float* 
   }
 }
 
+__global__ void batch_norm_grad_gamma_kernel(AxisGeom g, const float* x, const float* mean, const float* var,
+                                             const float* dy, float eps, float* out) {
+  __shared__ double buf[kNormThreads];
+  const int64_t m = g.outer * g.inner;
+  for (int64_t c = blockIdx.x; c < g.n; c += gridDim.x) {
+    double b = 0;
+    for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+      const int64_t o = chan_offset(g, c, i);
+      b += static_cast<double>(dy[o] * (x[o] - mean[c]));
+    }
+    b = block_sum(b, buf);
+    if (threadIdx.x == 0) out[c] = static_cast<float>(b) * norm::rstd(var[c], eps);
+  }
+}
+
 __global__ void running_var_kernel(AxisGeom g, const float* running, const float* var, float momentum, float* out) {
   SYNK_GRID_LOOP(c, g.n) out[c] = norm::running_var(running[c], var[c], momentum, g.outer * g.inner);
 }
@@ -219,6 +234,13 @@ void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const
   if (g.n <= 0 || g.outer * g.inner <= 0) return;
   SYNK_LAUNCH(batch_norm_grad_kernel, blocks_for(g.n), threads_for(g.outer * g.inner), 0, stream)(
       g, x, mean, var, gamma, dy, eps, training, dx);
+}
+
+void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                           float eps, float* out, cudaStream_t stream) {
+  if (g.n <= 0) return;
+  SYNK_LAUNCH(batch_norm_grad_gamma_kernel, blocks_for(g.n), threads_for(g.outer * g.inner), 0, stream)(
+      g, x, mean, var, dy, eps, out);
 }
 
 void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out,

@@ -78,6 +78,8 @@ enum class Op : uint16_t {
                         // per channel of x; floats = {m}
   AvgPool2d,      // (x); ints = {kh, kw, sh, sw, ph, pw}; padding counts
   AvgPool2dGrad,  // (g) -> shape of x; ints as AvgPool2d; node shape is x's
+  BatchNormGradGamma,  // (x, mean, var, dy) -> [C]: sum of dy * xhat per
+                       // channel (gamma's gradient); floats = {eps}
   kCount
 };
 const char* op_name(Op op);

@@ -211,11 +211,10 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
           accumulate(n.inputs[0], make_node(g, Op::BatchNormGrad, DType::f32, x.shape(),
                                             {x.id(), n.inputs[1], n.inputs[2], gamma.id(), dy.id()}, {}, n.floats,
                                             n.flag));
-        if (affine && wants(3)) {
-          Tensor xhat = make_node(g, Op::BatchNorm, DType::f32, x.shape(), {x.id(), n.inputs[1], n.inputs[2]}, {},
-                                  n.floats, n.flag);
-          accumulate(n.inputs[3], sum(dy * xhat, axes));
-        }
+        // dgamma in one pass over x and dy (no xhat, no product in memory).
+        if (affine && wants(3))
+          accumulate(n.inputs[3], make_node(g, Op::BatchNormGradGamma, DType::f32, in(3).shape(),
+                                            {x.id(), n.inputs[1], n.inputs[2], dy.id()}, {}, n.floats));
         if (affine && wants(4)) accumulate(n.inputs[4], sum(dy, axes));
         break;
       }

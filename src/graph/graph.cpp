@@ -21,7 +21,7 @@ const char* op_name(Op op) {
       "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d",
       "max_pool2d_grad", "dropout_mask", "layer_norm", "layer_norm_grad",
       "batch_norm_var", "batch_norm", "batch_norm_grad", "batch_norm_running_var",
-      "avg_pool2d", "avg_pool2d_grad"};
+      "avg_pool2d", "avg_pool2d_grad", "batch_norm_grad_gamma"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";

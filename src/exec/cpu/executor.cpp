@@ -158,6 +158,10 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])),
                       P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out));
       break;
+    case Op::BatchNormGradGamma:
+      batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
+                            P<float>(out));
+      break;
     case Op::BatchNormRunningVar:
       batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out));
       break;

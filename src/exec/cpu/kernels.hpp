@@ -103,6 +103,9 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
                 const float* beta, float eps, float* y);
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
                      const float* dy, float eps, bool training, float* dx);
+// gamma's gradient: per channel, the sum of dy * (x - mean) / sqrt(var + eps).
+void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                           float eps, float* out);
 void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out);
 void avg_pool2d(const PoolGeom& g, const float* x, float* y);
 void avg_pool2d_grad(const PoolGeom& g, const float* dy, float* dx);

@@ -215,6 +215,10 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
       kernels::batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])),
                                P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st);
       break;
+    case Op::BatchNormGradGamma:
+      kernels::batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
+                                     P<float>(out), st);
+      break;
     case Op::BatchNormRunningVar:
       kernels::batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out), st);
       break;
