@@ -302,17 +302,18 @@ std::vector<OpCase> op_cases() {
     b.outputs = {y, yw, gr[0], gr[1], gr[2], gr[3], gr[4]};
   }, 1e-4f, 1e-3f);
   add("BatchNormTrainAndGrads", [=](Graph& g, Built& b) {
-    Tensor x = g.input("x", f32, {batch, 3, 5, 6});
+    // 5 * 8 * 9 = 360 values per channel: more than a block's 256 threads.
+    Tensor x = g.input("x", f32, {batch, 3, 8, 9});
     Tensor v = g.input("v", f32, {batch, 4});
     b.inputs = {x, v};
-    b.values = {rnd({B, 3, 5, 6}, -1.f, 3.f, 34), rnd({B, 4}, -2.f, 2.f, 35)};
+    b.values = {rnd({B, 3, 8, 9}, -1.f, 3.f, 34), rnd({B, 4}, -2.f, 2.f, 35)};
     Tensor gm = var(g, "gm", {3}, 0.5f, 1.5f), bt = var(g, "bt", {3});
     Tensor rm = g.variable("rm", {3}), rv = g.variable("rv", {3}, Init::constant(1.f));
     Tensor y = batch_norm(x, gm, bt, rm, rv);
     Tensor g1 = var(g, "g1", {4}, 0.5f, 1.5f), b1 = var(g, "b1", {4});
     Tensor rm1 = g.variable("rm1", {4}), rv1 = g.variable("rv1", {4}, Init::constant(1.f));
     Tensor y1 = batch_norm(v, g1, b1, rm1, rv1, {.momentum = 0.3f});
-    Tensor l = sum(y * var(g, "w", {3, 5, 6})) + sum(square(y1));
+    Tensor l = sum(y * var(g, "w", {3, 8, 9})) + sum(square(y1));
     auto gr = grad(l, {x, gm, bt, v, g1, b1});
     // The running statistics as outputs: read before each call's update, so
     // the third call shows two updates on each side.
