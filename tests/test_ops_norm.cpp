@@ -343,6 +343,19 @@ TEST(Conv2dStrides, ResNetShapesMatchReference) {
   }
 }
 
+TEST(Conv2dStrides, BiasFreeLayer) {
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 3, 6, 6});
+  nn::Conv2d c = nn::conv2d(g, "c", 3, 4, 1, {.stride = 2}, Init::uniform(-1, 1), Init::zeros(), false);
+  ASSERT_EQ(c.params().size(), 1u);
+  EXPECT_FALSE(g.contains("c/b"));
+  Session s(g);
+  Array xv = Array::from(rnd(2 * 3 * 36, -1.f, 1.f, 2), {2, 3, 6, 6});
+  auto a = s.function({"a", {x}, {{c(x)}}, {}})({xv})[0].to_vector<float>();
+  auto b = s.function({"b", {x}, {{conv2d(x, c.W, {.stride = 2})}}, {}})({xv})[0].to_vector<float>();
+  EXPECT_EQ(a, b);
+}
+
 // CPU time of forward + backward (dx, dgamma, dbeta) of layer_norm on
 // [128, 17, 64] and batch_norm on [128, 32, 14, 14]; a measurement, not a
 // test (run with --gtest_also_run_disabled_tests).
