@@ -1,8 +1,8 @@
 // kernels/ops.cuh — launchers for the CUDA kernels of the graph executor
 // (src/exec/cuda): elementwise with broadcasting (where's select included),
 // reductions, softmax and cross-entropy, dropout, fill, convolution helpers
-// (im2col/col2im), max-pool, and the shape ops (slice, concat's parts,
-// embedding).
+// (im2col/col2im), max-pool, normalisation and average pooling, and the shape
+// ops (slice, concat's parts, embedding).
 //
 // The op kinds and geometry structs are the planner's own
 // (kernels/kernel_types.hpp), the very structs the CPU kernels take, so the GPU
@@ -125,5 +125,22 @@ void embedding(int64_t rows, int64_t d, int64_t v, const float* table, const int
                unsigned long long* bad, cudaStream_t stream);
 void embedding_grad_add(int64_t rows, int64_t d, int64_t v, const float* g, const int32_t* idx, float* dt,
                         unsigned long long* bad, cudaStream_t stream);
+// ---- normalisation and average pooling (kernels/norm.cu) --------------------------------
+// The CPU kernels' signatures (src/exec/cpu/kernels.hpp) with a stream.
+void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const float* beta, float eps, float* y,
+                cudaStream_t stream);
+void layer_norm_grad(const AxisGeom& g, const float* x, const float* gamma, const float* dy, float eps, float* dx,
+                     cudaStream_t stream);
+void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float* var, cudaStream_t stream);
+void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                const float* beta, float eps, float* y, cudaStream_t stream);
+void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream);
+void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                           float eps, float* out, cudaStream_t stream);
+void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out,
+                            cudaStream_t stream);
+void avg_pool2d(const PoolGeom& g, const float* x, float* y, cudaStream_t stream);
+void avg_pool2d_grad(const PoolGeom& g, const float* dy, float* dx, cudaStream_t stream);
 
 }  // namespace synk::kernels

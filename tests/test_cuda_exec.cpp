@@ -372,6 +372,70 @@ std::vector<OpCase> op_cases() {
                sum(square(matmul(r, h))) + sum(square(matmul(A, x, true, false)));
     b.outputs = grad(l, {q, k, v, W, Wt, h, x, A, r});
   }, 1e-4f, 1e-4f);
+  add("Conv2dResNetStrides", [=](Graph& g, Built& b) {
+    // ResNet's downsampling: 3x3 stride 2 pad 1, 1x1 stride 2 (shortcut),
+    // 1x1 stride 1 (no im2col), on odd and even sizes, with both gradients.
+    Tensor x = g.input("x", f32, {batch, 3, 9, 8});
+    b.inputs = {x};
+    b.values = {rnd({B, 3, 9, 8}, -1.f, 1.f, 31)};
+    Tensor W = var(g, "W", {4, 3, 3, 3}), W1 = var(g, "W1", {5, 3, 1, 1}), W2 = var(g, "W2", {2, 3, 1, 1});
+    Tensor a = conv2d(x, W, {.stride = 2, .padding = 1}), c = conv2d(x, W1, {.stride = 2}), d = conv2d(x, W2);
+    Tensor l = sum(a * var(g, "wa", {4, 5, 4})) + sum(c * var(g, "wc", {5, 5, 4})) + sum(d * var(g, "wd", {2, 9, 8}));
+    auto gr = grad(l, {x, W, W1, W2});
+    b.outputs = {a, c, d, gr[0], gr[1], gr[2], gr[3]};
+  }, 1e-4f, 1e-4f);
+  add("LayerNormAndGrads", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 3, 37});
+    b.inputs = {x};
+    b.values = {rnd({B, 3, 37}, -2.f, 3.f, 32)};
+    Tensor gm = var(g, "gm", {37}, 0.5f, 1.5f), bt = var(g, "bt", {37});
+    Tensor y = layer_norm(x, gm, bt);
+    Tensor wide = g.input("wide", f32, {batch, 700});  // more values than a block's threads
+    b.inputs.push_back(wide);
+    b.values.push_back(rnd({B, 700}, -1.f, 1.f, 33));
+    Tensor gw = var(g, "gw", {700}), bw = var(g, "bw", {700});
+    Tensor yw = layer_norm(wide, gw, bw, 1e-3f);
+    Tensor l = sum(y * var(g, "w", {3, 37})) + sum(square(yw));
+    auto gr = grad(l, {x, gm, bt, wide, gw});
+    b.outputs = {y, yw, gr[0], gr[1], gr[2], gr[3], gr[4]};
+  }, 1e-4f, 1e-3f);
+  add("BatchNormTrainAndGrads", [=](Graph& g, Built& b) {
+    // 5 * 8 * 9 = 360 values per channel: more than a block's 256 threads.
+    Tensor x = g.input("x", f32, {batch, 3, 8, 9});
+    Tensor v = g.input("v", f32, {batch, 4});
+    b.inputs = {x, v};
+    b.values = {rnd({B, 3, 8, 9}, -1.f, 3.f, 34), rnd({B, 4}, -2.f, 2.f, 35)};
+    Tensor gm = var(g, "gm", {3}, 0.5f, 1.5f), bt = var(g, "bt", {3});
+    Tensor rm = g.variable("rm", {3}), rv = g.variable("rv", {3}, Init::constant(1.f));
+    Tensor y = batch_norm(x, gm, bt, rm, rv);
+    Tensor g1 = var(g, "g1", {4}, 0.5f, 1.5f), b1 = var(g, "b1", {4});
+    Tensor rm1 = g.variable("rm1", {4}), rv1 = g.variable("rv1", {4}, Init::constant(1.f));
+    Tensor y1 = batch_norm(v, g1, b1, rm1, rv1, {.momentum = 0.3f});
+    Tensor l = sum(y * var(g, "w", {3, 8, 9})) + sum(square(y1));
+    auto gr = grad(l, {x, gm, bt, v, g1, b1});
+    // The running statistics as outputs: read before each call's update, so
+    // the third call shows two updates on each side.
+    b.outputs = {y, y1, gr[0], gr[1], gr[2], gr[3], gr[4], gr[5], rm, rv, rm1, rv1};
+  }, 1e-4f, 1e-3f);
+  add("BatchNormEvalAndGrad", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 3, 4, 4});
+    b.inputs = {x};
+    b.values = {rnd({B, 3, 4, 4}, -1.f, 3.f, 36)};
+    Tensor gm = var(g, "gm", {3}, 0.5f, 1.5f), bt = var(g, "bt", {3});
+    Tensor rm = var(g, "rm", {3}), rv = var(g, "rv", {3}, 0.5f, 2.f);
+    Tensor y = batch_norm(x, gm, bt, rm, rv, {.training = false});
+    auto gr = grad(sum(y * var(g, "w", {3, 4, 4})), {x, gm, bt});
+    b.outputs = {y, gr[0], gr[1], gr[2]};
+  }, 1e-4f, 1e-3f);
+  add("AvgPoolAndGrads", [=](Graph& g, Built& b) {
+    Tensor x = g.input("x", f32, {batch, 2, 7, 6});
+    b.inputs = {x};
+    b.values = {rnd({B, 2, 7, 6}, -1.f, 1.f, 37)};
+    Tensor a = avg_pool2d(x, 2), c = avg_pool2d(x, 3, 2, 1), d = avg_pool2d(x, 3, 1), e = global_avg_pool2d(x);
+    Tensor l = sum(a * var(g, "wa", {2, 3, 3})) + sum(c * var(g, "wc", {2, 4, 3})) +
+               sum(d * var(g, "wd", {2, 5, 4})) + sum(e * var(g, "we", {2}));
+    b.outputs = {a, c, d, e, grad(l, {x})[0]};
+  });
   add("DropoutMaskBitIdentical", [=](Graph& g, Built& b) {
     Tensor x = g.input("x", f32, {batch, 1000});
     b.inputs = {x};

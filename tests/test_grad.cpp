@@ -183,6 +183,35 @@ std::vector<GradCase> cases() {
                {{{2, 6}}},
                [](V& v) { return where(greater(v[0], 0.013f), square(v[0]), synk::exp(v[0])); },
                distinct("v0")});
+  c.push_back({"conv2d_3x3_stride2_pad1",
+               {{{2, 3, 7, 8}}, {{4, 3, 3, 3}}},
+               [](V& v) { return conv2d(v[0], v[1], {.stride = 2, .padding = 1}); }});
+  c.push_back({"conv2d_1x1_stride2",
+               {{{2, 3, 7, 6}}, {{4, 3, 1, 1}}},
+               [](V& v) { return conv2d(v[0], v[1], {.stride = 2}); }});
+  c.push_back({"conv2d_1x1_stride1", {{{2, 3, 5, 4}}, {{4, 3, 1, 1}}}, [](V& v) { return conv2d(v[0], v[1]); }});
+  c.push_back({"avg_pool2d", {{{2, 2, 4, 6}}}, [](V& v) { return avg_pool2d(v[0], 2); }});
+  c.push_back({"avg_pool2d_overlap_pad", {{{1, 2, 5, 6}}}, [](V& v) { return avg_pool2d(v[0], 3, 2, 1); }});
+  c.push_back({"global_avg_pool2d", {{{2, 3, 3, 4}}}, [](V& v) { return global_avg_pool2d(v[0]); }});
+  c.push_back({"layer_norm",
+               {{{3, 7}, -2.f, 2.f}, {{7}, 0.5f, 1.5f}, {{7}}},
+               [](V& v) { return layer_norm(v[0], v[1], v[2]); }});
+  c.push_back({"layer_norm_3d",
+               {{{2, 3, 5}, -2.f, 2.f}, {{5}, 0.5f, 1.5f}, {{5}}},
+               [](V& v) { return layer_norm(v[0], v[1], v[2], 1e-3f); }});
+  auto bn = [](bool training) {
+    return [training](V& v) {
+      Graph& g = v[0].graph();
+      const Dim c = v[0].shape()[1];
+      Tensor rm = g.variable("rm", {c}, Init::uniform(-0.5f, 0.5f));
+      Tensor rv = g.variable("rv", {c}, Init::uniform(0.5f, 2.f));
+      return batch_norm(v[0], v[1], v[2], rm, rv, {.training = training});
+    };
+  };
+  c.push_back({"batch_norm2d_train", {{{3, 2, 2, 3}, -1.f, 2.f}, {{2}, 0.5f, 1.5f}, {{2}}}, bn(true)});
+  c.push_back({"batch_norm1d_train", {{{5, 3}, -1.f, 2.f}, {{3}, 0.5f, 1.5f}, {{3}}}, bn(true)});
+  c.push_back({"batch_norm2d_eval", {{{3, 2, 2, 3}, -1.f, 2.f}, {{2}, 0.5f, 1.5f}, {{2}}}, bn(false)});
+  c.push_back({"batch_norm1d_eval", {{{4, 3}, -1.f, 2.f}, {{3}, 0.5f, 1.5f}, {{3}}}, bn(false)});
   c.push_back({"mlp_chain",
                {{{4, 6}}, {{6, 5}}, {{5}}},
                [](V& v) { return log_softmax(synk::tanh(matmul(v[0], v[1]) + v[2])); }});

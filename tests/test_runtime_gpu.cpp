@@ -117,6 +117,55 @@ TEST(GpuRuntime, OneRankAutomaticComm) {
   expect_cuda_equals_cpu(1, CommBackend::automatic, 8);
 }
 
+// Batch norm's running statistics on CUDA ranks: each rank's, after two
+// training steps, equal the CPU runtime's (per-rank statistics, from each
+// rank's own rows, updated by the gradient function's state updates).
+std::vector<std::vector<float>> bn_stats(RuntimeOptions o) {
+  Graph g;
+  Tensor x = g.input("x", f32, {batch, 2, 3, 3});
+  Tensor y = g.input("y", f32, {batch, 1});
+  Tensor gm = g.variable("gm", {2}, Init::constant(1.f)), bt = g.variable("bt", {2});
+  Tensor rm = g.variable("rm", {2}), rv = g.variable("rv", {2}, Init::constant(1.f));
+  nn::Dense l = nn::dense(g, "l", 18, 1, Init::uniform(-0.3f, 0.3f));
+  Tensor loss = mean(square(l(flatten(batch_norm(x, gm, bt, rm, rv))) - y));
+  std::vector<Tensor> params = l.params();
+  params.push_back(gm);
+  params.push_back(bt);
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step({.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss,
+                                         .params = params, .optimizer = [](auto& p, auto& gr) {
+                                           return optim::sgd(p, gr, {.lr = 0.1f});
+                                         }});
+  rt.distribute();
+  const int rows = 10;
+  std::vector<float> xv(static_cast<size_t>(rows) * 18), yv(static_cast<size_t>(rows));
+  for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.7f * static_cast<float>(i)) + (i >= xv.size() / 2 ? 2.f : 0.f);
+  for (size_t i = 0; i < yv.size(); ++i) yv[i] = std::cos(0.3f * static_cast<float>(i));
+  Data X = rt.data(Array::from(xv, {rows, 2, 3, 3})), Y = rt.data(Array::from(yv, {rows, 1}));
+  step({X, Y});
+  step({X, Y});
+  std::vector<std::vector<float>> out;
+  for (int r = 0; r < o.workers; ++r) {
+    out.push_back(rt.get("rm", r).to_vector<float>());
+    out.push_back(rt.get("rv", r).to_vector<float>());
+  }
+  rt.close();
+  return out;
+}
+
+TEST(GpuRuntime, BatchNormPerRankStatisticsEqualCpu) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  RuntimeOptions o{.workers = 2, .seed = 3};
+  auto cpu = bn_stats(o);
+  o.device = "cuda";
+  o.comm = CommBackend::host_staged;
+  auto gpu = bn_stats(o);
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) expect_close(gpu[i], cpu[i], i % 2 ? "running_var" : "running_mean");
+  // The ranks' rows differ (rank 1's are shifted by 2), so do their statistics.
+  EXPECT_GT(std::fabs(cpu[2][0] - cpu[0][0]), 0.1f);
+}
+
 // The NCCL path with one rank (any machine with a GPU): gradients stay on
 // the device, NCCL averages them, the update reads them there.
 TEST(GpuRuntime, NcclOneRankEqualsCpu) {

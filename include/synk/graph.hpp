@@ -87,6 +87,26 @@ enum class Op : uint16_t {
   // are that broadcast shape, or one it sums down to as a broadcast
   // operand's gradient does (leading dims dropped, others 1).
   BatchMatMul,
+  // normalisation (synk/ops.hpp: layer_norm, batch_norm)
+  LayerNorm,      // (x [.., D]) -> x normalised over the last axis; with
+                  // (x, gamma [D], beta [D]) the affine is applied too;
+                  // floats = {eps}
+  LayerNormGrad,  // (x, gamma [D], dy) -> dx; floats = {eps}
+  BatchNormVar,   // (x [N,C,...], mean [C]) -> biased variance [C] over all
+                  // axes but 1
+  BatchNorm,      // (x, mean [C], var [C]) -> (x - mean) / sqrt(var + eps)
+                  // per channel (axis 1); with (.., gamma, beta) the affine
+                  // too; floats = {eps}
+  BatchNormGrad,  // (x, mean, var, gamma, dy) -> dx; floats = {eps}; flag:
+                  // mean/var are x's batch statistics (training), else
+                  // constants (evaluation)
+  BatchNormRunningVar,  // (running_var [C], var [C], x) -> (1 - m) *
+                        // running_var + m * var * M / (M - 1), M = values
+                        // per channel of x; floats = {m}
+  AvgPool2d,      // (x); ints = {kh, kw, sh, sw, ph, pw}; padding counts
+  AvgPool2dGrad,  // (g) -> shape of x; ints as AvgPool2d; node shape is x's
+  BatchNormGradGamma,  // (x, mean, var, dy) -> [C]: sum of dy * xhat per
+                       // channel (gamma's gradient); floats = {eps}
   kCount
 };
 const char* op_name(Op op);
@@ -144,6 +164,11 @@ class Tensor {
   int32_t id_ = -1;
 };
 
+struct Update {
+  Tensor variable;  // a Graph::variable
+  Tensor value;     // same shape and dtype; applied after all outputs
+};
+
 class Graph {
  public:
   Graph() = default;
@@ -180,10 +205,24 @@ class Graph {
   // Next id for a DropoutMask stream (each mask draws its own numbers).
   int64_t next_stream() { return streams_++; }
 
+  // A state update: an Update of a variable that every function computing
+  // `trigger` applies without being asked (batch_norm's running statistics
+  // in training mode). make_function_def appends the updates whose trigger
+  // the function computes (reachable from its outputs or its updates'
+  // values), except those of a variable the function already updates.
+  // Throws ArgumentError if the tensors are not of this graph or the update
+  // does not fit its variable.
+  void add_state_update(Tensor trigger, Update u);
+  struct StateUpdate {
+    int32_t trigger, variable, value;
+  };
+  const std::vector<StateUpdate>& state_updates() const { return state_updates_; }
+
  private:
   std::vector<Node> nodes_;
   std::unordered_map<std::string, int32_t> names_;
   int64_t streams_ = 0;
+  std::vector<StateUpdate> state_updates_;
   friend class GraphAccess;
 };
 
@@ -218,10 +257,6 @@ struct OutputSpec {
   Collect collect = Collect::avg;
 };
 
-struct Update {
-  Tensor variable;  // a Graph::variable
-  Tensor value;     // same shape and dtype; applied after all outputs
-};
 
 // What a user asks for when making a function.
 struct FunctionSpec {
@@ -242,7 +277,9 @@ struct FunctionDef {
 
 // Checks a spec against its graph (inputs are Input nodes, updates target
 // variables with matching shape/dtype, everything from one graph) and
-// returns the index form. Throws ArgumentError naming the problem.
+// returns the index form, with the graph's state updates it triggers
+// appended (Graph::add_state_update). Throws ArgumentError naming the
+// problem.
 FunctionDef make_function_def(const FunctionSpec& spec);
 
 // Checks a FunctionDef against a graph (ids in range, kinds right); used on

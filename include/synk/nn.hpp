@@ -28,13 +28,15 @@ Dense dense(Graph& g, const std::string& name, int64_t in, int64_t out,
             Init w = Init::glorot_uniform(), Init b = Init::zeros());
 
 struct Conv2d {
-  Tensor W, b;  // [out, in, k, k], [out]
+  Tensor W, b;  // [out, in, k, k], [out]; b is empty for a bias-free conv
   Conv2dOptions opt;
   Tensor operator()(Tensor x) const;
-  std::vector<Tensor> params() const { return {W, b}; }
+  std::vector<Tensor> params() const { return b.valid() ? std::vector<Tensor>{W, b} : std::vector<Tensor>{W}; }
 };
+// bias = false: no b variable (a conv followed by batch norm, as in ResNet,
+// whose beta does a bias's work).
 Conv2d conv2d(Graph& g, const std::string& name, int64_t in_channels, int64_t out_channels,
               int64_t k, Conv2dOptions opt = {}, Init w = Init::glorot_uniform(),
-              Init b = Init::zeros());
+              Init b = Init::zeros(), bool bias = true);
 
 }  // namespace synk::nn

@@ -185,6 +185,48 @@ struct Conv2dOptions {
 Tensor conv2d(Tensor x, Tensor w, Conv2dOptions opt = {});
 // Max over k x k windows; stride defaults to k.
 Tensor max_pool2d(Tensor x, int k, int stride = 0, int padding = 0);
+// Mean over k x k windows (stride defaults to k), zero padding counted in
+// the divisor (PyTorch's count_include_pad = true): every window divides by
+// k * k. padding must be at most k / 2, as PyTorch requires.
+Tensor avg_pool2d(Tensor x, int k, int stride = 0, int padding = 0);
+// [N, C, H, W] -> [N, C]: the mean of each channel's plane (AdaptiveAvgPool
+// to 1x1, then flatten).
+Tensor global_avg_pool2d(Tensor x);
+
+// Layer normalisation over the last axis, as PyTorch's nn.LayerNorm(D):
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and biased variance
+// over the last axis of each row; gamma, beta [D] (D = x's last dim,
+// concrete). One fused pass per row forward; the backward is one fused op
+// for dx, graph reductions for dgamma and dbeta.
+//   auto h = synk::layer_norm(x, g.variable("ln_g", {D}, Init::constant(1)),
+//                             g.variable("ln_b", {D}));
+Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, float eps = 1e-5f);
+
+// Batch normalisation over channel axis 1 of x [N, C, ...] (BatchNorm1d on
+// [N, C], BatchNorm2d on [N, C, H, W]); gamma, beta [C]; running_mean and
+// running_var f32 variables [C] (initialise running_var with ones).
+// training: normalises with the batch's mean and biased variance over every
+// axis but 1, and every function that computes the result updates the
+// running statistics as PyTorch does, without being asked (a state update,
+// Graph::add_state_update): running = (1 - momentum) * running + momentum
+// * batch statistic, the variance's unbiased (needs more than one value per
+// channel). In a Runtime each rank keeps its own running statistics, from
+// its own rows (as DDP: Runtime::get(var, rank)); rank 0's are those saved.
+// Evaluation (training = false): normalises with the running statistics
+// and updates nothing. The gradient of x is one fused op (the standard
+// formula through the batch statistics in training; through the constant
+// running statistics in evaluation); no gradient flows into the running
+// statistics. sync (statistics reduced over all ranks, SyncBatchNorm) is
+// not supported: it is refused with an ArgumentError.
+struct BatchNormOptions {
+  bool training = true;
+  float momentum = 0.1f;
+  float eps = 1e-5f;
+  bool sync = false;  // refused: see above
+};
+Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
+                  BatchNormOptions opt = {});
+
 // Zeroes each element with probability p and scales the rest by 1/(1-p);
 // with deterministic = true it is the identity (evaluation).
 Tensor dropout(Tensor x, float p, bool deterministic = false);

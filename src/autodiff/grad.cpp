@@ -243,6 +243,50 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
         accumulate(n.inputs[0], make_node(g, Op::MaxPool2dGrad, DType::f32, in(0).shape(),
                                           {n.inputs[0], dy.id()}, n.ints));
         break;
+      case Op::AvgPool2d:
+        accumulate(n.inputs[0], make_node(g, Op::AvgPool2dGrad, DType::f32, in(0).shape(), {dy.id()}, n.ints));
+        break;
+      case Op::LayerNorm: {
+        // dx by the fused op (through the row statistics); dgamma, dbeta as
+        // reductions over the leading axes of dy * xhat and dy.
+        Tensor x = in(0);
+        const int nd = x.ndim();
+        const Dim d = x.shape().back();
+        std::vector<int> lead;
+        for (int i = 0; i + 1 < nd; ++i) lead.push_back(i);
+        auto over_lead = [&](Tensor t) { return lead.empty() ? t : sum(t, lead); };
+        const bool affine = n.inputs.size() >= 3;
+        Tensor gamma = affine ? in(1) : broadcast_to(g.constant(1.f), {d});
+        if (wants(0))
+          accumulate(n.inputs[0], make_node(g, Op::LayerNormGrad, DType::f32, x.shape(),
+                                            {x.id(), gamma.id(), dy.id()}, {}, n.floats));
+        if (affine && wants(1)) {
+          Tensor xhat = make_node(g, Op::LayerNorm, DType::f32, x.shape(), {x.id()}, {}, n.floats);
+          accumulate(n.inputs[1], over_lead(dy * xhat));
+        }
+        if (affine && wants(2)) accumulate(n.inputs[2], over_lead(dy));
+        break;
+      }
+      case Op::BatchNorm: {
+        // dx by the fused op; the statistics (inputs 1, 2) get nothing: in
+        // training the op's formula already carries x's gradient through
+        // them, in evaluation they are running statistics (not trained).
+        Tensor x = in(0);
+        std::vector<int> axes{0};
+        for (int i = 2; i < x.ndim(); ++i) axes.push_back(i);
+        const bool affine = n.inputs.size() >= 5;
+        Tensor gamma = affine ? in(3) : broadcast_to(g.constant(1.f), {x.shape()[1]});
+        if (wants(0))
+          accumulate(n.inputs[0], make_node(g, Op::BatchNormGrad, DType::f32, x.shape(),
+                                            {x.id(), n.inputs[1], n.inputs[2], gamma.id(), dy.id()}, {}, n.floats,
+                                            n.flag));
+        // dgamma in one pass over x and dy (no xhat, no product in memory).
+        if (affine && wants(3))
+          accumulate(n.inputs[3], make_node(g, Op::BatchNormGradGamma, DType::f32, in(3).shape(),
+                                            {x.id(), n.inputs[1], n.inputs[2], dy.id()}, {}, n.floats));
+        if (affine && wants(4)) accumulate(n.inputs[4], sum(dy, axes));
+        break;
+      }
       default:
         throw ArgumentError(std::string("grad: no gradient rule for op '") + op_name(n.op) +
                             "' (node " + std::to_string(id) + ")");

@@ -23,7 +23,10 @@ const char* op_name(Op op) {
       "abs_grad", "maximum", "minimum", "maximum_grad_mask", "clip",
       "clip_mask", "where", "greater", "less", "sin", "cos",
       "concat", "slice", "slice_grad",
-      "embedding", "embedding_grad", "batch_matmul"};
+      "embedding", "embedding_grad", "batch_matmul",
+      "layer_norm", "layer_norm_grad",
+      "batch_norm_var", "batch_norm", "batch_norm_grad", "batch_norm_running_var",
+      "avg_pool2d", "avg_pool2d_grad", "batch_norm_grad_gamma"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";
@@ -138,6 +141,20 @@ Tensor Graph::add_node(Node n) {
   return Tensor(this, id);
 }
 
+void Graph::add_state_update(Tensor trigger, Update u) {
+  for (const Tensor* t : {&trigger, &u.variable, &u.value})
+    if (!t->valid() || &t->graph() != this)
+      throw ArgumentError("Graph::add_state_update: a tensor is empty or belongs to another graph");
+  const Node& v = u.variable.node();
+  if (v.op != Op::Variable)
+    throw ArgumentError("Graph::add_state_update: the target is a " + std::string(op_name(v.op)) + " node, not a variable");
+  if (u.value.dtype() != v.dtype || u.value.shape() != v.shape)
+    throw ArgumentError("Graph::add_state_update: update of '" + v.name + "' " + to_string(v.shape) + " " +
+                        dtype_name(v.dtype) + " with a value of " + to_string(u.value.shape()) + " " +
+                        dtype_name(u.value.dtype()));
+  state_updates_.push_back({trigger.id(), u.variable.id(), u.value.id()});
+}
+
 FunctionDef make_function_def(const FunctionSpec& spec) {
   Graph* g = nullptr;
   auto same_graph = [&](const Tensor& t, const std::string& what) {
@@ -166,6 +183,32 @@ FunctionDef make_function_def(const FunctionSpec& spec) {
     same_graph(u.variable, "update " + std::to_string(i) + " variable");
     same_graph(u.value, "update " + std::to_string(i) + " value");
     f.updates.emplace_back(u.variable.id(), u.value.id());
+  }
+  if (g && !g->state_updates().empty()) {
+    // State updates whose trigger the function computes, to a fixed point
+    // (an appended update's value may reach another trigger). A variable
+    // the user updates keeps the user's update.
+    const auto& nodes = g->nodes();
+    std::vector<char> reach(nodes.size(), 0), updated(nodes.size(), 0), taken(g->state_updates().size(), 0);
+    for (auto [var, val] : f.updates) updated[static_cast<size_t>(var)] = 1;
+    std::vector<int32_t> roots(f.outputs.begin(), f.outputs.end());
+    for (auto [var, val] : f.updates) roots.push_back(val);
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (int32_t r : roots) reach[static_cast<size_t>(r)] = 1;
+      for (size_t id = nodes.size(); id-- > 0;)
+        if (reach[id])
+          for (int32_t in : nodes[id].inputs) reach[static_cast<size_t>(in)] = 1;
+      for (size_t i = 0; i < g->state_updates().size(); ++i) {
+        const Graph::StateUpdate su = g->state_updates()[i];
+        if (taken[i] || !reach[static_cast<size_t>(su.trigger)] || updated[static_cast<size_t>(su.variable)]) continue;
+        taken[i] = 1;
+        updated[static_cast<size_t>(su.variable)] = 1;
+        f.updates.emplace_back(su.variable, su.value);
+        roots.push_back(su.value);
+        grew = true;
+      }
+    }
   }
   if (g) validate_function_def(g->nodes(), f);
   return f;

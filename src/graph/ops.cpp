@@ -576,6 +576,110 @@ Tensor max_pool2d(Tensor x, int k, int stride, int padding) {
                    {k, k, stride, stride, padding, padding});
 }
 
+Tensor avg_pool2d(Tensor x, int k, int stride, int padding) {
+  if (!x.valid()) throw ArgumentError("avg_pool2d: empty tensor operand");
+  need_f32("avg_pool2d", x);
+  need_ndim("avg_pool2d", x, 4, "input [N, C, H, W]");
+  if (stride == 0) stride = k;
+  if (k < 1 || stride < 1 || padding < 0 || padding > k / 2)
+    throw ShapeError("avg_pool2d: need k >= 1, stride >= 1 and 0 <= padding <= k / 2, got k " + std::to_string(k) +
+                     ", stride " + std::to_string(stride) + ", padding " + std::to_string(padding));
+  const Shape& xs = x.shape();
+  Dim oh = window_out("avg_pool2d", x, xs[2], k, stride, padding);
+  Dim ow = window_out("avg_pool2d", x, xs[3], k, stride, padding);
+  return make_node(x.graph(), Op::AvgPool2d, DType::f32, {xs[0], xs[1], oh, ow}, {x.id()},
+                   {k, k, stride, stride, padding, padding});
+}
+
+Tensor global_avg_pool2d(Tensor x) {
+  if (!x.valid()) throw ArgumentError("global_avg_pool2d: empty tensor operand");
+  need_f32("global_avg_pool2d", x);
+  need_ndim("global_avg_pool2d", x, 4, "input [N, C, H, W]");
+  const Shape& xs = x.shape();
+  if (xs[2] == batch || xs[3] == batch)
+    throw ShapeError("global_avg_pool2d: spatial dims must be concrete, got " + shp(x));
+  // The planner's reduction over the two trailing dims is one contiguous
+  // run per (n, c): a dedicated kernel would make the same single pass.
+  return mean(x, {2, 3});
+}
+
+namespace {
+
+void need_vector(const char* op, const Tensor& t, Dim n, const char* what, const Tensor& x) {
+  if (!t.valid()) throw ArgumentError(std::string(op) + ": empty tensor operand (" + what + ")");
+  if (&t.graph() != &x.graph()) throw ArgumentError(std::string(op) + ": " + what + " belongs to another graph");
+  need_f32(op, t);
+  if (t.shape() != Shape{n})
+    throw ShapeError(std::string(op) + ": " + what + " must have shape [" + std::to_string(n) + "] for input " +
+                     shp(x) + ", got " + shp(t));
+}
+
+void need_eps(const char* op, float eps) {
+  if (!(eps >= 0.f) || !std::isfinite(eps))
+    throw ArgumentError(std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
+}
+
+}  // namespace
+
+Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, float eps) {
+  if (!x.valid()) throw ArgumentError("layer_norm: empty tensor operand");
+  need_f32("layer_norm", x);
+  if (x.ndim() < 1) throw ShapeError("layer_norm: input must have at least 1 dim, got " + shp(x));
+  const Dim d = x.shape().back();
+  if (d == batch) throw ShapeError("layer_norm: the normalised (last) dim must be concrete, got " + shp(x));
+  need_vector("layer_norm", gamma, d, "gamma", x);
+  need_vector("layer_norm", beta, d, "beta", x);
+  need_eps("layer_norm", eps);
+  return make_node(x.graph(), Op::LayerNorm, DType::f32, x.shape(), {x.id(), gamma.id(), beta.id()}, {}, {eps});
+}
+
+Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
+                  BatchNormOptions opt) {
+  if (!x.valid()) throw ArgumentError("batch_norm: empty tensor operand");
+  need_f32("batch_norm", x);
+  if (x.ndim() < 2) throw ShapeError("batch_norm: input must be [N, C, ...], got " + shp(x));
+  const Shape xs = x.shape();
+  const Dim c = xs[1];
+  if (c == batch) throw ShapeError("batch_norm: the channel dim (1) must be concrete, got " + shp(x));
+  for (size_t i = 2; i < xs.size(); ++i)
+    if (xs[i] == batch) throw ShapeError("batch_norm: only dim 0 may be the batch dim, got " + shp(x));
+  need_vector("batch_norm", gamma, c, "gamma", x);
+  need_vector("batch_norm", beta, c, "beta", x);
+  need_vector("batch_norm", running_mean, c, "running_mean", x);
+  need_vector("batch_norm", running_var, c, "running_var", x);
+  for (const Tensor* t : {&running_mean, &running_var})
+    if (t->node().op != Op::Variable)
+      throw ArgumentError("batch_norm: running_mean and running_var must be variables (Graph::variable), got a " +
+                          std::string(op_name(t->node().op)) + " node");
+  need_eps("batch_norm", opt.eps);
+  if (!(opt.momentum >= 0.f && opt.momentum <= 1.f))
+    throw ArgumentError("batch_norm: momentum must be in [0, 1], got " + std::to_string(opt.momentum));
+  if (opt.sync)
+    throw ArgumentError("batch_norm: sync = true (statistics reduced over all ranks, as SyncBatchNorm) is not "
+                        "supported; each rank normalises with its own batch statistics (as DDP)");
+  Graph& g = x.graph();
+  if (!opt.training)
+    return make_node(g, Op::BatchNorm, DType::f32, xs, {x.id(), running_mean.id(), running_var.id(), gamma.id(),
+                                                       beta.id()}, {}, {opt.eps}, false);
+  // Values per channel; with a batch dim it is known per call (the planner
+  // refuses a batch of one value per channel then).
+  int64_t per = 1;
+  for (size_t i = 2; i < xs.size(); ++i) per *= xs[i];
+  if (xs[0] != batch && xs[0] * per == 1)
+    throw ShapeError("batch_norm: expected more than 1 value per channel when training, got input " + shp(x));
+  std::vector<int> axes{0};
+  for (int i = 2; i < x.ndim(); ++i) axes.push_back(i);
+  Tensor mu = mean(x, axes);
+  Tensor var = make_node(g, Op::BatchNormVar, DType::f32, {c}, {x.id(), mu.id()});
+  Tensor y = make_node(g, Op::BatchNorm, DType::f32, xs, {x.id(), mu.id(), var.id(), gamma.id(), beta.id()}, {},
+                       {opt.eps}, true);
+  const float m = opt.momentum;
+  g.add_state_update(y, {running_mean, running_mean * (1.f - m) + mu * m});
+  g.add_state_update(y, {running_var, make_node(g, Op::BatchNormRunningVar, DType::f32, {c},
+                                                {running_var.id(), var.id(), x.id()}, {}, {m})});
+  return y;
+}
+
 Tensor dropout(Tensor x, float p, bool deterministic) {
   if (!x.valid()) throw ArgumentError("dropout: empty tensor operand");
   need_f32("dropout", x);

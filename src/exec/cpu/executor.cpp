@@ -140,6 +140,36 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
     case Op::MaxPool2dGrad:
       max_pool2d_grad(s.pool, P<float>(a), P<float>(b), P<float>(out));
       break;
+    case Op::AvgPool2d:
+      avg_pool2d(s.pool, P<float>(a), P<float>(out));
+      break;
+    case Op::AvgPool2dGrad:
+      avg_pool2d_grad(s.pool, P<float>(a), P<float>(out));
+      break;
+    case Op::LayerNorm:
+      layer_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), s.f, P<float>(out));
+      break;
+    case Op::LayerNormGrad:
+      layer_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), s.f, P<float>(out));
+      break;
+    case Op::BatchNormVar:
+      batch_norm_var(s.ax, P<float>(a), P<float>(b), P<float>(out));
+      break;
+    case Op::BatchNorm:
+      batch_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), P<float>(p.ptr_of(s.in[4])),
+                 s.f, P<float>(out));
+      break;
+    case Op::BatchNormGrad:
+      batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])),
+                      P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out));
+      break;
+    case Op::BatchNormGradGamma:
+      batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
+                            P<float>(out));
+      break;
+    case Op::BatchNormRunningVar:
+      batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out));
+      break;
     case Op::DropoutMask:
       dropout_mask(s.n, s.f, dropout_key(ctx.seed, ctx.rank, s.stream, ctx.call), P<float>(out));
       break;

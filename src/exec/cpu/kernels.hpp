@@ -117,4 +117,22 @@ void conv2d_grad_weight(const ConvGeom& g, const float* x, const float* dy, floa
 void max_pool2d(const PoolGeom& g, const float* x, float* y);
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx);
 
+// ---- normalisation and average pooling (kernels_norm.cpp) ---------------------------
+// Layer norm over rows g.outer x g.n (g.inner = 1); gamma and beta may be
+// null (then y is the normalised x).
+void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const float* beta, float eps, float* y);
+void layer_norm_grad(const AxisGeom& g, const float* x, const float* gamma, const float* dy, float eps, float* dx);
+// Batch norm over x [g.outer = N, g.n = C, g.inner = spatial].
+void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float* var);
+void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                const float* beta, float eps, float* y);
+void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
+                     const float* dy, float eps, bool training, float* dx);
+// gamma's gradient: per channel, the sum of dy * (x - mean) / sqrt(var + eps).
+void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                           float eps, float* out);
+void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out);
+void avg_pool2d(const PoolGeom& g, const float* x, float* y);
+void avg_pool2d_grad(const PoolGeom& g, const float* dy, float* dx);
+
 }  // namespace synk::cpu

@@ -244,6 +244,36 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
     case Op::MaxPool2dGrad:
       kernels::max_pool2d_grad(s.pool, P<float>(a), P<float>(b), P<float>(out), st);
       break;
+    case Op::AvgPool2d:
+      kernels::avg_pool2d(s.pool, P<float>(a), P<float>(out), st);
+      break;
+    case Op::AvgPool2dGrad:
+      kernels::avg_pool2d_grad(s.pool, P<float>(a), P<float>(out), st);
+      break;
+    case Op::LayerNorm:
+      kernels::layer_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), s.f, P<float>(out), st);
+      break;
+    case Op::LayerNormGrad:
+      kernels::layer_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), s.f, P<float>(out), st);
+      break;
+    case Op::BatchNormVar:
+      kernels::batch_norm_var(s.ax, P<float>(a), P<float>(b), P<float>(out), st);
+      break;
+    case Op::BatchNorm:
+      kernels::batch_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), P<float>(ptr(s.in[4])),
+                          s.f, P<float>(out), st);
+      break;
+    case Op::BatchNormGrad:
+      kernels::batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])),
+                               P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st);
+      break;
+    case Op::BatchNormGradGamma:
+      kernels::batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
+                                     P<float>(out), st);
+      break;
+    case Op::BatchNormRunningVar:
+      kernels::batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out), st);
+      break;
     case Op::DropoutMask: {
       const float p = s.f;
       if (!(p > 0.f)) {

@@ -9,6 +9,7 @@
 // mark_needed, fold_bias_relu, resolve_shapes, group_elementwise,
 // make_steps, liveness, place_updates, place_outputs, place_values, finish.
 #include <algorithm>
+#include <iterator>
 #include <cstdlib>
 #include <limits>
 #include <cstring>
@@ -168,9 +169,12 @@ int expected_inputs(Op op) {
     case Op::Input: case Op::Variable: case Op::Constant: return 0;
     case Op::MatMul: case Op::SoftmaxCrossEntropy: case Op::Conv2d: case Op::Conv2dGradInput:
     case Op::Conv2dGradWeight: case Op::MaxPool2dGrad: case Op::Embedding: case Op::EmbeddingGrad:
-    case Op::BatchMatMul:
+    case Op::BatchMatMul: case Op::BatchNormVar:
       return 2;
-    case Op::SoftmaxCrossEntropyGrad: return 3;
+    case Op::SoftmaxCrossEntropyGrad: case Op::LayerNormGrad: case Op::BatchNorm: case Op::BatchNormRunningVar:
+      return 3;
+    case Op::BatchNormGrad: return 5;
+    case Op::BatchNormGradGamma: return 4;
     default: return 1;
   }
 }
@@ -181,7 +185,7 @@ size_t ints_needed(Op op) {
     case Op::MatMul: case Op::BatchMatMul: return 2;
     case Op::Slice: case Op::SliceGrad: return 3;
     case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: return 4;
-    case Op::MaxPool2d: case Op::MaxPool2dGrad: return 6;
+    case Op::MaxPool2d: case Op::MaxPool2dGrad: case Op::AvgPool2d: case Op::AvgPool2dGrad: return 6;
     default: return 0;
   }
 }
@@ -650,7 +654,7 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
   Step s;
   s.op = n.op;
   s.node = id;
-  for (size_t i = 0; i < n.inputs.size() && i < 3; ++i) s.in[i] = n.inputs[i];
+  for (size_t i = 0; i < n.inputs.size() && i < std::size(s.in); ++i) s.in[i] = n.inputs[i];
   s.dtype = n.dtype;
   s.in_dtype = nodes[static_cast<size_t>(n.inputs[0])].dtype;
   const Shape& out = shape_of(id);
@@ -719,6 +723,50 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         if (x.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
         s.pool = pool_geom(x, ys, n.ints);
         if (s.pool.sh <= 0 || s.pool.sw <= 0) fail_node(def, id, n, "stride must be positive");
+        break;
+      }
+      case Op::AvgPool2d: case Op::AvgPool2dGrad: {
+        // The gradient's node has x's shape and reads the pooled gradient.
+        const Shape& xs = n.op == Op::AvgPool2d ? x : out;
+        const Shape& ys = n.op == Op::AvgPool2d ? out : x;
+        if (xs.size() != 4 || ys.size() != 4) fail_node(def, id, n, "operands must be 4-D");
+        s.pool = pool_geom(xs, ys, n.ints);
+        if (s.pool.sh <= 0 || s.pool.sw <= 0 || s.pool.kh <= 0 || s.pool.kw <= 0)
+          fail_node(def, id, n, "window and stride must be positive");
+        break;
+      }
+      case Op::LayerNorm: case Op::LayerNormGrad: {
+        if (x.empty()) fail_node(def, id, n, "input must have at least 1 dim");
+        s.ax.n = x.back();
+        s.ax.outer = s.ax.n > 0 ? numel(x) / s.ax.n : 0;
+        s.ax.inner = 1;
+        s.f = n.floats.empty() ? 1e-5f : n.floats[0];
+        if (n.op == Op::LayerNorm && n.inputs.size() != 1 && n.inputs.size() != 3)
+          fail_node(def, id, n, "takes x, or x, gamma and beta");
+        for (size_t i = 1; i < n.inputs.size(); ++i)
+          if (i != 2 || n.op == Op::LayerNorm)
+            if (numel(shape_of(n.inputs[i])) != s.ax.n) fail_node(def, id, n, "gamma/beta must have the last dim's size");
+        break;
+      }
+      case Op::BatchNormVar: case Op::BatchNorm: case Op::BatchNormGrad: case Op::BatchNormRunningVar:
+      case Op::BatchNormGradGamma: {
+        const Shape& xs = n.op == Op::BatchNormRunningVar ? shape_of(n.inputs[2]) : x;
+        if (xs.size() < 2) fail_node(def, id, n, "input must be [N, C, ...]");
+        s.ax.outer = xs[0];
+        s.ax.n = xs[1];
+        s.ax.inner = 1;
+        for (size_t i = 2; i < xs.size(); ++i) s.ax.inner *= xs[i];
+        s.f = n.floats.empty() ? 0.f : n.floats[0];
+        s.training = n.flag;
+        if (n.op == Op::BatchNorm && n.inputs.size() != 3 && n.inputs.size() != 5)
+          fail_node(def, id, n, "takes x, mean and var, then gamma and beta");
+        const size_t vecs = n.op == Op::BatchNormGrad ? 4 : n.op == Op::BatchNormRunningVar ? 2
+                            : n.op == Op::BatchNormGradGamma ? 3 : n.inputs.size();
+        for (size_t i = n.op == Op::BatchNormRunningVar ? 0 : 1; i < vecs; ++i)
+          if (numel(shape_of(n.inputs[i])) != s.ax.n) fail_node(def, id, n, "per-channel operands must have C elements");
+        if (n.op == Op::BatchNormRunningVar && s.ax.outer * s.ax.inner <= 1)
+          fail_node(def, id, n, "batch_norm in training needs more than 1 value per channel, got input " +
+                                    to_string(xs));
         break;
       }
       case Op::DropoutMask:

@@ -65,7 +65,7 @@ struct Step {
   Op op = Op::Constant;
   Family family = Family::ByOp;
   int32_t node = -1;
-  int32_t in[3] = {-1, -1, -1};
+  int32_t in[5] = {-1, -1, -1, -1, -1};  // batch norm takes five
   DType dtype = DType::f32;     // output
   DType in_dtype = DType::f32;  // first input
   int64_t n = 0;                // output elements
@@ -79,11 +79,13 @@ struct Step {
   // Fused epilogue of Conv2d/MatMul/BatchMatMul: + bias (node id in in[2],
   // one value per output channel/column), then ReLU.
   bool relu = false;
+  // BatchNormGrad: the statistics are x's batch statistics (Node::flag).
+  bool training = false;
   int32_t fused = -1;  // >= 0: a fused elementwise group, Plan::fused[fused]
   int64_t mm_m = 0, mm_n = 0, mm_k = 0;
   Strided st;
   Reduce red;
-  AxisGeom ax;
+  AxisGeom ax;  // also the normalisations' [rows, D, 1] and [N, C, spatial]
   ConvGeom conv{};
   PoolGeom pool{};
   SliceGeom slice{};  // Slice, SliceGrad; Concat: the output's axis (begin/end unused)
@@ -114,6 +116,8 @@ struct Plan {
   std::vector<UpdateCopy> copies;  // updates not written in place
   std::vector<void*> ptr;          // per node id, bound per call
 
+  // The bound pointer of node `id`, null for -1 (an absent operand).
+  void* ptr_of(int32_t id) const { return id >= 0 ? ptr[static_cast<size_t>(id)] : nullptr; }
   // Bytes of node `id`'s value at this batch size (its resolved shape and dtype).
   int64_t bytes(int32_t id) const {
     return numel(shapes[static_cast<size_t>(id)]) * static_cast<int64_t>(dtype_size(dtypes[static_cast<size_t>(id)]));
