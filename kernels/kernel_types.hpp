@@ -12,6 +12,7 @@
 // kernel files, and the structs are passed to kernels by value.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "elementwise.hpp"  // BinOp, UnOp
@@ -75,8 +76,47 @@ struct ConvGeom {
   int64_t p() const { return oh * ow; }
   // 1x1 / stride 1 / no padding: the input is its own column matrix.
   bool identity_cols() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+  // The CPU's direct (im2col-free) kernels take it (src/exec/cpu/conv_direct.cpp):
+  // stride 1, padding inside the kernel (the input gradient pads by k-1-p), at
+  // most 64 taps, not the plain-GEMM 1x1 case, and at least 4 channels in and
+  // out (fewer fill too little of a register block; im2col + sgemm wins).
+  bool direct() const {
+    return sh == 1 && sw == 1 && ph < kh && pw < kw && kh * kw <= 64 && !identity_cols() && c >= 4 && o >= 4 &&
+           oh == h + 2 * ph - kh + 1 && ow == w + 2 * pw - kw + 1;
+  }
+  // Their tiling bounds: q (the padded-width output grid) in tiles of at most
+  // kDirectTile floats, blocks of at most kDirectOb output channels.
+  static constexpr int64_t kDirectTile = 64, kDirectOb = 8;
   // Floats of workspace the CPU conv kernels need.
-  int64_t workspace() const { return identity_cols() ? 0 : k() * p(); }
+  int64_t workspace() const {
+    if (direct()) {
+      // Forward (cin = c) and input gradient (cin = o, padding k-1-p): packed
+      // weights, the padded input with its slack, a block's outputs.
+      auto fwd = [&](int64_t cin, int64_t cout, int64_t hh, int64_t ww, int64_t pph, int64_t ppw) {
+        const int64_t wp = ww + 2 * ppw, hp = hh + 2 * pph, q = (hp - kh + 1) * wp;
+        // cout + kDirectOb: cout rounded up to any block size up to kDirectOb.
+        return (cout + kDirectOb) * cin * kh * kw + cin * hp * wp + direct_slack(wp) + kDirectOb * up(q, kDirectTile);
+      };
+      // Weight gradient: the taps' [o, c] sums, then a chunk of images' padded
+      // input (with slack) and output gradient.
+      const int64_t wp = w + 2 * pw, row = direct_gw_images() * (h + 2 * ph) * wp;
+      const int64_t grad_w = direct_gw() ? kh * kw * o * c + c * row + direct_slack(wp) + o * row : k() * p();
+      return std::max({fwd(c, o, h, w, ph, pw), fwd(o, c, oh, ow, kh - 1 - ph, kw - 1 - pw), grad_w});
+    }
+    return identity_cols() ? 0 : k() * p();
+  }
+  // The direct weight gradient runs over the padded grid: worth it where the
+  // padding adds little to the outputs (large planes); else im2col + sgemm.
+  bool direct_gw() const { return direct() && 4 * (h + 2 * ph) * (w + 2 * pw) <= 5 * oh * ow; }
+  // Images whose weight gradient the direct kernel sums in one pass: about
+  // 512 KiB of padded input and output gradient (in cache), at least one.
+  int64_t direct_gw_images() const {
+    const int64_t per = (c + o) * (h + 2 * ph) * (w + 2 * pw);
+    return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{128} << 10) / std::max<int64_t>(per, 1)));
+  }
+  // Floats past the padded planes that tiles of discarded outputs read.
+  int64_t direct_slack(int64_t wp) const { return kh * wp + kw + kDirectTile; }
+  static int64_t up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 };
 
 // One axis of a tensor viewed as [outer, n, inner], and the range

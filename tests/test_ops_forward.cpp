@@ -599,6 +599,45 @@ TEST(OpsForward, Conv2dMatchesReference) {
   }
 }
 
+// Stride 1 with 4 or more channels runs the CPU's direct kernels
+// (conv_direct.cpp): channel counts that fill no register block evenly,
+// planes smaller than a kernel row and larger than a tile, non-square
+// kernels, every padding they take. cpu_isa.* (tests/CMakeLists.txt) runs it
+// with each per-CPU clone.
+TEST(OpsForward, Conv2dStride1DirectMatchesReference) {
+  struct Case { int n, c, h, w, o, kh, kw, p; };
+  // Planes of 28x28 and 20x20 with padding 1 also take the direct weight
+  // gradient (ConvGeom::direct_gw); one input channel takes im2col.
+  for (Case cs : {Case{2, 5, 7, 7, 9, 3, 3, 1}, Case{3, 1, 28, 28, 16, 3, 3, 1}, Case{1, 7, 1, 1, 13, 3, 3, 1},
+                  Case{2, 4, 28, 28, 5, 3, 3, 1}, Case{3, 6, 20, 20, 7, 3, 3, 1},
+                  Case{2, 3, 9, 5, 7, 3, 2, 1}, Case{1, 4, 6, 11, 8, 5, 5, 2}, Case{2, 6, 12, 12, 6, 5, 5, 0},
+                  Case{1, 2, 4, 4, 17, 2, 2, 1}, Case{2, 9, 14, 14, 5, 3, 3, 0}, Case{1, 3, 5, 5, 2, 1, 1, 0}}) {
+    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
+                                    << " k" << cs.kh << "x" << cs.kw << " p" << cs.p);
+    Graph g;
+    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
+    auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
+    auto y = synk::conv2d(x, w, {.stride = 1, .padding = cs.p});
+    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 1, cs.p,
+              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
+    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
+    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {1, 1, cs.p, cs.p});
+    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {1, 1, cs.p, cs.p});
+    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
+    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
+    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
+    synk::Session s(g);
+    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
+    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
+                  A(dv, {cs.n, cs.o, r.oh, r.ow})});
+    std::vector<float> rdx, rdw;
+    r.grads(xv, wv, dv, rdx, rdw);
+    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
+    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
+    expect_vec(out[2].to_vector<float>(), rdw, 2e-4f);
+  }
+}
+
 TEST(OpsForward, MaxPool2x2AndGrad) {
   Graph g;
   auto x = g.input("x", f32, {1, 1, 4, 4});

@@ -113,6 +113,18 @@ void conv2d(const ConvGeom& g, const float* x, const float* w, float* y, float* 
             const float* bias = nullptr, bool relu = false);
 void conv2d_grad_input(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work);
 void conv2d_grad_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* work);
+// The widest instruction set whose kernel clones run: what the CPU has,
+// capped by SYNK_CPU_ISA=avx2 or base (so one machine tests every clone).
+// avx512 means AVX-512F with AVX2 and FMA; avx2 means AVX2 with FMA.
+enum class Isa { base, avx2, avx512 };
+Isa cpu_isa();
+
+// The direct stride-1 kernels (conv_direct.cpp) the three above use where
+// ConvGeom::direct() holds.
+void conv2d_direct(const ConvGeom& g, const float* x, const float* w, float* y, float* work, const float* bias,
+                   bool relu);
+void conv2d_grad_input_direct(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work);
+void conv2d_grad_weight_direct(const ConvGeom& g, const float* x, const float* dy, float* dw, float* work);
 
 void max_pool2d(const PoolGeom& g, const float* x, float* y);
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx);

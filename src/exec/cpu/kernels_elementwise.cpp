@@ -261,7 +261,7 @@ using DropoutBlockFn = void (*)(uint32_t, int64_t, uint64_t, uint32_t, float, fl
 DropoutBlockFn dropout_block_fn() {
   static const DropoutBlockFn fn = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? &dropout_block_avx2 : &dropout_block_base;
+    return cpu_isa() != Isa::base ? &dropout_block_avx2 : &dropout_block_base;
   }();
   return fn;
 }

@@ -1,7 +1,8 @@
 // exec/cpu/kernels_nn.cpp — matmul, convolution and max-pooling on the CPU.
 //
 // Matmul goes straight to cblas_sgemm with transpose flags (no materialised
-// transposes). Convolution is im2col + sgemm per image: with NCHW layout,
+// transposes). Stride-1 convolutions run the direct kernels of
+// conv_direct.cpp; the others are im2col + sgemm per image: with NCHW layout,
 // W[O,K] x col[K,P] lands directly in the image's [O,OH*OW] output block, so
 // no output permutation is needed, and one image's column matrix stays in
 // cache. The gradients reuse the same column layout (col2im for the input).
@@ -236,6 +237,7 @@ void bias_relu_cols(int64_t rows, int64_t cols, const float* bias, bool relu, fl
 
 void conv2d(const ConvGeom& g, const float* x, const float* w, float* y, float* work,
             const float* bias, bool relu) {
+  if (g.direct()) return conv2d_direct(g, x, w, y, work, bias, relu);
   const int64_t K = g.k(), P = g.p(), img = g.c * g.h * g.w;
   for (int64_t n = 0; n < g.n; ++n) {
     const float* xn = x + n * img;
@@ -252,6 +254,7 @@ void conv2d(const ConvGeom& g, const float* x, const float* w, float* y, float* 
 }
 
 void conv2d_grad_input(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work) {
+  if (g.direct()) return conv2d_grad_input_direct(g, dy, w, dx, work);
   const int64_t K = g.k(), P = g.p(), img = g.c * g.h * g.w;
   for (int64_t n = 0; n < g.n; ++n) {
     float* dxn = dx + n * img;
@@ -267,6 +270,7 @@ void conv2d_grad_input(const ConvGeom& g, const float* dy, const float* w, float
 }
 
 void conv2d_grad_weight(const ConvGeom& g, const float* x, const float* dy, float* dw, float* work) {
+  if (g.direct_gw()) return conv2d_grad_weight_direct(g, x, dy, dw, work);
   const int64_t K = g.k(), P = g.p(), img = g.c * g.h * g.w;
   if (g.n == 0 || P == 0) {
     std::fill(dw, dw + g.o * K, 0.f);
