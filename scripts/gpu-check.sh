@@ -30,12 +30,14 @@
 #   gtest-core                GpuOps, GpuGrad, GpuSession, GpuGraphReplay, GpuTraining,
 #                             GpuRankMemory, GpuNccl, GpuRuntime, GpuRecovery: one process per test
 #   mnist-mlp, mnist-cnn      synk-mnist --device cuda, accuracy beside the CPU's
+#   mnist-resnet, mnist-vit   synk-mnist --device cuda, one epoch of each modern model
 #   memcheck                  compute-sanitizer memcheck on the op-vs-CPU and gradient tests
 #                             ("unavailable" where the sandbox does not let it attach)
 #   gtest-more                the other Gpu* tests (but the fault matrix)
 #   collectives-*             synk-collectives: NCCL (one rank per GPU), 2 and 4 host-staged ranks
 #   dispatch, kernels         synk-dispatch --device cuda, synk-kernels --quick
 #   torch-peer                bench/peers/torch_mnist_gpu.py (eager and CUDA graphs)
+#   torch-peer-resnet/-vit    the same peer, resnet and vit, one epoch eager
 #   mnist-mlp-hs2             synk-mnist with 2 host-staged CUDA ranks on one GPU
 #   mnist-mlp-nccl1-*         one NCCL rank with gradient buckets during backward, and without
 #   gtest-faults              the GPU fault matrix (48 cases, 3 CUDA ranks each): only with --faults
@@ -643,6 +645,12 @@ run_steps() {
     --data "$data" --json "$res/mnist-cuda-mlp.json"
   step mnist-cnn 45 gpu -- $S "$B/synk-mnist" --device cuda --model cnn --epochs "$epochs" --seed 1 \
     --data "$data" --json "$res/mnist-cuda-cnn.json"
+  # The modern models (batch norm, residual blocks; attention, layer norm,
+  # GELU, AdamW with a schedule): one epoch each.
+  step mnist-resnet 45 gpu -- $S "$B/synk-mnist" --device cuda --model resnet --epochs 1 --seed 1 \
+    --data "$data" --json "$res/mnist-cuda-resnet.json"
+  step mnist-vit 45 gpu -- $S "$B/synk-mnist" --device cuda --model vit --epochs 1 --seed 1 \
+    --data "$data" --json "$res/mnist-cuda-vit.json"
   if [ -n "$sanitizer" ] || [ "$dry" = 1 ] || [ "$planning" = 1 ]; then
     step memcheck 90 gpu -- bash "$self" _memcheck 3
   else
@@ -664,10 +672,17 @@ run_steps() {
   fi
   # PyTorch with a device (the env step asked): else the peer is skipped.
   if [ "$planning" = 0 ] && [ "$dry" = 0 ] && ! grep -q '^torch: [0-9].* cuda [0-9]' "$res/versions.txt" 2>/dev/null; then
-    skip_step torch-peer "python3 has no PyTorch that sees a GPU ($(grep '^torch:' "$res/versions.txt" 2>/dev/null))"
+    local why="python3 has no PyTorch that sees a GPU ($(grep '^torch:' "$res/versions.txt" 2>/dev/null))"
+    skip_step torch-peer "$why"
+    skip_step torch-peer-resnet "$why"
+    skip_step torch-peer-vit "$why"
   else
     step torch-peer 90 gpu -- env PYTHONUNBUFFERED=1 python3 "$peers/torch_mnist_gpu.py" --model both --mode both \
       --epochs "$epochs" --seed 1 --data "$data" --json "$res/torch-gpu.json"
+    step torch-peer-resnet 60 gpu -- env PYTHONUNBUFFERED=1 python3 "$peers/torch_mnist_gpu.py" --model resnet \
+      --mode eager --epochs 1 --seed 1 --data "$data" --json "$res/torch-gpu-resnet.json"
+    step torch-peer-vit 60 gpu -- env PYTHONUNBUFFERED=1 python3 "$peers/torch_mnist_gpu.py" --model vit \
+      --mode eager --epochs 1 --seed 1 --data "$data" --json "$res/torch-gpu-vit.json"
   fi
   step mnist-mlp-hs2 25 gpu -- $S "$B/synk-mnist" --device cuda --workers 2 --host-staged --model mlp --epochs 1 \
     --seed 1 --data "$data" --json "$res/mnist-cuda-mlp-hs2.json"

@@ -1,8 +1,10 @@
-// synk-mnist — trains the Lasagne MNIST example models (mlp, cnn) on an
-// MNIST-format data set (Fashion-MNIST by default) and reports throughput
-// and accuracy; the headline benchmark of synk.
+// synk-mnist — trains the Lasagne MNIST example models (mlp, cnn) and two
+// modern ones (resnet, vit; models.hpp) on an MNIST-format data set
+// (Fashion-MNIST by default) and reports throughput and accuracy; the
+// headline benchmark of synk.
 //
 //   synk-mnist --model mlp --epochs 10 --json mlp.json
+//   synk-mnist --model vit --epochs 3 --workers 2
 //   synk-mnist --model mlp --epochs 5 --save ck.npz         # checkpoint after every epoch
 //   synk-mnist --model mlp --epochs 5 --resume ck.npz       # train on from it
 //   synk-mnist --model mlp --epochs 0 --resume ck.npz       # evaluate it
@@ -117,14 +119,15 @@ EvalResult evaluate(const Fn& fn, const synk::Array& X, const synk::Array& Y, in
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"synk-mnist: train the Lasagne MNIST example models with synk"};
+  CLI::App app{"synk-mnist: train MNIST-style models (mlp, cnn, resnet, vit) with synk"};
   std::string model = "mlp", device = "cpu", data = synk::kDefaultMnistDir, json_path, trace_path, save_path,
               resume_path;
   int epochs = 10, workers = 0, threads = 1;
   int64_t batch = 500, train_limit = 0;
   uint64_t seed = 1;
-  float lr = 0.01f, momentum = 0.9f;
-  app.add_option("--model", model, "mlp or cnn")->check(CLI::IsMember({"mlp", "cnn"}));
+  float lr = 0, momentum = 0.9f;
+  app.add_option("--model", model, "mlp, cnn, resnet or vit (models.hpp says what each is and how it trains)")
+      ->check(CLI::IsMember({"mlp", "cnn", "resnet", "vit"}));
   app.add_option("--epochs", epochs, "training epochs (0: only with --resume, evaluates the checkpoint)")
       ->check(bench::integer(0, 100000));
   app.add_option("--batch", batch, "minibatch size")->check(bench::integer(1, uint64_t{1} << 30));
@@ -146,8 +149,10 @@ int run(int argc, char** argv) {
       ->check(bench::writable_file());
   app.add_option("--resume", resume_path, "start from this checkpoint (written by --save, any worker count)")
       ->check(CLI::ExistingFile);
-  app.add_option("--lr", lr, "learning rate")->check(bench::number(0, INFINITY, true));
-  app.add_option("--momentum", momentum, "Nesterov momentum")->check(bench::number(0, 1, false, true));
+  app.add_option("--lr", lr, "learning rate (default: the model's: 0.01 mlp and cnn, 0.05 resnet, 2e-3 vit)")
+      ->check(bench::number(0, INFINITY, true));
+  auto* momentum_opt = app.add_option("--momentum", momentum, "momentum of mlp, cnn (Nesterov) and resnet (default 0.9)")
+      ->check(bench::number(0, 1, false, true));
   app.add_option("--threads", threads, "BLAS threads per process")->check(bench::integer(1, 256));
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
@@ -182,6 +187,7 @@ int run(int argc, char** argv) {
   if (nccl_flag->count() && device != "cuda") throw synk::ArgumentError("--nccl: needs --device cuda");
   if (nccl && host_staged) throw synk::ArgumentError("--nccl: not with --host-staged (one way to combine)");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
+  if (momentum_opt->count() && model == "vit") throw synk::ArgumentError("--momentum: vit trains with AdamW");
   if (det_chunks_opt->count() && !deterministic) throw synk::ArgumentError("--deterministic-chunks: needs --deterministic");
   if (graphs_flag->count() && device != "cuda")
     throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
@@ -241,12 +247,12 @@ int run(int argc, char** argv) {
                               std::to_string(n_train) + " rows)");
 
   synk::Graph g;
-  mnist::Model m = mnist::build(g, model);
+  const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
+  mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs});
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(n_train));
   std::iota(order.begin(), order.end(), 0);
-  const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
   std::vector<double> epoch_seconds, train_losses, test_losses, test_accuracies;  // per epoch
   double train_time = 0;
   std::string gpu_text;
@@ -262,9 +268,10 @@ int run(int argc, char** argv) {
   }
 #endif
   if (nodes > 1) std::printf("synk-mnist: %d nodes x %d workers = %d ranks\n", nodes, workers, ranks);
-  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n",
+  std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n"
+              "synk-mnist: %zu parameter tensors, %s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
-              static_cast<long long>(n_train), epochs, gpu_text.c_str());
+              static_cast<long long>(n_train), epochs, gpu_text.c_str(), m.params.size(), m.optimizer_name.c_str());
   // One epoch of training through `step(s)`, then a test evaluation.
   // After every epoch (and once when no epoch runs), --save.
   auto run_epochs = [&](auto&& step, auto&& eval_test, auto&& save) {
@@ -307,7 +314,7 @@ int run(int argc, char** argv) {
   // a CudaSession (the same functions compiled by the CUDA executor).
   auto train_single = [&](auto& session) {
     auto grads = synk::grad(m.train_loss, m.params);
-    auto updates = synk::optim::nesterov(m.params, grads, {.lr = lr, .momentum = momentum});
+    auto updates = m.optimizer(m.params, grads);
     auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
     auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
     if (!resume_path.empty()) {
@@ -335,13 +342,11 @@ int run(int argc, char** argv) {
     test = train_single(session);
   } else {
     // Each rank computes the gradient of its share of the batch; one
-    // all-reduce of the flat gradient buffer, then the same Nesterov update
-    // on every rank.
+    // all-reduce of the flat gradient buffer, then the same update on every
+    // rank.
     auto train = rt.train_step({.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.train_loss}},
                                 .loss = m.train_loss, .params = m.params,
-                                .optimizer = [&](const std::vector<synk::Tensor>& p, const std::vector<synk::Tensor>& gr) {
-                                  return synk::optim::nesterov(p, gr, {.lr = lr, .momentum = momentum});
-                                }});
+                                .optimizer = m.optimizer});
     auto eval = rt.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
     rt.distribute();
     if (!resume_path.empty()) {
@@ -379,7 +384,8 @@ int run(int argc, char** argv) {
                         {"test_loss_per_epoch", test_losses}, {"test_accuracy_per_epoch", test_accuracies},
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()},
-                        {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes}};
+                        {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes},
+                        {"optimizer", m.optimizer_name}};
     if (cuda) {
       j["gpu"] = gpu_json;
       // How the ranks combined: asked for, or what the runtime picks.

@@ -4,7 +4,10 @@
 Trains the two Lasagne MNIST example models (mlp, cnn) on Fashion-MNIST exactly
 the way synk-mnist does (same layers, Glorot-uniform init, zero biases, mean
 cross entropy, SGD lr 0.01 with Nesterov momentum 0.9, batch 500, reshuffled
-every epoch) on the CPU with one thread, so that the samples/s of the two
+every epoch), and the two modern ones of bench/mnist/models.hpp (resnet: a
+small ResNet with batch norm, SGD with momentum; vit: a small pre-LN Vision
+Transformer, AdamW with warm-up and cosine decay) with the same layers,
+initialisation, optimizer and schedule, on the CPU with one thread, so that the samples/s of the two
 programs can be compared fairly: synk's CPU executor is single-threaded
 OpenBLAS, so PyTorch is pinned to one intra-op and one inter-op thread.
 
@@ -100,8 +103,131 @@ def tune_malloc() -> str:
     return "tuned" if ok else "default"
 
 
+def build_resnet():
+    """synk's "resnet" (bench/mnist/models.cpp, synk::nn::residual_block)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            h = F.relu(self.bn1(self.conv1(x)))
+            h = self.bn2(self.conv2(h))
+            return F.relu(h + (x if self.down is None else self.down(x)))
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):  # synk::nn::kaiming_normal_fan_out
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight, gain=1.0)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def build_vit():
+    """synk's "vit" (bench/mnist/models.cpp, synk::nn::transformer_block)."""
+    import math
+
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    P, D, TOKENS, DEPTH, HEADS, HIDDEN = 7, 64, 16, 4, 4, 128
+
+    class Attention(nn.Module):  # synk::nn::multi_head_attention: separate q, k, v projections
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.proj = (nn.Linear(D, D) for _ in range(4))
+
+        def forward(self, x):
+            n, t, _ = x.shape
+            split = lambda y: y.reshape(n, t, HEADS, D // HEADS).transpose(1, 2)
+            q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+            att = torch.softmax(q @ k.transpose(-2, -1) * (1.0 / math.sqrt(D // HEADS)), dim=-1)
+            return self.proj((att @ v).transpose(1, 2).reshape(n, t, D))
+
+    class Block(nn.Module):  # pre-LN
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.attn, self.ln2 = nn.LayerNorm(D), Attention(), nn.LayerNorm(D)
+            self.fc1, self.fc2 = nn.Linear(D, HIDDEN), nn.Linear(HIDDEN, D)
+
+        def forward(self, x):
+            h = x + self.attn(self.ln1(x))
+            return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Linear(P * P, D)
+            self.cls = nn.Parameter(torch.empty(1, 1, D).normal_(0.0, 0.02))
+            self.pos = nn.Parameter(torch.empty(TOKENS + 1, D).normal_(0.0, 0.02))
+            self.blocks = nn.Sequential(*(Block() for _ in range(DEPTH)))
+            self.ln, self.head = nn.LayerNorm(D), nn.Linear(D, 10)
+
+        def forward(self, x):
+            n = x.shape[0]
+            patches = x.reshape(n, 28 // P, P, 28 // P, P).permute(0, 1, 3, 2, 4).reshape(n, TOKENS, P * P)
+            h = torch.cat([self.cls.expand(n, 1, D), self.patch(patches)], dim=1) + self.pos
+            return self.head(self.ln(self.blocks(h))[:, 0])
+
+    model = ViT()
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight, gain=1.0)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def make_optimizer(name: str, model, steps_per_epoch: int, epochs: int):
+    """The optimizer (and per-step LR scheduler, or None) synk-mnist trains `name` with (models.hpp)."""
+    import math
+
+    import torch
+
+    if name in ("mlp", "cnn"):
+        return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True), None
+    if name == "resnet":
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), None
+    # vit: synk::optim::adamw with Schedule::warmup_cosine (min_lr 0); the
+    # factor of the s-th step (1-based), as synk computes it in the graph.
+    total = max(1, steps_per_epoch * epochs)
+    warmup = max(1, min(steps_per_epoch, total // 5))
+
+    def factor(k: int) -> float:  # k = steps taken so far; this step is s = k + 1
+        s = k + 1
+        if s <= warmup:
+            return s / warmup
+        if s > total:
+            return 0.0
+        return 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def build_model(name: str):
     import torch.nn as nn
+
+    if name == "resnet":
+        return build_resnet()
+    if name == "vit":
+        return build_vit()
 
     if name == "mlp":
         model = nn.Sequential(
@@ -127,7 +253,7 @@ def build_model(name: str):
             nn.Linear(256, 10),
         )
     else:
-        raise ValueError(f"unknown model {name!r} (expected mlp or cnn)")
+        raise ValueError(f"unknown model {name!r} (expected mlp, cnn, resnet or vit)")
     # Lasagne's defaults: GlorotUniform (gain 1) weights, zero biases. PyTorch's
     # default (kaiming-uniform) would make the two runs start differently.
     for m in model.modules():
@@ -162,11 +288,11 @@ def train_one(name: str, data, args) -> dict:
     x_train, y_train, x_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)) for a in data)
 
     model = build_model(name)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     n = x_train.shape[0]
     batches = n // args.batch  # last partial batch dropped
     if batches == 0:
         raise ValueError(f"batch {args.batch} is larger than the training set ({n})")
+    opt, sched = make_optimizer(name, model, batches, args.epochs)
 
     epoch_seconds, train_loss = [], []
     print(f"[torch {name}] threads={torch.get_num_threads()} interop={torch.get_num_interop_threads()} "
@@ -185,6 +311,8 @@ def train_one(name: str, data, args) -> dict:
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             loss_sum += loss.detach()
         dt = time.perf_counter() - t0
         epoch_seconds.append(dt)
@@ -219,7 +347,7 @@ def run_synk(binary: str, name: str, args, device: str = "cpu", workers: int = 1
     os.close(fd)
     cmd = [binary, "--model", name, "--epochs", str(args.epochs), "--batch", str(args.batch),
            "--workers", str(workers), "--device", device, "--data", args.data, "--seed", str(args.seed),
-           "--json", json_path] + list(extra)
+           "--json", json_path] + (["--train-limit", str(args.train_limit)] if args.train_limit else []) + list(extra)
     print(f"[synk {name}] {' '.join(cmd)}", flush=True)
     try:
         proc = subprocess.run(cmd, env=env)
@@ -267,13 +395,16 @@ def print_table(rows) -> None:
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """The flags every peer script shares with synk-mnist."""
-    p.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    p.add_argument("--model", choices=["mlp", "cnn", "resnet", "vit", "both", "all"], default="both",
+                   help="both: mlp and cnn; all: the four")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", default=DEFAULT_DATA, help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--synk", metavar="PATH", help="synk-mnist binary to run with the same flags for comparison")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch (overrides --epochs)")
+    p.add_argument("--train-limit", type=int, default=0,
+                   help="use only the first N training images, as synk-mnist --train-limit (0: all)")
 
 
 def check_common_args(p: argparse.ArgumentParser, args) -> None:
@@ -281,6 +412,8 @@ def check_common_args(p: argparse.ArgumentParser, args) -> None:
         args.epochs = 1
     if args.epochs < 1 or args.batch < 1:
         p.error("--epochs and --batch must be positive")
+    if args.train_limit < 0:
+        p.error("--train-limit must not be negative")
     if args.synk and not os.access(args.synk, os.X_OK):
         p.error(f"--synk {args.synk}: not an executable file")
 
@@ -313,10 +446,12 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     data = load_fashion_mnist(args.data)
+    if args.train_limit:
+        data = (data[0][:args.train_limit], data[1][:args.train_limit]) + tuple(data[2:])
     print(f"loaded {args.data}: train {data[0].shape}, test {data[2].shape} "
           f"in {time.perf_counter() - t0:.2f} s (torch {torch.__version__}, malloc {args.malloc})", flush=True)
 
-    models = ["mlp", "cnn"] if args.model == "both" else [args.model]
+    models = {"both": ["mlp", "cnn"], "all": ["mlp", "cnn", "resnet", "vit"]}.get(args.model, [args.model])
     results, rows = [], []
     for name in models:
         # One program at a time, so they never compete for the cores.
@@ -329,7 +464,7 @@ def main(argv=None) -> int:
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results if args.model == "both" else results[0], f, indent=2)
+            json.dump(results if len(results) > 1 else results[0], f, indent=2)
             f.write("\n")
     if args.synk:
         print_table(rows)
