@@ -9,12 +9,22 @@
 #      (the same parameters, but the evaluation's rows split differently
 #      over the ranks, so its float sums may differ in the last bits).
 #
+# MODEL=resnet (default mlp): batch norm's running statistics are in the
+# checkpoint too (rank 0's), and evaluating it gives the same result.
+#
 #   cmake -DMNIST=<synk-mnist> -DDIR=<work dir> -DSAVE_WORKERS=2 -DLOAD_WORKERS=2 -DEXACT=ON
-#         [-DPYTHON=<python3>] -P checkpoint_test.cmake
+#         [-DPYTHON=<python3>] [-DMODEL=resnet] -P checkpoint_test.cmake
 cmake_minimum_required(VERSION 3.25)
 file(REMOVE_RECURSE "${DIR}")
 file(MAKE_DIRECTORY "${DIR}")
-set(common --model mlp --train-limit 1000 --batch 100 --seed 3)
+if(NOT MODEL)
+  set(MODEL mlp)
+endif()
+if(MODEL STREQUAL "resnet")
+  set(common --model resnet --train-limit 300 --batch 50 --seed 3)
+else()
+  set(common --model mlp --train-limit 1000 --batch 100 --seed 3)
+endif()
 
 function(run_mnist json)
   execute_process(COMMAND "${MNIST}" ${common} ${ARGN} --json "${DIR}/${json}"
@@ -42,20 +52,31 @@ try:
 except ImportError:
     print("numpy check skipped: no numpy for " + sys.executable)
     sys.exit(0)
-shapes = {"l1/W": (784, 800), "l1/b": (800,), "l2/W": (800, 800), "l2/b": (800,),
-          "out/W": (800, 10), "out/b": (10,)}
-want = dict(shapes)
-want.update({k + "/velocity": v for k, v in shapes.items()})
 f = np.load(sys.argv[1])
 got = {k: (f[k].shape, f[k].dtype) for k in f.files}
-assert set(got) == set(want), f"names {sorted(got)} != {sorted(want)}"
-for k, shape in want.items():
-    assert got[k] == (shape, np.float32), f"{k}: {got[k]}, expected {shape} float32"
+if sys.argv[2] == "resnet":
+    # Parameters with their velocity; running statistics without (state, not parameters).
+    for k in ("stem/W", "stem/bn/gamma", "res3/down/W", "fc/W"):
+        assert k in got and k + "/velocity" in got, f"{k} or its velocity missing: {sorted(got)}"
+    for bn in ("stem/bn", "res1/bn1", "res2/down_bn", "res3/bn2"):
+        rm, rv = f[bn + "/running_mean"], f[bn + "/running_var"]
+        assert rm.dtype == np.float32 and rm.shape == f[bn + "/gamma"].shape, bn
+        assert bn + "/running_mean/velocity" not in got, bn
+        assert np.abs(rm).max() > 0 and np.abs(rv - 1).max() > 0, f"{bn}: running statistics never updated"
+else:
+    shapes = {"l1/W": (784, 800), "l1/b": (800,), "l2/W": (800, 800), "l2/b": (800,),
+              "out/W": (800, 10), "out/b": (10,)}
+    want = dict(shapes)
+    want.update({k + "/velocity": v for k, v in shapes.items()})
+    assert set(got) == set(want), f"names {sorted(got)} != {sorted(want)}"
+    for k, shape in want.items():
+        assert got[k] == (shape, np.float32), f"{k}: {got[k]}, expected {shape} float32"
+    assert np.abs(f["l1/W/velocity"]).max() > 0, "no optimizer state after an epoch"
+for k in f.files:
     assert np.isfinite(f[k]).all(), k
-assert np.abs(f["l1/W/velocity"]).max() > 0, "no optimizer state after an epoch"
 print(f"numpy read {len(got)} arrays with the right shapes from {sys.argv[1]}")
 ]=])
-  execute_process(COMMAND "${PYTHON}" -c "${check}" "${DIR}/ck.npz" RESULT_VARIABLE rc OUTPUT_VARIABLE out
+  execute_process(COMMAND "${PYTHON}" -c "${check}" "${DIR}/ck.npz" "${MODEL}" RESULT_VARIABLE rc OUTPUT_VARIABLE out
                   ERROR_VARIABLE err)
   message(STATUS "${out}${err}")
   if(NOT rc EQUAL 0)
