@@ -18,10 +18,10 @@
 // layers, once for the training step and once for evaluation:
 //
 //   auto b1 = synk::nn::residual_block(g, "res1", 16, 32, /*stride=*/2);
-//   Tensor train_h = b1(x, true), eval_h = b1(x, false);
+//   synk::Tensor train_h = b1(x, true), eval_h = b1(x, false);
 //
 //   auto blk = synk::nn::transformer_block(g, "enc0", 64, 4, 128);   // pre-LN
-//   Tensor y = blk(tokens);                                         // [N, T, 64] -> [N, T, 64]
+//   synk::Tensor y = blk(tokens);                                   // [N, T, 64] -> [N, T, 64]
 #pragma once
 
 #include <string>

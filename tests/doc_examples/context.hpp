@@ -22,7 +22,7 @@ namespace synk_doc {
 
 // graph building
 extern synk::Graph g;
-extern synk::Tensor x, y, W, b, logits, loss;
+extern synk::Tensor x, y, W, b, logits, loss, tokens;
 extern std::vector<synk::Tensor> params;
 extern std::vector<synk::Update> ups, opt_updates;
 
