@@ -151,6 +151,23 @@ struct BatchGeom {
   bool summed() const { return sums; }
   int64_t lda() const { return ta ? m : k; }
   int64_t ldb() const { return tb ? k : n; }
+  // The operands' offsets moved on to the next product over the first
+  // `dims` batch dims: an odometer over idx (the last dim fastest), offsets
+  // kept incrementally. Both executors walk their products with it.
+  void advance(int dims, int64_t* idx, int64_t& oa, int64_t& ob, int64_t& oc) const {
+    for (int d = dims - 1; d >= 0; --d) {
+      if (++idx[d] < dim[d]) {
+        oa += sa[d];
+        ob += sb[d];
+        oc += sc[d];
+        return;
+      }
+      idx[d] = 0;
+      oa -= sa[d] * (dim[d] - 1);
+      ob -= sb[d] * (dim[d] - 1);
+      oc -= sc[d] * (dim[d] - 1);
+    }
+  }
 };
 
 struct PoolGeom {

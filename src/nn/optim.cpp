@@ -159,15 +159,25 @@ std::vector<Update> nesterov(const std::vector<Tensor>& params, const std::vecto
   return u;
 }
 
+namespace {
+
+// Adam's and AdamW's step counter "<first param>/t": its update goes into u;
+// returns the count of the step being taken (t + 1).
+Tensor adam_step(const std::vector<Tensor>& params, std::vector<Update>& u) {
+  Tensor t = state(params[0].graph(), params[0].name() + "/t", {});
+  Tensor t2 = t + 1.f;
+  u.push_back({t, t2});
+  return t2;
+}
+
+}  // namespace
+
 std::vector<Update> adam(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const Options& o) {
   check("adam", params, grads);
   check_schedule("adam", o);
   std::vector<Update> u;
   if (params.empty()) return u;
-  Graph& g = params[0].graph();
-  Tensor t = state(g, params[0].name() + "/t", {});
-  Tensor t2 = t + 1.f;
-  u.push_back({t, t2});
+  Tensor t2 = adam_step(params, u);
   // lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), with b^t = exp(t log b).
   Tensor b1t = exp(t2 * std::log(o.beta1));
   Tensor b2t = exp(t2 * std::log(o.beta2));
@@ -203,10 +213,7 @@ std::vector<Update> adamw(const std::vector<Tensor>& params, const std::vector<T
   check_schedule("adamw", o);
   std::vector<Update> u;
   if (params.empty()) return u;
-  Graph& g = params[0].graph();
-  Tensor t = state(g, params[0].name() + "/t", {});
-  Tensor t2 = t + 1.f;
-  u.push_back({t, t2});
+  Tensor t2 = adam_step(params, u);
   // The bias corrections 1 - b^t, with b^t = exp(t log b) as adam's.
   Tensor bc1 = 1.f - exp(t2 * std::log(o.beta1));
   Tensor bc2_sqrt = sqrt(1.f - exp(t2 * std::log(o.beta2)));

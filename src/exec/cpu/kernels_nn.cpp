@@ -185,23 +185,12 @@ void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c) 
   }
   const bool sum = g.summed();
   if (sum) std::fill(c, c + g.out_count * g.m * g.n, 0.f);
-  // An odometer over the collapsed batch dims, offsets kept incrementally.
+  // An odometer over the collapsed batch dims (BatchGeom::advance).
   int64_t idx[kMaxDims] = {};
   int64_t oa = 0, ob = 0, oc = 0;
   for (int64_t i = 0; i < g.count; ++i) {
     gemm(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), b + ob, g.ldb(), sum ? 1.f : 0.f, c + oc, g.n);
-    for (int d = g.nd - 1; d >= 0; --d) {
-      if (++idx[d] < g.dim[d]) {
-        oa += g.sa[d];
-        ob += g.sb[d];
-        oc += g.sc[d];
-        break;
-      }
-      idx[d] = 0;
-      oa -= g.sa[d] * (g.dim[d] - 1);
-      ob -= g.sb[d] * (g.dim[d] - 1);
-      oc -= g.sc[d] * (g.dim[d] - 1);
-    }
+    g.advance(g.nd, idx, oa, ob, oc);
   }
 }
 

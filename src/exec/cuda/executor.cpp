@@ -141,18 +141,7 @@ void batch_matmul(const plan::BatchGeom& g, const float* a, const float* b, floa
     else
       blas.gemm_batched(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), g.nd > 0 ? g.sa[inner] : 0, b + ob, g.ldb(),
                         g.nd > 0 ? g.sb[inner] : 0, c + oc, g.n, g.m * g.n, per_call);
-    for (int d = outer_nd - 1; d >= 0; --d) {
-      if (++idx[d] < g.dim[d]) {
-        oa += g.sa[d];
-        ob += g.sb[d];
-        oc += g.sc[d];
-        break;
-      }
-      idx[d] = 0;
-      oa -= g.sa[d] * (g.dim[d] - 1);
-      ob -= g.sb[d] * (g.dim[d] - 1);
-      oc -= g.sc[d] * (g.dim[d] - 1);
-    }
+    g.advance(outer_nd, idx, oa, ob, oc);
   }
 }
 
