@@ -12,10 +12,20 @@ using synk::Tensor;
 
 namespace {
 
-std::string fmt(const char* f, double a, double b = 0) {
+std::string fmt(const char* f, double a, double b = 0, double c = 0) {
   char buf[128];
-  std::snprintf(buf, sizeof buf, f, a, b);
+  std::snprintf(buf, sizeof buf, f, a, b, c);
   return buf;
+}
+
+// Linear warm-up over the first epoch (at most a fifth of the run), then
+// cosine decay to 0 at the end of the run: the final model is annealed, so
+// its test accuracy is steady from run to run.
+synk::optim::Schedule warmup_cosine(const TrainConfig& cfg) {
+  const int64_t total = std::max<int64_t>(2, cfg.steps_per_epoch * cfg.epochs);
+  return {.kind = synk::optim::Schedule::warmup_cosine,
+          .warmup_steps = std::max<int64_t>(1, std::min(cfg.steps_per_epoch, total / 5)),
+          .total_steps = total};
 }
 
 }  // namespace
@@ -73,11 +83,13 @@ Model build(synk::Graph& g, const std::string& name, const TrainConfig& cfg) {
       h = b3(b2(b1(h, training), training), training);
       return fc(synk::global_avg_pool2d(h));
     };
-    const synk::optim::Options o{.lr = cfg.lr > 0 ? cfg.lr : 0.05f, .momentum = cfg.momentum};
+    synk::optim::Options o{.lr = cfg.lr > 0 ? cfg.lr : 0.05f, .momentum = cfg.momentum};
+    o.schedule = warmup_cosine(cfg);
     m.optimizer = [o](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
       return synk::optim::momentum(p, gr, o);
     };
-    m.optimizer_name = fmt("momentum lr %g momentum %g", o.lr, o.momentum);
+    m.optimizer_name = fmt("momentum lr %g momentum %g, warm-up %g steps, cosine", o.lr, o.momentum,
+                           static_cast<double>(o.schedule.warmup_steps));
   } else if (name == "vit") {
     constexpr int64_t P = 7, D = 64, tokens = (28 / P) * (28 / P), depth = 4, heads = 4, hidden = 128;
     auto embed = synk::nn::dense(g, "patch", P * P, D);
@@ -106,11 +118,8 @@ Model build(synk::Graph& g, const std::string& name, const TrainConfig& cfg) {
       h = synk::reshape(synk::slice(ln(h), 1, 0, 1), {synk::batch, D});
       return head(h);
     };
-    const int64_t total = std::max<int64_t>(1, cfg.steps_per_epoch * cfg.epochs);
     synk::optim::Options o{.lr = cfg.lr > 0 ? cfg.lr : 2e-3f, .weight_decay = 0.05f};
-    o.schedule = {.kind = synk::optim::Schedule::warmup_cosine,
-                  .warmup_steps = std::max<int64_t>(1, std::min(cfg.steps_per_epoch, total / 5)),
-                  .total_steps = total};
+    o.schedule = warmup_cosine(cfg);
     m.optimizer = [o](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
       return synk::optim::adamw(p, gr, o);
     };

@@ -6,7 +6,7 @@ the way synk-mnist does (same layers, Glorot-uniform init, zero biases, mean
 cross entropy, SGD lr 0.01 with Nesterov momentum 0.9, batch 500, reshuffled
 every epoch), and the two modern ones of bench/mnist/models.hpp (resnet: a
 small ResNet with batch norm, SGD with momentum; vit: a small pre-LN Vision
-Transformer, AdamW with warm-up and cosine decay) with the same layers,
+Transformer, AdamW; both with linear warm-up and cosine decay) with the same layers,
 initialisation, optimizer and schedule, on the CPU with one thread, so that the samples/s of the two
 programs can be compared fairly: synk's CPU executor is single-threaded
 OpenBLAS, so PyTorch is pinned to one intra-op and one inter-op thread.
@@ -202,11 +202,9 @@ def make_optimizer(name: str, model, steps_per_epoch: int, epochs: int):
 
     if name in ("mlp", "cnn"):
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True), None
-    if name == "resnet":
-        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), None
-    # vit: synk::optim::adamw with Schedule::warmup_cosine (min_lr 0); the
-    # factor of the s-th step (1-based), as synk computes it in the graph.
-    total = max(1, steps_per_epoch * epochs)
+    # resnet and vit: Schedule::warmup_cosine (min_lr 0); the factor of the
+    # s-th step (1-based), as synk computes it in the graph.
+    total = max(2, steps_per_epoch * epochs)
     warmup = max(1, min(steps_per_epoch, total // 5))
 
     def factor(k: int) -> float:  # k = steps taken so far; this step is s = k + 1
@@ -217,7 +215,13 @@ def make_optimizer(name: str, model, steps_per_epoch: int, epochs: int):
             return 0.0
         return 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
 
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
+    if name == "resnet":
+        # synk's momentum keeps v <- mu v - lr_s g, p <- p + v (Lasagne's form):
+        # with a constant lr it is PyTorch's SGD momentum; with a schedule the
+        # two differ slightly (PyTorch scales the whole buffer by today's lr).
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
