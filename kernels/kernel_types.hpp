@@ -95,12 +95,12 @@ struct ConvGeom {
       auto fwd = [&](int64_t cin, int64_t cout, int64_t hh, int64_t ww, int64_t pph, int64_t ppw) {
         const int64_t wp = ww + 2 * ppw, hp = hh + 2 * pph, q = (hp - kh + 1) * wp;
         // cout + kDirectOb: cout rounded up to any block size up to kDirectOb.
-        return (cout + kDirectOb) * cin * kh * kw + cin * hp * wp + direct_slack(wp) + kDirectOb * up(q, kDirectTile);
+        return (cout + kDirectOb) * cin * kh * kw + cin * hp * wp + direct_slack(kh, kw, wp) + kDirectOb * up(q, kDirectTile);
       };
       // Weight gradient: the taps' [o, c] sums, then a chunk of images' padded
       // input (with slack) and output gradient.
       const int64_t wp = w + 2 * pw, row = direct_gw_images() * (h + 2 * ph) * wp;
-      const int64_t grad_w = direct_gw() ? kh * kw * o * c + c * row + direct_slack(wp) + o * row : k() * p();
+      const int64_t grad_w = direct_gw() ? kh * kw * o * c + c * row + direct_slack(kh, kw, wp) + o * row : k() * p();
       return std::max({fwd(c, o, h, w, ph, pw), fwd(o, c, oh, ow, kh - 1 - ph, kw - 1 - pw), grad_w});
     }
     return identity_cols() ? 0 : k() * p();
@@ -115,7 +115,7 @@ struct ConvGeom {
     return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{128} << 10) / std::max<int64_t>(per, 1)));
   }
   // Floats past the padded planes that tiles of discarded outputs read.
-  int64_t direct_slack(int64_t wp) const { return kh * wp + kw + kDirectTile; }
+  static int64_t direct_slack(int64_t kh, int64_t kw, int64_t wp) { return kh * wp + kw + kDirectTile; }
   static int64_t up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 };
 

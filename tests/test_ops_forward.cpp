@@ -638,6 +638,40 @@ TEST(OpsForward, Conv2dStride1DirectMatchesReference) {
   }
 }
 
+// The planner fuses bias and ReLU into the convolution; the direct kernels
+// take the im2col path's epilogue, so a NaN becomes 0 as the ReLU op makes
+// it (and not NaN).
+TEST(OpsForward, Conv2dDirectBiasReluEpilogue) {
+  const int n = 2, c = 4, h = 6, w = 5, o = 6;
+  Graph g;
+  auto x = g.input("x", f32, {synk::batch, c, h, w});
+  auto cv = synk::nn::conv2d(g, "c", c, o, 3, {.stride = 1, .padding = 1});
+  auto y = synk::relu(cv(x));
+  auto xv = ramp(static_cast<size_t>(n * c * h * w), 0.37f, 0.1f);
+  xv[7] = std::numeric_limits<float>::quiet_NaN();
+  auto wv = ramp(static_cast<size_t>(o * c * 9), 0.91f, 0.5f);
+  auto bv = ramp(static_cast<size_t>(o), 1.3f, 0.4f);
+  synk::Session s(g);
+  s.set("c/W", A(wv, {o, c, 3, 3}));
+  s.set("c/b", A(bv, {o}));
+  auto f = s.function({.name = "conv", .inputs = {x}, .outputs = {{y}}});
+  auto got = f({A(xv, {n, c, h, w})})[0].to_vector<float>();
+  ConvRef r{n, c, h, w, o, 3, 3, 1, 1, h, w};
+  const auto raw = r.fwd(xv, wv);
+  std::vector<float> want(raw.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    const float v = raw[i] + bv[(i / static_cast<size_t>(h * w)) % o];
+    want[i] = v > 0.f ? v : 0.f;
+  }
+  ASSERT_EQ(got.size(), want.size());
+  int nan_inputs_reached = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 1e-4f * (1.f + std::fabs(want[i]))) << "at " << i;
+    nan_inputs_reached += std::isnan(raw[i]) ? 1 : 0;
+  }
+  EXPECT_GT(nan_inputs_reached, 0);  // the NaN reached some outputs, which ReLU made 0
+}
+
 TEST(OpsForward, MaxPool2x2AndGrad) {
   Graph g;
   auto x = g.input("x", f32, {1, 1, 4, 4});

@@ -55,9 +55,8 @@ constexpr int64_t kMaxTile = ConvGeom::kDirectTile;
 int64_t round_up(int64_t v, int64_t m) { return ConvGeom::up(v, m); }
 // The computed range of q: whole tiles (the columns past q() are discarded).
 int64_t padded_q(const Direct& d, int64_t tile) { return round_up(d.q(), tile); }
-// Floats past the last padded plane that tiles of discarded outputs read
-// (the same formula as ConvGeom::direct_slack).
-int64_t slack(const Direct& d) { return d.kh * d.wp() + d.kw + kMaxTile; }
+// Floats past the last padded plane that tiles of discarded outputs read.
+int64_t slack(const Direct& d) { return ConvGeom::direct_slack(d.kh, d.kw, d.wp()); }
 
 // One padded plane [hp, wp] of one channel of one image, at dst.
 void pad_plane(const Direct& d, const float* src, float* dst) {
@@ -130,22 +129,14 @@ template <int V, int OB, int QV>
   for (int64_t o0 = 0; o0 < d.cout; o0 += OB) {
     const float* wb = wpk + (o0 / OB) * d.cin * taps * OB;
     for (int64_t q0 = 0; q0 < qn; q0 += tile) forward_tile<V, OB, QV>(d, xp, wb, off, taps, q0, ybuf, qn);
-    // Keep the valid columns; the fused bias and ReLU while they are in cache.
+    // Keep the valid columns, then the im2col path's fused bias and ReLU
+    // epilogue on the block while it is in cache.
     const int64_t rows = std::min<int64_t>(OB, d.cout - o0);
-    for (int64_t r = 0; r < rows; ++r) {
-      float* yo = y + (o0 + r) * oh * ow;
-      const float b = bias ? bias[o0 + r] : 0.f;
-      for (int64_t i = 0; i < oh; ++i) {
-        const float* src = ybuf + r * qn + i * wp;
-        float* dst = yo + i * ow;
-        if (relu)
-          for (int64_t j = 0; j < ow; ++j) dst[j] = std::max(src[j] + b, 0.f);
-        else if (bias)
-          for (int64_t j = 0; j < ow; ++j) dst[j] = src[j] + b;
-        else
-          std::memcpy(dst, src, static_cast<size_t>(ow) * sizeof(float));
-      }
-    }
+    float* yb = y + o0 * oh * ow;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < oh; ++i)
+        std::memcpy(yb + (r * oh + i) * ow, ybuf + r * qn + i * wp, static_cast<size_t>(ow) * sizeof(float));
+    if (bias || relu) bias_relu_rows(rows, oh * ow, bias ? bias + o0 : nullptr, rows, relu, yb);
   }
 }
 
