@@ -259,10 +259,7 @@ void dropout_block_base(uint32_t i0, int64_t m, uint64_t kb, uint32_t thr, float
 }
 using DropoutBlockFn = void (*)(uint32_t, int64_t, uint64_t, uint32_t, float, float*);
 DropoutBlockFn dropout_block_fn() {
-  static const DropoutBlockFn fn = [] {
-    __builtin_cpu_init();
-    return cpu_isa() != Isa::base ? &dropout_block_avx2 : &dropout_block_base;
-  }();
+  static const DropoutBlockFn fn = cpu_isa() != Isa::base ? &dropout_block_avx2 : &dropout_block_base;
   return fn;
 }
 #else
