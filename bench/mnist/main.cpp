@@ -157,7 +157,7 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
-  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false;
+  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false, sync_bn = false;
   int det_chunks = 12;
   int64_t bucket_bytes = int64_t{1} << 20;
   app.add_option("--bucket-bytes", bucket_bytes,
@@ -169,6 +169,9 @@ int run(int argc, char** argv) {
   app.add_flag("--deterministic", deterministic,
                "bitwise-reproducible training for any worker count (fixed row chunks combined in order; "
                "with one worker the run then goes through the runtime)");
+  auto* sync_bn_flag = app.add_flag("--sync-bn", sync_bn,
+               "--model resnet: batch norm statistics over all workers' rows (SyncBatchNorm; default: each "
+               "worker's own, as DDP); --batch must divide by the ranks");
   auto* host_staged_flag = app.add_flag("--host-staged", host_staged,
                "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
   auto* nccl_flag = app.add_flag("--nccl", nccl,
@@ -188,6 +191,9 @@ int run(int argc, char** argv) {
   if (nccl && host_staged) throw synk::ArgumentError("--nccl: not with --host-staged (one way to combine)");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
   if (momentum_opt->count() && model == "vit") throw synk::ArgumentError("--momentum: vit trains with AdamW");
+  if (sync_bn_flag->count() && model != "resnet") throw synk::ArgumentError("--sync-bn: needs --model resnet");
+  if (sync_bn && deterministic)
+    throw synk::ArgumentError("--sync-bn: not with --deterministic (its row chunks run one by one on each worker)");
   if (det_chunks_opt->count() && !deterministic) throw synk::ArgumentError("--deterministic-chunks: needs --deterministic");
   if (graphs_flag->count() && device != "cuda")
     throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
@@ -248,7 +254,7 @@ int run(int argc, char** argv) {
 
   synk::Graph g;
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
-  mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs});
+  mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs, .sync_bn = sync_bn});
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(n_train));
@@ -268,6 +274,10 @@ int run(int argc, char** argv) {
   }
 #endif
   if (nodes > 1) std::printf("synk-mnist: %d nodes x %d workers = %d ranks\n", nodes, workers, ranks);
+  if (sync_bn && batch % ranks != 0)
+    throw synk::ArgumentError("--sync-bn: --batch " + std::to_string(batch) + " must divide by the " +
+                              std::to_string(ranks) + " ranks (a training step with synchronized batch norm "
+                              "needs equal shares)");
   std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n"
               "synk-mnist: %zu parameter tensors, %s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),

@@ -549,7 +549,7 @@ ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
       R.rows = sh.scattered ? sh.rows : 1;
       R.outs = rep.finish();
     }
-  } else if (L.bucket_bytes > 0 && path == GradPath::direct && !g.off.empty()) {
+  } else if (L.bucket_bytes > 0 && path == GradPath::direct && !g.off.empty() && !L.rank_sum[d.fn]) {
     // Buckets all-reduced during the backward pass (the choice depends on
     // the call alone: every rank takes it).
     Buckets buckets(L, d, sh, g, grad_reduce(path, sh.total, L.ranks, sh.rows), L.bucket_bytes);

@@ -209,6 +209,7 @@ struct Entry {
   std::vector<bool> broadcast;  // per input
   size_t flat_size = 0;         // train: gradient elements
   bool dropped = false;         // made before a distribute() that failed (see Runtime::distribute)
+  bool rank_sum = false;        // runs rank_sum steps (collectives mid-function): calls obey their rules
 };
 
 // This process's pid without a system call (getpid() is one): cached, and
