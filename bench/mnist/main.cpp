@@ -157,7 +157,8 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
-  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false, sync_bn = false;
+  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false, sync_bn = false,
+       report = false;
   int det_chunks = 12;
   int64_t bucket_bytes = int64_t{1} << 20;
   app.add_option("--bucket-bytes", bucket_bytes,
@@ -169,6 +170,9 @@ int run(int argc, char** argv) {
   app.add_flag("--deterministic", deterministic,
                "bitwise-reproducible training for any worker count (fixed row chunks combined in order; "
                "with one worker the run then goes through the runtime)");
+  app.add_flag("--report", report,
+               "after training, a table of every rank's training-step phases (p50 / p90 / max) naming the "
+               "slowest rank and phase (Runtime::stats; in --json too); runs through the runtime");
   auto* sync_bn_flag = app.add_flag("--sync-bn", sync_bn,
                "--model resnet: batch norm statistics over all workers' rows (SyncBatchNorm; default: each "
                "worker's own, as DDP); --batch must divide by the ranks");
@@ -214,7 +218,7 @@ int run(int argc, char** argv) {
   const bool launched = synk::launched_processes() > 1;
   // What only the runtime gives, even to one rank: its timeline, its
   // deterministic mode, a comm.
-  const bool runtime_asked = !trace_path.empty() || deterministic || nccl;
+  const bool runtime_asked = !trace_path.empty() || deterministic || nccl || report;
   int nodes = 1;
   if (workers != 1 || launched || runtime_asked) {
     rt = synk::fork({.workers = workers,
@@ -375,6 +379,23 @@ int run(int argc, char** argv) {
           if (rt.node() == 0) synk::save_checkpoint(save_path, rt);  // the master's copy (the same on every node)
         });
   }
+  // The straggler report (before close(): the statistics live with the runtime).
+  nlohmann::json stats_json;
+  if (report && !single) {
+    const synk::StepStats st = rt.stats();
+    std::printf("training steps per rank (ms):\n%s", st.table().c_str());
+    nlohmann::json rs = nlohmann::json::array();
+    for (const synk::RankStepStats& r : st.ranks) {
+      nlohmann::json ph;
+      for (int p = 0; p < synk::kStepPhases; ++p)
+        ph[synk::step_phase_name(static_cast<synk::StepPhase>(p))] = {
+            {"p50_ms", r.phase[p].p50_ms}, {"p90_ms", r.phase[p].p90_ms}, {"max_ms", r.phase[p].max_ms}};
+      rs.push_back({{"rank", r.rank}, {"node", r.node}, {"steps", r.steps}, {"phases", ph}});
+    }
+    stats_json = {{"ranks", rs}, {"slowest_rank", st.slowest_rank},
+                  {"slowest_phase", synk::step_phase_name(st.slowest_phase)},
+                  {"slowest_p50_ms", st.slowest_p50_ms}, {"median_p50_ms", st.median_p50_ms}};
+  }
   // No epoch: no throughput (NaN, null in the JSON).
   const double sps = epochs ? static_cast<double>(steps * batch) * epochs / train_time : NAN;
   if (epochs)
@@ -396,6 +417,7 @@ int run(int argc, char** argv) {
                         {"blas_core", mnist::blas_core_name()},
                         {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes},
                         {"optimizer", m.optimizer_name}};
+    if (!stats_json.is_null()) j["step_stats"] = stats_json;
     if (cuda) {
       j["gpu"] = gpu_json;
       // How the ranks combined: asked for, or what the runtime picks.

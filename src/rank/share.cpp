@@ -413,6 +413,7 @@ class Buckets {
  private:
   void send(size_t b) {
     trace::Span span(trace::Kind::all_reduce, d_.call_no, static_cast<int32_t>(d_.fn));
+    trace::set_detail(static_cast<int64_t>(b));
     // The bucket's tensors are adjacent in the flat buffer (consecutive
     // parameters): one collective per run of adjacent tensors.
     std::vector<size_t> gis = buckets_[b];
@@ -522,6 +523,7 @@ void chunked_grads(RankState& L, const CallDesc& d, const Share& sh, const Grads
 // update function on the combined gradients.
 ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
   if (!L.comm) throw BackendError("training step before the rank's comm was made");
+  trace::StepTimer step_timer(trace::g_steps);  // the step's phases (Runtime::stats)
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
   Grads g;

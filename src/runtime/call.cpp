@@ -187,6 +187,11 @@ void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
   }
   if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0 (master): " + err + drop_undistributed(c));
   c.distributed_defs = c.defs.size();
+  {
+    std::lock_guard<std::mutex> lock(c.stall_mu);  // the stall watcher names functions
+    c.fn_names.clear();
+    for (const FunctionDef& d : c.defs) c.fn_names.push_back(d.name);
+  }
   c.distributed_entries = c.entries.size();
   c.distributed_nodes = c.graph->size();
   if (!c.rank->has_comm()) c.join_comms();  // the first distribute of ranks joined through bootstrap bytes (NCCL)
