@@ -638,6 +638,44 @@ TEST(OpsForward, Conv2dStride1DirectMatchesReference) {
   }
 }
 
+// Stride 2 with 4 or more channels and a kernel of 2 or more taps runs the
+// direct kernels on the input's four phase planes (forward and, on planes of
+// 100 outputs or more, the weight gradient; the input gradient is im2col's):
+// odd and even sizes, planes that fill no tile, non-square kernels, channel
+// counts that fill no register block, every padding they take, and a 1x1
+// kernel (im2col). cpu_isa.* runs it with each per-CPU clone.
+TEST(OpsForward, Conv2dStride2DirectMatchesReference) {
+  struct Case { int n, c, h, w, o, kh, kw, p; };
+  for (Case cs : {Case{2, 5, 7, 7, 9, 3, 3, 1}, Case{2, 4, 28, 28, 5, 3, 3, 1}, Case{3, 6, 21, 23, 7, 3, 3, 0},
+                  Case{1, 4, 20, 22, 17, 5, 5, 2}, Case{1, 4, 19, 21, 6, 5, 5, 1}, Case{2, 6, 25, 25, 6, 2, 2, 1},
+                  Case{2, 7, 24, 19, 4, 3, 2, 1}, Case{2, 9, 22, 20, 8, 3, 3, 2}, Case{1, 4, 1, 1, 5, 3, 3, 1},
+                  Case{1, 5, 4, 4, 4, 3, 3, 2}, Case{2, 8, 14, 14, 6, 1, 1, 0}}) {
+    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
+                                    << " k" << cs.kh << "x" << cs.kw << " p" << cs.p);
+    Graph g;
+    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
+    auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
+    auto y = synk::conv2d(x, w, {.stride = 2, .padding = cs.p});
+    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 2, cs.p,
+              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
+    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
+    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {2, 2, cs.p, cs.p});
+    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {2, 2, cs.p, cs.p});
+    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
+    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
+    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
+    synk::Session s(g);
+    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
+    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
+                  A(dv, {cs.n, cs.o, r.oh, r.ow})});
+    std::vector<float> rdx, rdw;
+    r.grads(xv, wv, dv, rdx, rdw);
+    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
+    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
+    expect_vec(out[2].to_vector<float>(), rdw, 2e-4f);
+  }
+}
+
 // The planner fuses bias and ReLU into the convolution; the direct kernels
 // take the im2col path's epilogue, so a NaN becomes 0 as the ReLU op makes
 // it (and not NaN).

@@ -119,8 +119,8 @@ void conv2d_grad_weight(const ConvGeom& g, const float* x, const float* dy, floa
 enum class Isa { base, avx2, avx512 };
 Isa cpu_isa();
 
-// The direct stride-1 kernels (conv_direct.cpp) the three above use where
-// ConvGeom::direct() holds.
+// The direct kernels (conv_direct.cpp) the three above use where
+// ConvGeom::direct(), direct_gi() and direct_gw() hold.
 void conv2d_direct(const ConvGeom& g, const float* x, const float* w, float* y, float* work, const float* bias,
                    bool relu);
 void conv2d_grad_input_direct(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work);
