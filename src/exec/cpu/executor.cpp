@@ -30,6 +30,7 @@ bool& cpu_fuse_elementwise() {
 plan::CompileOptions cpu_session_options() {
   plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
+  o.fuse_norm_relu = o.fuse_norm_relu || (o.fuse && cpu_fuse_elementwise());
   return o;
 }
 
@@ -175,7 +176,7 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       break;
     case Op::BatchNorm:
       batch_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), P<float>(p.ptr_of(s.in[4])),
-                 s.f, P<float>(out));
+                 s.f, P<float>(out), s.relu);
       break;
     case Op::BatchNormGrad:
       batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])),

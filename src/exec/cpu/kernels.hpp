@@ -136,8 +136,9 @@ void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const flo
 void layer_norm_grad(const AxisGeom& g, const float* x, const float* gamma, const float* dy, float eps, float* dx);
 // Batch norm over x [g.outer = N, g.n = C, g.inner = spatial].
 void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float* var);
+// relu: max(y, 0) in the same pass (the planner's fold_norm_relu).
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                const float* beta, float eps, float* y);
+                const float* beta, float eps, float* y, bool relu = false);
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
                      const float* dy, float eps, bool training, float* dx);
 // gamma's gradient: per channel, the sum of dy * (x - mean) / sqrt(var + eps).

@@ -143,12 +143,15 @@ void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float*
 }
 
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                const float* beta, float eps, float* y) {
+                const float* beta, float eps, float* y, bool relu) {
   const int64_t N = g.outer, C = g.n, S = g.inner;
   auto aff = [&](int64_t c) {
     const float rs = norm::rstd(var[c], eps);
     return gamma ? norm::affine(mean[c], rs, gamma[c], beta[c]) : norm::affine(mean[c], rs, 1.f, 0.f);
   };
+  // The ReLU op's own formula (elementwise.hpp: NaN becomes 0).
+  const ew::Relu rl;
+  auto act = [relu, rl](float v) { return relu ? rl(v) : v; };
   if (S == 1) {
     for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
       const int64_t cb = std::min(kChanBlock, C - c0);
@@ -161,7 +164,7 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
       for (int64_t n = 0; n < N; ++n) {
         const float* __restrict r = x + n * C + c0;
         float* __restrict q = y + n * C + c0;
-        for (int64_t c = 0; c < cb; ++c) q[c] = r[c] * sc[c] + sh[c];
+        for (int64_t c = 0; c < cb; ++c) q[c] = act(r[c] * sc[c] + sh[c]);
       }
     }
     return;
@@ -175,7 +178,11 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
         const float* __restrict r = x + (n * C + c0 + c) * S;
         float* __restrict q = y + (n * C + c0 + c) * S;
         const float sc = af[c].scale, sh = af[c].shift;
-        for (int64_t i = 0; i < S; ++i) q[i] = r[i] * sc + sh;
+        if (relu) {
+          for (int64_t i = 0; i < S; ++i) q[i] = rl(r[i] * sc + sh);
+        } else {
+          for (int64_t i = 0; i < S; ++i) q[i] = r[i] * sc + sh;
+        }
       }
   }
 }

@@ -37,6 +37,7 @@ struct CompileOptions {
   // runs (the CUDA executor reuses these plans), so they default to off and
   // Session turns them on (cpu::cpu_session_options).
   bool fuse_elementwise = false;  // chains of elementwise ops as one step (Step::fused)
+  bool fuse_norm_relu = false;    // a ReLU folded into the batch norm it reads (Step::relu)
   bool outputs_external = false;  // outputs computed straight into caller buffers (Loc::Output)
 };
 // Process-wide defaults used by Session and CudaSession (read when a plan is
@@ -77,7 +78,8 @@ struct Step {
   ReduceKind rop = ReduceKind::Sum;
   bool ta = false, tb = false;
   // Fused epilogue of Conv2d/MatMul/BatchMatMul: + bias (node id in in[2],
-  // one value per output channel/column), then ReLU.
+  // one value per output channel/column), then ReLU; of BatchNorm: ReLU
+  // (CompileOptions::fuse_norm_relu).
   bool relu = false;
   // BatchNormGrad: the statistics are x's batch statistics (Node::flag).
   bool training = false;
