@@ -710,6 +710,52 @@ TEST(OpsForward, Conv2dDirectBiasReluEpilogue) {
   EXPECT_GT(nan_inputs_reached, 0);  // the NaN reached some outputs, which ReLU made 0
 }
 
+// Batch norm's training gradient reads x and dy in one pass for its sums
+// (BatchNormGradSums: beta's and gamma's gradients and dx's statistics
+// terms), then once for dx: the same values as the separate passes
+// (BatchNormGrad computing its own sums, BatchNormGradGamma, a sum of dy),
+// with spatial dims, without ([N, C]), and with more channels than one
+// block of the CPU loops (256).
+TEST(OpsForward, BatchNormGradSumsMatchSeparatePasses) {
+  for (const synk::Shape& xs : {synk::Shape{6, 5, 3, 4}, synk::Shape{7, 3}, synk::Shape{2, 300, 2, 1},
+                                synk::Shape{3, 4, 1, 9}}) {
+    SCOPED_TRACE(synk::to_string(xs));
+    const int64_t c = xs[1];
+    int64_t numel = 1;
+    for (int64_t d : xs) numel *= d;
+    std::vector<int> axes{0};
+    for (int i = 2; i < static_cast<int>(xs.size()); ++i) axes.push_back(i);
+    Graph g;
+    auto x = g.input("x", f32, xs);
+    auto dy = g.input("dy", f32, xs);
+    auto bn = synk::nn::batch_norm(g, "bn", c);
+    auto y = bn(x, true);
+    auto grads = synk::grad(synk::sum(y * dy), {x, bn.gamma, bn.beta});
+    // The separate passes, by hand.
+    const float eps = bn.eps;
+    auto mu = synk::mean(x, axes);
+    auto var = raw(g, Op::BatchNormVar, f32, {c}, {x.id(), mu.id()});
+    auto dx_sep = raw(g, Op::BatchNormGrad, f32, xs, {x.id(), mu.id(), var.id(), bn.gamma.id(), dy.id()}, {}, {eps},
+                      true);
+    auto dg_sep = raw(g, Op::BatchNormGradGamma, f32, {c}, {x.id(), mu.id(), var.id(), dy.id()}, {}, {eps});
+    auto db_sep = synk::sum(dy, axes);
+    synk::Session s(g);
+    s.set("bn/gamma", A(ramp(static_cast<size_t>(c), 0.7f, 0.3f), {c}));
+    auto f = s.function({.name = "bn", .inputs = {x, dy},
+                         .outputs = {{grads[0]}, {grads[1]}, {grads[2]}, {dx_sep}, {dg_sep}, {db_sep}}});
+    std::vector<float> xv = ramp(static_cast<size_t>(numel), 0.37f, 0.1f), dv = ramp(static_cast<size_t>(numel), 0.53f, 0.2f);
+    for (size_t i = 0; i < xv.size(); ++i) xv[i] = xv[i] * 3.f + 1.5f;  // a mean far from 0
+    auto out = f({A(xv, xs), A(dv, xs)});
+    // The fused path is what grad() builds in training.
+    int sums_nodes = 0;
+    for (const auto& n : g.nodes()) sums_nodes += n.op == Op::BatchNormGradSums;
+    EXPECT_EQ(sums_nodes, 1);
+    expect_vec(out[0].to_vector<float>(), out[3].to_vector<float>(), 1e-5f);
+    expect_vec(out[1].to_vector<float>(), out[4].to_vector<float>(), 1e-5f);
+    expect_vec(out[2].to_vector<float>(), out[5].to_vector<float>(), 1e-5f);
+  }
+}
+
 TEST(OpsForward, MaxPool2x2AndGrad) {
   Graph g;
   auto x = g.input("x", f32, {1, 1, 4, 4});

@@ -180,11 +180,16 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       break;
     case Op::BatchNormGrad:
       batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])),
-                      P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out));
+                      P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out),
+                      s.in[5] >= 0 ? P<float>(p.ptr_of(s.in[5])) : nullptr);
       break;
     case Op::BatchNormGradGamma:
       batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
                             P<float>(out));
+      break;
+    case Op::BatchNormGradSums:
+      batch_norm_grad_sums(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
+                           P<float>(out));
       break;
     case Op::BatchNormRunningVar:
       batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out));

@@ -139,8 +139,13 @@ void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float*
 // relu: max(y, 0) in the same pass (the planner's fold_norm_relu).
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
                 const float* beta, float eps, float* y, bool relu = false);
+// sums (training only, may be null): batch_norm_grad_sums' [2, C] of the
+// same x and dy, which then are read once instead of twice.
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                     const float* dy, float eps, bool training, float* dx);
+                     const float* dy, float eps, bool training, float* dx, const float* sums = nullptr);
+// [2, C]: per channel sum(dy) (beta's gradient), then sum(dy * xhat) (gamma's).
+void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                          float eps, float* out);
 // gamma's gradient: per channel, the sum of dy * (x - mean) / sqrt(var + eps).
 void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
                            float eps, float* out);

@@ -254,11 +254,16 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
       break;
     case Op::BatchNormGrad:
       kernels::batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])),
-                               P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st);
+                               P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st,
+                               s.in[5] >= 0 ? P<float>(ptr(s.in[5])) : nullptr);
       break;
     case Op::BatchNormGradGamma:
       kernels::batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
                                      P<float>(out), st);
+      break;
+    case Op::BatchNormGradSums:
+      kernels::batch_norm_grad_sums(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
+                                    P<float>(out), st);
       break;
     case Op::BatchNormRunningVar:
       kernels::batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out), st);

@@ -174,7 +174,7 @@ int expected_inputs(Op op) {
     case Op::SoftmaxCrossEntropyGrad: case Op::LayerNormGrad: case Op::BatchNorm: case Op::BatchNormRunningVar:
       return 3;
     case Op::BatchNormGrad: return 5;
-    case Op::BatchNormGradGamma: return 4;
+    case Op::BatchNormGradGamma: case Op::BatchNormGradSums: return 4;
     default: return 1;
   }
 }
@@ -774,7 +774,7 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         break;
       }
       case Op::BatchNormVar: case Op::BatchNorm: case Op::BatchNormGrad: case Op::BatchNormRunningVar:
-      case Op::BatchNormGradGamma: {
+      case Op::BatchNormGradGamma: case Op::BatchNormGradSums: {
         const Shape& xs = n.op == Op::BatchNormRunningVar ? shape_of(n.inputs[2]) : x;
         if (xs.size() < 2) fail_node(def, id, n, "input must be [N, C, ...]");
         s.ax.outer = xs[0];
@@ -786,7 +786,10 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         if (n.op == Op::BatchNorm && n.inputs.size() != 3 && n.inputs.size() != 5)
           fail_node(def, id, n, "takes x, mean and var, then gamma and beta");
         const size_t vecs = n.op == Op::BatchNormGrad ? 4 : n.op == Op::BatchNormRunningVar ? 2
-                            : n.op == Op::BatchNormGradGamma ? 3 : n.inputs.size();
+                            : n.op == Op::BatchNormGradGamma || n.op == Op::BatchNormGradSums ? 3 : n.inputs.size();
+        if (n.op == Op::BatchNormGrad && n.inputs.size() > 5 &&
+            (!n.flag || numel(shape_of(n.inputs[5])) != 2 * s.ax.n))
+          fail_node(def, id, n, "sums must be BatchNormGradSums' [2, C] and only in training");
         for (size_t i = n.op == Op::BatchNormRunningVar ? 0 : 1; i < vecs; ++i)
           if (numel(shape_of(n.inputs[i])) != s.ax.n) fail_node(def, id, n, "per-channel operands must have C elements");
         if (n.op == Op::BatchNormRunningVar && s.ax.outer * s.ax.inner <= 1)

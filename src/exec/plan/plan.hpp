@@ -66,7 +66,7 @@ struct Step {
   Op op = Op::Constant;
   Family family = Family::ByOp;
   int32_t node = -1;
-  int32_t in[5] = {-1, -1, -1, -1, -1};  // batch norm takes five
+  int32_t in[6] = {-1, -1, -1, -1, -1, -1};  // batch norm's gradient takes six
   DType dtype = DType::f32;     // output
   DType in_dtype = DType::f32;  // first input
   int64_t n = 0;                // output elements
