@@ -76,43 +76,69 @@ struct ConvGeom {
   int64_t p() const { return oh * ow; }
   // 1x1 / stride 1 / no padding: the input is its own column matrix.
   bool identity_cols() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
-  // The CPU's direct (im2col-free) kernels take it (src/exec/cpu/conv_direct.cpp):
-  // stride 1, padding inside the kernel (the input gradient pads by k-1-p), at
-  // most 64 taps, not the plain-GEMM 1x1 case, and at least 4 channels in and
-  // out (fewer fill too little of a register block; im2col + sgemm wins).
+  // The CPU's direct (im2col-free) kernels take its forward pass and weight
+  // gradient (src/exec/cpu/conv_direct.cpp): stride 1 or 2 (the same on both
+  // axes; stride 2 splits the padded input into its four phases, each a
+  // stride-1 problem), padding inside the kernel, 2 to 64 taps (a 1x1
+  // kernel is a plain GEMM, strided or not: its loop over channels alone is
+  // too short for the direct tiles, measured slower), and at least 4 channels
+  // in and out (fewer fill too little of a register block; im2col + sgemm
+  // wins).
   bool direct() const {
-    return sh == 1 && sw == 1 && ph < kh && pw < kw && kh * kw <= 64 && !identity_cols() && c >= 4 && o >= 4 &&
-           oh == h + 2 * ph - kh + 1 && ow == w + 2 * pw - kw + 1;
+    return sh == sw && (sh == 1 || sh == 2) && ph < kh && pw < kw && kh * kw > 1 && kh * kw <= 64 && c >= 4 &&
+           o >= 4 && oh == (h + 2 * ph - kh) / sh + 1 && ow == (w + 2 * pw - kw) / sw + 1;
   }
-  // Their tiling bounds: q (the padded-width output grid) in tiles of at most
-  // kDirectTile floats, blocks of at most kDirectOb output channels.
-  static constexpr int64_t kDirectTile = 64, kDirectOb = 8;
+  // The input gradient by the direct kernels: stride 1 (a forward pass of the
+  // output gradient padded by k-1-p); stride 2 takes im2col + sgemm.
+  bool direct_gi() const { return direct() && sh == 1; }
+  // The direct weight gradient runs over the output grid at the width of a
+  // (phase) plane, discarding its extra columns, in vectors, per image: on
+  // planes of fewer than 100 outputs (7x7: 4 vectors, a quarter of them
+  // discarded) that loop is too short and im2col + sgemm is faster
+  // (measured: 14x14 and 28x28 faster, 7x7 slower).
+  bool direct_gw() const { return direct() && oh * ow >= 100; }
+  // Their tiling bounds: q (the output grid) in tiles of at most kDirectTile
+  // floats, blocks of at most kDirectOb output channels; the weight
+  // gradient's grid in vectors of at most kDirectVec floats, its rows in
+  // blocks of at most kDirectGwOb.
+  static constexpr int64_t kDirectTile = 64, kDirectOb = 8, kDirectVec = 16, kDirectGwOb = 4;
+  // A (phase) plane's width and height: the padded extent over the stride,
+  // rounded up; a channel's planes take s*s of them.
+  static int64_t direct_wq(int64_t w, int64_t pw, int64_t s) { return (w + 2 * pw + s - 1) / s; }
+  int64_t direct_plane(int64_t hh, int64_t ww, int64_t pph, int64_t ppw, int64_t s) const {
+    return s * s * direct_wq(hh, pph, s) * direct_wq(ww, ppw, s);
+  }
   // Floats of workspace the CPU conv kernels need.
   int64_t workspace() const {
     if (direct()) {
       // Forward (cin = c) and input gradient (cin = o, padding k-1-p): packed
       // weights, the padded input with its slack, a block's outputs.
-      auto fwd = [&](int64_t cin, int64_t cout, int64_t hh, int64_t ww, int64_t pph, int64_t ppw) {
-        const int64_t wp = ww + 2 * ppw, hp = hh + 2 * pph, q = (hp - kh + 1) * wp;
+      auto fwd = [&](int64_t cin, int64_t cout, int64_t hh, int64_t ww, int64_t pph, int64_t ppw, int64_t s) {
+        const int64_t wq = direct_wq(ww, ppw, s), q = ((hh + 2 * pph - kh) / s + 1) * wq;
         // cout + kDirectOb: cout rounded up to any block size up to kDirectOb.
-        return (cout + kDirectOb) * cin * kh * kw + cin * hp * wp + direct_slack(kh, kw, wp) + kDirectOb * up(q, kDirectTile);
+        return (cout + kDirectOb) * cin * kh * kw + cin * direct_plane(hh, ww, pph, ppw, s) +
+               direct_slack(kh, kw, wq) + kDirectOb * up(q, kDirectTile);
       };
-      // Weight gradient: the taps' [o, c] sums, then a chunk of images' padded
-      // input (with slack) and output gradient.
-      const int64_t wp = w + 2 * pw, row = direct_gw_images() * (h + 2 * ph) * wp;
-      const int64_t grad_w = direct_gw() ? kh * kw * o * c + c * row + direct_slack(kh, kw, wp) + o * row : k() * p();
-      return std::max({fwd(c, o, h, w, ph, pw), fwd(o, c, oh, ow, kh - 1 - ph, kw - 1 - pw), grad_w});
+      const int64_t grad_in = direct_gi() ? fwd(o, c, oh, ow, kh - 1 - ph, kw - 1 - pw, 1) : k() * p();
+      // Weight gradient: a chunk of images' padded input (with slack) and
+      // output gradient on the grid.
+      const int64_t grad_w = direct_gw() ? direct_gw_images() * direct_gw_image_floats() +
+                                               direct_slack(kh, kw, direct_wq(w, pw, sw))
+                                         : k() * p();
+      return std::max({fwd(c, o, h, w, ph, pw, sh), grad_in, grad_w});
     }
     return identity_cols() ? 0 : k() * p();
   }
-  // The direct weight gradient runs over the padded grid: worth it where the
-  // padding adds little to the outputs (large planes); else im2col + sgemm.
-  bool direct_gw() const { return direct() && 4 * (h + 2 * ph) * (w + 2 * pw) <= 5 * oh * ow; }
+  // The weight gradient's output grid per image (rows of at most kDirectVec
+  // floats' multiple) and its floats per image: padded input, output gradient.
+  int64_t direct_gw_grid() const { return up(oh * direct_wq(w, pw, sw), kDirectVec); }
+  int64_t direct_gw_image_floats() const {
+    return c * direct_plane(h, w, ph, pw, sh) + up(o, kDirectGwOb) * direct_gw_grid();
+  }
   // Images whose weight gradient the direct kernel sums in one pass: about
-  // 512 KiB of padded input and output gradient (in cache), at least one.
+  // 1 MiB of padded input and output gradient (in L2), at least one.
   int64_t direct_gw_images() const {
-    const int64_t per = (c + o) * (h + 2 * ph) * (w + 2 * pw);
-    return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{128} << 10) / std::max<int64_t>(per, 1)));
+    return std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{256} << 10) / std::max<int64_t>(direct_gw_image_floats(), 1)));
   }
   // Floats past the padded planes that tiles of discarded outputs read.
   static int64_t direct_slack(int64_t kh, int64_t kw, int64_t wp) { return kh * wp + kw + kDirectTile; }

@@ -114,13 +114,16 @@ __global__ void batch_norm_kernel(AxisGeom g, const float* x, const float* mean,
 }
 
 __global__ void batch_norm_grad_kernel(AxisGeom g, const float* x, const float* mean, const float* var,
-                                       const float* gamma, const float* dy, float eps, bool training, float* dx) {
+                                       const float* gamma, const float* dy, float eps, bool training, float* dx,
+                                       const float* sums) {
   __shared__ double buf[kNormThreads];
   const int64_t m = g.outer * g.inner;
   for (int64_t c = blockIdx.x; c < g.n; c += gridDim.x) {
     const float mu = mean[c], rs = norm::rstd(var[c], eps), gm = gamma[c];
     float mg = 0.f, mgx = 0.f;
-    if (training) {
+    if (training && sums) {
+      norm::grad_means(sums[c], sums[g.n + c], gm, m, mg, mgx);
+    } else if (training) {
       double a = 0, b = 0;
       for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
         const int64_t o = chan_offset(g, c, i);
@@ -151,6 +154,26 @@ __global__ void batch_norm_grad_gamma_kernel(AxisGeom g, const float* x, const f
     }
     b = block_sum(b, buf);
     if (threadIdx.x == 0) out[c] = static_cast<float>(b) * norm::rstd(var[c], eps);
+  }
+}
+
+__global__ void batch_norm_grad_sums_kernel(AxisGeom g, const float* x, const float* mean, const float* var,
+                                            const float* dy, float eps, float* out) {
+  __shared__ double buf[kNormThreads];
+  const int64_t m = g.outer * g.inner;
+  for (int64_t c = blockIdx.x; c < g.n; c += gridDim.x) {
+    double a = 0, b = 0;
+    for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
+      const int64_t o = chan_offset(g, c, i);
+      a += static_cast<double>(dy[o]);
+      b += static_cast<double>(dy[o] * (x[o] - mean[c]));
+    }
+    a = block_sum(a, buf);
+    b = block_sum(b, buf);
+    if (threadIdx.x == 0) {
+      out[c] = static_cast<float>(a);
+      out[g.n + c] = static_cast<float>(b) * norm::rstd(var[c], eps);
+    }
   }
 }
 
@@ -230,10 +253,18 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
 }
 
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream) {
+                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream,
+                     const float* sums) {
   if (g.n <= 0 || g.outer * g.inner <= 0) return;
   SYNK_LAUNCH(batch_norm_grad_kernel, blocks_for(g.n), threads_for(g.outer * g.inner), 0, stream)(
-      g, x, mean, var, gamma, dy, eps, training, dx);
+      g, x, mean, var, gamma, dy, eps, training, dx, sums);
+}
+
+void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                          float eps, float* out, cudaStream_t stream) {
+  if (g.n <= 0) return;
+  SYNK_LAUNCH(batch_norm_grad_sums_kernel, blocks_for(g.n), threads_for(g.outer * g.inner), 0, stream)(
+      g, x, mean, var, dy, eps, out);
 }
 
 void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,

@@ -36,6 +36,15 @@ SYNK_HD inline float grad_x(float gy, float xhat, float rs, float mean_gy, float
   return rs * (gy - mean_gy - xhat * mean_gyx);
 }
 
+// grad_x's mean_gy and mean_gyx from a channel's gradient sums over m
+// values (BatchNormGradSums: sum of dy, and of dy * xhat, gamma's gradient).
+SYNK_HD inline void grad_means(float sum_dy, float sum_dyxhat, float gamma, int64_t m, float& mean_gy,
+                               float& mean_gyx) {
+  const float inv = static_cast<float>(1.0 / static_cast<double>(m));
+  mean_gy = sum_dy * inv * gamma;
+  mean_gyx = sum_dyxhat * inv * gamma;
+}
+
 // PyTorch's running variance: the batch's unbiased variance (biased * m /
 // (m - 1) over m values per channel) blended in with `momentum`.
 SYNK_HD inline float running_var(float running, float biased_var, float momentum, int64_t m) {

@@ -135,7 +135,10 @@ void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float*
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
                 const float* beta, float eps, float* y, cudaStream_t stream);
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream);
+                     const float* dy, float eps, bool training, float* dx, cudaStream_t stream,
+                     const float* sums = nullptr);
+void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                          float eps, float* out, cudaStream_t stream);
 void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
                            float eps, float* out, cudaStream_t stream);
 void batch_norm_running_var(const AxisGeom& g, const float* running, const float* var, float momentum, float* out,

@@ -1080,10 +1080,12 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
 #else
   CompileOptionsGuard guard;
   plan::default_compile_options().fuse_elementwise = true;
+  plan::default_compile_options().fuse_norm_relu = true;
   plan::default_compile_options().outputs_external = true;
   plan::default_compile_options().reuse = false;
   const plan::CompileOptions o = cuda::plan_options();
   EXPECT_FALSE(o.fuse_elementwise);
+  EXPECT_FALSE(o.fuse_norm_relu);
   EXPECT_FALSE(o.outputs_external);
   EXPECT_FALSE(o.reuse) << "the other switches come from the defaults";
 
@@ -1106,6 +1108,27 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   plan::Plan plan = plan::compile(g.nodes(), def, 4, cuda::plan_options());
   EXPECT_TRUE(plan.fused.empty());
   EXPECT_NO_THROW((void)cuda::make_cuda_plan(std::move(plan), g.nodes(), def, 1, 0, nullptr));
+
+  // A ReLU folded into its batch norm (the CUDA batch norm has no ReLU).
+  Graph gb;
+  Tensor xb = gb.input("x", f32, {batch, 3, 4, 4});
+  auto bn = nn::batch_norm(gb, "bn", 3);
+  const FunctionDef bdef =
+      make_function_def({.name = "bn_relu", .inputs = {xb}, .outputs = {{relu(bn(xb, true))}}, .updates = {}});
+  plan::CompileOptions folding;
+  folding.fuse_norm_relu = true;
+  plan::Plan folded = plan::compile(gb.nodes(), bdef, 2, folding);
+  bool has_fold = false;
+  for (const plan::Step& s : folded.steps) has_fold = has_fold || (s.op == Op::BatchNorm && s.relu);
+  ASSERT_TRUE(has_fold) << "the planner did not fold the ReLU; the test shows nothing";
+  try {
+    (void)cuda::make_cuda_plan(std::move(folded), gb.nodes(), bdef, 1, 0, nullptr);
+    FAIL() << "the CUDA executor took a batch norm with a folded ReLU";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("'bn_relu': the CUDA executor got a plan"), std::string::npos) << e.what();
+  }
+  plan::Plan unfolded = plan::compile(gb.nodes(), bdef, 2, cuda::plan_options());
+  for (const plan::Step& s : unfolded.steps) EXPECT_FALSE(s.op == Op::BatchNorm && s.relu);
 #endif
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -603,6 +604,62 @@ TEST(ExecutorFusion, PlanHasFusedStepsOnlyWhenAsked) {
     EXPECT_EQ(v2[i], v) << i;
     EXPECT_EQ(w2[i], w) << i;
   }
+}
+
+// A residual block's tail on activations past the cache: relu(batch_norm(x))
+// runs as one step (the ReLU folded into the normalising pass,
+// CompileOptions::fuse_norm_relu), and relu(h + x), a group of two, fuses
+// because it is large (a pass over memory fewer). Both give the same bits
+// as the plain ops, forward and backward, in training and evaluation.
+TEST(ExecutorFusion, BatchNormReluAndLargePairsFoldBitIdentical) {
+  const int64_t n = 8, c = 4, h = 180, w = 200;  // 1.15M elements: past kBigGroup
+  auto run = [&](bool fuse) {
+    ElementwiseFusion ef(fuse);
+    Graph g;
+    Tensor x = g.input("x", f32, {synk::batch, c, h, w});
+    auto bn = synk::nn::batch_norm(g, "bn", c);
+    auto block = [&](bool training) { return synk::relu(synk::relu(bn(x, training)) + x); };
+    Tensor z = block(true);
+    Tensor loss = synk::mean(z);
+    std::vector<Tensor> params = {bn.gamma, bn.beta};
+    auto grads = synk::grad(loss, params);
+    auto ups = synk::optim::momentum(params, grads, {.lr = 0.1f, .momentum = 0.9f});
+    synk::Session s(g, {.seed = 4});
+    auto train = s.function({.name = "train", .inputs = {x}, .outputs = {{z}, {loss}}, .updates = ups});
+    auto eval = s.function({.name = "eval", .inputs = {x}, .outputs = {{block(false)}}});
+    std::vector<float> trace;
+    std::vector<float> xv(static_cast<size_t>(n * c * h * w));
+    for (int step = 0; step < 2; ++step) {
+      for (size_t i = 0; i < xv.size(); ++i)
+        xv[i] = std::sin(0.013f * static_cast<float>(i) + static_cast<float>(step)) * 2.f - 0.3f;
+      xv[5] = std::numeric_limits<float>::quiet_NaN();  // NaN through both ReLUs, as the ReLU op
+      auto out = train({Array::from(xv, {n, c, h, w})});
+      for (const Array& a : out)
+        for (float v : a.to_vector<float>()) trace.push_back(v);
+    }
+    for (float v : eval({Array::from(xv, {n, c, h, w})})[0].to_vector<float>()) trace.push_back(v);
+    for (const Tensor& p : params)
+      for (float v : s.get(p.name()).to_vector<float>()) trace.push_back(v);
+    // The plan folds both ReLUs only when fusing.
+    synk::FunctionDef def = synk::make_function_def({.name = "f", .inputs = {x}, .outputs = {{z}}});
+    synk::plan::Plan p = synk::plan::compile(g.nodes(), def, n, synk::cpu::cpu_session_options());
+    int folded = 0, plain_relu = 0, fused = 0;
+    for (const auto& st : p.steps) {
+      folded += st.op == synk::Op::BatchNorm && st.relu;
+      plain_relu += st.fused < 0 && st.op == synk::Op::Relu;
+      fused += st.fused >= 0;
+    }
+    EXPECT_EQ(folded, fuse ? 1 : 0);
+    EXPECT_EQ(plain_relu, fuse ? 0 : 2);
+    EXPECT_EQ(fused > 0, fuse);
+    return trace;
+  };
+  const auto a = run(true), b = run(false);
+  ASSERT_EQ(a.size(), b.size());
+  int64_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && diff++ < 5) ADD_FAILURE() << "differ at " << i;
+  EXPECT_EQ(diff, 0);
 }
 
 // With a learning-rate schedule the lr is a computed scalar: Nesterov's

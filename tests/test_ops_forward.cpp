@@ -638,6 +638,44 @@ TEST(OpsForward, Conv2dStride1DirectMatchesReference) {
   }
 }
 
+// Stride 2 with 4 or more channels and a kernel of 2 or more taps runs the
+// direct kernels on the input's four phase planes (forward and, on planes of
+// 100 outputs or more, the weight gradient; the input gradient is im2col's):
+// odd and even sizes, planes that fill no tile, non-square kernels, channel
+// counts that fill no register block, every padding they take, and a 1x1
+// kernel (im2col). cpu_isa.* runs it with each per-CPU clone.
+TEST(OpsForward, Conv2dStride2DirectMatchesReference) {
+  struct Case { int n, c, h, w, o, kh, kw, p; };
+  for (Case cs : {Case{2, 5, 7, 7, 9, 3, 3, 1}, Case{2, 4, 28, 28, 5, 3, 3, 1}, Case{3, 6, 21, 23, 7, 3, 3, 0},
+                  Case{1, 4, 20, 22, 17, 5, 5, 2}, Case{1, 4, 19, 21, 6, 5, 5, 1}, Case{2, 6, 25, 25, 6, 2, 2, 1},
+                  Case{2, 7, 24, 19, 4, 3, 2, 1}, Case{2, 9, 22, 20, 8, 3, 3, 2}, Case{1, 4, 1, 1, 5, 3, 3, 1},
+                  Case{1, 5, 4, 4, 4, 3, 3, 2}, Case{2, 8, 14, 14, 6, 1, 1, 0}}) {
+    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
+                                    << " k" << cs.kh << "x" << cs.kw << " p" << cs.p);
+    Graph g;
+    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
+    auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
+    auto y = synk::conv2d(x, w, {.stride = 2, .padding = cs.p});
+    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 2, cs.p,
+              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
+    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
+    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {2, 2, cs.p, cs.p});
+    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {2, 2, cs.p, cs.p});
+    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
+    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
+    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
+    synk::Session s(g);
+    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
+    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
+                  A(dv, {cs.n, cs.o, r.oh, r.ow})});
+    std::vector<float> rdx, rdw;
+    r.grads(xv, wv, dv, rdx, rdw);
+    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
+    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
+    expect_vec(out[2].to_vector<float>(), rdw, 2e-4f);
+  }
+}
+
 // The planner fuses bias and ReLU into the convolution; the direct kernels
 // take the im2col path's epilogue, so a NaN becomes 0 as the ReLU op makes
 // it (and not NaN).
@@ -670,6 +708,52 @@ TEST(OpsForward, Conv2dDirectBiasReluEpilogue) {
     nan_inputs_reached += std::isnan(raw[i]) ? 1 : 0;
   }
   EXPECT_GT(nan_inputs_reached, 0);  // the NaN reached some outputs, which ReLU made 0
+}
+
+// Batch norm's training gradient reads x and dy in one pass for its sums
+// (BatchNormGradSums: beta's and gamma's gradients and dx's statistics
+// terms), then once for dx: the same values as the separate passes
+// (BatchNormGrad computing its own sums, BatchNormGradGamma, a sum of dy),
+// with spatial dims, without ([N, C]), and with more channels than one
+// block of the CPU loops (256).
+TEST(OpsForward, BatchNormGradSumsMatchSeparatePasses) {
+  for (const synk::Shape& xs : {synk::Shape{6, 5, 3, 4}, synk::Shape{7, 3}, synk::Shape{2, 300, 2, 1},
+                                synk::Shape{3, 4, 1, 9}}) {
+    SCOPED_TRACE(synk::to_string(xs));
+    const int64_t c = xs[1];
+    int64_t numel = 1;
+    for (int64_t d : xs) numel *= d;
+    std::vector<int> axes{0};
+    for (int i = 2; i < static_cast<int>(xs.size()); ++i) axes.push_back(i);
+    Graph g;
+    auto x = g.input("x", f32, xs);
+    auto dy = g.input("dy", f32, xs);
+    auto bn = synk::nn::batch_norm(g, "bn", c);
+    auto y = bn(x, true);
+    auto grads = synk::grad(synk::sum(y * dy), {x, bn.gamma, bn.beta});
+    // The separate passes, by hand.
+    const float eps = bn.eps;
+    auto mu = synk::mean(x, axes);
+    auto var = raw(g, Op::BatchNormVar, f32, {c}, {x.id(), mu.id()});
+    auto dx_sep = raw(g, Op::BatchNormGrad, f32, xs, {x.id(), mu.id(), var.id(), bn.gamma.id(), dy.id()}, {}, {eps},
+                      true);
+    auto dg_sep = raw(g, Op::BatchNormGradGamma, f32, {c}, {x.id(), mu.id(), var.id(), dy.id()}, {}, {eps});
+    auto db_sep = synk::sum(dy, axes);
+    synk::Session s(g);
+    s.set("bn/gamma", A(ramp(static_cast<size_t>(c), 0.7f, 0.3f), {c}));
+    auto f = s.function({.name = "bn", .inputs = {x, dy},
+                         .outputs = {{grads[0]}, {grads[1]}, {grads[2]}, {dx_sep}, {dg_sep}, {db_sep}}});
+    std::vector<float> xv = ramp(static_cast<size_t>(numel), 0.37f, 0.1f), dv = ramp(static_cast<size_t>(numel), 0.53f, 0.2f);
+    for (size_t i = 0; i < xv.size(); ++i) xv[i] = xv[i] * 3.f + 1.5f;  // a mean far from 0
+    auto out = f({A(xv, xs), A(dv, xs)});
+    // The fused path is what grad() builds in training.
+    int sums_nodes = 0;
+    for (const auto& n : g.nodes()) sums_nodes += n.op == Op::BatchNormGradSums;
+    EXPECT_EQ(sums_nodes, 1);
+    expect_vec(out[0].to_vector<float>(), out[3].to_vector<float>(), 1e-5f);
+    expect_vec(out[1].to_vector<float>(), out[4].to_vector<float>(), 1e-5f);
+    expect_vec(out[2].to_vector<float>(), out[5].to_vector<float>(), 1e-5f);
+  }
 }
 
 TEST(OpsForward, MaxPool2x2AndGrad) {

@@ -97,9 +97,11 @@ enum class Op : uint16_t {
   BatchNorm,      // (x, mean [C], var [C]) -> (x - mean) / sqrt(var + eps)
                   // per channel (axis 1); with (.., gamma, beta) the affine
                   // too; floats = {eps}
-  BatchNormGrad,  // (x, mean, var, gamma, dy) -> dx; floats = {eps}; flag:
-                  // mean/var are x's batch statistics (training), else
-                  // constants (evaluation)
+  BatchNormGrad,  // (x, mean, var, gamma, dy[, sums]) -> dx; floats =
+                  // {eps}; flag: mean/var are x's batch statistics
+                  // (training), else constants (evaluation); sums (training
+                  // only): BatchNormGradSums of the same operands, so its
+                  // pass over x and dy is not repeated
   BatchNormRunningVar,  // (running_var [C], var [C], x) -> (1 - m) *
                         // running_var + m * var * M / (M - 1), M = values
                         // per channel of x; floats = {m}
@@ -110,6 +112,9 @@ enum class Op : uint16_t {
   // across ranks (synk/ops.hpp: rank_sum)
   RankSum,  // (x f32, no batch dim) -> the elementwise sum of x over every
             // rank running the function; x itself in a lone session
+  BatchNormGradSums,   // (x, mean, var, dy) -> [2, C]: per channel sum of dy
+                       // (beta's gradient), then of dy * xhat (gamma's), in
+                       // one pass; floats = {eps}
   kCount
 };
 const char* op_name(Op op);

@@ -276,6 +276,21 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
         for (int i = 2; i < x.ndim(); ++i) axes.push_back(i);
         const bool affine = n.inputs.size() >= 5;
         Tensor gamma = affine ? in(3) : broadcast_to(g.constant(1.f), {x.shape()[1]});
+        if (n.flag) {
+          // Training: one pass over x and dy sums dy and dy * xhat per
+          // channel; they are beta's and gamma's gradients and the terms dx
+          // needs, so dx's pass reads x and dy once more, not twice.
+          const Dim c = x.shape()[1];
+          Tensor sums = make_node(g, Op::BatchNormGradSums, DType::f32, {2, c},
+                                  {x.id(), n.inputs[1], n.inputs[2], dy.id()}, {}, n.floats);
+          if (wants(0))
+            accumulate(n.inputs[0], make_node(g, Op::BatchNormGrad, DType::f32, x.shape(),
+                                              {x.id(), n.inputs[1], n.inputs[2], gamma.id(), dy.id(), sums.id()},
+                                              {}, n.floats, true));
+          if (affine && wants(3)) accumulate(n.inputs[3], reshape(slice(sums, 0, 1, 2), {c}));
+          if (affine && wants(4)) accumulate(n.inputs[4], reshape(slice(sums, 0, 0, 1), {c}));
+          break;
+        }
         if (wants(0))
           accumulate(n.inputs[0], make_node(g, Op::BatchNormGrad, DType::f32, x.shape(),
                                             {x.id(), n.inputs[1], n.inputs[2], gamma.id(), dy.id()}, {}, n.floats,

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 #include "exec/common.hpp"
 #include "exec/cpu/executor.hpp"
@@ -28,6 +30,7 @@ bool& cpu_fuse_elementwise() {
 plan::CompileOptions cpu_session_options() {
   plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
+  o.fuse_norm_relu = o.fuse_norm_relu || (o.fuse && cpu_fuse_elementwise());
   return o;
 }
 
@@ -40,17 +43,20 @@ using plan::ValueLoc;
 
 template <class T> T* P(void* p) { return static_cast<T*>(p); }
 
-// SYNK_CPU_PROFILE=1: time per op kind, printed to stderr at exit. A
-// developer aid for finding overheads; off by default (one branch a step).
+// SYNK_CPU_PROFILE=1: time per op kind, printed to stderr at exit; 2 adds
+// each convolution shape's time (which layers are slow). A developer aid for
+// finding overheads; off by default (one branch a step).
 struct OpProfile {
-  bool on = [] {
+  int level = [] {
     const char* e = std::getenv("SYNK_CPU_PROFILE");
-    return e && e[0] == '1';
+    return e && (e[0] == '1' || e[0] == '2') ? e[0] - '0' : 0;
   }();
+  bool on = level > 0;
   // One slot per op kind, the last for fused elementwise groups.
   static constexpr size_t kSlots = static_cast<size_t>(Op::kCount) + 1;
   double ms[kSlots] = {};
   int64_t count[kSlots] = {};
+  std::map<std::string, std::pair<double, int64_t>> conv;  // level 2: per convolution shape (ms, steps)
   ~OpProfile() {
     if (!on) return;
     double total = 0;
@@ -61,6 +67,19 @@ struct OpProfile {
         std::fprintf(stderr, "  %-28s %9.1f ms %5.1f%% %8lld steps\n",
                      i == kSlots - 1 ? "(fused elementwise)" : op_name(static_cast<Op>(i)), ms[i],
                      100.0 * ms[i] / (total > 0 ? total : 1), static_cast<long long>(count[i]));
+    for (const auto& [shape, t] : conv)
+      std::fprintf(stderr, "  %-52s %9.1f ms %8lld steps\n", shape.c_str(), t.first, static_cast<long long>(t.second));
+  }
+  void add_conv(const Step& s, double ms_taken) {
+    const ConvGeom& g = s.conv;
+    char key[160];
+    std::snprintf(key, sizeof key, "%s n%lld c%lld %lldx%lld o%lld k%lldx%lld s%lld p%lld", op_name(s.op),
+                  static_cast<long long>(g.n), static_cast<long long>(g.c), static_cast<long long>(g.h),
+                  static_cast<long long>(g.w), static_cast<long long>(g.o), static_cast<long long>(g.kh),
+                  static_cast<long long>(g.kw), static_cast<long long>(g.sh), static_cast<long long>(g.ph));
+    auto& e = conv[key];
+    e.first += ms_taken;
+    e.second++;
   }
 };
 OpProfile g_profile;
@@ -157,15 +176,20 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       break;
     case Op::BatchNorm:
       batch_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), P<float>(p.ptr_of(s.in[4])),
-                 s.f, P<float>(out));
+                 s.f, P<float>(out), s.relu);
       break;
     case Op::BatchNormGrad:
       batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])),
-                      P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out));
+                      P<float>(p.ptr_of(s.in[4])), s.f, s.training, P<float>(out),
+                      s.in[5] >= 0 ? P<float>(p.ptr_of(s.in[5])) : nullptr);
       break;
     case Op::BatchNormGradGamma:
       batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
                             P<float>(out));
+      break;
+    case Op::BatchNormGradSums:
+      batch_norm_grad_sums(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(p.ptr_of(s.in[3])), s.f,
+                           P<float>(out));
       break;
     case Op::BatchNormRunningVar:
       batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out));
@@ -260,8 +284,12 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
     }
     if (g_profile.on) {
       const size_t k = s.fused >= 0 ? OpProfile::kSlots - 1 : static_cast<size_t>(s.op);
-      g_profile.ms[k] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      g_profile.ms[k] += ms;
       g_profile.count[k]++;
+      if (g_profile.level == 2 && s.fused < 0 &&
+          (s.op == Op::Conv2d || s.op == Op::Conv2dGradInput || s.op == Op::Conv2dGradWeight))
+        g_profile.add_conv(s, ms);
     }
     if (after_step) (*after_step)(si);
   }

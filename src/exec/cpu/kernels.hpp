@@ -119,8 +119,8 @@ void conv2d_grad_weight(const ConvGeom& g, const float* x, const float* dy, floa
 enum class Isa { base, avx2, avx512 };
 Isa cpu_isa();
 
-// The direct stride-1 kernels (conv_direct.cpp) the three above use where
-// ConvGeom::direct() holds.
+// The direct kernels (conv_direct.cpp) the three above use where
+// ConvGeom::direct(), direct_gi() and direct_gw() hold.
 void conv2d_direct(const ConvGeom& g, const float* x, const float* w, float* y, float* work, const float* bias,
                    bool relu);
 void conv2d_grad_input_direct(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work);
@@ -136,10 +136,16 @@ void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const flo
 void layer_norm_grad(const AxisGeom& g, const float* x, const float* gamma, const float* dy, float eps, float* dx);
 // Batch norm over x [g.outer = N, g.n = C, g.inner = spatial].
 void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float* var);
+// relu: max(y, 0) in the same pass (the planner's fold_norm_relu).
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                const float* beta, float eps, float* y);
+                const float* beta, float eps, float* y, bool relu = false);
+// sums (training only, may be null): batch_norm_grad_sums' [2, C] of the
+// same x and dy, which then are read once instead of twice.
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                     const float* dy, float eps, bool training, float* dx);
+                     const float* dy, float eps, bool training, float* dx, const float* sums = nullptr);
+// [2, C]: per channel sum(dy) (beta's gradient), then sum(dy * xhat) (gamma's).
+void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                          float eps, float* out);
 // gamma's gradient: per channel, the sum of dy * (x - mean) / sqrt(var + eps).
 void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
                            float eps, float* out);

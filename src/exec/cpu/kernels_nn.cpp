@@ -243,7 +243,7 @@ void conv2d(const ConvGeom& g, const float* x, const float* w, float* y, float* 
 }
 
 void conv2d_grad_input(const ConvGeom& g, const float* dy, const float* w, float* dx, float* work) {
-  if (g.direct()) return conv2d_grad_input_direct(g, dy, w, dx, work);
+  if (g.direct_gi()) return conv2d_grad_input_direct(g, dy, w, dx, work);
   const int64_t K = g.k(), P = g.p(), img = g.c * g.h * g.w;
   for (int64_t n = 0; n < g.n; ++n) {
     float* dxn = dx + n * img;

@@ -143,12 +143,15 @@ void batch_norm_var(const AxisGeom& g, const float* x, const float* mean, float*
 }
 
 void batch_norm(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                const float* beta, float eps, float* y) {
+                const float* beta, float eps, float* y, bool relu) {
   const int64_t N = g.outer, C = g.n, S = g.inner;
   auto aff = [&](int64_t c) {
     const float rs = norm::rstd(var[c], eps);
     return gamma ? norm::affine(mean[c], rs, gamma[c], beta[c]) : norm::affine(mean[c], rs, 1.f, 0.f);
   };
+  // The ReLU op's own formula (elementwise.hpp: NaN becomes 0).
+  const ew::Relu rl;
+  auto act = [relu, rl](float v) { return relu ? rl(v) : v; };
   if (S == 1) {
     for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
       const int64_t cb = std::min(kChanBlock, C - c0);
@@ -161,7 +164,7 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
       for (int64_t n = 0; n < N; ++n) {
         const float* __restrict r = x + n * C + c0;
         float* __restrict q = y + n * C + c0;
-        for (int64_t c = 0; c < cb; ++c) q[c] = r[c] * sc[c] + sh[c];
+        for (int64_t c = 0; c < cb; ++c) q[c] = act(r[c] * sc[c] + sh[c]);
       }
     }
     return;
@@ -175,13 +178,39 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
         const float* __restrict r = x + (n * C + c0 + c) * S;
         float* __restrict q = y + (n * C + c0 + c) * S;
         const float sc = af[c].scale, sh = af[c].shift;
-        for (int64_t i = 0; i < S; ++i) q[i] = r[i] * sc + sh;
+        if (relu) {
+          for (int64_t i = 0; i < S; ++i) q[i] = rl(r[i] * sc + sh);
+        } else {
+          for (int64_t i = 0; i < S; ++i) q[i] = r[i] * sc + sh;
+        }
       }
   }
 }
 
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
-                     const float* dy, float eps, bool training, float* dx) {
+                     const float* dy, float eps, bool training, float* dx, const float* sums) {
+  if (training && sums) {
+    // The statistics' terms from the sums: one pass, over x, dy and dx.
+    const int64_t N = g.outer, C = g.n, S = g.inner;
+    for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
+      const int64_t cb = std::min(kChanBlock, C - c0);
+      float rs[kChanBlock], mg[kChanBlock], mgx[kChanBlock];
+      for (int64_t c = 0; c < cb; ++c) {
+        rs[c] = norm::rstd(var[c0 + c], eps);
+        norm::grad_means(sums[c0 + c], sums[C + c0 + c], gamma[c0 + c], N * S, mg[c], mgx[c]);
+      }
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < cb; ++c) {
+          const int64_t o = (n * C + c0 + c) * S;
+          const float* __restrict r = x + o;
+          const float* __restrict gr = dy + o;
+          float* __restrict q = dx + o;
+          const float mu = mean[c0 + c], gm = gamma[c0 + c], k = rs[c], u = mg[c], v = mgx[c];
+          for (int64_t i = 0; i < S; ++i) q[i] = norm::grad_x(gr[i] * gm, (r[i] - mu) * k, k, u, v);
+        }
+    }
+    return;
+  }
   const int64_t N = g.outer, C = g.n, S = g.inner;
   const double m = static_cast<double>(N * S);
   // Per channel: k = gamma * rs multiplies dy; in training the batch
@@ -266,6 +295,38 @@ void batch_norm_grad_gamma(const AxisGeom& g, const float* x, const float* mean,
         }
     }
     for (int64_t c = 0; c < cb; ++c) out[c0 + c] = static_cast<float>(b[c]) * norm::rstd(var[c0 + c], eps);
+  }
+}
+
+void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* dy,
+                          float eps, float* out) {
+  const int64_t N = g.outer, C = g.n, S = g.inner;
+  for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
+    const int64_t cb = std::min(kChanBlock, C - c0);
+    double a[kChanBlock] = {}, b[kChanBlock] = {};
+    if (S == 1) {
+      for (int64_t n = 0; n < N; ++n) {
+        const float* __restrict r = x + n * C + c0;
+        const float* __restrict gr = dy + n * C + c0;
+        for (int64_t c = 0; c < cb; ++c) {
+          a[c] += static_cast<double>(gr[c]);
+          b[c] += static_cast<double>(gr[c] * (r[c] - mean[c0 + c]));
+        }
+      }
+    } else {
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < cb; ++c) {
+          const int64_t o = (n * C + c0 + c) * S;
+          float sdy, sdyx;
+          sum_dy(x + o, dy + o, S, mean[c0 + c], sdy, sdyx);
+          a[c] += sdy;
+          b[c] += sdyx;
+        }
+    }
+    for (int64_t c = 0; c < cb; ++c) {
+      out[c0 + c] = static_cast<float>(a[c]);
+      out[C + c0 + c] = static_cast<float>(b[c]) * norm::rstd(var[c0 + c], eps);
+    }
   }
 }
 

@@ -258,11 +258,16 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
       break;
     case Op::BatchNormGrad:
       kernels::batch_norm_grad(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])),
-                               P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st);
+                               P<float>(ptr(s.in[4])), s.f, s.training, P<float>(out), st,
+                               s.in[5] >= 0 ? P<float>(ptr(s.in[5])) : nullptr);
       break;
     case Op::BatchNormGradGamma:
       kernels::batch_norm_grad_gamma(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
                                      P<float>(out), st);
+      break;
+    case Op::BatchNormGradSums:
+      kernels::batch_norm_grad_sums(s.ax, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])), s.f,
+                                    P<float>(out), st);
       break;
     case Op::BatchNormRunningVar:
       kernels::batch_norm_running_var(s.ax, P<float>(a), P<float>(b), s.f, P<float>(out), st);
@@ -320,6 +325,7 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
 plan::CompileOptions plan_options() {
   plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = false;
+  o.fuse_norm_relu = false;
   o.outputs_external = false;
   return o;
 }
@@ -332,12 +338,13 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
   // Steps and locations only the CPU executor runs (plan_options() turns
   // them off): refuse them here rather than run a wrong call.
   bool cpu_only = !q.fused.empty();
-  for (const plan::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0;
+  for (const plan::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0 || (s.op == Op::BatchNorm && s.relu);
   for (const plan::ValueLoc& l : q.loc) cpu_only = cpu_only || l.kind == plan::Loc::Output;
   if (cpu_only)
     throw BackendError("function '" + def.name +
-                       "': the CUDA executor got a plan with fused elementwise groups or outputs in caller "
-                       "buffers, which only the CPU executor runs (compile with cuda::plan_options())");
+                       "': the CUDA executor got a plan with fused elementwise groups, a ReLU folded into a batch norm "
+                       "or outputs in caller buffers, which only the CPU executor runs (compile with "
+                       "cuda::plan_options())");
   const size_t nsteps = q.steps.size();
   cp.index_slot.assign(nsteps, -1);
   cp.conv_chunk.assign(nsteps, 1);

@@ -174,7 +174,7 @@ int expected_inputs(Op op) {
     case Op::SoftmaxCrossEntropyGrad: case Op::LayerNormGrad: case Op::BatchNorm: case Op::BatchNormRunningVar:
       return 3;
     case Op::BatchNormGrad: return 5;
-    case Op::BatchNormGradGamma: return 4;
+    case Op::BatchNormGradGamma: case Op::BatchNormGradSums: return 4;
     default: return 1;
   }
 }
@@ -223,6 +223,7 @@ bool ew_op(const Node& n, EwInstr& e) {
 // program below the kEwMax* limits.
 constexpr size_t kMaxGroup = 10;
 constexpr size_t kMinGroup = 3;
+constexpr int64_t kBigGroup = int64_t{1} << 20;  // elements: groups this large fuse from 2 members
 
 ConvGeom conv_geom(const Shape& x, const Shape& w, const Shape& y, const std::vector<int64_t>& ints) {
   ConvGeom g{};
@@ -258,6 +259,7 @@ class Compiler {
   Plan run() {
     mark_needed();
     fold_bias_relu();
+    fold_norm_relu();
     resolve_shapes();
     group_elementwise();
     make_steps();
@@ -275,6 +277,7 @@ class Compiler {
   void mark_needed();
   // Bias add (+ ReLU) after a conv/matmul folded into its producer.
   void fold_bias_relu();
+  void fold_norm_relu();
   // Resolved shapes, leaf locations (inputs, variables, constants) and the
   // root each alias (reshape, folded op) shares its storage with.
   void resolve_shapes();
@@ -430,6 +433,24 @@ void Compiler::fold_bias_relu() {
   }
 }
 
+void Compiler::fold_norm_relu() {
+  // relu(batch_norm(x)): the ReLU runs in the normalising pass (one pass
+  // over the activations fewer) when it is the batch norm's only reader;
+  // the ReLU aliases the batch norm's buffer, so its gradient (which reads
+  // the ReLU's output) is unchanged. CPU only (CompileOptions).
+  if (!opts.fuse || !opts.fuse_norm_relu) return;
+  for (int32_t id = 0; id < count; ++id) {
+    const Node& bn = nodes[static_cast<size_t>(id)];
+    if (!needed[static_cast<size_t>(id)] || bn.op != Op::BatchNorm || uses[static_cast<size_t>(id)] != 1 ||
+        alias_of[static_cast<size_t>(id)] >= 0)
+      continue;
+    const int32_t u = reader[static_cast<size_t>(id)];
+    if (u < 0 || nodes[static_cast<size_t>(u)].op != Op::Relu) continue;
+    fused_relu[static_cast<size_t>(id)] = 1;
+    alias_of[static_cast<size_t>(u)] = id;
+  }
+}
+
 void Compiler::resolve_shapes() {
   root.assign(nodes.size(), -1);
   for (int32_t id = 0; id < count; ++id) {
@@ -565,11 +586,15 @@ void Compiler::group_elementwise() {
     // Small groups keep their ops' own kernels: for two ops on data that
     // fits in cache (dropout mask + multiply, multiply + ReluGrad in an MLP)
     // the chunked interpreter measured slightly slower than two plain loops.
-    for (auto& g : groups)
-      if (g.size() < kMinGroup) {
+    // On activations past the cache (a residual add + ReLU over a batch of
+    // feature maps) the pass over memory it saves wins.
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      auto& g = groups[gi];
+      if (g.size() < kMinGroup && gsize[gi] < kBigGroup) {
         for (int32_t m : g) group_of[static_cast<size_t>(m)] = -1;
         g.clear();
       }
+    }
   }
   program_of.assign(groups.size(), -1);
 }
@@ -753,7 +778,7 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         break;
       }
       case Op::BatchNormVar: case Op::BatchNorm: case Op::BatchNormGrad: case Op::BatchNormRunningVar:
-      case Op::BatchNormGradGamma: {
+      case Op::BatchNormGradGamma: case Op::BatchNormGradSums: {
         const Shape& xs = n.op == Op::BatchNormRunningVar ? shape_of(n.inputs[2]) : x;
         if (xs.size() < 2) fail_node(def, id, n, "input must be [N, C, ...]");
         s.ax.outer = xs[0];
@@ -765,7 +790,10 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         if (n.op == Op::BatchNorm && n.inputs.size() != 3 && n.inputs.size() != 5)
           fail_node(def, id, n, "takes x, mean and var, then gamma and beta");
         const size_t vecs = n.op == Op::BatchNormGrad ? 4 : n.op == Op::BatchNormRunningVar ? 2
-                            : n.op == Op::BatchNormGradGamma ? 3 : n.inputs.size();
+                            : n.op == Op::BatchNormGradGamma || n.op == Op::BatchNormGradSums ? 3 : n.inputs.size();
+        if (n.op == Op::BatchNormGrad && n.inputs.size() > 5 &&
+            (!n.flag || numel(shape_of(n.inputs[5])) != 2 * s.ax.n))
+          fail_node(def, id, n, "sums must be BatchNormGradSums' [2, C] and only in training");
         for (size_t i = n.op == Op::BatchNormRunningVar ? 0 : 1; i < vecs; ++i)
           if (numel(shape_of(n.inputs[i])) != s.ax.n) fail_node(def, id, n, "per-channel operands must have C elements");
         if (n.op == Op::BatchNormRunningVar && s.ax.outer * s.ax.inner <= 1)
@@ -859,10 +887,8 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
     if (std::string(e.what()).rfind("function '", 0) == 0) throw;
     fail_node(def, id, n, e.what());
   }
-  if (fused_bias[static_cast<size_t>(id)] >= 0) {
-    s.in[2] = fused_bias[static_cast<size_t>(id)];
-    s.relu = fused_relu[static_cast<size_t>(id)] != 0;
-  }
+  if (fused_bias[static_cast<size_t>(id)] >= 0) s.in[2] = fused_bias[static_cast<size_t>(id)];
+  s.relu = fused_relu[static_cast<size_t>(id)] != 0;
   return s;
 }
 

@@ -37,6 +37,7 @@ struct CompileOptions {
   // runs (the CUDA executor reuses these plans), so they default to off and
   // Session turns them on (cpu::cpu_session_options).
   bool fuse_elementwise = false;  // chains of elementwise ops as one step (Step::fused)
+  bool fuse_norm_relu = false;    // a ReLU folded into the batch norm it reads (Step::relu)
   bool outputs_external = false;  // outputs computed straight into caller buffers (Loc::Output)
 };
 // Process-wide defaults used by Session and CudaSession (read when a plan is
@@ -65,7 +66,7 @@ struct Step {
   Op op = Op::Constant;
   Family family = Family::ByOp;
   int32_t node = -1;
-  int32_t in[5] = {-1, -1, -1, -1, -1};  // batch norm takes five
+  int32_t in[6] = {-1, -1, -1, -1, -1, -1};  // batch norm's gradient takes six
   DType dtype = DType::f32;     // output
   DType in_dtype = DType::f32;  // first input
   int64_t n = 0;                // output elements
@@ -77,7 +78,8 @@ struct Step {
   ReduceKind rop = ReduceKind::Sum;
   bool ta = false, tb = false;
   // Fused epilogue of Conv2d/MatMul/BatchMatMul: + bias (node id in in[2],
-  // one value per output channel/column), then ReLU.
+  // one value per output channel/column), then ReLU; of BatchNorm: ReLU
+  // (CompileOptions::fuse_norm_relu).
   bool relu = false;
   // BatchNormGrad: the statistics are x's batch statistics (Node::flag).
   bool training = false;
