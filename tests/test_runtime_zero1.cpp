@@ -6,6 +6,7 @@
 // the state; get / set / snapshot / restore see the state under its
 // unsharded names, so a run resumes onto another rank count, sharded or
 // not; an optimizer that is not elementwise is refused.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -14,8 +15,10 @@
 
 #include <gtest/gtest.h>
 
+#include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"  // test_hooks
 #include "support/runtime_helpers.hpp"
+#include "synk/config.hpp"
 #include "synk/synk.hpp"
 
 namespace {
@@ -88,6 +91,8 @@ struct Run {
   bool deterministic = false;
   int num_slices = 1;
   bool dropout = true;  // off where runs of different call counts are compared
+  const char* device = "cpu";
+  CommBackend comm = CommBackend::automatic;
 };
 
 struct Outcome {
@@ -101,6 +106,8 @@ Outcome train(const Run& run, const Named& o, const std::vector<int64_t>& batch_
   RuntimeOptions ro = synk_test::opts(run.n, 5);
   ro.bucket_bytes = run.bucket_bytes;
   ro.deterministic = run.deterministic;
+  ro.device = run.device;
+  ro.comm = run.comm;
   Runtime rt = synk::fork(ro);
   ParallelFunction step = rt.train_step({.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.loss}}, .loss = m.loss,
                                          .params = m.params, .optimizer = o.opt, .shard_optimizer = run.shard});
@@ -123,7 +130,7 @@ Outcome train(const Run& run, const Named& o, const std::vector<int64_t>& batch_
 }
 
 std::string label(const Run& r, const Named& o) {
-  return std::string(o.name) + ", " + std::to_string(r.n) + " ranks, buckets " + std::to_string(r.bucket_bytes) +
+  return std::string(o.name) + ", " + r.device + (r.comm == CommBackend::nccl ? " nccl" : r.comm == CommBackend::host_staged ? " host-staged" : "") + ", " + std::to_string(r.n) + " ranks, buckets " + std::to_string(r.bucket_bytes) +
          (r.deterministic ? ", deterministic" : "") + ", slices " + std::to_string(r.num_slices);
 }
 
@@ -303,6 +310,26 @@ TEST(RuntimeZero1, RefusesAnOptimizerThatIsNotElementwise) {
                               },
                               .shard_optimizer = true}),
                ArgumentError);
+}
+
+// CUDA ranks (Gpu*: skipped without a device; the CUDA emulation runs them,
+// SYNK_EMU_DEVICES=4 for NCCL over 4 ranks): NCCL's reduce-scatter and
+// all-gather, and host staging (the comm's default reduce_scatter), with
+// and without buckets, and deterministic mode.
+TEST(GpuRuntimeZero1, SameBitsAsUnsharded) {
+  if (std::string why = synk_test::no_cuda_ranks(); !why.empty()) GTEST_SKIP() << why;
+  const std::vector<int64_t> batches{12, 29, 2};
+  const std::vector<Named> all = optimizers();
+  for (const Named& o : {all[3], all[6]}) {  // adam, adamw with a schedule
+    expect_same({.n = 2, .shard = true, .device = "cuda", .comm = CommBackend::host_staged}, o, batches);
+    expect_same({.n = 3, .shard = true, .bucket_bytes = 600, .device = "cuda", .comm = CommBackend::host_staged}, o, batches);
+    expect_same({.n = 2, .shard = true, .deterministic = true, .device = "cuda", .comm = CommBackend::host_staged}, o, batches);
+    if (!SYNK_HAVE_NCCL) continue;
+    for (int n = 1; n <= std::min(4, synk::detail::cuda_devices()); ++n) {  // one GPU per NCCL rank
+      expect_same({.n = n, .shard = true, .device = "cuda", .comm = CommBackend::nccl}, o, batches);
+      if (n >= 2) expect_same({.n = n, .shard = true, .bucket_bytes = 600, .device = "cuda", .comm = CommBackend::nccl}, o, batches);
+    }
+  }
 }
 
 }  // namespace

@@ -125,6 +125,15 @@ class Comm {
                        " comm, which cannot reduce buffers mapped from its peers");
   }
 
+  // Returns once every rank of the peer buffers (reduces_peer_buffers) has
+  // called it: between two, a rank reads what its peers wrote into their
+  // buffers before the first (the sharded optimizer's all-gather of the
+  // updated slices straight into each rank's parameters).
+  virtual void barrier_peers() {
+    throw BackendError(std::string("rank ") + std::to_string(rank()) + ": barrier_peers on a " + backend() +
+                       " comm, which has no buffers mapped from its peers");
+  }
+
   // Blocks until every collective issued so far has completed; throws
   // BackendError naming rank, device and collective if one failed or timed out.
   virtual void wait() = 0;

@@ -58,6 +58,7 @@ class CpuComm final : public Comm {
                             ReduceOp op) override {
     g_.reduce_scatter_peers(bufs, offset, count, slice, t, op);
   }
+  void barrier_peers() override { g_.barrier(); }
 
  private:
   CpuGroup& g_;

@@ -569,6 +569,28 @@ void sharded_update(RankState& L, const CallDesc& d, const Grads& g) {
     run_fn(L, static_cast<uint32_t>(d.update_fn), false, {{DType::f32, Shape{static_cast<Dim>(S)}, g.flat + lo}});
   }
   trace::Span gather(trace::Kind::all_reduce, d.call_no, d.update_fn);
+  if (g.peers) {
+    // CPU ranks of one node: each rank's updated slice goes into its own
+    // shared buffer, and every rank copies every slice from where it lies
+    // straight into its params (no staging through the group's slots).
+    ex.scale_add(g.flat + lo, slice, S, 1.f, false);
+    L.comm->barrier_peers();
+    size_t off = 0;
+    for (int32_t p : d.shard_params) {
+      const size_t n = static_cast<size_t>(numel(L.graph->node(p).shape));
+      float* const to = static_cast<float*>(ex.variable_storage(p));
+      for (size_t a = off; a < off + n;) {
+        const size_t q = a / S, b = std::min(off + n, (q + 1) * S);
+        ex.scale_add(to + (a - off), static_cast<const float*>(L.peer_grads[q]) + a, b - a, 1.f, false);
+        a = b;
+      }
+      off += n;
+    }
+    // Nobody writes its buffer again (the next step's gradients) before
+    // every rank has read its slice.
+    L.comm->barrier_peers();
+    return;
+  }
   L.comm->all_gather(slice, g.flat, S, comm::ElemType::f32, ex.stream());
   size_t off = 0;
   for (int32_t p : d.shard_params) {
