@@ -299,9 +299,13 @@ struct TrainSpec {
   // unsharded step (the reductions sum in the same order, the update is
   // the same per-element formula) on the CPU group, several nodes, host
   // staging and the emulated NCCL; a real NCCL does not promise its
-  // reduce-scatter the bits of its all-reduce. Deterministic runs and
-  // gradient buckets are sharded too (buckets: each bucket reduce-scattered
-  // on CPU ranks of one node, all-reduced elsewhere).
+  // reduce-scatter the bits of its all-reduce. With gradient buckets
+  // (RuntimeOptions::bucket_bytes) CPU ranks of one node reduce-scatter
+  // each bucket as backward finishes it; other comms all-reduce the buckets
+  // (a bucket's tensors do not fall on slice boundaries) and the update is
+  // sharded all the same. In deterministic mode the gradient is summed in
+  // chunk order as unsharded (whole, on every rank), then the update is
+  // sharded.
   // The optimizer must be elementwise (synk::optim's sgd, momentum,
   // nesterov, adam, rmsprop, adamw, with or without a schedule: its scalar
   // step counter is kept whole by every rank) and name its state
