@@ -417,6 +417,19 @@ std::vector<OpCase> op_cases() {
     // the third call shows two updates on each side.
     b.outputs = {y, y1, gr[0], gr[1], gr[2], gr[3], gr[4], gr[5], rm, rv, rm1, rv1};
   }, 1e-4f, 1e-3f);
+  add("SyncBatchNormLoneSessionAndGrads", [=](Graph& g, Built& b) {
+    // rank_sum in a lone session (one rank: a copy on the device), and the
+    // synchronized batch norm made of graph ops around it.
+    Tensor x = g.input("x", f32, {batch, 3, 5, 4});
+    b.inputs = {x};
+    b.values = {rnd({B, 3, 5, 4}, -1.f, 3.f, 36)};
+    Tensor gm = var(g, "gm", {3}, 0.5f, 1.5f), bt = var(g, "bt", {3});
+    Tensor rm = g.variable("rm", {3}), rv = g.variable("rv", {3}, Init::constant(1.f));
+    Tensor y = batch_norm(x, gm, bt, rm, rv, {.sync = true});
+    Tensor l = sum(y * var(g, "w", {3, 5, 4})) + sum(rank_sum(sum(x, {0})) * var(g, "u", {3, 5, 4}));
+    auto gr = grad(l, {x, gm, bt});
+    b.outputs = {y, gr[0], gr[1], gr[2], rm, rv};
+  }, 1e-4f, 1e-3f);
   add("BatchNormEvalAndGrad", [=](Graph& g, Built& b) {
     Tensor x = g.input("x", f32, {batch, 3, 4, 4});
     b.inputs = {x};

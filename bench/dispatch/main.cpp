@@ -95,6 +95,10 @@ int run(int argc, char** argv) {
                  "(with busbw); under mpirun, over every rank of every node")
       ->check(bench::integer(0, int64_t{1} << 32));
   app.add_option("--json", json_path, "write the results as JSON to this file")->check(bench::writable_file());
+  double stall_after = 10;
+  app.add_option("--stall-after", stall_after,
+                 "RuntimeOptions::stall_after_s (0: the stall watcher off; to compare its cost)")
+      ->check(bench::number(0, 1e6));
   if (!bench::parse(app, argc, argv)) return 0;
   if (backend_opt->count() && device != "cuda") throw synk::ArgumentError("--backend: needs --device cuda");
   const synk::CommBackend comm = backend == "nccl"          ? synk::CommBackend::nccl
@@ -103,7 +107,9 @@ int run(int argc, char** argv) {
 
   // CUDA ranks: each compiles the empty function on its GPU; the round
   // trip is still the control plane alone (no kernel runs).
-  synk::Runtime rt = synk::fork({.workers = workers, .device = device.c_str(), .comm = comm});
+  synk::RuntimeOptions ro{.workers = workers, .device = device.c_str(), .comm = comm};
+  ro.stall_after_s = stall_after;
+  synk::Runtime rt = synk::fork(ro);
   synk::Graph g;
   synk::Tensor v = g.variable("v", {std::max<int64_t>(1, allreduce_bytes / 4)});
   rt.function({"touch", {}, {{v, synk::Collect::none}}, {}});  // makes g the runtime's graph
@@ -150,6 +156,7 @@ int run(int argc, char** argv) {
               workers, device.c_str(), iters, p50, p99, mean, raw, p50 / raw);
   if (!json_path.empty()) {
     nlohmann::json j = {{"workers", workers}, {"nodes", nodes}, {"ranks", ranks}, {"device", device},
+                        {"stall_after_s", stall_after},
                         {"backend", device == "cuda" ? backend : "cpu"},
                         {"p50_us", p50}, {"p99_us", p99}, {"mean_us", mean}, {"iters", iters},
                         {"raw_round_trip_p50_us", std::isnan(raw) ? nlohmann::json() : nlohmann::json(raw)}};

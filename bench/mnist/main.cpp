@@ -166,7 +166,8 @@ int run(int argc, char** argv) {
   app.add_flag("--shard-optimizer", shard_optimizer,
                "ZeRO-1: each rank updates, and keeps the optimizer state of, 1/N of the parameters "
                "(TrainSpec::shard_optimizer; the runtime's path even with one worker)");
-  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false;
+  bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false, sync_bn = false,
+       report = false;
   int det_chunks = 12;
   int64_t bucket_bytes = int64_t{1} << 20;
   app.add_option("--bucket-bytes", bucket_bytes,
@@ -178,6 +179,12 @@ int run(int argc, char** argv) {
   app.add_flag("--deterministic", deterministic,
                "bitwise-reproducible training for any worker count (fixed row chunks combined in order; "
                "with one worker the run then goes through the runtime)");
+  app.add_flag("--report", report,
+               "after training, a table of every rank's training-step phases (p50 / p90 / max) naming the "
+               "slowest rank and phase (Runtime::stats; in --json too); runs through the runtime");
+  auto* sync_bn_flag = app.add_flag("--sync-bn", sync_bn,
+               "--model resnet: batch norm statistics over all workers' rows (SyncBatchNorm; default: each "
+               "worker's own, as DDP); --batch must divide by the ranks");
   auto* host_staged_flag = app.add_flag("--host-staged", host_staged,
                "--device cuda --workers N: combine through host memory (lets N exceed the GPUs)");
   auto* nccl_flag = app.add_flag("--nccl", nccl,
@@ -197,6 +204,9 @@ int run(int argc, char** argv) {
   if (nccl && host_staged) throw synk::ArgumentError("--nccl: not with --host-staged (one way to combine)");
   if (tf32_flag->count() && device != "cuda") throw synk::ArgumentError("--tf32: needs --device cuda");
   if (momentum_opt->count() && model == "vit") throw synk::ArgumentError("--momentum: vit trains with AdamW");
+  if (sync_bn_flag->count() && model != "resnet") throw synk::ArgumentError("--sync-bn: needs --model resnet");
+  if (sync_bn && deterministic)
+    throw synk::ArgumentError("--sync-bn: not with --deterministic (its row chunks run one by one on each worker)");
   if (det_chunks_opt->count() && !deterministic) throw synk::ArgumentError("--deterministic-chunks: needs --deterministic");
   if (graphs_flag->count() && device != "cuda")
     throw synk::ArgumentError(std::string(graphs ? "--graphs" : "--no-graphs") + ": needs --device cuda");
@@ -217,7 +227,7 @@ int run(int argc, char** argv) {
   const bool launched = synk::launched_processes() > 1;
   // What only the runtime gives, even to one rank: its timeline, its
   // deterministic mode, a comm.
-  const bool runtime_asked = !trace_path.empty() || deterministic || nccl || shard_optimizer;
+  const bool runtime_asked = !trace_path.empty() || deterministic || nccl || report || shard_optimizer;
   int nodes = 1;
   if (workers != 1 || launched || runtime_asked) {
     rt = synk::fork({.workers = workers,
@@ -257,7 +267,7 @@ int run(int argc, char** argv) {
 
   synk::Graph g;
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
-  mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs});
+  mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs, .sync_bn = sync_bn});
   if (!optimizer.empty()) {
     const bool adaptive = optimizer == "adam" || optimizer == "adamw" || optimizer == "rmsprop";
     synk::optim::Options o{.lr = lr > 0 ? lr : adaptive ? 1e-3f : 0.01f, .momentum = momentum};
@@ -306,6 +316,10 @@ int run(int argc, char** argv) {
   }
 #endif
   if (nodes > 1) std::printf("synk-mnist: %d nodes x %d workers = %d ranks\n", nodes, workers, ranks);
+  if (sync_bn && batch % ranks != 0)
+    throw synk::ArgumentError("--sync-bn: --batch " + std::to_string(batch) + " must divide by the " +
+                              std::to_string(ranks) + " ranks (a training step with synchronized batch norm "
+                              "needs equal shares)");
   std::printf("synk-mnist: model %s, device %s, workers %d, batch %lld, %lld training images, %d epochs%s\n"
               "synk-mnist: %zu parameter tensors, %s\n",
               model.c_str(), device.c_str(), workers, static_cast<long long>(batch),
@@ -409,6 +423,23 @@ int run(int argc, char** argv) {
           if (rt.node() == 0) synk::save_checkpoint(save_path, rt);  // the master's copy (the same on every node)
         });
   }
+  // The straggler report (before close(): the statistics live with the runtime).
+  nlohmann::json stats_json;
+  if (report && !single) {
+    const synk::StepStats st = rt.stats();
+    std::printf("training steps per rank (ms):\n%s", st.table().c_str());
+    nlohmann::json rs = nlohmann::json::array();
+    for (const synk::RankStepStats& r : st.ranks) {
+      nlohmann::json ph;
+      for (int p = 0; p < synk::kStepPhases; ++p)
+        ph[synk::step_phase_name(static_cast<synk::StepPhase>(p))] = {
+            {"p50_ms", r.phase[p].p50_ms}, {"p90_ms", r.phase[p].p90_ms}, {"max_ms", r.phase[p].max_ms}};
+      rs.push_back({{"rank", r.rank}, {"node", r.node}, {"steps", r.steps}, {"phases", ph}});
+    }
+    stats_json = {{"ranks", rs}, {"slowest_rank", st.slowest_rank},
+                  {"slowest_phase", synk::step_phase_name(st.slowest_phase)},
+                  {"slowest_p50_ms", st.slowest_p50_ms}, {"median_p50_ms", st.median_p50_ms}};
+  }
   // No epoch: no throughput (NaN, null in the JSON).
   const double sps = epochs ? static_cast<double>(steps * batch) * epochs / train_time : NAN;
   if (epochs)
@@ -434,6 +465,7 @@ int run(int argc, char** argv) {
                         {"optimizer", m.optimizer_name},
                         {"shard_optimizer", shard_optimizer},
                         {"optimizer_state_bytes_per_rank", optimizer_state_bytes}};
+    if (!stats_json.is_null()) j["step_stats"] = stats_json;
     if (cuda) {
       j["gpu"] = gpu_json;
       // How the ranks combined: asked for, or what the runtime picks.

@@ -74,6 +74,8 @@ Model build(synk::Graph& g, const std::string& name, const TrainConfig& cfg) {
     auto b1 = synk::nn::residual_block(g, "res1", 16, 16, 1);
     auto b2 = synk::nn::residual_block(g, "res2", 16, 32, 2);
     auto b3 = synk::nn::residual_block(g, "res3", 32, 64, 2);
+    stem_bn.sync = cfg.sync_bn;
+    for (auto* b : {&b1, &b2, &b3}) b->set_sync(cfg.sync_bn);
     auto fc = synk::nn::dense(g, "fc", 64, 10);
     m.params = {stem};
     for (const auto& part : {stem_bn.params(), b1.params(), b2.params(), b3.params(), fc.params()})

@@ -19,6 +19,7 @@ struct TrainConfig {
   float momentum = 0.9f;
   int64_t steps_per_epoch = 1;
   int64_t epochs = 1;
+  bool sync_bn = false;  // resnet: batch norm statistics over all ranks (SyncBatchNorm)
 };
 
 using Optimizer = std::function<std::vector<synk::Update>(const std::vector<synk::Tensor>& params,

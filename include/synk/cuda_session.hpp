@@ -37,6 +37,11 @@ struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace synk {
 
+// SessionOptions::rank_sum (session.hpp) on the device: in and out in
+// device memory, the sum ordered after the work queued on `stream` and
+// before the work queued on it afterwards (an NCCL all-reduce on it).
+using CudaRankSumFn = std::function<void(const float* in, float* out, size_t n, CUstream_st* stream)>;
+
 struct CudaSessionOptions {
   uint64_t seed = 0;   // variable initialisation and dropout streams
   int rank = 0;        // mixed into dropout streams (distinct per worker)
@@ -46,6 +51,7 @@ struct CudaSessionOptions {
   // Debugging: no graphs, and a synchronisation after every step so that an
   // asynchronous fault is reported naming its op and node.
   bool sync_each_step = false;
+  CudaRankSumFn rank_sum;  // empty: this session is the only rank (rank_sum copies)
 };
 
 class CudaSession;

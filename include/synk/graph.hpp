@@ -107,6 +107,9 @@ enum class Op : uint16_t {
   AvgPool2dGrad,  // (g) -> shape of x; ints as AvgPool2d; node shape is x's
   BatchNormGradGamma,  // (x, mean, var, dy) -> [C]: sum of dy * xhat per
                        // channel (gamma's gradient); floats = {eps}
+  // across ranks (synk/ops.hpp: rank_sum)
+  RankSum,  // (x f32, no batch dim) -> the elementwise sum of x over every
+            // rank running the function; x itself in a lone session
   kCount
 };
 const char* op_name(Op op);
@@ -286,6 +289,10 @@ FunctionDef make_function_def(const FunctionSpec& spec);
 // deserialised functions. Throws ArgumentError (the deserialiser turns it
 // into FormatError).
 void validate_function_def(const std::vector<Node>& nodes, const FunctionDef& f);
+
+// Whether computing f's outputs and updates runs a node of kind `op` (e.g.
+// Op::RankSum: the function combines values across ranks mid-way).
+bool function_runs_op(const Graph& g, const FunctionDef& f, Op op);
 
 // Fills `out` (numel(shape) elements) with a variable's initial value,
 // deterministically from (seed, node id).

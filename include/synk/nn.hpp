@@ -61,10 +61,13 @@ Init kaiming_normal_fan_out(int64_t out_channels, int64_t k);
 // PyTorch's BatchNorm1d/2d: variables "<name>/gamma" (ones), "<name>/beta"
 // (zeros), "<name>/running_mean" (zeros) and "<name>/running_var" (ones),
 // all [C]. Only gamma and beta are parameters; the running statistics are
-// state, kept per rank (like DDP) and saved in checkpoints.
+// state, kept per rank (like DDP) and saved in checkpoints. sync = true:
+// training statistics over every rank's rows (SyncBatchNorm; synk::
+// batch_norm's BatchNormOptions::sync says what that costs and requires).
 struct BatchNorm {
   Tensor gamma, beta, running_mean, running_var;
   float momentum = 0.1f, eps = 1e-5f;
+  bool sync = false;
   Tensor operator()(Tensor x, bool training) const;
   std::vector<Tensor> params() const { return {gamma, beta}; }
 };
@@ -87,11 +90,13 @@ LayerNorm layer_norm(Graph& g, const std::string& name, int64_t dim, float eps =
 // channel count changes. Convolutions without bias (batch norm follows
 // each), weights kaiming_normal_fan_out. Variables "<name>/conv1/W",
 // "<name>/bn1/...", "<name>/conv2/W", "<name>/bn2/...", and where there is a
-// projection "<name>/down/W", "<name>/down_bn/...".
+// projection "<name>/down/W", "<name>/down_bn/...". set_sync(true): all its
+// batch norms synchronized (BatchNorm::sync).
 struct ResidualBlock {
   Tensor W1, W2, Wdown;  // Wdown invalid for the identity shortcut
   BatchNorm bn1, bn2, bn_down;
   int stride = 1;
+  void set_sync(bool on) { bn1.sync = bn2.sync = bn_down.sync = on; }
   Tensor operator()(Tensor x, bool training) const;  // [N, in, H, W] -> [N, out, H/stride, W/stride]
   std::vector<Tensor> params() const;
 };

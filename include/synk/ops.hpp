@@ -216,16 +216,39 @@ Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, float eps = 1e-5f);
 // and updates nothing. The gradient of x is one fused op (the standard
 // formula through the batch statistics in training; through the constant
 // running statistics in evaluation); no gradient flows into the running
-// statistics. sync (statistics reduced over all ranks, SyncBatchNorm) is
-// not supported: it is refused with an ArgumentError.
+// statistics.
+// sync = true (training; PyTorch's SyncBatchNorm): the statistics are those
+// of every rank's rows together — the count, the per-channel sum and then
+// the centred sum of squares each summed over the ranks with rank_sum — so
+// every rank normalises alike and keeps the same running statistics, and 1
+// rank on the whole batch computes what N ranks compute on its parts. It
+// is made of graph ops (slower than the fused per-rank form, and 3 small
+// collectives forward and 2 backward per layer); a lone Session has one
+// rank. Calls of a function using it follow rank_sum's rules.
 struct BatchNormOptions {
   bool training = true;
   float momentum = 0.1f;
   float eps = 1e-5f;
-  bool sync = false;  // refused: see above
+  bool sync = false;  // statistics over all ranks (SyncBatchNorm): see above
 };
 Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
                   BatchNormOptions opt = {});
+
+// The elementwise sum of x over every rank that runs the function, on every
+// rank (an all-reduce in the middle of a function): in a Runtime each rank
+// gets the sum of all ranks' x; in a lone Session (one rank) it is x. x is
+// f32 without a batch dim (reduce a rank's rows first, e.g. with sum). The
+// gradient is rank_sum of the incoming gradient (each rank's x reaches
+// every rank's loss). Every rank must compute it, in the same order, so a
+// Runtime refuses calls of a function that uses it where ranks would run it
+// a different number of times: num_slices > 1, a batch smaller than the
+// rank count, the deterministic mode's chunks; a training step using it
+// all-reduces its gradients after the backward pass (not in buckets during
+// it). A Session or CudaSession combines it through
+// SessionOptions::rank_sum / CudaSessionOptions::rank_sum (none: one rank).
+// On CUDA a function using it runs without CUDA graphs.
+//   Tensor total = synk::rank_sum(synk::sum(x, {0}));   // column sums of every rank's rows
+Tensor rank_sum(Tensor x);
 
 // Zeroes each element with probability p and scales the rest by 1/(1-p);
 // with deterministic = true it is the identity (evaluation).

@@ -147,6 +147,34 @@ enum class MultiNode : uint8_t { automatic = 0, off, mpi };
 // "auto") as fork() resolves it, the one spelling inside the library.
 enum class Device : uint8_t { cpu = 0, cuda = 1 };
 
+// One rank in a stall report (RuntimeOptions::stall_after_s).
+struct RankActivity {
+  int rank = 0;          // global rank
+  int node = 0;          // its node (0 on one machine)
+  int pid = 0;
+  // What it is in: a phase of the call ("forward+backward", "gradient
+  // all-reduce", "gather inputs", "update", "map jobs", ...), "done" (it
+  // finished its part and waits), or "the command, not started yet".
+  std::string doing;
+  std::string function;  // the function it runs, "" for none
+  uint64_t call = 0;     // the runtime's call number, 0: none
+  int64_t detail = -1;   // the bucket it all-reduces or the (first) job it runs, -1: none
+  int64_t detail_end = -1;  // one past the last job of the chunk it runs
+  bool in_comm = false;  // inside a collective: waiting there for its peers (or reducing)
+  bool stopped = false;  // its process is stopped (SIGSTOP, a debugger)
+  double seconds = 0;    // how long it has been doing that (as the watcher saw)
+};
+
+// A stall: some ranks of a call have waited stall_after_s for others.
+struct StallReport {
+  std::string what;      // the master's call, e.g. "function 'train' call #12"
+  double waited_s = 0;   // how long the waiting ranks have waited
+  int repeat = 0;        // 0: the first report of this stall, then 1, 2, ... (one per stall_after_s)
+  std::vector<RankActivity> late;     // the ranks the others wait for
+  std::vector<RankActivity> waiting;  // the ranks that wait
+  std::string text;      // the report as written to stderr
+};
+
 struct RuntimeOptions {
   // Ranks in total, master included. 0: the environment variable
   // SYNK_WORKERS if set; else one per visible GPU for CUDA ranks (device
@@ -232,6 +260,53 @@ struct RuntimeOptions {
   // different worker counts but must agree on device, comm, seed and the
   // deterministic options. A failure anywhere ends the job (docs/multinode.md).
   MultiNode multi_node = MultiNode::automatic;
+  // Stall reports: when a call (function, training step, collective,
+  // distribute, map or async jobs) has waited this many seconds for some of
+  // its ranks, the master writes one report to stderr, into the timeline
+  // and to on_stall: each late rank (global rank, node, pid), what it is in
+  // (the phase, function and call; the bucket or job), whether its process
+  // is stopped, for how long, and what the waiting ranks are in; again
+  // every stall_after_s while the stall lasts (docs/faults.md). The call goes
+  // on: timeout and collective_timeout still end a hang. A watcher thread
+  // of the master looks a few times per stall_after_s (at most once a
+  // second); the ranks publish their phase with a few stores per span (no
+  // clock read, no system call). 0: off.
+  double stall_after_s = 10;
+  // Called with each stall report, on the watcher thread, after stderr
+  // (must not call the runtime; it may copy the report and return).
+  std::function<void(const StallReport&)> on_stall;
+};
+
+// The phases of a training step on a rank (Runtime::stats): gathering its
+// input rows, forward+backward, the gradient all-reduce (its reduction and
+// the wait for the other ranks; a bucket sent during the backward pass
+// counts here), the update, and idle (since the rank's previous step
+// ended: the program's time between steps, or waiting for the command).
+enum class StepPhase : uint8_t { inputs, forward_backward, all_reduce, update, idle };
+constexpr int kStepPhases = 5;
+const char* step_phase_name(StepPhase p);
+
+struct PhaseTimes {
+  double p50_ms = 0, p90_ms = 0, max_ms = 0;
+  uint64_t samples = 0;
+};
+struct RankStepStats {
+  int rank = 0;        // global rank
+  int node = 0;
+  uint64_t steps = 0;  // training steps it ran (the figures cover the last 4096)
+  PhaseTimes phase[kStepPhases];  // by StepPhase
+};
+// Per rank and phase over a run's training steps, and the straggler: the
+// rank and phase (all but the all-reduce, which is where the others wait
+// for it) whose p50 lies furthest above the ranks' median p50 of that
+// phase; with one rank, or no such excess, the slowest rank's longest phase.
+struct StepStats {
+  std::vector<RankStepStats> ranks;  // this node's ranks
+  int slowest_rank = -1;             // -1: no training step yet
+  StepPhase slowest_phase = StepPhase::forward_backward;
+  double slowest_p50_ms = 0;         // its p50
+  double median_p50_ms = 0;          // the ranks' median p50 of that phase
+  std::string table() const;         // the table synk-mnist --report prints
 };
 
 // Shared variables' values by name (Runtime::snapshot / restore).
@@ -454,6 +529,11 @@ class Runtime {
   // The master's (rank 0's) value of every distributed shared variable, in
   // graph order. Works on a failed runtime (not after close()).
   VarValues snapshot() const;
+  // Each rank's training-step phases, p50 / p90 / max over the steps so
+  // far (the last 4096 per rank), and the straggler (StepStats). Always
+  // kept: a step's ranks read the clock at its spans' ends, plain calls
+  // not at all. Several nodes: this node's ranks.
+  StepStats stats();
   // Sets each named variable to its value on every rank (all are checked
   // first: unknown names, dtypes and shapes are refused before any is set).
   // Variables not listed keep their values.

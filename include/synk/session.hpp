@@ -25,10 +25,19 @@
 
 namespace synk {
 
+// How a session's rank_sum nodes (ops.hpp) combine over the processes
+// that run the same functions: out[i] = the sum over every rank of in[i],
+// n floats (out may equal in), the same bits on every rank. Every rank calls
+// it at the same points of the same functions. A synk::Runtime sets it to
+// its ranks' all-reduce; a program with its own processes (MPI) may set it
+// to theirs.
+using RankSumFn = std::function<void(const float* in, float* out, size_t n)>;
+
 struct SessionOptions {
   uint64_t seed = 0;        // variable initialisation and dropout streams
   int blas_threads = 1;     // OpenBLAS threads (CPU device)
   int rank = 0;             // mixed into dropout streams (distinct per worker)
+  RankSumFn rank_sum;       // empty: this session is the only rank (rank_sum copies)
 };
 
 class Session;

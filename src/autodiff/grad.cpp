@@ -287,6 +287,9 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
         if (affine && wants(4)) accumulate(n.inputs[4], sum(dy, axes));
         break;
       }
+      case Op::RankSum:  // y = sum over ranks of x: every rank's loss reads each rank's x
+        accumulate(n.inputs[0], rank_sum(dy));
+        break;
       default:
         throw ArgumentError(std::string("grad: no gradient rule for op '") + op_name(n.op) +
                             "' (node " + std::to_string(id) + ")");

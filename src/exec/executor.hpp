@@ -42,6 +42,10 @@ struct ExecutorOptions {
   int rank = 0;          // mixed into dropout streams
   int ordinal = 0;       // CUDA: the device among the visible ones
   int blas_threads = 1;  // CPU: OpenBLAS threads
+  // rank_sum steps (synk/ops.hpp): out = the sum over the ranks of in, n
+  // floats in the rank's memory, ordered on `stream` (nullptr on the CPU;
+  // SessionOptions::rank_sum, CudaSessionOptions::rank_sum). Empty: one rank.
+  std::function<void(const float* in, float* out, size_t n, CUstream_st* stream)> rank_sum;
 };
 
 class Executor {

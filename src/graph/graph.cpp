@@ -26,10 +26,27 @@ const char* op_name(Op op) {
       "embedding", "embedding_grad", "batch_matmul",
       "layer_norm", "layer_norm_grad",
       "batch_norm_var", "batch_norm", "batch_norm_grad", "batch_norm_running_var",
-      "avg_pool2d", "avg_pool2d_grad", "batch_norm_grad_gamma"};
+      "avg_pool2d", "avg_pool2d_grad", "batch_norm_grad_gamma",
+      "rank_sum"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";
+}
+
+bool function_runs_op(const Graph& g, const FunctionDef& f, Op op) {
+  std::vector<char> seen(g.size(), 0);
+  std::vector<int32_t> todo(f.outputs.begin(), f.outputs.end());
+  for (auto [var, val] : f.updates) todo.push_back(val);
+  while (!todo.empty()) {
+    const int32_t id = todo.back();
+    todo.pop_back();
+    if (id < 0 || static_cast<size_t>(id) >= seen.size() || seen[static_cast<size_t>(id)]) continue;
+    seen[static_cast<size_t>(id)] = 1;
+    const Node& n = g.node(id);
+    if (n.op == op) return true;
+    todo.insert(todo.end(), n.inputs.begin(), n.inputs.end());
+  }
+  return false;
 }
 
 const char* collect_name(Collect c) {

@@ -633,6 +633,49 @@ Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, float eps) {
   return make_node(x.graph(), Op::LayerNorm, DType::f32, x.shape(), {x.id(), gamma.id(), beta.id()}, {}, {eps});
 }
 
+namespace {
+
+// Training with statistics over every rank's rows (SyncBatchNorm), out of
+// graph ops and rank_sum: the count, the sum and then the centred sum of
+// squares, each summed over the ranks (the centred second pass, as PyTorch
+// combines per-rank variances, keeps the cancellation of E[x^2] - mean^2
+// out). The normalisation is plain ops, so the gradient goes through the
+// statistics by autodiff: rank_sum's gradient is rank_sum of the incoming
+// one, which is what SyncBatchNorm's backward reduces (the sums of dy and
+// of dy * xhat over all ranks).
+Tensor sync_batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
+                       const BatchNormOptions& opt, const std::vector<int>& axes, int64_t per) {
+  Graph& g = x.graph();
+  const Shape xs = x.shape();
+  const Dim c = xs[1];
+  Shape bshape(xs.size(), 1);  // [1, C, 1, ...]: a per-channel value broadcast over x
+  bshape[1] = c;
+  // This rank's values per channel: its rows (a constant 1 per row, summed:
+  // no gradient, whatever x holds) times the values per row and channel.
+  Tensor rows = sum(broadcast_to(g.constant(1.f), Shape{xs[0]}));
+  Tensor count = rank_sum(reshape(rows * static_cast<float>(per), {1}));  // [1]
+  Tensor mu = rank_sum(sum(x, axes)) / count;                            // [C]
+  Tensor d = x - reshape(mu, bshape);
+  Tensor var = rank_sum(sum(square(d), axes)) / count;                   // biased, [C]
+  Tensor y = d * reshape(pow(var + opt.eps, -0.5f) * gamma, bshape) + reshape(beta, bshape);
+  const float m = opt.momentum;
+  g.add_state_update(y, {running_mean, running_mean * (1.f - m) + mu * m});
+  // PyTorch's unbiased running variance, over the count of every rank.
+  g.add_state_update(y, {running_var, running_var * (1.f - m) + var * (count / (count - 1.f)) * m});
+  return y;
+}
+
+}  // namespace
+
+Tensor rank_sum(Tensor x) {
+  if (!x.valid()) throw ArgumentError("rank_sum: empty tensor operand");
+  need_f32("rank_sum", x);
+  if (has_batch(x.shape()))
+    throw ShapeError("rank_sum: the operand must have no batch dim (each rank's rows differ in number; reduce "
+                     "them first, e.g. with sum), got " + shp(x));
+  return make_node(x.graph(), Op::RankSum, DType::f32, x.shape(), {x.id()});
+}
+
 Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
                   BatchNormOptions opt) {
   if (!x.valid()) throw ArgumentError("batch_norm: empty tensor operand");
@@ -654,9 +697,6 @@ Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tens
   need_eps("batch_norm", opt.eps);
   if (!(opt.momentum >= 0.f && opt.momentum <= 1.f))
     throw ArgumentError("batch_norm: momentum must be in [0, 1], got " + std::to_string(opt.momentum));
-  if (opt.sync)
-    throw ArgumentError("batch_norm: sync = true (statistics reduced over all ranks, as SyncBatchNorm) is not "
-                        "supported; each rank normalises with its own batch statistics (as DDP)");
   Graph& g = x.graph();
   if (!opt.training)
     return make_node(g, Op::BatchNorm, DType::f32, xs, {x.id(), running_mean.id(), running_var.id(), gamma.id(),
@@ -669,6 +709,7 @@ Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tens
     throw ShapeError("batch_norm: expected more than 1 value per channel when training, got input " + shp(x));
   std::vector<int> axes{0};
   for (int i = 2; i < x.ndim(); ++i) axes.push_back(i);
+  if (opt.sync) return sync_batch_norm(x, gamma, beta, running_mean, running_var, opt, axes, per);
   Tensor mu = mean(x, axes);
   Tensor var = make_node(g, Op::BatchNormVar, DType::f32, {c}, {x.id(), mu.id()});
   Tensor y = make_node(g, Op::BatchNorm, DType::f32, xs, {x.id(), mu.id(), var.id(), gamma.id(), beta.id()}, {},

@@ -40,7 +40,7 @@ Init kaiming_normal_fan_out(int64_t out_channels, int64_t k) {
 
 Tensor BatchNorm::operator()(Tensor x, bool training) const {
   return synk::batch_norm(x, gamma, beta, running_mean, running_var,
-                          {.training = training, .momentum = momentum, .eps = eps});
+                          {.training = training, .momentum = momentum, .eps = eps, .sync = sync});
 }
 
 BatchNorm batch_norm(Graph& g, const std::string& name, int64_t channels, float momentum, float eps) {

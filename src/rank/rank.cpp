@@ -16,18 +16,29 @@ Rank::Rank(RankSetup setup) : setup_(std::move(setup)) {
 
 Rank::~Rank() { unpin_all(); }
 
-namespace {
 // One device rule: CPU ranks on the CPU; CUDA ranks on their GPU, made
-// current first.
-std::unique_ptr<exec::Executor> make_executor(const Graph& g, const RankSetup& s) {
-  exec::ExecutorOptions o{.device = s.device, .seed = s.seed, .rank = s.local, .blas_threads = 1};
+// current first. A function's rank_sum steps (ops.hpp) are all-reduces by
+// the rank's comm, on the compute stream (the comm is made or joined before
+// any function runs).
+std::unique_ptr<exec::Executor> Rank::make_executor(const Graph& g) {
+  const RankSetup& s = setup_;
+  exec::ExecutorOptions o;
+  o.device = s.device;
+  o.seed = s.seed;
+  o.rank = s.local;
+  o.blas_threads = 1;
   if (s.device == Device::cuda) {
     o.ordinal = s.gpu;
     use_rank_device(s.local, s.gpu);
   }
+  if (s.ranks > 1)
+    o.rank_sum = [this](const float* in, float* out, size_t n, CUstream_st* stream) {
+      if (!comm_)
+        throw BackendError("rank " + std::to_string(setup_.rank) + ": rank_sum before the rank's comm was made");
+      comm_->all_reduce(in, out, n, comm::ElemType::f32, ReduceOp::sum, stream);
+    };
   return exec::make_executor(g, o);
 }
-}  // namespace
 
 // The comm lives as long as the process (a worker's executor is made anew
 // at every distribute). Comms joined through bootstrap bytes wait for
@@ -40,14 +51,14 @@ void Rank::make_comm_if_direct() {
 }
 
 void Rank::attach(const Graph& g) {
-  ex_ = make_executor(g, setup_);
+  ex_ = make_executor(g);
   s_.graph = &g;
   s_.ex = ex_.get();
   make_comm_if_direct();
 }
 
 void Rank::replace(std::unique_ptr<Graph> g, const std::vector<FunctionDef>& defs) {
-  std::unique_ptr<exec::Executor> ex = make_executor(*g, setup_);
+  std::unique_ptr<exec::Executor> ex = make_executor(*g);
   RankState L;
   L.graph = g.get();
   L.ex = ex.get();
@@ -70,6 +81,7 @@ void Rank::replace(std::unique_ptr<Graph> g, const std::vector<FunctionDef>& def
     L.defs.push_back(d);
     L.fns.push_back(L.ex->add(d));
     L.sliced.push_back(-1);
+    L.rank_sum.push_back(function_runs_op(*g, d, Op::RankSum));
   }
   L.pinned = std::move(s_.pinned);  // page locks belong to the process, not the executor
   L.peer_grads = std::move(s_.peer_grads);
@@ -92,6 +104,7 @@ void Rank::add_functions(const std::vector<FunctionDef>& all) {
     s_.defs.push_back(all[i]);
     s_.fns.push_back(fn);
     s_.sliced.push_back(-1);
+    s_.rank_sum.push_back(function_runs_op(*s_.graph, all[i], Op::RankSum));
   }
 }
 
@@ -102,6 +115,7 @@ void Rank::drop_functions(size_t n) {
   cut(s_.defs);
   cut(s_.fns);
   cut(s_.sliced);
+  cut(s_.rank_sum);
 }
 
 void Rank::join_comm(std::span<const uint8_t> bootstrap) {

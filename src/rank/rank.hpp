@@ -107,6 +107,10 @@ struct RankState {
   std::vector<FunctionDef> defs;
   std::vector<int> fns;     // executor index of defs[i]
   std::vector<int> sliced;  // lazily (-1 until made): outputs + update values, no updates
+  // defs[i] has rank_sum steps (collectives mid-function): its gradients
+  // are not all-reduced in buckets during the backward pass, which would
+  // interleave with them.
+  std::vector<char> rank_sum;
   int rank = 0, ranks = 1;
   size_t bucket_bytes = 0;
   // Every rank's gradient buffer of this node as mapped here, peer_bytes
@@ -182,6 +186,7 @@ class Rank {
 
  private:
   void make_comm_if_direct();
+  std::unique_ptr<exec::Executor> make_executor(const Graph& g);
   void unpin_all() noexcept;
 
   RankSetup setup_;

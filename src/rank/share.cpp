@@ -439,6 +439,7 @@ class Buckets {
  private:
   void send(size_t b) {
     trace::Span span(trace::Kind::all_reduce, d_.call_no, static_cast<int32_t>(d_.fn));
+    trace::set_detail(static_cast<int64_t>(b));
     // The bucket's tensors are adjacent in the flat buffer (consecutive
     // parameters): one collective per run of adjacent tensors.
     std::vector<size_t> gis = buckets_[b];
@@ -605,6 +606,7 @@ void sharded_update(RankState& L, const CallDesc& d, const Grads& g) {
 // update function on the combined gradients.
 ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
   if (!L.comm) throw BackendError("training step before the rank's comm was made");
+  trace::StepTimer step_timer(trace::g_steps);  // the step's phases (Runtime::stats)
   const FunctionDef& def = L.defs[d.fn];
   const size_t n_out = d.collects.size();
   Grads g;
@@ -637,7 +639,7 @@ ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
       R.rows = sh.scattered ? sh.rows : 1;
       R.outs = rep.finish();
     }
-  } else if (L.bucket_bytes > 0 && path == GradPath::direct && !g.off.empty()) {
+  } else if (L.bucket_bytes > 0 && path == GradPath::direct && !g.off.empty() && !L.rank_sum[d.fn]) {
     // Buckets all-reduced during the backward pass (the choice depends on
     // the call alone: every rank takes it).
     Buckets buckets(L, d, sh, g, grad_reduce(path, sh.total, L.ranks, sh.rows), L.bucket_bytes);

@@ -68,6 +68,7 @@ ParallelFunction make_function(const std::shared_ptr<RuntimeCore>& core, const F
                           " has no batch dim first, so it cannot be scattered: list it as broadcast");
     e.broadcast.push_back(bc);
   }
+  e.rank_sum = function_runs_op(*c.graph, def, Op::RankSum);
   e.fn = c.add_def(def);
   c.entries.push_back(std::move(e));
   return ParallelFunction(core, static_cast<int>(c.entries.size() - 1));
@@ -249,6 +250,7 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   e.n_outputs = static_cast<uint32_t>(spec.outputs.size());
   e.collects.resize(spec.outputs.size());
   e.update_fn = c.add_def(make_function_def({spec.name + "/update", gin, {}, ups}));
+  e.rank_sum = e.rank_sum || function_runs_op(g, c.defs[static_cast<size_t>(e.update_fn)], Op::RankSum);
   e.flat_size = flat;
   if (shard.flat >= 0) {
     // The gradient buffer holds every rank's slice, the padding included.
@@ -300,6 +302,11 @@ void distribute_impl(RuntimeCore& c, const std::vector<uint8_t>& bytes) {
   }
   if (!err.empty()) throw Error("synk runtime: distribute failed on rank 0 (master): " + err + drop_undistributed(c));
   c.distributed_defs = c.defs.size();
+  {
+    std::lock_guard<std::mutex> lock(c.stall_mu);  // the stall watcher names functions
+    c.fn_names.clear();
+    for (const FunctionDef& d : c.defs) c.fn_names.push_back(d.name);
+  }
   c.distributed_entries = c.entries.size();
   c.distributed_nodes = c.graph->size();
   if (!c.rank->has_comm()) c.join_comms();  // the first distribute of ranks joined through bootstrap bytes (NCCL)
@@ -424,6 +431,28 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
       rank_pieces[static_cast<size_t>(r)] =
           chunks > 0 ? s.n_chunks : std::max<int64_t>(1, std::min<int64_t>(opts.num_slices, s.rows));
     }
+  }
+
+  // rank_sum steps are collectives inside the function: every rank must run
+  // the function exactly once (with rows, one slice, no chunks), or the
+  // ranks that run it more or not at all would pair their collectives
+  // wrongly or wait for ever. Decided from what every node knows alike.
+  if (e.rank_sum && c.world > 1) {
+    const char* why = c.opts.deterministic ? "the deterministic mode runs each rank's row chunks one by one"
+                      : opts.num_slices > 1 ? "num_slices > 1 runs a rank's slices one by one"
+                      : total >= 0 && total < c.world ? "the batch has fewer rows than there are ranks"
+                      // A training step weights unequal shares' gradients by
+                      // their rows after the backward pass; the gradient
+                      // rank_sum carries between ranks would need the
+                      // weights before it.
+                      : e.update_fn >= 0 && total >= 0 && total % c.world != 0
+                          ? "a training step's batch must split evenly over the ranks"
+                          : nullptr;
+    if (why)
+      throw ArgumentError(label() + ": the function combines values across ranks mid-way (rank_sum, batch_norm "
+                          "with sync), so every rank must run it exactly once per call, but " + why +
+                          " (" + std::to_string(c.world) + " ranks" +
+                          (total >= 0 ? ", " + std::to_string(total) + " rows" : std::string()) + ")");
   }
 
   // ---- run -------------------------------------------------------------------------

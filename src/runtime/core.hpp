@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -88,7 +89,10 @@ struct alignas(128) WorkerSlot {
   // a worker reads its socket only when something is there (no system call
   // per command otherwise).
   uint32_t seg_msgs;
-  uint32_t pad[28];
+  // What the rank is doing now (its open spans, trace.hpp), which the
+  // master's stall watcher reads.
+  trace::Activity doing;
+  uint32_t pad[2];
   char msg[896];
 };
 static_assert(sizeof(WorkerSlot) == 1024);
@@ -129,6 +133,7 @@ struct ControlBlock {
   // (comm::make_bootstrap; NCCL's unique id), comm::bootstrap_bytes of them.
   alignas(128) unsigned char comm_boot[comm::kMaxBootstrapBytes];
   uint64_t trace_seg;                       // the timeline's segment id (0: no trace; trace/trace.hpp)
+  uint64_t steps_seg;                       // the training steps' phase rings (trace::StepLogs)
   // Training steps of CPU ranks on one node: every rank's gradient buffer
   // in shared memory (segment ids by rank, their size, bumped per change),
   // all-reduced in place (CpuGroup::all_reduce_peers).
@@ -142,6 +147,9 @@ struct ControlBlock {
   int32_t gpu_first;  // RuntimeCore::gpu_first
   alignas(128) WorkerSlot slots[kMaxRanks];
 };
+
+// "running", "stopped", "sleeping", ... of a live process (/proc), "gone".
+std::string process_state(pid_t pid);
 
 // Test-only fault injection (tests/test_faults.cpp, bench/stress). Set in the
 // master before synk::fork(); the forked workers inherit the pointers. Never
@@ -238,6 +246,7 @@ struct Entry {
   std::vector<bool> broadcast;  // per input
   size_t flat_size = 0;         // train: gradient elements
   bool dropped = false;         // made before a distribute() that failed (see Runtime::distribute)
+  bool rank_sum = false;        // runs rank_sum steps (collectives mid-function): calls obey their rules
 };
 
 // This process's pid without a system call (getpid() is one): cached, and
@@ -309,6 +318,8 @@ struct RuntimeCore {
 
   // the timeline (RuntimeOptions::trace): every rank's log, written at close()
   std::unique_ptr<trace::Logs> trace;
+  // every rank's training-step phases (Runtime::stats)
+  std::unique_ptr<trace::StepLogs> steps;
   std::string trace_path;
 
   // graph and functions
@@ -370,6 +381,19 @@ struct RuntimeCore {
     busy.store(false, std::memory_order_release);
   }
   void watch();
+
+  // The stall watcher (runtime/stall.cpp, RuntimeOptions::stall_after_s): a
+  // thread that samples every rank's board entry (WorkerSlot::doing) while a
+  // call runs and reports ranks that others wait for.
+  std::thread stall_thread;
+  std::mutex stall_mu;  // guards what follows
+  std::condition_variable stall_cv;
+  bool stall_stop = false;
+  std::vector<trace::Event> stall_events;  // the reports' spans, for the timeline
+  std::vector<std::string> fn_names;       // the distributed functions' names, for reports
+  void start_stall_watcher();
+  void stop_stall_watcher() noexcept;
+  void stall_watch();
 
   // Shared gradient buffers (ControlBlock::grads_seg): made or grown before
   // a training step of CPU ranks on one node needs `elems` floats.

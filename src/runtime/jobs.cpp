@@ -225,6 +225,11 @@ struct JobEnv {
   uint8_t run_one(uint64_t i) {
     const JobRec r = rec(i);
     JobContext ctx(this, i);
+    // The job this rank runs, for the stall report (-1 again when it ends).
+    struct Doing {
+      explicit Doing(uint64_t i) { trace::set_detail(static_cast<int64_t>(i)); }
+      ~Doing() { trace::set_detail(-1); }
+    } doing(i);
     out.clear();
     try {
       if (r.off > t.bytes_cap || r.len > t.bytes_cap - r.off || r.thunk == 0)
@@ -267,6 +272,10 @@ struct JobEnv {
     if (t.uniform_chunk) {
       // Trivially copyable jobs and results: the chunk in one call.
       const JobContext ctx(this, b);
+      trace::set_detail(static_cast<int64_t>(b), static_cast<int64_t>(e));  // for the stall report
+      struct Undo {
+        ~Undo() { trace::set_detail(-1); }
+      } undo;
       for (uint64_t from = b; from < e;) {
         std::exception_ptr err;
         const uint64_t stop = reinterpret_cast<ChunkThunk>(t.uniform_chunk)(

@@ -97,6 +97,8 @@ std::string describe_exit(const siginfo_t& si) {
          ": " + (text ? text : "?") + (si.si_code == CLD_DUMPED ? ", core dumped" : "") + ")";
 }
 
+}  // namespace
+
 // "R (running)", "T (stopped)", ... of a live process, for timeout messages:
 // a stopped worker (SIGSTOP, a debugger) reads differently from a busy one.
 std::string process_state(pid_t pid) {
@@ -119,7 +121,6 @@ std::string process_state(pid_t pid) {
   }
 }
 
-}  // namespace
 
 // ---- lifecycle ---------------------------------------------------------------------
 
@@ -346,6 +347,9 @@ void RuntimeCore::watch() {
 
 void RuntimeCore::close() noexcept {
   if (!open || self_pid() != master_pid) return;
+  stop_stall_watcher();
+  if (cb && trace::g_activity == &cb->slots[0].doing) trace::g_activity = nullptr;
+  if (steps && trace::g_steps == steps->rank(0)) trace::detach_steps();
   cancel_jobs(*this);  // queued async jobs that no rank took never run
   open = false;
   // The timeline is written below, once every worker has stopped writing it.
@@ -384,12 +388,14 @@ void RuntimeCore::close() noexcept {
       std::vector<std::string> names;
       for (const FunctionDef& d : defs) names.push_back(d.name);
       trace->write(trace_path, names, base,
-                   multi() ? "node " + std::to_string(node) + " of " + std::to_string(nodes) : std::string());
+                   multi() ? "node " + std::to_string(node) + " of " + std::to_string(nodes) : std::string(),
+                   stall_events);
     } catch (const std::exception& e) {
       close_error = e.what();
     }
     trace.reset();
   }
+  steps.reset();
   // Aborting frees a communicator without talking to peers, which are gone
   // or stopping (a finalize could wait for them).
   if (rank) rank->close("the runtime was closed");
@@ -725,6 +731,17 @@ void start_trace(RuntimeCore& c, const std::string& path) {
   c.trace->attach(0);
 }
 
+// Every rank's training-step phases (Runtime::stats): always kept, the
+// segment is sparse until steps are recorded.
+void start_steps(RuntimeCore& c) {
+  c.steps = std::make_unique<trace::StepLogs>(c.n);
+  if (c.n > 1) {
+    const uint64_t id = c.publish(c.steps->segment(), -1);
+    std::atomic_ref<uint64_t>(c.cb->steps_seg).store(id, std::memory_order_release);
+  }
+  c.steps->attach(0);
+}
+
 }  // namespace
 
 }  // namespace detail
@@ -743,6 +760,9 @@ Runtime fork(const RuntimeOptions& opts) {
     throw ArgumentError("synk::fork: timeout and collective_timeout must be positive, got " +
                         std::to_string(opts.timeout.count()) + " ms and " +
                         std::to_string(opts.collective_timeout.count()) + " ms");
+  if (!(opts.stall_after_s >= 0) || opts.stall_after_s > 1e9)
+    throw ArgumentError("synk::fork: stall_after_s must be 0 (off) or a positive number of seconds, got " +
+                        std::to_string(opts.stall_after_s));
   if (opts.close_timeout.count() < 0)
     throw ArgumentError("synk::fork: close_timeout must not be negative, got " +
                         std::to_string(opts.close_timeout.count()) + " ms");
@@ -884,6 +904,13 @@ Runtime fork(const RuntimeOptions& opts) {
       c.watcher = std::thread([&c] { c.watch(); });
     }
     start_trace(c, trace_path);
+    start_steps(c);
+    // This process is rank 0: its spans go on the board too, and with
+    // workers to wait for, the stall watcher looks at them all.
+    if (opts.stall_after_s > 0 && (n > 1 || c.multi())) {
+      trace::g_activity = &c.cb->slots[0].doing;
+      c.start_stall_watcher();
+    }
   } catch (...) {
     for (int fd : child_end)
       if (fd >= 0) ::close(fd);

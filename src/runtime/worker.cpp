@@ -45,6 +45,8 @@ class Worker {
 
   [[noreturn]] void run() {
     c_.group->bind(rank_);
+    // What this rank does, for the master's stall watcher (none when it is off).
+    if (c_.opts.stall_after_s > 0) trace::g_activity = &cb_->slots[rank_].doing;
     const int64_t spin = c_.spin_ns;
     uint32_t last = 0;
     for (;;) {
@@ -153,6 +155,9 @@ class Worker {
         // The timeline's logs: this rank records into its own from now on.
         if (m.id == at(cb_->trace_seg).load(std::memory_order_acquire))
           trace::Logs::attach(mp.p, mp.size, rank_, c_.n);
+        // The training steps' phases: this rank's ring.
+        if (m.id == at(cb_->steps_seg).load(std::memory_order_acquire))
+          trace::StepLogs::attach(mp.p, mp.size, rank_, c_.n);
       } else if (m.op == 2) {
         auto it = segs_.find(m.id);
         if (it != segs_.end()) {

@@ -16,6 +16,103 @@
 namespace synk::detail::trace {
 
 Recorder g_recorder;
+Activity* g_activity = nullptr;
+StepClock* g_step = nullptr;
+RankSteps* g_steps = nullptr;
+
+const char* phase_name(Phase p) noexcept {
+  switch (p) {
+    case Phase::inputs: return "gather inputs";
+    case Phase::compute: return "forward+backward";
+    case Phase::all_reduce: return "gradient all-reduce";
+    case Phase::update: return "update";
+    case Phase::idle: return "idle";
+    case Phase::count_: break;
+  }
+  return "?";
+}
+
+namespace {
+int64_t g_last_step_end = -1;  // this process's previous training step (idle time)
+}  // namespace
+
+StepTimer::StepTimer(RankSteps* log) noexcept : log_(log) {
+  if (!log_) return;
+  start_ = now_ns();
+  clock_.begin(start_);
+  g_step = &clock_;
+}
+
+StepTimer::~StepTimer() {
+  if (!log_) return;
+  g_step = nullptr;
+  const int64_t end = now_ns();
+  auto ms = [](int64_t ns) { return static_cast<float>(static_cast<double>(ns) / 1e6); };
+  const uint64_t k = std::atomic_ref<uint64_t>(log_->steps).load(std::memory_order_relaxed);
+  float* row = log_->ms[k % kStepRing];
+  const auto& e = clock_.excl;
+  row[static_cast<int>(Phase::inputs)] = ms(e[static_cast<int>(Kind::inputs)]);
+  row[static_cast<int>(Phase::compute)] = ms(e[static_cast<int>(Kind::compute)]);
+  row[static_cast<int>(Phase::all_reduce)] = ms(e[static_cast<int>(Kind::all_reduce)]);
+  row[static_cast<int>(Phase::update)] = ms(e[static_cast<int>(Kind::update)]);
+  row[static_cast<int>(Phase::idle)] = g_last_step_end < 0 ? -1.f : ms(start_ - g_last_step_end);
+  g_last_step_end = end;
+  std::atomic_ref<uint64_t>(log_->steps).store(k + 1, std::memory_order_release);
+}
+
+namespace {
+struct StepHeader {
+  uint64_t ranks;
+  uint64_t pad[7];
+};
+static_assert(sizeof(StepHeader) == 64);
+}  // namespace
+
+StepLogs::StepLogs(int ranks) : ranks_(ranks) {
+  seg_ = comm::SharedSegment::create(sizeof(StepHeader) + static_cast<size_t>(ranks) * sizeof(RankSteps), "synk-steps");
+  static_cast<StepHeader*>(seg_.data())->ranks = static_cast<uint64_t>(ranks);
+}
+
+RankSteps* StepLogs::rank(int r) const {
+  return reinterpret_cast<RankSteps*>(static_cast<uint8_t*>(seg_.data()) + sizeof(StepHeader)) + r;
+}
+
+RankSteps* StepLogs::attach(void* seg, size_t bytes, int rank, int ranks) {
+  const auto* h = static_cast<const StepHeader*>(seg);
+  if (bytes < sizeof(StepHeader) + static_cast<size_t>(ranks) * sizeof(RankSteps) ||
+      h->ranks != static_cast<uint64_t>(ranks) || rank < 0 || rank >= ranks)
+    throw FormatError("corrupt step-statistics segment (" + std::to_string(bytes) + " bytes)");
+  RankSteps* r = reinterpret_cast<RankSteps*>(static_cast<uint8_t*>(seg) + sizeof(StepHeader)) + rank;
+  r->pid = static_cast<int32_t>(::getpid());
+  g_steps = r;
+  g_last_step_end = -1;
+  return r;
+}
+
+void detach_steps() noexcept {
+  g_steps = nullptr;
+  g_last_step_end = -1;
+}
+
+ActivityView read_activity(const Activity& a) noexcept {
+  auto& m = const_cast<Activity&>(a);
+  ActivityView v;
+  for (int tries = 0; tries < 64; ++tries) {
+    const uint32_t s0 = std::atomic_ref<uint32_t>(m.seq).load(std::memory_order_acquire);
+    v.seq = s0;
+    v.depth = std::atomic_ref<uint32_t>(m.depth).load(std::memory_order_relaxed);
+    v.detail = std::atomic_ref<int64_t>(m.detail).load(std::memory_order_relaxed);
+    v.detail_end = std::atomic_ref<int64_t>(m.detail_end).load(std::memory_order_relaxed);
+    for (int i = 0; i < kOpenSpans; ++i) {
+      v.open[i].kind = std::atomic_ref<uint16_t>(m.open[i].kind).load(std::memory_order_relaxed);
+      v.open[i].fn = std::atomic_ref<int32_t>(m.open[i].fn).load(std::memory_order_relaxed);
+      v.open[i].call = std::atomic_ref<uint64_t>(m.open[i].call).load(std::memory_order_relaxed);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if ((s0 & 1) == 0 && std::atomic_ref<uint32_t>(m.seq).load(std::memory_order_relaxed) == s0) break;
+  }
+  return v;
+}
 
 namespace {
 
@@ -69,6 +166,7 @@ const char* kind_name(Kind k) noexcept {
     case Kind::collective: return "variable collectives";
     case Kind::map: return "map jobs";
     case Kind::distribute: return "distribute";
+    case Kind::stall: return "stall report";
     case Kind::count_: break;
   }
   return "?";
@@ -107,9 +205,10 @@ void Logs::attach(void* seg, size_t bytes, int rank, int ranks) {
 void detach() noexcept { g_recorder = Recorder{}; }
 
 void Logs::write(const std::string& path, const std::vector<std::string>& fn_names, int first_rank,
-                 const std::string& node) const {
+                 const std::string& node, std::span<const Event> extra) const {
   void* seg = seg_.data();
   int64_t t_min = INT64_MAX;
+  for (const Event& e : extra) t_min = std::min(t_min, e.t0);
   for (int r = 0; r < ranks_; ++r) {
     const RankLog* log = rank_log(seg, events_, r);
     const auto* ev = reinterpret_cast<const Event*>(log + 1);
@@ -149,9 +248,8 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
                     tid, r * kLanes + lane);
       out += buf;
     }
-    for (uint64_t i = 0; i < n; ++i) {
-      const Event& e = ev[i];
-      if (e.lane >= kLanes) continue;
+    auto emit = [&](const Event& e) {
+      if (e.lane >= kLanes) return;
       const Kind k = e.kind < static_cast<uint16_t>(Kind::count_) ? static_cast<Kind>(e.kind) : Kind::count_;
       std::snprintf(buf, sizeof buf, ",\n{\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"name\":\"%s\",\"ts\":%.3f,\"dur\":%.3f",
                     e.lane * ranks_ + r, kind_name(k), static_cast<double>(e.t0 - t_min) / 1e3,
@@ -169,7 +267,10 @@ void Logs::write(const std::string& path, const std::vector<std::string>& fn_nam
         json_string(out, fn_names[static_cast<size_t>(e.fn)]);
       }
       out += "}}";
-    }
+    };
+    for (uint64_t i = 0; i < n; ++i) emit(ev[i]);
+    if (r == 0)
+      for (const Event& e : extra) emit(e);
   }
   std::snprintf(buf, sizeof buf, "\n],\"otherData\":{\"ranks\":%d,\"dropped_events\":%" PRIu64 "}}\n", ranks_,
                 dropped);

@@ -195,6 +195,12 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       if (bad >= 0) throw ArgumentError(exec::bad_index_message(idx[bad], bad, s.mm_k));
       break;
     }
+    case Op::RankSum:
+      // The other ranks' values arrive through the session's combiner (the
+      // runtime's comm); a lone session is the only rank.
+      if (ctx.rank_sum && *ctx.rank_sum) (*ctx.rank_sum)(P<const float>(a), P<float>(out), static_cast<size_t>(s.n));
+      else if (out != a) std::memcpy(out, a, s.out_bytes());
+      break;
     case Op::BatchMatMul:
       batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
       if (c) bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out));

@@ -9,6 +9,7 @@
 
 #include "exec/plan/plan.hpp"
 #include "synk/array.hpp"
+#include "synk/session.hpp"  // RankSumFn
 
 namespace synk::cpu {
 
@@ -24,6 +25,7 @@ struct RunContext {
   uint64_t seed = 0;
   int rank = 0;
   uint64_t call = 0;                      // dropout counter
+  const RankSumFn* rank_sum = nullptr;    // rank_sum steps (SessionOptions); null or empty: one rank
 };
 
 // Runs the steps of a compiled plan. `inputs` in FunctionDef order;

@@ -11,11 +11,18 @@ namespace synk::exec {
 
 namespace {
 
+// The rank's combiner on host memory (no stream).
+RankSumFn host_rank_sum(const decltype(ExecutorOptions::rank_sum)& f) {
+  if (!f) return {};
+  return [f](const float* in, float* out, size_t n) { f(in, out, n, nullptr); };
+}
+
 class CpuExecutor final : public SessionExecutor<Session, Function> {
  public:
   CpuExecutor(const Graph& g, const ExecutorOptions& o)
       : SessionExecutor("CPU executor", g,
-                        SessionOptions{.seed = o.seed, .blas_threads = o.blas_threads, .rank = o.rank}) {}
+                        SessionOptions{.seed = o.seed, .blas_threads = o.blas_threads, .rank = o.rank,
+                                       .rank_sum = host_rank_sum(o.rank_sum)}) {}
 
   void read_variable(int32_t id, void* dst, size_t nb) override {
     if (nb) std::memcpy(dst, s_.variable_data(id), nb);

@@ -113,6 +113,7 @@ std::vector<Array> Session::Impl::call(int index, const std::vector<ArrayView>& 
   ctx.rank = dropout_key ? 0 : opts.rank;
   ctx.call = calls++;
   if (dropout_key) ctx.call = dropout_key->value;
+  ctx.rank_sum = &opts.rank_sum;
   if (ready) {
     // Outputs final before the end are handed over from the step that
     // last touches them; the others after the copies below.

@@ -233,6 +233,10 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
     case Op::MaxPool2dGrad:
       kernels::max_pool2d_grad(s.pool, P<float>(a), P<float>(b), P<float>(out), st);
       break;
+    case Op::RankSum:
+      if (cx.rank_sum && *cx.rank_sum) (*cx.rank_sum)(P<const float>(a), P<float>(out), static_cast<size_t>(s.n), st);
+      else if (out != a) SYNK_CUDA_CHECK(cudaMemcpyAsync(out, a, s.out_bytes(), cudaMemcpyDeviceToDevice, st));
+      break;
     case Op::AvgPool2d:
       kernels::avg_pool2d(s.pool, P<float>(a), P<float>(out), st);
       break;
@@ -350,6 +354,7 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
     }
     if (s.op == Op::DropoutMask) cp.dropout_key[si] = dropout::key_base(seed, rank, s.stream);
     if (s.op == Op::SoftmaxCrossEntropy || s.op == Op::SoftmaxCrossEntropyGrad) cp.has_xent = true;
+    if (s.op == Op::RankSum) cp.has_rank_sum = true;
     if (s.op == Op::Embedding || s.op == Op::EmbeddingGrad) {
       cp.index_slot[si] = static_cast<int32_t>(cp.index_steps.size());
       cp.index_steps.push_back(si);

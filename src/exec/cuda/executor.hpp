@@ -16,6 +16,7 @@
 
 #include "exec/plan/plan.hpp"
 #include "exec/cuda/handles.hpp"
+#include "synk/cuda_session.hpp"  // CudaRankSumFn
 
 namespace synk::cuda {
 
@@ -31,6 +32,10 @@ struct CudaPlan {
   int64_t arena_bytes = 0;
   DeviceBuffer consts;
   bool has_xent = false;                // reads the bad-label word after a call
+  // Has rank_sum steps: they call the session's combiner (an NCCL or
+  // host-staged all-reduce) as they are enqueued, which a captured graph
+  // could not replay, so the call runs without graphs.
+  bool has_rank_sum = false;
   // Embedding steps: one bad-index word each (shape::bad_index_word, all
   // ones when none) in index_check, read after every call and reset after
   // a bad one. index_slot: per step, its word (-1: not an embedding step).
@@ -59,6 +64,7 @@ struct ExecContext {
   unsigned long long* bad_row = nullptr;  // first out-of-range label row (device)
   const std::string* function = nullptr;  // for error messages
   bool sync_each_step = false;
+  const CudaRankSumFn* rank_sum = nullptr;  // rank_sum steps; null or empty: one rank
 };
 
 // The planner options CUDA plans are compiled with: the process-wide

@@ -23,7 +23,7 @@ namespace {
 class CudaExecutor final : public SessionExecutor<CudaSession, CudaFunction> {
  public:
   CudaExecutor(const Graph& g, const ExecutorOptions& o)
-      : SessionExecutor("CUDA executor", g, CudaSessionOptions{.seed = o.seed, .rank = o.rank, .device = o.ordinal}) {}
+      : SessionExecutor("CUDA executor", g, CudaSessionOptions{.seed = o.seed, .rank = o.rank, .device = o.ordinal, .rank_sum = o.rank_sum}) {}
 
   void read_variable(int32_t id, void* dst, size_t nb) override {
     if (!nb) return;

@@ -193,6 +193,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
   cx.bad_row = static_cast<unsigned long long*>(bad_row.data());
   cx.function = &def.name;
   cx.sync_each_step = opts.sync_each_step;
+  cx.rank_sum = &opts.rank_sum;
 
   try {
     // ---- the call number and the inputs into their slots ---------------------------
@@ -255,7 +256,7 @@ std::vector<Array> CudaSession::Impl::call(int index, const std::vector<ArrayVie
     // The first call of a plan runs eagerly: it loads kernels and lets
     // cuBLAS settle before anything is captured. Later calls capture once
     // and replay.
-    const bool replay = opts.graphs && !opts.sync_each_step && cp.warm;
+    const bool replay = opts.graphs && !opts.sync_each_step && cp.warm && !cp.has_rank_sum;
     if (splits.empty() && replay) {
       if (cp.exec.empty() || cp.exec_gen != arena_gen) {
         cp.exec.reset();

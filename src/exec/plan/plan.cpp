@@ -725,6 +725,10 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         if (s.pool.sh <= 0 || s.pool.sw <= 0) fail_node(def, id, n, "stride must be positive");
         break;
       }
+      case Op::RankSum:
+        if (out != x || n.dtype != DType::f32 || s.in_dtype != DType::f32)
+          fail_node(def, id, n, "needs an f32 operand of the result's shape");
+        break;
       case Op::AvgPool2d: case Op::AvgPool2dGrad: {
         // The gradient's node has x's shape and reads the pooled gradient.
         const Shape& xs = n.op == Op::AvgPool2d ? x : out;
