@@ -125,7 +125,7 @@ void expect_all_passed(const std::vector<int>& codes) {
 TEST(CollectiveTable, EveryCollectiveWithNcclTestsBusFactor) {
   // By name; a new file adds its entry (nothing here to change).
   const std::string names = "|" + coll::names("|") + "|";
-  for (const char* name : {"all_gather", "all_reduce", "broadcast", "gather", "reduce", "scatter"})
+  for (const char* name : {"all_gather", "all_reduce", "broadcast", "gather", "reduce", "reduce_scatter", "scatter"})
     EXPECT_NE(names.find(std::string("|") + name + "|"), std::string::npos) << name << " in " << names;
   EXPECT_TRUE(std::is_sorted(coll::table().begin(), coll::table().end(),
                              [](const auto* a, const auto* b) { return std::string(a->info.name) < b->info.name; }));
@@ -136,6 +136,7 @@ TEST(CollectiveTable, EveryCollectiveWithNcclTestsBusFactor) {
   EXPECT_DOUBLE_EQ(factor("scatter", 4), 0.75);
   EXPECT_DOUBLE_EQ(factor("broadcast", 4), 1.0);
   EXPECT_DOUBLE_EQ(factor("reduce", 4), 1.0);
+  EXPECT_DOUBLE_EQ(factor("reduce_scatter", 4), 0.75);  // (n-1)/n
   EXPECT_EQ(coll::find("all_to_all"), nullptr);
 }
 

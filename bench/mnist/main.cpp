@@ -8,6 +8,7 @@
 //   synk-mnist --model mlp --epochs 5 --save ck.npz         # checkpoint after every epoch
 //   synk-mnist --model mlp --epochs 5 --resume ck.npz       # train on from it
 //   synk-mnist --model mlp --epochs 0 --resume ck.npz       # evaluate it
+//   synk-mnist --model mlp --optimizer adam --workers 2 --shard-optimizer   # ZeRO-1
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,6 +158,14 @@ int run(int argc, char** argv) {
   app.add_option("--train-limit", train_limit,
                  "use only the first N training images (smoke tests; all of them if the set has fewer)")
       ->check(bench::integer(1));
+  std::string optimizer;
+  app.add_option("--optimizer", optimizer,
+                 "train with this optimizer instead of the model's (lr: --lr, else 0.01; 1e-3 for adam, adamw, rmsprop)")
+      ->check(CLI::IsMember({"sgd", "momentum", "nesterov", "adam", "rmsprop", "adamw"}));
+  bool shard_optimizer = false;
+  app.add_flag("--shard-optimizer", shard_optimizer,
+               "ZeRO-1: each rank updates, and keeps the optimizer state of, 1/N of the parameters "
+               "(TrainSpec::shard_optimizer; the runtime's path even with one worker)");
   bool tf32 = false, graphs = true, host_staged = false, nccl = false, deterministic = false, sync_bn = false,
        report = false;
   int det_chunks = 12;
@@ -218,7 +227,7 @@ int run(int argc, char** argv) {
   const bool launched = synk::launched_processes() > 1;
   // What only the runtime gives, even to one rank: its timeline, its
   // deterministic mode, a comm.
-  const bool runtime_asked = !trace_path.empty() || deterministic || nccl || report;
+  const bool runtime_asked = !trace_path.empty() || deterministic || nccl || report || shard_optimizer;
   int nodes = 1;
   if (workers != 1 || launched || runtime_asked) {
     rt = synk::fork({.workers = workers,
@@ -259,6 +268,35 @@ int run(int argc, char** argv) {
   synk::Graph g;
   const int64_t steps = n_train / batch;  // the last partial batch is dropped, as in Lasagne's example
   mnist::Model m = mnist::build(g, model, {.lr = lr, .momentum = momentum, .steps_per_epoch = steps, .epochs = epochs, .sync_bn = sync_bn});
+  if (!optimizer.empty()) {
+    const bool adaptive = optimizer == "adam" || optimizer == "adamw" || optimizer == "rmsprop";
+    synk::optim::Options o{.lr = lr > 0 ? lr : adaptive ? 1e-3f : 0.01f, .momentum = momentum};
+    using Fn = std::vector<synk::Update> (*)(const std::vector<synk::Tensor>&, const std::vector<synk::Tensor>&,
+                                              const synk::optim::Options&);
+    const Fn fn = optimizer == "sgd"        ? &synk::optim::sgd
+                  : optimizer == "momentum" ? &synk::optim::momentum
+                  : optimizer == "nesterov" ? &synk::optim::nesterov
+                  : optimizer == "adam"     ? &synk::optim::adam
+                  : optimizer == "rmsprop"  ? &synk::optim::rmsprop
+                                            : &synk::optim::adamw;
+    m.optimizer = [fn, o](const std::vector<synk::Tensor>& p, const std::vector<synk::Tensor>& gr) { return fn(p, gr, o); };
+    m.optimizer_name = optimizer + " lr " + std::to_string(o.lr);
+  }
+  // The optimizer state one rank keeps: the f32 variables the optimizer
+  // makes (after node `first`), but not a sharded step's copy of its slice
+  // of the parameters ("__synk_zero1/<step>#k", no slot after it).
+  auto state_bytes = [&](size_t first) {
+    int64_t bytes = 0;
+    for (size_t id = first; id < g.size(); ++id) {
+      const synk::Node& n = g.node(static_cast<int32_t>(id));
+      const std::string zero1 = "__synk_zero1/";
+      if (n.op != synk::Op::Variable || (n.name.rfind(zero1, 0) == 0 && n.name.find('/', zero1.size()) == std::string::npos))
+        continue;
+      bytes += synk::numel(n.shape) * static_cast<int64_t>(synk::dtype_size(n.dtype));
+    }
+    return bytes;
+  };
+  int64_t optimizer_state_bytes = 0;
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::mt19937_64 rng(seed);
   std::vector<int64_t> order(static_cast<size_t>(n_train));
@@ -328,7 +366,9 @@ int run(int argc, char** argv) {
   // a CudaSession (the same functions compiled by the CUDA executor).
   auto train_single = [&](auto& session) {
     auto grads = synk::grad(m.train_loss, m.params);
+    const size_t before = g.size();
     auto updates = m.optimizer(m.params, grads);
+    optimizer_state_bytes = state_bytes(before);
     auto train = session.function({"train", {m.x, m.y}, {{m.train_loss}}, updates});
     auto eval = session.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
     if (!resume_path.empty()) {
@@ -358,9 +398,13 @@ int run(int argc, char** argv) {
     // Each rank computes the gradient of its share of the batch; one
     // all-reduce of the flat gradient buffer, then the same update on every
     // rank.
+    // --shard-optimizer: the gradients reduce-scattered, each rank updates
+    // its slice, the parameters all-gathered (TrainSpec::shard_optimizer).
+    const size_t before = g.size();
     auto train = rt.train_step({.name = "train", .inputs = {m.x, m.y}, .outputs = {{m.train_loss}},
                                 .loss = m.train_loss, .params = m.params,
-                                .optimizer = m.optimizer});
+                                .optimizer = m.optimizer, .shard_optimizer = shard_optimizer});
+    optimizer_state_bytes = state_bytes(before);
     auto eval = rt.function({"eval", {m.x, m.y}, {{m.eval_loss}, {m.eval_correct, synk::Collect::sum}}, {}});
     rt.distribute();
     if (!resume_path.empty()) {
@@ -402,6 +446,8 @@ int run(int argc, char** argv) {
     std::printf("result: %.0f samples/s, test loss %.4f, test accuracy %.4f\n", sps, test.loss, test.accuracy);
   else
     std::printf("result: no training (--epochs 0), test loss %.4f, test accuracy %.4f\n", test.loss, test.accuracy);
+  std::printf("optimizer state: %lld bytes per rank%s\n", static_cast<long long>(optimizer_state_bytes),
+              shard_optimizer ? " (sharded)" : "");
   if (!trace_path.empty()) {
     rt.close();  // writes the timeline
     std::printf("trace: %s (open in ui.perfetto.dev or chrome://tracing)\n", trace_path.c_str());
@@ -416,7 +462,9 @@ int run(int argc, char** argv) {
                         {"threads", threads},      {"seed", seed},   {"deterministic", deterministic},
                         {"blas_core", mnist::blas_core_name()},
                         {"nodes", nodes},          {"ranks", ranks},  {"bucket_bytes", bucket_bytes},
-                        {"optimizer", m.optimizer_name}};
+                        {"optimizer", m.optimizer_name},
+                        {"shard_optimizer", shard_optimizer},
+                        {"optimizer_state_bytes_per_rank", optimizer_state_bytes}};
     if (!stats_json.is_null()) j["step_stats"] = stats_json;
     if (cuda) {
       j["gpu"] = gpu_json;

@@ -362,6 +362,35 @@ struct TrainSpec {
   std::function<std::vector<Update>(const std::vector<Tensor>& params,
                                     const std::vector<Tensor>& grads)> optimizer;
   std::vector<Tensor> broadcast;    // inputs given whole to every rank
+  // ZeRO-1: the optimizer's update and its state sharded over the ranks.
+  // The params are taken as one flat vector (in order, F elements) cut into
+  // one slice per rank (S = ceil(F / ranks) rounded up to 16 elements, the
+  // last slices padded with zeros); the gradients are reduce-scattered, so
+  // each rank receives the combined gradient of its slice only; each rank
+  // runs `optimizer` on its slice (called once, with one [S] parameter and
+  // its [S] gradient: its state variables are [S] on every rank, each
+  // holding its own slice, about 1/ranks of the unsharded state); then the
+  // parameters are all-gathered. The parameters are bitwise those of the
+  // unsharded step (the reductions sum in the same order, the update is
+  // the same per-element formula) on the CPU group, several nodes, host
+  // staging and the emulated NCCL; a real NCCL does not promise its
+  // reduce-scatter the bits of its all-reduce. With gradient buckets
+  // (RuntimeOptions::bucket_bytes) CPU ranks of one node reduce-scatter
+  // each bucket as backward finishes it; other comms all-reduce the buckets
+  // (a bucket's tensors do not fall on slice boundaries) and the update is
+  // sharded all the same. In deterministic mode the gradient is summed in
+  // chunk order as unsharded (whole, on every rank), then the update is
+  // sharded.
+  // The optimizer must be elementwise (synk::optim's sgd, momentum,
+  // nesterov, adam, rmsprop, adamw, with or without a schedule: its scalar
+  // step counter is kept whole by every rank) and name its state
+  // "<param>/<slot>" as synk::optim does; anything that needs the whole
+  // gradient (clip_by_global_norm) is refused with an ArgumentError.
+  // Runtime::get / set / snapshot / restore (and checkpoints) see the state
+  // under the unsharded names and shapes ("W/m", "W/t"), gathered from (or
+  // scattered to) the ranks, so a checkpoint loads onto any rank count,
+  // sharded or not.
+  bool shard_optimizer = false;
 };
 
 class Runtime;

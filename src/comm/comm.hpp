@@ -68,6 +68,21 @@ class Comm {
   virtual void gather(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
   virtual void scatter(const void* in, void* out, size_t count, ElemType t, int root, StreamHandle stream) = 0;
 
+  // in holds size() * count elements; rank r's out (count elements) gets the
+  // reduction of every rank's elements [r * count, (r + 1) * count) (avg =
+  // sum / size()); out may be in + rank() * count (NCCL's in-place form).
+  // Each element is reduced exactly as all_reduce reduces it on the same
+  // comm, so a rank's slice holds the same bits as the same slice of an
+  // all-reduce (the sharded optimizer relies on it). The default is one
+  // rooted reduce per rank's block (reduce sums like all_reduce on every
+  // comm here); a native one is a speed-up.
+  virtual void reduce_scatter(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle stream) {
+    const size_t es = elem_size(t);
+    for (int q = 0; q < size(); ++q)
+      reduce(static_cast<const std::byte*>(in) + static_cast<size_t>(q) * count * es, q == rank() ? out : nullptr, count, t,
+             op, q, stream);
+  }
+
   // Overlap with the caller's later work (the training step's gradient
   // buckets during backward). From begin_overlap(stream) to end_overlap(),
   // a collective is still ordered after the work queued on `stream` before
@@ -96,6 +111,27 @@ class Comm {
     (void)bufs, (void)offset, (void)count, (void)t, (void)op;
     throw BackendError(std::string("rank ") + std::to_string(rank()) + ": all_reduce_peers on a " + backend() +
                        " comm, which cannot reduce buffers mapped from its peers");
+  }
+
+  // The reduce-scatter of peer buffers (see all_reduce_peers): of elements
+  // [offset, offset + count), rank r reduces those in its slice [r * slice,
+  // (r + 1) * slice) from every rank's buffer into its own buffer only, as
+  // all_reduce_peers would reduce them; the others of its buffer are left
+  // as they were. Every rank calls it with the same arguments.
+  virtual void reduce_scatter_peers(void* const* bufs, size_t offset, size_t count, size_t slice, ElemType t,
+                                    ReduceOp op) {
+    (void)bufs, (void)offset, (void)count, (void)slice, (void)t, (void)op;
+    throw BackendError(std::string("rank ") + std::to_string(rank()) + ": reduce_scatter_peers on a " + backend() +
+                       " comm, which cannot reduce buffers mapped from its peers");
+  }
+
+  // Returns once every rank of the peer buffers (reduces_peer_buffers) has
+  // called it: between two, a rank reads what its peers wrote into their
+  // buffers before the first (the sharded optimizer's all-gather of the
+  // updated slices straight into each rank's parameters).
+  virtual void barrier_peers() {
+    throw BackendError(std::string("rank ") + std::to_string(rank()) + ": barrier_peers on a " + backend() +
+                       " comm, which has no buffers mapped from its peers");
   }
 
   // Blocks until every collective issued so far has completed; throws

@@ -54,6 +54,11 @@ class CpuComm final : public Comm {
   void all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op) override {
     g_.all_reduce_peers(bufs, offset, count, t, op);
   }
+  void reduce_scatter_peers(void* const* bufs, size_t offset, size_t count, size_t slice, ElemType t,
+                            ReduceOp op) override {
+    g_.reduce_scatter_peers(bufs, offset, count, slice, t, op);
+  }
+  void barrier_peers() override { g_.barrier(); }
 
  private:
   CpuGroup& g_;

@@ -666,6 +666,24 @@ void CpuGroup::all_reduce_peers(void* const* bufs, size_t offset, size_t count, 
   barrier();
 }
 
+void CpuGroup::reduce_scatter_peers(void* const* bufs, size_t offset, size_t count, size_t slice, ElemType t,
+                                    ReduceOp op) {
+  check_bound("reduce_scatter_peers");
+  if (n_ == 1) return;  // avg over one rank: x / 1, the same bits
+  barrier();
+  const size_t esz = elem_size(t);
+  const size_t me = static_cast<size_t>(rank_);
+  const size_t first = std::max(offset, me * slice), last = std::min(offset + count, (me + 1) * slice);
+  if (first < last) {
+    std::vector<const void*> src(static_cast<size_t>(n_));
+    for (int r = 0; r < n_; ++r) src[static_cast<size_t>(r)] = static_cast<const std::byte*>(bufs[r]) + first * esz;
+    kernels::combine(static_cast<std::byte*>(bufs[rank_]) + first * esz, src.data(), n_, last - first, t, op);
+  }
+  // Nobody writes its buffer again (the next step's gradients) before every
+  // rank has read its slice of it.
+  barrier();
+}
+
 void CpuGroup::barrier() {
   check_bound("barrier");
   const Desc d{static_cast<uint8_t>(Coll::barrier), 0, 0, 0, -1, op_seq_++, 0, 0};

@@ -138,6 +138,12 @@ class CpuGroup {
   // about half the memory traffic of all_reduce. Combines in rank order
   // 0..N-1 like all_reduce, so the results are the same bits.
   void all_reduce_peers(void* const* bufs, size_t offset, size_t count, ElemType t, ReduceOp op);
+  // The same with each rank's result in its own buffer only: of elements
+  // [offset, offset + count), rank r reduces those in [r * slice, (r + 1) *
+  // slice) from every buffer into bufs[r], in rank order (the same bits as
+  // all_reduce_peers). The sharded optimizer's reduce-scatter: each rank
+  // reads 1/N of every buffer and writes 1/N of its own.
+  void reduce_scatter_peers(void* const* bufs, size_t offset, size_t count, size_t slice, ElemType t, ReduceOp op);
   // Equal counts: root's out holds size() * count elements.
   void gather(const void* in, void* out, size_t count, ElemType t, int root);
   // Per-rank counts, known to every rank (counts.size() == size(), counts[rank()]

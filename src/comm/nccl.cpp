@@ -369,6 +369,20 @@ void NcclComm::reduce(const void* in, void* out, size_t count, ElemType t, Reduc
   end(stream);
 }
 
+// ncclReduceScatter: the recvcount-element blocks of sendbuff, rank r's
+// reduction into its recvbuff (in place where recvbuff = sendbuff + r *
+// recvcount). NCCL's ring reduce-scatter is the first half of its ring
+// all-reduce, but NCCL does not promise the two the same bits: the sharded
+// optimizer's equality with the unsharded run holds where it does (the
+// emulation reduces both in rank order).
+void NcclComm::reduce_scatter(const void* in, void* out, size_t count, ElemType t, ReduceOp op,
+                              StreamHandle stream) {
+  begin("reduce_scatter", stream);
+  if (count != 0)
+    SYNK_NCCL_COMM_CALL(ncclReduceScatter(in, out, count, nccl_type(t), nccl_op(op), comm_, side_->get()));
+  end(stream);
+}
+
 void NcclComm::broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle stream) {
   check_root(root, "broadcast");
   begin("broadcast", stream);

@@ -120,6 +120,8 @@ class NcclComm final : public Comm {
   void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root,
               StreamHandle stream) override;
   void broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle stream) override;
+  void reduce_scatter(const void* in, void* out, size_t count, ElemType t, ReduceOp op,
+                      StreamHandle stream) override;
   void all_gather(const void* in, void* out, size_t count, ElemType t, StreamHandle stream) override;
   // Grouped ncclSend/ncclRecv (uneven counts; zero counts allowed).
   void gatherv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,

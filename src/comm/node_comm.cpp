@@ -88,6 +88,16 @@ void NodeComm::reduce(const void* in, void* out, size_t count, ElemType t, Reduc
   all_reduce(in, dst, count, t, op, s);
 }
 
+void NodeComm::reduce_scatter(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle s) {
+  // One all-reduce of the whole (the node steps and MPI between the masters,
+  // as the unsharded step's), then this rank's block: the same bits as the
+  // all-reduce whatever MPI's algorithm for the size, at the all-reduce's cost.
+  const size_t es = elem_size(t), total = static_cast<size_t>(world_) * count;
+  uint8_t* whole = tmp(0, total * es);
+  all_reduce(in, whole, total, t, op, s);
+  std::memmove(out, whole + static_cast<size_t>(rank()) * count * es, count * es);
+}
+
 void NodeComm::broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle s) {
   const int rn = node_of(root);
   const size_t bytes = count * elem_size(t);

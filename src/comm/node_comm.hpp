@@ -52,6 +52,7 @@ class NodeComm final : public Comm {
   void all_reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle) override;
   void reduce(const void* in, void* out, size_t count, ElemType t, ReduceOp op, int root, StreamHandle) override;
   void broadcast(void* buf, size_t count, ElemType t, int root, StreamHandle) override;
+  void reduce_scatter(const void* in, void* out, size_t count, ElemType t, ReduceOp op, StreamHandle) override;
   void all_gather(const void* in, void* out, size_t count, ElemType t, StreamHandle) override;
   void gatherv(const void* in, void* out, std::span<const size_t> counts, ElemType t, int root,
                StreamHandle) override;

@@ -49,6 +49,24 @@ void check_call(const RankState& L, const CallDesc& d) {
                       std::to_string(L.defs.size()) + " distributed functions");
   if (d.update_fn >= 0 && static_cast<size_t>(d.update_fn) >= L.defs.size())
     throw FormatError("runtime: corrupt call command: update function index " + std::to_string(d.update_fn));
+  if (d.sharded()) {
+    // The sharded optimizer's layout: f32 params whose flat order fits the
+    // ranks' slices, an [S] slice variable, an update def over one [S] gradient.
+    auto var = [&](int32_t id) -> const Node& {
+      if (id < 0 || static_cast<size_t>(id) >= L.graph->size() || L.graph->node(id).op != Op::Variable ||
+          L.graph->node(id).dtype != DType::f32)
+        throw FormatError("runtime: corrupt call command: sharded variable " + std::to_string(id));
+      return L.graph->node(id);
+    };
+    uint64_t flat = 0;
+    for (int32_t p : d.shard_params) flat += static_cast<uint64_t>(numel(var(p).shape));
+    const Shape S{static_cast<Dim>(d.shard_slice)};
+    const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];
+    if (var(d.shard_flat).shape != S || d.update_fn < 0 || flat > d.shard_slice * static_cast<uint64_t>(L.ranks) ||
+        ud.inputs.size() != 1 || L.graph->node(ud.inputs[0]).shape != S)
+      throw FormatError("runtime: corrupt call command: sharded optimizer layout of " + std::to_string(flat) +
+                        " elements in slices of " + std::to_string(d.shard_slice));
+  }
   const FunctionDef& def = L.defs[d.fn];
   if (d.inputs.size() != def.inputs.size() || d.collects.size() > def.outputs.size())
     throw FormatError("runtime: corrupt call command: " + std::to_string(d.inputs.size()) + " inputs and " +
@@ -227,6 +245,10 @@ struct Grads {
   size_t n = 0;
   float* flat = nullptr;
   bool peers = false;  // flat is this rank's shared buffer: Comm::all_reduce_peers
+  // A sharded optimizer's slice (CallDesc::shard_slice; 0: not sharded):
+  // flat holds ranks * slice elements, and rank r needs only the combined
+  // [r * slice, (r + 1) * slice), so peer buffers are reduce-scattered.
+  size_t slice = 0;
 };
 
 // The per-slice buffers of a training step, reused from slice to slice.
@@ -340,6 +362,10 @@ void rank_grads(RankState& L, const CallDesc& d, const Share& sh, const Grads& g
 // in place across the ranks' shared gradient buffers where they exist
 // (CPU ranks of one node, RankState::peer_grads), else by the rank's comm.
 void reduce_grads(RankState& L, const Grads& g, float* p, size_t n, ReduceOp op) {
+  if (g.peers && g.slice) {
+    L.comm->reduce_scatter_peers(L.peer_grads.data(), static_cast<size_t>(p - g.flat), n, g.slice, comm::ElemType::f32, op);
+    return;
+  }
   if (g.peers) {
     L.comm->all_reduce_peers(L.peer_grads.data(), static_cast<size_t>(p - g.flat), n, comm::ElemType::f32, op);
     return;
@@ -518,6 +544,63 @@ void chunked_grads(RankState& L, const CallDesc& d, const Share& sh, const Grads
   L.comm->wait();
 }
 
+// The update of a sharded optimizer (TrainSpec::shard_optimizer), once
+// the flat buffer holds the combined gradient of this rank's slice [lo, lo
+// + S): the slice of the params (a flat [S] copy in the slice variable,
+// taken afresh each step so that set/restore of a param is seen), the
+// update def over it and the gradient's slice (the optimizer state is the
+// slice's), then every rank's updated slice all-gathered into the flat
+// buffer (its gradients are spent) and copied out into the params. The
+// copies are scale_add by 1, exact, in the rank's memory.
+void sharded_update(RankState& L, const CallDesc& d, const Grads& g) {
+  exec::Executor& ex = *L.ex;
+  const size_t S = g.slice, lo = static_cast<size_t>(L.rank) * S, hi = lo + S;
+  float* const slice = static_cast<float*>(ex.variable_storage(d.shard_flat));
+  {
+    trace::Span update(trace::Kind::update, d.call_no, d.update_fn);
+    GpuSpan gpu_update(L, trace::Kind::update, d.call_no, d.update_fn);
+    size_t off = 0;
+    for (int32_t p : d.shard_params) {
+      const size_t n = static_cast<size_t>(numel(L.graph->node(p).shape));
+      const size_t a = std::max(off, lo), b = std::min(off + n, hi);
+      if (a < b) ex.scale_add(slice + (a - lo), static_cast<const float*>(ex.variable_storage(p)) + (a - off), b - a, 1.f, false);
+      off += n;
+    }
+    if (off < hi) ex.zero(slice + (std::max(off, lo) - lo), (hi - std::max(off, lo)) * sizeof(float));
+    run_fn(L, static_cast<uint32_t>(d.update_fn), false, {{DType::f32, Shape{static_cast<Dim>(S)}, g.flat + lo}});
+  }
+  trace::Span gather(trace::Kind::all_reduce, d.call_no, d.update_fn);
+  if (g.peers) {
+    // CPU ranks of one node: each rank's updated slice goes into its own
+    // shared buffer, and every rank copies every slice from where it lies
+    // straight into its params (no staging through the group's slots).
+    ex.scale_add(g.flat + lo, slice, S, 1.f, false);
+    L.comm->barrier_peers();
+    size_t off = 0;
+    for (int32_t p : d.shard_params) {
+      const size_t n = static_cast<size_t>(numel(L.graph->node(p).shape));
+      float* const to = static_cast<float*>(ex.variable_storage(p));
+      for (size_t a = off; a < off + n;) {
+        const size_t q = a / S, b = std::min(off + n, (q + 1) * S);
+        ex.scale_add(to + (a - off), static_cast<const float*>(L.peer_grads[q]) + a, b - a, 1.f, false);
+        a = b;
+      }
+      off += n;
+    }
+    // Nobody writes its buffer again (the next step's gradients) before
+    // every rank has read its slice.
+    L.comm->barrier_peers();
+    return;
+  }
+  L.comm->all_gather(slice, g.flat, S, comm::ElemType::f32, ex.stream());
+  size_t off = 0;
+  for (int32_t p : d.shard_params) {
+    const size_t n = static_cast<size_t>(numel(L.graph->node(p).shape));
+    ex.scale_add(static_cast<float*>(ex.variable_storage(p)), g.flat + off, n, 1.f, false);
+    off += n;
+  }
+}
+
 // A training step: this rank's gradients into the flat buffer (by the
 // step's GradPath), ONE all-reduce of it by the rank's comm, then the
 // update function on the combined gradients.
@@ -531,15 +614,20 @@ ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
     g.off.push_back(g.n);
     g.n += static_cast<size_t>(numel(L.graph->node(def.outputs[i]).shape));
   }
+  g.slice = static_cast<size_t>(d.shard_slice);
+  // Sharded: every rank's slice, the padding after the params included.
+  const size_t whole = d.sharded() ? g.slice * static_cast<size_t>(L.ranks) : g.n;
   // This rank's buffer in shared memory where the master made them (CPU
   // ranks of one node), else the executor's scratch.
-  if (L.comm->reduces_peer_buffers() && !L.peer_grads.empty() && L.peer_bytes >= g.n * sizeof(float) &&
+  if (L.comm->reduces_peer_buffers() && !L.peer_grads.empty() && L.peer_bytes >= whole * sizeof(float) &&
       static_cast<size_t>(L.rank) < L.peer_grads.size()) {
     g.flat = static_cast<float*>(L.peer_grads[static_cast<size_t>(L.rank)]);
     g.peers = true;
   } else {
-    g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, g.n * sizeof(float)));
+    g.flat = static_cast<float*>(L.ex->scratch(exec::Executor::Scratch::grads, whole * sizeof(float)));
   }
+  // The padding's gradient is 0, so its parameters and state stay 0.
+  if (whole > g.n) L.ex->zero(g.flat + g.n, (whole - g.n) * sizeof(float));
   const GradPath path = grad_path(sh.total, d.num_slices, sh.rows);
   ShareResult R;
   Reported rep(L, d);
@@ -580,10 +668,18 @@ ShareResult run_train(RankState& L, const CallDesc& d, const Share& sh) {
       R.outs = rep.finish();
     }
     trace::Span reduce(trace::Kind::all_reduce, d.call_no, static_cast<int32_t>(d.fn));
-    reduce_grads(L, g, g.flat, g.n, grad_reduce(path, sh.total, L.ranks, sh.rows));
+    const ReduceOp op = grad_reduce(path, sh.total, L.ranks, sh.rows);
+    if (!d.sharded()) reduce_grads(L, g, g.flat, g.n, op);
+    else if (g.peers) reduce_grads(L, g, g.flat, whole, op);
+    else L.comm->reduce_scatter(g.flat, g.flat + static_cast<size_t>(L.rank) * g.slice, g.slice, comm::ElemType::f32, op, L.ex->stream());
     // The watchdog: a failed or missing peer raises here instead of hanging
     // the update's synchronisation.
     L.comm->wait();
+  }
+  if (d.sharded()) {
+    sharded_update(L, d, g);
+    gpu.flush();
+    return R;
   }
   trace::Span update(trace::Kind::update, d.call_no, d.update_fn);
   const FunctionDef& ud = L.defs[static_cast<size_t>(d.update_fn)];

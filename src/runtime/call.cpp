@@ -102,6 +102,103 @@ ParallelFunction Runtime::function(const FunctionSpec& spec, const std::vector<T
   return make_function(impl_, spec, broadcast);
 }
 
+namespace {
+
+// Ops whose every output element depends on the same element of each input
+// (scalars broadcast): the ones a sharded update may apply to a slice.
+bool elementwise(Op op) {
+  switch (op) {
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Equal: case Op::Neg: case Op::Relu:
+    case Op::Tanh: case Op::Sigmoid: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Square:
+    case Op::PowScalar: case Op::Cast: case Op::ReluGrad: case Op::Gelu: case Op::GeluGrad: case Op::Abs:
+    case Op::AbsGrad: case Op::Maximum: case Op::Minimum: case Op::MaximumGradMask: case Op::Clip:
+    case Op::ClipMask: case Op::Where: case Op::Greater: case Op::Less: case Op::Sin: case Op::Cos:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A sharded training step's update (TrainSpec::shard_optimizer): the
+// optimizer called once on the [S] slice variable and the [S] gradient
+// input, checked to be elementwise with its state named "<slice>/<slot>"
+// ([S], or scalar); fills the update, the gradient input, and the state's
+// unsharded names. Throws ArgumentError for an optimizer it cannot shard.
+detail::ShardLayout sharded_update(Graph& g, const TrainSpec& spec, size_t flat, uint64_t ranks, int k,
+                                   std::vector<Update>& ups, std::vector<Tensor>& gin,
+                                   std::vector<detail::ShardedState>& aliases) {
+  const std::string who = "Runtime::train_step '" + spec.name + "' (shard_optimizer)";
+  const uint64_t A = detail::kShardAlign;
+  const uint64_t S = std::max<uint64_t>(1, ((flat + ranks - 1) / ranks + A - 1) / A) * A;
+  std::string base = "__synk_zero1/" + spec.name + "#" + std::to_string(k);
+  while (g.contains(base) || g.contains(base + "/grad")) base += "'";
+  Tensor slice = g.variable(base, {static_cast<Dim>(S)}, Init::zeros());
+  Tensor grad = g.input(base + "/grad", DType::f32, {static_cast<Dim>(S)});
+  gin = {grad};
+  ups = spec.optimizer({slice}, gin);
+  const std::string prefix = base + "/";
+  // Which nodes depend on a slice (the parameter, its gradient, [S]
+  // state): each must be elementwise of shape [S].
+  std::vector<char> sliced(static_cast<size_t>(g.size()), 0);
+  sliced[static_cast<size_t>(slice.id())] = sliced[static_cast<size_t>(grad.id())] = 1;
+  bool updates_slice = false;
+  for (const Update& u : ups) {
+    const Node& v = u.variable.node();
+    if (u.variable.id() == slice.id()) {
+      updates_slice = true;
+      continue;
+    }
+    const bool named = v.name.rfind(prefix, 0) == 0 && v.name.size() > prefix.size();
+    const bool shaped = v.shape.empty() || v.shape == Shape{static_cast<Dim>(S)};
+    if (!named || !shaped || v.dtype != DType::f32)
+      throw ArgumentError(who + ": the optimizer updates '" + v.name + "' (" + dtype_name(v.dtype) + " " +
+                          to_string(v.shape) +
+                          "), which is not state of its parameter: a sharded optimizer's state must be f32 variables "
+                          "named '<param>/<slot>', of the parameter's shape or scalar, as synk::optim makes them");
+    if (!v.shape.empty()) sliced[static_cast<size_t>(u.variable.id())] = 1;
+  }
+  if (!updates_slice) throw ArgumentError(who + ": the optimizer does not update its parameter");
+  for (size_t id = 0; id < g.size(); ++id) {
+    const Node& n = g.node(static_cast<int32_t>(id));
+    if (n.op == Op::Variable || n.op == Op::Input) continue;
+    bool dep = false;
+    for (int32_t in : n.inputs) dep = dep || sliced[static_cast<size_t>(in)];
+    if (!dep) continue;
+    sliced[id] = 1;
+    if (!elementwise(n.op) || n.shape != Shape{static_cast<Dim>(S)})
+      throw ArgumentError(who + ": the optimizer's update is not elementwise (" + op_name(n.op) + " of shape " +
+                          to_string(n.shape) +
+                          " over the gradient or the parameters): each rank updates its slice alone, so "
+                          "clip_by_global_norm and other ops over the whole gradient are not supported; train "
+                          "without shard_optimizer");
+  }
+  for (const Update& u : ups)
+    if (u.variable.shape().empty() && sliced[static_cast<size_t>(u.value.id())])
+      throw ArgumentError(who + ": the scalar state '" + u.variable.name() + "' depends on the gradient or the parameters");
+  // The state's unsharded names: "<param>/<slot>" at the param's place in
+  // the flat order; a scalar one once, after the first param.
+  for (const Update& u : ups) {
+    if (u.variable.id() == slice.id()) continue;
+    const std::string slot = u.variable.name().substr(prefix.size());
+    if (u.variable.shape().empty()) {
+      aliases.push_back({spec.params[0].name() + "/" + slot, u.variable.id(), 0, {}, S});
+      continue;
+    }
+    size_t off = 0;
+    for (const Tensor& p : spec.params) {
+      aliases.push_back({p.name() + "/" + slot, u.variable.id(), off, p.shape(), S});
+      off += static_cast<size_t>(numel(p.shape()));
+    }
+  }
+  detail::ShardLayout L;
+  for (const Tensor& p : spec.params) L.params.push_back(p.id());
+  L.flat = slice.id();
+  L.slice = S;
+  return L;
+}
+
+}  // namespace
+
 ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   RuntimeCore& c = checked("train_step");
   detail::Busy busy(c, "train_step");
@@ -132,9 +229,18 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
     return false;
   };
   while (taken(tagged(k))) ++k;
-  const std::vector<std::string> names = tagged(k);
-  for (size_t i = 0; i < spec.params.size(); ++i) gin.push_back(g.input(names[i], DType::f32, spec.params[i].shape()));
-  std::vector<Update> ups = spec.optimizer(spec.params, gin);
+  size_t flat = 0;
+  for (const Tensor& p : spec.params) flat += static_cast<size_t>(numel(p.shape()));
+  std::vector<Update> ups;
+  detail::ShardLayout shard;
+  std::vector<detail::ShardedState> aliases;
+  if (spec.shard_optimizer) {
+    shard = sharded_update(g, spec, flat, static_cast<uint64_t>(c.world), k, ups, gin, aliases);
+  } else {
+    const std::vector<std::string> names = tagged(k);
+    for (size_t i = 0; i < spec.params.size(); ++i) gin.push_back(g.input(names[i], DType::f32, spec.params[i].shape()));
+    ups = spec.optimizer(spec.params, gin);
+  }
 
   FunctionSpec gs{spec.name, spec.inputs, spec.outputs, {}};
   for (const Tensor& t : grads) gs.outputs.push_back({t, Collect::avg});
@@ -145,7 +251,16 @@ ParallelFunction Runtime::train_step(const TrainSpec& spec) {
   e.collects.resize(spec.outputs.size());
   e.update_fn = c.add_def(make_function_def({spec.name + "/update", gin, {}, ups}));
   e.rank_sum = e.rank_sum || function_runs_op(g, c.defs[static_cast<size_t>(e.update_fn)], Op::RankSum);
-  for (const Tensor& p : spec.params) e.flat_size += static_cast<size_t>(numel(p.shape()));
+  e.flat_size = flat;
+  if (shard.flat >= 0) {
+    // The gradient buffer holds every rank's slice, the padding included.
+    e.flat_size = static_cast<size_t>(shard.slice) * static_cast<size_t>(c.world);
+    c.shard_vars.push_back(shard.flat);
+    for (const detail::ShardedState& a : aliases)
+      if (std::find(c.shard_vars.begin(), c.shard_vars.end(), a.var) == c.shard_vars.end()) c.shard_vars.push_back(a.var);
+    c.sharded_state.insert(c.sharded_state.end(), aliases.begin(), aliases.end());
+    e.shard = std::move(shard);
+  }
   return gf;
 }
 
@@ -361,6 +476,9 @@ std::vector<Array> ParallelFunction::call(const std::vector<Arg>& args, const Ca
   d.call_no = c.calls;
   d.name = e.name;
   d.n_outputs = e.n_outputs;
+  d.shard_params = e.shard.params;
+  d.shard_flat = e.shard.flat;
+  d.shard_slice = e.shard.slice;
   const bool train = e.update_fn >= 0;
   if (c.n > 1) {
     for (int r = 1; r < c.n; ++r) {

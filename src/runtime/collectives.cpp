@@ -134,6 +134,41 @@ Array gather_impl(RuntimeCore& c, const VarRef& var, VarOpKind kind, const char*
 }
 }  // namespace
 
+namespace {
+
+// Sharded optimizer state (TrainSpec::shard_optimizer, RuntimeCore::
+// sharded_state): the flat state variable gathered whole (every rank's
+// slice in rank order), a name's part of it, and the whole scattered back.
+std::vector<float> gather_flat(RuntimeCore& c, int32_t var, const char* what) {
+  return gather_impl(c, VarRef(Tensor(c.graph, var)), VarOpKind::gather, what).to_vector<float>();
+}
+
+Array part_of(const detail::ShardedState& s, const std::vector<float>& flat) {
+  Array a(DType::f32, s.shape);
+  if (a.nbytes()) std::memcpy(a.raw(), flat.data() + s.offset, a.nbytes());
+  return a;
+}
+
+void scatter_flat(RuntimeCore& c, int32_t var, const std::vector<float>& flat) {
+  std::vector<uint8_t> extra(flat.size() * sizeof(float));
+  if (!extra.empty()) std::memcpy(extra.data(), flat.data(), extra.size());
+  c.on_every_node([&] { run_ops(c, {{VarOpKind::scatter, ReduceOp::sum, 0, var, 0}}, extra, 0, "scatter"); });
+}
+
+// The sharded state a VarRef names (null: an ordinary variable).
+const detail::ShardedState* sharded_ref(const RuntimeCore& c, const VarRef& v) {
+  return v.tensor().valid() ? nullptr : c.sharded(v.name());
+}
+
+void check_value(const detail::ShardedState& s, const ArrayView& value, const char* what) {
+  if (value.dtype != DType::f32 || value.shape != s.shape)
+    throw ShapeError(std::string("Runtime::") + what + ": '" + s.name + "' is f32 " + to_string(s.shape) + ", the value " +
+                     dtype_name(value.dtype) + " " + to_string(value.shape));
+  if (numel(s.shape) && !value.data) throw ArgumentError(std::string("Runtime::") + what + ": the value has no data");
+}
+
+}  // namespace
+
 Array Runtime::gather(const VarRef& var) {
   RuntimeCore& c = checked("gather");
   detail::Busy busy(c, "gather");
@@ -169,7 +204,12 @@ Array Runtime::get(const VarRef& var, int rank) {
   detail::Busy busy(c, "get");
   check_distributed(c, "get");
   check_root(c, rank, "get");
-  const int32_t id = c.var_id(var, "get");
+  // Sharded optimizer state: every rank's slices make the one value, the
+  // same whichever rank is asked (as the unsharded state, which every rank
+  // holds alike).
+  if (const detail::ShardedState* s = sharded_ref(c, var); s && !s->scalar())
+    return part_of(*s, gather_flat(c, s->var, "get"));
+  const int32_t id = c.var_id(sharded_ref(c, var) ? VarRef(Tensor(c.graph, sharded_ref(c, var)->var)) : var, "get");
   const Node& n = c.graph->node(id);
   return c.on_every_node([&] {
     Array a(n.dtype, n.shape);
@@ -197,6 +237,17 @@ Array Runtime::get(const VarRef& var, int rank) {
 namespace {
 void set_impl(RuntimeCore& c, const VarRef& var, const ArrayView& value, int rank) {
   check_distributed(c, "set");
+  if (const detail::ShardedState* s = sharded_ref(c, var)) {
+    if (s->scalar()) return set_impl(c, VarRef(Tensor(c.graph, s->var)), value, rank);
+    if (rank >= 0)
+      throw ArgumentError("Runtime::set: '" + s->name + "' is optimizer state sharded over the ranks (one copy in all): "
+                          "set it on every rank (set without a rank)");
+    check_value(*s, value, "set");
+    std::vector<float> flat = gather_flat(c, s->var, "set");
+    if (numel(s->shape)) std::memcpy(flat.data() + s->offset, value.data, static_cast<size_t>(numel(s->shape)) * sizeof(float));
+    scatter_flat(c, s->var, flat);
+    return;
+  }
   const int32_t id = c.var_id(var, "set");
   const Node& n = c.graph->node(id);
   if (value.dtype != n.dtype)
@@ -244,12 +295,36 @@ VarValues Runtime::snapshot() const {
   detail::Busy busy(c, "snapshot");
   VarValues out;
   if (!c.graph || !c.rank || !c.rank->ready()) return out;
+  // Sharded optimizer state goes under its unsharded names, gathered from
+  // every rank (not on a failed runtime: its collectives cannot run, so the
+  // state is left out there); the flat variables themselves are left out.
+  auto hidden = [&](const Node& n, int32_t id) {
+    return std::find(c.shard_vars.begin(), c.shard_vars.end(), id) != c.shard_vars.end() || c.sharded(n.name);
+  };
   for (size_t id = 0; id < c.distributed_nodes; ++id) {
     const Node& n = c.graph->node(static_cast<int32_t>(id));
-    if (n.op != Op::Variable) continue;
+    if (n.op != Op::Variable || hidden(n, static_cast<int32_t>(id))) continue;
     Array a(n.dtype, n.shape);
     c.rank->read_variable(static_cast<int32_t>(id), a.raw(), a.nbytes());
     out.emplace_back(n.name, std::move(a));
+  }
+  if (c.failed.load()) return out;
+  std::vector<std::pair<int32_t, std::vector<float>>> flats;
+  for (size_t i = 0; i < c.sharded_state.size(); ++i) {
+    const detail::ShardedState& s = c.sharded_state[i];
+    if (c.sharded(s.name) != &s || static_cast<size_t>(s.var) >= c.distributed_nodes) continue;  // shadowed, or not distributed
+    if (s.scalar()) {
+      Array a(DType::f32, {});
+      c.rank->read_variable(s.var, a.raw(), a.nbytes());
+      out.emplace_back(s.name, std::move(a));
+      continue;
+    }
+    auto it = std::find_if(flats.begin(), flats.end(), [&](const auto& f) { return f.first == s.var; });
+    if (it == flats.end()) {
+      flats.emplace_back(s.var, gather_flat(c, s.var, "snapshot"));
+      it = flats.end() - 1;
+    }
+    out.emplace_back(s.name, part_of(s, it->second));
   }
   return out;
 }
@@ -260,7 +335,15 @@ void Runtime::restore(const VarValues& values) {
   check_distributed(c, "restore");
   // Every value is checked before any rank is touched.
   std::vector<int32_t> ids;
+  std::vector<std::string> sharded_names;
   for (const auto& [name, value] : values) {
+    if (const detail::ShardedState* s = c.sharded(name)) {
+      if (std::find(sharded_names.begin(), sharded_names.end(), name) != sharded_names.end())
+        throw ArgumentError("Runtime::restore: variable '" + name + "' is listed twice");
+      check_value(*s, value.view(), "restore");
+      sharded_names.push_back(name);
+      continue;
+    }
     const int32_t id = c.var_id(VarRef(name), "restore");
     if (std::find(ids.begin(), ids.end(), id) != ids.end())
       throw ArgumentError("Runtime::restore: variable '" + name + "' is listed twice");
@@ -270,8 +353,26 @@ void Runtime::restore(const VarValues& values) {
                        ", the saved value " + dtype_name(value.dtype()) + " " + to_string(value.shape()));
     ids.push_back(id);
   }
+  // Sharded state: each flat variable gathered once, its names' values
+  // written in, scattered once.
+  std::vector<std::pair<int32_t, std::vector<float>>> flats;
+  for (const auto& [name, value] : values) {
+    const detail::ShardedState* s = c.sharded(name);
+    if (!s || s->scalar()) continue;
+    auto it = std::find_if(flats.begin(), flats.end(), [&](const auto& f) { return f.first == s->var; });
+    if (it == flats.end()) {
+      flats.emplace_back(s->var, gather_flat(c, s->var, "restore"));
+      it = flats.end() - 1;
+    }
+    if (numel(s->shape)) std::memcpy(it->second.data() + s->offset, value.raw(), value.nbytes());
+  }
+  for (const auto& [var, flat] : flats) scatter_flat(c, var, flat);
   c.on_every_node([&] {
-    for (size_t i = 0; i < values.size(); ++i) set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const detail::ShardedState* s = c.sharded(values[i].first);
+      if (s && !s->scalar()) continue;
+      set_impl(c, VarRef(values[i].first), values[i].second.view(), -1);
+    }
   });
 }
 

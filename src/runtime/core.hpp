@@ -208,7 +208,36 @@ void note_unpinned_cpus(int n) noexcept;
 
 // ---- the master's state ------------------------------------------------------------
 
+// A training step whose optimizer is sharded over the ranks
+// (TrainSpec::shard_optimizer): the params flattened in order (F elements,
+// padded to world * slice), rank r updating elements [r * slice, (r + 1) *
+// slice) through the update def, whose parameter is the [slice] variable
+// `flat` and whose state variables are [slice] too.
+struct ShardLayout {
+  std::vector<int32_t> params;  // the params' variables, in flat order
+  int32_t flat = -1;            // -1: not sharded
+  uint64_t slice = 0;
+};
+// The elements of a slice are a multiple of this (64 bytes of f32): every
+// rank's update starts on a cache line and runs whole vectors.
+constexpr uint64_t kShardAlign = 16;
+
+// Sharded optimizer state under the name the unsharded step gives it
+// (synk::optim's "<param>/<slot>", "<first param>/<slot>" for a scalar):
+// `shape` elements of the flat state variable `var` from element `offset`
+// of the flat order (rank r holds [r * slice, (r + 1) * slice)), or a
+// scalar state variable (shape []) that every rank keeps whole.
+struct ShardedState {
+  std::string name;
+  int32_t var = -1;
+  size_t offset = 0;
+  Shape shape;
+  uint64_t slice = 0;
+  bool scalar() const { return shape.empty(); }
+};
+
 struct Entry {
+  ShardLayout shard;
   std::string name;
   int fn = -1;          // def index
   int update_fn = -1;   // train step: update def index
@@ -308,6 +337,17 @@ struct RuntimeCore {
   std::unique_ptr<Rank> rank;
   std::vector<FunctionDef> defs;
   std::vector<Entry> entries;
+  // Sharded training steps' optimizer state by its unsharded names (the
+  // latest step's first, for get, set, snapshot and restore), and the flat
+  // variables a snapshot leaves out (they are these names' storage, or a
+  // rank's copy of its slice of the params).
+  std::vector<ShardedState> sharded_state;
+  std::vector<int32_t> shard_vars;
+  const ShardedState* sharded(const std::string& name) const {
+    for (size_t i = sharded_state.size(); i-- > 0;)
+      if (sharded_state[i].name == name) return &sharded_state[i];
+    return nullptr;
+  }
   size_t distributed_defs = 0;
   size_t distributed_entries = 0;
   size_t distributed_nodes = 0;

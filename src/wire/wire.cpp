@@ -52,6 +52,10 @@ std::vector<uint8_t> encode_call(const CallDesc& d, const std::vector<CallInput>
     w.put<uint8_t>(in[i].seg != 0 ? 0 : 1);
     w.put<uint64_t>(in[i].seg != 0 ? in[i].seg : inline_off[i]);
   }
+  w.put(d.shard_flat);
+  w.put(d.shard_slice);
+  w.put<uint32_t>(static_cast<uint32_t>(d.shard_params.size()));
+  for (int32_t v : d.shard_params) w.put(v);
   return std::move(w.buf);
 }
 
@@ -149,6 +153,14 @@ CallDesc decode_call(const uint8_t* p, size_t n, const std::function<std::span<c
     }
     d.inputs.push_back(std::move(x));
   }
+  // The sharded optimizer's layout (the rank checks the ids against its graph).
+  d.shard_flat = r.get<int32_t>();
+  d.shard_slice = r.get<uint64_t>();
+  const uint32_t np = r.get<uint32_t>();
+  if (d.shard_flat < -1 || (d.shard_flat >= 0) != (np > 0) || (d.shard_flat >= 0 && d.update_fn < 0))
+    bad("sharded optimizer layout (" + std::to_string(np) + " params, slice variable " + std::to_string(d.shard_flat) + ")");
+  if (np > n / 4) bad(std::to_string(np) + " sharded params");
+  for (uint32_t i = 0; i < np; ++i) d.shard_params.push_back(r.get<int32_t>());
   // The rows the call selects must lie inside the scattered inputs.
   if (d.total >= 0) {
     if (rows < 0) bad("rows selected but no input is scattered");

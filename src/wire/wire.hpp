@@ -185,6 +185,14 @@ struct CallDesc {
   std::vector<Collect> collects;  // per reported output
   uint64_t call_no = 0;
   std::string name;
+  // A training step with its optimizer sharded (TrainSpec::shard_optimizer):
+  // the params' variables in flat order, the variable of this rank's slice
+  // of them (shard_slice elements: the update def's parameter) and the
+  // slice length; shard_flat -1: every rank updates everything.
+  std::vector<int32_t> shard_params;
+  int32_t shard_flat = -1;
+  uint64_t shard_slice = 0;
+  bool sharded() const { return shard_flat >= 0; }
 };
 
 // Encodes a call for the args segment. Data inputs are named by segment id,
