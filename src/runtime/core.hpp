@@ -88,7 +88,10 @@ struct alignas(128) WorkerSlot {
   // a worker reads its socket only when something is there (no system call
   // per command otherwise).
   uint32_t seg_msgs;
-  uint32_t pad[28];
+  // atomic: 1 + the job this rank runs, in a job table that tracks its jobs
+  // (a map with retries: the job a dead rank held is named; jobs.cpp).
+  uint64_t job;
+  uint32_t pad[26];
   char msg[896];
 };
 static_assert(sizeof(WorkerSlot) == 1024);
@@ -189,6 +192,9 @@ struct JobStream;
 // results kept for their futures) / cancel it (close()).
 void finish_jobs(RuntimeCore& c);
 void cancel_jobs(RuntimeCore& c) noexcept;
+// The same for a failed runtime (heal): the stream's futures whose jobs
+// had not finished throw `failure` (WorkerError for `rank`).
+void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept;
 // Forgets the master's JobContext::local objects (close()).
 void clear_rank_locals() noexcept;
 // The default rank count for CPU ranks: SYNK_WORKERS, else OMP_NUM_THREADS,
@@ -227,6 +233,8 @@ struct Label {
   const std::string* fn = nullptr;
   uint64_t call = 0;
 };
+
+class ForkServer;  // runtime/fork_server.hpp
 
 struct RuntimeCore {
   RuntimeOptions opts;
@@ -274,6 +282,18 @@ struct RuntimeCore {
 
   // segments known to the workers: id -> master mapping
   std::unordered_map<uint64_t, std::span<const uint8_t>> seg_ptr;
+  // and what a replacement worker needs to map it again (heal): the
+  // segment's fd (its owner keeps it open until release) and the rank it
+  // went to (-1: every worker).
+  struct SegSent {
+    int fd;
+    int rank;
+    uint64_t size;
+  };
+  std::unordered_map<uint64_t, SegSent> seg_sent;
+  // Each worker's CPU (-1: not pinned), as fork() chose: a replacement
+  // takes its rank's.
+  std::vector<int> worker_cpus;
   comm::SharedSegment args;
   uint64_t args_id = 0;
   std::vector<comm::SharedSegment> results;
@@ -331,6 +351,15 @@ struct RuntimeCore {
     busy.store(false, std::memory_order_release);
   }
   void watch();
+  // Runtime::heal on one node: a failed runtime gets fresh workers for
+  // every rank (the survivors were stopped when it failed), given the
+  // segments, functions and variables of the master (rank 0, whose copy is
+  // whole). Nothing on a healthy runtime. Throws (the runtime failed again)
+  // when a replacement cannot be started; `what` names the caller.
+  void heal(const char* what);
+  // Starts worker rank r from `server` over its end `sock` of a new
+  // socketpair; fills pids[r] and pidfds[r]. The caller is a child subreaper.
+  void start_worker(ForkServer& server, int r, int sock);
 
   // Shared gradient buffers (ControlBlock::grads_seg): made or grown before
   // a training step of CPU ranks on one node needs `elems` floats.
