@@ -171,7 +171,7 @@ void RuntimeCore::check_usable(const std::string& what) {
                           (multi() ? "); a runtime of several nodes cannot be forked again: save a checkpoint "
                                      "(save_checkpoint works on the failed runtime), close() it, end the job and "
                                      "start it again from the checkpoint"
-                                   : "); close() it and fork() again (see Runtime::snapshot)"),
+                                   : "); heal() it, or close() it and fork() again (see Runtime::heal, Runtime::snapshot)"),
                       fail_rank);
   }
 }
