@@ -39,7 +39,7 @@ template <class R> constexpr size_t result_slot() {
 
 }  // namespace detail
 
-template <class F, class J> auto Runtime::map(F fn, const std::vector<J>& jobs) {
+template <class F, class J> auto Runtime::map(F fn, const std::vector<J>& jobs, int retries) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
   using Ret = detail::JobRet<F, J>;
@@ -55,43 +55,44 @@ template <class F, class J> auto Runtime::map(F fn, const std::vector<J>& jobs) 
     std::vector<R> out(std::is_void_v<Ret> ? 0 : jobs.size());
     detail::JobsFast fast{sizeof(J), &detail::chunk_thunk<F, J>, std::is_void_v<Ret> ? nullptr : static_cast<void*>(out.data())};
     run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), reinterpret_cast<const uint8_t*>(jobs.data()), nullptr,
-             jobs.size(), slot, true, JobSink(), "map", fast);
+             jobs.size(), slot, true, JobSink(), "map", fast, retries);
     if constexpr (!std::is_void_v<Ret>) return out;
   } else {
     detail::EncodedJobs<J> e(jobs);
     if constexpr (std::is_void_v<Ret>) {
       run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(), 0,
-               false, JobSink(), "map");
+               false, JobSink(), "map", {}, retries);
     } else {
       std::vector<R> out(jobs.size());
       run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(), slot,
-               true, [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map");
+               true, [&out](uint64_t i, std::span<const uint8_t> b) { out[i] = detail::decode_result<R>(b); }, "map",
+               {}, retries);
       return out;
     }
   }
 }
 
 template <class F, class J, class T, class Red>
-T Runtime::map_reduce(F fn, const std::vector<J>& jobs, T init, Red reduce) {
+T Runtime::map_reduce(F fn, const std::vector<J>& jobs, T init, Red reduce, int retries) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
   detail::EncodedJobs<J> e(jobs);
   run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
            detail::result_slot<R>(), false,
            [&](uint64_t, std::span<const uint8_t> b) { init = reduce(std::move(init), detail::decode_result<R>(b)); },
-           "map_reduce");
+           "map_reduce", {}, retries);
   return init;
 }
 
 template <class F, class J, class T, class Red>
-T Runtime::map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce) {
+T Runtime::map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce, int retries) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
   detail::EncodedJobs<J> e(jobs);
   run_jobs(&detail::job_thunk<F, J>, detail::fn_word(fn), e.bytes.data(), e.offsets.data(), jobs.size(),
            detail::result_slot<R>(), true,
            [&](uint64_t, std::span<const uint8_t> b) { init = reduce(std::move(init), detail::decode_result<R>(b)); },
-           "map_reduce_ordered");
+           "map_reduce_ordered", {}, retries);
   return init;
 }
 

@@ -486,15 +486,26 @@ class Runtime {
   // job's writes into a Data reach only its own node's copy: jobs that
   // should be seen everywhere return their results. apply_async/map_async,
   // argsort and sort stay on the node that calls them.
-  template <class F, class J> auto map(F fn, const std::vector<J>& jobs);
+  //
+  // retries (map, map_reduce, map_reduce_ordered; one node): 0, the
+  // default, and a rank that dies or hangs in a job fails the runtime
+  // (WorkerError naming it). With retries > 0 the jobs run on the workers
+  // only (never in the master), and when a worker is lost the runtime heals
+  // (heal(): every worker replaced, same rank count) and the jobs whose
+  // results had not arrived run again, up to `retries` times; every result
+  // is delivered once. After the last retry the runtime is failed and the
+  // WorkerError names the job the lost rank was running. A job's own
+  // exception is never retried.
+  template <class F, class J> auto map(F fn, const std::vector<J>& jobs, int retries = 0);
   // map, folding each result into `init` in the master as soon as it
   // arrives: init = reduce(std::move(init), result), in the order the jobs
   // finish (any order; the master folds between jobs of its own and while
   // it waits). Use it for associative, commutative folds.
-  template <class F, class J, class T, class Red> T map_reduce(F fn, const std::vector<J>& jobs, T init, Red reduce);
+  template <class F, class J, class T, class Red>
+  T map_reduce(F fn, const std::vector<J>& jobs, T init, Red reduce, int retries = 0);
   // The same, folded in job order: result i as soon as results 0..i are in.
   template <class F, class J, class T, class Red>
-  T map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce);
+  T map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce, int retries = 0);
   // Queues one job and returns at once (multiprocessing's apply_async).
   template <class F, class J> auto apply_async(F fn, const J& job);
   // Queues every job; one future per job, in job order.
@@ -521,7 +532,7 @@ class Runtime {
   // copied out at the end instead of through sink (jobs.hpp: JobsFast).
   void run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
                 size_t result_slot, bool in_order, const JobSink& sink, const char* what,
-                const detail::JobsFast& fast = {});
+                const detail::JobsFast& fast = {}, int retries = 0);
   std::shared_ptr<detail::JobBatch> submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job, size_t job_bytes,
                                            size_t result_slot, uint64_t& index);
 
@@ -538,6 +549,18 @@ class Runtime {
   // first: unknown names, dtypes and shapes are refused before any is set).
   // Variables not listed keep their values.
   void restore(const VarValues& values);
+  // Repairs a runtime that failed because a worker died or hung (one node):
+  // every worker is replaced by a fresh process forked through the fork
+  // server, which gets the master's functions, shared segments and
+  // variables (optimizer state included: the master's copy is whole, see
+  // snapshot), and, for NCCL ranks, a new communicator over all ranks. The
+  // rank count stays; ParallelFunction and Data handles made before keep
+  // working. The call that failed is not retried (it threw WorkerError and
+  // its training step left the variables as before it). Does nothing on a
+  // healthy runtime. A runtime of several nodes cannot heal
+  // (ArgumentError, naming the failure): save a checkpoint instead. Throws
+  // WorkerError, leaving the runtime failed, if a replacement cannot start.
+  void heal();
 
   // Shuts the workers down and frees the runtime's own shared segments
   // (control block, collectives, call arguments and results, gradient

@@ -259,6 +259,24 @@ void CpuGroup::abort(std::string_view reason, int blame) noexcept {
   for (int r = 0; r < n_; ++r) futex_wake(&ctl(r)->step);
 }
 
+void CpuGroup::reset() noexcept {
+  if (!seg_) return;
+  Header* h = header();
+  at(h->aborted).store(0, std::memory_order_seq_cst);
+  at(h->abort_claim).store(0, std::memory_order_seq_cst);
+  h->abort_rank = -1;
+  h->blame_rank = -1;
+  h->reason[0] = '\0';
+  for (int r = 0; r < n_; ++r) {
+    RankCtl* c = ctl(r);
+    const int32_t pid = r == rank_ ? at(c->pid).load() : 0;
+    std::memset(static_cast<void*>(c), 0, sizeof *c);
+    at(c->pid).store(pid, std::memory_order_seq_cst);
+  }
+  piece_ = 0;
+  op_seq_ = 0;
+}
+
 bool CpuGroup::aborted() const noexcept {
   return seg_ && at(header()->aborted).load(std::memory_order_acquire) != 0;
 }

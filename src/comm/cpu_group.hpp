@@ -193,6 +193,12 @@ class CpuGroup {
   // The rank the first abort blamed; -1 if not aborted (or by an unbound
   // process that named nobody).
   int blamed_rank() const noexcept;
+  // Makes an aborted group usable again, as new, for this process (its rank
+  // stays bound) and fresh processes binding the other ranks: the abort,
+  // every rank's step counter and descriptor, the other ranks' bindings and
+  // this process's piece counter are cleared. Only while no other process
+  // uses the group (Runtime::heal, once every worker is gone).
+  void reset() noexcept;
 
  private:
   struct Header;

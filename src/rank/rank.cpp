@@ -125,6 +125,13 @@ void Rank::join_comm(std::span<const uint8_t> bootstrap) {
   s_.comm = comm_.get();
 }
 
+void Rank::drop_joined_comm(const std::string& why) noexcept {
+  if (!comm_ || comm::bootstrap_bytes(setup_.comm.kind) == 0) return;
+  comm_->abort(why);
+  s_.comm = nullptr;
+  comm_.reset();
+}
+
 ShareResult Rank::run_share(const CallDesc& d) { return detail::run_share(s_, d); }
 
 void Rank::run_var_ops(const uint8_t* args, size_t n, uint8_t* out) { detail::run_var_ops(s_, args, n, out); }

@@ -159,6 +159,11 @@ class Rank {
   // by join_comm, every rank at once; others with the executor.
   bool has_comm() const noexcept { return comm_ != nullptr; }
   void join_comm(std::span<const uint8_t> bootstrap);
+  // Aborts and forgets a comm joined through bootstrap bytes (its peers are
+  // gone: Runtime::heal), so that join_comm makes a new one with the
+  // replacements. Comms made with the executor stay (they run over the
+  // CpuGroup, which heal resets).
+  void drop_joined_comm(const std::string& why) noexcept;
 
   // ---- calls ----
   // This rank's share of a call (rows, slices; a training step combines the

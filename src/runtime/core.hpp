@@ -92,7 +92,9 @@ struct alignas(128) WorkerSlot {
   // What the rank is doing now (its open spans, trace.hpp), which the
   // master's stall watcher reads.
   trace::Activity doing;
-  uint32_t pad[2];
+  // atomic: 1 + the job this rank runs, in a job table that tracks its jobs
+  // (a map with retries: the job a dead rank held is named; jobs.cpp).
+  uint64_t job;
   char msg[896];
 };
 static_assert(sizeof(WorkerSlot) == 1024);
@@ -197,6 +199,9 @@ struct JobStream;
 // results kept for their futures) / cancel it (close()).
 void finish_jobs(RuntimeCore& c);
 void cancel_jobs(RuntimeCore& c) noexcept;
+// The same for a failed runtime (heal): the stream's futures whose jobs
+// had not finished throw `failure` (WorkerError for `rank`).
+void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept;
 // Forgets the master's JobContext::local objects (close()).
 void clear_rank_locals() noexcept;
 // The default rank count for CPU ranks: SYNK_WORKERS, else OMP_NUM_THREADS,
@@ -265,6 +270,8 @@ struct Label {
   uint64_t call = 0;
 };
 
+class ForkServer;  // runtime/fork_server.hpp
+
 struct RuntimeCore {
   RuntimeOptions opts;
   int n = 1;
@@ -311,6 +318,18 @@ struct RuntimeCore {
 
   // segments known to the workers: id -> master mapping
   std::unordered_map<uint64_t, std::span<const uint8_t>> seg_ptr;
+  // and what a replacement worker needs to map it again (heal): the
+  // segment's fd (its owner keeps it open until release) and the rank it
+  // went to (-1: every worker).
+  struct SegSent {
+    int fd;
+    int rank;
+    uint64_t size;
+  };
+  std::unordered_map<uint64_t, SegSent> seg_sent;
+  // Each worker's CPU (-1: not pinned), as fork() chose: a replacement
+  // takes its rank's.
+  std::vector<int> worker_cpus;
   comm::SharedSegment args;
   uint64_t args_id = 0;
   std::vector<comm::SharedSegment> results;
@@ -381,6 +400,15 @@ struct RuntimeCore {
     busy.store(false, std::memory_order_release);
   }
   void watch();
+  // Runtime::heal on one node: a failed runtime gets fresh workers for
+  // every rank (the survivors were stopped when it failed), given the
+  // segments, functions and variables of the master (rank 0, whose copy is
+  // whole). Nothing on a healthy runtime. Throws (the runtime failed again)
+  // when a replacement cannot be started; `what` names the caller.
+  void heal(const char* what);
+  // Starts worker rank r from `server` over its end `sock` of a new
+  // socketpair; fills pids[r] and pidfds[r]. The caller is a child subreaper.
+  void start_worker(ForkServer& server, int r, int sock);
 
   // The stall watcher (runtime/stall.cpp, RuntimeOptions::stall_after_s): a
   // thread that samples every rank's board entry (WorkerSlot::doing) while a

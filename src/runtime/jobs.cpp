@@ -64,6 +64,9 @@ struct JobTable {
   // records (job i at bytes_off + i * uniform_stride). 0: records.
   uint64_t uniform_thunk, uniform_fn, uniform_stride;
   uint64_t uniform_chunk;  // with uniform jobs: a ChunkThunk running many at once (0: none)
+  // 1: a map with retries: each rank notes the job it runs in its slot
+  // (WorkerSlot::job), jobs run one by one, and the master takes none.
+  uint64_t track;
   uint64_t arena_id[kMaxRanks];
 };
 
@@ -304,6 +307,7 @@ struct JobEnv {
 
   void run_each(uint64_t b, uint64_t e) {
     for (uint64_t i = b; i < e; ++i) {
+      if (t.track) at(cb->slots[rank].job).store(i + 1, std::memory_order_seq_cst);
       const uint8_t st = run_one(i);
       auto sref = at(state(i));
       sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | st | kPassed), std::memory_order_release);
@@ -466,9 +470,11 @@ void ensure_arenas(RuntimeCore& c) {
 }
 
 std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64_t bytes_cap, uint64_t result_slot,
-                                       const std::string& label, const JobRec& uniform = {}, bool ring = false) {
+                                       const std::string& label, const JobRec& uniform = {}, bool ring = false,
+                                       bool track = false) {
   ensure_arenas(c);
   JobTable t = layout(capacity, bytes_cap, result_slot, ring);
+  t.track = track ? 1 : 0;
   t.uniform_thunk = uniform.thunk;
   t.uniform_fn = uniform.fn;
   t.uniform_stride = uniform.len;
@@ -679,6 +685,14 @@ void cancel_jobs(RuntimeCore& c) noexcept {
   c.stream.reset();
 }
 
+void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept {
+  if (c.batch) {
+    c.batch->failure = failure;
+    c.batch->failure_rank = rank;
+  }
+  cancel_jobs(c);
+}
+
 std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
   JobBatch& b = *bp;
   if (!b.finished) {
@@ -833,7 +847,7 @@ namespace {
 // messages (a node's block of a multi-node map).
 void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                    size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
-                   const JobsFast& fast, uint64_t index_base) {
+                   const JobsFast& fast, uint64_t index_base, const uint64_t* index_of = nullptr, bool track = false) {
   void* direct_out = fast.direct_out;
   const uint64_t first = offsets ? offsets[0] : 0;
   const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
@@ -844,7 +858,10 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
     for (size_t i = 1; i <= count && uniform; ++i) uniform = offsets[i] - offsets[0] == i * stride;
   detail::JobRec one{};
   if (uniform) one = {reinterpret_cast<uint64_t>(thunk), fn, offsets ? 0 : reinterpret_cast<uint64_t>(fast.chunk), stride};
-  std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order);
+  // Tracked jobs run on the workers only: a job that may kill its process
+  // must never run in the master, the one process the runtime cannot lose.
+  track = track && c.n > 1;
+  std::shared_ptr<JobStream> st = detail::open_stream(c, count, bytes, result_slot, what, one, !in_order, track);
   trace::Span span(trace::Kind::map, st->call);  // the master's jobs, its folding and waiting
   JobEnv& e = st->env;
   // Every job at once: the bytes (and records), then one publish.
@@ -903,7 +920,7 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
   {
     for (;;) {
       fold_arrived();
-      if (!sink_exc && detail::run_some(*st)) continue;
+      if (!sink_exc && !track && detail::run_some(*st)) continue;
       const uint32_t g = std::atomic_ref<uint32_t>(e.s->done_gen).load(std::memory_order_seq_cst);
       const uint64_t done = std::atomic_ref<uint64_t>(e.s->done_count).load(std::memory_order_seq_cst);
       if (sink_exc) {
@@ -935,8 +952,79 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
       std::memcpy(direct_out, e.slot(0), count * result_slot);
   }
   if (first_failed < count)
-    detail::throw_job_error(std::string("Runtime::") + what, index_base + first_failed,
+    detail::throw_job_error(std::string("Runtime::") + what, index_of ? index_of[first_failed] : index_base + first_failed,
                             c.base + static_cast<int>(e.infos()[first_failed].rank), detail::job_error(e, c, first_failed));
+}
+
+// run_jobs_here with retries (one node, workers): every try runs the jobs
+// whose results have not been delivered yet; when the runtime fails in a
+// try (a rank died or hung), heal() replaces the workers and the next try
+// begins. A job's own exception is its error as without retries. Jobs run
+// at least once: a job whose rank died after it finished, before its
+// result was delivered, runs again.
+void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
+                       size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
+                       const JobsFast& fast, int retries) {
+  std::vector<uint64_t> left(count);
+  for (uint64_t i = 0; i < count; ++i) left[i] = i;
+  std::vector<uint8_t> got(count, 0);
+  std::vector<int> lost(count, 0);  // tries in which the job's rank was lost while running it
+  uint8_t* direct = static_cast<uint8_t*>(fast.direct_out);
+  std::vector<uint8_t> bytes;
+  std::vector<uint64_t> offs;
+  for (int attempt = 0;; ++attempt) {
+    bytes.clear();
+    offs.assign(1, 0);
+    for (uint64_t i : left) {
+      const uint64_t o = offsets ? offsets[i] : i * fast.stride;
+      const uint64_t len = offsets ? offsets[i + 1] - offsets[i] : fast.stride;
+      bytes.insert(bytes.end(), jobs + o, jobs + o + len);
+      offs.push_back(bytes.size());
+    }
+    if (bytes.empty()) bytes.push_back(0);  // a valid pointer for jobs of no bytes
+    auto deliver = [&](uint64_t k, std::span<const uint8_t> r) {
+      const uint64_t i = left[k];
+      got[i] = 1;
+      if (direct) std::memcpy(direct + i * result_slot, r.data(), std::min<size_t>(r.size(), result_slot));
+      else if (sink) sink(i, r);
+    };
+    try {
+      run_jobs_here(c, thunk, fn, bytes.data(), offs.data(), left.size(), result_slot, in_order, deliver, what, JobsFast{},
+                    0, left.data(), true);
+      return;
+    } catch (const WorkerError&) {
+      if (!c.failed.load()) throw;  // a job's exception, not a lost rank
+    }
+    std::string cause;
+    int dead = -1;
+    {
+      std::lock_guard<std::mutex> lk(c.fail_mu);
+      cause = c.fail_msg;
+      dead = c.fail_rank;
+    }
+    // The job the lost rank was running, if it had not finished it.
+    int64_t held = -1;
+    if (dead > 0 && dead < c.n) {
+      const uint64_t j = std::atomic_ref<uint64_t>(c.cb->slots[dead].job).load(std::memory_order_seq_cst);
+      if (j > 0 && j - 1 < left.size() && !got[left[j - 1]]) held = static_cast<int64_t>(left[j - 1]);
+    }
+    if (held >= 0) ++lost[static_cast<size_t>(held)];
+    if (attempt >= retries) {
+      const std::string tries = std::to_string(attempt + 1) + (attempt == 0 ? " try" : " tries");
+      throw WorkerError(
+          "synk runtime: Runtime::" + std::string(what) + " failed after " + tries + ": " +
+              (held >= 0 ? "job " + std::to_string(held) + " was running on rank " + std::to_string(dead) +
+                               " when it was lost (the job lost its rank in " +
+                               std::to_string(lost[static_cast<size_t>(held)]) + " of " + tries + "): "
+                         : std::string()) +
+              cause,
+          dead);
+    }
+    c.heal(what);
+    left.clear();
+    for (uint64_t i = 0; i < count; ++i)
+      if (!got[i]) left.push_back(i);
+  }
 }
 
 // A map over several nodes: node k runs a contiguous block of the jobs on
@@ -1032,12 +1120,20 @@ void run_jobs_nodes(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* 
 
 void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
                        size_t result_slot, bool in_order, const JobSink& sink, const char* what,
-                       const detail::JobsFast& fast) {
+                       const detail::JobsFast& fast, int retries) {
   RuntimeCore& c = checked(what);
   detail::Busy busy(c, what);
+  if (retries < 0)
+    throw ArgumentError(std::string("Runtime::") + what + ": retries must be >= 0, got " + std::to_string(retries));
   if (count == 0) return;
   if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
   if (!offsets && !fast.stride) throw ArgumentError(std::string("Runtime::") + what + ": no job offsets or size");
+  if (retries > 0 && c.multi())
+    throw ArgumentError(std::string("Runtime::") + what +
+                        ": retries need a runtime of one node (a rank lost on one node fails every node)");
+  if (retries > 0 && c.n > 1)
+    return detail::run_jobs_retrying(c, thunk, fn, jobs, offsets, count, result_slot, in_order, sink, what, fast,
+                                     retries);
   if (c.multi() && !c.jobs_here)
     return detail::run_jobs_nodes(c, thunk, fn, jobs, offsets, count, result_slot, sink, what, fast);
   detail::run_jobs_here(c, thunk, fn, jobs, offsets, count, result_slot, in_order, sink, what, fast, 0);

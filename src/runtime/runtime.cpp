@@ -27,6 +27,7 @@
 #include <cstring>
 
 #include "comm/futex.hpp"
+#include "comm/make_comm.hpp"
 #include "cuda/context.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
@@ -171,7 +172,7 @@ void RuntimeCore::check_usable(const std::string& what) {
                           (multi() ? "); a runtime of several nodes cannot be forked again: save a checkpoint "
                                      "(save_checkpoint works on the failed runtime), close() it, end the job and "
                                      "start it again from the checkpoint"
-                                   : "); close() it and fork() again (see Runtime::snapshot)"),
+                                   : "); heal() it, or close() it and fork() again (see Runtime::heal, Runtime::snapshot)"),
                       fail_rank);
   }
 }
@@ -408,6 +409,7 @@ void RuntimeCore::close() noexcept {
   clear_rank_locals();
   args.reset();
   seg_ptr.clear();
+  seg_sent.clear();
   group.reset();
   ctl_seg.reset();
   cb = nullptr;
@@ -456,6 +458,7 @@ bool send_msg(int sock, const SegMsg& m, int fd, uint32_t& sent) {
 uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
   const uint64_t id = next_unique_id();
   seg_ptr[id] = {static_cast<const uint8_t*>(seg.data()), seg.size()};
+  seg_sent[id] = {seg.fd(), rank, seg.size()};
   SegMsg m{id, seg.size(), 1, 0};
   for (int r = 1; r < n; ++r) {
     if (rank >= 0 && r != rank) continue;
@@ -477,6 +480,7 @@ uint64_t RuntimeCore::publish(const comm::SharedSegment& seg, int rank) {
 void RuntimeCore::release(uint64_t id, int rank) noexcept {
   if (this->rank) this->rank->unpin(id);  // before the caller unmaps it
   seg_ptr.erase(id);
+  seg_sent.erase(id);
   if (!open || failed.load()) return;
   SegMsg m{id, 0, 2, 0};
   for (int r = 1; r < n; ++r) {
@@ -536,6 +540,139 @@ void RuntimeCore::set_args(const std::vector<uint8_t>& bytes) {
   if (!bytes.empty()) std::memcpy(args.data(), bytes.data(), bytes.size());
   cb->cmd.args_id = args_id;
   cb->cmd.args_bytes = bytes.size();
+}
+
+// ---- heal ---------------------------------------------------------------------------------
+
+// Why every worker is replaced, not only the dead one: the runtime's
+// failure has already stopped the others (fail(): a death mid-collective
+// leaves the group and an NCCL communicator unusable for everyone, and a
+// survivor could be anywhere in the command), so the one state known to be
+// whole is the master's (rank 0): its variables are updated only after a
+// training step's all-reduce completed. A replacement is forked from the
+// fork server like the first workers and given what the master holds: the
+// segments (under their old ids, so Data, results and gradient buffers
+// keep working), the functions of the last distribute() (so every
+// ParallelFunction keeps its index), a new communicator where one is
+// joined through bootstrap bytes (NCCL), and every variable's value.
+void RuntimeCore::heal(const char* what) {
+  if (!failed.load()) return;
+  // The stall watcher reads the slots and pids replaced below: it waits
+  // (and starts again once the ranks are back).
+  stop_stall_watcher();
+  std::string cause;
+  int cause_rank = -1;
+  {
+    std::lock_guard<std::mutex> lk(fail_mu);
+    cause = fail_msg;
+    cause_rank = fail_rank;
+  }
+  // Async jobs still queued when the runtime failed end with its failure.
+  fail_jobs(*this, "synk runtime: the jobs failed: " + cause, cause_rank);
+  // Every worker gone and reaped (fail() killed them; a worker that had not
+  // died yet is killed again), so the watcher has ended.
+  for (size_t r = 1; r < pidfds.size(); ++r)
+    if (pidfds[r] >= 0) ::syscall(SYS_pidfd_send_signal, pidfds[r], SIGKILL, nullptr, 0);
+  const int64_t deadline = comm::monotonic_ns() + 5'000'000'000;
+  while (reaped.load() < n - 1 && comm::monotonic_ns() < deadline) ::usleep(200);
+  if (reaped.load() < n - 1)
+    throw BackendError("Runtime::" + std::string(what) + ": a stopped worker could not be reaped within 5 s");
+  if (watcher.joinable()) watcher.join();
+  for (int& fd : pidfds)
+    if (fd >= 0) { ::close(fd); fd = -1; }
+  for (int& fd : socks)
+    if (fd >= 0) { ::close(fd); fd = -1; }
+  for (size_t r = 1; r < pids.size(); ++r) pids[r] = 0;
+
+  // The control words as a new runtime has them; the rest of the control
+  // block (node layout, gradient buffers' ids, the timeline's segment, the
+  // result segments' ids) stays valid for the replacements.
+  seq = 0;
+  at(cb->seq).store(0);
+  at(cb->sleepers).store(0);
+  cb->cmd.kind = static_cast<uint32_t>(Cmd::none);
+  at(cb->map_next).store(0);
+  std::memset(static_cast<void*>(&cb->jobs), 0, sizeof cb->jobs);
+  for (int r = 0; r < n; ++r) {
+    WorkerSlot& s = cb->slots[r];
+    at(s.done).store(0);
+    at(s.master_waits).store(0);
+    s.status = 0;
+    at(s.seg_msgs).store(0);
+    at(s.job).store(0);
+    s.msg[0] = '\0';
+    if (r > 0) std::memset(static_cast<void*>(&s.doing), 0, sizeof s.doing);  // the dead worker's open spans
+  }
+  group->reset();
+  {
+    std::lock_guard<std::mutex> lk(fail_mu);
+    fail_msg.clear();
+    fail_rank = -1;
+    reaped.store(0);
+    stopping.store(false);
+    failed.store(false);
+  }
+
+  const bool cuda = device == Device::cuda;
+  try {
+    // The server first (for CPU ranks a fresh fork of this process), then
+    // the sockets, so the server holds none of them.
+    ForkServer& server = fork_server_for(cuda, cuda ? "cuda" : "cpu");
+    {
+      SubreaperScope reaper;
+      for (int r = 1; r < n; ++r) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+          throw BackendError(errno_text("socketpair"));
+        socks[static_cast<size_t>(r)] = sv[0];
+        ::fcntl(sv[0], F_SETFL, ::fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+        start_worker(server, r, sv[1]);
+      }
+    }
+    release_fork_server(cuda);
+    watcher = std::thread([this] { watch(); });
+
+    // The segments the workers held, under the same ids.
+    for (const auto& [id, sent] : seg_sent) {
+      const SegMsg m{id, sent.size, 1, 0};
+      for (int r = 1; r < n; ++r) {
+        if (sent.rank >= 0 && r != sent.rank) continue;
+        for (int tries = 0; !send_msg(socks[static_cast<size_t>(r)], m, sent.fd, cb->slots[r].seg_msgs); ++tries) {
+          if (errno != EAGAIN || tries > 1000) throw BackendError(errno_text("sendmsg"));
+          signal(Cmd::sync, false);
+          wait_workers(what);
+        }
+      }
+    }
+    if (graph && distributed_defs > 0) {
+      const std::vector<FunctionDef> done(defs.begin(), defs.begin() + static_cast<std::ptrdiff_t>(distributed_defs));
+      set_args(serialize(*graph, done));
+      signal(Cmd::distribute, false);
+      wait_workers(what);
+      if (comm::needs_bootstrap(comm_kind)) {
+        rank->drop_joined_comm("the runtime heals: a new communicator replaces this one");
+        join_comms();
+      }
+      // Every rank gets the master's variables (optimizer state included).
+      std::vector<uint8_t> value;
+      for (size_t id = 0; id < distributed_nodes; ++id) {
+        const Node& node = graph->node(static_cast<int32_t>(id));
+        if (node.op != Op::Variable) continue;
+        value.resize(static_cast<size_t>(numel(node.shape)) * dtype_size(node.dtype));
+        if (value.empty()) continue;
+        rank->read_variable(static_cast<int32_t>(id), value.data(), value.size());
+        set_args(encode_var_set(-1, static_cast<int32_t>(id), value.data(), value.size()));
+        signal(Cmd::var_set, false);
+        wait_workers(what);
+      }
+    }
+    if (opts.stall_after_s > 0 && (n > 1 || multi())) start_stall_watcher();
+  } catch (const WorkerError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(std::string("healing failed: ") + e.what(), -1);
+    throw_failure(what);
+  }
 }
 
 // ---- control plane ------------------------------------------------------------------------
@@ -676,6 +813,23 @@ void Runtime::close() {
   if (impl_) impl_->close_from_api(impl_, true);
 }
 
+void Runtime::heal() {
+  if (!impl_ || !impl_->open) throw ArgumentError("Runtime::heal: the runtime is not open");
+  RuntimeCore& c = *impl_;
+  if (detail::self_pid() != c.master_pid)
+    throw ArgumentError("Runtime::heal: called in a worker process (pid " + std::to_string(::getpid()) +
+                        "); only the master (pid " + std::to_string(c.master_pid) + ") may heal the runtime");
+  // keep_jobs: a failed stream of async jobs is ended by heal, not finished.
+  detail::Busy busy(c, "heal", true);
+  if (!c.failed.load()) return;
+  if (c.multi()) {
+    std::lock_guard<std::mutex> lk(c.fail_mu);
+    throw ArgumentError("Runtime::heal: a runtime of several nodes cannot heal (its other nodes have failed or are "
+                        "ending: docs/faults.md, Training that heals); it failed with: " + c.fail_msg);
+  }
+  c.heal("heal");
+}
+
 namespace detail {
 
 namespace {
@@ -743,6 +897,44 @@ void start_steps(RuntimeCore& c) {
 }
 
 }  // namespace
+
+}  // namespace detail
+
+namespace detail {
+
+void RuntimeCore::start_worker(ForkServer& server, int r, int sock) {
+  WorkerStart w;
+  w.rank = r;
+  w.ranks = n;
+  w.master_pid = master_pid;
+  w.cpu = worker_cpus[static_cast<size_t>(r)];
+  w.device = static_cast<uint8_t>(device);
+  w.comm_kind = static_cast<uint8_t>(comm_kind);
+  w.comm = static_cast<uint8_t>(opts.comm);
+  w.gpus = gpus;
+  w.seed = opts.seed;
+  w.spin_ns = spin_ns;
+  w.collective_timeout_ms = opts.collective_timeout.count();
+  w.timeout_ms = opts.timeout.count();
+  w.bucket_bytes = opts.bucket_bytes;
+  pid_t pid = -1;
+  try {
+    pid = server.spawn(w, ctl_seg.fd(), group->segment_fd(), sock);
+  } catch (...) {
+    ::close(sock);
+    throw;
+  }
+  ::close(sock);
+  pids[static_cast<size_t>(r)] = pid;
+  pidfds[static_cast<size_t>(r)] = pidfd_open(pid);
+  if (pidfds[static_cast<size_t>(r)] < 0) {
+    const std::string err = errno_text("pidfd_open");
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pids[static_cast<size_t>(r)] = 0;
+    throw BackendError("synk::fork: " + err + " for worker rank " + std::to_string(r));
+  }
+}
 
 }  // namespace detail
 
@@ -859,33 +1051,12 @@ Runtime fork(const RuntimeOptions& opts) {
       // Workers come from the fork server (made at the top of fork()) and
       // are re-parented to this process: see fork_server.hpp.
       SubreaperScope reaper;
+      c.worker_cpus.assign(static_cast<size_t>(n), -1);
       for (int r = 1; r < n; ++r) {
-        WorkerStart w;
-        w.rank = r;
-        w.ranks = n;
-        w.master_pid = c.master_pid;
-        w.cpu = pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
-        w.device = static_cast<uint8_t>(c.device);
-        w.comm_kind = static_cast<uint8_t>(c.comm_kind);
-        w.comm = static_cast<uint8_t>(opts.comm);
-        w.gpus = gpus;
-        w.seed = opts.seed;
-        w.spin_ns = c.spin_ns;
-        w.collective_timeout_ms = opts.collective_timeout.count();
-        w.timeout_ms = opts.timeout.count();
-        w.bucket_bytes = opts.bucket_bytes;
-        const pid_t pid = server.spawn(w, c.ctl_seg.fd(), c.group->segment_fd(), child_end[static_cast<size_t>(r)]);
-        ::close(child_end[static_cast<size_t>(r)]);
+        c.worker_cpus[static_cast<size_t>(r)] = pin ? cpus[static_cast<size_t>(pin_first + r) % cpus.size()] : -1;
+        const int sock = child_end[static_cast<size_t>(r)];
         child_end[static_cast<size_t>(r)] = -1;
-        c.pids[static_cast<size_t>(r)] = pid;
-        c.pidfds[static_cast<size_t>(r)] = pidfd_open(pid);
-        if (c.pidfds[static_cast<size_t>(r)] < 0) {
-          const std::string err = errno_text("pidfd_open");
-          ::kill(pid, SIGKILL);
-          ::waitpid(pid, nullptr, 0);
-          c.pids[static_cast<size_t>(r)] = 0;
-          throw BackendError("synk::fork: " + err + " for worker rank " + std::to_string(r));
-        }
+        c.start_worker(server, r, sock);
       }
     }
     release_fork_server(cuda);  // CPU ranks: the server's work is done
