@@ -16,6 +16,7 @@ namespace synk::cpu {
 
 // The kernels take the planner's types as they are.
 using plan::AxisGeom;
+using plan::AttnGeom;
 using plan::BatchGeom;
 using plan::BinOp;
 using plan::ConvGeom;
@@ -128,6 +129,14 @@ void conv2d_grad_weight_direct(const ConvGeom& g, const float* x, const float* d
 
 void max_pool2d(const PoolGeom& g, const float* x, float* y);
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx);
+
+// ---- attention (kernels_attention.cpp) ----------------------------------------------
+// o = softmax(q k^T * scale) v per (batch, head) of g; work: g.workspace()
+// floats. The gradient gives any of dq, dk, dv that are not null (each
+// written whole).
+void attention(const AttnGeom& g, const float* q, const float* k, const float* v, float* o, float* work);
+void attention_grad(const AttnGeom& g, const float* q, const float* k, const float* v, const float* dy, float* dq,
+                    float* dk, float* dv, float* work);
 
 // ---- normalisation and average pooling (kernels_norm.cpp) ---------------------------
 // Layer norm over rows g.outer x g.n (g.inner = 1); gamma and beta may be
