@@ -202,8 +202,8 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       else if (out != a) std::memcpy(out, a, s.out_bytes());
       break;
     case Op::BatchMatMul:
-      batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
-      if (c) bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out));
+      if (c) batch_matmul_bias(s.bmm, P<float>(a), P<float>(b), P<float>(c), s.relu, P<float>(out));
+      else batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
       break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");

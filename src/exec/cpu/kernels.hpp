@@ -94,6 +94,9 @@ void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c);
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y);
 // Same with one bias value per column (matmul + row-broadcast bias).
 void bias_relu_cols(int64_t rows, int64_t cols, const float* bias, bool relu, float* y);
+// batch_matmul, then + bias (one value per column) and ReLU if asked: the
+// fused epilogue of a dense layer.
+void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const float* bias, bool relu, float* c);
 
 // ---- shape ops (4-byte elements: f32 or i32) ----------------------------------------
 // y [outer, end-begin, inner] = x [outer, n, inner] at [begin, end) (Slice,
