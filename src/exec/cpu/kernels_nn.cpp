@@ -184,7 +184,7 @@ void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const
   // would be one more pass over the output.
   const int64_t rows = g.count * g.m;
   for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * g.n, bias, static_cast<size_t>(g.n) * sizeof(float));
-  gemm(false, g.tb, rows, g.n, g.k, a, g.k, b, g.ldb(), 1.f, c, g.n);
+  if (!gemm_small(g.tb, rows, g.n, g.k, a, b, c, true)) gemm(false, g.tb, rows, g.n, g.k, a, g.k, b, g.ldb(), 1.f, c, g.n);
   if (relu)
     for (int64_t i = 0; i < rows * g.n; ++i) c[i] = c[i] > 0.f ? c[i] : 0.f;
 }
@@ -192,6 +192,7 @@ void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const
 void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c) {
   if (g.m == 0 || g.n == 0) return;
   if (g.fold == 1) {  // rows stacked: [count*m, k] x op(B)
+    if (gemm_small(g.tb, g.count * g.m, g.n, g.k, a, b, c, false)) return;
     gemm(false, g.tb, g.count * g.m, g.n, g.k, a, g.k, b, g.ldb(), 0.f, c, g.n);
     return;
   }
