@@ -28,13 +28,15 @@ typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 }
 [[gnu::always_inline]] inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 
-// C[r, cb + 16 v] (+)= sum_kk A[r, kk] B[kk, cb + 16 v] for r < R, v < NV.
+// C[r, cb + 16 v] = bias[cb + 16 v] + sum_kk A[r, kk] B[kk, cb + 16 v] for
+// r < R, v < NV (bias null: 0).
 template <int R, int NV>
 [[gnu::always_inline]] inline void tile(int64_t k, const float* a, int64_t lda, const float* b, int64_t n,
-                                        float* c, bool accumulate) {
+                                        float* c, const float* bias) {
   vf acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? load(c + r * n + v * kLanes) : vf{};
+  for (int v = 0; v < NV; ++v) acc[0][v] = bias ? load(bias + v * kLanes) : vf{};
+  for (int r = 1; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = acc[0][v];
   for (int64_t kk = 0; kk < k; ++kk) {
     vf bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load(b + kk * n + v * kLanes);
@@ -50,39 +52,41 @@ template <int R, int NV>
 // Rows [r0, r0 + R) of C, every column, in chunks of at most 4 vectors.
 template <int R>
 [[gnu::always_inline]] inline void row_block(int64_t k, int64_t n, const float* a, const float* b, float* c,
-                                             bool accumulate) {
+                                             const float* bias) {
   int64_t cb = 0;
-  for (; cb + 4 * kLanes <= n; cb += 4 * kLanes) tile<R, 4>(k, a, k, b + cb, n, c + cb, accumulate);
+  auto at = [&](int64_t off) { return bias ? bias + off : nullptr; };
+  for (; cb + 4 * kLanes <= n; cb += 4 * kLanes) tile<R, 4>(k, a, k, b + cb, n, c + cb, at(cb));
   switch ((n - cb) / kLanes) {
-    case 3: tile<R, 3>(k, a, k, b + cb, n, c + cb, accumulate); break;
-    case 2: tile<R, 2>(k, a, k, b + cb, n, c + cb, accumulate); break;
-    case 1: tile<R, 1>(k, a, k, b + cb, n, c + cb, accumulate); break;
+    case 3: tile<R, 3>(k, a, k, b + cb, n, c + cb, at(cb)); break;
+    case 2: tile<R, 2>(k, a, k, b + cb, n, c + cb, at(cb)); break;
+    case 1: tile<R, 1>(k, a, k, b + cb, n, c + cb, at(cb)); break;
     default: break;
   }
 }
 
 [[gnu::always_inline]] inline void body(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
-                                        bool accumulate) {
+                                        const float* bias) {
   int64_t r = 0;
-  for (; r + 6 <= m; r += 6) row_block<6>(k, n, a + r * k, b, c + r * n, accumulate);
-  for (; r < m; ++r) row_block<1>(k, n, a + r * k, b, c + r * n, accumulate);
+  for (; r + 6 <= m; r += 6) row_block<6>(k, n, a + r * k, b, c + r * n, bias);
+  for (; r < m; ++r) row_block<1>(k, n, a + r * k, b, c + r * n, bias);
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define SYNK_GEMM_SMALL_CLONES 1
 [[gnu::target("avx512f")]] void body_avx512(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
-                                            float* c, bool acc) {
-  body(m, n, k, a, b, c, acc);
+                                            float* c, const float* bias) {
+  body(m, n, k, a, b, c, bias);
 }
 [[gnu::target("avx2,fma")]] void body_avx2(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
-                                           bool acc) {
-  body(m, n, k, a, b, c, acc);
+                                           const float* bias) {
+  body(m, n, k, a, b, c, bias);
 }
 #endif
 
 }  // namespace
 
-bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c, bool accumulate) {
+bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
+                float* c) {
 #ifdef SYNK_GEMM_SMALL_CLONES
   const Isa isa = cpu_isa();
   if (isa == Isa::base || n % kLanes != 0 || n == 0 || k == 0 || n * k > kGemmSmallMaxB || m < 64) return false;
@@ -93,8 +97,8 @@ bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const 
       for (int64_t kk = 0; kk < k; ++kk) bt[static_cast<size_t>(kk * n + j)] = b[j * k + kk];
     b = bt.data();
   }
-  if (isa == Isa::avx512) body_avx512(m, n, k, a, b, c, accumulate);
-  else body_avx2(m, n, k, a, b, c, accumulate);
+  if (isa == Isa::avx512) body_avx512(m, n, k, a, b, c, bias);
+  else body_avx2(m, n, k, a, b, c, bias);
   return true;
 #else
   return false;
