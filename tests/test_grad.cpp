@@ -199,10 +199,10 @@ std::vector<GradCase> cases() {
   // Self-attention shapes (the stacked q/k/v gradient node) and cross
   // shapes (one node per operand), in both layouts.
   c.push_back({"attention_self",
-               {{{2, 2, 5, 3}, -1.f, 1.f}, {{2, 2, 5, 3}, -1.f, 1.f}, {{2, 2, 5, 3}}},
+               {{{2, 2, 5, 3}, -2.f, 2.f}, {{2, 2, 5, 3}, -2.f, 2.f}, {{2, 2, 5, 3}, -3.f, 3.f}},
                [](V& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }});
   c.push_back({"attention_cross_tokens_first",
-               {{{2, 3, 2, 3}, -1.f, 1.f}, {{2, 4, 2, 3}, -1.f, 1.f}, {{2, 4, 2, 2}}},
+               {{{2, 3, 2, 3}, -2.f, 2.f}, {{2, 4, 2, 3}, -2.f, 2.f}, {{2, 4, 2, 2}, -3.f, 3.f}},
                [](V& v) {
                  return scaled_dot_product_attention(
                      v[0], v[1], v[2], {.layout = AttentionOptions::tokens_first, .scale = 0.8f});
