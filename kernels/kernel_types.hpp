@@ -196,6 +196,29 @@ struct BatchGeom {
   }
 };
 
+// Scaled dot-product attention (Op::Attention): `b` batches of `h` heads,
+// each q [l, e], k [s, e], v [s, ev] -> o [l, ev]. Heads first ([..., L, E],
+// h = 1 with every leading dim in b): one head's rows are contiguous;
+// tokens first ([N, L, H, E]): a token's heads are side by side, so one
+// head's rows are h * width apart. at() is where row t of head (bi, hi)
+// starts in a tensor of `len` rows of `width` per head; stride() is the step
+// from one row of a head to the next.
+struct AttnGeom {
+  int64_t b = 0, h = 1, l = 0, s = 0, e = 0, ev = 0;
+  bool tokens_first = false;
+  float scale = 1.f;
+  SYNK_HD int64_t at(int64_t bi, int64_t hi, int64_t t, int64_t len, int64_t width) const {
+    return tokens_first ? ((bi * len + t) * h + hi) * width : ((bi * h + hi) * len + t) * width;
+  }
+  SYNK_HD int64_t stride(int64_t width) const { return tokens_first ? h * width : width; }
+  // The CPU kernel's scratch: q and the output's gradient of one head
+  // transposed and two [s, queries] score matrices, over the queries padded
+  // to a multiple of kLanes.
+  static constexpr int64_t kLanes = 16;
+  int64_t queries_padded() const { return (l + kLanes - 1) / kLanes * kLanes; }
+  int64_t workspace() const { return (e + ev + 2 * s) * queries_padded(); }
+};
+
 struct PoolGeom {
   int64_t n, c, h, w;
   int64_t kh, kw, sh, sw, ph, pw;

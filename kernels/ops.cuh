@@ -19,6 +19,7 @@
 
 namespace synk::kernels {
 
+using plan::AttnGeom;
 using plan::AxisGeom;
 using plan::BinOp;
 using plan::ConvGeom;
@@ -125,6 +126,12 @@ void embedding(int64_t rows, int64_t d, int64_t v, const float* table, const int
                unsigned long long* bad, cudaStream_t stream);
 void embedding_grad_add(int64_t rows, int64_t d, int64_t v, const float* g, const int32_t* idx, float* dt,
                         unsigned long long* bad, cudaStream_t stream);
+// ---- attention (kernels/attention.cu) ----------------------------------------------------
+// The CPU kernels' signatures (src/exec/cpu/kernels.hpp) with a stream and
+// no workspace.
+void attention(const AttnGeom& g, const float* q, const float* k, const float* v, float* o, cudaStream_t stream);
+void attention_grad(const AttnGeom& g, const float* q, const float* k, const float* v, const float* dy, float* dq,
+                    float* dk, float* dv, cudaStream_t stream);
 // ---- normalisation and average pooling (kernels/norm.cu) --------------------------------
 // The CPU kernels' signatures (src/exec/cpu/kernels.hpp) with a stream.
 void layer_norm(const AxisGeom& g, const float* x, const float* gamma, const float* beta, float eps, float* y,

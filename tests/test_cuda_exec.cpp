@@ -399,6 +399,22 @@ std::vector<OpCase> op_cases() {
     auto gr = grad(l, {x, gm, bt, wide, gw});
     b.outputs = {y, yw, gr[0], gr[1], gr[2], gr[3], gr[4]};
   }, 1e-4f, 1e-3f);
+  add("AttentionAndGrads", [=](Graph& g, Built& b) {
+    // Tokens first with self-attention shapes (the stacked gradient); heads
+    // first with L != S and Ev != E (one gradient node per operand).
+    Tensor q = g.input("q", f32, {batch, 19, 3, 8}), k = g.input("k", f32, {batch, 19, 3, 8});
+    Tensor v = g.input("v", f32, {batch, 19, 3, 8});
+    Tensor qh = g.input("qh", f32, {batch, 2, 5, 4}), kh = g.input("kh", f32, {batch, 2, 7, 4});
+    Tensor vh = g.input("vh", f32, {batch, 2, 7, 6});
+    b.inputs = {q, k, v, qh, kh, vh};
+    b.values = {rnd({B, 19, 3, 8}, -2.f, 2.f, 41), rnd({B, 19, 3, 8}, -2.f, 2.f, 42), rnd({B, 19, 3, 8}, -1.f, 1.f, 43),
+                rnd({B, 2, 5, 4}, -2.f, 2.f, 44), rnd({B, 2, 7, 4}, -2.f, 2.f, 45), rnd({B, 2, 7, 6}, -1.f, 1.f, 46)};
+    Tensor o = scaled_dot_product_attention(q, k, v, {.layout = AttentionOptions::tokens_first});
+    Tensor oh = scaled_dot_product_attention(qh, kh, vh, {.scale = 0.4f});
+    Tensor l = sum(o * var(g, "w", {19, 3, 8})) + sum(oh * var(g, "wh", {2, 5, 6}));
+    auto gr = grad(l, {q, k, v, qh, kh, vh});
+    b.outputs = {o, oh, gr[0], gr[1], gr[2], gr[3], gr[4], gr[5]};
+  }, 1e-4f, 1e-4f);
   add("BatchNormTrainAndGrads", [=](Graph& g, Built& b) {
     // 5 * 8 * 9 = 360 values per channel: more than a block's 256 threads.
     Tensor x = g.input("x", f32, {batch, 3, 8, 9});

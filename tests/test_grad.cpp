@@ -196,6 +196,17 @@ std::vector<GradCase> cases() {
   c.push_back({"layer_norm",
                {{{3, 7}, -2.f, 2.f}, {{7}, 0.5f, 1.5f}, {{7}}},
                [](V& v) { return layer_norm(v[0], v[1], v[2]); }});
+  // Self-attention shapes (the stacked q/k/v gradient node) and cross
+  // shapes (one node per operand), in both layouts.
+  c.push_back({"attention_self",
+               {{{2, 2, 5, 3}, -2.f, 2.f}, {{2, 2, 5, 3}, -2.f, 2.f}, {{2, 2, 5, 3}, -3.f, 3.f}},
+               [](V& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }});
+  c.push_back({"attention_cross_tokens_first",
+               {{{2, 3, 2, 3}, -2.f, 2.f}, {{2, 4, 2, 3}, -2.f, 2.f}, {{2, 4, 2, 2}, -3.f, 3.f}},
+               [](V& v) {
+                 return scaled_dot_product_attention(
+                     v[0], v[1], v[2], {.layout = AttentionOptions::tokens_first, .scale = 0.8f});
+               }});
   c.push_back({"layer_norm_3d",
                {{{2, 3, 5}, -2.f, 2.f}, {{5}, 0.5f, 1.5f}, {{5}}},
                [](V& v) { return layer_norm(v[0], v[1], v[2], 1e-3f); }});

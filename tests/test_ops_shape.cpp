@@ -319,6 +319,10 @@ TEST(OpsShape, BatchMatMulMatchesLoops) {
   const std::vector<Case> cases = {
       {{2, 3, 4, 5}, {2, 3, 5, 6}}, {{2, 1, 4, 5}, {3, 5, 6}}, {{4, 5}, {2, 3, 5, 6}},
       {{2, 3, 4, 5}, {5, 6}},       {{3, 1, 5}, {1, 5, 2}},    {{1, 2, 1, 4, 5}, {3, 5, 1}},
+      // Many rows against a small shared B (the CPU's gemm_small, with
+      // tb through B's transpose): 77 rows (6-row tiles and a rest), 48
+      // columns (3 vectors); 70 rows, 80 columns (a 4-vector chunk and 1).
+      {{7, 11, 24}, {24, 48}},      {{5, 14, 16}, {16, 80}},
   };
   uint32_t seed = 1;
   for (const Case& c : cases)
@@ -342,6 +346,31 @@ TEST(OpsShape, BatchMatMulMatchesLoops) {
         auto got = r.to_vector<float>();
         for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5f) << what << " at " << i;
       }
+}
+
+TEST(OpsShape, DenseOverTokensWithBiasMatchesLoops) {
+  // A dense layer over [N, T, D] tokens: the bias (and ReLU) fused into the
+  // batched product's epilogue, written into the output before the GEMM
+  // adds onto it (many rows: the CPU's gemm_small; 32 columns: OpenBLAS).
+  for (int64_t n : {48, 36})
+    for (bool relu_on : {false, true}) {
+      Graph g;
+      auto x = g.input("x", f32, {batch, 8, 24});
+      auto W = g.input("W", f32, {24, n});
+      auto bias = g.input("b", f32, {n});
+      Tensor y = matmul(x, W) + bias;
+      if (relu_on) y = relu(y);
+      Array xv = rnd({9, 8, 24}, 1), wv = rnd({24, n}, 2), bv = rnd({n}, 3);
+      auto got = eval(g, {x, W, bias}, {xv, wv, bv}, y).to_vector<float>();
+      const float *X = xv.data<float>(), *Wp = wv.data<float>(), *B = bv.data<float>();
+      for (int64_t r = 0; r < 72; ++r)
+        for (int64_t j = 0; j < n; ++j) {
+          double s = B[j];
+          for (int64_t p = 0; p < 24; ++p) s += static_cast<double>(X[r * 24 + p]) * Wp[p * n + j];
+          if (relu_on) s = std::max(s, 0.0);
+          ASSERT_NEAR(got[static_cast<size_t>(r * n + j)], s, 1e-5) << "n " << n << " relu " << relu_on << " at " << r;
+        }
+    }
 }
 
 TEST(OpsShape, BatchMatMulAttentionShapesWithBatch) {

@@ -115,6 +115,14 @@ enum class Op : uint16_t {
   BatchNormGradSums,   // (x, mean, var, dy) -> [2, C]: per channel sum of dy
                        // (beta's gradient), then of dy * xhat (gamma's), in
                        // one pass; floats = {eps}
+  // (q, k, v) -> softmax(q k^T * scale) v per (batch, head) (synk/ops.hpp:
+  // scaled_dot_product_attention); ints = {layout: 0 heads first
+  // [..., L, E], 1 tokens first [N, L, H, E]}; floats = {scale}
+  Attention,
+  // (q, k, v, dy) -> the gradient of q (ints[1] = 0), k (1) or v (2), or of
+  // all three stacked as [3, ...] (3; q, k and v of one shape); ints[0] and
+  // floats as Attention
+  AttentionGrad,
   kCount
 };
 const char* op_name(Op op);

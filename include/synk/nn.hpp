@@ -107,7 +107,9 @@ ResidualBlock residual_block(Graph& g, const std::string& name, int64_t in_chann
 // with batch_first, no mask, no dropout): separate query, key and value
 // projections ("<name>/q", "/k", "/v": Dense dim x dim), heads of dim/heads
 // each, softmax(q k^T / sqrt(dim/heads)) v, then the output projection
-// "<name>/proj". dim must divide by heads.
+// "<name>/proj". dim must divide by heads. The heads are the projections
+// reshaped to [N, T, heads, dim/heads] and go through one
+// scaled_dot_product_attention (tokens_first): no transposes.
 struct MultiHeadAttention {
   Dense q, k, v, proj;
   int64_t heads = 1;

@@ -202,6 +202,31 @@ Tensor global_avg_pool2d(Tensor x);
 //                             g.variable("ln_b", {D}));
 Tensor layer_norm(Tensor x, Tensor gamma, Tensor beta, float eps = 1e-5f);
 
+// Scaled dot-product attention without a mask or dropout, as PyTorch's
+// F.scaled_dot_product_attention(q, k, v): softmax(q k^T * scale) v for each
+// (batch, head), the softmax over the keys. Layouts:
+// - heads_first (PyTorch's): q [..., L, E], k [..., S, E], v [..., S, Ev] ->
+//   [..., L, Ev]; the leading dims (batch, heads, ...) are the same in all
+//   three (no broadcasting).
+// - tokens_first (flash-attention's (batch, seqlen, nheads, headdim)): q
+//   [N, L, H, E], k [N, S, H, E], v [N, S, H, Ev] -> [N, L, H, Ev]. This is
+//   a dense layer's [N, L, H*E] output reshaped, so multi-head attention
+//   needs no transposes into and out of the heads.
+// scale 0 means 1/sqrt(E), PyTorch's default. L, S, H, E and Ev must be
+// concrete (N may be `batch`); the attention of one (batch, head) runs as
+// one kernel (the scores stay in cache, never in memory), and so does its
+// gradient (one op for q, k and v together; the scores recomputed).
+//   // x [N, T, H*E] -> heads without a transpose
+//   auto qh = synk::reshape(q(x), {synk::batch, T, H, E});  // k, v alike
+//   auto o = synk::scaled_dot_product_attention(qh, kh, vh,
+//                {.layout = synk::AttentionOptions::tokens_first});
+struct AttentionOptions {
+  enum Layout : uint8_t { heads_first = 0, tokens_first = 1 };
+  Layout layout = heads_first;
+  float scale = 0.f;  // 0: 1/sqrt(E)
+};
+Tensor scaled_dot_product_attention(Tensor q, Tensor k, Tensor v, AttentionOptions opt = {});
+
 // Batch normalisation over channel axis 1 of x [N, C, ...] (BatchNorm1d on
 // [N, C], BatchNorm2d on [N, C, H, W]); gamma, beta [C]; running_mean and
 // running_var f32 variables [C] (initialise running_var with ones).

@@ -305,6 +305,28 @@ std::vector<Tensor> grad(Tensor loss, const std::vector<Tensor>& wrt) {
       case Op::RankSum:  // y = sum over ranks of x: every rank's loss reads each rank's x
         accumulate(n.inputs[0], rank_sum(dy));
         break;
+      case Op::Attention: {
+        // One kernel per (batch, head) recomputes the scores and gives the
+        // gradients of q, k and v together; as one node when all three are
+        // wanted and of one shape (self-attention), else one node each.
+        const int64_t layout = n.ints.at(0);
+        const Shape qs = in(0).shape();
+        if (wants(0) && wants(1) && wants(2) && in(1).shape() == qs && in(2).shape() == qs) {
+          Shape stacked{3};
+          stacked.insert(stacked.end(), qs.begin(), qs.end());
+          Tensor all = make_node(g, Op::AttentionGrad, DType::f32, stacked,
+                                 {n.inputs[0], n.inputs[1], n.inputs[2], dy.id()}, {layout, 3}, n.floats);
+          for (int i = 0; i < 3; ++i)
+            accumulate(n.inputs[static_cast<size_t>(i)], reshape(slice(all, 0, i, i + 1), qs));
+          break;
+        }
+        for (size_t i = 0; i < 3; ++i)
+          if (wants(i))
+            accumulate(n.inputs[i], make_node(g, Op::AttentionGrad, DType::f32, in(i).shape(),
+                                              {n.inputs[0], n.inputs[1], n.inputs[2], dy.id()},
+                                              {layout, static_cast<int64_t>(i)}, n.floats));
+        break;
+      }
       default:
         throw ArgumentError(std::string("grad: no gradient rule for op '") + op_name(n.op) +
                             "' (node " + std::to_string(id) + ")");

@@ -27,7 +27,8 @@ const char* op_name(Op op) {
       "layer_norm", "layer_norm_grad",
       "batch_norm_var", "batch_norm", "batch_norm_grad", "batch_norm_running_var",
       "avg_pool2d", "avg_pool2d_grad", "batch_norm_grad_gamma",
-      "rank_sum", "batch_norm_grad_sums"};
+      "rank_sum", "batch_norm_grad_sums",
+      "attention", "attention_grad"};
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Op::kCount));
   auto i = static_cast<size_t>(op);
   return i < static_cast<size_t>(Op::kCount) ? names[i] : "?";

@@ -676,6 +676,51 @@ Tensor rank_sum(Tensor x) {
   return make_node(x.graph(), Op::RankSum, DType::f32, x.shape(), {x.id()});
 }
 
+Tensor scaled_dot_product_attention(Tensor q, Tensor k, Tensor v, AttentionOptions opt) {
+  const char* op = "scaled_dot_product_attention";
+  if (!q.valid() || !k.valid() || !v.valid()) throw ArgumentError(std::string(op) + ": empty tensor operand");
+  Graph& g = same_graph(op, q, k);
+  same_graph(op, q, v);
+  need_f32(op, q);
+  need_f32(op, k);
+  need_f32(op, v);
+  const bool tf = opt.layout == AttentionOptions::tokens_first;
+  if (opt.layout != AttentionOptions::heads_first && !tf)
+    throw ArgumentError(std::string(op) + ": unknown layout " + std::to_string(static_cast<int>(opt.layout)));
+  const Shape qs = q.shape(), ks = k.shape(), vs = v.shape();
+  auto shapes = [&] { return "q " + to_string(qs) + ", k " + to_string(ks) + ", v " + to_string(vs); };
+  auto fail = [&](const std::string& why) {
+    throw ShapeError(std::string(op) + " (" + (tf ? "tokens_first" : "heads_first") + "): " + why + "; got " +
+                     shapes());
+  };
+  const size_t r = qs.size();
+  if (tf ? r != 4 : r < 2) fail(tf ? "operands must be [N, L, H, E]" : "operands must be [..., L, E]");
+  if (ks.size() != r || vs.size() != r) fail("q, k and v must have the same number of dims");
+  // The dims that must agree in all three: the leading ones (heads first),
+  // N and H (tokens first); k and v share S, q and k share E.
+  for (size_t i = 0; i < r; ++i) {
+    const bool shared = tf ? (i == 0 || i == 2) : i + 2 < r;
+    if (shared && (qs[i] != ks[i] || qs[i] != vs[i])) fail("dim " + std::to_string(i) + " differs");
+  }
+  const size_t l_ax = tf ? 1 : r - 2, e_ax = r - 1;
+  if (ks[l_ax] != vs[l_ax]) fail("k and v must have the same number of keys");
+  if (qs[e_ax] != ks[e_ax]) fail("q and k must have the same feature size E");
+  for (size_t i = 0; i < r; ++i)
+    if ((qs[i] == batch || ks[i] == batch || vs[i] == batch) && !(tf ? i == 0 : i + 2 < r))
+      fail("only the leading (batch) dims may be `batch`");
+  for (size_t i = 0; i < r; ++i)
+    if (qs[i] == 0 || ks[i] == 0 || vs[i] == 0) fail("empty dims are not supported");
+  if (!std::isfinite(opt.scale) || opt.scale < 0.f)
+    throw ArgumentError(std::string(op) + ": scale must be finite and >= 0 (0: 1/sqrt(E)), got " +
+                        std::to_string(opt.scale));
+  const float scale = opt.scale > 0.f ? opt.scale
+                                      : static_cast<float>(1.0 / std::sqrt(static_cast<double>(qs[e_ax])));
+  Shape out = qs;
+  out[e_ax] = vs[e_ax];
+  return make_node(g, Op::Attention, DType::f32, std::move(out), {q.id(), k.id(), v.id()},
+                   {static_cast<int64_t>(opt.layout)}, {scale});
+}
+
 Tensor batch_norm(Tensor x, Tensor gamma, Tensor beta, Tensor running_mean, Tensor running_var,
                   BatchNormOptions opt) {
   if (!x.valid()) throw ArgumentError("batch_norm: empty tensor operand");

@@ -109,11 +109,11 @@ Tensor MultiHeadAttention::operator()(Tensor x) const {
   if (s[2] != D) throw ShapeError("nn::MultiHeadAttention: input " + to_string(s) + " is not of width " +
                                   std::to_string(D));
   const Dim dh = D / heads;
-  // [N, T, D] -> [N, heads, T, dh]
-  auto split = [&](Tensor t) { return transpose(reshape(t, {s[0], T, heads, dh}), {0, 2, 1, 3}); };
-  Tensor qh = split(q(x)), kh = split(k(x)), vh = split(v(x));
-  Tensor att = softmax(matmul(qh, kh, false, true) * static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh))));
-  Tensor o = transpose(matmul(att, vh), {0, 2, 1, 3});  // [N, T, heads, dh]
+  // [N, T, D] -> [N, T, heads, dh]: each token's heads side by side, the
+  // layout the attention op takes as it is (no transposes in or out).
+  auto split = [&](Tensor t) { return reshape(t, {s[0], T, heads, dh}); };
+  Tensor o = scaled_dot_product_attention(split(q(x)), split(k(x)), split(v(x)),
+                                          {.layout = AttentionOptions::tokens_first});
   return proj(reshape(o, {s[0], T, D}));
 }
 

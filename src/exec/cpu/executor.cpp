@@ -226,8 +226,8 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       else if (out != a) std::memcpy(out, a, s.out_bytes());
       break;
     case Op::BatchMatMul:
-      batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
-      if (c) bias_relu_cols(s.bmm.out_count * s.bmm.m, s.bmm.n, P<float>(c), s.relu, P<float>(out));
+      if (c) batch_matmul_bias(s.bmm, P<float>(a), P<float>(b), P<float>(c), s.relu, P<float>(out));
+      else batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
       break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");
@@ -276,6 +276,21 @@ void execute(plan::Plan& p, const std::vector<Node>& nodes, uint8_t* arena,
                              static_cast<const float*>(p.ptr[static_cast<size_t>(s.in[1])]),
                              static_cast<float*>(p.ptr[static_cast<size_t>(s.node)]), work);
           break;
+        case Op::Attention:
+          attention(s.attn, static_cast<const float*>(p.ptr_of(s.in[0])), static_cast<const float*>(p.ptr_of(s.in[1])),
+                    static_cast<const float*>(p.ptr_of(s.in[2])), static_cast<float*>(p.ptr_of(s.node)), work);
+          break;
+        case Op::AttentionGrad: {
+          // Stacked (3): q's, k's and v's gradients one after the other.
+          float* o = static_cast<float*>(p.ptr_of(s.node));
+          const int64_t nq = s.attn.b * s.attn.h * s.attn.l * s.attn.e;
+          const int w = s.attn_which;
+          attention_grad(s.attn, static_cast<const float*>(p.ptr_of(s.in[0])),
+                         static_cast<const float*>(p.ptr_of(s.in[1])), static_cast<const float*>(p.ptr_of(s.in[2])),
+                         static_cast<const float*>(p.ptr_of(s.in[3])), w == 0 || w == 3 ? o : nullptr,
+                         w == 1 ? o : w == 3 ? o + nq : nullptr, w == 2 ? o : w == 3 ? o + 2 * nq : nullptr, work);
+          break;
+        }
         default:
           run_step(s, p, ctx);
       }

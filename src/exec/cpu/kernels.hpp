@@ -16,6 +16,7 @@ namespace synk::cpu {
 
 // The kernels take the planner's types as they are.
 using plan::AxisGeom;
+using plan::AttnGeom;
 using plan::BatchGeom;
 using plan::BinOp;
 using plan::ConvGeom;
@@ -88,11 +89,21 @@ void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, c
 // The batched product of BatchGeom (one GEMM where the batch folds, else
 // one sgemm per product; summed outputs zeroed first, then accumulated).
 void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c);
+// C [m, n] = A [m, k] op(B) (B [k, n], or [n, k] when tb), plus bias (one
+// value per column) unless null: gemm_small.cpp's kernel for many rows against a small B (n a
+// multiple of 16, n * k <= kGemmSmallMaxB, m >= 64, an AVX2 or AVX-512 CPU).
+// Returns false, doing nothing, where it does not apply.
+inline constexpr int64_t kGemmSmallMaxB = 128 * 256;
+bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
+                float* c);
 // Epilogue of a fused op on rows x cols of y: y += bias[row % nb] (one value
 // per row, bias may be null), then ReLU if asked.
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y);
 // Same with one bias value per column (matmul + row-broadcast bias).
 void bias_relu_cols(int64_t rows, int64_t cols, const float* bias, bool relu, float* y);
+// batch_matmul, then + bias (one value per column) and ReLU if asked: the
+// fused epilogue of a dense layer.
+void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const float* bias, bool relu, float* c);
 
 // ---- shape ops (4-byte elements: f32 or i32) ----------------------------------------
 // y [outer, end-begin, inner] = x [outer, n, inner] at [begin, end) (Slice,
@@ -128,6 +139,14 @@ void conv2d_grad_weight_direct(const ConvGeom& g, const float* x, const float* d
 
 void max_pool2d(const PoolGeom& g, const float* x, float* y);
 void max_pool2d_grad(const PoolGeom& g, const float* x, const float* dy, float* dx);
+
+// ---- attention (kernels_attention.cpp) ----------------------------------------------
+// o = softmax(q k^T * scale) v per (batch, head) of g; work: g.workspace()
+// floats. The gradient gives any of dq, dk, dv that are not null (each
+// written whole).
+void attention(const AttnGeom& g, const float* q, const float* k, const float* v, float* o, float* work);
+void attention_grad(const AttnGeom& g, const float* q, const float* k, const float* v, const float* dy, float* dq,
+                    float* dk, float* dv, float* work);
 
 // ---- normalisation and average pooling (kernels_norm.cpp) ---------------------------
 // Layer norm over rows g.outer x g.n (g.inner = 1); gamma and beta may be

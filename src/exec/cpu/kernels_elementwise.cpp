@@ -83,6 +83,17 @@ template <class F>
   if (op == BinOp::GeluGrad) binary_body(n, x, g, o, ew::GeluGrad{});
   else binary_body(n, x, g, o, ew::GeluTanhGrad{});
 }
+// And AVX-512 clones (16 lanes): still no FMA (the build is ISO C++, so
+// the compiler does not contract a * b + c), so the same bits again.
+[[gnu::target("avx512f")]] void gelu_avx512(UnOp op, int64_t n, const float* x, float* y) {
+  if (op == UnOp::Gelu) unary_body(n, x, y, ew::Gelu{});
+  else unary_body(n, x, y, ew::GeluTanh{});
+}
+[[gnu::target("avx512f")]] void gelu_grad_avx512(BinOp op, int64_t n, const float* x, const float* g, float* o) {
+  if (op == BinOp::GeluGrad) binary_body(n, x, g, o, ew::GeluGrad{});
+  else binary_body(n, x, g, o, ew::GeluTanhGrad{});
+}
+bool gelu_use_avx512() { return cpu_isa() == Isa::avx512; }
 bool gelu_use_avx2() {
   static const bool yes = [] {
     __builtin_cpu_init();
@@ -91,6 +102,9 @@ bool gelu_use_avx2() {
   return yes;
 }
 #else
+void gelu_avx512(UnOp, int64_t, const float*, float*) {}
+void gelu_grad_avx512(BinOp, int64_t, const float*, const float*, float*) {}
+bool gelu_use_avx512() { return false; }
 void gelu_avx2(UnOp, int64_t, const float*, float*) {}
 void gelu_grad_avx2(BinOp, int64_t, const float*, const float*, float*) {}
 bool gelu_use_avx2() { return false; }
@@ -102,9 +116,10 @@ bool gelu_use_avx2() { return false; }
 // interpreter and the CUDA kernels); each op gets its own loop instance.
 
 void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, float* o) {
-  if ((op == BinOp::GeluGrad || op == BinOp::GeluTanhGrad) && s.nd == 1 && s.sa[0] == 1 && s.sb[0] == 1 &&
-      gelu_use_avx2())
-    return gelu_grad_avx2(op, s.numel, a, b, o);
+  if ((op == BinOp::GeluGrad || op == BinOp::GeluTanhGrad) && s.nd == 1 && s.sa[0] == 1 && s.sb[0] == 1) {
+    if (gelu_use_avx512()) return gelu_grad_avx512(op, s.numel, a, b, o);
+    if (gelu_use_avx2()) return gelu_grad_avx2(op, s.numel, a, b, o);
+  }
   ew::visit_binary(op, [&](auto f) { bin_loop(s, a, b, o, f); });
 }
 
@@ -172,6 +187,7 @@ void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32
 // ---- unary -------------------------------------------------------------------
 
 void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p, float q) {
+  if ((op == UnOp::Gelu || op == UnOp::GeluTanh) && gelu_use_avx512()) return gelu_avx512(op, n, x, y);
   if ((op == UnOp::Gelu || op == UnOp::GeluTanh) && gelu_use_avx2()) return gelu_avx2(op, n, x, y);
   ew::visit_unary(op, p, q, [&](auto f) {
     for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);

@@ -173,9 +173,29 @@ void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, c
   gemm(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
+void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const float* bias, bool relu, float* c) {
+  if (g.fold != 1 || g.m == 0 || g.n == 0) {
+    batch_matmul(g, a, b, c);
+    bias_relu_cols(g.out_count * g.m, g.n, bias, relu, c);
+    return;
+  }
+  // gemm_small starts its accumulators at the bias. For OpenBLAS the bias
+  // is written into the rows first and the GEMM adds onto it (beta 1): with
+  // beta 0 it zeroes C in a pass of its own, and the bias would be one more
+  // pass over the output.
+  const int64_t rows = g.count * g.m;
+  if (!gemm_small(g.tb, rows, g.n, g.k, a, b, bias, c)) {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * g.n, bias, static_cast<size_t>(g.n) * sizeof(float));
+    gemm(false, g.tb, rows, g.n, g.k, a, g.k, b, g.ldb(), 1.f, c, g.n);
+  }
+  if (relu)
+    for (int64_t i = 0; i < rows * g.n; ++i) c[i] = c[i] > 0.f ? c[i] : 0.f;
+}
+
 void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c) {
   if (g.m == 0 || g.n == 0) return;
   if (g.fold == 1) {  // rows stacked: [count*m, k] x op(B)
+    if (gemm_small(g.tb, g.count * g.m, g.n, g.k, a, b, nullptr, c)) return;
     gemm(false, g.tb, g.count * g.m, g.n, g.k, a, g.k, b, g.ldb(), 0.f, c, g.n);
     return;
   }

@@ -243,6 +243,19 @@ void run_step(const plan::Step& s, size_t si, CudaPlan& cp, const ExecContext& c
     case Op::AvgPool2dGrad:
       kernels::avg_pool2d_grad(s.pool, P<float>(a), P<float>(out), st);
       break;
+    case Op::Attention:
+      kernels::attention(s.attn, P<float>(a), P<float>(b), P<float>(c), P<float>(out), st);
+      break;
+    case Op::AttentionGrad: {
+      // Stacked (3): q's, k's and v's gradients one after the other.
+      float* o = P<float>(out);
+      const int64_t nq = s.attn.b * s.attn.h * s.attn.l * s.attn.e;
+      const int w = s.attn_which;
+      kernels::attention_grad(s.attn, P<float>(a), P<float>(b), P<float>(c), P<float>(ptr(s.in[3])),
+                              w == 0 || w == 3 ? o : nullptr, w == 1 ? o : w == 3 ? o + nq : nullptr,
+                              w == 2 ? o : w == 3 ? o + 2 * nq : nullptr, st);
+      break;
+    }
     case Op::LayerNorm:
       kernels::layer_norm(s.ax, P<float>(a), P<float>(b), P<float>(c), s.f, P<float>(out), st);
       break;

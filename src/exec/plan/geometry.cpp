@@ -8,6 +8,7 @@
 #include "exec/plan/geometry.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "synk/error.hpp"
@@ -349,6 +350,50 @@ BatchGeom make_batch_matmul(const Shape& a, const Shape& b, const Shape& out, bo
     else if (ta && !tb && g.sa[0] == g.m * g.k && g.sb[0] == g.k * g.n && g.sc[0] == 0) g.fold = 2;
   }
   if (g.count == 0 || g.m == 0 || g.n == 0) g.fold = 0;
+  return g;
+}
+
+AttnGeom make_attention(const Shape& q, const Shape& k, const Shape& v, const Shape* dy, const Shape& out,
+                        int64_t layout, int64_t which, float scale) {
+  auto fail = [&](const std::string& why) -> AttnGeom {
+    throw ShapeError("attention of q " + to_string(q) + ", k " + to_string(k) + ", v " + to_string(v) + " -> " +
+                     to_string(out) + ": " + why);
+  };
+  const bool tf = layout == 1;
+  const size_t r = q.size();
+  if (layout != 0 && !tf) return fail("unknown layout " + std::to_string(layout));
+  if ((tf ? r != 4 : r < 2) || k.size() != r || v.size() != r) return fail("operands of the wrong rank");
+  if (!(scale > 0.f) || !std::isfinite(scale)) return fail("the scale must be positive");
+  AttnGeom g;
+  g.tokens_first = tf;
+  g.scale = scale;
+  const size_t t_ax = tf ? 1 : r - 2, e_ax = r - 1;
+  g.b = 1;
+  for (size_t i = 0; i < r; ++i) {
+    if (i == t_ax || i == e_ax) continue;
+    if (q[i] != k[i] || q[i] != v[i]) return fail("the batch and head dims differ");
+    if (tf && i == 2) g.h = q[i];
+    else g.b *= q[i];
+  }
+  g.l = q[t_ax];
+  g.e = q[e_ax];
+  g.s = k[t_ax];
+  g.ev = v[e_ax];
+  if (k[e_ax] != g.e || v[t_ax] != g.s) return fail("k must be [.., S, E] and v [.., S, Ev]");
+  Shape o = q;
+  o[e_ax] = g.ev;
+  if (!dy) {
+    if (out != o) return fail("the output is not [.., L, Ev]");
+    return g;
+  }
+  if (*dy != o) return fail("the output's gradient is " + to_string(*dy) + ", not " + to_string(o));
+  if (which == 3) {
+    Shape st{3};
+    st.insert(st.end(), q.begin(), q.end());
+    if (k != q || v != q || out != st) return fail("a stacked gradient needs q, k, v of one shape and [3, ...]");
+  } else if (which < 0 || which > 2 || out != (which == 0 ? q : which == 1 ? k : v)) {
+    return fail("gradient " + std::to_string(which) + " does not fit its operand");
+  }
   return g;
 }
 

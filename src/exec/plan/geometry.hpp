@@ -32,6 +32,14 @@ AxisGeom make_axis(const Shape& in, int64_t axis);
 // shapes that do not fit, or more than kMaxDims batch dims after collapsing.
 BatchGeom make_batch_matmul(const Shape& a, const Shape& b, const Shape& out, bool ta, bool tb);
 
+// Attention over q, k, v (Op::Attention's ints[0] layout) into out; with
+// dy (the output's gradient), AttentionGrad's giving the gradient `which`
+// (0 q, 1 k, 2 v, 3 all three stacked as [3, ...]). Throws ShapeError on
+// shapes that do not fit (a corrupt or hand-made graph; the op's builder
+// refuses them first).
+AttnGeom make_attention(const Shape& q, const Shape& k, const Shape& v, const Shape* dy, const Shape& out,
+                        int64_t layout, int64_t which, float scale);
+
 // How many dims make_broadcast / make_transpose / make_reduce would keep
 // after collapsing (concrete shapes). Which dims merge depends only on which
 // dims are 1 and which broadcast or are reduced, not on the sizes of the

@@ -172,17 +172,20 @@ int expected_inputs(Op op) {
     case Op::BatchMatMul: case Op::BatchNormVar:
       return 2;
     case Op::SoftmaxCrossEntropyGrad: case Op::LayerNormGrad: case Op::BatchNorm: case Op::BatchNormRunningVar:
+    case Op::Attention:
       return 3;
     case Op::BatchNormGrad: return 5;
-    case Op::BatchNormGradGamma: case Op::BatchNormGradSums: return 4;
+    case Op::BatchNormGradGamma: case Op::BatchNormGradSums: case Op::AttentionGrad: return 4;
     default: return 1;
   }
 }
 
 size_t ints_needed(Op op) {
   switch (op) {
-    case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: case Op::DropoutMask: case Op::Concat: return 1;
-    case Op::MatMul: case Op::BatchMatMul: return 2;
+    case Op::Argmax: case Op::Softmax: case Op::LogSoftmax: case Op::DropoutMask: case Op::Concat:
+    case Op::Attention:
+      return 1;
+    case Op::MatMul: case Op::BatchMatMul: case Op::AttentionGrad: return 2;
     case Op::Slice: case Op::SliceGrad: return 3;
     case Op::Conv2d: case Op::Conv2dGradInput: case Op::Conv2dGradWeight: return 4;
     case Op::MaxPool2d: case Op::MaxPool2dGrad: case Op::AvgPool2d: case Op::AvgPool2dGrad: return 6;
@@ -193,6 +196,7 @@ size_t ints_needed(Op op) {
 size_t floats_needed(Op op) {
   switch (op) {
     case Op::Clip: case Op::ClipMask: return 2;
+    case Op::Attention: case Op::AttentionGrad: return 1;
     default: return 0;
   }
 }
@@ -856,6 +860,13 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
         s.mm_k = table[0];
         break;
       }
+      case Op::Attention: case Op::AttentionGrad:
+        s.attn_which = n.op == Op::AttentionGrad ? static_cast<int>(n.ints[1]) : 0;
+        s.attn = make_attention(x, shape_of(n.inputs[1]), shape_of(n.inputs[2]),
+                                n.op == Op::AttentionGrad ? &shape_of(n.inputs[3]) : nullptr, out, n.ints[0],
+                                n.op == Op::AttentionGrad ? n.ints[1] : -1, n.floats[0]);
+        work_floats = std::max(work_floats, s.attn.workspace());
+        break;
       case Op::BatchMatMul:
         s.bmm = make_batch_matmul(x, shape_of(n.inputs[1]), out, n.ints[0] != 0, n.ints[1] != 0);
         s.ta = s.bmm.ta;

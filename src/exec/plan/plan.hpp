@@ -92,6 +92,10 @@ struct Step {
   PoolGeom pool{};
   SliceGeom slice{};  // Slice, SliceGrad; Concat: the output's axis (begin/end unused)
   BatchGeom bmm{};    // BatchMatMul
+  AttnGeom attn{};    // Attention, AttentionGrad
+  // AttentionGrad: the gradient it gives, of q (0), k (1), v (2), or all
+  // three stacked (3).
+  int attn_which = 0;
   // Concat: every operand (in[] holds the first three) and where each
   // starts along the axis (parts.size() + 1 entries, the last the total).
   std::vector<int32_t> parts;
