@@ -83,8 +83,9 @@ template <class F>
   if (op == BinOp::GeluGrad) binary_body(n, x, g, o, ew::GeluGrad{});
   else binary_body(n, x, g, o, ew::GeluTanhGrad{});
 }
-// And AVX-512 clones (16 lanes): still no FMA (the build is ISO C++, so
-// the compiler does not contract a * b + c), so the same bits again.
+// And AVX-512 clones (16 lanes): AVX-512F has FMA, but this file is built
+// with -ffp-contract=off (CMakeLists.txt: GCC contracts a * b + c in C++
+// even in ISO mode), so the same bits again.
 [[gnu::target("avx512f")]] void gelu_avx512(UnOp op, int64_t n, const float* x, float* y) {
   if (op == UnOp::Gelu) unary_body(n, x, y, ew::Gelu{});
   else unary_body(n, x, y, ew::GeluTanh{});
