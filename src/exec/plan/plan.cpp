@@ -591,10 +591,23 @@ void Compiler::group_elementwise() {
     // fits in cache (dropout mask + multiply, multiply + ReluGrad in an MLP)
     // the chunked interpreter measured slightly slower than two plain loops.
     // On activations past the cache (a residual add + ReLU over a batch of
-    // feature maps) the pass over memory it saves wins.
+    // feature maps) the pass over memory it saves wins, but only for ops
+    // that cost a memory pass and little arithmetic: a GELU, an exp or a
+    // tanh has a vector loop of its own that the interpreter does not
+    // match (the ViT's GELU and its gradient took 2.7x as long fused).
+    auto memory_bound = [&](int32_t id) {
+      switch (nodes[static_cast<size_t>(id)].op) {
+        case Op::Add: case Op::Sub: case Op::Mul: case Op::Neg: case Op::Relu: case Op::ReluGrad:
+        case Op::Square: case Op::Abs: case Op::AbsGrad: case Op::Maximum: case Op::Minimum:
+        case Op::MaximumGradMask: case Op::Clip: case Op::ClipMask:
+          return true;
+        default:
+          return false;
+      }
+    };
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       auto& g = groups[gi];
-      if (g.size() < kMinGroup && gsize[gi] < kBigGroup) {
+      if (g.size() < kMinGroup && (gsize[gi] < kBigGroup || !std::all_of(g.begin(), g.end(), memory_bound))) {
         for (int32_t m : g) group_of[static_cast<size_t>(m)] = -1;
         g.clear();
       }
