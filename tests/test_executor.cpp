@@ -662,6 +662,28 @@ TEST(ExecutorFusion, BatchNormReluAndLargePairsFoldBitIdentical) {
   EXPECT_EQ(diff, 0);
 }
 
+// The large-pair rule is for memory-bound ops only: a GELU (or its
+// gradient) beside one other op over 1M elements keeps its own vector loop,
+// which the interpreter does not match; an add + ReLU pair still fuses.
+TEST(ExecutorFusion, LargePairsWithAGeluKeepTheirOwnLoops) {
+  Graph g;
+  Tensor x = g.input("x", f32, {synk::batch, 1200, 1000});
+  Tensor y = g.input("y", f32, {synk::batch, 1200, 1000});
+  Tensor gl = synk::gelu(x) * y;          // a pair with a GELU
+  Tensor ar = synk::relu(x + y);          // a memory-bound pair
+  synk::FunctionDef def = synk::make_function_def({.name = "f", .inputs = {x, y}, .outputs = {{gl}, {ar}}});
+  synk::plan::CompileOptions o = synk::plan::default_compile_options();
+  o.fuse_elementwise = true;
+  synk::plan::Plan p = synk::plan::compile(g.nodes(), def, 1, o);
+  int gelu_own = 0, fused = 0;
+  for (const auto& st : p.steps) {
+    gelu_own += st.fused < 0 && st.op == synk::Op::Gelu;
+    fused += st.fused >= 0;
+  }
+  EXPECT_EQ(gelu_own, 1);
+  EXPECT_EQ(fused, 1);  // relu(x + y)
+}
+
 // With a learning-rate schedule the lr is a computed scalar: Nesterov's
 // update keeps its hand-written loop (the lr a scalar operand of the
 // group), and the scheduled optimizers give the same bits fused or not.
