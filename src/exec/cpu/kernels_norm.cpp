@@ -187,6 +187,21 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
   }
 }
 
+// dx of the channels [c0, c0 + cb) of every image from their per-channel
+// rstd rs, mean(gy) mg and mean(gy * xhat) mgx (the formula: norm::grad_x).
+static void grad_x_block(int64_t N, int64_t C, int64_t S, int64_t c0, int64_t cb, const float* x, const float* mean,
+                  const float* gamma, const float* dy, const float* rs, const float* mg, const float* mgx, float* dx) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < cb; ++c) {
+      const int64_t o = (n * C + c0 + c) * S;
+      const float* __restrict r = x + o;
+      const float* __restrict gr = dy + o;
+      float* __restrict q = dx + o;
+      const float mu = mean[c0 + c], gm = gamma[c0 + c], k = rs[c], u = mg[c], v = mgx[c];
+      for (int64_t i = 0; i < S; ++i) q[i] = norm::grad_x(gr[i] * gm, (r[i] - mu) * k, k, u, v);
+    }
+}
+
 void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const float* var, const float* gamma,
                      const float* dy, float eps, bool training, float* dx, const float* sums) {
   if (training && sums) {
@@ -199,15 +214,7 @@ void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const
         rs[c] = norm::rstd(var[c0 + c], eps);
         norm::grad_means(sums[c0 + c], sums[C + c0 + c], gamma[c0 + c], N * S, mg[c], mgx[c]);
       }
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = 0; c < cb; ++c) {
-          const int64_t o = (n * C + c0 + c) * S;
-          const float* __restrict r = x + o;
-          const float* __restrict gr = dy + o;
-          float* __restrict q = dx + o;
-          const float mu = mean[c0 + c], gm = gamma[c0 + c], k = rs[c], u = mg[c], v = mgx[c];
-          for (int64_t i = 0; i < S; ++i) q[i] = norm::grad_x(gr[i] * gm, (r[i] - mu) * k, k, u, v);
-        }
+      grad_x_block(N, C, S, c0, cb, x, mean, gamma, dy, rs, mg, mgx, dx);
     }
     return;
   }
@@ -263,15 +270,7 @@ void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const
       mg[c] = training ? static_cast<float>(a[c] / m) * gamma[c0 + c] : 0.f;
       mgx[c] = training ? static_cast<float>(b[c] / m) * gamma[c0 + c] * rs[c] : 0.f;
     }
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < cb; ++c) {
-        const int64_t o = (n * C + c0 + c) * S;
-        const float* __restrict r = x + o;
-        const float* __restrict gr = dy + o;
-        float* __restrict q = dx + o;
-        const float mu = mean[c0 + c], gm = gamma[c0 + c], k = rs[c], u = mg[c], v = mgx[c];
-        for (int64_t i = 0; i < S; ++i) q[i] = norm::grad_x(gr[i] * gm, (r[i] - mu) * k, k, u, v);
-      }
+    grad_x_block(N, C, S, c0, cb, x, mean, gamma, dy, rs, mg, mgx, dx);
   }
 }
 
