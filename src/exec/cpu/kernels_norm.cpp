@@ -187,6 +187,31 @@ void batch_norm(const AxisGeom& g, const float* x, const float* mean, const floa
   }
 }
 
+// Per channel of [c0, c0 + cb), added into a and b: the sum of dy and of
+// dy * (x - mean) over every image (batch norm's gradient sums).
+static void block_sums(int64_t N, int64_t C, int64_t S, int64_t c0, int64_t cb, const float* x, const float* mean,
+                       const float* dy, double* a, double* b) {
+  if (S == 1) {
+    for (int64_t n = 0; n < N; ++n) {
+      const float* __restrict r = x + n * C + c0;
+      const float* __restrict gr = dy + n * C + c0;
+      for (int64_t c = 0; c < cb; ++c) {
+        a[c] += static_cast<double>(gr[c]);
+        b[c] += static_cast<double>(gr[c] * (r[c] - mean[c0 + c]));
+      }
+    }
+    return;
+  }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < cb; ++c) {
+      const int64_t o = (n * C + c0 + c) * S;
+      float sdy, sdyx;
+      sum_dy(x + o, dy + o, S, mean[c0 + c], sdy, sdyx);
+      a[c] += sdy;
+      b[c] += sdyx;
+    }
+}
+
 // dx of the channels [c0, c0 + cb) of every image from their per-channel
 // rstd rs, mean(gy) mg and mean(gy * xhat) mgx (the formula: norm::grad_x).
 static void grad_x_block(int64_t N, int64_t C, int64_t S, int64_t c0, int64_t cb, const float* x, const float* mean,
@@ -222,55 +247,28 @@ void batch_norm_grad(const AxisGeom& g, const float* x, const float* mean, const
   const double m = static_cast<double>(N * S);
   // Per channel: k = gamma * rs multiplies dy; in training the batch
   // statistics' path subtracts mean(gy) and xhat * mean(gy * xhat).
-  if (S == 1) {
-    for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
-      const int64_t cb = std::min(kChanBlock, C - c0);
-      double a[kChanBlock] = {}, b[kChanBlock] = {};
-      if (training)
-        for (int64_t n = 0; n < N; ++n) {
-          const float* __restrict r = x + n * C + c0;
-          const float* __restrict gr = dy + n * C + c0;
-          for (int64_t c = 0; c < cb; ++c) {
-            a[c] += static_cast<double>(gr[c]);
-            b[c] += static_cast<double>(gr[c] * (r[c] - mean[c0 + c]));
-          }
-        }
-      float rs[kChanBlock], mg[kChanBlock], mgx[kChanBlock], gm[kChanBlock];
-      for (int64_t c = 0; c < cb; ++c) {
-        rs[c] = norm::rstd(var[c0 + c], eps);
-        gm[c] = gamma[c0 + c];
-        mg[c] = training ? static_cast<float>(a[c] / m) * gm[c] : 0.f;
-        mgx[c] = training ? static_cast<float>(b[c] / m) * gm[c] * rs[c] : 0.f;
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        const float* __restrict r = x + n * C + c0;
-        const float* __restrict gr = dy + n * C + c0;
-        float* __restrict q = dx + n * C + c0;
-        for (int64_t c = 0; c < cb; ++c)
-          q[c] = norm::grad_x(gr[c] * gm[c], (r[c] - mean[c0 + c]) * rs[c], rs[c], mg[c], mgx[c]);
-      }
-    }
-    return;
-  }
   for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
     const int64_t cb = std::min(kChanBlock, C - c0);
     double a[kChanBlock] = {}, b[kChanBlock] = {};
-    if (training)
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = 0; c < cb; ++c) {
-          const int64_t o = (n * C + c0 + c) * S;
-          float sdy, sdyx;
-          sum_dy(x + o, dy + o, S, mean[c0 + c], sdy, sdyx);
-          a[c] += sdy;
-          b[c] += sdyx;
-        }
+    if (training) block_sums(N, C, S, c0, cb, x, mean, dy, a, b);
     float rs[kChanBlock], mg[kChanBlock], mgx[kChanBlock];
     for (int64_t c = 0; c < cb; ++c) {
       rs[c] = norm::rstd(var[c0 + c], eps);
       mg[c] = training ? static_cast<float>(a[c] / m) * gamma[c0 + c] : 0.f;
       mgx[c] = training ? static_cast<float>(b[c] / m) * gamma[c0 + c] * rs[c] : 0.f;
     }
-    grad_x_block(N, C, S, c0, cb, x, mean, gamma, dy, rs, mg, mgx, dx);
+    if (S > 1) {
+      grad_x_block(N, C, S, c0, cb, x, mean, gamma, dy, rs, mg, mgx, dx);
+      continue;
+    }
+    // [N, C]: the channels of a row are contiguous, so the loop runs along them.
+    for (int64_t n = 0; n < N; ++n) {
+      const float* __restrict r = x + n * C + c0;
+      const float* __restrict gr = dy + n * C + c0;
+      float* __restrict q = dx + n * C + c0;
+      for (int64_t c = 0; c < cb; ++c)
+        q[c] = norm::grad_x(gr[c] * gamma[c0 + c], (r[c] - mean[c0 + c]) * rs[c], rs[c], mg[c], mgx[c]);
+    }
   }
 }
 
@@ -303,25 +301,7 @@ void batch_norm_grad_sums(const AxisGeom& g, const float* x, const float* mean, 
   for (int64_t c0 = 0; c0 < C; c0 += kChanBlock) {
     const int64_t cb = std::min(kChanBlock, C - c0);
     double a[kChanBlock] = {}, b[kChanBlock] = {};
-    if (S == 1) {
-      for (int64_t n = 0; n < N; ++n) {
-        const float* __restrict r = x + n * C + c0;
-        const float* __restrict gr = dy + n * C + c0;
-        for (int64_t c = 0; c < cb; ++c) {
-          a[c] += static_cast<double>(gr[c]);
-          b[c] += static_cast<double>(gr[c] * (r[c] - mean[c0 + c]));
-        }
-      }
-    } else {
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = 0; c < cb; ++c) {
-          const int64_t o = (n * C + c0 + c) * S;
-          float sdy, sdyx;
-          sum_dy(x + o, dy + o, S, mean[c0 + c], sdy, sdyx);
-          a[c] += sdy;
-          b[c] += sdyx;
-        }
-    }
+    block_sums(N, C, S, c0, cb, x, mean, dy, a, b);
     for (int64_t c = 0; c < cb; ++c) {
       out[c0 + c] = static_cast<float>(a[c]);
       out[C + c0 + c] = static_cast<float>(b[c]) * norm::rstd(var[c0 + c], eps);
