@@ -10,21 +10,14 @@
 #include <cmath>
 #include <vector>
 
+#include "support/random_values.hpp"
 #include "synk/synk.hpp"
 
 namespace {
 
 using namespace synk;
 
-std::vector<float> rnd(int64_t n, float lo, float hi, uint32_t seed) {
-  std::vector<float> v(static_cast<size_t>(n));
-  uint64_t s = seed * 2654435761u + 1;
-  for (float& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = lo + (hi - lo) * static_cast<float>((s >> 40) & 0xffffff) / 16777216.f;
-  }
-  return v;
-}
+using synk_test::rnd;
 
 // One attention problem: B batches of H heads, q [L, E], k [S, E], v [S,
 // Ev] each; tokens_first stores them [B, L, H, E], else [B, H, L, E].

@@ -12,21 +12,14 @@
 #include <vector>
 
 #include "support/runtime_helpers.hpp"
+#include "support/random_values.hpp"
 #include "synk/synk.hpp"
 
 namespace {
 
 using namespace synk;
 
-std::vector<float> rnd(int64_t n, float lo, float hi, uint32_t seed) {
-  std::vector<float> v(static_cast<size_t>(n));
-  uint64_t s = seed * 2654435761u + 1;
-  for (float& x : v) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    x = lo + (hi - lo) * static_cast<float>((s >> 40) & 0xffffff) / 16777216.f;
-  }
-  return v;
-}
+using synk_test::rnd;
 
 void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol, const char* what) {
   ASSERT_EQ(got.size(), want.size()) << what;
