@@ -147,25 +147,20 @@ void RuntimeCore::stall_watch() {
     StallReport rep;
     rep.waited_s = static_cast<double>(waited) / 1e9;
     rep.repeat = repeat;
-    {
-      const tr::ActivityView& m = now_s[0].v;
-      if (m.depth > 0) {
-        const tr::Doing& d = m.open[0];
-        const std::string f = fn_text(d.fn);
-        if (d.kind == static_cast<uint16_t>(tr::Kind::call) && !f.empty())
-          rep.what = "function '" + f + "' call #" + std::to_string(d.call);
-        else
-          rep.what = std::string(tr::kind_name(static_cast<tr::Kind>(d.kind))) +
-                     (d.call ? " (call #" + std::to_string(d.call) + ")" : "");
-      } else {
-        rep.what = "a runtime call";
-      }
-    }
+    // The master's outermost span is the call the ranks are in.
     int32_t what_fn = -1;
     uint64_t what_call = 0;
+    rep.what = "a runtime call";
     if (now_s[0].v.depth > 0) {
-      what_fn = now_s[0].v.open[0].fn;
-      what_call = now_s[0].v.open[0].call;
+      const tr::Doing& d = now_s[0].v.open[0];
+      what_fn = d.fn;
+      what_call = d.call;
+      const std::string f = fn_text(d.fn);
+      if (d.kind == static_cast<uint16_t>(tr::Kind::call) && !f.empty())
+        rep.what = "function '" + f + "' call #" + std::to_string(d.call);
+      else
+        rep.what = std::string(tr::kind_name(static_cast<tr::Kind>(d.kind))) +
+                   (d.call ? " (call #" + std::to_string(d.call) + ")" : "");
     }
     for (int r = 0; r < n; ++r) {
       const Sample& x = now_s[static_cast<size_t>(r)];

@@ -91,13 +91,17 @@ StepStats Runtime::stats() {
     double most = -1;
     for (const RankStepStats& r : s.ranks) {
       if (!r.steps) continue;
-      const double busy_ms = r.phase[0].p50_ms + r.phase[1].p50_ms + r.phase[3].p50_ms;
+      constexpr int busy[] = {static_cast<int>(StepPhase::inputs), static_cast<int>(StepPhase::forward_backward),
+                              static_cast<int>(StepPhase::update)};
+      double busy_ms = 0;
+      int top = busy[1];
+      for (int p : busy) {
+        busy_ms += r.phase[p].p50_ms;
+        if (r.phase[p].p50_ms > r.phase[top].p50_ms) top = p;
+      }
       if (busy_ms <= most) continue;
       most = busy_ms;
       s.slowest_rank = r.rank;
-      int top = 1;
-      for (int p : {0, 3})
-        if (r.phase[p].p50_ms > r.phase[top].p50_ms) top = p;
       s.slowest_phase = static_cast<StepPhase>(top);
       s.slowest_p50_ms = r.phase[top].p50_ms;
       std::vector<double> p50s;
