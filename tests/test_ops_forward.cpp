@@ -571,32 +571,43 @@ std::vector<float> ramp(size_t n, float scale, float shift) {
   return v;
 }
 
+// One convolution case: the forward value, the input gradient and the
+// weight gradient against ConvRef's loops, on inputs that cover every tap.
+struct ConvCase {
+  int n, c, h, w, o, kh, kw, s, p;
+};
+
+void expect_conv_matches_reference(const ConvCase& cs, float gw_tol) {
+  SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
+                                  << " k" << cs.kh << "x" << cs.kw << " s" << cs.s << " p" << cs.p);
+  Graph g;
+  auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
+  auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
+  auto y = synk::conv2d(x, w, {.stride = cs.s, .padding = cs.p});
+  ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, cs.s, cs.p,
+            static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
+  auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
+  auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {cs.s, cs.s, cs.p, cs.p});
+  auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {cs.s, cs.s, cs.p, cs.p});
+  auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
+  auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
+  auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
+  synk::Session s(g);
+  auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
+  auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
+                A(dv, {cs.n, cs.o, r.oh, r.ow})});
+  std::vector<float> rdx, rdw;
+  r.grads(xv, wv, dv, rdx, rdw);
+  expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
+  expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
+  expect_vec(out[2].to_vector<float>(), rdw, gw_tol);
+}
+
 TEST(OpsForward, Conv2dMatchesReference) {
-  struct Case { int n, c, h, w, o, k, s, p; };
-  for (Case cs : {Case{2, 3, 7, 6, 4, 3, 1, 0}, Case{2, 2, 7, 7, 3, 3, 2, 1}, Case{1, 3, 4, 5, 2, 1, 1, 0},
-                  Case{3, 2, 5, 5, 2, 2, 2, 0}, Case{0, 2, 5, 5, 2, 3, 1, 1}}) {
-    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " k" << cs.k << " s" << cs.s << " p" << cs.p);
-    Graph g;
-    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
-    auto w = g.input("w", f32, {cs.o, cs.c, cs.k, cs.k});
-    auto y = synk::conv2d(x, w, {.stride = cs.s, .padding = cs.p});
-    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.k, cs.k, cs.s, cs.p,
-              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
-    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
-    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {cs.s, cs.s, cs.p, cs.p});
-    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {cs.s, cs.s, cs.p, cs.p});
-    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
-    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.k * cs.k), 0.91f, 0.5f);
-    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
-    synk::Session s(g);
-    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
-    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.k, cs.k}), A(dv, {cs.n, cs.o, r.oh, r.ow})});
-    std::vector<float> rdx, rdw;
-    r.grads(xv, wv, dv, rdx, rdw);
-    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
-    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
-    expect_vec(out[2].to_vector<float>(), rdw, 1e-4f);
-  }
+  for (ConvCase cs : {ConvCase{2, 3, 7, 6, 4, 3, 3, 1, 0}, ConvCase{2, 2, 7, 7, 3, 3, 3, 2, 1},
+                      ConvCase{1, 3, 4, 5, 2, 1, 1, 1, 0}, ConvCase{3, 2, 5, 5, 2, 2, 2, 2, 0},
+                      ConvCase{0, 2, 5, 5, 2, 3, 3, 1, 1}})
+    expect_conv_matches_reference(cs, 1e-4f);
 }
 
 // Stride 1 with 4 or more channels runs the CPU's direct kernels
@@ -611,31 +622,8 @@ TEST(OpsForward, Conv2dStride1DirectMatchesReference) {
   for (Case cs : {Case{2, 5, 7, 7, 9, 3, 3, 1}, Case{3, 1, 28, 28, 16, 3, 3, 1}, Case{1, 7, 1, 1, 13, 3, 3, 1},
                   Case{2, 4, 28, 28, 5, 3, 3, 1}, Case{3, 6, 20, 20, 7, 3, 3, 1},
                   Case{2, 3, 9, 5, 7, 3, 2, 1}, Case{1, 4, 6, 11, 8, 5, 5, 2}, Case{2, 6, 12, 12, 6, 5, 5, 0},
-                  Case{1, 2, 4, 4, 17, 2, 2, 1}, Case{2, 9, 14, 14, 5, 3, 3, 0}, Case{1, 3, 5, 5, 2, 1, 1, 0}}) {
-    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
-                                    << " k" << cs.kh << "x" << cs.kw << " p" << cs.p);
-    Graph g;
-    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
-    auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
-    auto y = synk::conv2d(x, w, {.stride = 1, .padding = cs.p});
-    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 1, cs.p,
-              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
-    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
-    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {1, 1, cs.p, cs.p});
-    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {1, 1, cs.p, cs.p});
-    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
-    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
-    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
-    synk::Session s(g);
-    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
-    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
-                  A(dv, {cs.n, cs.o, r.oh, r.ow})});
-    std::vector<float> rdx, rdw;
-    r.grads(xv, wv, dv, rdx, rdw);
-    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
-    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
-    expect_vec(out[2].to_vector<float>(), rdw, 2e-4f);
-  }
+                  Case{1, 2, 4, 4, 17, 2, 2, 1}, Case{2, 9, 14, 14, 5, 3, 3, 0}, Case{1, 3, 5, 5, 2, 1, 1, 0}})
+    expect_conv_matches_reference({cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 1, cs.p}, 2e-4f);
 }
 
 // Stride 2 with 4 or more channels and a kernel of 2 or more taps runs the
@@ -649,31 +637,8 @@ TEST(OpsForward, Conv2dStride2DirectMatchesReference) {
   for (Case cs : {Case{2, 5, 7, 7, 9, 3, 3, 1}, Case{2, 4, 28, 28, 5, 3, 3, 1}, Case{3, 6, 21, 23, 7, 3, 3, 0},
                   Case{1, 4, 20, 22, 17, 5, 5, 2}, Case{1, 4, 19, 21, 6, 5, 5, 1}, Case{2, 6, 25, 25, 6, 2, 2, 1},
                   Case{2, 7, 24, 19, 4, 3, 2, 1}, Case{2, 9, 22, 20, 8, 3, 3, 2}, Case{1, 4, 1, 1, 5, 3, 3, 1},
-                  Case{1, 5, 4, 4, 4, 3, 3, 2}, Case{2, 8, 14, 14, 6, 1, 1, 0}}) {
-    SCOPED_TRACE(testing::Message() << "n" << cs.n << " c" << cs.c << " " << cs.h << "x" << cs.w << " o" << cs.o
-                                    << " k" << cs.kh << "x" << cs.kw << " p" << cs.p);
-    Graph g;
-    auto x = g.input("x", f32, {synk::batch, cs.c, cs.h, cs.w});
-    auto w = g.input("w", f32, {cs.o, cs.c, cs.kh, cs.kw});
-    auto y = synk::conv2d(x, w, {.stride = 2, .padding = cs.p});
-    ConvRef r{cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 2, cs.p,
-              static_cast<int>(y.shape()[2]), static_cast<int>(y.shape()[3])};
-    auto dy = g.input("dy", f32, {synk::batch, cs.o, r.oh, r.ow});
-    auto gx = raw(g, Op::Conv2dGradInput, f32, x.shape(), {dy.id(), w.id()}, {2, 2, cs.p, cs.p});
-    auto gw = raw(g, Op::Conv2dGradWeight, f32, w.shape(), {x.id(), dy.id()}, {2, 2, cs.p, cs.p});
-    auto xv = ramp(static_cast<size_t>(cs.n * cs.c * cs.h * cs.w), 0.37f, 0.1f);
-    auto wv = ramp(static_cast<size_t>(cs.o * cs.c * cs.kh * cs.kw), 0.91f, 0.5f);
-    auto dv = ramp(static_cast<size_t>(cs.n * cs.o * r.oh * r.ow), 0.53f, 0.2f);
-    synk::Session s(g);
-    auto f = s.function({.name = "conv", .inputs = {x, w, dy}, .outputs = {{y}, {gx}, {gw}}});
-    auto out = f({A(xv, {cs.n, cs.c, cs.h, cs.w}), A(wv, {cs.o, cs.c, cs.kh, cs.kw}),
-                  A(dv, {cs.n, cs.o, r.oh, r.ow})});
-    std::vector<float> rdx, rdw;
-    r.grads(xv, wv, dv, rdx, rdw);
-    expect_vec(out[0].to_vector<float>(), r.fwd(xv, wv), 1e-4f);
-    expect_vec(out[1].to_vector<float>(), rdx, 1e-4f);
-    expect_vec(out[2].to_vector<float>(), rdw, 2e-4f);
-  }
+                  Case{1, 5, 4, 4, 4, 3, 3, 2}, Case{2, 8, 14, 14, 6, 1, 1, 0}})
+    expect_conv_matches_reference({cs.n, cs.c, cs.h, cs.w, cs.o, cs.kh, cs.kw, 2, cs.p}, 2e-4f);
 }
 
 // The planner fuses bias and ReLU into the convolution; the direct kernels
