@@ -42,12 +42,12 @@ struct SessionOptions {
 
 class Session;
 
-// A compiled function; callable while its Session lives.
 // A caller-chosen dropout key for one call (Function::call_into).
 struct CallKey {
   uint64_t value = 0;
 };
 
+// A compiled function; callable while its Session lives.
 class Function {
  public:
   Function() = default;
