@@ -38,22 +38,10 @@ struct Mlp {
   }
 };
 
-Array features(int64_t rows) {
-  std::vector<float> v(static_cast<size_t>(rows * 6));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.41f * static_cast<float>(i)) * 1.5f;
-  return Array::from(v, {rows, 6});
-}
+Array features(int64_t rows) { return synk_test::sine_rows(rows, 6, 0.41f, 1.5f); }
+Array labels(int64_t rows) { return synk_test::cyclic_labels(rows, 5, 4); }
 
-Array labels(int64_t rows) {
-  std::vector<int32_t> v(static_cast<size_t>(rows));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 5) % 4);
-  return Array::from(v, {rows});
-}
-
-std::vector<uint8_t> bytes_of(const Array& a) {
-  const auto* p = static_cast<const uint8_t*>(a.raw());
-  return {p, p + a.nbytes()};
-}
+using synk_test::bytes_of;
 
 struct Outcome {
   std::vector<std::vector<uint8_t>> losses, params;

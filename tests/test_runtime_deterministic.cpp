@@ -36,24 +36,12 @@ struct Mlp {
   }
 };
 
-Array features(int64_t rows) {
-  std::vector<float> v(static_cast<size_t>(rows * 5));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * static_cast<float>(i)) * 2.f;
-  return Array::from(v, {rows, 5});
-}
-
-Array labels(int64_t rows) {
-  std::vector<int32_t> v(static_cast<size_t>(rows));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * 7) % 3);
-  return Array::from(v, {rows});
-}
+Array features(int64_t rows) { return synk_test::sine_rows(rows, 5, 0.37f, 2.f); }
+Array labels(int64_t rows) { return synk_test::cyclic_labels(rows, 7, 3); }
 
 Tensor reduce_max(Tensor t) { return synk::max(t); }
 
-std::vector<uint8_t> bytes_of(const Array& a) {
-  const auto* p = static_cast<const uint8_t*>(a.raw());
-  return {p, p + a.nbytes()};
-}
+using synk_test::bytes_of;
 
 struct Outcome {
   std::vector<std::vector<uint8_t>> params;  // rank 0's, by parameter

@@ -78,6 +78,27 @@ inline synk::Array rows_of(int64_t n) {
   return synk::Array::from(v, {n, 3});
 }
 
+// `rows` x `cols` floats amp * sin(freq * i): training features that differ
+// in every element, the same in every process.
+inline synk::Array sine_rows(int64_t rows, int64_t cols, float freq, float amp) {
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(freq * static_cast<float>(i)) * amp;
+  return synk::Array::from(v, {rows, cols});
+}
+
+// `rows` int32 labels (i * step) % classes.
+inline synk::Array cyclic_labels(int64_t rows, int32_t step, int32_t classes) {
+  std::vector<int32_t> v(static_cast<size_t>(rows));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<int32_t>((i * static_cast<size_t>(step)) % classes);
+  return synk::Array::from(v, {rows});
+}
+
+// An array's bytes, for bitwise comparisons.
+inline std::vector<uint8_t> bytes_of(const synk::Array& a) {
+  const auto* p = static_cast<const uint8_t*>(a.raw());
+  return {p, p + a.nbytes()};
+}
+
 // Rows `idx` of `a`, in that order.
 inline synk::Array select(const synk::Array& a, const std::vector<int64_t>& idx) {
   synk::Shape s = a.shape();
