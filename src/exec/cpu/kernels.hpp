@@ -49,6 +49,12 @@ void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32
 
 // p, q: the op's scalar attributes (Pow's exponent; Clip's bounds).
 void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p = 0.f, float q = 0.f);
+// GELU (op Gelu or GeluTanh) over n contiguous floats, and its gradient
+// (GeluGrad or GeluTanhGrad) of x and g, each read with stride sx / sg of 0
+// (one value for all) or 1: kernels_gelu.cpp, the only loops that evaluate
+// GELU, for unary_f32 / binary_f32 and the fused interpreter alike.
+void gelu_loop(UnOp op, int64_t n, const float* x, float* y);
+void gelu_grad_loop(BinOp op, int64_t n, const float* x, int64_t sx, const float* g, int64_t sg, float* o);
 void neg_i32(int64_t n, const int32_t* x, int32_t* y);
 void cast_f32_i32(int64_t n, const float* x, int32_t* y);  // truncates
 void cast_i32_f32(int64_t n, const int32_t* x, float* y);

@@ -55,7 +55,17 @@ inline void un(int64_t m, Opnd a, float* __restrict o, F f) {
 
 // The formulas of binary_f32 / unary_f32: kernels/elementwise.hpp's, one
 // loop instance per op.
+// GELU's go to its own loops (kernels_gelu.cpp), as the op's kernel does, so
+// that a fused GELU gives the same bits.
 void run_instr(const EwInstr& ins, int64_t m, Opnd a, Opnd b, float* o) {
+  if (ins.op == EwOp::Unary && (ins.uop == UnOp::Gelu || ins.uop == UnOp::GeluTanh)) {
+    if (!a.scalar) return gelu_loop(ins.uop, m, a.p, o);
+    gelu_loop(ins.uop, 1, a.p, o);
+    std::fill(o + 1, o + m, o[0]);
+    return;
+  }
+  if (ins.op == EwOp::Binary && (ins.bop == BinOp::GeluGrad || ins.bop == BinOp::GeluTanhGrad))
+    return gelu_grad_loop(ins.bop, m, a.p, a.scalar ? 0 : 1, b.p, b.scalar ? 0 : 1, o);
   switch (ins.op) {
     case EwOp::Binary: ew::visit_binary(ins.bop, [&](auto f) { bin(m, a, b, o, f); }); break;
     case EwOp::Unary: ew::visit_unary(ins.uop, ins.f, ins.f2, [&](auto f) { un(m, a, o, f); }); break;
