@@ -19,14 +19,17 @@ namespace synk::cpu {
 
 namespace {
 
-// sx, sg: 0 (one value for every element) or 1.
+// The output may be an operand's very array (the planner lets an
+// elementwise op take over an operand's block; gemm_small's epilogue
+// updates a product's rows in place): element i is read before it is
+// written, so no __restrict here.
 template <class F>
-[[gnu::always_inline]] inline void unary_body(int64_t n, const float* __restrict x, float* __restrict y, F f) {
+[[gnu::always_inline]] inline void unary_body(int64_t n, const float* x, float* y, F f) {
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 template <class F>
-[[gnu::always_inline]] inline void binary_body(int64_t n, const float* __restrict x, int64_t sx,
-                                               const float* __restrict g, int64_t sg, float* __restrict o, F f) {
+[[gnu::always_inline]] inline void binary_body(int64_t n, const float* x, int64_t sx, const float* g, int64_t sg,
+                                               float* o, F f) {
   if (sx == 1 && sg == 1) {
     for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], g[i]);
   } else if (sx == 1) {
@@ -83,6 +86,7 @@ void gelu_loop(UnOp op, int64_t n, const float* x, float* y) {
   gelu_base(op, n, x, y);
 }
 
+// sx, sg: 0 (one value for every element) or 1.
 void gelu_grad_loop(BinOp op, int64_t n, const float* x, int64_t sx, const float* g, int64_t sg, float* o) {
 #ifdef SYNK_GELU_CLONES
   switch (cpu_isa()) {
