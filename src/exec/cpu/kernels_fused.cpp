@@ -150,7 +150,8 @@ void interpret_base(const EwProgram& p, const float* const* in, float* const* ou
 }
 
 // AVX2 clones (no FMA: the same roundings as the SSE2 code), picked at run
-// time.
+// time. GELU's instructions call kernels_gelu.cpp's loops, which pick their
+// own clone (with FMA) as the GELU op's kernel does.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define SYNK_HAVE_AVX2_CLONES 1
 [[gnu::target("avx2")]] void nesterov_avx2(const NesterovArgs& a, int64_t n, const float* const* in, float* const* out) {
@@ -160,7 +161,8 @@ void interpret_base(const EwProgram& p, const float* const* in, float* const* ou
                                             const uint64_t* keys) {
   interpret(p, in, out, keys);
 }
-// Results are the same either way (no FMA in these clones); the AVX2 one
+// Results are the same either way (no FMA in these clones; GELU's loops
+// give the op's bits on a given CPU); the AVX2 one
 // runs where cpu_isa() says AVX2 or wider.
 bool have_avx2() { return cpu_isa() != Isa::base; }
 #endif
