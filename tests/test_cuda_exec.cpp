@@ -28,6 +28,7 @@
 #include "exec/plan/plan.hpp"
 #include "cuda/device.hpp"
 #include "exec/cuda/executor.hpp"
+#include "graph/internal.hpp"
 #endif
 
 using namespace synk;
@@ -1097,11 +1098,13 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   CompileOptionsGuard guard;
   plan::default_compile_options().fuse_elementwise = true;
   plan::default_compile_options().fuse_norm_relu = true;
+  plan::default_compile_options().fuse_matmul_gelu_grad = true;
   plan::default_compile_options().outputs_external = true;
   plan::default_compile_options().reuse = false;
   const plan::CompileOptions o = cuda::plan_options();
   EXPECT_FALSE(o.fuse_elementwise);
   EXPECT_FALSE(o.fuse_norm_relu);
+  EXPECT_FALSE(o.fuse_matmul_gelu_grad);
   EXPECT_FALSE(o.outputs_external);
   EXPECT_FALSE(o.reuse) << "the other switches come from the defaults";
 
@@ -1145,6 +1148,29 @@ TEST(CudaPlanLayout, CpuOnlyPlannerSwitchesAreForcedOffAndRefused) {
   }
   plan::Plan unfolded = plan::compile(gb.nodes(), bdef, 2, cuda::plan_options());
   for (const plan::Step& s : unfolded.steps) EXPECT_FALSE(s.op == Op::BatchNorm && s.relu);
+
+  // GELU's gradient folded into the product it reads (the CUDA product has
+  // no such epilogue).
+  Graph gg;
+  Tensor hg = gg.input("h", f32, {batch, 5, 16});
+  Tensor dyg = gg.input("dy", f32, {batch, 5, 8});
+  Tensor wg = gg.variable("w", {16, 8}, Init::uniform(-1.f, 1.f));
+  const FunctionDef gdef = make_function_def(
+      {.name = "gelu_back", .inputs = {hg, dyg}, .outputs = {{gelu_grad(hg, matmul(dyg, wg, false, true), false)}}});
+  plan::CompileOptions gelu_folding;
+  gelu_folding.fuse_matmul_gelu_grad = true;
+  plan::Plan gfolded = plan::compile(gg.nodes(), gdef, 2, gelu_folding);
+  bool has_gelu_fold = false;
+  for (const plan::Step& s : gfolded.steps) has_gelu_fold = has_gelu_fold || s.gelu_grad;
+  ASSERT_TRUE(has_gelu_fold) << "the planner did not fold GELU's gradient; the test shows nothing";
+  try {
+    (void)cuda::make_cuda_plan(std::move(gfolded), gg.nodes(), gdef, 1, 0, nullptr);
+    FAIL() << "the CUDA executor took a product with GELU's gradient folded in";
+  } catch (const BackendError& e) {
+    EXPECT_NE(std::string(e.what()).find("'gelu_back': the CUDA executor got a plan"), std::string::npos) << e.what();
+  }
+  plan::Plan gplain = plan::compile(gg.nodes(), gdef, 2, cuda::plan_options());
+  for (const plan::Step& s : gplain.steps) EXPECT_FALSE(s.gelu_grad);
 #endif
 }
 

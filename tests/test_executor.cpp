@@ -684,6 +684,67 @@ TEST(ExecutorFusion, LargePairsWithAGeluKeepTheirOwnLoops) {
   EXPECT_EQ(fused, 1);  // relu(x + y)
 }
 
+// A transformer MLP's backward: gelu_grad(h, dA) with dA = dY W2^T over
+// tokens, read by nothing else, folds into the product (the GeluGrad op's
+// loop applied to each block of rows; CompileOptions::fuse_matmul_gelu_grad)
+// and gives the plain ops' bits: loss and every gradient, erf and tanh forms,
+// widths that take gemm_small's path (128, rows not a multiple of its
+// 6-row blocks) and OpenBLAS's (40, then a pass after the product).
+TEST(ExecutorFusion, GeluGradFoldedIntoItsProductBitIdentical) {
+  for (const bool tanh_form : {false, true})
+    for (const int64_t hidden : {128, 40}) {
+      SCOPED_TRACE(std::string(tanh_form ? "tanh" : "erf") + " hidden " + std::to_string(hidden));
+      const int64_t t = 7, d = 32, n = 11;  // 77 rows
+      auto run = [&](bool fuse) {
+        ElementwiseFusion ef(fuse);
+        Graph g;
+        Tensor x = g.input("x", f32, {synk::batch, t, d});
+        Tensor w1 = g.variable("w1", {d, hidden}, synk::Init::uniform(-0.4f, 0.4f));
+        Tensor w2 = g.variable("w2", {hidden, d}, synk::Init::uniform(-0.4f, 0.4f));
+        Tensor y = synk::matmul(synk::gelu(synk::matmul(x, w1), tanh_form), w2);
+        Tensor loss = synk::mean(y * y);
+        auto grads = synk::grad(loss, {w1, w2, x});
+        synk::Session s(g, {.seed = 3});
+        auto f = s.function({.name = "f", .inputs = {x}, .outputs = {{loss}, {grads[0]}, {grads[1]}, {grads[2]}}});
+        std::vector<float> xv(static_cast<size_t>(n * t * d));
+        for (size_t i = 0; i < xv.size(); ++i) xv[i] = std::sin(0.37f * static_cast<float>(i)) * 2.5f;
+        std::vector<float> trace;
+        for (const Array& a : f({Array::from(xv, {n, t, d})}))
+          for (float v : a.to_vector<float>()) trace.push_back(v);
+        // The plan folds the GeluGrad only when fusing.
+        const synk::FunctionDef def = synk::make_function_def({.name = "f", .inputs = {x}, .outputs = {{grads[0]}}});
+        const synk::plan::Plan p = synk::plan::compile(g.nodes(), def, n, synk::cpu::cpu_session_options());
+        int folded = 0, own = 0;
+        for (const auto& st : p.steps) {
+          folded += st.op == synk::Op::BatchMatMul && st.gelu_grad;
+          own += st.fused < 0 && st.op == synk::Op::GeluGrad;
+        }
+        EXPECT_EQ(folded, fuse ? 1 : 0);
+        EXPECT_EQ(own, fuse ? 0 : 1);
+        return trace;
+      };
+      const auto a = run(true), b = run(false);
+      ASSERT_EQ(a.size(), b.size());
+      int64_t diff = 0;
+      for (size_t i = 0; i < a.size(); ++i)
+        if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && diff++ < 5) ADD_FAILURE() << "differ at " << i;
+      EXPECT_EQ(diff, 0);
+    }
+}
+
+// Not folded where the product has another reader (its value must stay).
+TEST(ExecutorFusion, GeluGradNotFoldedIntoAProductReadElsewhere) {
+  Graph g;
+  Tensor h = g.input("h", f32, {synk::batch, 5, 16});
+  Tensor dy = g.input("dy", f32, {synk::batch, 5, 8});
+  Tensor w = g.variable("w", {16, 8}, synk::Init::uniform(-1.f, 1.f));
+  Tensor da = synk::matmul(dy, w, false, true);
+  const synk::FunctionDef def = synk::make_function_def(
+      {.name = "f", .inputs = {h, dy}, .outputs = {{synk::gelu_grad(h, da, false)}, {da}}});
+  const synk::plan::Plan p = synk::plan::compile(g.nodes(), def, 3, synk::cpu::cpu_session_options());
+  for (const auto& st : p.steps) EXPECT_FALSE(st.gelu_grad);
+}
+
 // With a learning-rate schedule the lr is a computed scalar: Nesterov's
 // update keeps its hand-written loop (the lr a scalar operand of the
 // group), and the scheduled optimizers give the same bits fused or not.

@@ -31,6 +31,7 @@ plan::CompileOptions cpu_session_options() {
   plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = o.fuse_elementwise || (o.fuse && cpu_fuse_elementwise());
   o.fuse_norm_relu = o.fuse_norm_relu || (o.fuse && cpu_fuse_elementwise());
+  o.fuse_matmul_gelu_grad = o.fuse_matmul_gelu_grad || (o.fuse && cpu_fuse_elementwise());
   return o;
 }
 
@@ -227,7 +228,12 @@ void run_step(const Step& s, Plan& p, const RunContext& ctx) {
       break;
     case Op::BatchMatMul:
       if (c) batch_matmul_bias(s.bmm, P<float>(a), P<float>(b), P<float>(c), s.relu, P<float>(out));
-      else batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
+      else if (s.gelu_grad) {
+        const GeluGradEpilogue ep{s.bop, P<const float>(p.ptr[static_cast<size_t>(s.in[3])])};
+        batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out), &ep);
+      } else {
+        batch_matmul(s.bmm, P<float>(a), P<float>(b), P<float>(out));
+      }
       break;
     default:
       throw ArgumentError(std::string("op ") + op_name(s.op) + " is not supported by the CPU executor");

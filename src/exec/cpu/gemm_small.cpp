@@ -64,29 +64,37 @@ template <int R>
   }
 }
 
+// ep: GELU's gradient applied to each block of rows just made (in L1),
+// by the GeluGrad op's own loop.
 [[gnu::always_inline]] inline void body(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
-                                        const float* bias) {
+                                        const float* bias, const GeluGradEpilogue* ep) {
   int64_t r = 0;
-  for (; r + 6 <= m; r += 6) row_block<6>(k, n, a + r * k, b, c + r * n, bias);
-  for (; r < m; ++r) row_block<1>(k, n, a + r * k, b, c + r * n, bias);
+  for (; r + 6 <= m; r += 6) {
+    row_block<6>(k, n, a + r * k, b, c + r * n, bias);
+    if (ep) gelu_grad_loop(ep->op, 6 * n, ep->x + r * n, 1, c + r * n, 1, c + r * n);
+  }
+  for (; r < m; ++r) {
+    row_block<1>(k, n, a + r * k, b, c + r * n, bias);
+    if (ep) gelu_grad_loop(ep->op, n, ep->x + r * n, 1, c + r * n, 1, c + r * n);
+  }
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define SYNK_GEMM_SMALL_CLONES 1
 [[gnu::target("avx512f")]] void body_avx512(int64_t m, int64_t n, int64_t k, const float* a, const float* b,
-                                            float* c, const float* bias) {
-  body(m, n, k, a, b, c, bias);
+                                            float* c, const float* bias, const GeluGradEpilogue* ep) {
+  body(m, n, k, a, b, c, bias, ep);
 }
 [[gnu::target("avx2,fma")]] void body_avx2(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c,
-                                           const float* bias) {
-  body(m, n, k, a, b, c, bias);
+                                           const float* bias, const GeluGradEpilogue* ep) {
+  body(m, n, k, a, b, c, bias, ep);
 }
 #endif
 
 }  // namespace
 
 bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
-                float* c) {
+                float* c, const GeluGradEpilogue* ep) {
 #ifdef SYNK_GEMM_SMALL_CLONES
   const Isa isa = cpu_isa();
   if (isa == Isa::base || n % kLanes != 0 || n == 0 || k == 0 || n * k > kGemmSmallMaxB || m < 64) return false;
@@ -97,8 +105,8 @@ bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const 
       for (int64_t kk = 0; kk < k; ++kk) bt[static_cast<size_t>(kk * n + j)] = b[j * k + kk];
     b = bt.data();
   }
-  if (isa == Isa::avx512) body_avx512(m, n, k, a, b, c, bias);
-  else body_avx2(m, n, k, a, b, c, bias);
+  if (isa == Isa::avx512) body_avx512(m, n, k, a, b, c, bias, ep);
+  else body_avx2(m, n, k, a, b, c, bias, ep);
   return true;
 #else
   return false;

@@ -49,6 +49,12 @@ void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32
 
 // p, q: the op's scalar attributes (Pow's exponent; Clip's bounds).
 void unary_f32(UnOp op, int64_t n, const float* x, float* y, float p = 0.f, float q = 0.f);
+// GELU (op Gelu or GeluTanh) over n contiguous floats, and its gradient
+// (GeluGrad or GeluTanhGrad) of x and g, each read with stride sx / sg of 0
+// (one value for all) or 1: kernels_gelu.cpp, the only loops that evaluate
+// GELU, for unary_f32 / binary_f32 and the fused interpreter alike.
+void gelu_loop(UnOp op, int64_t n, const float* x, float* y);
+void gelu_grad_loop(BinOp op, int64_t n, const float* x, int64_t sx, const float* g, int64_t sg, float* o);
 void neg_i32(int64_t n, const int32_t* x, int32_t* y);
 void cast_f32_i32(int64_t n, const float* x, int32_t* y);  // truncates
 void cast_i32_f32(int64_t n, const int32_t* x, float* y);
@@ -88,14 +94,22 @@ void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, c
             float* c, float beta = 0.f);
 // The batched product of BatchGeom (one GEMM where the batch folds, else
 // one sgemm per product; summed outputs zeroed first, then accumulated).
-void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c);
+// ep (may be null): GELU's gradient folded in (Step::gelu_grad): c =
+// gelu_grad(ep->x, c) with ep->x shaped as c, applied by gemm_small to each
+// block of rows while it is in cache, else in a pass after the product.
+struct GeluGradEpilogue {
+  BinOp op;  // GeluGrad or GeluTanhGrad
+  const float* x;
+};
+void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c,
+                  const GeluGradEpilogue* ep = nullptr);
 // C [m, n] = A [m, k] op(B) (B [k, n], or [n, k] when tb), plus bias (one
 // value per column) unless null: gemm_small.cpp's kernel for many rows against a small B (n a
 // multiple of 16, n * k <= kGemmSmallMaxB, m >= 64, an AVX2 or AVX-512 CPU).
 // Returns false, doing nothing, where it does not apply.
 inline constexpr int64_t kGemmSmallMaxB = 128 * 256;
 bool gemm_small(bool tb, int64_t m, int64_t n, int64_t k, const float* a, const float* b, const float* bias,
-                float* c);
+                float* c, const GeluGradEpilogue* ep = nullptr);
 // Epilogue of a fused op on rows x cols of y: y += bias[row % nb] (one value
 // per row, bias may be null), then ReLU if asked.
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y);

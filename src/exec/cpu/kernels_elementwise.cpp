@@ -56,60 +56,21 @@ void bin_loop(const Strided& s, const T* a, const T* b, O* o, F f) {
   bin_rec(s, 0, a, b, o, f);
 }
 
-// ---- GELU's loops, AVX2 clones ---------------------------------------------------
-// GELU's formulas are arithmetic, tens of operations per element
-// (kernels/elementwise.hpp), and a ViT runs them over every hidden unit, so
-// their loops get AVX2 clones picked at run time, as the fused interpreter
-// and the dropout mask have: about twice the SSE2 speed. No FMA, so the
-// same roundings and the same bits as the baseline loops. Same-shape
-// operands only: the gradient's (x, g) always are.
+// GELU's formulas run in kernels_gelu.cpp's loops (built with contraction
+// on, unlike this file): a GELU op with broadcast operands reaches them one
+// innermost run at a time.
+bool is_gelu_grad(BinOp op) { return op == BinOp::GeluGrad || op == BinOp::GeluTanhGrad; }
 
-template <class F>
-[[gnu::always_inline]] inline void unary_body(int64_t n, const float* __restrict x, float* __restrict y, F f) {
-  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+void gelu_grad_rec(BinOp op, const Strided& s, int d, const float* a, const float* b, float* o) {
+  const int64_t n = s.dim[d];
+  if (d == s.nd - 1) {
+    const int64_t sa = s.sa[d], sb = s.sb[d];
+    if ((sa == 0 || sa == 1) && (sb == 0 || sb == 1)) return gelu_grad_loop(op, n, a, sa, b, sb, o);
+    for (int64_t i = 0; i < n; ++i) gelu_grad_loop(op, 1, a + i * sa, 0, b + i * sb, 0, o + i);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) gelu_grad_rec(op, s, d + 1, a + i * s.sa[d], b + i * s.sb[d], o + i * s.so[d]);
 }
-template <class F>
-[[gnu::always_inline]] inline void binary_body(int64_t n, const float* __restrict a, const float* __restrict b,
-                                               float* __restrict o, F f) {
-  for (int64_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
-}
-
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-[[gnu::target("avx2")]] void gelu_avx2(UnOp op, int64_t n, const float* x, float* y) {
-  if (op == UnOp::Gelu) unary_body(n, x, y, ew::Gelu{});
-  else unary_body(n, x, y, ew::GeluTanh{});
-}
-[[gnu::target("avx2")]] void gelu_grad_avx2(BinOp op, int64_t n, const float* x, const float* g, float* o) {
-  if (op == BinOp::GeluGrad) binary_body(n, x, g, o, ew::GeluGrad{});
-  else binary_body(n, x, g, o, ew::GeluTanhGrad{});
-}
-// And AVX-512 clones (16 lanes): AVX-512F has FMA, but this file is built
-// with -ffp-contract=off (CMakeLists.txt: GCC contracts a * b + c in C++
-// even in ISO mode), so the same bits again.
-[[gnu::target("avx512f")]] void gelu_avx512(UnOp op, int64_t n, const float* x, float* y) {
-  if (op == UnOp::Gelu) unary_body(n, x, y, ew::Gelu{});
-  else unary_body(n, x, y, ew::GeluTanh{});
-}
-[[gnu::target("avx512f")]] void gelu_grad_avx512(BinOp op, int64_t n, const float* x, const float* g, float* o) {
-  if (op == BinOp::GeluGrad) binary_body(n, x, g, o, ew::GeluGrad{});
-  else binary_body(n, x, g, o, ew::GeluTanhGrad{});
-}
-bool gelu_use_avx512() { return cpu_isa() == Isa::avx512; }
-bool gelu_use_avx2() {
-  static const bool yes = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
-  }();
-  return yes;
-}
-#else
-void gelu_avx512(UnOp, int64_t, const float*, float*) {}
-void gelu_grad_avx512(BinOp, int64_t, const float*, const float*, float*) {}
-bool gelu_use_avx512() { return false; }
-void gelu_avx2(UnOp, int64_t, const float*, float*) {}
-void gelu_grad_avx2(BinOp, int64_t, const float*, const float*, float*) {}
-bool gelu_use_avx2() { return false; }
-#endif
 
 }  // namespace
 
@@ -117,9 +78,9 @@ bool gelu_use_avx2() { return false; }
 // interpreter and the CUDA kernels); each op gets its own loop instance.
 
 void binary_f32(BinOp op, const Strided& s, const float* a, const float* b, float* o) {
-  if ((op == BinOp::GeluGrad || op == BinOp::GeluTanhGrad) && s.nd == 1 && s.sa[0] == 1 && s.sb[0] == 1) {
-    if (gelu_use_avx512()) return gelu_grad_avx512(op, s.numel, a, b, o);
-    if (gelu_use_avx2()) return gelu_grad_avx2(op, s.numel, a, b, o);
+  if (is_gelu_grad(op)) {
+    if (s.numel > 0) gelu_grad_rec(op, s, 0, a, b, o);
+    return;
   }
   ew::visit_binary(op, [&](auto f) { bin_loop(s, a, b, o, f); });
 }
@@ -188,8 +149,7 @@ void where_i32(const Strided& s, const int32_t* c, const int32_t* a, const int32
 // ---- unary -------------------------------------------------------------------
 
 void unary_f32(UnOp op, int64_t n, const float* __restrict x, float* __restrict y, float p, float q) {
-  if ((op == UnOp::Gelu || op == UnOp::GeluTanh) && gelu_use_avx512()) return gelu_avx512(op, n, x, y);
-  if ((op == UnOp::Gelu || op == UnOp::GeluTanh) && gelu_use_avx2()) return gelu_avx2(op, n, x, y);
+  if (op == UnOp::Gelu || op == UnOp::GeluTanh) return gelu_loop(op, n, x, y);
   ew::visit_unary(op, p, q, [&](auto f) {
     for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
   });

@@ -55,7 +55,17 @@ inline void un(int64_t m, Opnd a, float* __restrict o, F f) {
 
 // The formulas of binary_f32 / unary_f32: kernels/elementwise.hpp's, one
 // loop instance per op.
+// GELU's go to its own loops (kernels_gelu.cpp), as the op's kernel does, so
+// that a fused GELU gives the same bits.
 void run_instr(const EwInstr& ins, int64_t m, Opnd a, Opnd b, float* o) {
+  if (ins.op == EwOp::Unary && (ins.uop == UnOp::Gelu || ins.uop == UnOp::GeluTanh)) {
+    if (!a.scalar) return gelu_loop(ins.uop, m, a.p, o);
+    gelu_loop(ins.uop, 1, a.p, o);
+    std::fill(o + 1, o + m, o[0]);
+    return;
+  }
+  if (ins.op == EwOp::Binary && (ins.bop == BinOp::GeluGrad || ins.bop == BinOp::GeluTanhGrad))
+    return gelu_grad_loop(ins.bop, m, a.p, a.scalar ? 0 : 1, b.p, b.scalar ? 0 : 1, o);
   switch (ins.op) {
     case EwOp::Binary: ew::visit_binary(ins.bop, [&](auto f) { bin(m, a, b, o, f); }); break;
     case EwOp::Unary: ew::visit_unary(ins.uop, ins.f, ins.f2, [&](auto f) { un(m, a, o, f); }); break;
@@ -140,7 +150,8 @@ void interpret_base(const EwProgram& p, const float* const* in, float* const* ou
 }
 
 // AVX2 clones (no FMA: the same roundings as the SSE2 code), picked at run
-// time.
+// time. GELU's instructions call kernels_gelu.cpp's loops, which pick their
+// own clone (with FMA) as the GELU op's kernel does.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define SYNK_HAVE_AVX2_CLONES 1
 [[gnu::target("avx2")]] void nesterov_avx2(const NesterovArgs& a, int64_t n, const float* const* in, float* const* out) {
@@ -150,7 +161,8 @@ void interpret_base(const EwProgram& p, const float* const* in, float* const* ou
                                             const uint64_t* keys) {
   interpret(p, in, out, keys);
 }
-// Results are the same either way (no FMA in these clones); the AVX2 one
+// Results are the same either way (no FMA in these clones; GELU's loops
+// give the op's bits on a given CPU); the AVX2 one
 // runs where cpu_isa() says AVX2 or wider.
 bool have_avx2() { return cpu_isa() != Isa::base; }
 #endif

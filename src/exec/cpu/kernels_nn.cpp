@@ -192,26 +192,25 @@ void batch_matmul_bias(const BatchGeom& g, const float* a, const float* b, const
     for (int64_t i = 0; i < rows * g.n; ++i) c[i] = c[i] > 0.f ? c[i] : 0.f;
 }
 
-void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c) {
+void batch_matmul(const BatchGeom& g, const float* a, const float* b, float* c, const GeluGradEpilogue* ep) {
   if (g.m == 0 || g.n == 0) return;
   if (g.fold == 1) {  // rows stacked: [count*m, k] x op(B)
-    if (gemm_small(g.tb, g.count * g.m, g.n, g.k, a, b, nullptr, c)) return;
+    if (gemm_small(g.tb, g.count * g.m, g.n, g.k, a, b, nullptr, c, ep)) return;
     gemm(false, g.tb, g.count * g.m, g.n, g.k, a, g.k, b, g.ldb(), 0.f, c, g.n);
-    return;
-  }
-  if (g.fold == 2) {  // inner dims stacked: [count*k, m]^T x [count*k, n]
+  } else if (g.fold == 2) {  // inner dims stacked: [count*k, m]^T x [count*k, n]
     gemm(true, false, g.m, g.n, g.count * g.k, a, g.m, b, g.n, 0.f, c, g.n);
-    return;
+  } else {
+    const bool sum = g.summed();
+    if (sum) std::fill(c, c + g.out_count * g.m * g.n, 0.f);
+    // An odometer over the collapsed batch dims (BatchGeom::advance).
+    int64_t idx[kMaxDims] = {};
+    int64_t oa = 0, ob = 0, oc = 0;
+    for (int64_t i = 0; i < g.count; ++i) {
+      gemm(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), b + ob, g.ldb(), sum ? 1.f : 0.f, c + oc, g.n);
+      g.advance(g.nd, idx, oa, ob, oc);
+    }
   }
-  const bool sum = g.summed();
-  if (sum) std::fill(c, c + g.out_count * g.m * g.n, 0.f);
-  // An odometer over the collapsed batch dims (BatchGeom::advance).
-  int64_t idx[kMaxDims] = {};
-  int64_t oa = 0, ob = 0, oc = 0;
-  for (int64_t i = 0; i < g.count; ++i) {
-    gemm(g.ta, g.tb, g.m, g.n, g.k, a + oa, g.lda(), b + ob, g.ldb(), sum ? 1.f : 0.f, c + oc, g.n);
-    g.advance(g.nd, idx, oa, ob, oc);
-  }
+  if (ep) gelu_grad_loop(ep->op, g.out_count * g.m * g.n, ep->x, 1, c, 1, c);
 }
 
 void bias_relu_rows(int64_t rows, int64_t cols, const float* bias, int64_t nb, bool relu, float* y) {

@@ -339,6 +339,7 @@ plan::CompileOptions plan_options() {
   plan::CompileOptions o = plan::default_compile_options();
   o.fuse_elementwise = false;
   o.fuse_norm_relu = false;
+  o.fuse_matmul_gelu_grad = false;
   o.outputs_external = false;
   return o;
 }
@@ -351,12 +352,13 @@ CudaPlan make_cuda_plan(plan::Plan p, const std::vector<Node>& nodes, const Func
   // Steps and locations only the CPU executor runs (plan_options() turns
   // them off): refuse them here rather than run a wrong call.
   bool cpu_only = !q.fused.empty();
-  for (const plan::Step& s : q.steps) cpu_only = cpu_only || s.fused >= 0 || (s.op == Op::BatchNorm && s.relu);
+  for (const plan::Step& s : q.steps)
+    cpu_only = cpu_only || s.fused >= 0 || (s.op == Op::BatchNorm && s.relu) || s.gelu_grad;
   for (const plan::ValueLoc& l : q.loc) cpu_only = cpu_only || l.kind == plan::Loc::Output;
   if (cpu_only)
     throw BackendError("function '" + def.name +
-                       "': the CUDA executor got a plan with fused elementwise groups, a ReLU folded into a batch norm "
-                       "or outputs in caller buffers, which only the CPU executor runs (compile with "
+                       "': the CUDA executor got a plan with fused elementwise groups, a ReLU folded into a batch norm, "
+                       "GELU's gradient folded into a product or outputs in caller buffers, which only the CPU executor runs (compile with "
                        "cuda::plan_options())");
   const size_t nsteps = q.steps.size();
   cp.index_slot.assign(nsteps, -1);

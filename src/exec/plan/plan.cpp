@@ -264,6 +264,7 @@ class Compiler {
     mark_needed();
     fold_bias_relu();
     fold_norm_relu();
+    fold_matmul_gelu_grad();
     resolve_shapes();
     group_elementwise();
     make_steps();
@@ -282,6 +283,9 @@ class Compiler {
   // Bias add (+ ReLU) after a conv/matmul folded into its producer.
   void fold_bias_relu();
   void fold_norm_relu();
+  // gelu_grad(x, g) with g a batched product read by nothing else: folded
+  // into the product (CPU only, CompileOptions::fuse_matmul_gelu_grad).
+  void fold_matmul_gelu_grad();
   // Resolved shapes, leaf locations (inputs, variables, constants) and the
   // root each alias (reshape, folded op) shares its storage with.
   void resolve_shapes();
@@ -346,6 +350,7 @@ class Compiler {
   std::vector<int32_t> reader;               // the last reader
   std::vector<int32_t> fused_bias, alias_of; // producer -> bias node; folded node -> producer
   std::vector<char> fused_relu;
+  std::vector<int32_t> fused_gelu_grad;      // product -> the GeluGrad node folded into it
   std::vector<int32_t> root;
   std::vector<int32_t> group_of;
   std::vector<std::vector<int32_t>> groups;
@@ -452,6 +457,34 @@ void Compiler::fold_norm_relu() {
     if (u < 0 || nodes[static_cast<size_t>(u)].op != Op::Relu) continue;
     fused_relu[static_cast<size_t>(id)] = 1;
     alias_of[static_cast<size_t>(u)] = id;
+  }
+}
+
+void Compiler::fold_matmul_gelu_grad() {
+  // A transformer's MLP backward: the product gives GELU's incoming
+  // gradient (dY W2^T over tokens) and only GeluGrad reads it. The step
+  // that makes the product applies GELU's gradient to each block of rows
+  // while it is in cache, so the product is not written out and read back
+  // (the kernel is the GeluGrad op's own loop: same bits). The GeluGrad
+  // node aliases the product's buffer.
+  fused_gelu_grad.assign(nodes.size(), -1);
+  if (!opts.fuse || !opts.fuse_matmul_gelu_grad) return;
+  for (int32_t id = 0; id < count; ++id) {
+    const Node& gg = nodes[static_cast<size_t>(id)];
+    if (!needed[static_cast<size_t>(id)] || gg.op != Op::GeluGrad || gg.dtype != DType::f32 ||
+        alias_of[static_cast<size_t>(id)] >= 0 || gg.inputs.size() != 2)
+      continue;
+    const int32_t x = gg.inputs[0], prod = gg.inputs[1];
+    const Node& pn = nodes[static_cast<size_t>(prod)];
+    const Node& xn = nodes[static_cast<size_t>(x)];
+    if (pn.op != Op::BatchMatMul || pn.dtype != DType::f32 || uses[static_cast<size_t>(prod)] != 1 || x == prod ||
+        fused_bias[static_cast<size_t>(prod)] >= 0 || fused_relu[static_cast<size_t>(prod)] ||
+        fused_gelu_grad[static_cast<size_t>(prod)] >= 0 || alias_of[static_cast<size_t>(prod)] >= 0)
+      continue;
+    // Same shapes (symbolically, so equal whatever the batch): no broadcast.
+    if (xn.dtype != DType::f32 || xn.shape != gg.shape || pn.shape != gg.shape) continue;
+    fused_gelu_grad[static_cast<size_t>(prod)] = id;
+    alias_of[static_cast<size_t>(id)] = prod;
   }
 }
 
@@ -913,6 +946,12 @@ Step Compiler::kernel_step(int32_t id, const Node& n) {
   }
   if (fused_bias[static_cast<size_t>(id)] >= 0) s.in[2] = fused_bias[static_cast<size_t>(id)];
   s.relu = fused_relu[static_cast<size_t>(id)] != 0;
+  if (const int32_t gg = fused_gelu_grad[static_cast<size_t>(id)]; gg >= 0) {
+    const Node& gn = nodes[static_cast<size_t>(gg)];
+    s.gelu_grad = true;
+    s.in[3] = gn.inputs[0];
+    s.bop = gn.flag ? BinOp::GeluTanhGrad : BinOp::GeluGrad;
+  }
   return s;
 }
 

@@ -38,6 +38,7 @@ struct CompileOptions {
   // Session turns them on (cpu::cpu_session_options).
   bool fuse_elementwise = false;  // chains of elementwise ops as one step (Step::fused)
   bool fuse_norm_relu = false;    // a ReLU folded into the batch norm it reads (Step::relu)
+  bool fuse_matmul_gelu_grad = false;  // GELU's gradient folded into the product it reads (Step::gelu_grad)
   bool outputs_external = false;  // outputs computed straight into caller buffers (Loc::Output)
 };
 // Process-wide defaults used by Session and CudaSession (read when a plan is
@@ -81,6 +82,11 @@ struct Step {
   // one value per output channel/column), then ReLU; of BatchNorm: ReLU
   // (CompileOptions::fuse_norm_relu).
   bool relu = false;
+  // BatchMatMul: GELU's gradient folded in (CompileOptions::
+  // fuse_matmul_gelu_grad): the output is gelu_grad(x, product), x the node
+  // in in[3] and the form in bop, applied to each block of rows while it is
+  // in cache instead of in a pass of its own over the product.
+  bool gelu_grad = false;
   // BatchNormGrad: the statistics are x's batch statistics (Node::flag).
   bool training = false;
   int32_t fused = -1;  // >= 0: a fused elementwise group, Plan::fused[fused]
