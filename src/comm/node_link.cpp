@@ -127,6 +127,11 @@ struct NodeLink::Impl {
   std::string peer_msg;  // a notice that arrived
   bool notified = false;
   std::vector<uint8_t> tmp;
+  // Communicators of earlier generations (renew), kept as they are: a
+  // collective may still be pending on them, which MPI cannot cancel, and
+  // freeing them would wait for it at MPI_Finalize.
+  std::vector<MPI_Comm> retired;
+  bool renew_failed = false;  // a renewal timed out: its MPI_Comm_idup may still be pending
 };
 
 namespace {
@@ -267,6 +272,8 @@ void wait_req(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOp
   }
   (void)m;
 }
+
+constexpr uint64_t kRenewMagic = 0x6c616568'6b6e7973ull;  // "synkheal"
 
 std::vector<int> displs_of(std::span<const size_t> counts, const char* what) {
   std::vector<int> d(counts.size());
@@ -410,6 +417,62 @@ std::vector<uint8_t> NodeLink::all_gather_bytes(std::span<const uint8_t> mine, s
   return all;
 }
 
+void NodeLink::renew(const char* what) {
+  Impl& m = *impl_;
+  if (m.renew_failed)
+    throw BackendError("node " + std::to_string(node_) + " (" + host_ + "): " + what +
+                       ": an earlier renewal of the link between nodes timed out, so the nodes' links no longer "
+                       "match; end the job and start it again from a checkpoint");
+  // A pending receive can be cancelled (a collective cannot): the notices
+  // of the failure being healed are not read again.
+  if (m.notice_req != MPI_REQUEST_NULL) {
+    MPI_Cancel(&m.notice_req);
+    MPI_Wait(&m.notice_req, MPI_STATUS_IGNORE);
+  }
+  m.retired.push_back(m.comm);
+  m.retired.push_back(m.notice);
+  m.comm = m.notice = MPI_COMM_NULL;
+  m.peer_msg.clear();
+  m.notified = false;
+  // The runtime is failed while it heals: its check would throw.
+  NodeLinkOptions o = opts_;
+  o.check = {};
+  for (MPI_Comm* c : {&m.comm, &m.notice}) {
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_rc(*this, MPI_Comm_idup(MPI_COMM_WORLD, c, &r), "MPI_Comm_idup", what);
+    try {
+      wait_req(*this, m, r, o, what);
+    } catch (...) {
+      m.renew_failed = true;
+      throw;
+    }
+    MPI_Comm_set_errhandler(*c, MPI_ERRORS_RETURN);
+  }
+  MPI_Irecv(m.notice_buf, static_cast<int>(kNoticeBytes), MPI_CHAR, MPI_ANY_SOURCE, kNoticeTag, m.notice,
+            &m.notice_req);
+  ++generation_;
+  // Every node at the same generation, all of them renewing.
+  const uint64_t mine[2] = {kRenewMagic, generation_};
+  std::vector<uint64_t> all(2 * static_cast<size_t>(nodes_));
+  MPI_Request r = MPI_REQUEST_NULL;
+  check_rc(*this, MPI_Iallgather(mine, 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, m.comm, &r), "MPI_Iallgather",
+           what);
+  wait_req(*this, m, r, o, what);
+  for (int k = 0; k < nodes_; ++k) {
+    const uint64_t magic = all[2 * static_cast<size_t>(k)], gen = all[2 * static_cast<size_t>(k) + 1];
+    if (magic != kRenewMagic || gen != generation_)
+      throw BackendError("node " + std::to_string(node_) + " (" + host_ + "): " + what + ": node " +
+                         std::to_string(k) +
+                         (magic != kRenewMagic ? " is not renewing the link between nodes"
+                                               : " is at link generation " + std::to_string(gen) + ", this node at " +
+                                                     std::to_string(generation_)) +
+                         " (every node must call heal() after the same failure)");
+  }
+  // Nothing of the new generation is pending anywhere: MPI may end
+  // normally again at exit (note_mpi_failure set it aside).
+  g_failed.store(false);
+}
+
 #else  // no MPI
 
 bool mpi_available() noexcept { return false; }
@@ -423,6 +486,7 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions&) {
 }
 NodeLink::~NodeLink() = default;
 std::string NodeLink::peer_failure() { return {}; }
+void NodeLink::renew(const char*) {}
 void NodeLink::notify_failure(const std::string&) noexcept {
   if (!g_agreed.load()) g_failed.store(true);
 }

@@ -100,6 +100,10 @@ ForkServer& fork_server_for(bool cuda, const char* device);
 // is about to; such a server is kept for later forks. Between forks of CPU
 // ranks no server is left, so the master's children are its workers.
 void release_fork_server(bool keep_for_cuda = false) noexcept;
+// The server kept by release_fork_server, if any, without making one: a
+// runtime of several nodes keeps the one made before MPI was initialised
+// and heals from it (forking a process that holds MPI state is unsafe).
+ForkServer* kept_fork_server() noexcept;
 // The current server's pid, 0 if none (tests: it is a child of the master
 // that is not a worker).
 pid_t fork_server_pid() noexcept;
