@@ -87,9 +87,10 @@
 // in the master only after its all-reduce completed, so the snapshot holds
 // the parameters (and optimizer state) before or after that step, never a
 // mix. A plain function's updates are applied on each rank to its own copy.
-// Several nodes: no recovery in place (a runtime of several nodes cannot be
-// forked again): save_checkpoint() on the failed runtime, close() it, end
-// the job and start it again from the checkpoint (docs/multinode.md).
+// Several nodes: a runtime of several nodes is not forked again after a
+// failure; heal() it on every node (Runtime::heal), or save_checkpoint() on
+// the failed runtime, close() it, end the job and start it again from the
+// checkpoint (docs/multinode.md).
 #pragma once
 
 #include <chrono>

@@ -97,8 +97,10 @@ ForkServer& fork_server_for(bool cuda, const char* device);
 // After the workers are started (keep_for_cuda: the ranks are CUDA ranks,
 // so the master is about to make its own context) and at close(): ends the
 // server unless it is clean and the process has initialised CUDA since, or
-// is about to; such a server is kept for later forks. Between forks of CPU
-// ranks no server is left, so the master's children are its workers.
+// is about to; such a server is kept for later forks. A runtime of several
+// nodes passes keep too: its server, made before MPI was initialised, is
+// the one heal() forks replacements from, until close(). Between forks of
+// CPU ranks no server is left, so the master's children are its workers.
 void release_fork_server(bool keep_for_cuda = false) noexcept;
 // The server kept by release_fork_server, if any, without making one: a
 // runtime of several nodes keeps the one made before MPI was initialised
