@@ -23,11 +23,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "../cuda_ranks_skip.hpp"
 #include "../support/proc_probe.hpp"
 #include "../support/runtime_helpers.hpp"
 #include "node_args.hpp"
@@ -130,11 +132,16 @@ std::pair<Array, Array> batch_of(int i) {
 // `victim` dies in that step, which throws on every node, and every node
 // heals. Returns node 0's master's variables as this node sees them (a
 // snapshot here, compared with every rank of every node through get()).
-VarValues train(int victim, int kill_at, int skip) {
+// `gpu`: CUDA ranks with that comm (else CPU ranks).
+VarValues train(int victim, int kill_at, int skip, std::optional<CommBackend> gpu) {
   Regression m;
   detail::test_hooks().on_command = &kill_in_call;  // before fork: the fork server copies it
   RuntimeOptions o = opts(workers_here(victim), 5);
   o.multi_node = MultiNode::mpi;
+  if (gpu) {
+    o.device = "cuda";
+    o.comm = *gpu;
+  }
   o.timeout = std::chrono::seconds(20);
   o.collective_timeout = std::chrono::seconds(20);
   Runtime rt = synk::fork(o);
@@ -151,11 +158,17 @@ VarValues train(int victim, int kill_at, int skip) {
         step({X, Y});
         ADD_FAILURE() << "step " << i << " did not fail on node " << rt.node();
       } catch (const Error& e) {
-        // Every node names the death: its own, or the notice of the victim.
+        // Every node names the death: its own, or the notice of the victim
+        // (NCCL ranks of the other nodes may hear first from their
+        // communicator, which the victim node's master aborted).
         const std::string msg = e.what();
-        EXPECT_NE(msg.find("signal 9"), std::string::npos) << "node " << rt.node() << ": " << msg;
-        if (rt.node() != victim)
-          EXPECT_NE(msg.find("node " + std::to_string(victim)), std::string::npos) << msg;
+        const bool nccl_peer = gpu == CommBackend::nccl && rt.node() != victim &&
+                               msg.find("aborted the communicator") != std::string::npos;
+        if (!nccl_peer) {
+          EXPECT_NE(msg.find("signal 9"), std::string::npos) << "node " << rt.node() << ": " << msg;
+          if (rt.node() != victim)
+            EXPECT_NE(msg.find("node " + std::to_string(victim)), std::string::npos) << msg;
+        }
       }
       if (rt.node() == victim) EXPECT_TRUE(fired()) << "no worker was killed: the test tests nothing";
       rt.heal();
@@ -181,17 +194,19 @@ VarValues train(int victim, int kill_at, int skip) {
   }
   rt.close();
   clear_markers();
-  // Nothing of the runtime left on this node.
-  EXPECT_TRUE(children().empty()) << "node " << launched_index();
+  // Nothing of the runtime left on this node (CUDA ranks: the clean fork
+  // server stays for the process's later forks).
+  EXPECT_TRUE(children(detail::fork_server_pid()).empty()) << "node " << launched_index();
+  if (!gpu) EXPECT_EQ(detail::fork_server_pid(), 0) << "node " << launched_index();
   EXPECT_EQ(memfd_segments(), 0) << "node " << launched_index();
   EXPECT_TRUE(dev_shm_synk().empty()) << "node " << launched_index();
   return out;
 }
 
-void training_heals(int victim, const char* name) {
+void training_heals(int victim, const char* name, std::optional<CommBackend> gpu = {}) {
   set_markers(name);
-  const VarValues healed = train(victim, 3, -1);
-  const VarValues skipped = train(victim, -1, 3);
+  const VarValues healed = train(victim, 3, -1, gpu);
+  const VarValues skipped = train(victim, -1, 3, gpu);
   ASSERT_EQ(healed.size(), 4u);  // l/W, l/b and their velocities
   ASSERT_EQ(skipped.size(), healed.size());
   for (size_t i = 0; i < healed.size(); ++i) {
@@ -200,7 +215,7 @@ void training_heals(int victim, const char* name) {
         << healed[i].first << " on node " << launched_index();
   }
   // And differs from a run without the skip (the step mattered).
-  const VarValues full = train(victim, -1, -1);
+  const VarValues full = train(victim, -1, -1, gpu);
   EXPECT_NE(full[0].second.to_vector<float>(), healed[0].second.to_vector<float>());
 }
 
@@ -251,6 +266,23 @@ TEST(NodeHeal, OnAHealthyRuntimeDoesNothing) {
   EXPECT_EQ(children(detail::fork_server_pid()), before);
   rt.close();
   EXPECT_THROW(rt.heal(), ArgumentError);
+}
+
+// CUDA ranks across nodes (the emulated build runs them): host-staged
+// ranks, whose cross-node part is the renewed link, and NCCL ranks, which
+// join a new communicator over every rank of every node. NCCL needs a GPU
+// per rank of the machine (SYNK_EMU_DEVICES=4 for 2 nodes of 2 ranks).
+TEST(GpuNodeHeal, CudaTrainingHealsAcrossNodes) {
+  // Every node decides alike: all run the same parts or all skip.
+  if (const std::string why = no_cuda_ranks(1); !why.empty()) GTEST_SKIP() << why;
+  // One marker name for both: CUDA workers come from the fork server kept
+  // since the first CUDA fork, whose copy of the marker paths is that one.
+  training_heals(1, "gpu", CommBackend::host_staged);
+  int machine = 0;
+  for (int k = 0; k < std::atoi(std::getenv("OMPI_COMM_WORLD_SIZE") ? std::getenv("OMPI_COMM_WORLD_SIZE") : "1"); ++k)
+    machine += workers_of_node(k, 1);
+  if (detail::cuda_devices() < machine) GTEST_SKIP() << "NCCL: needs " << machine << " GPUs, one per rank";
+  training_heals(1, "gpu", CommBackend::nccl);
 }
 
 }  // namespace
