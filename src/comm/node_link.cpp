@@ -469,8 +469,10 @@ void NodeLink::renew(const char* what) {
                          " (every node must call heal() after the same failure)");
   }
   // Nothing of the new generation is pending anywhere: MPI may end
-  // normally again at exit (note_mpi_failure set it aside).
+  // normally again at exit (note_mpi_failure set it aside), and a later
+  // failure is one to tell the other nodes about again, as after join().
   g_failed.store(false);
+  g_agreed.store(false);
 }
 
 #else  // no MPI

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -253,6 +254,42 @@ TEST(NodeHeal, EveryRankGetsTheVariablesOfNode0sMaster) {
     for (int r = 0; r < rt.size(); ++r)
       EXPECT_EQ(rt.get(name, r).to_vector<float>(), value.to_vector<float>())
           << name << " on global rank " << r << ", seen from node " << rt.node();
+  rt.close();
+  clear_markers();
+}
+
+// A refused call check (nodes making different calls) fails every node at
+// the same point and sends no notice; heal() repairs it too, and a death
+// after that is again told to the other nodes (not left to their timeout).
+TEST(NodeHeal, AfterARefusedCallCheckEveryNodeHealsAndHearsOfTheNextDeath) {
+  set_markers("agreed");
+  const int victim = 1;
+  Regression m;
+  detail::test_hooks().on_command = &kill_in_call;
+  RuntimeOptions o = opts(workers_here(victim), 5);
+  o.multi_node = MultiNode::mpi;
+  o.collective_timeout = std::chrono::seconds(30);  // a notice, not this, must end node 0's wait
+  Runtime rt = synk::fork(o);
+  ParallelFunction step = rt.train_step(m.spec());
+  ParallelFunction f = rt.function({"f", {m.x}, {{synk::sum(m.x), Collect::sum}}});
+  ParallelFunction h = rt.function({"h", {m.x}, {{synk::mean(m.x), Collect::avg}}});
+  rt.distribute();
+  auto [X, Y] = batch_of(0);
+  EXPECT_THROW(rt.node() == 0 ? f({X}) : h({X}), ArgumentError);
+  rt.heal();
+  EXPECT_TRUE(std::isfinite(f({X})[0].scalar()));
+  step({X, Y});
+  if (rt.node() == victim) arm();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    step({X, Y});
+    ADD_FAILURE() << "the step did not fail on node " << rt.node();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("signal 9"), std::string::npos) << "node " << rt.node() << ": " << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10)) << "node " << rt.node();
+  rt.heal();
+  step({X, Y});
   rt.close();
   clear_markers();
 }
