@@ -11,14 +11,8 @@
 // so with --workers 1 the nodes differ in size.
 //
 // The death is made deterministic with marker files of the victim node's
-// master (its pid in the name): the hook a worker calls per command kills
-// its process when the "arm" file exists and it is the first to create the
-// "fired" file. Only the victim node arms.
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+// master (support/heal_helpers.hpp: its pid in the name); only the victim
+// node arms them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -31,6 +25,7 @@
 #include <gtest/gtest.h>
 
 #include "../cuda_ranks_skip.hpp"
+#include "../support/heal_helpers.hpp"
 #include "../support/proc_probe.hpp"
 #include "../support/runtime_helpers.hpp"
 #include "node_args.hpp"
@@ -50,84 +45,12 @@ int launched_index() {
   return v ? std::atoi(v) : 0;
 }
 
-char g_arm[128], g_fired[128];
-
-void set_markers(const char* test) {
-  std::snprintf(g_arm, sizeof g_arm, "/tmp/synk-nodeheal-%d-%s.arm", static_cast<int>(::getpid()), test);
-  std::snprintf(g_fired, sizeof g_fired, "/tmp/synk-nodeheal-%d-%s.fired", static_cast<int>(::getpid()), test);
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-void arm() {
-  const int fd = ::open(g_arm, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-}
-
-void clear_markers() {
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-bool fired() {
-  struct stat st{};
-  return ::stat(g_fired, &st) == 0;
-}
-
-bool fire_once() {
-  struct stat st{};
-  if (::stat(g_arm, &st) != 0) return false;
-  const int fd = ::open(g_fired, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-
-// Local rank 1 dies at the first call after its node armed the markers.
-void kill_in_call(int cmd, int rank, detail::CommandHeader&) {
-  if (rank == 1 && cmd == static_cast<int>(detail::Cmd::call) && fire_once()) ::raise(SIGKILL);
-}
-
 // Node `node`'s ranks in a test whose victim is node `victim`.
 int workers_of_node(int node, int victim) {
   const int w = synk_test::workers_of(g_workers_by_node, node);
   return node == victim ? std::max(w, 2) : w;
 }
 int workers_here(int victim) { return workers_of_node(launched_index(), victim); }
-
-struct Regression {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l;
-  Regression() {
-    x = g.input("x", f32, {batch, 4});
-    y = g.input("y", f32, {batch, 1});
-    l = nn::dense(g, "l", 4, 1, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    loss = mean(square(l(x) - y));
-  }
-  TrainSpec spec() {
-    return {.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
-            .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
-              return optim::nesterov(p, gr, {.lr = 0.02f, .momentum = 0.9f});
-            }};
-  }
-};
-
-// Batch i of the run: rows of its own, so that a skipped step shows (24
-// rows: every rank of up to 6 gets some).
-std::pair<Array, Array> batch_of(int i) {
-  std::vector<float> xv(24 * 4), yv(24);
-  for (size_t r = 0; r < 24; ++r) {
-    float t = 0;
-    for (size_t k = 0; k < 4; ++k) {
-      xv[r * 4 + k] = std::sin(static_cast<float>(i * 97 + static_cast<int>(r * 4 + k)));
-      t += xv[r * 4 + k] * static_cast<float>(k + 1) * 0.5f;
-    }
-    yv[r] = t;
-  }
-  return {Array::from(xv, {24, 4}), Array::from(yv, {24, 1})};
-}
 
 // Trains 6 steps on every node; with `kill_at` >= 0 a worker of node
 // `victim` dies in that step, which throws on every node, and every node
@@ -205,7 +128,7 @@ VarValues train(int victim, int kill_at, int skip, std::optional<CommBackend> gp
 }
 
 void training_heals(int victim, const char* name, std::optional<CommBackend> gpu = {}) {
-  set_markers(name);
+  set_markers("synk-nodeheal", name);
   const VarValues healed = train(victim, 3, -1, gpu);
   const VarValues skipped = train(victim, -1, 3, gpu);
   ASSERT_EQ(healed.size(), 4u);  // l/W, l/b and their velocities
@@ -228,7 +151,7 @@ TEST(NodeHeal, AWorkerOfNode0KilledInTrainingThenEveryNodeHeals) { training_heal
 // update and another's; heal() gives every rank node 0's master's. Made
 // visible here by setting another value on the last node's ranks first.
 TEST(NodeHeal, EveryRankGetsTheVariablesOfNode0sMaster) {
-  set_markers("source");
+  set_markers("synk-nodeheal", "source");
   const int victim = 1;
   Regression m;
   detail::test_hooks().on_command = &kill_in_call;
@@ -262,7 +185,7 @@ TEST(NodeHeal, EveryRankGetsTheVariablesOfNode0sMaster) {
 // the same point and sends no notice; heal() repairs it too, and a death
 // after that is again told to the other nodes (not left to their timeout).
 TEST(NodeHeal, AfterARefusedCallCheckEveryNodeHealsAndHearsOfTheNextDeath) {
-  set_markers("agreed");
+  set_markers("synk-nodeheal", "agreed");
   const int victim = 1;
   Regression m;
   detail::test_hooks().on_command = &kill_in_call;
