@@ -4,9 +4,7 @@
 // training step, on CPU ranks and on CUDA ranks (host-staged and NCCL; they
 // run in the emulated build, SYNK_EMU_DEVICES=4).
 //
-// Deaths are made deterministic with marker files: a job, or the test hook
-// a worker calls per command, kills its own process (SIGKILL) when the
-// test's "arm" file exists and it is the first to create the "fired" file.
+// Deaths are made deterministic with marker files (support/heal_helpers.hpp).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -24,6 +22,7 @@
 #include "cuda_ranks_skip.hpp"
 #include "runtime/core.hpp"
 #include "runtime/fork_server.hpp"
+#include "support/heal_helpers.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
@@ -32,44 +31,6 @@ namespace {
 
 using namespace synk;
 using namespace synk_test;
-
-// The marker files of the running test (set before fork(): the workers and
-// the fork server are copies of the master).
-char g_arm[128], g_fired[128];
-
-void set_markers(const char* test) {
-  std::snprintf(g_arm, sizeof g_arm, "/tmp/synk-heal-%d-%s.arm", static_cast<int>(::getpid()), test);
-  std::snprintf(g_fired, sizeof g_fired, "/tmp/synk-heal-%d-%s.fired", static_cast<int>(::getpid()), test);
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-void arm() {
-  const int fd = ::open(g_arm, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-}
-
-void clear_markers() {
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-// True once per arming, in the first process that asks.
-bool fire_once() {
-  struct stat st{};
-  if (::stat(g_arm, &st) != 0) return false;
-  const int fd = ::open(g_fired, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-
-// A worker dies at the first call (a function call or training step) after
-// the test armed the markers.
-void kill_in_call(int cmd, int rank, detail::CommandHeader&) {
-  if (rank == 1 && cmd == static_cast<int>(detail::Cmd::call) && fire_once()) ::raise(SIGKILL);
-}
 
 // Installed for the whole binary too, so that a fork server kept for CUDA
 // ranks (made at the first CUDA fork of the process) has it.
@@ -120,7 +81,7 @@ void expect_nothing_left() {
 }
 
 TEST(HealJobs, AWorkerKilledInAMapWithOneRetryGivesEveryResult) {
-  set_markers("map");
+  set_markers("synk-heal", "map");
   Runtime rt = synk::fork(opts(3));
   const std::vector<int> before = children(detail::fork_server_pid());
   ASSERT_EQ(before.size(), 2u);
@@ -258,38 +219,6 @@ TEST(Heal, AfterASigkillWhileIdleHandlesKeepWorking) {
 
 // ---- training --------------------------------------------------------------------------
 
-struct Regression {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l;
-  Regression() {
-    x = g.input("x", f32, {batch, 4});
-    y = g.input("y", f32, {batch, 1});
-    l = nn::dense(g, "l", 4, 1, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    loss = mean(square(l(x) - y));
-  }
-  TrainSpec spec() {
-    return {.name = "train", .inputs = {x, y}, .outputs = {{loss}}, .loss = loss, .params = l.params(),
-            .optimizer = [](const std::vector<Tensor>& p, const std::vector<Tensor>& gr) {
-              return optim::nesterov(p, gr, {.lr = 0.02f, .momentum = 0.9f});
-            }};
-  }
-};
-
-// Batch i of the run: rows of its own, so that a skipped step shows.
-std::pair<Array, Array> batch_of(int i) {
-  std::vector<float> xv(24 * 4), yv(24);
-  for (size_t r = 0; r < 24; ++r) {
-    float t = 0;
-    for (size_t k = 0; k < 4; ++k) {
-      xv[r * 4 + k] = std::sin(static_cast<float>(i * 97 + static_cast<int>(r * 4 + k)));
-      t += xv[r * 4 + k] * static_cast<float>(k + 1) * 0.5f;
-    }
-    yv[r] = t;
-  }
-  return {Array::from(xv, {24, 4}), Array::from(yv, {24, 1})};
-}
-
 // Trains 6 steps; with `kill_at` >= 0 a worker dies in that step, which
 // throws, and the runtime heals. Returns every variable of rank 0 and
 // checks that the other ranks hold the same.
@@ -332,7 +261,7 @@ VarValues train(const RuntimeOptions& o, int kill_at, int skip) {
 }
 
 void training_heals(const RuntimeOptions& o) {
-  set_markers("train");
+  set_markers("synk-heal", "train");
   const VarValues healed = train(o, 3, -1);
   const VarValues skipped = train(o, -1, 3);
   ASSERT_EQ(healed.size(), 4u);  // l/W, l/b and their velocities

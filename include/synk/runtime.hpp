@@ -87,9 +87,10 @@
 // in the master only after its all-reduce completed, so the snapshot holds
 // the parameters (and optimizer state) before or after that step, never a
 // mix. A plain function's updates are applied on each rank to its own copy.
-// Several nodes: no recovery in place (a runtime of several nodes cannot be
-// forked again): save_checkpoint() on the failed runtime, close() it, end
-// the job and start it again from the checkpoint (docs/multinode.md).
+// Several nodes: a runtime of several nodes is not forked again after a
+// failure; heal() it on every node (Runtime::heal), or save_checkpoint() on
+// the failed runtime, close() it, end the job and start it again from the
+// checkpoint (docs/multinode.md).
 #pragma once
 
 #include <chrono>
@@ -549,17 +550,21 @@ class Runtime {
   // first: unknown names, dtypes and shapes are refused before any is set).
   // Variables not listed keep their values.
   void restore(const VarValues& values);
-  // Repairs a runtime that failed because a worker died or hung (one node):
-  // every worker is replaced by a fresh process forked through the fork
-  // server, which gets the master's functions, shared segments and
-  // variables (optimizer state included: the master's copy is whole, see
-  // snapshot), and, for NCCL ranks, a new communicator over all ranks. The
-  // rank count stays; ParallelFunction and Data handles made before keep
-  // working. The call that failed is not retried (it threw WorkerError and
-  // its training step left the variables as before it). Does nothing on a
-  // healthy runtime. A runtime of several nodes cannot heal
-  // (ArgumentError, naming the failure): save a checkpoint instead. Throws
-  // WorkerError, leaving the runtime failed, if a replacement cannot start.
+  // Repairs a runtime that failed because a worker died or hung: every
+  // worker is replaced by a fresh process forked through the fork server,
+  // which gets the master's functions, shared segments and variables
+  // (optimizer state included: the master's copy is whole, see snapshot),
+  // and, for NCCL ranks, a new communicator over all ranks. The rank count
+  // stays; ParallelFunction and Data handles made before keep working. The
+  // call that failed is not retried (it threw WorkerError and its training
+  // step left the variables as before it). Does nothing on a healthy
+  // runtime. Several nodes: every node's program must call heal() after the
+  // failure (as every call is made on every node); each node replaces all
+  // its workers, the link between the masters is renewed, and every rank
+  // of every node gets the variables of node 0's master (docs/faults.md,
+  // Training that heals). Throws WorkerError, leaving the runtime failed,
+  // if a replacement cannot start or a node does not heal within the
+  // collective timeout.
   void heal();
 
   // Shuts the workers down and frees the runtime's own shared segments

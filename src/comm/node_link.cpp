@@ -127,6 +127,14 @@ struct NodeLink::Impl {
   std::string peer_msg;  // a notice that arrived
   bool notified = false;
   std::vector<uint8_t> tmp;
+  // Communicators of earlier generations (renew), kept as they are: a
+  // collective may still be pending on them, which MPI cannot cancel, and
+  // freeing them would wait for it at MPI_Finalize.
+  std::vector<MPI_Comm> retired;
+  // Buffers of requests whose wait was given up (wait_keeping): MPI may
+  // still complete such a request later, so they live as long as the link.
+  std::vector<std::shared_ptr<void>> kept;
+  bool renew_failed = false;  // a renewal timed out: its MPI_Comm_idup may still be pending
 };
 
 namespace {
@@ -268,6 +276,25 @@ void wait_req(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOp
   (void)m;
 }
 
+// Waits as wait_req; if the wait is given up (a failure), the vectors the
+// request still uses (data, counts, displacements: MPI reads the count
+// arrays until completion too) move to the link, their memory where it
+// was. A collective given up here may still complete later on a retired
+// communicator (Runtime::heal across nodes: NodeLink::renew) when the
+// peers had posted it, and then reads and writes them.
+template <class... V>
+void wait_keeping(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOptions& o, const char* what,
+                  V&... keep) {
+  try {
+    wait_req(l, m, req, o, what);
+  } catch (...) {
+    (m.kept.push_back(std::make_shared<V>(std::move(keep))), ...);
+    throw;
+  }
+}
+
+constexpr uint64_t kRenewMagic = 0x6c616568'6b6e7973ull;  // "synkheal"
+
 std::vector<int> displs_of(std::span<const size_t> counts, const char* what) {
   std::vector<int> d(counts.size());
   size_t off = 0;
@@ -312,14 +339,14 @@ void NodeLink::all_reduce(void* buf, size_t count, ElemType t, ReduceOp op, cons
   std::vector<size_t> counts(static_cast<size_t>(nodes_));
   for (int k = 0; k < nodes_; ++k)
     counts[static_cast<size_t>(k)] = count / static_cast<size_t>(nodes_) + (static_cast<size_t>(k) < count % static_cast<size_t>(nodes_) ? 1 : 0);
-  const std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
+  std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
   m.tmp.assign(static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + count * esz);
   uint8_t* mine = static_cast<uint8_t*>(buf) + static_cast<size_t>(d[static_cast<size_t>(node_)]) * esz;
   check_rc(*this, MPI_Ireduce_scatter(m.tmp.data(), mine, c.data(), dt, mop, m.comm, &r), "MPI_Ireduce_scatter", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_keeping(*this, m, r, opts_, what, c, d, m.tmp);
   check_rc(*this, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c.data(), d.data(), dt, m.comm, &r),
            "MPI_Iallgatherv", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_keeping(*this, m, r, opts_, what, c, d);
 }
 
 void NodeLink::broadcast(void* buf, size_t bytes, int root, const char* what) {
@@ -333,17 +360,17 @@ void NodeLink::broadcast(void* buf, size_t bytes, int root, const char* what) {
 void NodeLink::all_gatherv(void* buf, std::span<const size_t> counts, ElemType t, const char* what) {
   if (nodes_ == 1) return;
   Impl& m = *impl_;
-  const std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
+  std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
   MPI_Request r = MPI_REQUEST_NULL;
   check_rc(*this, MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, c.data(), d.data(), mpi_type(t), m.comm, &r),
            "MPI_Iallgatherv", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_keeping(*this, m, r, opts_, what, c, d);
 }
 
 void NodeLink::gatherv(const void* mine, void* all, std::span<const size_t> counts, ElemType t, int root,
                        const char* what) {
   Impl& m = *impl_;
-  const std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
+  std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
   const size_t esz = elem_size(t);
   const MPI_Datatype dt = mpi_type(t);
   const void* send = mine;
@@ -357,13 +384,13 @@ void NodeLink::gatherv(const void* mine, void* all, std::span<const size_t> coun
   check_rc(*this,
            MPI_Igatherv(send, c[static_cast<size_t>(node_)], dt, all, c.data(), d.data(), dt, root, m.comm, &r),
            "MPI_Igatherv", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_keeping(*this, m, r, opts_, what, c, d);
 }
 
 void NodeLink::scatterv(const void* all, void* mine, std::span<const size_t> counts, ElemType t, int root,
                         const char* what) {
   Impl& m = *impl_;
-  const std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
+  std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
   const size_t esz = elem_size(t);
   const MPI_Datatype dt = mpi_type(t);
   void* recv = mine;
@@ -377,7 +404,7 @@ void NodeLink::scatterv(const void* all, void* mine, std::span<const size_t> cou
   check_rc(*this,
            MPI_Iscatterv(all, c.data(), d.data(), dt, recv, c[static_cast<size_t>(node_)], dt, root, m.comm, &r),
            "MPI_Iscatterv", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_keeping(*this, m, r, opts_, what, c, d);
 }
 
 std::vector<uint8_t> NodeLink::all_gather_bytes(std::span<const uint8_t> mine, std::vector<size_t>* sizes,
@@ -389,7 +416,7 @@ std::vector<uint8_t> NodeLink::all_gather_bytes(std::span<const uint8_t> mine, s
     MPI_Request r = MPI_REQUEST_NULL;
     check_rc(*this, MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, n.data(), 1, MPI_UINT64_T, m.comm, &r),
              "MPI_Iallgather", what);
-    wait_req(*this, m, r, opts_, what);
+    wait_keeping(*this, m, r, opts_, what, n);
   }
   std::vector<size_t> counts(n.begin(), n.end());
   size_t total = 0;
@@ -399,15 +426,73 @@ std::vector<uint8_t> NodeLink::all_gather_bytes(std::span<const uint8_t> mine, s
   for (int k = 0; k < node_; ++k) off += counts[static_cast<size_t>(k)];
   if (!mine.empty()) std::memcpy(all.data() + off, mine.data(), mine.size());
   if (nodes_ > 1) {
-    const std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
+    std::vector<int> c = ints_of(counts, what), d = displs_of(counts, what);
     MPI_Request r = MPI_REQUEST_NULL;
     check_rc(*this,
              MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all.data(), c.data(), d.data(), MPI_BYTE, m.comm, &r),
              "MPI_Iallgatherv", what);
-    wait_req(*this, m, r, opts_, what);
+    wait_keeping(*this, m, r, opts_, what, all, c, d);
   }
   if (sizes) *sizes = std::move(counts);
   return all;
+}
+
+void NodeLink::renew(const char* what) {
+  Impl& m = *impl_;
+  if (m.renew_failed)
+    throw BackendError("node " + std::to_string(node_) + " (" + host_ + "): " + what +
+                       ": an earlier renewal of the link between nodes timed out, so the nodes' links no longer "
+                       "match; end the job and start it again from a checkpoint");
+  // A pending receive can be cancelled (a collective cannot): the notices
+  // of the failure being healed are not read again.
+  if (m.notice_req != MPI_REQUEST_NULL) {
+    MPI_Cancel(&m.notice_req);
+    MPI_Wait(&m.notice_req, MPI_STATUS_IGNORE);
+  }
+  m.retired.push_back(m.comm);
+  m.retired.push_back(m.notice);
+  m.comm = m.notice = MPI_COMM_NULL;
+  m.peer_msg.clear();
+  m.notified = false;
+  // The runtime is failed while it heals: its check would throw.
+  NodeLinkOptions o = opts_;
+  o.check = {};
+  for (MPI_Comm* c : {&m.comm, &m.notice}) {
+    MPI_Request r = MPI_REQUEST_NULL;
+    check_rc(*this, MPI_Comm_idup(MPI_COMM_WORLD, c, &r), "MPI_Comm_idup", what);
+    try {
+      wait_req(*this, m, r, o, what);
+    } catch (...) {
+      m.renew_failed = true;
+      throw;
+    }
+    MPI_Comm_set_errhandler(*c, MPI_ERRORS_RETURN);
+  }
+  MPI_Irecv(m.notice_buf, static_cast<int>(kNoticeBytes), MPI_CHAR, MPI_ANY_SOURCE, kNoticeTag, m.notice,
+            &m.notice_req);
+  ++generation_;
+  // Every node at the same generation, all of them renewing.
+  std::vector<uint64_t> mine{kRenewMagic, generation_};
+  std::vector<uint64_t> all(2 * static_cast<size_t>(nodes_));
+  MPI_Request r = MPI_REQUEST_NULL;
+  check_rc(*this, MPI_Iallgather(mine.data(), 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, m.comm, &r),
+           "MPI_Iallgather", what);
+  wait_keeping(*this, m, r, o, what, mine, all);
+  for (int k = 0; k < nodes_; ++k) {
+    const uint64_t magic = all[2 * static_cast<size_t>(k)], gen = all[2 * static_cast<size_t>(k) + 1];
+    if (magic != kRenewMagic || gen != generation_)
+      throw BackendError("node " + std::to_string(node_) + " (" + host_ + "): " + what + ": node " +
+                         std::to_string(k) +
+                         (magic != kRenewMagic ? " is not renewing the link between nodes"
+                                               : " is at link generation " + std::to_string(gen) + ", this node at " +
+                                                     std::to_string(generation_)) +
+                         " (every node must call heal() after the same failure)");
+  }
+  // Nothing of the new generation is pending anywhere: MPI may end
+  // normally again at exit (note_mpi_failure set it aside), and a later
+  // failure is one to tell the other nodes about again, as after join().
+  g_failed.store(false);
+  g_agreed.store(false);
 }
 
 #else  // no MPI
@@ -423,6 +508,7 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions&) {
 }
 NodeLink::~NodeLink() = default;
 std::string NodeLink::peer_failure() { return {}; }
+void NodeLink::renew(const char*) {}
 void NodeLink::notify_failure(const std::string&) noexcept {
   if (!g_agreed.load()) g_failed.store(true);
 }

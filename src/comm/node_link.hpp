@@ -102,12 +102,31 @@ class NodeLink {
   // not wait.
   std::string peer_failure();
 
+  // Brings the link back to a known state after a failure (Runtime::heal
+  // across nodes); every node must call it, and it waits at most the
+  // timeout for them. Why new communicators rather than draining the old
+  // ones: a failure leaves each node's exchanges at a different point (the
+  // node that noticed first posted none, another may have a collective
+  // posted that its peers never will), and MPI can neither cancel nor free
+  // a pending collective. So the old communicators and their requests are
+  // set aside untouched, fresh ones are duplicated from MPI_COMM_WORLD
+  // (which synk uses for nothing else, so every node's duplicates match),
+  // and whatever was in flight on the old ones, failure notices included,
+  // can never be matched again. The generation, which every node must have
+  // reached alike, is checked over the new link: a node that is not healing
+  // (it closed, forked again, or called something else) gets an error
+  // instead of a mismatched exchange. Throws BackendError naming the nodes
+  // on a timeout or a mismatch.
+  void renew(const char* what);
+  uint64_t generation() const noexcept { return generation_; }
+
   struct Impl;
 
  private:
   NodeLink() = default;
   NodeLinkOptions opts_;
   int node_ = 0, nodes_ = 1, host_index_ = 0, host_count_ = 1, host_leader_ = 0;
+  uint64_t generation_ = 0;  // renewals so far
   std::string host_;
   std::unique_ptr<Impl> impl_;
 };

@@ -400,12 +400,19 @@ struct RuntimeCore {
     busy.store(false, std::memory_order_release);
   }
   void watch();
-  // Runtime::heal on one node: a failed runtime gets fresh workers for
-  // every rank (the survivors were stopped when it failed), given the
-  // segments, functions and variables of the master (rank 0, whose copy is
-  // whole). Nothing on a healthy runtime. Throws (the runtime failed again)
-  // when a replacement cannot be started; `what` names the caller.
+  // Runtime::heal: a failed runtime gets fresh workers for every rank
+  // (the survivors were stopped when it failed), given the segments,
+  // functions and variables of the master (rank 0, whose copy is whole).
+  // Several nodes: every node heals; the link is renewed first (every
+  // node must be healing) and the variables are node 0's master's.
+  // Nothing on a healthy runtime. Throws (the runtime failed again) when a
+  // replacement cannot be started or a node does not heal; `what` names
+  // the caller.
   void heal(const char* what);
+  // heal's parts: the variables given to every rank (from node 0's master
+  // with several nodes), and the link between the masters renewed.
+  void heal_variables(const char* what);
+  void renew_link(const char* what);
   // Starts worker rank r from `server` over its end `sock` of a new
   // socketpair; fills pids[r] and pidfds[r]. The caller is a child subreaper.
   void start_worker(ForkServer& server, int r, int sock);

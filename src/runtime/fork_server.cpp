@@ -295,6 +295,8 @@ void release_fork_server(bool keep_for_cuda) noexcept {
   if (r.server && !(r.clean && (keep_for_cuda || cuda_context_noted()))) r.server.reset();
 }
 
+ForkServer* kept_fork_server() noexcept { return registry().server.get(); }
+
 pid_t fork_server_pid() noexcept {
   const Registry& r = registry();
   return r.server ? r.server->pid() : 0;

@@ -97,9 +97,15 @@ ForkServer& fork_server_for(bool cuda, const char* device);
 // After the workers are started (keep_for_cuda: the ranks are CUDA ranks,
 // so the master is about to make its own context) and at close(): ends the
 // server unless it is clean and the process has initialised CUDA since, or
-// is about to; such a server is kept for later forks. Between forks of CPU
-// ranks no server is left, so the master's children are its workers.
+// is about to; such a server is kept for later forks. A runtime of several
+// nodes passes keep too: its server, made before MPI was initialised, is
+// the one heal() forks replacements from, until close(). Between forks of
+// CPU ranks no server is left, so the master's children are its workers.
 void release_fork_server(bool keep_for_cuda = false) noexcept;
+// The server kept by release_fork_server, if any, without making one: a
+// runtime of several nodes keeps the one made before MPI was initialised
+// and heals from it (forking a process that holds MPI state is unsafe).
+ForkServer* kept_fork_server() noexcept;
 // The current server's pid, 0 if none (tests: it is a child of the master
 // that is not a worker).
 pid_t fork_server_pid() noexcept;

@@ -166,12 +166,10 @@ void RuntimeCore::check_usable(const std::string& what) {
   if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
   if (failed.load()) {
     std::lock_guard<std::mutex> lk(fail_mu);
-    // Across nodes there is no recovery in place (docs/multinode.md,
-    // Failures): the other nodes have failed too or are ending.
+    // Across nodes heal() needs every node (docs/multinode.md, Failures).
     throw WorkerError("synk runtime: " + what + " refused: the runtime failed earlier (" + fail_msg +
-                          (multi() ? "); a runtime of several nodes cannot be forked again: save a checkpoint "
-                                     "(save_checkpoint works on the failed runtime), close() it, end the job and "
-                                     "start it again from the checkpoint"
+                          (multi() ? "); heal() it on every node, or save a checkpoint (save_checkpoint works on the "
+                                     "failed runtime), close() it, end the job and start it again from the checkpoint"
                                    : "); heal() it, or close() it and fork() again (see Runtime::heal, Runtime::snapshot)"),
                       fail_rank);
   }
@@ -583,6 +581,20 @@ void RuntimeCore::heal(const char* what) {
   for (int& fd : socks)
     if (fd >= 0) { ::close(fd); fd = -1; }
   for (size_t r = 1; r < pids.size(); ++r) pids[r] = 0;
+  // Several nodes: the link first, while the runtime is still failed with
+  // no worker, so that none starts unless every node heals, and a node
+  // that does not leaves this one failed as before (close() works).
+  if (multi()) {
+    try {
+      renew_link(what);
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lk(fail_mu);
+        fail_msg = "healing failed: " + std::string(e.what()) + " (the runtime failed with: " + fail_msg + ")";
+      }
+      throw_failure(what);
+    }
+  }
 
   // The control words as a new runtime has them; the rest of the control
   // block (node layout, gradient buffers' ids, the timeline's segment, the
@@ -617,7 +629,9 @@ void RuntimeCore::heal(const char* what) {
   try {
     // The server first (for CPU ranks a fresh fork of this process), then
     // the sockets, so the server holds none of them.
-    ForkServer& server = fork_server_for(cuda, cuda ? "cuda" : "cpu");
+    // Several nodes: the server kept from before MPI was initialised.
+    ForkServer* kept = multi() ? kept_fork_server() : nullptr;
+    ForkServer& server = kept ? *kept : fork_server_for(cuda, cuda ? "cuda" : "cpu");
     {
       SubreaperScope reaper;
       for (int r = 1; r < n; ++r) {
@@ -629,8 +643,9 @@ void RuntimeCore::heal(const char* what) {
         start_worker(server, r, sv[1]);
       }
     }
-    release_fork_server(cuda);
-    watcher = std::thread([this] { watch(); });
+    release_fork_server(cuda || multi());
+    // A node of one rank (several nodes) has no worker to watch, as in fork().
+    if (n > 1) watcher = std::thread([this] { watch(); });
 
     // The segments the workers held, under the same ids.
     for (const auto& [id, sent] : seg_sent) {
@@ -653,18 +668,7 @@ void RuntimeCore::heal(const char* what) {
         rank->drop_joined_comm("the runtime heals: a new communicator replaces this one");
         join_comms();
       }
-      // Every rank gets the master's variables (optimizer state included).
-      std::vector<uint8_t> value;
-      for (size_t id = 0; id < distributed_nodes; ++id) {
-        const Node& node = graph->node(static_cast<int32_t>(id));
-        if (node.op != Op::Variable) continue;
-        value.resize(static_cast<size_t>(numel(node.shape)) * dtype_size(node.dtype));
-        if (value.empty()) continue;
-        rank->read_variable(static_cast<int32_t>(id), value.data(), value.size());
-        set_args(encode_var_set(-1, static_cast<int32_t>(id), value.data(), value.size()));
-        signal(Cmd::var_set, false);
-        wait_workers(what);
-      }
+      heal_variables(what);
     }
     if (opts.stall_after_s > 0 && (n > 1 || multi())) start_stall_watcher();
   } catch (const WorkerError&) {
@@ -672,6 +676,60 @@ void RuntimeCore::heal(const char* what) {
   } catch (const std::exception& e) {
     fail(std::string("healing failed: ") + e.what(), -1);
     throw_failure(what);
+  }
+}
+
+// Every rank gets the master's variables (optimizer state included). With
+// several nodes the masters' copies may differ (a failure between one
+// node's update and another's), so node 0's master is the one source: it
+// sends every variable, packed in one message, to the other masters, which
+// take them as their own before giving them to their workers.
+void RuntimeCore::heal_variables(const char* what) {
+  std::vector<std::pair<int32_t, size_t>> vars;  // (node id, bytes)
+  size_t total = 0;
+  for (size_t id = 0; id < distributed_nodes; ++id) {
+    const Node& node = graph->node(static_cast<int32_t>(id));
+    if (node.op != Op::Variable) continue;
+    const size_t nb = static_cast<size_t>(numel(node.shape)) * dtype_size(node.dtype);
+    if (nb == 0) continue;
+    vars.emplace_back(static_cast<int32_t>(id), nb);
+    total += nb;
+  }
+  std::vector<uint8_t> values(total);
+  size_t off = 0;
+  if (node == 0)
+    for (const auto& [id, nb] : vars) {
+      rank->read_variable(id, values.data() + off, nb);
+      off += nb;
+    }
+  if (multi()) {
+    link->broadcast(values.data(), values.size(), 0, "the variables of node 0's master");
+    off = 0;
+    if (node != 0)
+      for (const auto& [id, nb] : vars) {
+        rank->write_variable(id, values.data() + off, nb);
+        off += nb;
+      }
+  }
+  off = 0;
+  for (const auto& [id, nb] : vars) {
+    set_args(encode_var_set(-1, id, values.data() + off, nb));
+    off += nb;
+    signal(Cmd::var_set, false);
+    wait_workers(what);
+  }
+}
+
+// The link between the masters back to a known state (NodeLink::renew):
+// every node calls heal(), so every node renews it, and one that does not
+// makes the others' renewal time out with an error saying so.
+void RuntimeCore::renew_link(const char* what) {
+  try {
+    link->renew(what);
+  } catch (const std::exception& e) {
+    throw BackendError(std::string(e.what()) + "; healing across nodes needs every node to catch the failure and call "
+                       "heal() (a node that ended, closed its runtime or made another call never renews the link): "
+                       "end the job and start it again from a checkpoint");
   }
 }
 
@@ -821,11 +879,13 @@ void Runtime::heal() {
                         "); only the master (pid " + std::to_string(c.master_pid) + ") may heal the runtime");
   // keep_jobs: a failed stream of async jobs is ended by heal, not finished.
   detail::Busy busy(c, "heal", true);
-  if (!c.failed.load()) return;
-  if (c.multi()) {
-    std::lock_guard<std::mutex> lk(c.fail_mu);
-    throw ArgumentError("Runtime::heal: a runtime of several nodes cannot heal (its other nodes have failed or are "
-                        "ending: docs/faults.md, Training that heals); it failed with: " + c.fail_msg);
+  if (!c.failed.load()) {
+    // Several nodes: a failure notice from another node that this node's
+    // calls have not seen yet fails it too, so that it heals with the others.
+    if (!c.multi()) return;
+    const std::string peer = c.link->peer_failure();
+    if (peer.empty()) return;
+    c.fail(peer, -1);
   }
   c.heal("heal");
 }
@@ -1059,7 +1119,9 @@ Runtime fork(const RuntimeOptions& opts) {
         c.start_worker(server, r, sock);
       }
     }
-    release_fork_server(cuda);  // CPU ranks: the server's work is done
+    // CPU ranks of one node: the server's work is done. Several nodes keep
+    // it, made before MPI was initialised, for heal() to fork from.
+    release_fork_server(cuda || c.link != nullptr);
     c.group->bind(0);
     if (pin) {
       note_unpinned_cpus(static_cast<int>(cpus.size()));  // cpu_count() keeps saying what the process may use

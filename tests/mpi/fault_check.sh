@@ -2,7 +2,8 @@
 # tests/mpi/fault_check.sh SCENARIO MPIRUN PROGRAM — runs tests/mpi/faults.cpp
 # as 2 nodes of 2 ranks and checks that the job ended within 10 s of the
 # fault, with a non-zero exit (a program that does not catch the error) or
-# with 0 (mismatch_caught: the program caught it and closed), with the
+# with 0 (mismatch_caught: the program caught it and closed; heal: every
+# node healed, trained on and closed), with the
 # message the scenario must give, and that no process of the job is left.
 set -u
 scenario=$1 mpirun=$2 prog=$3
@@ -14,7 +15,7 @@ end=$(date +%s%3N)
 cat "$out"
 fail() { echo "FAIL ($scenario): $*"; rm -f "$out"; exit 1; }
 [[ $rc -ne 124 ]] || fail "the job hung (killed by timeout after 90 s)"
-if [[ $scenario == mismatch_caught ]]; then
+if [[ $scenario == mismatch_caught || $scenario == heal ]]; then
   [[ $rc -eq 0 ]] || fail "the job exited $rc, though every node caught the error and closed"
 else
   [[ $rc -ne 0 ]] || fail "the job exited 0"
@@ -38,6 +39,16 @@ case $scenario in
     done
     # Advice that does not work across nodes.
     ! grep -q 'fork() again' "$out" || fail "a message advises fork() again across nodes" ;;
+  heal)
+    for k in 0 1; do
+      grep -q "^node $k: caught: .*signal 9" "$out" || fail "node $k: no caught error naming the killed worker"
+      grep -q "^node $k: healed" "$out" || fail "node $k did not heal"
+      grep -q "^node $k: closed" "$out" || fail "node $k did not close after training on"
+    done ;;
+  heal_missing)
+    grep -q "^node 0: .*heal.*timed out.*every node to catch the failure and call heal()" "$out" ||
+      fail "node 0's heal() did not time out saying every node must call heal()"
+    ! grep -q "^node 0: healed" "$out" || fail "node 0 healed without node 1" ;;
 esac
 # Live processes of the program (zombies, already dead and waiting for
 # their new parent to reap them, hold nothing).

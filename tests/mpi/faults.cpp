@@ -8,6 +8,13 @@
 //                sees its next call refused, closes and returns 0 (printing
 //                "node K: caught: ...", "node K: next call: ...",
 //                "node K: closed")
+//   heal         node 1's worker is SIGKILLed inside a map job; every node
+//                catches the error, calls heal(), trains on, closes and
+//                returns 0 ("node K: caught: ...", "node K: healed",
+//                "node K: closed")
+//   heal_missing the same, but node 1 does not call heal(): node 0's heal()
+//                gives up after the collective timeout (3 s here) with an
+//                error saying every node must call heal()
 // Prints "FAULT_AT <ms since the epoch>" just before the fault and, on the
 // error each node then gets, "node K: <message>"; exits 1 on an error.
 #include <signal.h>
@@ -39,7 +46,10 @@ int main(int argc, char** argv) {
   const std::string scenario = argc > 1 ? argv[1] : "";
   int node = -1;
   try {
-    synk::Runtime rt = synk::fork({.workers = 2, .seed = 1, .multi_node = synk::MultiNode::mpi});
+    const bool healing = scenario == "heal" || scenario == "heal_missing";
+    synk::RuntimeOptions o{.workers = 2, .seed = 1, .multi_node = synk::MultiNode::mpi};
+    if (healing) o.collective_timeout = std::chrono::seconds(3);
+    synk::Runtime rt = synk::fork(o);
     node = rt.node();
     synk::Graph g;
     synk::Tensor x = g.input("x", synk::f32, {synk::batch, 4});
@@ -53,9 +63,9 @@ int main(int argc, char** argv) {
     rt.distribute();
     synk::Data X = rt.data(synk::Array(synk::f32, {64, 4}));
     for (int i = 0; i < 3; ++i) step({X});
-    if (scenario == "kill_worker") {
-      // Each job carries its node (the workers were forked before fork()
-      // returned the node): node 1's worker kills itself.
+    // Each job carries its node (the workers were forked before fork()
+    // returned the node): node 1's worker kills itself.
+    auto kill_in_map = [&] {
       std::vector<int> jobs(64, node);
       rt.map(
           [](const synk::JobContext& ctx, int job_node) {
@@ -67,6 +77,32 @@ int main(int argc, char** argv) {
             return 0;
           },
           jobs);
+    };
+    if (scenario == "kill_worker") {
+      kill_in_map();
+    } else if (healing) {
+      try {
+        kill_in_map();
+        std::printf("node %d: the map survived its killed worker\n", node);
+        return 1;
+      } catch (const synk::Error& e) {
+        std::printf("node %d: caught: %s\n", node, e.what());
+        std::fflush(stdout);
+      }
+      if (scenario == "heal_missing" && node == 1) {
+        // Does not heal: node 0's heal() must give up on its own, before
+        // this node ends (whose end would make mpirun end the job).
+        std::this_thread::sleep_for(std::chrono::seconds(8));
+        std::printf("node %d: did not heal\n", node);
+        return 1;
+      }
+      rt.heal();
+      std::printf("node %d: healed\n", node);
+      for (int i = 0; i < 3; ++i) step({X});
+      rt.close();
+      std::printf("node %d: closed\n", node);
+      std::fflush(stdout);
+      return 0;
     } else if (scenario == "kill_node") {
       if (node == 1) {
         fault_at();
