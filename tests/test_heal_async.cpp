@@ -114,6 +114,13 @@ std::string text_or_die(JobContext& ctx, const int& x) {
   return "job " + std::to_string(ctx.job()) + " of value " + std::to_string(x) + std::string(80, '.');
 }
 
+// The last job kills its worker (once): by then most jobs have finished.
+uint64_t index_or_die(JobContext& ctx, const int& x) {
+  die_from(299, ctx, x);
+  ::usleep(100);
+  return ctx.job();
+}
+
 int64_t seven_always_dies(JobContext& ctx, const int& x) {
   if (x == 7 && ctx.rank() != 0) ::raise(SIGKILL);
   ::usleep(300);
@@ -394,6 +401,22 @@ TEST(HealAsync, CloseWithOutstandingRetriedJobsNeitherHangsNorLeavesAnything) {
     }
   }
   clear_markers();
+  expect_nothing_left();
+}
+
+// map's retries (test_heal.cpp) keep job indices too: a job that runs
+// again sees the index of its first try.
+TEST(HealJobs, AJobRunAgainSeesItsOwnIndex) {
+  set_markers("index");
+  Runtime rt = synk::fork(opts(3));
+  std::vector<int> jobs(300);
+  for (int i = 0; i < 300; ++i) jobs[static_cast<size_t>(i)] = i;
+  arm();
+  const std::vector<uint64_t> idx = rt.map(&index_or_die, jobs, 1);
+  EXPECT_TRUE(fired());
+  for (uint64_t i = 0; i < idx.size(); ++i) EXPECT_EQ(idx[i], i);
+  clear_markers();
+  rt.close();
   expect_nothing_left();
 }
 

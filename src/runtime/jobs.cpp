@@ -1159,10 +1159,12 @@ namespace detail {
 namespace {
 
 // run_jobs on this node's ranks; jobs are numbered from index_base in
-// messages (a node's block of a multi-node map).
+// messages (a node's block of a multi-node map). `settled` (tracked jobs
+// only): per job, nonzero for a job whose result was delivered in an
+// earlier try; the workers pass it by and it is not delivered again.
 void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                    size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
-                   const JobsFast& fast, uint64_t index_base, const uint64_t* index_of = nullptr, bool track = false) {
+                   const JobsFast& fast, uint64_t index_base, bool track = false, const uint8_t* settled = nullptr) {
   void* direct_out = fast.direct_out;
   const uint64_t first = offsets ? offsets[0] : 0;
   const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
@@ -1186,6 +1188,9 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
     for (size_t i = 0; i < count; ++i)
       recs[i] = {reinterpret_cast<uint64_t>(thunk), fn, offsets[i] - offsets[0], offsets[i + 1] - offsets[i]};
   }
+  if (settled && track)
+    for (size_t i = 0; i < count; ++i)
+      if (settled[i]) e.state(i) = detail::kDone | detail::kPassed;  // (JobTable::track) passed by, in order too
   st->published = count;
   st->bytes_used = bytes;
   std::atomic_ref<uint64_t>(e.s->published).store(count, std::memory_order_seq_cst);
@@ -1198,6 +1203,7 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
   std::string sink_error;
   std::exception_ptr sink_exc;
   auto deliver = [&](uint64_t i) {
+    if (settled && settled[i]) return;
     const uint8_t s = std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_acquire);
     if (s & detail::kFailed) {
       first_failed = std::min<uint64_t>(first_failed, i);
@@ -1267,45 +1273,35 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
       std::memcpy(direct_out, e.slot(0), count * result_slot);
   }
   if (first_failed < count)
-    detail::throw_job_error(std::string("Runtime::") + what, index_of ? index_of[first_failed] : index_base + first_failed,
+    detail::throw_job_error(std::string("Runtime::") + what, index_base + first_failed,
                             c.base + static_cast<int>(e.infos()[first_failed].rank), detail::job_error(e, c, first_failed));
 }
 
-// run_jobs_here with retries (one node, workers): every try runs the jobs
-// whose results have not been delivered yet; when the runtime fails in a
-// try (a rank died or hung), heal() replaces the workers and the next try
+// run_jobs_here with retries (one node, workers): every try publishes the
+// whole table again, the jobs whose results were delivered marked settled
+// (passed by), so that a job that runs again has its own index
+// (JobContext::job(), ordered sections); when the runtime fails in a try
+// (a rank died or hung), heal() replaces the workers and the next try
 // begins. A job's own exception is its error as without retries. Jobs run
 // at least once: a job whose rank died after it finished, before its
 // result was delivered, runs again.
 void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                        size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
                        const JobsFast& fast, int retries) {
-  std::vector<uint64_t> left(count);
-  for (uint64_t i = 0; i < count; ++i) left[i] = i;
   std::vector<uint8_t> got(count, 0);
   std::vector<int> lost(count, 0);  // tries in which the job's rank was lost while running it
   uint8_t* direct = static_cast<uint8_t*>(fast.direct_out);
-  std::vector<uint8_t> bytes;
-  std::vector<uint64_t> offs;
+  // The jobs as they lie, one at a time (no chunk runner: each is noted).
+  const JobsFast plain{offsets ? 0 : fast.stride, nullptr, nullptr};
+  auto deliver = [&](uint64_t i, std::span<const uint8_t> r) {
+    got[i] = 1;
+    if (direct) std::memcpy(direct + i * result_slot, r.data(), std::min<size_t>(r.size(), result_slot));
+    else if (sink) sink(i, r);
+  };
   for (int attempt = 0;; ++attempt) {
-    bytes.clear();
-    offs.assign(1, 0);
-    for (uint64_t i : left) {
-      const uint64_t o = offsets ? offsets[i] : i * fast.stride;
-      const uint64_t len = offsets ? offsets[i + 1] - offsets[i] : fast.stride;
-      bytes.insert(bytes.end(), jobs + o, jobs + o + len);
-      offs.push_back(bytes.size());
-    }
-    if (bytes.empty()) bytes.push_back(0);  // a valid pointer for jobs of no bytes
-    auto deliver = [&](uint64_t k, std::span<const uint8_t> r) {
-      const uint64_t i = left[k];
-      got[i] = 1;
-      if (direct) std::memcpy(direct + i * result_slot, r.data(), std::min<size_t>(r.size(), result_slot));
-      else if (sink) sink(i, r);
-    };
     try {
-      run_jobs_here(c, thunk, fn, bytes.data(), offs.data(), left.size(), result_slot, in_order, deliver, what, JobsFast{},
-                    0, left.data(), true);
+      run_jobs_here(c, thunk, fn, jobs, offsets, count, result_slot, in_order, deliver, what, plain, 0, true,
+                    got.data());
       return;
     } catch (const WorkerError&) {
       if (!c.failed.load()) throw;  // a job's exception, not a lost rank
@@ -1321,7 +1317,7 @@ void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_
     int64_t held = -1;
     if (dead > 0 && dead < c.n) {
       const uint64_t j = std::atomic_ref<uint64_t>(c.cb->slots[dead].job).load(std::memory_order_seq_cst);
-      if (j > 0 && j - 1 < left.size() && !got[left[j - 1]]) held = static_cast<int64_t>(left[j - 1]);
+      if (j > 0 && j - 1 < count && !got[j - 1]) held = static_cast<int64_t>(j - 1);
     }
     if (held >= 0) ++lost[static_cast<size_t>(held)];
     if (attempt >= retries) {
@@ -1336,9 +1332,6 @@ void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_
           dead);
     }
     c.heal(what);
-    left.clear();
-    for (uint64_t i = 0; i < count; ++i)
-      if (!got[i]) left.push_back(i);
   }
 }
 
