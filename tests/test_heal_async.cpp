@@ -114,6 +114,33 @@ std::string text_or_die(JobContext& ctx, const int& x) {
   return "job " + std::to_string(ctx.job()) + " of value " + std::to_string(x) + std::string(80, '.');
 }
 
+// A job that counts its runs in row JobContext::job() of a Data (at its
+// end: a job whose worker is killed before has not counted).
+struct CountJob {
+  DataRef runs;
+  int32_t x;
+  int32_t die_from;  // die_from(die_from, ...)
+};
+int64_t count_or_die(JobContext& ctx, const CountJob& j) {
+  die_from(j.die_from, ctx, j.x);
+  ::usleep(200);
+  ctx.rows<int32_t>(j.runs, static_cast<int64_t>(ctx.job()), 1)[0] += 1;
+  return int64_t{j.x} * j.x;
+}
+
+// Jobs finished before the death ran once; of the others, only those that
+// were running when the workers were stopped (one per worker at most) may
+// have counted a run more.
+void expect_run_once(const Data& runs, int workers) {
+  const std::vector<int32_t> n = runs.array().to_vector<int32_t>();
+  int twice = 0;
+  for (size_t i = 0; i < n.size(); ++i) {
+    EXPECT_TRUE(n[i] == 1 || n[i] == 2) << "job " << i << " ran " << n[i] << " times";
+    twice += n[i] == 2;
+  }
+  EXPECT_LE(twice, workers);
+}
+
 // The last job kills its worker (once): by then most jobs have finished.
 uint64_t index_or_die(JobContext& ctx, const int& x) {
   die_from(299, ctx, x);
@@ -401,6 +428,35 @@ TEST(HealAsync, CloseWithOutstandingRetriedJobsNeitherHangsNorLeavesAnything) {
     }
   }
   clear_markers();
+  expect_nothing_left();
+}
+
+TEST(HealAsync, JobsFinishedBeforeTheDeathAreNotRunAgain) {
+  set_markers("once");
+  Runtime rt = synk::fork(opts(3));
+  Data runs = rt.zeros(i32, {300});
+  std::vector<CountJob> jobs(300);
+  for (int i = 0; i < 300; ++i) jobs[static_cast<size_t>(i)] = {runs.ref(), i, 150};
+  std::vector<Future<int64_t>> fs = rt.map_async(&count_or_die, jobs, 1);
+  for (size_t i = 0; i < 100; ++i) EXPECT_EQ(fs[i].get(), int64_t(i * i));
+  arm();
+  for (size_t i = 0; i < fs.size(); ++i) EXPECT_EQ(fs[i].get(), int64_t(i * i)) << "job " << i;
+  EXPECT_TRUE(fired());
+  expect_run_once(runs, 2);
+
+  // The same for a map with retries.
+  clear_markers();
+  Data runs2 = rt.zeros(i32, {300});
+  for (int i = 0; i < 300; ++i) jobs[static_cast<size_t>(i)] = {runs2.ref(), i, 299};
+  arm();
+  const std::vector<int64_t> sq = rt.map(&count_or_die, jobs, 1);
+  EXPECT_TRUE(fired());
+  for (size_t i = 0; i < sq.size(); ++i) EXPECT_EQ(sq[i], int64_t(i * i)) << "job " << i;
+  expect_run_once(runs2, 2);
+  clear_markers();
+  runs = Data();
+  runs2 = Data();
+  rt.close();
   expect_nothing_left();
 }
 

@@ -991,7 +991,16 @@ bool heal_for_jobs(RuntimeCore& c, const std::string& what) {
     RuntimeCore& c;
     ~Unclaim() { c.unclaim(); }
   } unclaim{c};
-  return recover_jobs(c, what) == Recovery::healed && c.usable();
+  // A job that kills its worker at once may fail the healed runtime again
+  // before this returns: each turn counts a try, so this ends.
+  while (c.failed.load()) {
+    std::shared_ptr<JobBatch> b = c.batch;
+    int64_t culprit = -1;
+    const Recovery r = recover_jobs(c, what, &culprit);
+    if (r == Recovery::gave_up) (void)saved_result(*b, static_cast<uint64_t>(culprit));  // throws its error
+    if (r == Recovery::none) return false;
+  }
+  return true;
 }
 
 std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
