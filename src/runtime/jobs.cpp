@@ -24,6 +24,7 @@
 // space, a sparse memfd segment of kJobResultSpace bytes per rank made once
 // per runtime; the rank bumps its own offset, reset per command.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -741,6 +742,11 @@ int64_t note_failure(RuntimeCore& c, JobStream& st, JobBatch& b) {
   if (!st.counted) {
     st.held = -1;
     if (!st.parked) {
+      // fail() stops the survivors, but a job one finishes meanwhile would
+      // be counted unfinished and run again: wait until they are gone (as
+      // heal does, 5 s at most) before reading what finished.
+      const int64_t until = comm::monotonic_ns() + 5'000'000'000;
+      while (c.reaped.load() < c.n - 1 && comm::monotonic_ns() < until) ::usleep(200);
       for (uint64_t i = 0; i < n; ++i) save_one(b, st, i);
       if (dead > 0 && dead < c.n) {
         const uint64_t j = at(c.cb->slots[dead].job).load(std::memory_order_seq_cst);
