@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -172,6 +173,8 @@ int32_t die_once(JobContext& ctx, const int32_t& x) {
   return x + 1000;
 }
 
+int32_t refuse(const int32_t&) { throw std::runtime_error("job refused"); }
+
 int64_t square_slowly(const int& x) {
   ::usleep(300);
   return int64_t{x} * x;
@@ -290,6 +293,16 @@ TEST(HealAsync, AJobThatKillsItsWorkerOnEveryTryFailsItsFutureNamingTheJob) {
   EXPECT_THROW(poison.get(), WorkerError);
   rt.heal();
   EXPECT_THROW(rt.apply_async(&seven_always_dies, 1, -1), ArgumentError);
+  // A job's own exception is its error, never retried: no worker replaced.
+  const std::vector<int> kids = children(detail::fork_server_pid());
+  try {
+    rt.apply_async(&refuse, int32_t{1}, 3).get();
+    FAIL() << "the job gave a result";
+  } catch (const WorkerError& e) {
+    EXPECT_NE(std::string(e.what()).find("job refused"), std::string::npos) << e.what();
+  }
+  rt.join();
+  EXPECT_EQ(children(detail::fork_server_pid()), kids);
   rt.close();
   expect_nothing_left();
 }
