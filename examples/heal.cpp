@@ -2,7 +2,8 @@
 //
 //   1. A map with one retry: a job kills its worker (SIGKILL, as the kernel's
 //      OOM killer would); the runtime replaces the worker and the map still
-//      returns every result.
+//      returns every result. Then the same with futures: map_async with one
+//      retry, every future's get() right.
 //   2. Training y = 3x + 2 with momentum on 3 ranks: a worker is killed
 //      between two steps; the next step reports it (WorkerError), heal()
 //      forks a replacement that gets the master's parameters and velocities,
@@ -51,6 +52,20 @@ int main() {
       return 1;
     }
   std::printf("map: 100 results right on %d ranks after a killed worker\n", rt.size());
+
+  // 1b. futures with a retry: the next call (here the first get()) heals.
+  std::vector<synk::Future<long>> fs = rt.map_async(&cube, jobs, /*retries=*/1);
+  for (int i = 0; i < 100; ++i)
+    if (fs[static_cast<size_t>(i)].get() != long{i} * i * i) {
+      std::fprintf(stderr, "future %d: wrong result %ld\n", i, fs[static_cast<size_t>(i)].get());
+      return 1;
+    }
+  if (!std::filesystem::exists(g_once)) {
+    std::fprintf(stderr, "map_async: no worker was killed\n");
+    return 1;
+  }
+  std::remove(g_once);
+  std::printf("map_async: 100 futures right on %d ranks after a killed worker\n", rt.size());
 
   // 2. training that heals.
   const int n = 96;

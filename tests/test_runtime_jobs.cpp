@@ -3,12 +3,15 @@
 // shared arrays written by jobs, results of any size through the Codec
 // point, the parallel argsort / sort, cpu_count and the default rank count.
 // Exact results only; nothing here is timed.
+#include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -125,11 +128,23 @@ int ordered_twice(JobContext& ctx, const int32_t&) {
 }
 
 pid_t g_master = 0;
+// Made by a worker that exits in a job (fail_some(3)).
+std::string worker_exit_marker() { return "/tmp/synk-jobs-" + std::to_string(g_master) + ".worker-exited"; }
 int32_t fail_some(const int32_t& x) {
   if (x == 1 && ::getpid() != g_master) throw std::runtime_error("job refused in a worker");
   if (x == 2) throw std::runtime_error("job refused everywhere");
-  if (x == 3 && ::getpid() != g_master) ::_exit(3);
-  if (x == 3) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // leave jobs to the worker
+  if (x == 3 && ::getpid() != g_master) {
+    const int fd = ::open(worker_exit_marker().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+    ::_exit(3);
+  }
+  if (x == 3) {
+    // The master's job waits (10 s at most) until a worker has taken one
+    // and exited: however late the worker starts, the master cannot run
+    // every job itself first (which once made the test see no death).
+    struct stat st{};
+    for (int i = 0; i < 10000 && ::stat(worker_exit_marker().c_str(), &st) != 0; ++i) ::usleep(1000);
+  }
   return x + 100;
 }
 
@@ -383,6 +398,7 @@ TEST(Jobs, AFutureOfAFailedJobThrowsWorkerErrorTheOthersDoNot) {
 
 TEST(Jobs, AWorkerThatDiesInAnAsyncJobFailsGet) {
   g_master = ::getpid();
+  std::remove(worker_exit_marker().c_str());
   Runtime rt = synk::fork(opts(2));
   std::vector<Future<int32_t>> fs;
   for (int i = 0; i < 50; ++i) fs.push_back(rt.apply_async(&fail_some, int32_t{3}));  // kills the worker taking it
@@ -398,6 +414,7 @@ TEST(Jobs, AWorkerThatDiesInAnAsyncJobFailsGet) {
     }
   }
   EXPECT_TRUE(died);
+  std::remove(worker_exit_marker().c_str());
 }
 
 TEST(Jobs, CloseCancelsQueuedJobs) {

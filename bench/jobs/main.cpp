@@ -5,7 +5,8 @@
 //
 // tiny: N empty jobs (identity on an int) through map(), apply_async() +
 // get() and map_async(); wall time and time per job (median of --repeat
-// runs). sort: argsort of N uniform random floats in a Data over the ranks
+// runs). --retries N passes N to all three (jobs with retries run on the
+// workers only, one at a time: docs/faults.md). sort: argsort of N uniform random floats in a Data over the ranks
 // against std::stable_sort of an index vector by value on one core (the
 // one-core argsort), and std::stable_sort of the values themselves; the
 // parallel result is checked element for element.
@@ -36,13 +37,15 @@ double median(std::vector<double> v) {
 }
 
 int run(int argc, char** argv) {
-  int workers = 2, repeat = 5;
+  int workers = 2, repeat = 5, retries = 0;
   int64_t tiny = 10000, sort_n = 10'000'000;
   std::string json_path;
   CLI::App app{"synk-jobs: per-job overhead of map / apply_async and the parallel argsort"};
   app.add_option("--workers", workers, "ranks in total")->check(bench::integer(1, 256));
   app.add_option("--tiny", tiny, "empty jobs per run")->check(bench::integer(1, 100'000'000));
   app.add_option("--sort", sort_n, "floats to argsort (0: skip)")->check(bench::integer(0, 2'000'000'000));
+  app.add_option("--retries", retries, "retry count of every job (map, apply_async, map_async)")
+      ->check(bench::integer(0, 1000));
   app.add_option("--repeat", repeat, "runs of each measurement (the median is reported)")->check(bench::integer(1, 1000));
   app.add_option("--json", json_path, "write the results here")->check(bench::writable_file());
   if (!bench::parse(app, argc, argv)) return 0;
@@ -53,15 +56,15 @@ int run(int argc, char** argv) {
   std::vector<double> t_map, t_async, t_map_async;
   for (int r = 0; r < repeat + 1; ++r) {  // the first round warms up
     std::vector<int> out;
-    const double a = seconds([&] { out = rt.map(&identity, jobs); });
+    const double a = seconds([&] { out = rt.map(&identity, jobs, retries); });
     const double b = seconds([&] {
       std::vector<synk::Future<int>> fs;
       fs.reserve(jobs.size());
-      for (int j : jobs) fs.push_back(rt.apply_async(&identity, j));
+      for (int j : jobs) fs.push_back(rt.apply_async(&identity, j, retries));
       for (auto& f : fs) (void)f.get();
     });
     const double c = seconds([&] {
-      auto fs = rt.map_async(&identity, jobs);
+      auto fs = rt.map_async(&identity, jobs, retries);
       for (auto& f : fs) (void)f.get();
       rt.join();
     });
@@ -72,7 +75,7 @@ int run(int argc, char** argv) {
     t_map_async.push_back(c);
   }
   const double n = static_cast<double>(tiny);
-  std::printf("cpu: %d usable, ranks: %d\n", synk::cpu_count(), rt.size());
+  std::printf("cpu: %d usable, ranks: %d, retries: %d\n", synk::cpu_count(), rt.size(), retries);
   std::printf("%-26s %12s %14s\n", ("empty jobs x" + std::to_string(tiny)).c_str(), "wall s", "us per job");
   std::printf("%-26s %12.5f %14.3f\n", "map", median(t_map), median(t_map) / n * 1e6);
   std::printf("%-26s %12.5f %14.3f\n", "apply_async + get", median(t_async), median(t_async) / n * 1e6);
@@ -81,6 +84,7 @@ int run(int argc, char** argv) {
   nlohmann::json j = {{"ranks", rt.size()},
                       {"cpu_count", synk::cpu_count()},
                       {"tiny_jobs", tiny},
+                      {"retries", retries},
                       {"map_s", t_map},
                       {"apply_async_s", t_async},
                       {"map_async_s", t_map_async},

@@ -49,15 +49,43 @@
 // lowest failed job index (its rank, and the job's message); a Future's
 // get() throws it for its own job only. A rank that dies (or is killed, or
 // exits) fails the runtime as everywhere else: the pending call or get()
-// throws WorkerError naming it. Calling the Runtime from inside a job is
-// refused (ArgumentError).
+// throws WorkerError naming it, unless the jobs have retries (map's and
+// Runtime::map, and async jobs below). Calling the Runtime from inside a
+// job is refused (ArgumentError).
 //
 // Futures. apply_async() / map_async() queue jobs and return at once; the
 // workers start on them while the master carries on. get() waits for its
-// job (the master runs queued jobs itself while it waits). Any other
-// runtime call first finishes every queued job (their futures stay
-// readable); close() cancels jobs no rank has started (their get() throws
-// ArgumentError).
+// job (the master runs queued jobs itself while it waits, until a job with
+// retries is queued: from then on that stream's jobs run on the workers
+// only). Any other runtime call first finishes every queued job (their
+// futures stay readable); close() cancels jobs no rank has started (their
+// get() throws ArgumentError). Async jobs are numbered in submission order
+// (JobContext::job(), "job i" in messages), which a retry keeps.
+//
+// Async jobs with retries (apply_async(fn, job, retries), map_async). A
+// failure of the runtime (a rank died or hung) counts as one try of every
+// unfinished job of the stream. The next get(), wait(), join() or other
+// call notices it; if an unfinished job has retries left, that call heals
+// the runtime (Runtime::heal: every worker replaced) and queues the
+// unfinished jobs with retries left again, under their old indices, and
+// goes on. Finished results stay readable. At that failure:
+//  - a job with retries left runs again, and its get() gives its result;
+//  - a job queued with retries 0 throws the failure, as without retries;
+//  - a job with retries > 0 and none left throws WorkerError "Runtime::
+//    apply_async failed after 3 tries: job 7 was running on rank 1 when it
+//    was lost (the job lost its rank in 3 of 3 tries): <the death>" (map's
+//    message), and the runtime is left failed as map leaves it: nothing
+//    heals, every other unfinished job throws WorkerError "job 9 was not
+//    run again: job 7 failed after 3 tries, ...", and heal() repairs the
+//    runtime;
+//  - with no job with retries unfinished, nothing heals (as without).
+// ready() never heals. A future never got is retried with the others (its
+// job runs again; the result is kept for it). get() from another thread
+// claims the runtime as every call does (ArgumentError while a call of
+// another thread runs) and may be the call that heals. Runtime::heal()
+// keeps jobs with retries left too: the next call that touches jobs
+// queues them. close() never heals; an unfinished job's get() then throws
+// (ArgumentError "never ran", or the runtime's failure if it had failed).
 #pragma once
 
 #include <cstdint>

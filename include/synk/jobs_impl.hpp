@@ -96,7 +96,7 @@ T Runtime::map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red redu
   return init;
 }
 
-template <class F, class J> auto Runtime::apply_async(F fn, const J& job) {
+template <class F, class J> auto Runtime::apply_async(F fn, const J& job, int retries) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
   thread_local ByteWriter w;
@@ -104,11 +104,11 @@ template <class F, class J> auto Runtime::apply_async(F fn, const J& job) {
   encode_value(w, job);
   uint64_t index = 0;
   std::shared_ptr<detail::JobBatch> b = submit(&detail::job_thunk<F, J>, detail::fn_word(fn), w.bytes().data(),
-                                               w.bytes().size(), detail::result_slot<R>(), index);
+                                               w.bytes().size(), detail::result_slot<R>(), index, retries);
   return Future<R>(std::move(b), index);
 }
 
-template <class F, class J> auto Runtime::map_async(F fn, const std::vector<J>& jobs) {
+template <class F, class J> auto Runtime::map_async(F fn, const std::vector<J>& jobs, int retries) {
   detail::check_job<F, J>();
   using R = detail::JobResult<F, J>;
   std::vector<Future<R>> out;
@@ -119,7 +119,8 @@ template <class F, class J> auto Runtime::map_async(F fn, const std::vector<J>& 
     encode_value(w, j);
     uint64_t index = 0;
     std::shared_ptr<detail::JobBatch> b = submit(&detail::job_thunk<F, J>, detail::fn_word(fn), w.bytes().data(),
-                                                 w.bytes().size(), detail::result_slot<R>(), index);
+                                                 w.bytes().size(), detail::result_slot<R>(), index, retries,
+                                                 "map_async");
     out.emplace_back(std::move(b), index);
   }
   return out;

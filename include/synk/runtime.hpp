@@ -508,9 +508,18 @@ class Runtime {
   template <class F, class J, class T, class Red>
   T map_reduce_ordered(F fn, const std::vector<J>& jobs, T init, Red reduce, int retries = 0);
   // Queues one job and returns at once (multiprocessing's apply_async).
-  template <class F, class J> auto apply_async(F fn, const J& job);
-  // Queues every job; one future per job, in job order.
-  template <class F, class J> auto map_async(F fn, const std::vector<J>& jobs);
+  // retries (one node) as for map: 0, the default, and a rank that dies or
+  // hangs while the job is queued or running fails the runtime and get()
+  // throws WorkerError naming it. With retries > 0 the job runs on the
+  // workers only; a failure while it has not finished heals the runtime
+  // (inside the next get(), wait(), join() or other call) and the job runs
+  // again, up to `retries` times. When a failure leaves a job with retries
+  // none left, its get() throws WorkerError naming the job and its tries,
+  // and the runtime is left failed as map leaves it (jobs.hpp, Futures).
+  template <class F, class J> auto apply_async(F fn, const J& job, int retries = 0);
+  // Queues every job; one future per job, in job order; retries as above,
+  // for each job.
+  template <class F, class J> auto map_async(F fn, const std::vector<J>& jobs, int retries = 0);
   // Finishes every queued job (their futures stay readable).
   void join();
   // A zero-filled shared array for jobs to write (Data::ref()); sharedmem's
@@ -534,8 +543,10 @@ class Runtime {
   void run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets, size_t count,
                 size_t result_slot, bool in_order, const JobSink& sink, const char* what,
                 const detail::JobsFast& fast = {}, int retries = 0);
+  // One async job; `what` names the caller (apply_async, map_async).
   std::shared_ptr<detail::JobBatch> submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job, size_t job_bytes,
-                                           size_t result_slot, uint64_t& index);
+                                           size_t result_slot, uint64_t& index, int retries = 0,
+                                           const char* what = "apply_async");
 
   // ---- recovery ------------------------------------------------------------------
   // The master's (rank 0's) value of every distributed shared variable, in

@@ -93,7 +93,8 @@ struct alignas(128) WorkerSlot {
   // master's stall watcher reads.
   trace::Activity doing;
   // atomic: 1 + the job this rank runs, in a job table that tracks its jobs
-  // (a map with retries: the job a dead rank held is named; jobs.cpp).
+  // (a map with retries, async jobs: the job a dead rank held is named;
+  // jobs.cpp).
   uint64_t job;
   char msg[896];
 };
@@ -200,8 +201,16 @@ struct JobStream;
 void finish_jobs(RuntimeCore& c);
 void cancel_jobs(RuntimeCore& c) noexcept;
 // The same for a failed runtime (heal): the stream's futures whose jobs
-// had not finished throw `failure` (WorkerError for `rank`).
+// had not finished throw `failure` (WorkerError for `rank`). A stream with
+// jobs queued with retries instead keeps its unfinished jobs that have
+// retries left, for the next call to queue again on the healed runtime.
 void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept;
+// A failed runtime whose stream of async jobs holds unfinished jobs with
+// retries left: heals it and queues them again (the call `what` claims the
+// runtime for it). False when there are none, when a job with retries has
+// none left (the runtime stays failed), or when another call holds the
+// runtime.
+bool heal_for_jobs(RuntimeCore& c, const std::string& what);
 // Forgets the master's JobContext::local objects (close()).
 void clear_rank_locals() noexcept;
 // The default rank count for CPU ranks: SYNK_WORKERS, else OMP_NUM_THREADS,

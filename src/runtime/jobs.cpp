@@ -24,6 +24,7 @@
 // space, a sparse memfd segment of kJobResultSpace bytes per rank made once
 // per runtime; the rank bumps its own offset, reset per command.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,6 +47,9 @@ template <class T> std::atomic_ref<T> at(T& x) { return std::atomic_ref<T>(x); }
 constexpr uint64_t kMagic = 0x73796e6b6a6f6273ull;  // "synkjobs"
 // state bits; kInline: the result is in the job's slot (no JobInfo written).
 constexpr uint8_t kPassed = 1, kDone = 2, kFailed = 4, kInline = 8;
+// JobBatch::Saved only: the runtime's failure ended the job (an async job
+// with no retries left); the WorkerError's message is saved.
+constexpr uint8_t kLost = 16;
 constexpr int64_t kSliceNs = 50'000'000;  // the master's futex sleep slice
 
 struct JobTable {
@@ -64,8 +68,11 @@ struct JobTable {
   // records (job i at bytes_off + i * uniform_stride). 0: records.
   uint64_t uniform_thunk, uniform_fn, uniform_stride;
   uint64_t uniform_chunk;  // with uniform jobs: a ChunkThunk running many at once (0: none)
-  // 1: a map with retries: each rank notes the job it runs in its slot
-  // (WorkerSlot::job), jobs run one by one, and the master takes none.
+  // 1: each rank notes the job it runs in its slot (WorkerSlot::job), so
+  // that the job a dead rank held is known, and skips a job whose state
+  // says done before it starts (a stream of async jobs queued again after a
+  // heal: the master kept those results). Maps with retries (whose master
+  // takes no jobs) and every stream of async jobs.
   uint64_t track;
   uint64_t arena_id[kMaxRanks];
 };
@@ -307,7 +314,11 @@ struct JobEnv {
 
   void run_each(uint64_t b, uint64_t e) {
     for (uint64_t i = b; i < e; ++i) {
-      if (t.track) at(cb->slots[rank].job).store(i + 1, std::memory_order_seq_cst);
+      if (t.track) {
+        // Settled before a heal (JobTable::track): announced, not run.
+        if (at(state(i)).load(std::memory_order_acquire) & kDone) continue;
+        at(cb->slots[rank].job).store(i + 1, std::memory_order_seq_cst);
+      }
       const uint8_t st = run_one(i);
       auto sref = at(state(i));
       sref.store(static_cast<uint8_t>(sref.load(std::memory_order_relaxed) | st | kPassed), std::memory_order_release);
@@ -437,6 +448,26 @@ struct JobStream {
   bool open = false;
   std::string label;
   uint64_t call = 0;  // the runtime's call number of the stream (the timeline's spans)
+
+  // Async jobs with retries (docs/faults.md). From the first job queued
+  // with retries on, an entry per job of the stream (empty before).
+  struct Try {
+    int retries = 0;   // as queued
+    int failures = 0;  // failures of the runtime while it was unfinished
+    int lost = 0;      // of those, the ones whose dead rank was running it
+    const char* what = "apply_async";
+  };
+  std::vector<Try> tries;
+  // A job with retries is queued: the master takes no more jobs of the
+  // stream (it is the one process the runtime cannot lose).
+  bool workers_only = false;
+  bool counted = false;  // the runtime's present failure is counted in `tries`
+  int64_t held = -1;     // the job the dead rank was running at that failure (-1: none known)
+  // After heal(): the table is gone (heal reuses the args segment), and the
+  // unfinished jobs wait here for the next call to queue them again.
+  bool parked = false;
+  std::vector<JobRec> parked_recs;  // by job index; off/len in parked_bytes; thunk 0: settled
+  std::vector<uint8_t> parked_bytes;
 };
 
 // A stream's jobs as their futures see them: live in the table while it
@@ -445,11 +476,15 @@ struct JobBatch {
   std::weak_ptr<RuntimeCore> owner;
   RuntimeCore* c = nullptr;
   std::shared_ptr<JobStream> stream;  // while it runs
-  bool finished = false;
+  // Set last (release): a finished batch never changes again, so its
+  // futures read it without claiming the runtime.
+  std::atomic<bool> finished{false};
   std::string failure;  // the runtime failed (every unsaved job throws this)
   int failure_rank = -1;
+  // Jobs settled while the stream runs (a failure counted against jobs
+  // with retries) are saved at once; the rest when it finishes.
   struct Saved {
-    uint8_t state = 0;  // kDone, kFailed, 0: never ran (cancelled)
+    uint8_t state = 0;  // kDone, kFailed, kLost, 0: never ran (cancelled) or not settled yet
     int rank = 0;
     uint64_t off = 0, len = 0;
   };
@@ -496,6 +531,9 @@ std::shared_ptr<JobStream> open_stream(RuntimeCore& c, uint64_t capacity, uint64
   }
   std::memcpy(base, &t, sizeof t);
   std::memset(base + t.state_off, 0, capacity);
+  // A rank's note of its job is from an earlier table: not this one's.
+  if (track)
+    for (int r = 0; r < c.n; ++r) at(c.cb->slots[r].job).store(0);
   if (ring) std::memset(base + t.ring_off, 0, capacity * sizeof(uint64_t));
   JobSync& s = c.cb->jobs;
   at(s.published).store(0);
@@ -549,6 +587,7 @@ void push(JobStream& st, JobThunk thunk, uint64_t fn, const uint8_t* job, uint64
 
 // The master takes the next published jobs and runs them; false if none.
 bool run_some(JobStream& st) {
+  if (st.workers_only) return false;
   uint64_t b, e;
   if (!st.env.claim(st.published, b, e)) return false;
   st.env.run_chunk(b, e);
@@ -617,50 +656,286 @@ std::string job_error(const JobEnv& e, RuntimeCore& c, uint64_t i) {
                     rank);
 }
 
+// Saves job i's outcome into its batch, if it has one and none is saved.
+void save_one(JobBatch& b, const JobStream& st, uint64_t i) {
+  JobBatch::Saved& s = b.saved[i];
+  if (s.state) return;
+  const JobEnv& e = st.env;
+  const uint8_t state = at(e.state(i)).load(std::memory_order_acquire);
+  s.rank = (state & kInline) ? 0 : static_cast<int>(e.infos()[i].rank);
+  if (state & kDone) {
+    std::span<const uint8_t> r = live_result(e, *st.c, i);
+    s.state = kDone;
+    s.off = b.bytes.size();
+    s.len = r.size();
+    b.bytes.insert(b.bytes.end(), r.begin(), r.end());
+  } else if (state & kFailed) {
+    const std::string m = job_error(e, *st.c, i);
+    s.state = kFailed;
+    s.off = b.bytes.size();
+    s.len = m.size();
+    b.bytes.insert(b.bytes.end(), m.begin(), m.end());
+  }
+}
+
+// Ends job i with the runtime's failure: its get() throws WorkerError(msg, rank).
+void save_lost(JobBatch& b, uint64_t i, const std::string& msg, int rank) {
+  JobBatch::Saved& s = b.saved[i];
+  s.state = kLost;
+  s.rank = rank;
+  s.off = b.bytes.size();
+  s.len = msg.size();
+  b.bytes.insert(b.bytes.end(), msg.begin(), msg.end());
+}
+
+void end_batch(JobBatch& b) {
+  b.stream.reset();
+  b.finished.store(true, std::memory_order_release);
+}
+
 // Copies a finished stream's results into its batch for the futures.
 void save_batch(JobBatch& b) {
   JobStream& st = *b.stream;
-  const JobEnv& e = st.env;
-  b.saved.resize(st.published);
-  for (uint64_t i = 0; i < st.published; ++i) {
-    JobBatch::Saved& s = b.saved[i];
-    const uint8_t state = at(e.state(i)).load();
-    s.rank = (state & kInline) ? 0 : static_cast<int>(e.infos()[i].rank);
-    if (state & kDone) {
-      std::span<const uint8_t> r = live_result(e, *st.c, i);
-      s.state = kDone;
-      s.off = b.bytes.size();
-      s.len = r.size();
-      b.bytes.insert(b.bytes.end(), r.begin(), r.end());
-    } else if (state & kFailed) {
-      const std::string m = job_error(e, *st.c, i);
-      s.state = kFailed;
-      s.off = b.bytes.size();
-      s.len = m.size();
-      b.bytes.insert(b.bytes.end(), m.begin(), m.end());
+  if (!st.parked) {  // (a parked stream's table is gone: what finished is saved)
+    if (b.saved.size() < st.published) b.saved.resize(st.published);
+    for (uint64_t i = 0; i < st.published; ++i) save_one(b, st, i);
+  }
+  end_batch(b);
+}
+
+// ---- async jobs with retries ----------------------------------------------------------------
+//
+// A failure of the runtime counts as a try of every unfinished job of the
+// stream (note_failure, once per failure). Then either a job with retries
+// > 0 has none left, and the stream ends with the runtime left failed
+// (give_up), or the runtime heals: RuntimeCore::heal calls fail_jobs,
+// which keeps the unfinished jobs out of the table (park: heal reuses the
+// args segment), and the next call touching jobs queues them again in a
+// new table under their old indices (unpark), the settled ones marked
+// done, so that futures, JobContext::job() and ordered sections see the
+// same numbers.
+
+uint64_t unsettled(const JobBatch& b, uint64_t published) {
+  uint64_t k = 0;
+  for (uint64_t i = 0; i < published; ++i) k += b.saved[i].state == 0;
+  return k;
+}
+
+std::string tries_text(int k) { return std::to_string(k) + (k == 1 ? " try" : " tries"); }
+
+// Counts the runtime's failure against every unfinished job of the stream
+// (once), saves what finished, and settles the jobs queued with retries 0
+// (they throw the failure, as without retries). Returns the culprit: of
+// the jobs with retries > 0 and none left, the one the dead rank was
+// running, else the first; -1 if none.
+int64_t note_failure(RuntimeCore& c, JobStream& st, JobBatch& b) {
+  std::string cause;
+  int dead = -1;
+  {
+    std::lock_guard<std::mutex> lk(c.fail_mu);
+    cause = c.fail_msg;
+    dead = c.fail_rank;
+  }
+  const uint64_t n = st.published;
+  if (b.saved.size() < n) b.saved.resize(n);
+  st.tries.resize(n);
+  if (!st.counted) {
+    st.held = -1;
+    if (!st.parked) {
+      // fail() stops the survivors, but a job one finishes meanwhile would
+      // be counted unfinished and run again: wait until they are gone (as
+      // heal does, 5 s at most) before reading what finished.
+      const int64_t until = comm::monotonic_ns() + 5'000'000'000;
+      while (c.reaped.load() < c.n - 1 && comm::monotonic_ns() < until) ::usleep(200);
+      for (uint64_t i = 0; i < n; ++i) save_one(b, st, i);
+      if (dead > 0 && dead < c.n) {
+        const uint64_t j = at(c.cb->slots[dead].job).load(std::memory_order_seq_cst);
+        if (j > 0 && j - 1 < n && b.saved[j - 1].state == 0) st.held = static_cast<int64_t>(j - 1);
+      }
+    }
+    st.counted = true;
+    for (uint64_t i = 0; i < n; ++i) {
+      if (b.saved[i].state) continue;
+      ++st.tries[i].failures;
+      if (static_cast<int64_t>(i) == st.held) ++st.tries[i].lost;
     }
   }
-  b.finished = true;
-  b.stream.reset();
+  int64_t culprit = -1;
+  for (uint64_t i = 0; i < n; ++i) {
+    const JobStream::Try& t = st.tries[i];
+    if (b.saved[i].state || t.failures <= t.retries) continue;
+    if (t.retries == 0) save_lost(b, i, "synk runtime: " + st.label + " failed: " + cause, dead);  // throw_failure's text
+    else if (culprit < 0 || static_cast<int64_t>(i) == st.held) culprit = static_cast<int64_t>(i);
+  }
+  return culprit;
+}
+
+// Settles job i, which has retries > 0 and none left, with map's message.
+void save_exhausted(RuntimeCore& c, JobStream& st, JobBatch& b, uint64_t i) {
+  std::string cause;
+  int dead = -1;
+  {
+    std::lock_guard<std::mutex> lk(c.fail_mu);
+    cause = c.fail_msg;
+    dead = c.fail_rank;
+  }
+  const JobStream::Try& t = st.tries[i];
+  const std::string tries = tries_text(t.failures);
+  save_lost(b, i,
+            "synk runtime: Runtime::" + std::string(t.what) + " failed after " + tries + ": job " + std::to_string(i) +
+                (static_cast<int64_t>(i) == st.held ? " was running on rank " + std::to_string(dead) + " when it was lost"
+                                                    : " had not finished when the runtime failed") +
+                " (the job lost its rank in " + std::to_string(t.lost) + " of " + tries + "): " + cause,
+            dead);
+}
+
+// A job with retries has none left (the culprit): the runtime stays failed
+// (as a map with retries leaves it) and every unfinished job ends, the
+// others naming the culprit.
+void give_up(RuntimeCore& c, JobStream& st, JobBatch& b, int64_t culprit) {
+  save_exhausted(c, st, b, static_cast<uint64_t>(culprit));
+  std::string cause;
+  int dead = -1;
+  {
+    std::lock_guard<std::mutex> lk(c.fail_mu);
+    cause = c.fail_msg;
+    dead = c.fail_rank;
+  }
+  const JobStream::Try& t = st.tries[static_cast<size_t>(culprit)];
+  for (uint64_t i = 0; i < st.published; ++i)
+    if (b.saved[i].state == 0)
+      save_lost(b, i,
+                "synk runtime: Future::get: job " + std::to_string(i) + " was not run again: job " +
+                    std::to_string(culprit) + " (Runtime::" + t.what + ") failed after " + tries_text(t.failures) +
+                    ", losing its rank in " + std::to_string(t.lost) +
+                    " of them, which leaves the runtime failed (heal() it, then queue the job again): " + cause,
+                dead);
+}
+
+// Keeps the stream's unfinished jobs (their bytes) while heal replaces the
+// table's segment contents.
+void park(JobStream& st, const JobBatch& b) {
+  if (st.parked) return;
+  const JobEnv& e = st.env;
+  st.parked_recs.assign(st.published, JobRec{});
+  st.parked_bytes.clear();
+  for (uint64_t i = 0; i < st.published; ++i) {
+    if (b.saved[i].state) continue;
+    const JobRec r = e.rec(i);
+    if (r.off > e.t.bytes_cap || r.len > e.t.bytes_cap - r.off) continue;  // corrupt: never queued again
+    st.parked_recs[i] = {r.thunk, r.fn, st.parked_bytes.size(), r.len};
+    st.parked_bytes.insert(st.parked_bytes.end(), e.base + e.t.bytes_off + r.off,
+                           e.base + e.t.bytes_off + r.off + r.len);
+  }
+  st.parked = true;
+  st.open = false;
+  st.signalled = false;  // the command ended with the workers
+}
+
+// Queues a parked stream's jobs again on the healed runtime: a new table
+// of the same size, its jobs at their old indices, the settled ones done.
+void unpark(RuntimeCore& c) {
+  std::shared_ptr<JobStream> old = c.stream;
+  JobBatch& b = *c.batch;
+  const JobTable& t = old->env.t;
+  std::shared_ptr<JobStream> st = open_stream(c, t.capacity, t.bytes_cap, t.result_slot, old->label, {}, false, true);
+  JobEnv& e = st->env;
+  const uint64_t n = old->parked_recs.size();
+  uint64_t used = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const JobRec& r = old->parked_recs[i];
+    if (r.thunk == 0 || b.saved[i].state) {
+      e.recs()[i] = JobRec{};
+      e.state(i) = kDone | kPassed;  // run_each skips it; ordered sections pass it
+      continue;
+    }
+    if (r.len) std::memcpy(e.base + e.t.bytes_off + used, old->parked_bytes.data() + r.off, r.len);
+    e.recs()[i] = {r.thunk, r.fn, used, r.len};
+    used += r.len;
+  }
+  st->published = n;
+  st->bytes_used = used;
+  st->tries = std::move(old->tries);
+  st->workers_only = true;
+  b.stream = st;
+  c.stream = st;
+  at(e.s->published).store(n, std::memory_order_seq_cst);
+  e.bump(&e.s->pub_gen, &e.s->pub_sleepers);
+}
+
+enum class Recovery { none, healed, gave_up };
+
+// The master's answer to a failed runtime holding the stream (claimed):
+// heals it and queues the unfinished jobs again when one has retries left
+// (healed), ends the stream with the runtime left failed when a job with
+// retries has none left (gave_up; *culprit is that job), else none (no job
+// with retries: as without retries; settled jobs stay settled).
+Recovery recover_jobs(RuntimeCore& c, const std::string& what, int64_t* culprit = nullptr) {
+  if (!c.stream || !c.batch || c.stream->tries.empty()) return Recovery::none;
+  std::shared_ptr<JobStream> st = c.stream;
+  std::shared_ptr<JobBatch> b = c.batch;
+  const int64_t bad = note_failure(c, *st, *b);
+  if (bad >= 0 || unsettled(*b, st->published) == 0) {
+    if (bad >= 0) give_up(c, *st, *b, bad);
+    if (culprit) *culprit = bad;
+    c.batch.reset();
+    c.stream.reset();
+    end_batch(*b);
+    return bad >= 0 ? Recovery::gave_up : Recovery::none;
+  }
+  c.heal(what.c_str());  // parks the stream (fail_jobs)
+  unpark(c);
+  return Recovery::healed;
+}
+
+// A finished or settled job's outcome.
+std::span<const uint8_t> saved_result(const JobBatch& b, uint64_t i) {
+  if (i < b.saved.size()) {
+    const JobBatch::Saved& s = b.saved[i];
+    const std::string text(reinterpret_cast<const char*>(b.bytes.data() + s.off), s.state == kDone ? 0 : s.len);
+    if (s.state == kDone) return {b.bytes.data() + s.off, s.len};
+    if (s.state == kFailed) throw_job_error("Future::get", i, s.rank, text);
+    if (s.state == kLost) throw WorkerError(text, s.rank);
+  }
+  if (!b.failure.empty()) throw WorkerError(b.failure, b.failure_rank);
+  throw ArgumentError("Future::get: job " + std::to_string(i) + " never ran: the runtime was closed first");
 }
 
 }  // namespace
 
 void finish_jobs(RuntimeCore& c) {
-  if (!c.stream) return;
+  for (;;) {
+    if (!c.stream) return;
+    try {
+      if (c.stream->parked) {
+        if (c.failed.load()) c.throw_failure(c.stream->label);
+        unpark(c);
+      }
+      close_stream(*c.stream);
+      break;
+    } catch (const WorkerError& e) {
+      int64_t culprit = -1;
+      if (c.failed.load() && c.stream && !c.stream->tries.empty()) {
+        std::shared_ptr<JobBatch> b = c.batch;
+        const Recovery r = recover_jobs(c, c.stream->label, &culprit);
+        if (r == Recovery::healed) continue;
+        if (r == Recovery::gave_up) {
+          (void)saved_result(*b, static_cast<uint64_t>(culprit));  // throws the culprit's WorkerError
+        }
+        if (!c.stream) throw;  // every job settled: the failure
+      }
+      std::shared_ptr<JobBatch> b = std::move(c.batch);
+      c.stream.reset();
+      if (b) {
+        b->failure = e.what();
+        b->failure_rank = e.rank();
+        end_batch(*b);
+      }
+      throw;
+    }
+  }
   std::shared_ptr<JobBatch> b = std::move(c.batch);
   std::shared_ptr<JobStream> st = std::move(c.stream);
-  try {
-    close_stream(*st);
-  } catch (const WorkerError& e) {
-    if (b) {
-      b->failure = e.what();
-      b->failure_rank = e.rank();
-      b->finished = true;
-      b->stream.reset();
-    }
-    throw;
-  }
   if (b) save_batch(*b);
 }
 
@@ -668,13 +943,18 @@ void cancel_jobs(RuntimeCore& c) noexcept {
   if (!c.stream) return;
   if (c.batch) {
     JobBatch& b = *c.batch;
-    // Keep what finished; the rest never ran.
+    // Keep what finished; the rest never ran (or, with retries in a failed
+    // runtime, ended with its failure).
     try {
+      if (c.failed.load() && !c.stream->tries.empty() && b.failure.empty()) {
+        std::lock_guard<std::mutex> lk(c.fail_mu);
+        b.failure = "synk runtime: " + c.stream->label + " failed: " + c.fail_msg;
+        b.failure_rank = c.fail_rank;
+      }
       save_batch(b);  // jobs not run keep state 0: their get() says "never ran"
     } catch (...) {
     }
-    b.finished = true;
-    b.stream.reset();
+    end_batch(b);
     c.batch.reset();
   }
   JobSync& s = c.cb->jobs;
@@ -686,6 +966,23 @@ void cancel_jobs(RuntimeCore& c) noexcept {
 }
 
 void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept {
+  if (c.stream && c.batch && !c.stream->tries.empty()) {
+    // Jobs with retries left wait for the healed runtime (park).
+    try {
+      JobStream& st = *c.stream;
+      JobBatch& b = *c.batch;
+      // Runtime::heal() itself: jobs with none left end, the others wait.
+      (void)note_failure(c, st, b);
+      for (uint64_t i = 0; i < st.published; ++i)
+        if (b.saved[i].state == 0 && st.tries[i].failures > st.tries[i].retries) save_exhausted(c, st, b, i);
+      if (unsettled(b, st.published) > 0) {
+        park(st, b);
+        st.counted = false;  // the next failure counts again
+        return;
+      }
+    } catch (...) {
+    }
+  }
   if (c.batch) {
     c.batch->failure = failure;
     c.batch->failure_rank = rank;
@@ -693,45 +990,78 @@ void fail_jobs(RuntimeCore& c, const std::string& failure, int rank) noexcept {
   cancel_jobs(c);
 }
 
+bool heal_for_jobs(RuntimeCore& c, const std::string& what) {
+  if (!c.open || self_pid() != c.master_pid || !c.failed.load()) return false;
+  if (!c.try_claim()) return false;  // another call (or this thread's, from a job) holds the runtime
+  struct Unclaim {
+    RuntimeCore& c;
+    ~Unclaim() { c.unclaim(); }
+  } unclaim{c};
+  // A job that kills its worker at once may fail the healed runtime again
+  // before this returns: each turn counts a try, so this ends.
+  while (c.failed.load()) {
+    std::shared_ptr<JobBatch> b = c.batch;
+    int64_t culprit = -1;
+    const Recovery r = recover_jobs(c, what, &culprit);
+    if (r == Recovery::gave_up) (void)saved_result(*b, static_cast<uint64_t>(culprit));  // throws its error
+    if (r == Recovery::none) return false;
+  }
+  return true;
+}
+
 std::span<const uint8_t> batch_result(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
   JobBatch& b = *bp;
-  if (!b.finished) {
+  if (!b.finished.load(std::memory_order_acquire)) {
     std::shared_ptr<RuntimeCore> owner = b.owner.lock();
     if (!owner) throw ArgumentError("Future::get: the runtime is gone");
     RuntimeCore& c = *owner;
-    if (!c.usable()) c.check_usable("Future::get");
+    // A failed runtime is let through: its jobs may heal it (below).
+    if (!c.usable() && !(c.open && c.failed.load() && self_pid() == c.master_pid)) c.check_usable("Future::get");
     Busy busy(c, "Future::get", true);
     // close() or another call of another thread may have finished the
-    // batch before this one claimed the runtime.
-    if (b.finished) return batch_result(bp, i);
-    if (!c.usable()) c.check_usable("Future::get");
-    JobStream& st = *b.stream;
-    trace::Span span(trace::Kind::map, st.call);
-    JobEnv& e = st.env;
-    int64_t last = comm::monotonic_ns();
+    // batch before this one claimed the runtime; a failure may have
+    // settled this job.
     for (;;) {
-      const uint8_t state = at(e.state(i)).load(std::memory_order_seq_cst);
-      if (state & kDone) return live_result(e, c, i);
-      if (state & kFailed) throw_job_error("Future::get", i, static_cast<int>(e.infos()[i].rank), job_error(e, c, i));
-      if (run_some(st)) continue;
-      const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
-      if (at(e.state(i)).load(std::memory_order_seq_cst) & (kDone | kFailed)) continue;
-      wait_done(st, g, last);
+      if (b.finished.load() || (i < b.saved.size() && b.saved[i].state)) break;
+      if (c.failed.load()) {
+        if (recover_jobs(c, "Future::get") != Recovery::none) continue;
+        if (b.finished.load() || (i < b.saved.size() && b.saved[i].state)) break;
+        c.check_usable("Future::get");  // the failure, as without retries
+      }
+      if (!c.usable()) c.check_usable("Future::get");
+      if (b.stream->parked) {
+        unpark(c);
+        continue;
+      }
+      JobStream& st = *b.stream;
+      trace::Span span(trace::Kind::map, st.call);
+      JobEnv& e = st.env;
+      int64_t last = comm::monotonic_ns();
+      try {
+        for (;;) {
+          const uint8_t state = at(e.state(i)).load(std::memory_order_seq_cst);
+          if (state & kDone) return live_result(e, c, i);
+          if (state & kFailed)
+            throw_job_error("Future::get", i, static_cast<int>(e.infos()[i].rank), job_error(e, c, i));
+          if (run_some(st)) continue;
+          const uint32_t g = at(e.s->done_gen).load(std::memory_order_seq_cst);
+          if (at(e.state(i)).load(std::memory_order_seq_cst) & (kDone | kFailed)) continue;
+          wait_done(st, g, last);
+        }
+      } catch (const WorkerError&) {
+        // A job's own exception, or a failure with no retries: as before.
+        if (!c.failed.load() || st.tries.empty()) throw;
+      }
     }
   }
-  if (i < b.saved.size()) {
-    const JobBatch::Saved& s = b.saved[i];
-    if (s.state == kDone) return {b.bytes.data() + s.off, s.len};
-    if (s.state == kFailed)
-      throw_job_error("Future::get", i, s.rank, std::string(reinterpret_cast<const char*>(b.bytes.data() + s.off), s.len));
-  }
-  if (!b.failure.empty()) throw WorkerError(b.failure, b.failure_rank);
-  throw ArgumentError("Future::get: job " + std::to_string(i) + " never ran: the runtime was closed first");
+  return saved_result(b, i);
 }
 
 bool batch_ready(const std::shared_ptr<JobBatch>& bp, uint64_t i) {
   const JobBatch& b = *bp;
-  if (b.finished) return true;
+  if (b.finished.load(std::memory_order_acquire)) return true;
+  if (i < b.saved.size() && b.saved[i].state) return true;
+  if (!b.stream || b.stream->parked) return false;
   return (at(b.stream->env.state(i)).load() & (kDone | kFailed)) != 0;
 }
 
@@ -844,10 +1174,12 @@ namespace detail {
 namespace {
 
 // run_jobs on this node's ranks; jobs are numbered from index_base in
-// messages (a node's block of a multi-node map).
+// messages (a node's block of a multi-node map). `settled` (tracked jobs
+// only): per job, nonzero for a job whose result was delivered in an
+// earlier try; the workers pass it by and it is not delivered again.
 void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                    size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
-                   const JobsFast& fast, uint64_t index_base, const uint64_t* index_of = nullptr, bool track = false) {
+                   const JobsFast& fast, uint64_t index_base, bool track = false, const uint8_t* settled = nullptr) {
   void* direct_out = fast.direct_out;
   const uint64_t first = offsets ? offsets[0] : 0;
   const uint64_t bytes = offsets ? offsets[count] - offsets[0] : count * fast.stride;
@@ -871,6 +1203,9 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
     for (size_t i = 0; i < count; ++i)
       recs[i] = {reinterpret_cast<uint64_t>(thunk), fn, offsets[i] - offsets[0], offsets[i + 1] - offsets[i]};
   }
+  if (settled && track)
+    for (size_t i = 0; i < count; ++i)
+      if (settled[i]) e.state(i) = detail::kDone | detail::kPassed;  // (JobTable::track) passed by, in order too
   st->published = count;
   st->bytes_used = bytes;
   std::atomic_ref<uint64_t>(e.s->published).store(count, std::memory_order_seq_cst);
@@ -883,6 +1218,7 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
   std::string sink_error;
   std::exception_ptr sink_exc;
   auto deliver = [&](uint64_t i) {
+    if (settled && settled[i]) return;
     const uint8_t s = std::atomic_ref<uint8_t>(e.state(i)).load(std::memory_order_acquire);
     if (s & detail::kFailed) {
       first_failed = std::min<uint64_t>(first_failed, i);
@@ -952,45 +1288,35 @@ void run_jobs_here(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* j
       std::memcpy(direct_out, e.slot(0), count * result_slot);
   }
   if (first_failed < count)
-    detail::throw_job_error(std::string("Runtime::") + what, index_of ? index_of[first_failed] : index_base + first_failed,
+    detail::throw_job_error(std::string("Runtime::") + what, index_base + first_failed,
                             c.base + static_cast<int>(e.infos()[first_failed].rank), detail::job_error(e, c, first_failed));
 }
 
-// run_jobs_here with retries (one node, workers): every try runs the jobs
-// whose results have not been delivered yet; when the runtime fails in a
-// try (a rank died or hung), heal() replaces the workers and the next try
+// run_jobs_here with retries (one node, workers): every try publishes the
+// whole table again, the jobs whose results were delivered marked settled
+// (passed by), so that a job that runs again has its own index
+// (JobContext::job(), ordered sections); when the runtime fails in a try
+// (a rank died or hung), heal() replaces the workers and the next try
 // begins. A job's own exception is its error as without retries. Jobs run
 // at least once: a job whose rank died after it finished, before its
 // result was delivered, runs again.
 void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_t* jobs, const uint64_t* offsets,
                        size_t count, size_t result_slot, bool in_order, const Runtime::JobSink& sink, const char* what,
                        const JobsFast& fast, int retries) {
-  std::vector<uint64_t> left(count);
-  for (uint64_t i = 0; i < count; ++i) left[i] = i;
   std::vector<uint8_t> got(count, 0);
   std::vector<int> lost(count, 0);  // tries in which the job's rank was lost while running it
   uint8_t* direct = static_cast<uint8_t*>(fast.direct_out);
-  std::vector<uint8_t> bytes;
-  std::vector<uint64_t> offs;
+  // The jobs as they lie, one at a time (no chunk runner: each is noted).
+  const JobsFast plain{offsets ? 0 : fast.stride, nullptr, nullptr};
+  auto deliver = [&](uint64_t i, std::span<const uint8_t> r) {
+    got[i] = 1;
+    if (direct) std::memcpy(direct + i * result_slot, r.data(), std::min<size_t>(r.size(), result_slot));
+    else if (sink) sink(i, r);
+  };
   for (int attempt = 0;; ++attempt) {
-    bytes.clear();
-    offs.assign(1, 0);
-    for (uint64_t i : left) {
-      const uint64_t o = offsets ? offsets[i] : i * fast.stride;
-      const uint64_t len = offsets ? offsets[i + 1] - offsets[i] : fast.stride;
-      bytes.insert(bytes.end(), jobs + o, jobs + o + len);
-      offs.push_back(bytes.size());
-    }
-    if (bytes.empty()) bytes.push_back(0);  // a valid pointer for jobs of no bytes
-    auto deliver = [&](uint64_t k, std::span<const uint8_t> r) {
-      const uint64_t i = left[k];
-      got[i] = 1;
-      if (direct) std::memcpy(direct + i * result_slot, r.data(), std::min<size_t>(r.size(), result_slot));
-      else if (sink) sink(i, r);
-    };
     try {
-      run_jobs_here(c, thunk, fn, bytes.data(), offs.data(), left.size(), result_slot, in_order, deliver, what, JobsFast{},
-                    0, left.data(), true);
+      run_jobs_here(c, thunk, fn, jobs, offsets, count, result_slot, in_order, deliver, what, plain, 0, true,
+                    got.data());
       return;
     } catch (const WorkerError&) {
       if (!c.failed.load()) throw;  // a job's exception, not a lost rank
@@ -1006,7 +1332,7 @@ void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_
     int64_t held = -1;
     if (dead > 0 && dead < c.n) {
       const uint64_t j = std::atomic_ref<uint64_t>(c.cb->slots[dead].job).load(std::memory_order_seq_cst);
-      if (j > 0 && j - 1 < left.size() && !got[left[j - 1]]) held = static_cast<int64_t>(left[j - 1]);
+      if (j > 0 && j - 1 < count && !got[j - 1]) held = static_cast<int64_t>(j - 1);
     }
     if (held >= 0) ++lost[static_cast<size_t>(held)];
     if (attempt >= retries) {
@@ -1021,9 +1347,6 @@ void run_jobs_retrying(RuntimeCore& c, JobThunk thunk, uint64_t fn, const uint8_
           dead);
     }
     c.heal(what);
-    left.clear();
-    for (uint64_t i = 0; i < count; ++i)
-      if (!got[i]) left.push_back(i);
   }
 }
 
@@ -1140,24 +1463,39 @@ void Runtime::run_jobs(detail::JobThunk thunk, uint64_t fn, const uint8_t* jobs,
 }
 
 std::shared_ptr<detail::JobBatch> Runtime::submit(detail::JobThunk thunk, uint64_t fn, const uint8_t* job,
-                                                  size_t job_bytes, size_t result_slot, uint64_t& index) {
-  RuntimeCore& c = checked("apply_async");
-  detail::Busy busy(c, "apply_async", true);
-  if (!thunk) throw ArgumentError("Runtime::apply_async: no function");
+                                                  size_t job_bytes, size_t result_slot, uint64_t& index, int retries,
+                                                  const char* what) {
+  RuntimeCore& c = checked(what);
+  detail::Busy busy(c, what, true);
+  if (!thunk) throw ArgumentError(std::string("Runtime::") + what + ": no function");
+  if (retries < 0)
+    throw ArgumentError(std::string("Runtime::") + what + ": retries must be >= 0, got " + std::to_string(retries));
+  if (retries > 0 && c.multi())
+    throw ArgumentError(std::string("Runtime::") + what +
+                        ": retries need a runtime of one node (a rank lost on one node fails every node)");
   constexpr uint64_t kCapacity = 1 << 16, kBytes = uint64_t{64} << 20, kSlot = 64;
+  if (c.stream && c.stream->parked) detail::unpark(c);  // jobs kept by a heal go first
   if (c.stream && (!detail::has_room(*c.stream, job_bytes) || result_slot > c.stream->env.t.result_slot))
     detail::finish_jobs(c);
   if (!c.stream) {
     auto b = std::make_shared<detail::JobBatch>();
     b->owner = impl_;
     b->c = &c;
+    // Tracked (JobTable::track): a job with retries may come at any time.
     c.stream = detail::open_stream(c, kCapacity, std::max<uint64_t>(kBytes, job_bytes),
-                                   std::max<uint64_t>(kSlot, result_slot), "apply_async");
+                                   std::max<uint64_t>(kSlot, result_slot), "apply_async", {}, false, true);
     b->stream = c.stream;
     c.batch = std::move(b);
   }
-  index = c.stream->published;
-  detail::push(*c.stream, thunk, fn, job, job_bytes);
+  JobStream& st = *c.stream;
+  index = st.published;
+  // With one rank the master runs every job: nothing to retry on.
+  if ((retries > 0 && c.n > 1) || !st.tries.empty()) {
+    st.tries.resize(index);
+    st.tries.push_back({retries, 0, 0, what});
+    if (retries > 0) st.workers_only = true;  // before the job is published
+  }
+  detail::push(st, thunk, fn, job, job_bytes);
   return c.batch;
 }
 

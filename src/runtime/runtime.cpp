@@ -165,6 +165,8 @@ void RuntimeCore::check_usable(const std::string& what) {
                         "); only the master (pid " + std::to_string(master_pid) + ") may use the runtime");
   if (!open) throw ArgumentError("Runtime::" + what + ": the runtime is closed");
   if (failed.load()) {
+    // Async jobs with retries left: the call heals the runtime for them.
+    if (heal_for_jobs(*this, what)) return;
     std::lock_guard<std::mutex> lk(fail_mu);
     // Across nodes heal() needs every node (docs/multinode.md, Failures).
     throw WorkerError("synk runtime: " + what + " refused: the runtime failed earlier (" + fail_msg +
