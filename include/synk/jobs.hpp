@@ -72,12 +72,12 @@
 //  - a job with retries left runs again, and its get() gives its result;
 //  - a job queued with retries 0 throws the failure, as without retries;
 //  - a job with retries > 0 and none left throws WorkerError "Runtime::
-//    apply_async failed after 3 tries: job 7 was running on rank 1 when it
-//    was lost (the job lost its rank in 3 of 3 tries): <the death>" (map's
-//    message), and the runtime is left failed as map leaves it: nothing
-//    heals, every other unfinished job throws WorkerError "job 9 was not
-//    run again: job 7 failed after 3 tries, ...", and heal() repairs the
-//    runtime;
+//  apply_async failed after 3 tries: job 7 was running on rank 1 when it
+//  was lost (the job lost its rank in 3 of 3 tries): <the death>" (map's
+//  message), and the runtime is left failed as map leaves it: nothing
+//  heals, every other unfinished job throws WorkerError "job 9 was not
+//  run again: job 7 failed after 3 tries, ...", and heal() repairs the
+//  runtime;
 //  - with no job with retries unfinished, nothing heals (as without).
 // ready() never heals. A future never got is retried with the others (its
 // job runs again; the result is kept for it). get() from another thread
