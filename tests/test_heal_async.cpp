@@ -6,9 +6,9 @@
 // get() from another thread, heal() and close() with retried jobs
 // outstanding.
 //
-// Deaths are made deterministic with marker files, as in test_heal.cpp: a
-// job kills its own process when the test's "arm" file exists and it is the
-// first to create the "fired" file.
+// Deaths are made deterministic with marker files (support/heal_helpers.hpp):
+// a job kills its own process when the test's "arm" file exists and it is
+// the first to create the "fired" file.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/fork_server.hpp"
+#include "support/heal_helpers.hpp"
 #include "support/proc_probe.hpp"
 #include "support/runtime_helpers.hpp"
 #include "synk/synk.hpp"
@@ -34,43 +35,6 @@ namespace {
 
 using namespace synk;
 using namespace synk_test;
-
-// The marker files of the running test (set before fork(): the workers are
-// copies of the master).
-char g_arm[128], g_fired[128];
-
-void set_markers(const char* test) {
-  std::snprintf(g_arm, sizeof g_arm, "/tmp/synk-heal-async-%d-%s.arm", static_cast<int>(::getpid()), test);
-  std::snprintf(g_fired, sizeof g_fired, "/tmp/synk-heal-async-%d-%s.fired", static_cast<int>(::getpid()), test);
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-void arm() {
-  const int fd = ::open(g_arm, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-}
-
-void clear_markers() {
-  std::remove(g_arm);
-  std::remove(g_fired);
-}
-
-bool fired() {
-  struct stat st{};
-  return ::stat(g_fired, &st) == 0;
-}
-
-// True once per arming, in the first process that asks.
-bool fire_once() {
-  struct stat st{};
-  if (::stat(g_arm, &st) != 0) return false;
-  const int fd = ::open(g_fired, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
 
 // Waits (10 s at most) until a job has killed its worker.
 bool wait_fired() {
@@ -201,7 +165,7 @@ void expect_every_rank_works(Runtime& rt) {
 }
 
 TEST(HealAsync, AWorkerKilledWhileAsyncJobsAreOutstandingWithOneRetryGivesEveryResult) {
-  set_markers("outstanding");
+  set_markers("synk-heal-async", "outstanding");
   Runtime rt = synk::fork(opts(3));
   const std::vector<int> before = children(detail::fork_server_pid());
   ASSERT_EQ(before.size(), 2u);
@@ -308,7 +272,7 @@ TEST(HealAsync, AJobThatKillsItsWorkerOnEveryTryFailsItsFutureNamingTheJob) {
 }
 
 TEST(HealAsync, RetriesZeroKeepsTodaysErrorAlsoNextToRetriedJobs) {
-  set_markers("zero");
+  set_markers("synk-heal-async", "zero");
   Runtime rt = synk::fork(opts(3));
   // Only retries 0: the failure as before, and the runtime stays failed.
   // (Armed once every job is queued: without retries, a death between two
@@ -359,7 +323,7 @@ TEST(HealAsync, RetriesZeroKeepsTodaysErrorAlsoNextToRetriedJobs) {
 }
 
 TEST(HealAsync, AFutureNeverGotAndAGetFromAnotherThreadHealTheRuntime) {
-  set_markers("thread");
+  set_markers("synk-heal-async", "thread");
   Runtime rt = synk::fork(opts(3));
   std::vector<int> jobs(200);
   for (int i = 0; i < 200; ++i) jobs[static_cast<size_t>(i)] = i;
@@ -394,7 +358,7 @@ TEST(HealAsync, AFutureNeverGotAndAGetFromAnotherThreadHealTheRuntime) {
 }
 
 TEST(HealAsync, CloseWithOutstandingRetriedJobsNeitherHangsNorLeavesAnything) {
-  set_markers("close");
+  set_markers("synk-heal-async", "close");
   std::vector<int> jobs(300);
   for (int i = 0; i < 300; ++i) jobs[static_cast<size_t>(i)] = i;
   // A healthy runtime: jobs no rank took never run.
@@ -454,7 +418,7 @@ TEST(HealAsync, CloseWithOutstandingRetriedJobsNeitherHangsNorLeavesAnything) {
 }
 
 TEST(HealAsync, JobsFinishedBeforeTheDeathAreNotRunAgain) {
-  set_markers("once");
+  set_markers("synk-heal-async", "once");
   Runtime rt = synk::fork(opts(3));
   Data runs = rt.zeros(i32, {300});
   std::vector<CountJob> jobs(300);
@@ -490,7 +454,7 @@ TEST(HealAsync, JobsFinishedBeforeTheDeathAreNotRunAgain) {
 // map's retries (test_heal.cpp) keep job indices too: a job that runs
 // again sees the index of its first try.
 TEST(HealJobs, AJobRunAgainSeesItsOwnIndex) {
-  set_markers("index");
+  set_markers("synk-heal-async", "index");
   Runtime rt = synk::fork(opts(3));
   std::vector<int> jobs(300);
   for (int i = 0; i < 300; ++i) jobs[static_cast<size_t>(i)] = i;
