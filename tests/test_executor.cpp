@@ -606,6 +606,15 @@ TEST(ExecutorFusion, PlanHasFusedStepsOnlyWhenAsked) {
   }
 }
 
+// Two runs' values bit for bit (the first few differences named).
+static void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  int64_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && diff++ < 5) ADD_FAILURE() << "differ at " << i;
+  EXPECT_EQ(diff, 0);
+}
+
 // A residual block's tail on activations past the cache: relu(batch_norm(x))
 // runs as one step (the ReLU folded into the normalising pass,
 // CompileOptions::fuse_norm_relu), and relu(h + x), a group of two, fuses
@@ -654,12 +663,7 @@ TEST(ExecutorFusion, BatchNormReluAndLargePairsFoldBitIdentical) {
     EXPECT_EQ(fused > 0, fuse);
     return trace;
   };
-  const auto a = run(true), b = run(false);
-  ASSERT_EQ(a.size(), b.size());
-  int64_t diff = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && diff++ < 5) ADD_FAILURE() << "differ at " << i;
-  EXPECT_EQ(diff, 0);
+  expect_same_bits(run(true), run(false));
 }
 
 // The large-pair rule is for memory-bound ops only: a GELU (or its
@@ -723,12 +727,7 @@ TEST(ExecutorFusion, GeluGradFoldedIntoItsProductBitIdentical) {
         EXPECT_EQ(own, fuse ? 0 : 1);
         return trace;
       };
-      const auto a = run(true), b = run(false);
-      ASSERT_EQ(a.size(), b.size());
-      int64_t diff = 0;
-      for (size_t i = 0; i < a.size(); ++i)
-        if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0 && diff++ < 5) ADD_FAILURE() << "differ at " << i;
-      EXPECT_EQ(diff, 0);
+      expect_same_bits(run(true), run(false));
     }
 }
 
