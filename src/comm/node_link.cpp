@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdlib>
@@ -134,6 +135,16 @@ struct NodeLink::Impl {
   // Buffers of requests whose wait was given up (wait_keeping): MPI may
   // still complete such a request later, so they live as long as the link.
   std::vector<std::shared_ptr<void>> kept;
+  // Collectives posted on `comm` so far (every node posts the same ones in
+  // the same order, so the count numbers them alike everywhere), and the
+  // requests whose wait was given up, by that number: renew() finishes
+  // those every node had posted before the communicator is retired.
+  uint64_t posted = 0;
+  struct Abandoned {
+    MPI_Request req;
+    uint64_t seq;
+  };
+  std::vector<Abandoned> abandoned;
   bool renew_failed = false;  // a renewal timed out: its MPI_Comm_idup may still be pending
 };
 
@@ -276,7 +287,19 @@ void wait_req(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOp
   (void)m;
 }
 
-// Waits as wait_req; if the wait is given up (a failure), the vectors the
+// Waits as wait_req for a collective just posted on m.comm, numbering it;
+// one given up (a failure) is remembered for renew().
+void wait_comm(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOptions& o, const char* what) {
+  const uint64_t seq = m.posted++;
+  try {
+    wait_req(l, m, req, o, what);
+  } catch (...) {
+    m.abandoned.push_back({req, seq});
+    throw;
+  }
+}
+
+// Waits as wait_comm; if the wait is given up (a failure), the vectors the
 // request still uses (data, counts, displacements: MPI reads the count
 // arrays until completion too) move to the link, their memory where it
 // was. A collective given up here may still complete later on a retired
@@ -286,7 +309,7 @@ template <class... V>
 void wait_keeping(NodeLink& l, NodeLink::Impl& m, MPI_Request& req, const NodeLinkOptions& o, const char* what,
                   V&... keep) {
   try {
-    wait_req(l, m, req, o, what);
+    wait_comm(l, m, req, o, what);
   } catch (...) {
     (m.kept.push_back(std::make_shared<V>(std::move(keep))), ...);
     throw;
@@ -331,7 +354,7 @@ void NodeLink::all_reduce(void* buf, size_t count, ElemType t, ReduceOp op, cons
     // Two nodes: a op b and b op a are the same bits (the ops commute).
     check_rc(*this, MPI_Iallreduce(MPI_IN_PLACE, buf, to_int(count, what), dt, mop, m.comm, &r), "MPI_Iallreduce",
              what);
-    wait_req(*this, m, r, opts_, what);
+    wait_comm(*this, m, r, opts_, what);
     return;
   }
   // More nodes: each block is reduced on one node and then copied to the
@@ -354,7 +377,7 @@ void NodeLink::broadcast(void* buf, size_t bytes, int root, const char* what) {
   Impl& m = *impl_;
   MPI_Request r = MPI_REQUEST_NULL;
   check_rc(*this, MPI_Ibcast(buf, to_int(bytes, what), MPI_BYTE, root, m.comm, &r), "MPI_Ibcast", what);
-  wait_req(*this, m, r, opts_, what);
+  wait_comm(*this, m, r, opts_, what);
 }
 
 void NodeLink::all_gatherv(void* buf, std::span<const size_t> counts, ElemType t, const char* what) {
@@ -452,6 +475,10 @@ void NodeLink::renew(const char* what) {
   m.retired.push_back(m.comm);
   m.retired.push_back(m.notice);
   m.comm = m.notice = MPI_COMM_NULL;
+  const uint64_t old_posted = m.posted;
+  std::vector<Impl::Abandoned> abandoned = std::move(m.abandoned);
+  m.abandoned.clear();
+  m.posted = 0;
   m.peer_msg.clear();
   m.notified = false;
   // The runtime is failed while it heals: its check would throw.
@@ -471,15 +498,18 @@ void NodeLink::renew(const char* what) {
   MPI_Irecv(m.notice_buf, static_cast<int>(kNoticeBytes), MPI_CHAR, MPI_ANY_SOURCE, kNoticeTag, m.notice,
             &m.notice_req);
   ++generation_;
-  // Every node at the same generation, all of them renewing.
-  std::vector<uint64_t> mine{kRenewMagic, generation_};
-  std::vector<uint64_t> all(2 * static_cast<size_t>(nodes_));
+  // Every node at the same generation, all of them renewing; and how many
+  // collectives each had posted on the old communicator.
+  std::vector<uint64_t> mine{kRenewMagic, generation_, old_posted};
+  std::vector<uint64_t> all(3 * static_cast<size_t>(nodes_));
   MPI_Request r = MPI_REQUEST_NULL;
-  check_rc(*this, MPI_Iallgather(mine.data(), 2, MPI_UINT64_T, all.data(), 2, MPI_UINT64_T, m.comm, &r),
+  check_rc(*this, MPI_Iallgather(mine.data(), 3, MPI_UINT64_T, all.data(), 3, MPI_UINT64_T, m.comm, &r),
            "MPI_Iallgather", what);
   wait_keeping(*this, m, r, o, what, mine, all);
+  uint64_t everywhere = old_posted;  // collectives 0 .. everywhere-1 were posted on every node
   for (int k = 0; k < nodes_; ++k) {
-    const uint64_t magic = all[2 * static_cast<size_t>(k)], gen = all[2 * static_cast<size_t>(k) + 1];
+    const uint64_t magic = all[3 * static_cast<size_t>(k)], gen = all[3 * static_cast<size_t>(k) + 1];
+    everywhere = std::min(everywhere, all[3 * static_cast<size_t>(k) + 2]);
     if (magic != kRenewMagic || gen != generation_)
       throw BackendError("node " + std::to_string(node_) + " (" + host_ + "): " + what + ": node " +
                          std::to_string(k) +
@@ -488,12 +518,35 @@ void NodeLink::renew(const char* what) {
                                                      std::to_string(generation_)) +
                          " (every node must call heal() after the same failure)");
   }
+  // A collective that every node posted completes once every node drives
+  // MPI, and until then MPI may write into the buffers of its caller, who
+  // gave up on it (they may be gone, or hold the next step's data). So
+  // this node's given-up ones are finished now, while every node is here.
+  // One that some node never posted cannot complete as a whole, but its
+  // request here may (a broadcast whose root reached this node): tested
+  // once more, and counted in stranded() while it is still pending.
+  for (Impl::Abandoned& a : abandoned) {
+    if (a.seq < everywhere) {
+      try {
+        wait_req(*this, m, a.req, o, what);
+      } catch (...) {
+        m.renew_failed = true;
+        throw;
+      }
+    } else {
+      int done = 0;
+      MPI_Test(&a.req, &done, MPI_STATUS_IGNORE);
+      if (!done) ++stranded_;
+    }
+  }
   // Nothing of the new generation is pending anywhere: MPI may end
   // normally again at exit (note_mpi_failure set it aside), and a later
   // failure is one to tell the other nodes about again, as after join().
   g_failed.store(false);
   g_agreed.store(false);
 }
+
+size_t NodeLink::abandoned() const noexcept { return impl_->abandoned.size(); }
 
 #else  // no MPI
 
@@ -509,6 +562,7 @@ std::unique_ptr<NodeLink> NodeLink::join(const NodeLinkOptions&) {
 NodeLink::~NodeLink() = default;
 std::string NodeLink::peer_failure() { return {}; }
 void NodeLink::renew(const char*) {}
+size_t NodeLink::abandoned() const noexcept { return 0; }
 void NodeLink::notify_failure(const std::string&) noexcept {
   if (!g_agreed.load()) g_failed.store(true);
 }

@@ -115,10 +115,21 @@ class NodeLink {
   // can never be matched again. The generation, which every node must have
   // reached alike, is checked over the new link: a node that is not healing
   // (it closed, forked again, or called something else) gets an error
-  // instead of a mismatched exchange. Throws BackendError naming the nodes
-  // on a timeout or a mismatch.
+  // instead of a mismatched exchange. Before it returns, the collectives
+  // this node gave up on that every node had posted are waited for (the
+  // renewal's exchange says how many each node posted), so none of them
+  // writes into its caller's buffers afterwards. Throws BackendError naming
+  // the nodes on a timeout or a mismatch.
   void renew(const char* what);
   uint64_t generation() const noexcept { return generation_; }
+  // Given-up collectives on this node that a renewal could not finish:
+  // some node never posted them, yet this node's part may still complete
+  // (and write into its caller's buffers) on a retired communicator.
+  // Collectives every node posted are finished by renew() (tests).
+  uint64_t stranded() const noexcept { return stranded_; }
+  // Given-up collectives on the current communicator (renew() finishes or
+  // strands them).
+  size_t abandoned() const noexcept;
 
   struct Impl;
 
@@ -127,6 +138,7 @@ class NodeLink {
   NodeLinkOptions opts_;
   int node_ = 0, nodes_ = 1, host_index_ = 0, host_count_ = 1, host_leader_ = 0;
   uint64_t generation_ = 0;  // renewals so far
+  uint64_t stranded_ = 0;
   std::string host_;
   std::unique_ptr<Impl> impl_;
 };

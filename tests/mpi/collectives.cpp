@@ -16,7 +16,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -99,6 +101,46 @@ TEST(MpiCollectives, EveryCollectiveOfTheTableOnEveryRankOfEveryNode) {
     std::memcpy(&v, all.data() + sizeof(int32_t) * static_cast<size_t>(k), sizeof v);
     EXPECT_EQ(v, 0) << "node " << k << " found wrong elements";
   }
+}
+
+// A collective every node posted but some gave up on (their runtime
+// failed while waiting): MPI may still complete it, writing into the
+// caller's buffer, so renew() (Runtime::heal across nodes) finishes it
+// before it returns. The last node posts a broadcast and gives up at once
+// (its root has not posted yet), the root posts it 100 ms later and gives
+// up at once too (32 MiB cannot have moved yet: MPI moves it in pieces,
+// inside MPI calls); the others wait for it. When renew() returns, every
+// node's buffer holds the root's values.
+TEST(MpiLink, RenewFinishesACollectiveEveryNodePostedAndSomeGaveUp) {
+  bool give_up = false;
+  auto link = synk::comm::NodeLink::join({.timeout = std::chrono::seconds(60), .spin_ns = 20'000, .check = [&] {
+                                            if (give_up) throw std::runtime_error("this node gave up");
+                                          }});
+  const int node = link->node(), nodes = link->nodes();
+  if (nodes < 2) GTEST_SKIP() << "needs two nodes";
+  const size_t count = size_t{8} << 20;  // 32 MiB
+  std::vector<int32_t> buf(count);
+  for (size_t i = 0; i < count; ++i) buf[i] = node == 0 ? static_cast<int32_t>(i * 7 + 3) : -1;
+  if (node == 0 || node == nodes - 1) {
+    if (node == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    give_up = true;
+    EXPECT_THROW(link->broadcast(buf.data(), count * sizeof(int32_t), 0, "a broadcast given up"), std::runtime_error);
+    give_up = false;
+    EXPECT_EQ(link->abandoned(), 1u);
+  } else {
+    link->broadcast(buf.data(), count * sizeof(int32_t), 0, "a broadcast");
+    EXPECT_EQ(link->abandoned(), 0u);
+  }
+  link->renew("the test's renewal");
+  EXPECT_EQ(link->abandoned(), 0u);
+  EXPECT_EQ(link->stranded(), 0u);
+  size_t wrong = 0;
+  for (size_t i = 0; i < count; ++i) wrong += buf[i] != static_cast<int32_t>(i * 7 + 3);
+  EXPECT_EQ(wrong, 0u) << "node " << node << ": elements the broadcast had not written when renew() returned";
+  // The renewed link carries collectives.
+  int32_t one = 1;
+  link->all_reduce(&one, 1, synk::comm::ElemType::i32, synk::ReduceOp::sum, "after renewal");
+  EXPECT_EQ(one, nodes);
 }
 
 }  // namespace
