@@ -16,10 +16,11 @@ build_dir=${SYNK_EMU_BUILD_DIR:-build-emu}
 
 scripts/install-deps.sh
 # Release: the emulation runs every kernel thread on the CPU; -O2 keeps whole
-# training epochs in the stage's time. No MPI: the emulated NCCL joins
-# forked ranks of one machine, and the mpi label runs in the Release stage.
+# training epochs in the stage's time. With MPI: CUDA ranks healing across
+# nodes (emu.mpi_heal_*) run here; the rest of the mpi label runs in the
+# Release stage.
 SYNK_BUILD_DIR=$build_dir SYNK_BUILD_TYPE=Release scripts/build.sh \
-  -DSYNK_CUDA_EMU=ON -DSYNK_WITH_MPI=OFF -DSYNK_BUILD_TESTS=ON -DSYNK_BUILD_EXAMPLES=OFF "$@"
+  -DSYNK_CUDA_EMU=ON -DSYNK_WITH_MPI=ON -DSYNK_BUILD_TESTS=ON -DSYNK_BUILD_EXAMPLES=OFF "$@"
 
 cd "$build_dir"
 # Four emulated GPUs: the tests of 3 NCCL ranks (one GPU each) run too.
