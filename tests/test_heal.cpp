@@ -67,19 +67,6 @@ std::string text_or_die(JobContext& ctx, const int& x) {
 
 int32_t my_rank(JobContext& ctx, const int&) { return ctx.rank(); }
 
-// Long enough that every rank takes some of a hundred.
-int32_t slow_rank(JobContext& ctx, const int&) {
-  ::usleep(1000);
-  return ctx.rank();
-}
-
-// No worker, fork server or segment left once the runtime is closed.
-void expect_nothing_left() {
-  EXPECT_TRUE(children(detail::fork_server_pid()).empty());
-  EXPECT_EQ(memfd_segments(), 0);
-  EXPECT_TRUE(dev_shm_synk().empty());
-}
-
 TEST(HealJobs, AWorkerKilledInAMapWithOneRetryGivesEveryResult) {
   set_markers("synk-heal", "map");
   Runtime rt = synk::fork(opts(3));

@@ -144,18 +144,6 @@ int64_t square_slowly(const int& x) {
   return int64_t{x} * x;
 }
 
-int32_t slow_rank(JobContext& ctx, const int&) {
-  ::usleep(1000);
-  return ctx.rank();
-}
-
-// No worker, fork server or segment left once the runtime is closed.
-void expect_nothing_left() {
-  EXPECT_TRUE(children(detail::fork_server_pid()).empty());
-  EXPECT_EQ(memfd_segments(), 0);
-  EXPECT_TRUE(dev_shm_synk().empty());
-}
-
 // Every rank takes jobs of a map again.
 void expect_every_rank_works(Runtime& rt) {
   std::set<int32_t> ranks;

@@ -23,7 +23,9 @@
 
 #include <gtest/gtest.h>
 
+#include "proc_probe.hpp"
 #include "runtime/core.hpp"  // detail::test_hooks, Cmd
+#include "runtime/fork_server.hpp"
 #include "synk/synk.hpp"
 
 namespace synk_test {
@@ -70,6 +72,20 @@ inline bool fire_once() {
 // after the test armed the markers.
 inline void kill_in_call(int cmd, int rank, synk::detail::CommandHeader&) {
   if (rank == 1 && cmd == static_cast<int>(synk::detail::Cmd::call) && fire_once()) ::raise(SIGKILL);
+}
+
+// A job long enough that every rank takes some of a hundred: returns the
+// rank that ran it.
+inline int32_t slow_rank(synk::JobContext& ctx, const int&) {
+  ::usleep(1000);
+  return ctx.rank();
+}
+
+// No worker, fork server or segment left once the runtime is closed.
+inline void expect_nothing_left() {
+  EXPECT_TRUE(children(synk::detail::fork_server_pid()).empty());
+  EXPECT_EQ(memfd_segments(), 0);
+  EXPECT_TRUE(dev_shm_synk().empty());
 }
 
 // A dense layer trained with Nesterov momentum: two parameters and two
