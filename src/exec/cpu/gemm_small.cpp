@@ -14,19 +14,16 @@
 #include <vector>
 
 #include "exec/cpu/kernels.hpp"
+#include "exec/cpu/lanes.hpp"
 
 namespace synk::cpu {
 
 namespace {
 
-constexpr int64_t kLanes = 16;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-[[gnu::always_inline]] inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-[[gnu::always_inline]] inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+using lanes::kLanes;
+using lanes::load;
+using lanes::store;
+using lanes::vf;
 
 // C[r, cb + 16 v] = bias[cb + 16 v] + sum_kk A[r, kk] B[kk, cb + 16 v] for
 // r < R, v < NV (bias null: 0).

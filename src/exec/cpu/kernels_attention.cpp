@@ -18,6 +18,7 @@
 
 #include "attention.hpp"  // kernels/
 #include "exec/cpu/kernels.hpp"
+#include "exec/cpu/lanes.hpp"
 
 namespace synk::cpu {
 
@@ -35,16 +36,11 @@ constexpr int64_t kLanes = AttnGeom::kLanes;
     for (int64_t c = 0; c < w; ++c) dst[c * lp + i] = src[i * stride + c];
 }
 
-// kLanes floats as one GCC vector: a zmm register in the AVX-512 clone, two
-// ymm in the AVX2 one, four xmm in the baseline. Loaded and stored with
-// memcpy (unaligned).
-typedef float vlanes __attribute__((vector_size(kLanes * sizeof(float))));
-[[gnu::always_inline]] inline vlanes load(const float* p) {
-  vlanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-[[gnu::always_inline]] inline void store(float* p, vlanes v) { std::memcpy(p, &v, sizeof v); }
+// kLanes floats as one GCC vector (exec/cpu/lanes.hpp).
+static_assert(kLanes == lanes::kLanes, "the attention rows are padded to whole vectors");
+using vlanes = lanes::vf;
+using lanes::load;
+using lanes::store;
 
 // out[r * ro + c] = sum_t a[r * ar + t * at] * src[t * rs + c] for r < R,
 // c < w, t < n: R output rows, each a combination of n source rows. Every
