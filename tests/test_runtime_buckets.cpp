@@ -22,21 +22,7 @@ namespace {
 using namespace synk;
 
 // Three dense layers with dropout: six gradient tensors of different sizes.
-struct Mlp {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l1, l2, l3;
-  std::vector<Tensor> params;
-  Mlp() {
-    x = g.input("x", f32, {batch, 6});
-    y = g.input("y", i32, {batch});
-    l1 = nn::dense(g, "l1", 6, 40, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    l2 = nn::dense(g, "l2", 40, 30, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    l3 = nn::dense(g, "l3", 30, 4, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    loss = mean(softmax_cross_entropy(l3(dropout(relu(l2(relu(l1(x)))), 0.3f)), y));
-    params = {l1.W, l1.b, l2.W, l2.b, l3.W, l3.b};
-  }
-};
+using Mlp = synk_test::DropoutMlp;
 
 Array features(int64_t rows) { return synk_test::sine_rows(rows, 6, 0.41f, 1.5f); }
 Array labels(int64_t rows) { return synk_test::cyclic_labels(rows, 5, 4); }

@@ -27,21 +27,8 @@ using namespace synk;
 
 // Three dense layers with dropout: 1634 parameters in six tensors, so the
 // slices (16-element aligned) cut through tensors and the last is padded.
-struct Mlp {
-  Graph g;
-  Tensor x, y, loss;
-  nn::Dense l1, l2, l3;
-  std::vector<Tensor> params;
-  explicit Mlp(bool drop = true) {
-    x = g.input("x", f32, {batch, 6});
-    y = g.input("y", i32, {batch});
-    l1 = nn::dense(g, "l1", 6, 40, Init::uniform(-0.5f, 0.5f), Init::uniform(-0.1f, 0.1f));
-    l2 = nn::dense(g, "l2", 40, 30, Init::uniform(-0.5f, 0.5f), Init::uniform(-0.1f, 0.1f));
-    l3 = nn::dense(g, "l3", 30, 4, Init::uniform(-0.5f, 0.5f), Init::zeros());
-    Tensor h = relu(l2(relu(l1(x))));
-    loss = mean(softmax_cross_entropy(l3(drop ? dropout(h, 0.3f) : h), y));
-    params = {l1.W, l1.b, l2.W, l2.b, l3.W, l3.b};
-  }
+struct Mlp : synk_test::DropoutMlp {
+  explicit Mlp(bool drop = true) : DropoutMlp(Init::uniform(-0.1f, 0.1f), drop) {}
 };
 
 Array features(int64_t rows) { return synk_test::sine_rows(rows, 6, 0.41f, 1.5f); }

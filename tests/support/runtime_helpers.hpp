@@ -78,6 +78,29 @@ inline synk::Array rows_of(int64_t n) {
   return synk::Array::from(v, {n, 3});
 }
 
+// Three dense layers (6 -> 40 -> 30 -> 4) with dropout before the last
+// (unless `drop` is false), softmax cross-entropy over 4 classes: six
+// gradient tensors of different sizes (1634 parameters), for the training
+// tests of buckets and of the sharded optimizer. `hidden_bias` initialises
+// the first two layers' biases.
+struct DropoutMlp {
+  synk::Graph g;
+  synk::Tensor x, y, loss;
+  synk::nn::Dense l1, l2, l3;
+  std::vector<synk::Tensor> params;
+  explicit DropoutMlp(synk::Init hidden_bias = synk::Init::zeros(), bool drop = true) {
+    using namespace synk;
+    x = g.input("x", f32, {batch, 6});
+    y = g.input("y", i32, {batch});
+    l1 = nn::dense(g, "l1", 6, 40, Init::uniform(-0.5f, 0.5f), hidden_bias);
+    l2 = nn::dense(g, "l2", 40, 30, Init::uniform(-0.5f, 0.5f), hidden_bias);
+    l3 = nn::dense(g, "l3", 30, 4, Init::uniform(-0.5f, 0.5f), Init::zeros());
+    Tensor h = relu(l2(relu(l1(x))));
+    loss = mean(softmax_cross_entropy(l3(drop ? dropout(h, 0.3f) : h), y));
+    params = {l1.W, l1.b, l2.W, l2.b, l3.W, l3.b};
+  }
+};
+
 // `rows` x `cols` floats amp * sin(freq * i): training features that differ
 // in every element, the same in every process.
 inline synk::Array sine_rows(int64_t rows, int64_t cols, float freq, float amp) {
