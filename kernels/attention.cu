@@ -16,6 +16,12 @@
 namespace synk::kernels {
 namespace {
 
+// p_ij, the softmax weight of key row kj for query row qi, given the query
+// row's max score and sum of weights.
+__device__ float prob(const AttnGeom& g, const float* qi, const float* kj, float zmax, float sum) {
+  return attn::weight(g.scale * attn::dot(qi, kj, g.e), zmax) / sum;
+}
+
 // The statistics of query row i of head (bi, hi): the max score zmax and
 // the sum of the weights sum; with dy, also D = sum_j p_j dp_j (dp_j = do_i
 // . v_j).
@@ -34,7 +40,7 @@ __device__ RowStats row_stats(const AttnGeom& g, const float* q, const float* k,
     const float* doi = dy + g.at(bi, hi, i, g.l, g.ev);
     const float* vb = v + g.at(bi, hi, 0, g.s, g.ev);
     for (int64_t j = 0; j < g.s; ++j) {
-      const float p = attn::weight(g.scale * attn::dot(qi, kb + j * rk, g.e), r.zmax) / r.sum;
+      const float p = prob(g, qi, kb + j * rk, r.zmax, r.sum);
       r.d += p * attn::dot(doi, vb + j * rv, g.ev);
     }
   }
@@ -53,7 +59,7 @@ __global__ void attention_kernel(AttnGeom g, const float* q, const float* k, con
     const int64_t rk = g.stride(g.e), rv = g.stride(g.ev);
     for (int64_t c = 0; c < g.ev; ++c) oi[c] = 0.f;
     for (int64_t j = 0; j < g.s; ++j) {
-      const float p = attn::weight(g.scale * attn::dot(qi, kb + j * rk, g.e), st.zmax) / st.sum;
+      const float p = prob(g, qi, kb + j * rk, st.zmax, st.sum);
       for (int64_t c = 0; c < g.ev; ++c) oi[c] += p * vb[j * rv + c];
     }
   }
@@ -73,7 +79,7 @@ __global__ void attention_grad_q_kernel(AttnGeom g, const float* q, const float*
     const int64_t rk = g.stride(g.e), rv = g.stride(g.ev);
     for (int64_t c = 0; c < g.e; ++c) dqi[c] = 0.f;
     for (int64_t j = 0; j < g.s; ++j) {
-      const float p = attn::weight(g.scale * attn::dot(qi, kb + j * rk, g.e), st.zmax) / st.sum;
+      const float p = prob(g, qi, kb + j * rk, st.zmax, st.sum);
       const float dz = attn::dscore(p, attn::dot(doi, vb + j * rv, g.ev), st.d) * g.scale;
       for (int64_t c = 0; c < g.e; ++c) dqi[c] += dz * kb[j * rk + c];
     }
@@ -98,7 +104,7 @@ __global__ void attention_grad_kv_kernel(AttnGeom g, const float* q, const float
       const RowStats st = row_stats(g, q, k, v, dkj ? dy : nullptr, bi, hi, i);
       const float* qi = q + g.at(bi, hi, i, g.l, g.e);
       const float* doi = dy + g.at(bi, hi, i, g.l, g.ev);
-      const float p = attn::weight(g.scale * attn::dot(qi, kj, g.e), st.zmax) / st.sum;
+      const float p = prob(g, qi, kj, st.zmax, st.sum);
       if (dvj)
         for (int64_t c = 0; c < g.ev; ++c) dvj[c] += p * doi[c];
       if (dkj) {
